@@ -1,0 +1,74 @@
+//! The `zkcoord` command line: subcommands and their flags.
+//!
+//! Flags are kept as strings here and validated in [`crate::config`], so that every invalid
+//! setting is reported the same way (naming the setting, exit code 64) whether it came from a
+//! flag, the environment or the config file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::RawSettings;
+
+/// zkcoord: leases, leader election and soft locks over gRPC, backed by ZooKeeper.
+#[derive(Debug, Parser)]
+#[command(name = "zkcoord", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the zkcoord gRPC API until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+}
+
+/// Flags of `zkcoord serve`. Each also reads `ZKCOORD_<NAME>` from the environment and
+/// `<name>` from the config file, in that precedence.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file [env: ZKCOORD_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [env: ZKCOORD_LISTEN] [default: 127.0.0.1:7710]
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<String>,
+    /// ZooKeeper connect string with namespace [env: ZKCOORD_ZOOKEEPER]
+    /// [default: 127.0.0.1:2181/zkcoord]
+    #[arg(long, value_name = "HOST:PORT[,...][/NAMESPACE]")]
+    pub zookeeper: Option<String>,
+    /// ZooKeeper session timeout, e.g. 6s [env: ZKCOORD_SESSION_TIMEOUT] [default: 6s]
+    #[arg(long, value_name = "DURATION")]
+    pub session_timeout: Option<String>,
+    /// Log filter, e.g. info or zkcoord=debug [env: ZKCOORD_LOG_LEVEL] [default: info]
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format: text or json [env: ZKCOORD_LOG_FORMAT] [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Time streams get to drain at shutdown [env: ZKCOORD_SHUTDOWN_GRACE] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+    /// This instance's id [env: ZKCOORD_INSTANCE_ID] [default: hostname-pid-random]
+    #[arg(long, value_name = "NAME")]
+    pub instance_id: Option<String>,
+}
+
+impl ServeArgs {
+    /// Splits the flags into the config file path and the flag-level settings.
+    pub fn into_settings(self) -> (Option<PathBuf>, RawSettings) {
+        let settings = RawSettings {
+            listen: self.listen,
+            zookeeper: self.zookeeper,
+            session_timeout: self.session_timeout,
+            log_level: self.log_level,
+            log_format: self.log_format,
+            shutdown_grace: self.shutdown_grace,
+            instance_id: self.instance_id,
+        };
+        (self.config, settings)
+    }
+}

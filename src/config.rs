@@ -1,0 +1,392 @@
+//! Typed configuration of `zkcoord serve`.
+//!
+//! Every setting comes from, in this precedence: a command-line flag, a `ZKCOORD_*`
+//! environment variable, the optional TOML file (`--config` / `ZKCOORD_CONFIG`), the default.
+//! Invalid configuration is a [`ConfigError`] that names the setting and where its value came
+//! from; `main` prints it on one line and exits with [`EX_USAGE`].
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// Exit code for invalid configuration or usage (BSD `sysexits.h` `EX_USAGE`).
+pub const EX_USAGE: i32 = 64;
+/// Default gRPC listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7710";
+/// Default ZooKeeper connect string.
+pub const DEFAULT_ZOOKEEPER: &str = "127.0.0.1:2181/zkcoord";
+/// Namespace used when the connect string names no chroot.
+pub const DEFAULT_NAMESPACE: &str = "/zkcoord";
+/// Default ZooKeeper session timeout.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// Shortest accepted session timeout.
+pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest accepted session timeout.
+pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default log filter (a `tracing_subscriber::EnvFilter` directive).
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default time given to streams to drain at shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Longest accepted instance id.
+pub const MAX_INSTANCE_ID_LEN: usize = 64;
+
+/// The resolved configuration of one zkcoord instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// How to reach ZooKeeper.
+    pub zookeeper: ZkConfig,
+    /// Log filter directive, e.g. `info` or `zkcoord=debug,info`.
+    pub log_level: String,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// How long streams get to drain at shutdown before the server closes.
+    pub shutdown_grace: Duration,
+    /// This instance's id, unique among the instances serving one namespace.
+    pub instance_id: String,
+}
+
+/// How to reach ZooKeeper and where zkcoord's state lives there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZkConfig {
+    /// Comma-separated `host:port` list, without chroot.
+    pub hosts: String,
+    /// Absolute znode path under which all of zkcoord's state lives, e.g. `/zkcoord`.
+    pub namespace: String,
+    /// Requested ZooKeeper session timeout (the ensemble may negotiate another).
+    pub session_timeout: Duration,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Unresolved setting values from one source (flags or the TOML file), all optional strings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// gRPC listen address, `ip:port`.
+    pub listen: Option<String>,
+    /// ZooKeeper connect string, `host:port[,host:port...][/namespace]`.
+    pub zookeeper: Option<String>,
+    /// ZooKeeper session timeout, e.g. `6s` or `4000ms`.
+    pub session_timeout: Option<String>,
+    /// Log filter directive.
+    pub log_level: Option<String>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
+    /// Shutdown drain period, e.g. `10s`.
+    pub shutdown_grace: Option<String>,
+    /// Instance id (a name); generated when absent.
+    pub instance_id: Option<String>,
+}
+
+/// Where a setting's value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A command-line flag.
+    Flag,
+    /// An environment variable.
+    Env,
+    /// The TOML config file.
+    File(PathBuf),
+    /// The built-in default.
+    Default,
+}
+
+/// Invalid configuration: which setting, from where, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The setting's name, as in the TOML file (`listen`, `zookeeper`, ...).
+    pub setting: &'static str,
+    /// Where the bad value came from.
+    pub source: Source,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flag = self.setting.replace('_', "-");
+        let env = env_name(self.setting);
+        match &self.source {
+            Source::Flag => write!(f, "invalid setting `{}` (flag --{flag}): {}", self.setting, self.message),
+            Source::Env => {
+                write!(f, "invalid setting `{}` (environment variable {env}): {}", self.setting, self.message)
+            }
+            Source::File(path) => {
+                write!(f, "invalid setting `{}` (config file {}): {}", self.setting, path.display(), self.message)
+            }
+            Source::Default => write!(f, "invalid setting `{}`: {}", self.setting, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn env_name(setting: &str) -> String {
+    format!("ZKCOORD_{}", setting.to_ascii_uppercase())
+}
+
+impl Config {
+    /// Resolves the configuration from flags, the environment (through `env`) and the config
+    /// file named by `config_file` (flag) or `ZKCOORD_CONFIG`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for the first invalid setting, or for an unreadable or malformed file
+    /// (setting `config`).
+    pub fn resolve(
+        flags: RawSettings,
+        config_file: Option<PathBuf>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let (file_settings, file_path) = match config_file
+            .map(|p| (p, Source::Flag))
+            .or_else(|| env("ZKCOORD_CONFIG").map(|p| (PathBuf::from(p), Source::Env)))
+        {
+            Some((path, source)) => (load_file(&path, source)?, Some(path)),
+            None => (RawSettings::default(), None),
+        };
+        let pick = |setting: &'static str, flag: Option<String>, file: Option<String>| -> Option<(String, Source)> {
+            flag.map(|v| (v, Source::Flag))
+                .or_else(|| env(&env_name(setting)).map(|v| (v, Source::Env)))
+                .or_else(|| file.map(|v| (v, Source::File(file_path.clone().unwrap_or_default()))))
+        };
+        let setting = |setting: &'static str, flag: Option<String>, file: Option<String>, default: &str| {
+            pick(setting, flag, file).unwrap_or_else(|| (default.to_owned(), Source::Default))
+        };
+        let fail = |setting: &'static str, source: Source, message: String| ConfigError { setting, source, message };
+
+        let (v, src) = setting("listen", flags.listen, file_settings.listen, DEFAULT_LISTEN);
+        let listen = v.parse::<SocketAddr>().map_err(|_| {
+            fail("listen", src, format!("{v:?} is not an address of the form ip:port, e.g. 127.0.0.1:7710"))
+        })?;
+
+        let (v, src) = setting("session_timeout", flags.session_timeout, file_settings.session_timeout, "6s");
+        let session_timeout = parse_duration(&v).map_err(|m| fail("session_timeout", src.clone(), m))?;
+        if !(MIN_SESSION_TIMEOUT..=MAX_SESSION_TIMEOUT).contains(&session_timeout) {
+            return Err(fail("session_timeout", src, "must be from 500ms to 120s".into()));
+        }
+
+        let (v, src) = setting("zookeeper", flags.zookeeper, file_settings.zookeeper, DEFAULT_ZOOKEEPER);
+        let (hosts, namespace) = parse_connect_string(&v).map_err(|m| fail("zookeeper", src, m))?;
+
+        let (log_level, src) = setting("log_level", flags.log_level, file_settings.log_level, DEFAULT_LOG_LEVEL);
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return Err(fail("log_level", src, format!("{log_level:?} is not a log filter: {err}")));
+        }
+
+        let (v, src) = setting("log_format", flags.log_format, file_settings.log_format, "text");
+        let log_format = match v.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return Err(fail("log_format", src, format!("{v:?} is not one of text, json"))),
+        };
+
+        let (v, src) = setting("shutdown_grace", flags.shutdown_grace, file_settings.shutdown_grace, "10s");
+        let shutdown_grace = parse_duration(&v).map_err(|m| fail("shutdown_grace", src, m))?;
+
+        let instance_id = match pick("instance_id", flags.instance_id, file_settings.instance_id) {
+            Some((id, src)) => {
+                if id.len() > MAX_INSTANCE_ID_LEN || crate::validate::Name::parse("instance_id", &id).is_err() {
+                    return Err(fail(
+                        "instance_id",
+                        src,
+                        "must be 1 to 64 ASCII letters, digits and . _ - : @, starting with a letter or digit".into(),
+                    ));
+                }
+                id
+            }
+            None => generated_instance_id(),
+        };
+
+        Ok(Self {
+            listen,
+            zookeeper: ZkConfig { hosts, namespace, session_timeout },
+            log_level,
+            log_format,
+            shutdown_grace,
+            instance_id,
+        })
+    }
+}
+
+fn load_file(path: &Path, source: Source) -> Result<RawSettings, ConfigError> {
+    let fail = |message: String| ConfigError { setting: "config", source: source.clone(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    // Accept integers as well as strings, so `session_timeout = 6000` style files fail with a
+    // clear message rather than a type error.
+    let table: BTreeMap<String, toml::Value> =
+        toml::from_str(&text).map_err(|e| fail(format!("{} is not valid TOML: {}", path.display(), e.message())))?;
+    let mut strings = toml::Table::new();
+    for (key, value) in table {
+        let value = match value {
+            toml::Value::String(s) => s,
+            other => {
+                return Err(ConfigError {
+                    setting: "config",
+                    source: source.clone(),
+                    message: format!("{}: `{key}` must be a string, not {}", path.display(), other.type_str()),
+                });
+            }
+        };
+        strings.insert(key, toml::Value::String(value));
+    }
+    RawSettings::deserialize(strings).map_err(|e| fail(format!("{}: {}", path.display(), e.message())))
+}
+
+/// Parses `123ms`, `6s` or `2m`.
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let bad = || format!("{value:?} is not a duration such as 500ms, 6s or 2m");
+    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => number.checked_mul(60).map(Duration::from_secs).ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+/// Splits `host:port[,host:port...][/chroot]` into the host list and the namespace.
+fn parse_connect_string(value: &str) -> Result<(String, String), String> {
+    let (hosts, namespace) = match value.find('/') {
+        Some(i) => (&value[..i], &value[i..]),
+        None => (value, DEFAULT_NAMESPACE),
+    };
+    if hosts.is_empty() {
+        return Err(format!("{value:?} names no ZooKeeper server; expected host:port[,host:port...][/namespace]"));
+    }
+    for host in hosts.split(',') {
+        let port_ok =
+            host.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !port_ok {
+            return Err(format!("{host:?} is not of the form host:port"));
+        }
+    }
+    if namespace == "/" {
+        return Err("the namespace must not be the ZooKeeper root; use e.g. /zkcoord".into());
+    }
+    for segment in namespace[1..].split('/') {
+        if crate::validate::Name::parse("zookeeper", segment).is_err() {
+            return Err(format!(
+                "namespace {namespace:?} must be /-separated names of ASCII letters, digits and . _ - : @"
+            ));
+        }
+    }
+    if namespace == "/zookeeper" || namespace.starts_with("/zookeeper/") {
+        return Err("the namespace must not be under /zookeeper, which ZooKeeper reserves".into());
+    }
+    Ok((hosts.to_owned(), namespace.to_owned()))
+}
+
+fn generated_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect::<String>())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "zkcoord".into());
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{host}-{}-{nanos:08x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::resolve(RawSettings::default(), None, no_env).expect("defaults are valid");
+        assert_eq!(config.listen, DEFAULT_LISTEN.parse().expect("valid"));
+        assert_eq!(config.zookeeper.hosts, "127.0.0.1:2181");
+        assert_eq!(config.zookeeper.namespace, "/zkcoord");
+        assert_eq!(config.zookeeper.session_timeout, DEFAULT_SESSION_TIMEOUT);
+        assert_eq!(config.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        assert!(crate::validate::Name::parse("id", &config.instance_id).is_ok(), "{}", config.instance_id);
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("zkcoord.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:3\"\nsession_timeout = \"3s\"\nlog_format = \"json\"\n")
+            .expect("write");
+        let env = |name: &str| match name {
+            "ZKCOORD_LISTEN" => Some("127.0.0.1:2".to_string()),
+            "ZKCOORD_SESSION_TIMEOUT" => Some("2s".to_string()),
+            _ => None,
+        };
+        let flags = RawSettings { listen: Some("127.0.0.1:1".into()), ..Default::default() };
+        let config = Config::resolve(flags, Some(file), env).expect("valid");
+        assert_eq!(config.listen.port(), 1);
+        assert_eq!(config.zookeeper.session_timeout, Duration::from_secs(2));
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn errors_name_setting_and_source() {
+        let err = Config::resolve(RawSettings { listen: Some("nope".into()), ..Default::default() }, None, no_env)
+            .expect_err("invalid");
+        assert_eq!((err.setting, err.source.clone()), ("listen", Source::Flag));
+        assert!(err.to_string().contains("--listen"), "{err}");
+        let env = |name: &str| (name == "ZKCOORD_SESSION_TIMEOUT").then(|| "10 seconds".to_string());
+        let err = Config::resolve(RawSettings::default(), None, env).expect_err("invalid");
+        assert_eq!(err.setting, "session_timeout");
+        assert!(err.to_string().contains("ZKCOORD_SESSION_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn connect_strings() {
+        assert_eq!(
+            parse_connect_string("a:1,b:2/team/zk").expect("valid"),
+            ("a:1,b:2".to_string(), "/team/zk".to_string())
+        );
+        for bad in ["", "/x", "a", "a:x", "a:1/", "a:1/../x", "a:1//x", "a:1/zookeeper", "a:1/zookeeper/q", "a:0"] {
+            assert!(parse_connect_string(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("6s"), Ok(Duration::from_secs(6)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "6", "s", "6h", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\ncolour = \"blue\"\n").expect("write");
+        let err = Config::resolve(RawSettings::default(), Some(file.clone()), no_env).expect_err("unknown key");
+        assert_eq!(err.setting, "config");
+        assert!(err.to_string().contains("colour"), "{err}");
+        std::fs::write(&file, "session_timeout = 6000\n").expect("write");
+        let err = Config::resolve(RawSettings::default(), Some(file), no_env).expect_err("wrong type");
+        assert!(err.to_string().contains("session_timeout"), "{err}");
+        let err = Config::resolve(RawSettings::default(), Some(dir.path().join("missing.toml")), no_env)
+            .expect_err("missing");
+        assert!(err.to_string().contains("cannot read"), "{err}");
+    }
+}

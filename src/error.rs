@@ -1,0 +1,128 @@
+//! The one error type of zkcoord and its single mapping to `tonic::Status`.
+//!
+//! Every message is stable (a fixed string, or a fixed string built from static parts) and
+//! never echoes client input or znode paths, so clients may match on it and no tenant learns
+//! about another's state from an error.
+
+use tonic::{Code, Status};
+
+/// Everything that can go wrong in a zkcoord call.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is malformed or out of range. `field` is the protobuf field path,
+    /// `reason` a fixed explanation.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The offending field, e.g. `key.election`.
+        field: &'static str,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
+    /// The named lease does not exist (never granted, expired or revoked).
+    #[error("lease not found")]
+    LeaseNotFound,
+    /// The named lock handle does not exist (never issued or already released).
+    #[error("lock handle not found")]
+    HandleNotFound,
+    /// The lease secret does not match the lease.
+    #[error("wrong lease secret")]
+    WrongSecret,
+    /// The call is valid but the state does not allow it (not the leader, not the holder, ...).
+    #[error("{0}")]
+    FailedPrecondition(&'static str),
+    /// zkcoord cannot reach ZooKeeper, or cannot be sure of the answer; the client should
+    /// retry, possibly on another instance.
+    #[error("zookeeper unavailable")]
+    Unavailable,
+    /// zkcoord is shutting down; the client should move to another instance.
+    #[error("zkcoord instance is shutting down")]
+    ShuttingDown,
+    /// The rpc exists in the contract but is not implemented yet.
+    #[error("{0} is not implemented yet")]
+    Unimplemented(&'static str),
+    /// A ZooKeeper error that is not one of the expected outcomes above.
+    #[error("zookeeper error: {0}")]
+    ZooKeeper(#[source] zookeeper_client::Error),
+    /// A broken invariant (e.g. undecodable data in zkcoord's own znodes).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub const fn invalid(field: &'static str, reason: &'static str) -> Self {
+        Self::InvalidArgument { field, reason }
+    }
+
+    /// True for errors a client should retry (on this or another instance).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable | Self::ShuttingDown)
+    }
+}
+
+impl From<zookeeper_client::Error> for Error {
+    fn from(err: zookeeper_client::Error) -> Self {
+        use zookeeper_client::Error as Zk;
+        match err {
+            Zk::ConnectionLoss
+            | Zk::SessionExpired
+            | Zk::SessionMoved
+            | Zk::Timeout
+            | Zk::NoHosts
+            | Zk::ClientClosed
+            | Zk::Throttled
+            | Zk::NotReadOnly => Self::Unavailable,
+            other => Self::ZooKeeper(other),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let code = match &err {
+            Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::LeaseNotFound | Error::HandleNotFound => Code::NotFound,
+            Error::WrongSecret => Code::PermissionDenied,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Unavailable | Error::ShuttingDown => Code::Unavailable,
+            Error::Unimplemented(_) => Code::Unimplemented,
+            Error::ZooKeeper(_) | Error::Internal(_) => Code::Internal,
+        };
+        if code == Code::Internal {
+            // Details stay in the log; the client gets a fixed message.
+            tracing::error!(error = %err, "internal error");
+            return Status::new(code, "internal error");
+        }
+        Status::new(code, err.to_string())
+    }
+}
+
+/// The result type of zkcoord's own functions.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_stable() {
+        let cases = [
+            (
+                Error::invalid("key.election", "must not be empty"),
+                Code::InvalidArgument,
+                "key.election: must not be empty",
+            ),
+            (Error::LeaseNotFound, Code::NotFound, "lease not found"),
+            (Error::WrongSecret, Code::PermissionDenied, "wrong lease secret"),
+            (Error::FailedPrecondition("not the leader"), Code::FailedPrecondition, "not the leader"),
+            (zookeeper_client::Error::ConnectionLoss.into(), Code::Unavailable, "zookeeper unavailable"),
+            (zookeeper_client::Error::NoAuth.into(), Code::Internal, "internal error"),
+        ];
+        for (err, code, message) in cases {
+            let status = Status::from(err);
+            assert_eq!(status.code(), code);
+            assert_eq!(status.message(), message);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! zkcoord: a stateless gRPC coordination service in front of Apache ZooKeeper.
+//!
+//! The data flow is `api` (tonic services: validate → call → protobuf) over `recipe`
+//! (coordination logic, no tonic types) over `zk` (the ZooKeeper session and the namespace
+//! layout). Errors of every layer are one [`Error`] enum, mapped to `tonic::Status` in
+//! [`error`].
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod pb;
+pub mod server;
+pub mod telemetry;
+pub mod validate;
+pub mod zk;
+
+pub use error::Error;

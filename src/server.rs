@@ -1,0 +1,158 @@
+//! One zkcoord instance: the gRPC server (zkcoord services, `grpc.health.v1`, reflection v1
+//! and v1alpha), its ZooKeeper session, and graceful shutdown.
+
+use std::{io, net::SocketAddr, time::Duration};
+
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    api::{Context, election::ElectionService, lease::LeaseService, lock::LockService},
+    config::Config,
+    pb::{
+        self,
+        v1::{election_server::ElectionServer, lease_server::LeaseServer, lock_server::LockServer},
+    },
+    zk::{SessionStatus, ZkSession},
+};
+
+/// The largest request message accepted, in bytes (1,000 lock keys of 128 bytes fit easily).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// How often HTTP/2 keepalive pings probe idle client connections.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a keepalive ping may stay unanswered before the connection is dropped.
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running zkcoord instance.
+#[derive(Debug)]
+pub struct Instance {
+    addr: SocketAddr,
+    session: ZkSession,
+    health: JoinHandle<()>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// Binds `config.listen`, starts the ZooKeeper session and serves until [`Instance::shutdown`].
+///
+/// The server accepts calls at once; health is NOT_SERVING until the ZooKeeper session is
+/// connected, and calls that need ZooKeeper answer UNAVAILABLE until then.
+///
+/// # Errors
+/// When the listen address cannot be bound.
+pub async fn start(config: Config) -> io::Result<Instance> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let session = ZkSession::start(config.zookeeper.clone());
+    let shutdown = CancellationToken::new();
+    let ctx = Context { session: session.clone(), shutdown: shutdown.clone(), instance_id: config.instance_id.clone() };
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::NotServing).await;
+    let health_task = tokio::spawn(follow_session(session.clone(), reporter, shutdown.clone()));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(io::Error::other)?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(io::Error::other)?;
+
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(LeaseServer::new(LeaseService::new(ctx.clone())).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(
+            ElectionServer::new(ElectionService::new(ctx.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(LockServer::new(LockService::new(ctx)).max_decoding_message_size(MAX_REQUEST_BYTES));
+    let stop = shutdown.clone();
+    let server = tokio::spawn(
+        router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { stop.cancelled().await }),
+    );
+    tracing::info!(%addr, instance = %config.instance_id, namespace = %config.zookeeper.namespace, "zkcoord serving");
+    Ok(Instance { addr, session, health: health_task, shutdown, grace: config.shutdown_grace, server })
+}
+
+impl Instance {
+    /// The address the gRPC server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The instance's ZooKeeper session.
+    pub fn session(&self) -> &ZkSession {
+        &self.session
+    }
+
+    /// Stops the instance gracefully: health turns NOT_SERVING, streams end with UNAVAILABLE
+    /// so clients move to another instance, in-flight calls get up to the configured grace
+    /// period to finish, then the ZooKeeper session is closed.
+    pub async fn shutdown(self) {
+        tracing::info!(grace = ?self.grace, "shutting down");
+        self.shutdown.cancel();
+        // The health task turns everything NOT_SERVING as its last act.
+        let _ = self.health.await;
+        let mut server = self.server;
+        match tokio::time::timeout(self.grace, &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => tracing::error!(error = %err, "grpc server failed"),
+            Ok(Err(err)) => tracing::error!(error = %err, "grpc server task failed"),
+            Err(_) => {
+                tracing::warn!("grace period over; closing the remaining connections");
+                server.abort();
+            }
+        }
+        self.session.close().await;
+        tracing::info!("shut down");
+    }
+
+    /// Waits until the gRPC server stops by itself (it only does on a fatal error).
+    ///
+    /// # Errors
+    /// The server's error.
+    pub async fn wait_failed(&mut self) -> io::Result<()> {
+        match (&mut self.server).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(io::Error::other(err)),
+            Err(err) => Err(io::Error::other(err)),
+        }
+    }
+}
+
+/// Keeps `grpc.health.v1` in step with the ZooKeeper session: SERVING exactly while it is
+/// connected. At shutdown it sets NOT_SERVING and ends; it is the only writer of health
+/// after start-up, so no late SERVING can follow.
+async fn follow_session(session: ZkSession, reporter: HealthReporter, shutdown: CancellationToken) {
+    let mut status = session.watch_status();
+    loop {
+        let connected = status.borrow_and_update().is_connected();
+        set_health(&reporter, if connected { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = status.changed() => if changed.is_err() { break },
+        }
+        if *status.borrow() == SessionStatus::Closed {
+            break;
+        }
+    }
+    set_health(&reporter, ServingStatus::NotServing).await;
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for service in pb::SERVICE_NAMES {
+        reporter.set_service_status(service, status).await;
+    }
+}

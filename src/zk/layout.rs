@@ -1,0 +1,52 @@
+//! Where zkcoord keeps its state under its namespace (the chroot of every client it uses).
+//!
+//! ```text
+//! <namespace>/instances/<instance-id>   ephemeral: one per live zkcoord instance
+//! <namespace>/leases/...                lease records
+//! <namespace>/elections/<name>/...      candidacies of one election
+//! <namespace>/locks/<key>/...           holds and waiters of one lock key
+//! ```
+//!
+//! Paths are built only from validated [`Name`]s, each exactly one segment, so no client input
+//! can address a znode outside these directories.
+
+use crate::validate::Name;
+
+/// Directory of instance registrations.
+pub const INSTANCES: &str = "/instances";
+/// Directory of lease records.
+pub const LEASES: &str = "/leases";
+/// Directory of elections.
+pub const ELECTIONS: &str = "/elections";
+/// Directory of lock keys.
+pub const LOCKS: &str = "/locks";
+
+/// The directories created at start-up, under the namespace.
+pub const DIRECTORIES: [&str; 4] = [INSTANCES, LEASES, ELECTIONS, LOCKS];
+
+/// The znode of one election.
+pub fn election(name: &Name) -> String {
+    format!("{ELECTIONS}/{name}")
+}
+
+/// The znode of one lock key.
+pub fn lock(key: &Name) -> String {
+    format!("{LOCKS}/{key}")
+}
+
+/// The registration znode of one zkcoord instance.
+pub fn instance(id: &str) -> String {
+    format!("{INSTANCES}/{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_in_their_directory() {
+        let name = Name::parse("n", "a.b:c@d").expect("valid");
+        assert_eq!(election(&name), "/elections/a.b:c@d");
+        assert_eq!(lock(&name), "/locks/a.b:c@d");
+    }
+}

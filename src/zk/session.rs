@@ -1,0 +1,231 @@
+//! The one ZooKeeper session of a zkcoord instance, kept alive for the life of the process.
+//!
+//! A background task connects, creates the namespace and its directories, and publishes the
+//! session's status on a `watch` channel. When the session expires (or ZooKeeper rejects it)
+//! the task establishes a new one; until then [`ZkSession::client`] answers
+//! [`Error::Unavailable`]. Every zkcoord instance uses exactly this one session, whatever the
+//! number of leases, candidacies or locks it serves.
+//!
+//! What recipes must assume (Curator's SUSPENDED vs LOST):
+//! * `Disconnected`: the session may still be alive in the ensemble, and ephemerals with it;
+//!   but this instance cannot know what changes, so it must not confirm anything.
+//! * `Connecting` after a previous session: the previous session is gone, with its
+//!   ephemerals and watches; state must be re-read.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use zookeeper_client::{Acls, Client, CreateMode, SessionState};
+
+use crate::{
+    config::ZkConfig,
+    error::{Error, Result},
+    zk::layout,
+};
+
+/// Shortest pause between two failed connection attempts.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between two failed connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a graceful close waits for ZooKeeper to acknowledge it.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The status of zkcoord's ZooKeeper session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionStatus {
+    /// No session: connecting for the first time, or after the previous session expired.
+    Connecting,
+    /// Connected since `since`; requests are served.
+    Connected {
+        /// The ZooKeeper session id.
+        session_id: i64,
+        /// When this connection was (re-)established.
+        since: Instant,
+    },
+    /// The session exists but its connection was lost at `since`; it may reconnect or expire.
+    Disconnected {
+        /// When the connection was lost.
+        since: Instant,
+    },
+    /// The session was closed by [`ZkSession::close`].
+    Closed,
+}
+
+impl SessionStatus {
+    /// True when requests can be served.
+    pub fn is_connected(&self) -> bool {
+        matches!(self, Self::Connected { .. })
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Shared {
+    status: SessionStatus,
+    client: Option<Client>,
+}
+
+/// Handle to the instance's ZooKeeper session. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ZkSession {
+    shared: watch::Receiver<Shared>,
+    status: watch::Receiver<SessionStatus>,
+    cancel: CancellationToken,
+}
+
+impl ZkSession {
+    /// Starts the session task. Returns at once; the session connects in the background (see
+    /// [`ZkSession::status`]).
+    pub fn start(config: ZkConfig) -> Self {
+        let (shared_tx, shared) = watch::channel(Shared { status: SessionStatus::Connecting, client: None });
+        let (status_tx, status) = watch::channel(SessionStatus::Connecting);
+        let cancel = CancellationToken::new();
+        let task = SessionTask { config, shared: shared_tx, status: status_tx, cancel: cancel.clone() };
+        tokio::spawn(task.run());
+        Self { shared, status, cancel }
+    }
+
+    /// The chrooted client of the current session.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] while there is no connected session.
+    pub fn client(&self) -> Result<Client> {
+        let shared = self.shared.borrow();
+        match (&shared.status, &shared.client) {
+            (SessionStatus::Connected { .. }, Some(client)) => Ok(client.clone()),
+            (SessionStatus::Closed, _) => Err(Error::ShuttingDown),
+            _ => Err(Error::Unavailable),
+        }
+    }
+
+    /// The current status.
+    pub fn status(&self) -> SessionStatus {
+        *self.status.borrow()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<SessionStatus> {
+        self.status.clone()
+    }
+
+    /// Waits until the session is connected, at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] on timeout. Cancellation safe.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<()> {
+        let mut status = self.status.clone();
+        tokio::time::timeout(timeout, status.wait_for(SessionStatus::is_connected))
+            .await
+            .map_err(|_| Error::Unavailable)?
+            .map_err(|_| Error::ShuttingDown)?;
+        Ok(())
+    }
+
+    /// Closes the session (its ephemerals vanish at once rather than at session expiry) and
+    /// stops reconnecting. Waits at most a few seconds for ZooKeeper to acknowledge.
+    pub async fn close(&self) {
+        self.cancel.cancel();
+        let mut status = self.status.clone();
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT * 2, status.wait_for(|s| *s == SessionStatus::Closed)).await;
+    }
+}
+
+struct SessionTask {
+    config: ZkConfig,
+    shared: watch::Sender<Shared>,
+    status: watch::Sender<SessionStatus>,
+    cancel: CancellationToken,
+}
+
+impl SessionTask {
+    fn publish(&self, status: SessionStatus, client: Option<Client>) {
+        if *self.status.borrow() != status {
+            tracing::info!(?status, "zookeeper session status");
+        }
+        self.shared.send_replace(Shared { status, client });
+        self.status.send_replace(status);
+    }
+
+    async fn run(self) {
+        let mut backoff = MIN_BACKOFF;
+        while !self.cancel.is_cancelled() {
+            self.publish(SessionStatus::Connecting, None);
+            let connected = tokio::select! {
+                () = self.cancel.cancelled() => break,
+                r = connect(&self.config) => r,
+            };
+            match connected {
+                Ok(client) => {
+                    backoff = MIN_BACKOFF;
+                    self.serve(client).await;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, hosts = %self.config.hosts, "cannot establish zookeeper session");
+                    tokio::select! {
+                        () = self.cancel.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        self.publish(SessionStatus::Closed, None);
+    }
+
+    /// Follows one session until it ends (expired, failed, or closed on cancellation).
+    async fn serve(&self, client: Client) {
+        let session_id = client.session_id().0;
+        let mut watcher = client.state_watcher();
+        self.publish(SessionStatus::Connected { session_id, since: Instant::now() }, Some(client.clone()));
+        loop {
+            let state = tokio::select! {
+                () = self.cancel.cancelled() => {
+                    // Dropping every clone of the client closes the session.
+                    self.publish(SessionStatus::Connecting, None);
+                    drop(client);
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, wait_terminal(&mut watcher)).await;
+                    return;
+                }
+                state = watcher.changed() => state,
+            };
+            match state {
+                SessionState::SyncConnected => {
+                    self.publish(SessionStatus::Connected { session_id, since: Instant::now() }, Some(client.clone()));
+                }
+                SessionState::Disconnected | SessionState::ConnectedReadOnly => {
+                    self.publish(SessionStatus::Disconnected { since: Instant::now() }, Some(client.clone()));
+                }
+                SessionState::Expired | SessionState::Closed | SessionState::AuthFailed => {
+                    tracing::warn!(?state, session_id, "zookeeper session ended; establishing a new one");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn wait_terminal(watcher: &mut zookeeper_client::StateWatcher) {
+    while !matches!(watcher.changed().await, SessionState::Closed | SessionState::Expired) {}
+}
+
+/// Connects a new session and prepares the namespace.
+async fn connect(config: &ZkConfig) -> Result<Client> {
+    // `connect` itself gives up after about one session timeout; bound it anyway.
+    let client = tokio::time::timeout(
+        config.session_timeout * 2,
+        Client::connector().with_session_timeout(config.session_timeout).connect(&config.hosts),
+    )
+    .await
+    .map_err(|_| Error::Unavailable)??;
+    let dir = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    client.mkdir(&config.namespace, &dir).await?;
+    let client = client.chroot(config.namespace.as_str()).map_err(|_| Error::Internal("bad namespace".into()))?;
+    for path in layout::DIRECTORIES {
+        match client.create(path, &[], &dir).await {
+            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    tracing::info!(session_id = client.session_id().0, timeout = ?client.session_timeout(), "zookeeper session established");
+    Ok(client)
+}
