@@ -1,0 +1,170 @@
+//! The API surface: server reflection (v1 and v1alpha) lists the zkcoord services; invalid
+//! input is rejected with INVALID_ARGUMENT before anything reaches ZooKeeper.
+
+mod support;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use support::zk::Standalone;
+use tokio_stream::StreamExt;
+use tonic::{Code, Status};
+use zkcoord::pb::v1::{
+    self as pb, election_client::ElectionClient, lease_client::LeaseClient, lock_client::LockClient,
+};
+
+#[tokio::test]
+async fn reflection_lists_the_services_in_v1_and_v1alpha() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("reflection")).await;
+    let channel = support::channel(instance.addr()).await;
+
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = v1::server_reflection_client::ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        stream.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a list of services");
+    };
+    let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["zkcoord.v1.Lease", "zkcoord.v1.Election", "zkcoord.v1.Lock", "grpc.health.v1.Health"] {
+        assert!(names.contains(expected), "{expected} missing from {names:?}");
+    }
+
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "zkcoord.v1.Election".into(),
+        )),
+    };
+    let mut stream = v1alpha::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.next().await.unwrap().unwrap().message_response;
+    assert!(
+        matches!(response, Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
+        "{response:?}"
+    );
+    instance.shutdown().await;
+}
+
+fn lease(id: i64, secret: &str) -> Option<pb::LeaseRef> {
+    Some(pb::LeaseRef { id, secret: secret.into() })
+}
+
+fn key(election: &str, candidate: &str) -> Option<pb::CandidateKey> {
+    Some(pb::CandidateKey { election: election.into(), candidate_id: candidate.into(), lease: lease(1, "s") })
+}
+
+fn assert_invalid<T: std::fmt::Debug>(result: Result<T, Status>, field: &str) {
+    let status = result.expect_err("must be rejected");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with(&format!("{field}: ")), "message names {field}: {status:?}");
+}
+
+/// Names that must never reach ZooKeeper.
+const BAD_NAMES: &[&str] = &["", "..", "../../zookeeper", "/", "a/b", "x\0y", "new\nline", "élan", " lead"];
+
+#[tokio::test]
+async fn invalid_input_is_rejected_before_reaching_zookeeper() {
+    // A server of its own, so that no other test's writes move the zxid.
+    let zk = Standalone::start();
+    let ns = support::namespace("validation");
+    let instance = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let channel = support::channel(instance.addr()).await;
+    let mut leases = LeaseClient::new(channel.clone());
+    let mut elections = ElectionClient::new(channel.clone());
+    let mut locks = LockClient::new(channel);
+    let zxid_before = zk.server.zxid().expect("zxid");
+
+    for bad in BAD_NAMES.iter().copied().chain([&*"n".repeat(129)]) {
+        let grant = pb::GrantRequest { ttl_ms: 5000, owner: bad.into(), ..Default::default() };
+        assert_invalid(leases.grant(grant).await, "owner");
+        assert_invalid(elections.leader(pb::LeaderRequest { election: bad.into() }).await, "election");
+        assert_invalid(elections.observe(pb::ObserveRequest { election: bad.into() }).await, "election");
+        assert_invalid(elections.candidates(pb::CandidatesRequest { election: bad.into() }).await, "election");
+        let campaign = pb::CampaignRequest { key: key(bad, "c"), ..Default::default() };
+        assert_invalid(elections.campaign(campaign).await, "key.election");
+        let campaign = pb::CampaignRequest { key: key("e", bad), ..Default::default() };
+        assert_invalid(elections.campaign(campaign).await, "key.candidate_id");
+        let resign = pb::ResignRequest { key: key(bad, "c"), term: 0 };
+        assert_invalid(elections.resign(resign).await, "key.election");
+        let transfer =
+            pb::TransferRequest { election: "e".into(), target_candidate_id: bad.into(), ..Default::default() };
+        if !bad.is_empty() {
+            assert_invalid(elections.transfer(transfer).await, "target_candidate_id");
+        }
+        let lock = pb::LockRequest {
+            keys: vec!["ok".into(), bad.into()],
+            lease: lease(1, "s"),
+            mode: pb::LockMode::Exclusive.into(),
+            wait_timeout_ms: 0,
+        };
+        assert_invalid(locks.lock(lock).await, "keys");
+        let try_lock = pb::TryLockRequest { keys: vec![bad.into()], lease: lease(1, "s"), mode: 1 };
+        assert_invalid(locks.try_lock(try_lock).await, "keys");
+        if !bad.is_empty() {
+            assert_invalid(locks.holders(pb::HoldersRequest { key: bad.into(), prefix: true }).await, "key");
+        }
+    }
+
+    // Out-of-range and malformed values.
+    let grant = |ttl_ms| pb::GrantRequest { ttl_ms, owner: "node-a".into(), ..Default::default() };
+    assert_invalid(leases.grant(grant(999)).await, "ttl_ms");
+    assert_invalid(leases.grant(grant(3_600_001)).await, "ttl_ms");
+    let mut big = grant(5000);
+    big.metadata.insert("blob".into(), "x".repeat(2000));
+    assert_invalid(leases.grant(big).await, "metadata");
+    assert_invalid(leases.revoke(pb::RevokeRequest { lease: lease(0, "s") }).await, "lease.id");
+    assert_invalid(leases.revoke(pb::RevokeRequest { lease: lease(7, "") }).await, "lease.secret");
+    assert_invalid(leases.revoke(pb::RevokeRequest { lease: None }).await, "lease");
+    assert_invalid(leases.time_to_live(pb::TimeToLiveRequest { lease_id: -3 }).await, "lease_id");
+    let campaign = |priority, value: Vec<u8>| pb::CampaignRequest { key: key("e", "c"), value, priority, preempt: 0 };
+    assert_invalid(elections.campaign(campaign(1001, vec![])).await, "priority");
+    assert_invalid(elections.campaign(campaign(-1, vec![])).await, "priority");
+    assert_invalid(elections.campaign(campaign(0, vec![0; 64 * 1024 + 1])).await, "value");
+    let lock = |keys: Vec<&str>, mode: i32, wait_timeout_ms| pb::LockRequest {
+        keys: keys.into_iter().map(String::from).collect(),
+        lease: lease(1, "s"),
+        mode,
+        wait_timeout_ms,
+    };
+    assert_invalid(locks.lock(lock(vec![], 1, 0)).await, "keys");
+    assert_invalid(locks.lock(lock(vec!["a", "b", "a"], 1, 0)).await, "keys");
+    assert_invalid(locks.lock(lock(vec!["a"], 1, -1)).await, "wait_timeout_ms");
+    assert_invalid(locks.lock(lock(vec!["a"], 0, 0)).await, "mode");
+    let many: Vec<String> = (0..1001).map(|i| format!("record-{i}")).collect();
+    let request = pb::LockRequest { keys: many, lease: lease(1, "s"), mode: 1, wait_timeout_ms: 0 };
+    assert_invalid(locks.lock(request).await, "keys");
+
+    // Nothing was written: the zxid did not move and the namespace holds only its directories.
+    assert_eq!(zk.server.zxid(), Some(zxid_before), "no write reached zookeeper");
+    let client = support::zk_client(&zk.hosts()).await;
+    let mut children = client.list_children(&ns).await.unwrap();
+    children.sort();
+    assert_eq!(children, ["elections", "instances", "leases", "locks"]);
+    assert_eq!(client.count_descendants_number(&ns).await.unwrap(), 4);
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn valid_calls_to_unbuilt_rpcs_answer_unimplemented() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("unimplemented")).await;
+    let channel = support::channel(instance.addr()).await;
+    let status = ElectionClient::new(channel)
+        .leader(pb::LeaderRequest { election: "ledger-master".into() })
+        .await
+        .expect_err("not built yet");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    tokio::time::timeout(Duration::from_secs(10), instance.shutdown()).await.expect("shutdown completes");
+}

@@ -1,0 +1,158 @@
+//! Shared integration-test support: real ZooKeeper servers ([`zk`]) and zkcoord instances,
+//! in-process ([`start_zkcoord`]) or as the built binary ([`ZkcoordProcess`]).
+
+#![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a different part.
+
+pub mod zk;
+
+use std::{
+    future::Future,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use zkcoord::{
+    config::{Config, LogFormat, ZkConfig},
+    server::{self, Instance},
+};
+
+/// The ZooKeeper session timeout zkcoord test instances ask for: short, so tests notice
+/// lost connections quickly.
+pub const TEST_SESSION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A namespace no other test (in any test binary, any run) uses: `/test-<name>-<pid>-<n>`.
+pub fn namespace(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("/test-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A config for an in-process test instance on a free loopback port.
+pub fn test_config(hosts: &str, namespace: &str) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        zookeeper: ZkConfig {
+            hosts: hosts.to_owned(),
+            namespace: namespace.to_owned(),
+            session_timeout: TEST_SESSION_TIMEOUT,
+        },
+        log_level: "info".into(),
+        log_format: LogFormat::Text,
+        shutdown_grace: Duration::from_secs(2),
+        instance_id: format!("test-{}", namespace.trim_start_matches('/').replace('/', "-")),
+    }
+}
+
+/// Starts an in-process zkcoord instance and waits until its ZooKeeper session is connected.
+pub async fn start_zkcoord(hosts: &str, namespace: &str) -> Instance {
+    let instance = server::start(test_config(hosts, namespace)).await.expect("start zkcoord");
+    instance.session().wait_connected(Duration::from_secs(30)).await.expect("zkcoord connects to zookeeper");
+    instance
+}
+
+/// A gRPC channel to `addr`.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect to zkcoord")
+}
+
+/// The `grpc.health.v1` status of `service` ("" for the whole server).
+pub async fn health(channel: &Channel, service: &str) -> ServingStatus {
+    let response = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest { service: service.into() })
+        .await
+        .expect("health check answers");
+    response.into_inner().status()
+}
+
+/// Polls `probe` every 50 ms until it returns true; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if probe().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A direct ZooKeeper client (no zkcoord in between), for checking state behind zkcoord.
+pub async fn zk_client(hosts: &str) -> zookeeper_client::Client {
+    zookeeper_client::Client::connect(hosts).await.expect("connect to zookeeper")
+}
+
+/// The zkcoord binary as a child process.
+#[derive(Debug)]
+pub struct ZkcoordProcess {
+    child: Child,
+    /// The gRPC address it printed.
+    pub addr: SocketAddr,
+}
+
+/// The built `zkcoord` binary.
+pub fn zkcoord_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_zkcoord"))
+}
+
+impl ZkcoordProcess {
+    /// Runs `zkcoord serve` with `args` on a free port and waits for its "listening" line.
+    pub fn spawn(hosts_and_namespace: &str, args: &[&str]) -> Self {
+        let mut child = zkcoord_command()
+            .args(["serve", "--listen", "127.0.0.1:0", "--zookeeper", hosts_and_namespace])
+            .args(["--session-timeout", "2s", "--shutdown-grace", "2s"])
+            .args(args)
+            .env_remove("ZKCOORD_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn zkcoord");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read zkcoord's first line");
+        let addr = line
+            .trim()
+            .strip_prefix("zkcoord listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("an address");
+        Self { child, addr }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the process by PID.
+    pub fn signal(&self, signal: i32) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// Waits at most `timeout` for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("zkcoord did not exit within {timeout:?}");
+    }
+}
+
+impl Drop for ZkcoordProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

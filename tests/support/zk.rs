@@ -1,0 +1,249 @@
+//! Real ZooKeeper servers for tests, started from the Debian `zookeeper` package's jars as
+//! child processes on free loopback ports: standalone or a 3-node ensemble, with kill -9 and
+//! restart of any member by PID.
+
+#![allow(unsafe_code)] // prctl(PR_SET_PDEATHSIG) in pre_exec, so no JVM outlives its test.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    thread,
+    time::{Duration, Instant},
+};
+
+/// The ZooKeeper jar from Debian's `zookeeper` package (its manifest names its dependencies).
+const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
+/// A logging backend for the server, from the same package's dependencies.
+const SLF4J_JAR: &str = "/usr/share/java/slf4j-simple.jar";
+/// How long a server may take to start serving.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// ZooKeeper's tick: short, so that sessions as short as 400 ms can be negotiated in tests.
+pub const TICK_MS: u64 = 200;
+
+/// One ZooKeeper server process (standalone, or a member of an ensemble).
+#[derive(Debug)]
+pub struct ZkServer {
+    /// 1-based member id (1 for a standalone server).
+    pub id: u32,
+    /// The client port on 127.0.0.1.
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// Reserves `n` distinct free loopback ports (bound together, then released).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
+}
+
+fn config_text(data_dir: &Path, port: u16, peers: &[(u32, u16, u16)]) -> String {
+    let mut cfg = format!(
+        "tickTime={TICK_MS}\ninitLimit=50\nsyncLimit=10\ndataDir={}\nclientPort={port}\n\
+         clientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=*\n\
+         maxClientCnxns=0\nmaxSessionTimeout=60000\nforceSync=no\nreconfigEnabled=false\n",
+        data_dir.display()
+    );
+    for (id, quorum, election) in peers {
+        cfg.push_str(&format!("server.{id}=127.0.0.1:{quorum}:{election}\n"));
+    }
+    cfg
+}
+
+impl ZkServer {
+    fn prepare(dir: PathBuf, id: u32, port: u16, peers: &[(u32, u16, u16)]) -> Self {
+        let data = dir.join("data");
+        fs::create_dir_all(&data).expect("create data dir");
+        if !peers.is_empty() {
+            fs::write(data.join("myid"), format!("{id}\n")).expect("write myid");
+        }
+        fs::write(dir.join("zoo.cfg"), config_text(&data, port, peers)).expect("write zoo.cfg");
+        Self { id, port, dir, child: None }
+    }
+
+    /// Starts the server process (again, after [`ZkServer::kill`]); does not wait for it to
+    /// serve.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "zookeeper {} is already running", self.id);
+        assert!(
+            Path::new(ZK_JAR).exists(),
+            "{ZK_JAR} is missing: install Debian's zookeeper package (scripts/test.sh does)"
+        );
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("zk.log")).expect("open log");
+        let mut cmd = Command::new("java");
+        cmd.args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Dzookeeper.jmx.log4j.disable=true"])
+            .arg("-cp")
+            .arg(format!("{ZK_JAR}:{SLF4J_JAR}"))
+            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+            .arg(self.dir.join("zoo.cfg"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child when
+        // the thread that spawned it ends, so no server outlives a crashed test.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn().expect("spawn java (install a JRE: scripts/test.sh does)"));
+    }
+
+    /// Waits until the server serves clients (`srvr` shows a `Mode:`; `ruok` answers earlier).
+    pub fn wait_serving(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("zookeeper {} exited with {status}; see {}", self.id, self.dir.join("zk.log").display());
+            }
+            if self.four_letter("srvr").is_some_and(|s| s.contains("Mode:")) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("zookeeper {} did not serve within {START_TIMEOUT:?}", self.id);
+    }
+
+    /// The server's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server with SIGKILL (by PID) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `kill` then `spawn` and `wait_serving` (same ports, same data).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_serving();
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Sends a four-letter word and returns the answer, or `None` if the server does not answer.
+    pub fn four_letter(&self, word: &str) -> Option<String> {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(word.as_bytes()).ok()?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
+    /// The server's `Mode:` (`standalone`, `leader`, `follower`), if it serves.
+    pub fn mode(&self) -> Option<String> {
+        let srvr = self.four_letter("srvr")?;
+        srvr.lines().find_map(|l| l.strip_prefix("Mode: ")).map(str::to_owned)
+    }
+
+    /// The last zxid the server has seen (from `srvr`), if it serves.
+    pub fn zxid(&self) -> Option<u64> {
+        let srvr = self.four_letter("srvr")?;
+        let hex = srvr.lines().find_map(|l| l.strip_prefix("Zxid: 0x"))?;
+        u64::from_str_radix(hex.trim(), 16).ok()
+    }
+}
+
+impl Drop for ZkServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A standalone ZooKeeper server in its own temp directory.
+#[derive(Debug)]
+pub struct Standalone {
+    pub server: ZkServer,
+    _dir: tempfile::TempDir,
+}
+
+impl Standalone {
+    /// Starts a standalone server and waits until it serves.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_ports(1)[0];
+        let mut server = ZkServer::prepare(dir.path().to_path_buf(), 1, port, &[]);
+        server.spawn();
+        server.wait_serving();
+        Self { server, _dir: dir }
+    }
+
+    /// The connect string (no chroot).
+    pub fn hosts(&self) -> String {
+        self.server.address()
+    }
+}
+
+/// A 3-node ZooKeeper ensemble on loopback.
+#[derive(Debug)]
+pub struct Ensemble {
+    pub members: Vec<ZkServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Ensemble {
+    /// Starts `n` members and waits until all serve.
+    pub fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = free_ports(3 * n);
+        let peers: Vec<(u32, u16, u16)> = (0..n).map(|i| (i as u32 + 1, ports[3 * i + 1], ports[3 * i + 2])).collect();
+        let mut members: Vec<ZkServer> = (0..n)
+            .map(|i| ZkServer::prepare(dir.path().join(format!("zk{}", i + 1)), i as u32 + 1, ports[3 * i], &peers))
+            .collect();
+        members.iter_mut().for_each(ZkServer::spawn);
+        members.iter_mut().for_each(ZkServer::wait_serving);
+        Self { members, _dir: dir }
+    }
+
+    /// The connect string of all members (no chroot).
+    pub fn hosts(&self) -> String {
+        self.members.iter().map(ZkServer::address).collect::<Vec<_>>().join(",")
+    }
+
+    /// Index of the member that is the ensemble's leader.
+    pub fn leader(&self) -> usize {
+        self.members.iter().position(|m| m.mode().as_deref() == Some("leader")).expect("the ensemble has a leader")
+    }
+
+    /// Index of a member that is a follower.
+    pub fn follower(&self) -> usize {
+        self.members.iter().position(|m| m.mode().as_deref() == Some("follower")).expect("the ensemble has a follower")
+    }
+}
+
+/// One standalone server shared by all tests of a test binary that do not kill ZooKeeper;
+/// each test uses its own namespace. It is spawned from a thread that lives as long as the
+/// test process, so it dies with the process (PR_SET_PDEATHSIG).
+pub fn shared() -> &'static Standalone {
+    static SHARED: OnceLock<Standalone> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            tx.send(Standalone::start()).expect("hand over the shared server");
+            // Keep the spawning thread alive: PR_SET_PDEATHSIG fires when it exits.
+            loop {
+                thread::park();
+            }
+        });
+        rx.recv().expect("shared zookeeper started")
+    })
+}
