@@ -1,6 +1,8 @@
 //! The API surface: server reflection (v1 and v1alpha) lists the zkcoord services; invalid
 //! input is rejected with INVALID_ARGUMENT before anything reaches ZooKeeper.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{collections::BTreeSet, time::Duration};

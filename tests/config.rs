@@ -1,6 +1,8 @@
 //! `zkcoord serve` configuration errors (exit code 64, the setting named) and graceful
 //! shutdown on SIGTERM, on the built binary.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{process::Stdio, time::Duration};

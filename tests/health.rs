@@ -2,6 +2,8 @@
 //! unreachable, SERVING again when it is back; a 3-node ensemble losing one member (follower
 //! or leader) keeps zkcoord's session.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;
