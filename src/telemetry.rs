@@ -46,8 +46,11 @@ pub fn init(log_level: &str, format: LogFormat) -> Result<TelemetryGuard, Box<dy
     };
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("zkcoord")));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match format {
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()?,
+        LogFormat::Text => {
+            registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)).try_init()?
+        }
         LogFormat::Json => {
             registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()?
         }

@@ -1,0 +1,39 @@
+# Shared helpers of scripts/test.sh and scripts/run.sh: install what zkcoord's tests and local
+# runs need, when it is missing. Sourced, not run.
+
+# Runs a command as root (directly, or through sudo).
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs Debian packages that are not installed yet.
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing Debian packages: ${missing[*]}" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ZooKeeper's jars (/usr/share/java/zookeeper.jar) and a Java runtime.
+ensure_zookeeper() {
+    if [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null; then return 0; fi
+    apt_install zookeeper default-jre-headless
+}
+
+# A Python venv in target/pyvenv with tests/python/requirements.txt installed; prints its python.
+ensure_python_venv() {
+    local venv=target/pyvenv req=tests/python/requirements.txt
+    if ! [ -x "$venv/bin/python" ]; then
+        command -v python3 >/dev/null || apt_install python3
+        python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && rm -rf "$venv" && python3 -m venv "$venv"; }
+    fi
+    if ! cmp -s "$req" "$venv/.requirements.installed"; then
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req" >&2
+        cp "$req" "$venv/.requirements.installed"
+    fi
+    echo "$PWD/$venv/bin/python"
+}
