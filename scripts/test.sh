@@ -14,4 +14,5 @@ export ZKCOORD_TEST_PYTHON
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked
+cargo test --locked --doc
+cargo test --locked --all-targets
