@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod pb;
+pub mod recipe;
 pub mod server;
 pub mod telemetry;
 pub mod validate;

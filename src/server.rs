@@ -16,6 +16,7 @@ use crate::{
         self,
         v1::{election_server::ElectionServer, lease_server::LeaseServer, lock_server::LockServer},
     },
+    recipe::{instance::Incarnation, lease::Leases},
     zk::{SessionStatus, ZkSession},
 };
 
@@ -31,6 +32,7 @@ const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Instance {
     addr: SocketAddr,
     session: ZkSession,
+    leases: Leases,
     health: JoinHandle<()>,
     shutdown: CancellationToken,
     grace: Duration,
@@ -47,9 +49,16 @@ pub struct Instance {
 pub async fn start(config: Config) -> io::Result<Instance> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let session = ZkSession::start(config.zookeeper.clone());
+    let incarnation = Incarnation::new(&config.instance_id);
+    let session = ZkSession::start(config.zookeeper.clone(), Some(incarnation.registration(&addr.to_string())));
     let shutdown = CancellationToken::new();
-    let ctx = Context { session: session.clone(), shutdown: shutdown.clone(), instance_id: config.instance_id.clone() };
+    let leases = Leases::start(session.clone(), incarnation, shutdown.clone());
+    let ctx = Context {
+        session: session.clone(),
+        shutdown: shutdown.clone(),
+        instance_id: config.instance_id.clone(),
+        leases: leases.clone(),
+    };
 
     let (reporter, health) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
@@ -82,7 +91,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { stop.cancelled().await }),
     );
     tracing::info!(%addr, instance = %config.instance_id, namespace = %config.zookeeper.namespace, "zkcoord serving");
-    Ok(Instance { addr, session, health: health_task, shutdown, grace: config.shutdown_grace, server })
+    Ok(Instance { addr, session, leases, health: health_task, shutdown, grace: config.shutdown_grace, server })
 }
 
 impl Instance {
@@ -94,6 +103,11 @@ impl Instance {
     /// The instance's ZooKeeper session.
     pub fn session(&self) -> &ZkSession {
         &self.session
+    }
+
+    /// The instance's lease recipe.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// Stops the instance gracefully: health turns NOT_SERVING, streams end with UNAVAILABLE

@@ -1,18 +1,28 @@
-//! `zkcoord.v1.Lease`.
+//! `zkcoord.v1.Lease`: validates, calls [`crate::recipe::lease`], copies into protobuf.
 
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Context, ResponseStream, check};
+use super::{
+    Context, ResponseStream, check,
+    convert::{health_from_pb, health_to_pb, millis},
+};
 use crate::{
     error::{Error, Result},
     pb::v1::{self as pb, lease_server},
+    recipe::lease::{End, GrantRequest, LeaseView, LocalLease, secret},
     validate::{self, Name},
 };
+
+/// Responses buffered per KeepAlive stream before the client must read.
+const KEEPALIVE_BUFFER: usize = 4;
 
 /// The Lease service.
 #[derive(Clone, Debug)]
 pub struct LeaseService {
-    #[allow(dead_code)]
     ctx: Context,
 }
 
@@ -23,43 +33,138 @@ impl LeaseService {
     }
 }
 
-fn check_grant(req: &pb::GrantRequest) -> Result<()> {
-    validate::ttl("ttl_ms", req.ttl_ms)?;
+fn grant_request(req: pb::GrantRequest) -> Result<GrantRequest> {
+    let ttl = validate::ttl("ttl_ms", req.ttl_ms)?;
     Name::parse("owner", &req.owner)?;
     validate::metadata("metadata", &req.metadata)?;
-    check::health(req.health.as_ref(), "health")
+    check::health(req.health.as_ref(), "health")?;
+    Ok(GrantRequest { owner: req.owner, ttl, metadata: req.metadata, health: health_from_pb(req.health.as_ref()) })
+}
+
+fn lease_info(view: LeaseView) -> pb::LeaseInfo {
+    let (remaining, since) = view.liveness.map_or((-1, -1), |(remaining, since)| (millis(remaining), millis(since)));
+    pb::LeaseInfo {
+        lease_id: view.id,
+        granted_ttl_ms: i64::try_from(view.record.ttl_ms).unwrap_or(i64::MAX),
+        remaining_ttl_ms: remaining,
+        since_heartbeat_ms: since,
+        health: Some(health_to_pb(&view.health)),
+        instance: view.record.home_instance,
+        granted_unix_ms: view.record.granted_unix_ms,
+        owner: view.record.owner,
+        metadata: view.record.metadata,
+    }
+}
+
+/// The status that ends a KeepAlive stream when its lease ends here.
+fn end_status(end: End) -> Status {
+    match end {
+        End::Expired | End::Gone => Error::LeaseNotFound.into(),
+        End::Moved => Error::FailedPrecondition("lease was claimed by a KeepAlive stream on another instance").into(),
+        End::ShuttingDown => Error::ShuttingDown.into(),
+    }
 }
 
 #[tonic::async_trait]
 impl lease_server::Lease for LeaseService {
     async fn grant(&self, request: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {
-        check_grant(request.get_ref())?;
-        Err(Error::Unimplemented("Lease.Grant").into())
+        let granted = self.ctx.leases.grant(grant_request(request.into_inner())?).await?;
+        Ok(Response::new(pb::GrantResponse {
+            lease_id: granted.id,
+            secret: granted.secret,
+            ttl_ms: millis(granted.ttl),
+            instance: self.ctx.instance_id.clone(),
+        }))
     }
 
     type KeepAliveStream = ResponseStream<pb::KeepAliveResponse>;
 
     async fn keep_alive(
         &self,
-        _request: Request<Streaming<pb::KeepAliveRequest>>,
+        request: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
-        Err(Error::Unimplemented("Lease.KeepAlive").into())
+        let mut inbound = request.into_inner();
+        let first =
+            inbound.message().await?.ok_or(Error::invalid("lease", "the stream must start with a heartbeat"))?;
+        let credentials = check::lease_ref(first.lease.as_ref(), &check::LEASE)?;
+        check::health(first.health.as_ref(), "health")?;
+        let lease = self.ctx.leases.attach(credentials.id, &credentials.secret).await?;
+        let first_ack = self.ack(&lease, &first)?;
+
+        let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
+        let ctx = self.ctx.clone();
+        let service = self.clone();
+        tokio::spawn(async move {
+            if tx.send(Ok(first_ack)).await.is_err() {
+                return;
+            }
+            loop {
+                let outcome = tokio::select! {
+                    message = inbound.message() => match message {
+                        Ok(Some(request)) => service.heartbeat(&lease, &credentials, &request),
+                        Ok(None) | Err(_) => return, // the client went away; the lease lives on until its ttl
+                    },
+                    end = lease.ended() => Err(end_status(end)),
+                    () = ctx.shutdown.cancelled() => Err(Error::ShuttingDown.into()),
+                };
+                let last = outcome.is_err();
+                if tx.send(outcome).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
-        check::lease_ref(request.get_ref().lease.as_ref(), &check::LEASE)?;
-        Err(Error::Unimplemented("Lease.Revoke").into())
+        let credentials = check::lease_ref(request.get_ref().lease.as_ref(), &check::LEASE)?;
+        self.ctx.leases.revoke(credentials.id, &credentials.secret).await?;
+        Ok(Response::new(pb::RevokeResponse {}))
     }
 
     async fn time_to_live(
         &self,
         request: Request<pb::TimeToLiveRequest>,
     ) -> Result<Response<pb::TimeToLiveResponse>, Status> {
-        validate::lease_id("lease_id", request.get_ref().lease_id)?;
-        Err(Error::Unimplemented("Lease.TimeToLive").into())
+        let id = validate::lease_id("lease_id", request.get_ref().lease_id)?;
+        let view = self.ctx.leases.time_to_live(id).await?;
+        let bindings =
+            view.bindings.iter().map(|b| pb::Binding { kind: 0, name: b.name.clone(), id: String::new() }).collect();
+        Ok(Response::new(pb::TimeToLiveResponse { lease: Some(lease_info(view)), bindings }))
     }
 
     async fn list(&self, _request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
-        Err(Error::Unimplemented("Lease.List").into())
+        let leases = self.ctx.leases.list().await?.into_iter().map(lease_info).collect();
+        Ok(Response::new(pb::ListResponse { leases }))
+    }
+}
+
+impl LeaseService {
+    /// Answers one heartbeat of the stream attached to `lease`.
+    fn heartbeat(
+        &self,
+        lease: &Arc<LocalLease>,
+        credentials: &check::LeaseCredentials,
+        request: &pb::KeepAliveRequest,
+    ) -> Result<pb::KeepAliveResponse, Status> {
+        let presented = check::lease_ref(request.lease.as_ref(), &check::LEASE)?;
+        if presented.id != credentials.id {
+            return Err(Error::invalid("lease.id", "must name the lease the stream started with").into());
+        }
+        if presented.secret != credentials.secret && !secret::matches(&presented.secret, &lease.secret_sha256) {
+            return Err(Error::WrongSecret.into());
+        }
+        check::health(request.health.as_ref(), "health")?;
+        self.ack(lease, request)
+    }
+
+    fn ack(&self, lease: &LocalLease, request: &pb::KeepAliveRequest) -> Result<pb::KeepAliveResponse, Status> {
+        let ack = lease.heartbeat(&health_from_pb(request.health.as_ref()), self.ctx.session.status())?;
+        Ok(pb::KeepAliveResponse {
+            lease_id: lease.id,
+            ttl_ms: millis(ack.remaining),
+            confirmed: ack.confirmed,
+            instance: self.ctx.instance_id.clone(),
+        })
     }
 }

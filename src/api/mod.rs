@@ -2,6 +2,7 @@
 //! copies the result into protobuf. Nothing here talks to ZooKeeper directly.
 
 mod check;
+mod convert;
 pub mod election;
 pub mod lease;
 pub mod lock;
@@ -11,7 +12,7 @@ use std::pin::Pin;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::zk::ZkSession;
+use crate::{recipe::lease::Leases, zk::ZkSession};
 
 /// What every service needs: the ZooKeeper session and the shutdown signal.
 #[derive(Clone, Debug)]
@@ -22,6 +23,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// This instance's id.
     pub instance_id: String,
+    /// The lease recipe.
+    pub leases: Leases,
 }
 
 /// A server-streaming response.

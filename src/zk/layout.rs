@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <namespace>/instances/<instance-id>   ephemeral: one per live zkcoord instance
-//! <namespace>/leases/...                lease records
+//! <namespace>/leases/<id>              lease record (JSON); children: what is bound to it
 //! <namespace>/elections/<name>/...      candidacies of one election
 //! <namespace>/locks/<key>/...           holds and waiters of one lock key
 //! ```
@@ -32,6 +32,16 @@ pub fn election(name: &Name) -> String {
 /// The znode of one lock key.
 pub fn lock(key: &Name) -> String {
     format!("{LOCKS}/{key}")
+}
+
+/// The record znode of one lease; its children are the lease's bindings.
+pub fn lease(id: i64) -> String {
+    format!("{LEASES}/{id}")
+}
+
+/// The lease id named by a child of [`LEASES`], if it is one.
+pub fn lease_id(child: &str) -> Option<i64> {
+    child.parse().ok().filter(|id| *id > 0)
 }
 
 /// The registration znode of one zkcoord instance.

@@ -65,6 +65,15 @@ struct Shared {
     client: Option<Client>,
 }
 
+/// The ephemeral znode that registers this instance while its session lives.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    /// Path under the namespace, e.g. `/instances/<incarnation>`.
+    pub path: String,
+    /// The znode's data.
+    pub data: Vec<u8>,
+}
+
 /// Handle to the instance's ZooKeeper session. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ZkSession {
@@ -75,12 +84,14 @@ pub struct ZkSession {
 
 impl ZkSession {
     /// Starts the session task. Returns at once; the session connects in the background (see
-    /// [`ZkSession::status`]).
-    pub fn start(config: ZkConfig) -> Self {
+    /// [`ZkSession::status`]). Each new session creates the namespace, its directories and the
+    /// `registration` ephemeral before it is published as connected, so "connected" implies
+    /// "registered".
+    pub fn start(config: ZkConfig, registration: Option<Registration>) -> Self {
         let (shared_tx, shared) = watch::channel(Shared { status: SessionStatus::Connecting, client: None });
         let (status_tx, status) = watch::channel(SessionStatus::Connecting);
         let cancel = CancellationToken::new();
-        let task = SessionTask { config, shared: shared_tx, status: status_tx, cancel: cancel.clone() };
+        let task = SessionTask { config, registration, shared: shared_tx, status: status_tx, cancel: cancel.clone() };
         tokio::spawn(task.run());
         Self { shared, status, cancel }
     }
@@ -132,6 +143,7 @@ impl ZkSession {
 
 struct SessionTask {
     config: ZkConfig,
+    registration: Option<Registration>,
     shared: watch::Sender<Shared>,
     status: watch::Sender<SessionStatus>,
     cancel: CancellationToken,
@@ -152,7 +164,7 @@ impl SessionTask {
             self.publish(SessionStatus::Connecting, None);
             let connected = tokio::select! {
                 () = self.cancel.cancelled() => break,
-                r = connect(&self.config) => r,
+                r = connect(&self.config, self.registration.as_ref()) => r,
             };
             match connected {
                 Ok(client) => {
@@ -208,8 +220,8 @@ async fn wait_terminal(watcher: &mut zookeeper_client::StateWatcher) {
     while !matches!(watcher.changed().await, SessionState::Closed | SessionState::Expired) {}
 }
 
-/// Connects a new session and prepares the namespace.
-async fn connect(config: &ZkConfig) -> Result<Client> {
+/// Connects a new session, prepares the namespace and registers the instance.
+async fn connect(config: &ZkConfig, registration: Option<&Registration>) -> Result<Client> {
     // `connect` itself gives up after about one session timeout; bound it anyway.
     let client = tokio::time::timeout(
         config.session_timeout * 2,
@@ -223,6 +235,20 @@ async fn connect(config: &ZkConfig) -> Result<Client> {
     for path in layout::DIRECTORIES {
         match client.create(path, &[], &dir).await {
             Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    if let Some(registration) = registration {
+        let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+        match client.create(&registration.path, &registration.data, &ephemeral).await {
+            Ok(_) => {}
+            // A retried create that had succeeded: ours if our session owns it.
+            Err(zookeeper_client::Error::NodeExists) => {
+                let owner = client.check_stat(&registration.path).await?.map(|stat| stat.ephemeral_owner);
+                if owner != Some(client.session_id().0) {
+                    return Err(Error::Internal("instance registration owned by another session".into()));
+                }
+            }
             Err(err) => return Err(err.into()),
         }
     }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a different part.
 
+pub mod lease;
 pub mod zk;
 
 use std::{

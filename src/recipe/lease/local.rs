@@ -1,0 +1,390 @@
+//! A lease attached to this instance: its liveness (in memory only), and the task that
+//! expires it, follows its record in ZooKeeper and writes health changes.
+//!
+//! # Why a confirmed heartbeat can be trusted for `ttl` from when it was sent
+//!
+//! A lease can be ended by three actors; each waits long enough that a client which trusts a
+//! confirmed heartbeat only until `sent + ttl` (its own clock) never trusts an ended lease.
+//!
+//! 1. **Its home instance** (this task) deletes it at `last_heartbeat + ttl + EXPIRY_MARGIN`,
+//!    where `last_heartbeat` is when the heartbeat was *received*, hence after it was sent.
+//!    Heartbeats arriving after `last_heartbeat + ttl` are refused, never extended.
+//! 2. **Another instance that claimed it** (the client moved its stream). The claim is a
+//!    versioned write that starts the new home's clock at the claim; this instance's data
+//!    watch fires and it stops confirming within the watch delivery delay δ. The new home
+//!    cannot delete before `claim + ttl + EXPIRY_MARGIN`, so this is safe while
+//!    δ < `EXPIRY_MARGIN`.
+//! 3. **The janitor**, for a lease whose home instance is no longer registered: only after it
+//!    has seen the home's registration ephemeral missing for `ttl + EXPIRY_MARGIN`. The
+//!    ephemeral vanishes when ZooKeeper expires the home's session, at the earliest one session
+//!    timeout `S` after the home's last contact with ZooKeeper. A home confirms only while its
+//!    session is *connected*, and the client library declares the connection lost after
+//!    2/5·S without a server response; so the last confirmation is sent before
+//!    `last contact + 2/5·S < session expiry < janitor's deletion - ttl`.
+//!    After a *new* session the home re-writes the record (bumping its version) before it
+//!    confirms again, so a janitor that judged the lease orphaned during the gap fails its
+//!    versioned delete.
+//!
+//! Confirmation therefore requires: the session is connected; in *this* session the record was
+//! written by this instance and is watched, and still names this instance as home.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{Notify, watch};
+use zookeeper_client::{Client, EventType};
+
+use super::{
+    End, Inner,
+    record::LeaseRecord,
+    zkops::{self, DeleteOutcome},
+};
+use crate::{
+    error::{Error, Result},
+    recipe::health::Health,
+    zk::{SessionStatus, layout},
+};
+
+/// How long past `ttl` the home waits before deleting an expired lease. Covers watch delivery
+/// delay (see the module docs) and stays well inside the promised `ttl + 500 ms`.
+pub const EXPIRY_MARGIN: Duration = Duration::from_millis(200);
+/// Pause before retrying a ZooKeeper operation that failed for lack of a connection.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Liveness of a lease attached here.
+#[derive(Debug)]
+struct Liveness {
+    last_heartbeat: Instant,
+    /// Set once the task has decided to expire the lease; no heartbeat extends it after that.
+    expiring: bool,
+}
+
+/// A lease attached to this instance.
+#[derive(Debug)]
+pub struct LocalLease {
+    /// The lease id.
+    pub id: i64,
+    /// The granted ttl.
+    pub ttl: Duration,
+    /// Hex SHA-256 of the secret.
+    pub secret_sha256: String,
+    liveness: Mutex<Liveness>,
+    /// The health heartbeats reported last; written to the record when it differs.
+    health: Mutex<Health>,
+    health_changed: Notify,
+    /// The session in which the record is known to name this instance, written by this
+    /// instance and watched; 0 when none.
+    confirmed_session: AtomicI64,
+    end: watch::Sender<Option<End>>,
+}
+
+/// The answer to one heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeartbeatAck {
+    /// Remaining ttl, from the heartbeat's receipt.
+    pub remaining: Duration,
+    /// Whether this instance could vouch for the lease (see the module docs).
+    pub confirmed: bool,
+}
+
+impl LocalLease {
+    /// Marks the lease confirmed in session `session_id` (its watch is armed there).
+    pub(super) fn set_confirmed(&self, session_id: i64) {
+        self.confirmed_session.store(session_id, Ordering::Release);
+    }
+
+    pub(super) fn new(id: i64, record: &LeaseRecord) -> Self {
+        Self {
+            id,
+            ttl: record.ttl(),
+            secret_sha256: record.secret_sha256.clone(),
+            liveness: Mutex::new(Liveness { last_heartbeat: Instant::now(), expiring: false }),
+            health: Mutex::new(record.health.clone()),
+            health_changed: Notify::new(),
+            confirmed_session: AtomicI64::new(0),
+            end: watch::channel(None).0,
+        }
+    }
+
+    /// Records a heartbeat carrying `health`.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] when the lease has ended or its ttl ran out before this
+    /// heartbeat (a late heartbeat never revives a lease).
+    pub fn heartbeat(&self, health: &Health, session: SessionStatus) -> Result<HeartbeatAck> {
+        if self.end.borrow().is_some() {
+            return Err(Error::LeaseNotFound);
+        }
+        {
+            let mut liveness = lock(&self.liveness);
+            let now = Instant::now();
+            if liveness.expiring || now > liveness.last_heartbeat + self.ttl {
+                return Err(Error::LeaseNotFound);
+            }
+            liveness.last_heartbeat = now;
+        }
+        let changed = {
+            let mut current = lock(&self.health);
+            let changed = *current != *health;
+            if changed {
+                *current = health.clone();
+            }
+            changed
+        };
+        if changed {
+            self.health_changed.notify_one();
+        }
+        Ok(HeartbeatAck { remaining: self.ttl, confirmed: self.is_confirmed(session) })
+    }
+
+    /// Whether this instance can vouch for the lease now.
+    pub fn is_confirmed(&self, session: SessionStatus) -> bool {
+        match session {
+            SessionStatus::Connected { session_id, .. } => {
+                self.end.borrow().is_none() && self.confirmed_session.load(Ordering::Acquire) == session_id
+            }
+            _ => false,
+        }
+    }
+
+    /// Time since the last heartbeat (or the grant or claim).
+    pub fn since_heartbeat(&self) -> Duration {
+        lock(&self.liveness).last_heartbeat.elapsed()
+    }
+
+    /// Time left before the lease expires unless kept alive.
+    pub fn remaining(&self) -> Duration {
+        self.ttl.saturating_sub(self.since_heartbeat())
+    }
+
+    /// The health reported last.
+    pub fn health(&self) -> Health {
+        lock(&self.health).clone()
+    }
+
+    /// Resolves when the lease has ended here, with why. Cancellation safe.
+    pub async fn ended(&self) -> End {
+        let mut end = self.end.subscribe();
+        match end.wait_for(Option::is_some).await {
+            Ok(end) => end.unwrap_or(End::Gone),
+            Err(_) => End::Gone,
+        }
+    }
+
+    /// Marks the lease ended (first reason wins).
+    pub(super) fn finish(&self, why: End) {
+        self.confirmed_session.store(0, Ordering::Release);
+        self.end.send_if_modified(|end| {
+            if end.is_none() {
+                *end = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Whether the lease has ended here.
+    pub fn is_finished(&self) -> bool {
+        self.end.borrow().is_some()
+    }
+
+    /// The moment the lease expires unless a heartbeat comes first; `None` when that moment
+    /// has passed, in which case the lease is marked expiring and no heartbeat can extend it.
+    fn deadline_or_expire(&self) -> Option<Instant> {
+        let mut liveness = lock(&self.liveness);
+        let deadline = liveness.last_heartbeat + self.ttl + EXPIRY_MARGIN;
+        if Instant::now() >= deadline {
+            liveness.expiring = true;
+            None
+        } else {
+            Some(deadline)
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The task of one local lease. `version` is the record version this instance last wrote,
+/// in session `written_session`; `watcher`, when given, is already armed in that session.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    lease: Arc<LocalLease>,
+    mut version: i32,
+    mut written_session: i64,
+    watcher: Option<zookeeper_client::OneshotWatcher>,
+) {
+    let path = layout::lease(lease.id);
+    let mut status = inner.session.watch_status();
+    type Watch = std::pin::Pin<Box<dyn std::future::Future<Output = zookeeper_client::WatchedEvent> + Send>>;
+    let mut watcher: Option<Watch> = watcher.map(|w| Box::pin(w.changed()) as Watch);
+    let why = loop {
+        if lease.is_finished() {
+            break None;
+        }
+        // (Re-)arm the watch and re-validate the record whenever none is armed in the current
+        // session. Failures for lack of a connection are retried below after a pause.
+        if watcher.is_none()
+            && let Ok(client) = inner.session.client()
+        {
+            match arm(&inner.me.name, &client, &path, &mut version, &mut written_session).await {
+                Ok(Some(w)) => {
+                    lease.set_confirmed(client.session_id().0);
+                    watcher = Some(Box::pin(w.changed()));
+                }
+                Ok(None) => break Some(End::Moved),
+                Err(Error::LeaseNotFound) => break Some(End::Gone),
+                Err(err) => tracing::debug!(lease = lease.id, error = %err, "cannot watch lease record yet"),
+            }
+        }
+        let Some(deadline) = lease.deadline_or_expire() else {
+            break expire(&inner, &lease, &path, version).await;
+        };
+        let retry = watcher.is_none().then(|| tokio::time::sleep(RETRY_PAUSE));
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.into()) => {}
+            event = async { watcher.as_mut().expect("guarded").await }, if watcher.is_some() => {
+                lease.confirmed_session.store(0, Ordering::Release);
+                watcher = None;
+                if event.event_type == EventType::NodeDeleted {
+                    break Some(End::Gone);
+                }
+            }
+            () = lease.health_changed.notified() => {
+                write_health(&inner, &lease, &path, &mut version, &mut written_session).await;
+            }
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break Some(End::ShuttingDown);
+                }
+                let current = match *status.borrow_and_update() {
+                    SessionStatus::Connected { session_id, .. } => session_id,
+                    _ => 0,
+                };
+                if current != 0 && current != lease.confirmed_session.load(Ordering::Acquire) {
+                    // A new session: the old watch is gone with it.
+                    lease.confirmed_session.store(0, Ordering::Release);
+                    watcher = None;
+                }
+            }
+            () = inner.shutdown.cancelled() => break Some(End::ShuttingDown),
+            () = async { retry.expect("guarded").await }, if retry.is_some() => {}
+        }
+    };
+    if let Some(why) = why {
+        tracing::debug!(lease = lease.id, ?why, "lease ended here");
+        lease.finish(why);
+    }
+    inner.forget(&lease);
+}
+
+/// Arms a watch on the record and makes sure it still names this instance as home; returns
+/// `None` when another instance is its home now. Costs one `exists` when nothing changed
+/// since this instance's last write in this session. In a session other than the one this
+/// instance last wrote the record in, it first re-writes the record (see the module docs,
+/// actor 3).
+pub(super) async fn arm(
+    me: &str,
+    client: &Client,
+    path: &str,
+    version: &mut i32,
+    written_session: &mut i64,
+) -> Result<Option<zookeeper_client::OneshotWatcher>> {
+    let session_id = client.session_id().0;
+    loop {
+        let (stat, watcher) = client.check_and_watch_stat(path).await?;
+        let stat = stat.ok_or(Error::LeaseNotFound)?;
+        if stat.version == *version && *written_session == session_id {
+            return Ok(Some(watcher));
+        }
+        // Changed since our last write, or a new session: look at the record itself. The watch
+        // is already armed, so no later change goes unnoticed.
+        let (data, stat) = client.get_data(path).await.map_err(not_found)?;
+        if LeaseRecord::decode(&data)?.home != me {
+            return Ok(None);
+        }
+        if *written_session == session_id {
+            *version = stat.version;
+            return Ok(Some(watcher));
+        }
+        match client.set_data(path, &data, Some(stat.version)).await {
+            Ok(stat) => {
+                *version = stat.version;
+                *written_session = session_id;
+                // The watch just armed fires for this write; the loop arms a fresh one.
+            }
+            Err(zookeeper_client::Error::BadVersion) => {}
+            Err(err) => return Err(not_found(err)),
+        }
+    }
+}
+
+fn not_found(err: zookeeper_client::Error) -> Error {
+    match err {
+        zookeeper_client::Error::NoNode => Error::LeaseNotFound,
+        other => other.into(),
+    }
+}
+
+/// Writes the latest reported health into the record (versioned: a claim by another instance
+/// wins and is noticed through the watch).
+async fn write_health(inner: &Inner, lease: &LocalLease, path: &str, version: &mut i32, written_session: &mut i64) {
+    let Ok(client) = inner.session.client() else {
+        lease.health_changed.notify_one(); // try again once connected
+        tokio::time::sleep(RETRY_PAUSE).await;
+        return;
+    };
+    let Ok((data, stat)) = client.get_data(path).await else { return };
+    let Ok(mut record) = LeaseRecord::decode(&data) else { return };
+    if record.home != inner.me.name || stat.version != *version {
+        return; // moved: the watch handles it
+    }
+    record.health = lease.health();
+    match client.set_data(path, &record.encode(), Some(stat.version)).await {
+        Ok(stat) => {
+            *version = stat.version;
+            *written_session = client.session_id().0;
+        }
+        Err(zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode) => {}
+        Err(err) => {
+            tracing::debug!(lease = lease.id, error = %err, "health write failed; retrying");
+            lease.health_changed.notify_one();
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}
+
+/// Deletes the expired lease and what is bound to it. Retries while ZooKeeper is unreachable
+/// (the lease is already dead for its owner: heartbeats are refused).
+async fn expire(inner: &Inner, lease: &LocalLease, path: &str, version: i32) -> Option<End> {
+    lease.confirmed_session.store(0, Ordering::Release);
+    loop {
+        if inner.shutdown.is_cancelled() {
+            return Some(End::ShuttingDown);
+        }
+        let outcome = match inner.session.client() {
+            Ok(client) => zkops::delete_lease(&client, path, Some(version)).await,
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(DeleteOutcome::Deleted) => {
+                tracing::info!(lease = lease.id, "lease expired");
+                return Some(End::Expired);
+            }
+            Ok(DeleteOutcome::Missing) => return Some(End::Gone),
+            // Someone else wrote it: another instance claimed it, so it is not ours to expire.
+            Ok(DeleteOutcome::VersionChanged) => return Some(End::Moved),
+            Err(err) => {
+                tracing::debug!(lease = lease.id, error = %err, "cannot expire lease yet");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}

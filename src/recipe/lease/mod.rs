@@ -1,0 +1,373 @@
+//! Leases: zkcoord's unit of liveness.
+//!
+//! # Design
+//! * A lease is a persistent znode `/leases/<id>` ([`record::LeaseRecord`]): owner, ttl,
+//!   metadata, the secret's SHA-256, health, and its **home**: the incarnation of the instance
+//!   its liveness lives in. Its children are what is bound to it (candidacies, lock holds);
+//!   they are deleted with it in one transaction.
+//! * Liveness is kept **in memory** by the home instance ([`local`]): a heartbeat updates a
+//!   timestamp and costs no ZooKeeper write. Only health *changes* are written.
+//! * A client may send its KeepAlive stream to any instance. An instance that is not the home
+//!   **claims** the lease with a versioned write; the previous home's watch fires and it lets
+//!   go. So a zkcoord instance can crash or be restarted without any lease being lost, as
+//!   long as its clients reattach elsewhere within their ttl.
+//! * Each instance registers an ephemeral znode (`/instances/<incarnation>`). A **janitor**
+//!   ([`janitor`]: the instance with the smallest incarnation name) expires leases whose home
+//!   is no longer registered and that nobody claimed within their ttl.
+//! * Every instance uses exactly one ZooKeeper session, whatever the number of leases.
+//!
+//! # Failure cases
+//! * Client dies or freezes: its home deletes the lease at last heartbeat + ttl + 200 ms.
+//! * Home instance dies: its clients reattach elsewhere within ttl and keep their leases;
+//!   leases nobody reattaches are expired by the janitor ttl + 200 ms after the dead
+//!   instance's session expires.
+//! * Home instance partitioned from ZooKeeper: it stops confirming heartbeats (see [`local`]
+//!   for the timing argument); clients move to another instance, or their leases end.
+//! * ZooKeeper member dies: the session moves to another member; nothing is lost.
+
+pub mod janitor;
+pub mod local;
+pub mod record;
+pub mod secret;
+mod zkops;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio_util::sync::CancellationToken;
+use zookeeper_client::{Acls, Client, CreateMode};
+
+pub use self::local::{HeartbeatAck, LocalLease};
+use self::{record::LeaseRecord, zkops::DeleteOutcome};
+use crate::{
+    error::{Error, Result},
+    recipe::{
+        health::Health,
+        instance::{Incarnation, now_unix_ms},
+    },
+    zk::{ZkSession, layout},
+};
+
+/// How many random ids a grant tries before giving up (a collision is astronomically rare).
+const MAX_ID_ATTEMPTS: usize = 5;
+/// How many times a claim retries after a concurrent write.
+const MAX_CLAIM_ATTEMPTS: usize = 8;
+
+/// Why a lease ended on this instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Its ttl ran out here without a heartbeat.
+    Expired,
+    /// It was deleted (revoked, or expired elsewhere).
+    Gone,
+    /// Another instance claimed it (the client moved its KeepAlive stream).
+    Moved,
+    /// This instance is shutting down.
+    ShuttingDown,
+}
+
+/// A new lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantRequest {
+    /// Owner id (validated name).
+    pub owner: String,
+    /// Granted ttl (validated).
+    pub ttl: Duration,
+    /// Metadata (validated).
+    pub metadata: BTreeMap<String, String>,
+    /// Initial health.
+    pub health: Health,
+}
+
+/// A granted lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Granted {
+    /// The lease id.
+    pub id: i64,
+    /// The secret; only its digest is stored.
+    pub secret: String,
+    /// The granted ttl.
+    pub ttl: Duration,
+}
+
+/// Something bound to a lease (a child of its record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The child znode's name; its format belongs to the recipe that created it.
+    pub name: String,
+}
+
+/// What zkcoord knows about a live lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseView {
+    /// The lease id.
+    pub id: i64,
+    /// The stored record.
+    pub record: LeaseRecord,
+    /// Remaining ttl and time since the last heartbeat, when the lease is attached to the
+    /// answering instance (`None` when it lives on another instance).
+    pub liveness: Option<(Duration, Duration)>,
+    /// The health: the latest heartbeat's when attached here, else the stored one.
+    pub health: Health,
+    /// What is bound to it.
+    pub bindings: Vec<Binding>,
+}
+
+/// The lease recipe of one instance. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Leases {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    session: ZkSession,
+    me: Incarnation,
+    local: Mutex<HashMap<i64, Arc<LocalLease>>>,
+    claims: tokio::sync::Mutex<()>,
+    shutdown: CancellationToken,
+}
+
+impl Inner {
+    /// The lease attached here, unless it has ended.
+    fn local(&self, id: i64) -> Option<Arc<LocalLease>> {
+        let local = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        local.get(&id).filter(|l| !l.is_finished()).cloned()
+    }
+
+    /// Removes `lease` from the local map, unless it was already replaced.
+    fn forget(&self, lease: &Arc<LocalLease>) {
+        let mut local = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if local.get(&lease.id).is_some_and(|l| Arc::ptr_eq(l, lease)) {
+            local.remove(&lease.id);
+        }
+    }
+
+    /// Starts tracking a lease this instance just wrote (as `version`) as its home. Arms the
+    /// record's watch first, so that the first heartbeat can already be confirmed.
+    async fn adopt(
+        self: &Arc<Self>,
+        id: i64,
+        record: &LeaseRecord,
+        mut version: i32,
+        client: &Client,
+    ) -> Arc<LocalLease> {
+        let lease = Arc::new(LocalLease::new(id, record));
+        let mut written_session = client.session_id().0;
+        let path = layout::lease(id);
+        // On failure the task retries arming; the lease stays unconfirmed until then.
+        let watcher = local::arm(&self.me.name, client, &path, &mut version, &mut written_session).await.ok().flatten();
+        if watcher.is_some() {
+            lease.set_confirmed(written_session);
+        }
+        self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, lease.clone());
+        tokio::spawn(local::run(self.clone(), lease.clone(), version, written_session, watcher));
+        lease
+    }
+}
+
+impl Leases {
+    /// The lease recipe for the instance `me`; starts its janitor. Everything stops when
+    /// `shutdown` is cancelled.
+    pub fn start(session: ZkSession, me: Incarnation, shutdown: CancellationToken) -> Self {
+        let inner = Arc::new(Inner {
+            session,
+            me,
+            local: Mutex::new(HashMap::new()),
+            claims: tokio::sync::Mutex::new(()),
+            shutdown,
+        });
+        tokio::spawn(janitor::run(inner.clone()));
+        Self { inner }
+    }
+
+    /// This instance's incarnation.
+    pub fn incarnation(&self) -> &Incarnation {
+        &self.inner.me
+    }
+
+    /// The number of leases attached to this instance.
+    pub fn local_count(&self) -> usize {
+        self.inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// Grants a lease attached to this instance, alive for `ttl` from now.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when ZooKeeper cannot be reached.
+    ///
+    /// # Cancellation safety
+    /// The grant runs to completion in its own task: a lease created in ZooKeeper is always
+    /// tracked (and so expires) even if the caller goes away.
+    pub async fn grant(&self, request: GrantRequest) -> Result<Granted> {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let client = inner.session.client()?;
+            let secret = secret::new_secret();
+            let record = LeaseRecord {
+                owner: request.owner,
+                ttl_ms: request.ttl.as_millis() as u64,
+                metadata: request.metadata,
+                secret_sha256: secret::digest(&secret),
+                granted_unix_ms: now_unix_ms(),
+                home: inner.me.name.clone(),
+                home_instance: inner.me.instance_id.clone(),
+                health: request.health,
+            };
+            let data = record.encode();
+            let mode = CreateMode::Persistent.with_acls(Acls::anyone_all());
+            for _ in 0..MAX_ID_ATTEMPTS {
+                let id = secret::new_lease_id();
+                match client.create(&layout::lease(id), &data, &mode).await {
+                    Ok((stat, _)) => {
+                        inner.adopt(id, &record, stat.version, &client).await;
+                        tracing::debug!(lease = id, owner = %record.owner, "lease granted");
+                        return Ok(Granted { id, secret, ttl: request.ttl });
+                    }
+                    Err(zookeeper_client::Error::NodeExists) => continue,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            Err(Error::Internal("no free lease id".into()))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("grant task: {e}")))?
+    }
+
+    /// Attaches a KeepAlive stream to lease `id`: authenticates it and, if the lease lives on
+    /// another instance, claims it for this one.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`], [`Error::WrongSecret`], [`Error::Unavailable`].
+    ///
+    /// # Cancellation safety
+    /// A claim runs to completion in its own task, so a claimed lease is always tracked.
+    pub async fn attach(&self, id: i64, secret: &str) -> Result<Arc<LocalLease>> {
+        if let Some(lease) = self.inner.local(id) {
+            if !secret::matches(secret, &lease.secret_sha256) {
+                return Err(Error::WrongSecret);
+            }
+            return Ok(lease);
+        }
+        let inner = self.inner.clone();
+        let secret = secret.to_owned();
+        tokio::spawn(async move { claim(&inner, id, &secret).await })
+            .await
+            .map_err(|e| Error::Internal(format!("claim task: {e}")))?
+    }
+
+    /// Ends lease `id` and releases everything bound to it.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`], [`Error::WrongSecret`], [`Error::Unavailable`].
+    ///
+    /// # Cancellation safety
+    /// The deletion is one transaction: a cancelled revoke happened entirely or not at all.
+    pub async fn revoke(&self, id: i64, secret: &str) -> Result<()> {
+        let client = self.inner.session.client()?;
+        let path = layout::lease(id);
+        let record = read(&client, &path).await?.0;
+        if !secret::matches(secret, &record.secret_sha256) {
+            return Err(Error::WrongSecret);
+        }
+        match zkops::delete_lease(&client, &path, None).await? {
+            DeleteOutcome::Deleted => {
+                if let Some(lease) = self.inner.local(id) {
+                    lease.finish(End::Gone);
+                }
+                tracing::debug!(lease = id, "lease revoked");
+                Ok(())
+            }
+            DeleteOutcome::Missing | DeleteOutcome::VersionChanged => Err(Error::LeaseNotFound),
+        }
+    }
+
+    /// Describes lease `id`.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`], [`Error::Unavailable`].
+    pub async fn time_to_live(&self, id: i64) -> Result<LeaseView> {
+        let client = self.inner.session.client()?;
+        let path = layout::lease(id);
+        let (record, children) = tokio::try_join!(read(&client, &path), async {
+            client.list_children(&path).await.map_err(|e| match e {
+                zookeeper_client::Error::NoNode => Error::LeaseNotFound,
+                other => other.into(),
+            })
+        })?;
+        let mut view = self.view(id, record.0);
+        view.bindings = children.into_iter().map(|name| Binding { name }).collect();
+        Ok(view)
+    }
+
+    /// Describes every live lease, ordered by id.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn list(&self) -> Result<Vec<LeaseView>> {
+        let client = self.inner.session.client()?;
+        let mut ids: Vec<i64> =
+            client.list_children(layout::LEASES).await?.iter().filter_map(|c| layout::lease_id(c)).collect();
+        ids.sort_unstable();
+        let reads = ids.iter().map(|id| {
+            let client = client.clone();
+            let id = *id;
+            async move { (id, client.get_data(&layout::lease(id)).await) }
+        });
+        let mut views = Vec::with_capacity(ids.len());
+        for (id, result) in futures_util::future::join_all(reads).await {
+            match result {
+                Ok((data, _)) => views.push(self.view(id, LeaseRecord::decode(&data)?)),
+                Err(zookeeper_client::Error::NoNode) => {} // ended meanwhile
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(views)
+    }
+
+    fn view(&self, id: i64, record: LeaseRecord) -> LeaseView {
+        let local = self.inner.local(id).filter(|_| record.home == self.inner.me.name);
+        let liveness = local.as_ref().map(|l| (l.remaining(), l.since_heartbeat()));
+        let health = local.map_or_else(|| record.health.clone(), |l| l.health());
+        LeaseView { id, record, liveness, health, bindings: Vec::new() }
+    }
+}
+
+async fn read(client: &zookeeper_client::Client, path: &str) -> Result<(LeaseRecord, i32)> {
+    match client.get_data(path).await {
+        Ok((data, stat)) => Ok((LeaseRecord::decode(&data)?, stat.version)),
+        Err(zookeeper_client::Error::NoNode) => Err(Error::LeaseNotFound),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Makes this instance the home of lease `id` with a versioned write.
+async fn claim(inner: &Arc<Inner>, id: i64, secret: &str) -> Result<Arc<LocalLease>> {
+    let _serialized = inner.claims.lock().await;
+    if let Some(lease) = inner.local(id) {
+        return if secret::matches(secret, &lease.secret_sha256) { Ok(lease) } else { Err(Error::WrongSecret) };
+    }
+    let client = inner.session.client()?;
+    let path = layout::lease(id);
+    for _ in 0..MAX_CLAIM_ATTEMPTS {
+        let (mut record, version) = read(&client, &path).await?;
+        if !secret::matches(secret, &record.secret_sha256) {
+            return Err(Error::WrongSecret);
+        }
+        let previous = std::mem::replace(&mut record.home, inner.me.name.clone());
+        record.home_instance = inner.me.instance_id.clone();
+        match client.set_data(&path, &record.encode(), Some(version)).await {
+            Ok(stat) => {
+                tracing::info!(lease = id, from = %previous, "lease claimed");
+                return Ok(inner.adopt(id, &record, stat.version, &client).await);
+            }
+            Err(zookeeper_client::Error::BadVersion) => continue,
+            Err(zookeeper_client::Error::NoNode) => return Err(Error::LeaseNotFound),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(Error::Unavailable)
+}

@@ -1,0 +1,217 @@
+//! Leases against real ZooKeeper: grant, keep alive, describe, revoke; health; bad input.
+//! (Failure behaviour — expiry, instance and ZooKeeper crashes, partitions, write and session
+//! counts — is in tests/lease_failures.rs.)
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::lease::{Keeper, grant, lease_ref};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, transport::Channel};
+use zkcoord::pb::v1::{self as pb, lease_client::LeaseClient};
+
+async fn ttl(channel: &Channel, id: i64) -> Result<pb::LeaseInfo, tonic::Status> {
+    let response = LeaseClient::new(channel.clone()).time_to_live(pb::TimeToLiveRequest { lease_id: id }).await?;
+    Ok(response.into_inner().lease.unwrap())
+}
+
+/// Opens a KeepAlive stream and sends `requests`; returns the answers until the stream ends,
+/// and how it ended.
+async fn keep_alive(
+    channel: &Channel,
+    requests: Vec<pb::KeepAliveRequest>,
+) -> (Vec<pb::KeepAliveResponse>, Option<tonic::Status>) {
+    let (tx, rx) = mpsc::channel(16);
+    let n = requests.len();
+    for r in requests {
+        tx.send(r).await.unwrap();
+    }
+    drop(tx); // half-close: the server answers what was sent, then ends the stream
+    let mut answers = Vec::new();
+    let mut stream = match LeaseClient::new(channel.clone()).keep_alive(ReceiverStream::new(rx)).await {
+        Ok(s) => s.into_inner(),
+        Err(status) => return (answers, Some(status)),
+    };
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("an answer") {
+            Ok(Some(answer)) => {
+                answers.push(answer);
+                if answers.len() == n {
+                    return (answers, None);
+                }
+            }
+            Ok(None) => return (answers, None),
+            Err(status) => return (answers, Some(status)),
+        }
+    }
+}
+
+fn beat(id: i64, secret: &str) -> pb::KeepAliveRequest {
+    pb::KeepAliveRequest { lease: lease_ref(id, secret), health: None }
+}
+
+#[tokio::test]
+async fn grant_keep_alive_describe_and_revoke() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("lease-basic")).await;
+    let channel = support::channel(instance.addr()).await;
+    let mut leases = LeaseClient::new(channel.clone());
+
+    let mut request = pb::GrantRequest { ttl_ms: 5000, owner: "ledger-node-a".into(), ..Default::default() };
+    request.metadata.insert("zone".into(), "eu-west".into());
+    let granted = leases.grant(request).await.unwrap().into_inner();
+    assert!(granted.lease_id > 0);
+    assert_eq!(granted.ttl_ms, 5000);
+    assert!(granted.secret.len() >= 32, "an unguessable secret");
+
+    let info = ttl(&channel, granted.lease_id).await.unwrap();
+    assert_eq!(info.owner, "ledger-node-a");
+    assert_eq!(info.metadata.get("zone").map(String::as_str), Some("eu-west"));
+    assert_eq!(info.granted_ttl_ms, 5000);
+    assert!((4000..=5000).contains(&info.remaining_ttl_ms), "{info:?}");
+    assert!(!info.instance.is_empty());
+
+    let (answers, end) = keep_alive(&channel, vec![beat(granted.lease_id, &granted.secret); 3]).await;
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(answers.len(), 3);
+    assert!(answers.iter().all(|a| a.confirmed && a.ttl_ms == 5000 && a.lease_id == granted.lease_id), "{answers:?}");
+
+    let listed = leases.list(pb::ListRequest {}).await.unwrap().into_inner().leases;
+    assert!(listed.iter().any(|l| l.lease_id == granted.lease_id && l.owner == "ledger-node-a"), "{listed:?}");
+
+    leases.revoke(pb::RevokeRequest { lease: lease_ref(granted.lease_id, &granted.secret) }).await.unwrap();
+    assert_eq!(ttl(&channel, granted.lease_id).await.unwrap_err().code(), Code::NotFound);
+    let (_, end) = keep_alive(&channel, vec![beat(granted.lease_id, &granted.secret)]).await;
+    assert_eq!(end.unwrap().code(), Code::NotFound);
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoke_ends_an_open_keep_alive_stream() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("lease-revoke")).await;
+    let keeper = Keeper::start(vec![instance.addr()], Duration::from_secs(3), Duration::from_millis(200), None).await;
+    support::eventually(Duration::from_secs(10), "heartbeats are confirmed", || async {
+        keeper.beats().iter().any(|b| b.confirmed)
+    })
+    .await;
+    let channel = support::channel(instance.addr()).await;
+    LeaseClient::new(channel).revoke(pb::RevokeRequest { lease: lease_ref(keeper.id, &keeper.secret) }).await.unwrap();
+    support::eventually(Duration::from_secs(10), "the stream ends with NOT_FOUND", || async {
+        keeper.log.lock().unwrap().lost
+    })
+    .await;
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_is_carried_by_heartbeats_and_visible_everywhere() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("lease-health");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let b = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let not_serving = pb::Health {
+        status: pb::HealthStatus::NotServing.into(),
+        checks: vec![
+            pb::HealthCheck {
+                name: "database".into(),
+                status: pb::HealthStatus::NotServing.into(),
+                message: "connection refused".into(),
+            },
+            pb::HealthCheck {
+                name: "message-bus".into(),
+                status: pb::HealthStatus::Serving.into(),
+                message: String::new(),
+            },
+        ],
+    };
+    let keeper =
+        Keeper::start(vec![a.addr()], Duration::from_secs(2), Duration::from_millis(200), Some(not_serving.clone()))
+            .await;
+    let on_b = support::channel(b.addr()).await;
+    support::eventually(Duration::from_secs(10), "instance b sees NOT_SERVING", || async {
+        ttl(&on_b, keeper.id).await.is_ok_and(|l| l.health.as_ref() == Some(&not_serving))
+    })
+    .await;
+    let on_a = support::channel(a.addr()).await;
+    let local = ttl(&on_a, keeper.id).await.unwrap();
+    assert_eq!(local.health.as_ref(), Some(&not_serving));
+    assert!(local.since_heartbeat_ms >= 0 && local.since_heartbeat_ms < 2000, "{local:?}");
+    // NOT_SERVING keeps the lease alive: well past its ttl it still exists.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let listed = LeaseClient::new(on_b.clone()).list(pb::ListRequest {}).await.unwrap().into_inner().leases;
+    let entry = listed.iter().find(|l| l.lease_id == keeper.id).expect("still alive");
+    assert_eq!(entry.health.as_ref().map(|h| h.status()), Some(pb::HealthStatus::NotServing));
+    assert!(keeper.beats().iter().all(|b| b.confirmed || b.sent.elapsed() > Duration::from_secs(4)));
+    keeper.stop();
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_never_touches_other_leases() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("lease-bad")).await;
+    let channel = support::channel(instance.addr()).await;
+    let mut leases = LeaseClient::new(channel.clone());
+    let victim = grant(&channel, "victim", Duration::from_secs(30)).await;
+    let other = grant(&channel, "other", Duration::from_secs(30)).await;
+
+    // Unknown lease.
+    let unknown = 4242;
+    assert_eq!(ttl(&channel, unknown).await.unwrap_err().code(), Code::NotFound);
+    let status = leases.revoke(pb::RevokeRequest { lease: lease_ref(unknown, "x") }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let (_, end) = keep_alive(&channel, vec![beat(unknown, "x")]).await;
+    assert_eq!(end.unwrap().code(), Code::NotFound);
+
+    // Wrong secret: for Revoke and KeepAlive, including another lease's secret.
+    for secret in ["guess", other.secret.as_str()] {
+        let status = leases.revoke(pb::RevokeRequest { lease: lease_ref(victim.lease_id, secret) }).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert_eq!(status.message(), "wrong lease secret");
+        let (_, end) = keep_alive(&channel, vec![beat(victim.lease_id, secret)]).await;
+        assert_eq!(end.unwrap().code(), Code::PermissionDenied);
+    }
+
+    // A stream may not switch leases, nor present a wrong secret later on.
+    let (answers, end) =
+        keep_alive(&channel, vec![beat(other.lease_id, &other.secret), beat(victim.lease_id, &victim.secret)]).await;
+    assert_eq!(answers.len(), 1);
+    assert_eq!(end.unwrap().code(), Code::InvalidArgument);
+    let (answers, end) =
+        keep_alive(&channel, vec![beat(other.lease_id, &other.secret), beat(other.lease_id, "guess")]).await;
+    assert_eq!(answers.len(), 1);
+    assert_eq!(end.unwrap().code(), Code::PermissionDenied);
+
+    // An empty stream is invalid.
+    let (_, end) = keep_alive(&channel, vec![]).await;
+    assert_eq!(end.unwrap().code(), Code::InvalidArgument);
+
+    // Nothing happened to the victim.
+    let info = ttl(&channel, victim.lease_id).await.unwrap();
+    assert_eq!(info.owner, "victim");
+    assert_eq!(info.granted_ttl_ms, 30_000);
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn keep_alive_on_an_expired_lease_ends_the_stream() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("lease-expired")).await;
+    let channel = support::channel(instance.addr()).await;
+    let granted = grant(&channel, "short-lived", Duration::from_secs(1)).await;
+    support::eventually(Duration::from_secs(5), "the lease expires", || async {
+        ttl(&channel, granted.lease_id).await.is_err_and(|s| s.code() == Code::NotFound)
+    })
+    .await;
+    let (answers, end) = keep_alive(&channel, vec![beat(granted.lease_id, &granted.secret)]).await;
+    assert!(answers.is_empty());
+    let end = end.unwrap();
+    assert_eq!((end.code(), end.message()), (Code::NotFound, "lease not found"));
+    instance.shutdown().await;
+}
