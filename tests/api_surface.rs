@@ -148,13 +148,15 @@ async fn invalid_input_is_rejected_before_reaching_zookeeper() {
     let request = pb::LockRequest { keys: many, lease: lease(1, "s"), mode: 1, wait_timeout_ms: 0 };
     assert_invalid(locks.lock(request).await, "keys");
 
-    // Nothing was written: the zxid did not move and the namespace holds only its directories.
+    // Nothing was written: the zxid did not move and the namespace holds only what start-up made.
     assert_eq!(zk.server.zxid(), Some(zxid_before), "no write reached zookeeper");
     let client = support::zk_client(&zk.hosts()).await;
     let mut children = client.list_children(&ns).await.unwrap();
     children.sort();
     assert_eq!(children, ["elections", "instances", "leases", "locks"]);
-    assert_eq!(client.count_descendants_number(&ns).await.unwrap(), 4);
+    // The 4 directories and the instance's own registration.
+    assert_eq!(client.list_children(&format!("{ns}/instances")).await.unwrap().len(), 1);
+    assert_eq!(client.count_descendants_number(&ns).await.unwrap(), 5);
     instance.shutdown().await;
 }
 

@@ -66,11 +66,15 @@ async fn ensemble_member_loss_keeps_the_session() {
 
     for victim in [ensemble.follower(), ensemble.leader()] {
         ensemble.members[victim].kill();
-        support::eventually(GENEROUS, "zkcoord is connected to a surviving member", || async {
-            instance.session().status().is_connected() && support::health(&channel, "").await == ServingStatus::Serving
+        let mut current = None;
+        support::eventually(GENEROUS, "zkcoord is connected to a surviving member", || {
+            let id = session_id(instance.session().status());
+            let channel = channel.clone();
+            current = id;
+            async move { id.is_some() && support::health(&channel, "").await == ServingStatus::Serving }
         })
         .await;
-        assert_eq!(session_id(instance.session().status()), Some(original), "the session survived");
+        assert_eq!(current, Some(original), "the session survived the loss of member {victim}");
         ensemble.members[victim].spawn();
         ensemble.members[victim].wait_serving();
     }
