@@ -11,21 +11,9 @@ mod support;
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-fn python() -> PathBuf {
-    let path = std::env::var_os("ZKCOORD_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv/bin/python"));
-    assert!(
-        path.exists(),
-        "no Python with grpcio at {}: run scripts/test.sh, which creates it, or set ZKCOORD_TEST_PYTHON",
-        path.display()
-    );
-    path
-}
-
 #[tokio::test]
 async fn python_grpcio_client_uses_the_service() {
-    let python = python();
+    let python = support::python();
     let zk = support::zk::shared();
     let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("python")).await;
     let addr = instance.addr().to_string();

@@ -9,26 +9,13 @@ Exits 0 when every check passes; raises (exit 1) on the first that does not.
 
 import argparse
 import pathlib
-import sys
 import tempfile
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_tools import protoc
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-PROTO_DIR = REPO / "proto"
-PROTOS = ["zkcoord/v1/common.proto", "zkcoord/v1/lease.proto", "zkcoord/v1/election.proto", "zkcoord/v1/lock.proto"]
-
-
-def generate_stubs(out_dir: pathlib.Path) -> None:
-    """Generates the zkcoord.v1 Python stubs into out_dir and makes them importable."""
-    well_known = pathlib.Path(protoc.__file__).parent / "_proto"
-    args = ["protoc", f"-I{PROTO_DIR}", f"-I{well_known}", f"--python_out={out_dir}", f"--grpc_python_out={out_dir}"]
-    if protoc.main(args + PROTOS) != 0:
-        raise SystemExit("grpcio-tools could not compile proto/")
-    sys.path.insert(0, str(out_dir))
+from zkcoord_stubs import generate_stubs
 
 
 def check_health(channel: grpc.Channel) -> None:
@@ -78,6 +65,26 @@ def check_zkcoord_rpcs(channel: grpc.Channel) -> None:
         "ttl_ms: ",
     )
     print("Lease.Grant(ttl 500 ms): INVALID_ARGUMENT", repr(details))
+
+    from zkcoord.v1 import common_pb2
+
+    granted = lease.Grant(lease_pb2.GrantRequest(ttl_ms=5000, owner="python-node"), timeout=10)
+    ref = common_pb2.LeaseRef(id=granted.lease_id, secret=granted.secret)
+    health = common_pb2.Health(
+        status=common_pb2.HEALTH_STATUS_DEGRADED,
+        checks=[common_pb2.HealthCheck(name="database", status=common_pb2.HEALTH_STATUS_SERVING)],
+    )
+    answers = list(lease.KeepAlive(iter([lease_pb2.KeepAliveRequest(lease=ref, health=health)] * 2), timeout=10))
+    assert len(answers) == 2 and all(a.confirmed and a.lease_id == granted.lease_id for a in answers), answers
+    info = lease.TimeToLive(lease_pb2.TimeToLiveRequest(lease_id=granted.lease_id), timeout=10).lease
+    assert info.owner == "python-node" and info.health.status == common_pb2.HEALTH_STATUS_DEGRADED, info
+    lease.Revoke(lease_pb2.RevokeRequest(lease=ref), timeout=10)
+    expect_status(
+        lambda: lease.TimeToLive(lease_pb2.TimeToLiveRequest(lease_id=granted.lease_id), timeout=10),
+        grpc.StatusCode.NOT_FOUND,
+        "lease not found",
+    )
+    print(f"Lease.Grant/KeepAlive/TimeToLive/Revoke: lease {granted.lease_id} confirmed, then revoked")
 
 
 def main() -> None:

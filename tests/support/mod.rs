@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a different part.
 
 pub mod lease;
+pub mod proxy;
 pub mod zk;
 
 use std::{
@@ -55,6 +56,15 @@ pub async fn start_zkcoord(hosts: &str, namespace: &str) -> Instance {
     instance
 }
 
+/// Waits until the zkcoord at `addr` reports SERVING (its ZooKeeper session is up).
+pub async fn wait_serving(addr: SocketAddr) {
+    let channel = channel(addr).await;
+    eventually(Duration::from_secs(30), "zkcoord reports SERVING", || async {
+        health(&channel, "").await == ServingStatus::Serving
+    })
+    .await;
+}
+
 /// A gRPC channel to `addr`.
 pub async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect to zkcoord")
@@ -83,6 +93,20 @@ where
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The Python interpreter with grpcio: `$ZKCOORD_TEST_PYTHON`, or the venv `scripts/test.sh`
+/// creates in `target/pyvenv`. Panics (never skips) when there is none.
+pub fn python() -> std::path::PathBuf {
+    let path = std::env::var_os("ZKCOORD_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv/bin/python"));
+    assert!(
+        path.exists(),
+        "no Python with grpcio at {}: run scripts/test.sh, which creates it, or set ZKCOORD_TEST_PYTHON",
+        path.display()
+    );
+    path
 }
 
 /// A direct ZooKeeper client (no zkcoord in between), for checking state behind zkcoord.

@@ -1,0 +1,322 @@
+//! Leases under failure, against real ZooKeeper: owner processes killed or frozen, zkcoord
+//! instances killed, ZooKeeper members killed, an instance partitioned from ZooKeeper; and
+//! what heartbeats cost ZooKeeper (writes, sessions).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{
+    ZkcoordProcess,
+    lease::Keeper,
+    proxy::Proxy,
+    zk::{Ensemble, Standalone},
+};
+use tonic::{Code, transport::Channel};
+use zkcoord::pb::v1::{self as pb, lease_client::LeaseClient};
+
+/// The bound the issue promises for expiry after the last heartbeat: ttl + 500 ms.
+const EXPIRY_SLACK: Duration = Duration::from_millis(500);
+
+async fn exists(channel: &Channel, id: i64) -> bool {
+    match LeaseClient::new(channel.clone()).time_to_live(pb::TimeToLiveRequest { lease_id: id }).await {
+        Ok(_) => true,
+        Err(status) if status.code() == Code::NotFound => false,
+        Err(status) => panic!("TimeToLive failed: {status:?}"),
+    }
+}
+
+/// Polls until lease `id` is gone; returns (last time it was seen, first time it was gone).
+async fn wait_gone(channel: &Channel, id: i64, timeout: Duration) -> (Instant, Instant) {
+    let deadline = Instant::now() + timeout;
+    let mut last_seen = Instant::now();
+    loop {
+        let asked = Instant::now();
+        if !exists(channel, id).await {
+            return (last_seen, asked);
+        }
+        last_seen = asked;
+        assert!(Instant::now() < deadline, "lease {id} still exists after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+type Owner = (std::process::Child, i64, BufReader<std::process::ChildStdout>);
+
+/// A Python lease owner process (tests/python/lease_owner.py) that has granted its lease and
+/// seen its first heartbeat answered; returns it, its lease id and its output.
+async fn spawn_owner(addr: std::net::SocketAddr, ttl: Duration, interval: Duration) -> Owner {
+    // Blocking reads: off the runtime, which also serves the in-process zkcoord.
+    tokio::task::spawn_blocking(move || spawn_owner_blocking(addr, ttl, interval)).await.unwrap()
+}
+
+fn spawn_owner_blocking(addr: std::net::SocketAddr, ttl: Duration, interval: Duration) -> Owner {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/lease_owner.py");
+    let mut child = Command::new(support::python())
+        .arg(script)
+        .args(["--addr", &addr.to_string()])
+        .args(["--ttl-ms", &ttl.as_millis().to_string(), "--interval-ms", &interval.as_millis().to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the python owner");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let id = line.trim().strip_prefix("lease ").unwrap_or_else(|| panic!("unexpected {line:?}")).parse().unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "beat confirmed=True");
+    (child, id, out)
+}
+
+fn signal(pid: u32, signal: &str) {
+    assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success());
+}
+
+/// (a) An owner killed with SIGKILL: its lease ends within ttl + 500 ms, and not before its
+/// last heartbeat + ttl.
+#[tokio::test]
+async fn lease_of_a_killed_owner_expires_within_ttl_plus_half_a_second() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("expiry-kill")).await;
+    let channel = support::channel(instance.addr()).await;
+    for ttl in [Duration::from_secs(1), Duration::from_secs(3)] {
+        let interval = ttl / 4;
+        let (mut owner, id, _out) = spawn_owner(instance.addr(), ttl, interval).await;
+        tokio::time::sleep(ttl + ttl / 2).await; // it keeps the lease alive past one ttl
+        assert!(exists(&channel, id).await, "a heartbeating owner keeps its lease");
+
+        signal(owner.id(), "-KILL");
+        let killed = Instant::now();
+        let (_, gone) = wait_gone(&channel, id, ttl * 4).await;
+        let _ = owner.wait();
+        let after = gone - killed;
+        assert!(after <= ttl + EXPIRY_SLACK, "ttl {ttl:?}: expired {after:?} after the kill");
+        assert!(after + interval >= ttl, "ttl {ttl:?}: expired too early, {after:?} after the kill");
+    }
+    instance.shutdown().await;
+}
+
+/// (a) An owner frozen with SIGSTOP loses its lease within ttl + 500 ms; when it thaws, its
+/// next heartbeat is told NOT_FOUND.
+#[tokio::test]
+async fn lease_of_a_frozen_owner_expires_and_the_owner_is_told() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("expiry-stop")).await;
+    let channel = support::channel(instance.addr()).await;
+    let ttl = Duration::from_secs(2);
+    let (mut owner, id, out) = spawn_owner(instance.addr(), ttl, ttl / 4).await;
+    signal(owner.id(), "-STOP");
+    let frozen = Instant::now();
+    let (_, gone) = wait_gone(&channel, id, ttl * 4).await;
+    assert!(gone - frozen <= ttl + EXPIRY_SLACK, "expired {:?} after the freeze", gone - frozen);
+    signal(owner.id(), "-CONT");
+    let status = tokio::task::spawn_blocking(move || {
+        let lines: Vec<String> = out.lines().map_while(Result::ok).collect();
+        (owner.wait().unwrap().code(), lines)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0, Some(3), "the owner learns its lease is gone: {:?}", status.1);
+    assert!(status.1.last().is_some_and(|l| l.starts_with("lease lost: NOT_FOUND")), "{:?}", status.1);
+    instance.shutdown().await;
+}
+
+/// (b) kill -9 of the zkcoord instance a client heartbeats to: the client reattaches to the
+/// other instance within ttl and keeps its lease, through the dead instance's session expiry
+/// and well beyond.
+#[tokio::test]
+async fn killing_a_zkcoord_instance_loses_no_lease() {
+    let zk = support::zk::shared();
+    let target = format!("{}{}", zk.hosts(), support::namespace("instance-crash"));
+    let a = ZkcoordProcess::spawn(&target, &[]);
+    let b = ZkcoordProcess::spawn(&target, &[]);
+    support::wait_serving(a.addr).await;
+    support::wait_serving(b.addr).await;
+    let ttl = Duration::from_secs(3);
+    let keeper = Keeper::start(vec![a.addr, b.addr], ttl, Duration::from_millis(250), None).await;
+    support::eventually(Duration::from_secs(10), "heartbeats on a are confirmed", || async {
+        keeper.beats().iter().any(|beat| beat.confirmed && beat.endpoint == 0)
+    })
+    .await;
+
+    signal(a.pid(), "-KILL");
+    let killed = Instant::now();
+    support::eventually(ttl, "the client is confirmed on b within ttl", || async {
+        keeper.beats().iter().any(|beat| beat.confirmed && beat.endpoint == 1)
+    })
+    .await;
+    let reattached = killed.elapsed();
+
+    // Outlive a's session expiry (2 s) plus the janitor's ttl + margin, with room to spare.
+    let on_b = support::channel(b.addr).await;
+    let until = Instant::now() + Duration::from_secs(2) + ttl + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert!(exists(&on_b, keeper.id).await, "the lease was lost");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = keeper.log.lock().unwrap();
+    assert!(!log.lost, "{:?}", log.stream_ends);
+    assert!(
+        log.stream_ends.iter().all(|(endpoint, _, _)| *endpoint == 0),
+        "only a's stream ended: {:?}",
+        log.stream_ends
+    );
+    assert!(log.beats.iter().rev().take(5).all(|beat| beat.confirmed && beat.endpoint == 1));
+    println!("reattached and confirmed on b {reattached:?} after a was killed");
+}
+
+/// (c) kill -9 of a ZooKeeper follower, then of the ZooKeeper leader: no lease whose owner
+/// keeps heartbeating is lost.
+#[tokio::test]
+async fn killing_zookeeper_members_loses_no_lease() {
+    let mut ensemble = Ensemble::start(3);
+    let ns = support::namespace("zk-crash");
+    let a = support::start_zkcoord(&ensemble.hosts(), &ns).await;
+    let b = support::start_zkcoord(&ensemble.hosts(), &ns).await;
+    let ttl = Duration::from_secs(2);
+    let mut keepers = Vec::new();
+    for i in 0..10 {
+        let endpoints = if i % 2 == 0 { vec![a.addr(), b.addr()] } else { vec![b.addr(), a.addr()] };
+        keepers.push(Keeper::start(endpoints, ttl, Duration::from_millis(300), None).await);
+    }
+    for victim in [ensemble.follower(), ensemble.leader()] {
+        ensemble.members[victim].kill();
+        tokio::time::sleep(ttl * 2).await;
+        ensemble.members[victim].spawn();
+        ensemble.members[victim].wait_serving();
+    }
+    let channel = support::channel(a.addr()).await;
+    support::eventually(Duration::from_secs(20), "zkcoord answers again", || async {
+        LeaseClient::new(channel.clone()).list(pb::ListRequest {}).await.is_ok()
+    })
+    .await;
+    for keeper in &keepers {
+        assert!(!keeper.log.lock().unwrap().lost, "lease {} lost", keeper.id);
+        assert!(exists(&channel, keeper.id).await, "lease {} lost", keeper.id);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// (d) + (e) 1,000 leases heartbeating 10 times a second for 10 s cost (almost) no ZooKeeper
+/// writes, and zkcoord uses one ZooKeeper session whatever the number of leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_cost_no_zookeeper_writes_and_one_session() {
+    const LEASES: usize = 1000;
+    let zk = Standalone::start();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("write-count")).await;
+    let channels: Vec<Channel> = futures_channels(instance.addr(), 4).await;
+    let mut grants = tokio::task::JoinSet::new();
+    for i in 0..LEASES {
+        let channel = channels[i % channels.len()].clone();
+        grants
+            .spawn(async move { support::lease::grant(&channel, &format!("node-{i}"), Duration::from_secs(5)).await });
+    }
+    let granted: Vec<pb::GrantResponse> = grants.join_all().await;
+    assert_eq!(granted.len(), LEASES);
+
+    let zxid_before = zk.server.zxid().unwrap();
+    let confirmed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut beats = tokio::task::JoinSet::new();
+    for (i, lease) in granted.iter().enumerate() {
+        let channel = channels[i % channels.len()].clone();
+        let (id, secret, confirmed) = (lease.lease_id, lease.secret.clone(), confirmed.clone());
+        beats.spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            let request = pb::KeepAliveRequest { lease: support::lease::lease_ref(id, &secret), health: None };
+            tx.send(request.clone()).await.unwrap();
+            let mut answers = LeaseClient::new(channel)
+                .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            for _ in 0..100 {
+                let answer = answers.message().await.unwrap().unwrap();
+                if answer.confirmed {
+                    confirmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                tick.tick().await;
+                tx.send(request.clone()).await.unwrap();
+            }
+        });
+    }
+    let started = Instant::now();
+    beats.join_all().await;
+    let elapsed = started.elapsed();
+    let writes = zk.server.zxid().unwrap() - zxid_before;
+    let confirmed = confirmed.load(std::sync::atomic::Ordering::Relaxed);
+    println!("{confirmed} confirmed heartbeats in {elapsed:?} caused {writes} zookeeper writes");
+    assert_eq!(confirmed, LEASES * 100, "every heartbeat was answered and confirmed");
+    assert!(writes < 500, "{writes} zookeeper writes");
+
+    // (e) Sessions: `cons` lists one connection per client session; zkcoord holds one.
+    let cons = zk.server.four_letter("cons").unwrap();
+    let sessions: std::collections::BTreeSet<&str> =
+        cons.lines().filter_map(|l| l.split("sid=").nth(1)).map(|s| s.split([',', ')']).next().unwrap_or(s)).collect();
+    println!("cons at {LEASES} leases:\n{cons}");
+    assert_eq!(sessions.len(), 1, "zookeeper sessions with {LEASES} leases: {sessions:?}");
+    assert_eq!(instance.leases().local_count(), LEASES);
+    instance.shutdown().await;
+}
+
+async fn futures_channels(addr: std::net::SocketAddr, n: usize) -> Vec<Channel> {
+    let mut channels = Vec::new();
+    for _ in 0..n {
+        channels.push(support::channel(addr).await);
+    }
+    channels
+}
+
+/// (f) An instance partitioned from ZooKeeper stops confirming heartbeats early enough that a
+/// client trusting only confirmed heartbeats never believes in a lease another instance may
+/// already have expired; when the partition heals, the client is told its lease is gone.
+#[tokio::test]
+async fn a_partitioned_instance_never_confirms_what_it_cannot_know() {
+    let zk = support::zk::shared();
+    let zk_addr: std::net::SocketAddr = zk.hosts().parse().unwrap();
+    let proxy = Proxy::start(zk_addr).await;
+    let ns = support::namespace("partition");
+    let a = support::start_zkcoord(&proxy.addr.to_string(), &ns).await;
+    let b = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let ttl = Duration::from_secs(2);
+    // A stubborn client: it only ever talks to a.
+    let keeper = Keeper::start(vec![a.addr()], ttl, Duration::from_millis(100), None).await;
+    support::eventually(Duration::from_secs(10), "heartbeats are confirmed", || async {
+        keeper.beats().iter().any(|beat| beat.confirmed)
+    })
+    .await;
+
+    proxy.cut();
+    let cut = Instant::now();
+    let on_b = support::channel(b.addr()).await;
+    let (last_seen, gone) = wait_gone(&on_b, keeper.id, Duration::from_secs(30)).await;
+    let beats = keeper.beats();
+    let last_confirmed = beats.iter().rev().find(|beat| beat.confirmed).unwrap().sent;
+    let believed_until = last_confirmed + ttl;
+    println!(
+        "cut at 0; last confirmed heartbeat sent at {:?}; client believed until {:?}; \
+         lease last seen at {:?}, gone at {:?}",
+        last_confirmed.saturating_duration_since(cut),
+        believed_until - cut,
+        last_seen - cut,
+        gone - cut
+    );
+    assert!(believed_until < last_seen, "the client believed in its lease after it may have been expired");
+    assert!(beats.iter().any(|beat| !beat.confirmed && beat.sent > cut), "a kept answering heartbeats, unconfirmed");
+
+    proxy.heal();
+    support::eventually(Duration::from_secs(30), "a tells the client its lease is gone", || async {
+        keeper.log.lock().unwrap().lost
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
