@@ -268,8 +268,11 @@ pub(super) async fn run(
                     SessionStatus::Connected { session_id, .. } => session_id,
                     _ => 0,
                 };
-                if current != 0 && current != lease.confirmed_session.load(Ordering::Acquire) {
-                    // A new session: the old watch is gone with it.
+                if current != lease.confirmed_session.load(Ordering::Acquire) {
+                    // Disconnected, or connected again: events missed meanwhile may still be
+                    // on their way, so nothing is confirmed until the record has been
+                    // checked again on this connection (one `exists`). A new session has
+                    // lost the old watch anyway.
                     lease.confirmed_session.store(0, Ordering::Release);
                     watcher = None;
                 }
