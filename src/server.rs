@@ -76,6 +76,8 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         .map_err(io::Error::other)?;
 
     let router = Server::builder()
+        // One span per call: exported through OTLP when configured (see `telemetry`).
+        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health)

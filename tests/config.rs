@@ -100,3 +100,31 @@ async fn sigterm_turns_health_not_serving_and_exits_cleanly() {
     let code = tokio::task::spawn_blocking(move || process.wait_exit(Duration::from_secs(15))).await.unwrap();
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test]
+async fn keeps_serving_when_the_otlp_collector_does_not_answer() {
+    let zk = zk::shared();
+    // Nothing listens on this port: every span export fails.
+    let dead_collector = format!("http://127.0.0.1:{}", zk::free_ports(1)[0]);
+    let target = format!("{}{}", zk.hosts(), support::namespace("otlp"));
+    let mut process = ZkcoordProcess::spawn_with_env(
+        &target,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &dead_collector),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"), // export attempts during the test, not after it
+        ],
+    );
+    support::wait_serving(process.addr).await;
+    let channel = support::channel(process.addr).await;
+    for _ in 0..20 {
+        // Every call is a span the exporter fails to deliver; calls keep working.
+        let granted = support::lease::grant(&channel, "otlp-test", Duration::from_secs(5)).await;
+        assert!(granted.lease_id > 0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(support::health(&channel, "").await, ServingStatus::Serving);
+    process.signal(libc::SIGTERM);
+    let code = tokio::task::spawn_blocking(move || process.wait_exit(Duration::from_secs(15))).await.unwrap();
+    assert_eq!(code, Some(0));
+}

@@ -130,7 +130,13 @@ pub fn zkcoord_command() -> Command {
 impl ZkcoordProcess {
     /// Runs `zkcoord serve` with `args` on a free port and waits for its "listening" line.
     pub fn spawn(hosts_and_namespace: &str, args: &[&str]) -> Self {
+        Self::spawn_with_env(hosts_and_namespace, args, &[])
+    }
+
+    /// [`ZkcoordProcess::spawn`] with extra environment variables.
+    pub fn spawn_with_env(hosts_and_namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = zkcoord_command()
+            .envs(env.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0", "--zookeeper", hosts_and_namespace])
             .args(["--session-timeout", "2s", "--shutdown-grace", "2s"])
             .args(args)
