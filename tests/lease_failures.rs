@@ -320,3 +320,38 @@ async fn a_partitioned_instance_never_confirms_what_it_cannot_know() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A lease whose home instance is gone and that nobody reattaches is expired by the janitor
+/// (another instance) ttl + 200 ms after it noticed — and not before.
+#[tokio::test]
+async fn the_janitor_expires_leases_whose_home_is_gone() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("janitor");
+    // Instance ids order the incarnations: the doomed home sorts first, so the survivor is
+    // not the janitor until the home is gone and must take over.
+    let home = zkcoord::server::start(zkcoord::config::Config {
+        instance_id: "a-home".into(),
+        ..support::test_config(&zk.hosts(), &ns)
+    })
+    .await
+    .unwrap();
+    home.session().wait_connected(Duration::from_secs(30)).await.unwrap();
+    let survivor = zkcoord::server::start(zkcoord::config::Config {
+        instance_id: "b-survivor".into(),
+        ..support::test_config(&zk.hosts(), &ns)
+    })
+    .await
+    .unwrap();
+    survivor.session().wait_connected(Duration::from_secs(30)).await.unwrap();
+    let ttl = Duration::from_secs(2);
+    let granted = support::lease::grant(&support::channel(home.addr()).await, "orphan", ttl).await;
+
+    home.shutdown().await; // closes its session: its registration vanishes at once
+    let gone_home = Instant::now();
+    let on_survivor = support::channel(survivor.addr()).await;
+    let (_, gone) = wait_gone(&on_survivor, granted.lease_id, Duration::from_secs(20)).await;
+    let after = gone - gone_home;
+    assert!(after >= ttl, "expired {after:?} after its home left: earlier than its ttl");
+    assert!(after <= ttl + Duration::from_secs(2), "expired {after:?} after its home left");
+    survivor.shutdown().await;
+}

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     pb::v1::{self as pb, lease_server},
-    recipe::lease::{End, GrantRequest, LeaseView, LocalLease, secret},
+    recipe::lease::{GrantRequest, LeaseView, LocalLease, secret},
     validate::{self, Name},
 };
 
@@ -56,15 +56,6 @@ fn lease_info(view: LeaseView) -> pb::LeaseInfo {
     }
 }
 
-/// The status that ends a KeepAlive stream when its lease ends here.
-fn end_status(end: End) -> Status {
-    match end {
-        End::Expired | End::Gone => Error::LeaseNotFound.into(),
-        End::Moved => Error::FailedPrecondition("lease was claimed by a KeepAlive stream on another instance").into(),
-        End::ShuttingDown => Error::ShuttingDown.into(),
-    }
-}
-
 #[tonic::async_trait]
 impl lease_server::Lease for LeaseService {
     async fn grant(&self, request: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {
@@ -100,15 +91,23 @@ impl lease_server::Lease for LeaseService {
             }
             loop {
                 let outcome = tokio::select! {
+                    // Endings first: a heartbeat racing a move or a shutdown must not be
+                    // answered as if the lease were gone.
+                    biased;
+                    end = lease.ended() => Err(end.error().into()),
+                    () = ctx.shutdown.cancelled() => Err(Error::ShuttingDown.into()),
                     message = inbound.message() => match message {
                         Ok(Some(request)) => service.heartbeat(&lease, &credentials, &request),
                         Ok(None) | Err(_) => return, // the client went away; the lease lives on until its ttl
                     },
-                    end = lease.ended() => Err(end_status(end)),
-                    () = ctx.shutdown.cancelled() => Err(Error::ShuttingDown.into()),
                 };
                 let last = outcome.is_err();
-                if tx.send(outcome).await.is_err() || last {
+                // A client that does not read its answers must not pin this task at shutdown.
+                let sent = tokio::select! {
+                    sent = tx.send(outcome) => sent.is_ok(),
+                    () = ctx.shutdown.cancelled() => false,
+                };
+                if !sent || last {
                     return;
                 }
             }

@@ -40,6 +40,9 @@ pub enum SessionStatus {
     Connected {
         /// The ZooKeeper session id.
         session_id: i64,
+        /// Numbers the connections of this process, across sessions: it changes on every
+        /// (re-)connection, so "still the same connection" is `generation` equality.
+        generation: u64,
         /// When this connection was (re-)established.
         since: Instant,
     },
@@ -56,6 +59,14 @@ impl SessionStatus {
     /// True when requests can be served.
     pub fn is_connected(&self) -> bool {
         matches!(self, Self::Connected { .. })
+    }
+
+    /// The connection generation while connected, else 0.
+    pub fn generation(&self) -> u64 {
+        match self {
+            Self::Connected { generation, .. } => *generation,
+            _ => 0,
+        }
     }
 }
 
@@ -91,7 +102,14 @@ impl ZkSession {
         let (shared_tx, shared) = watch::channel(Shared { status: SessionStatus::Connecting, client: None });
         let (status_tx, status) = watch::channel(SessionStatus::Connecting);
         let cancel = CancellationToken::new();
-        let task = SessionTask { config, registration, shared: shared_tx, status: status_tx, cancel: cancel.clone() };
+        let task = SessionTask {
+            generation: 0.into(),
+            config,
+            registration,
+            shared: shared_tx,
+            status: status_tx,
+            cancel: cancel.clone(),
+        };
         tokio::spawn(task.run());
         Self { shared, status, cancel }
     }
@@ -142,6 +160,7 @@ impl ZkSession {
 }
 
 struct SessionTask {
+    generation: std::sync::atomic::AtomicU64,
     config: ZkConfig,
     registration: Option<Registration>,
     shared: watch::Sender<Shared>,
@@ -184,13 +203,29 @@ impl SessionTask {
         self.publish(SessionStatus::Closed, None);
     }
 
+    fn connected(&self, session_id: i64) -> SessionStatus {
+        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        SessionStatus::Connected { session_id, generation, since: Instant::now() }
+    }
+
     /// Follows one session until it ends (expired, failed, or closed on cancellation).
     async fn serve(&self, client: Client) {
         let session_id = client.session_id().0;
         let mut watcher = client.state_watcher();
-        self.publish(SessionStatus::Connected { session_id, since: Instant::now() }, Some(client.clone()));
+        // The state may have moved on since `connect` returned: start from what it is now.
+        let mut state = client.state();
         loop {
-            let state = tokio::select! {
+            match state {
+                SessionState::SyncConnected => self.publish(self.connected(session_id), Some(client.clone())),
+                SessionState::Disconnected | SessionState::ConnectedReadOnly => {
+                    self.publish(SessionStatus::Disconnected { since: Instant::now() }, Some(client.clone()));
+                }
+                SessionState::Expired | SessionState::Closed | SessionState::AuthFailed => {
+                    tracing::warn!(?state, session_id, "zookeeper session ended; establishing a new one");
+                    return;
+                }
+            }
+            state = tokio::select! {
                 () = self.cancel.cancelled() => {
                     // Dropping every clone of the client closes the session.
                     self.publish(SessionStatus::Connecting, None);
@@ -200,18 +235,6 @@ impl SessionTask {
                 }
                 state = watcher.changed() => state,
             };
-            match state {
-                SessionState::SyncConnected => {
-                    self.publish(SessionStatus::Connected { session_id, since: Instant::now() }, Some(client.clone()));
-                }
-                SessionState::Disconnected | SessionState::ConnectedReadOnly => {
-                    self.publish(SessionStatus::Disconnected { since: Instant::now() }, Some(client.clone()));
-                }
-                SessionState::Expired | SessionState::Closed | SessionState::AuthFailed => {
-                    tracing::warn!(?state, session_id, "zookeeper session ended; establishing a new one");
-                    return;
-                }
-            }
         }
     }
 }

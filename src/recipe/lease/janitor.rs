@@ -36,7 +36,10 @@ pub(super) async fn run(inner: Arc<Inner>) {
     let mut status = inner.session.watch_status();
     while !inner.shutdown.is_cancelled() {
         match step(&inner, &mut orphans).await {
-            Ok(Some(watcher)) => {
+            Ok(watcher) => {
+                // Wake on a membership change, a due orphan, a session change, or the rescan
+                // period — whether or not this instance is the janitor, so that a missed
+                // change never leaves the cluster without one for longer than that.
                 let next_deadline = orphans.values().map(|o| o.deadline).min();
                 let rescan = Instant::now() + RESCAN_INTERVAL;
                 let wake = next_deadline.map_or(rescan, |d| d.min(rescan));
@@ -47,16 +50,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
                     _ = status.changed() => {}
                 }
             }
-            Ok(None) => {
-                orphans.clear();
-                // Not the janitor: wait for a membership change.
-                tokio::select! {
-                    () = inner.shutdown.cancelled() => return,
-                    () = wait_membership_change(&inner) => {}
-                    _ = status.changed() => {}
-                }
-            }
             Err(err) => {
+                // What we knew may be stale by the time we can look again.
+                orphans.clear();
                 tracing::debug!(error = %err, "janitor cannot work yet");
                 tokio::select! {
                     () = inner.shutdown.cancelled() => return,
@@ -67,26 +63,15 @@ pub(super) async fn run(inner: Arc<Inner>) {
     }
 }
 
-async fn wait_membership_change(inner: &Inner) {
-    match inner.session.client() {
-        Ok(client) => match client.list_and_watch_children(layout::INSTANCES).await {
-            Ok((_, watcher)) => {
-                watcher.changed().await;
-            }
-            Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
-        },
-        Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
-    }
-}
-
 /// One round: if this instance is the janitor, refresh the orphans and expire the due ones.
-/// Returns the membership watcher to wait on, or `None` when another instance is janitor.
-async fn step(inner: &Inner, orphans: &mut HashMap<i64, Orphan>) -> Result<Option<zookeeper_client::OneshotWatcher>> {
+/// Returns the membership watcher to wait on.
+async fn step(inner: &Inner, orphans: &mut HashMap<i64, Orphan>) -> Result<zookeeper_client::OneshotWatcher> {
     let client = inner.session.client()?;
     let (instances, watcher) = client.list_and_watch_children(layout::INSTANCES).await?;
     let registered: HashSet<String> = instances.into_iter().collect();
     if registered.iter().min() != Some(&inner.me.name) {
-        return Ok(None);
+        orphans.clear();
+        return Ok(watcher);
     }
     // Refresh: every lease whose home is not registered is (or stays) an orphan.
     let ids: Vec<i64> =
@@ -125,5 +110,5 @@ async fn step(inner: &Inner, orphans: &mut HashMap<i64, Orphan>) -> Result<Optio
         tracing::info!(lease = id, ?outcome, "janitor expired orphaned lease");
         orphans.remove(&id);
     }
-    Ok(Some(watcher))
+    Ok(watcher)
 }

@@ -19,19 +19,22 @@
 //!    ephemeral vanishes when ZooKeeper expires the home's session, at the earliest one session
 //!    timeout `S` after the home's last contact with ZooKeeper. A home confirms only while its
 //!    session is *connected*, and the client library declares the connection lost after
-//!    2/5·S without a server response; so the last confirmation is sent before
-//!    `last contact + 2/5·S < session expiry < janitor's deletion - ttl`.
+//!    2/5·S plus one tick (S/20), i.e. 9/20·S, without a server response; so the last
+//!    confirmation is sent before `last contact + 9/20·S < session expiry < janitor's
+//!    deletion - ttl`.
 //!    After a *new* session the home re-writes the record (bumping its version) before it
 //!    confirms again, so a janitor that judged the lease orphaned during the gap fails its
 //!    versioned delete.
 //!
 //! Confirmation therefore requires: the session is connected; in *this* session the record was
-//! written by this instance and is watched, and still names this instance as home.
+//! written by this instance; and on *this* connection (any reconnection withdraws confirmation
+//! until the record is checked again, so events missed while disconnected cannot be outrun)
+//! the record was seen to name this instance as home, and is watched.
 
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -77,9 +80,11 @@ pub struct LocalLease {
     /// The health heartbeats reported last; written to the record when it differs.
     health: Mutex<Health>,
     health_changed: Notify,
-    /// The session in which the record is known to name this instance, written by this
-    /// instance and watched; 0 when none.
-    confirmed_session: AtomicI64,
+    /// The connection generation (see [`SessionStatus::Connected`]) on which the record was
+    /// checked to name this instance, written by this instance in this session, and watched;
+    /// 0 when none. Any reconnection changes the generation and so withdraws confirmation
+    /// until the record is checked again.
+    confirmed_generation: AtomicU64,
     end: watch::Sender<Option<End>>,
 }
 
@@ -93,9 +98,9 @@ pub struct HeartbeatAck {
 }
 
 impl LocalLease {
-    /// Marks the lease confirmed in session `session_id` (its watch is armed there).
-    pub(super) fn set_confirmed(&self, session_id: i64) {
-        self.confirmed_session.store(session_id, Ordering::Release);
+    /// Marks the lease confirmed on connection `generation` (its watch is armed there).
+    pub(super) fn set_confirmed(&self, generation: u64) {
+        self.confirmed_generation.store(generation, Ordering::Release);
     }
 
     pub(super) fn new(id: i64, record: &LeaseRecord) -> Self {
@@ -106,7 +111,7 @@ impl LocalLease {
             liveness: Mutex::new(Liveness { last_heartbeat: Instant::now(), expiring: false }),
             health: Mutex::new(record.health.clone()),
             health_changed: Notify::new(),
-            confirmed_session: AtomicI64::new(0),
+            confirmed_generation: AtomicU64::new(0),
             end: watch::channel(None).0,
         }
     }
@@ -114,11 +119,12 @@ impl LocalLease {
     /// Records a heartbeat carrying `health`.
     ///
     /// # Errors
-    /// [`Error::LeaseNotFound`] when the lease has ended or its ttl ran out before this
-    /// heartbeat (a late heartbeat never revives a lease).
+    /// [`Error::LeaseNotFound`] when its ttl ran out before this heartbeat (a late heartbeat
+    /// never extends a lease); when the lease has ended here, the error for why (see
+    /// [`End::error`]).
     pub fn heartbeat(&self, health: &Health, session: SessionStatus) -> Result<HeartbeatAck> {
-        if self.end.borrow().is_some() {
-            return Err(Error::LeaseNotFound);
+        if let Some(end) = *self.end.borrow() {
+            return Err(end.error());
         }
         {
             let mut liveness = lock(&self.liveness);
@@ -144,12 +150,10 @@ impl LocalLease {
 
     /// Whether this instance can vouch for the lease now.
     pub fn is_confirmed(&self, session: SessionStatus) -> bool {
-        match session {
-            SessionStatus::Connected { session_id, .. } => {
-                self.end.borrow().is_none() && self.confirmed_session.load(Ordering::Acquire) == session_id
-            }
-            _ => false,
-        }
+        let generation = session.generation();
+        generation != 0
+            && self.end.borrow().is_none()
+            && self.confirmed_generation.load(Ordering::Acquire) == generation
     }
 
     /// Time since the last heartbeat (or the grant or claim).
@@ -178,7 +182,7 @@ impl LocalLease {
 
     /// Marks the lease ended (first reason wins).
     pub(super) fn finish(&self, why: End) {
-        self.confirmed_session.store(0, Ordering::Release);
+        self.confirmed_generation.store(0, Ordering::Release);
         self.end.send_if_modified(|end| {
             if end.is_none() {
                 *end = Some(why);
@@ -234,9 +238,12 @@ pub(super) async fn run(
         if watcher.is_none()
             && let Ok(client) = inner.session.client()
         {
-            match arm(&inner.me.name, &client, &path, &mut version, &mut written_session).await {
+            // Read before arming: if the connection changes meanwhile, this generation is
+            // stale and confirms nothing.
+            let generation = inner.session.status().generation();
+            match arm(&inner.me.name, &lease.health(), &client, &path, &mut version, &mut written_session).await {
                 Ok(Some(w)) => {
-                    lease.set_confirmed(client.session_id().0);
+                    lease.set_confirmed(generation);
                     watcher = Some(Box::pin(w.changed()));
                 }
                 Ok(None) => break Some(End::Moved),
@@ -251,7 +258,7 @@ pub(super) async fn run(
         tokio::select! {
             () = tokio::time::sleep_until(deadline.into()) => {}
             event = async { watcher.as_mut().expect("guarded").await }, if watcher.is_some() => {
-                lease.confirmed_session.store(0, Ordering::Release);
+                lease.confirmed_generation.store(0, Ordering::Release);
                 watcher = None;
                 if event.event_type == EventType::NodeDeleted {
                     break Some(End::Gone);
@@ -264,16 +271,13 @@ pub(super) async fn run(
                 if changed.is_err() {
                     break Some(End::ShuttingDown);
                 }
-                let current = match *status.borrow_and_update() {
-                    SessionStatus::Connected { session_id, .. } => session_id,
-                    _ => 0,
-                };
-                if current != lease.confirmed_session.load(Ordering::Acquire) {
+                let current = status.borrow_and_update().generation();
+                if current != lease.confirmed_generation.load(Ordering::Acquire) {
                     // Disconnected, or connected again: events missed meanwhile may still be
                     // on their way, so nothing is confirmed until the record has been
                     // checked again on this connection (one `exists`). A new session has
                     // lost the old watch anyway.
-                    lease.confirmed_session.store(0, Ordering::Release);
+                    lease.confirmed_generation.store(0, Ordering::Release);
                     watcher = None;
                 }
             }
@@ -295,6 +299,7 @@ pub(super) async fn run(
 /// actor 3).
 pub(super) async fn arm(
     me: &str,
+    health: &Health,
     client: &Client,
     path: &str,
     version: &mut i32,
@@ -310,14 +315,16 @@ pub(super) async fn arm(
         // Changed since our last write, or a new session: look at the record itself. The watch
         // is already armed, so no later change goes unnoticed.
         let (data, stat) = client.get_data(path).await.map_err(not_found)?;
-        if LeaseRecord::decode(&data)?.home != me {
+        let mut record = LeaseRecord::decode(&data)?;
+        if record.home != me {
             return Ok(None);
         }
         if *written_session == session_id {
             *version = stat.version;
             return Ok(Some(watcher));
         }
-        match client.set_data(path, &data, Some(stat.version)).await {
+        record.health = health.clone(); // the latest, in case a health write was lost
+        match client.set_data(path, &record.encode(), Some(stat.version)).await {
             Ok(stat) => {
                 *version = stat.version;
                 *written_session = session_id;
@@ -339,15 +346,20 @@ fn not_found(err: zookeeper_client::Error) -> Error {
 /// Writes the latest reported health into the record (versioned: a claim by another instance
 /// wins and is noticed through the watch).
 async fn write_health(inner: &Inner, lease: &LocalLease, path: &str, version: &mut i32, written_session: &mut i64) {
-    let Ok(client) = inner.session.client() else {
-        lease.health_changed.notify_one(); // try again once connected
+    // Any failure but "moved" (which the watch handles) asks for another attempt.
+    let retry = || async {
+        lease.health_changed.notify_one();
         tokio::time::sleep(RETRY_PAUSE).await;
-        return;
     };
-    let Ok((data, stat)) = client.get_data(path).await else { return };
+    let Ok(client) = inner.session.client() else { return retry().await };
+    let (data, stat) = match client.get_data(path).await {
+        Ok(found) => found,
+        Err(zookeeper_client::Error::NoNode) => return,
+        Err(_) => return retry().await,
+    };
     let Ok(mut record) = LeaseRecord::decode(&data) else { return };
-    if record.home != inner.me.name || stat.version != *version {
-        return; // moved: the watch handles it
+    if record.home != inner.me.name {
+        return;
     }
     record.health = lease.health();
     match client.set_data(path, &record.encode(), Some(stat.version)).await {
@@ -355,19 +367,18 @@ async fn write_health(inner: &Inner, lease: &LocalLease, path: &str, version: &m
             *version = stat.version;
             *written_session = client.session_id().0;
         }
-        Err(zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode) => {}
+        Err(zookeeper_client::Error::NoNode) => {}
         Err(err) => {
             tracing::debug!(lease = lease.id, error = %err, "health write failed; retrying");
-            lease.health_changed.notify_one();
-            tokio::time::sleep(RETRY_PAUSE).await;
+            retry().await;
         }
     }
 }
 
 /// Deletes the expired lease and what is bound to it. Retries while ZooKeeper is unreachable
 /// (the lease is already dead for its owner: heartbeats are refused).
-async fn expire(inner: &Inner, lease: &LocalLease, path: &str, version: i32) -> Option<End> {
-    lease.confirmed_session.store(0, Ordering::Release);
+async fn expire(inner: &Inner, lease: &LocalLease, path: &str, mut version: i32) -> Option<End> {
+    lease.confirmed_generation.store(0, Ordering::Release);
     loop {
         if inner.shutdown.is_cancelled() {
             return Some(End::ShuttingDown);
@@ -382,8 +393,19 @@ async fn expire(inner: &Inner, lease: &LocalLease, path: &str, version: i32) -> 
                 return Some(End::Expired);
             }
             Ok(DeleteOutcome::Missing) => return Some(End::Gone),
-            // Someone else wrote it: another instance claimed it, so it is not ours to expire.
-            Ok(DeleteOutcome::VersionChanged) => return Some(End::Moved),
+            // Written since we last knew its version: a claim by another instance (not ours to
+            // expire), or one of our own writes whose answer was lost. Look.
+            Ok(DeleteOutcome::VersionChanged) => match inner.session.client() {
+                Ok(client) => match client.get_data(path).await {
+                    Ok((data, stat)) => match LeaseRecord::decode(&data) {
+                        Ok(record) if record.home == inner.me.name => version = stat.version,
+                        _ => return Some(End::Moved),
+                    },
+                    Err(zookeeper_client::Error::NoNode) => return Some(End::Gone),
+                    Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+                },
+                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+            },
             Err(err) => {
                 tracing::debug!(lease = lease.id, error = %err, "cannot expire lease yet");
                 tokio::time::sleep(RETRY_PAUSE).await;

@@ -53,6 +53,8 @@ use crate::{
 
 /// How many random ids a grant tries before giving up (a collision is astronomically rare).
 const MAX_ID_ATTEMPTS: usize = 5;
+/// Independent claim locks (claims of leases in different shards do not wait for each other).
+const CLAIM_SHARDS: usize = 64;
 /// How many times a claim retries after a concurrent write.
 const MAX_CLAIM_ATTEMPTS: usize = 8;
 
@@ -67,6 +69,17 @@ pub enum End {
     Moved,
     /// This instance is shutting down.
     ShuttingDown,
+}
+
+impl End {
+    /// The error a caller acting on the lease here gets.
+    pub fn error(self) -> Error {
+        match self {
+            End::Expired | End::Gone => Error::LeaseNotFound,
+            End::Moved => Error::FailedPrecondition("lease was claimed by a KeepAlive stream on another instance"),
+            End::ShuttingDown => Error::ShuttingDown,
+        }
+    }
 }
 
 /// A new lease.
@@ -127,7 +140,8 @@ pub(crate) struct Inner {
     session: ZkSession,
     me: Incarnation,
     local: Mutex<HashMap<i64, Arc<LocalLease>>>,
-    claims: tokio::sync::Mutex<()>,
+    /// Claims of one lease are serialized; claims of different leases mostly run in parallel.
+    claims: [tokio::sync::Mutex<()>; CLAIM_SHARDS],
     shutdown: CancellationToken,
 }
 
@@ -158,12 +172,21 @@ impl Inner {
         let lease = Arc::new(LocalLease::new(id, record));
         let mut written_session = client.session_id().0;
         let path = layout::lease(id);
+        let generation = self.session.status().generation();
         // On failure the task retries arming; the lease stays unconfirmed until then.
-        let watcher = local::arm(&self.me.name, client, &path, &mut version, &mut written_session).await.ok().flatten();
+        let watcher = local::arm(&self.me.name, &record.health, client, &path, &mut version, &mut written_session)
+            .await
+            .ok()
+            .flatten();
         if watcher.is_some() {
-            lease.set_confirmed(written_session);
+            lease.set_confirmed(generation);
         }
-        self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, lease.clone());
+        let previous = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, lease.clone());
+        if let Some(previous) = previous {
+            // A stale attachment (it had not noticed the lease moving away): it must not
+            // expire the lease on its own clock.
+            previous.finish(End::Moved);
+        }
         tokio::spawn(local::run(self.clone(), lease.clone(), version, written_session, watcher));
         lease
     }
@@ -177,7 +200,7 @@ impl Leases {
             session,
             me,
             local: Mutex::new(HashMap::new()),
-            claims: tokio::sync::Mutex::new(()),
+            claims: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             shutdown,
         });
         tokio::spawn(janitor::run(inner.clone()));
@@ -228,7 +251,16 @@ impl Leases {
                         return Ok(Granted { id, secret, ttl: request.ttl });
                     }
                     Err(zookeeper_client::Error::NodeExists) => continue,
-                    Err(err) => return Err(err.into()),
+                    Err(err) => {
+                        let err = Error::from(err);
+                        if err.is_retryable() {
+                            // The create may have happened without our hearing of it: track
+                            // the id anyway, so that such a lease expires (its task finds out
+                            // whether it exists).
+                            inner.adopt(id, &record, 0, &client).await;
+                        }
+                        return Err(err);
+                    }
                 }
             }
             Err(Error::Internal("no free lease id".into()))
@@ -246,7 +278,9 @@ impl Leases {
     /// # Cancellation safety
     /// A claim runs to completion in its own task, so a claimed lease is always tracked.
     pub async fn attach(&self, id: i64, secret: &str) -> Result<Arc<LocalLease>> {
-        if let Some(lease) = self.inner.local(id) {
+        if let Some(lease) = self.inner.local(id)
+            && lease.is_confirmed(self.inner.session.status())
+        {
             if !secret::matches(secret, &lease.secret_sha256) {
                 return Err(Error::WrongSecret);
             }
@@ -320,7 +354,10 @@ impl Leases {
         let mut views = Vec::with_capacity(ids.len());
         for (id, result) in futures_util::future::join_all(reads).await {
             match result {
-                Ok((data, _)) => views.push(self.view(id, LeaseRecord::decode(&data)?)),
+                Ok((data, _)) => match LeaseRecord::decode(&data) {
+                    Ok(record) => views.push(self.view(id, record)),
+                    Err(err) => tracing::warn!(lease = id, error = %err, "skipping an undecodable lease record"),
+                },
                 Err(zookeeper_client::Error::NoNode) => {} // ended meanwhile
                 Err(err) => return Err(err.into()),
             }
@@ -346,16 +383,19 @@ async fn read(client: &zookeeper_client::Client, path: &str) -> Result<(LeaseRec
 
 /// Makes this instance the home of lease `id` with a versioned write.
 async fn claim(inner: &Arc<Inner>, id: i64, secret: &str) -> Result<Arc<LocalLease>> {
-    let _serialized = inner.claims.lock().await;
-    if let Some(lease) = inner.local(id) {
-        return if secret::matches(secret, &lease.secret_sha256) { Ok(lease) } else { Err(Error::WrongSecret) };
-    }
+    let _serialized = inner.claims[id.unsigned_abs() as usize % CLAIM_SHARDS].lock().await;
     let client = inner.session.client()?;
     let path = layout::lease(id);
     for _ in 0..MAX_CLAIM_ATTEMPTS {
         let (mut record, version) = read(&client, &path).await?;
         if !secret::matches(secret, &record.secret_sha256) {
             return Err(Error::WrongSecret);
+        }
+        if record.home == inner.me.name
+            && let Some(lease) = inner.local(id)
+        {
+            // Already ours (its task re-checks and confirms it).
+            return Ok(lease);
         }
         let previous = std::mem::replace(&mut record.home, inner.me.name.clone());
         record.home_instance = inner.me.instance_id.clone();

@@ -53,5 +53,6 @@ pub async fn delete_lease(client: &Client, path: &str, version: Option<i32>) -> 
             Err(MultiWriteError::RequestFailed { source }) => return Err(source.into()),
         }
     }
-    Err(crate::Error::Internal("lease bindings kept changing during deletion".into()))
+    // Bindings kept changing: let the caller retry later.
+    Err(crate::Error::Unavailable)
 }
