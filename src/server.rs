@@ -16,7 +16,7 @@ use crate::{
         self,
         v1::{election_server::ElectionServer, lease_server::LeaseServer, lock_server::LockServer},
     },
-    recipe::{instance::Incarnation, lease::Leases},
+    recipe::{election::Elections, instance::Incarnation, lease::Leases},
     zk::{SessionStatus, ZkSession},
 };
 
@@ -52,12 +52,14 @@ pub async fn start(config: Config) -> io::Result<Instance> {
     let incarnation = Incarnation::new(&config.instance_id);
     let session = ZkSession::start(config.zookeeper.clone(), Some(incarnation.registration(&addr.to_string())));
     let shutdown = CancellationToken::new();
+    let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone());
     let leases = Leases::start(session.clone(), incarnation, shutdown.clone());
     let ctx = Context {
         session: session.clone(),
         shutdown: shutdown.clone(),
         instance_id: config.instance_id.clone(),
         leases: leases.clone(),
+        elections,
     };
 
     let (reporter, health) = tonic_health::server::health_reporter();

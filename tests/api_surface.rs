@@ -165,8 +165,8 @@ async fn valid_calls_to_unbuilt_rpcs_answer_unimplemented() {
     let zk = support::zk::shared();
     let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("unimplemented")).await;
     let channel = support::channel(instance.addr()).await;
-    let status = ElectionClient::new(channel)
-        .leader(pb::LeaderRequest { election: "ledger-master".into() })
+    let status = LockClient::new(channel)
+        .holders(pb::HoldersRequest { key: "orders".into(), prefix: true })
         .await
         .expect_err("not built yet");
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");

@@ -1,18 +1,25 @@
-//! `zkcoord.v1.Election`.
+//! `zkcoord.v1.Election`: validates, calls [`crate::recipe::election`], copies into protobuf.
 
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{Context, ResponseStream, check};
+use super::{Context, ResponseStream, check, convert::health_to_pb};
 use crate::{
     error::{Error, Result},
     pb::v1::{self as pb, election_server},
+    recipe::election::{
+        self, CampaignRequest, CandidateKey, CandidateStatus, Deposed, LeaderView, state::ElectionState,
+    },
     validate::{self, Name},
 };
+
+/// Responses buffered per stream before the client must read.
+const STREAM_BUFFER: usize = 16;
 
 /// The Election service.
 #[derive(Clone, Debug)]
 pub struct ElectionService {
-    #[allow(dead_code)]
     ctx: Context,
 }
 
@@ -23,12 +30,91 @@ impl ElectionService {
     }
 }
 
-fn check_campaign(req: &pb::CampaignRequest) -> Result<()> {
-    check::candidate_key(req.key.as_ref(), &check::KEY)?;
+fn candidate_key(key: Option<&pb::CandidateKey>, fields: &check::CandidateFields) -> Result<CandidateKey> {
+    let c = check::candidate_key(key, fields)?;
+    Ok(CandidateKey {
+        election: c.election,
+        candidate_id: c.candidate_id,
+        lease_id: c.lease.id,
+        secret: c.lease.secret,
+    })
+}
+
+fn campaign_request(req: pb::CampaignRequest) -> Result<CampaignRequest> {
+    let key = candidate_key(req.key.as_ref(), &check::KEY)?;
     validate::value("value", &req.value)?;
-    validate::priority("priority", req.priority)?;
-    pb::PreemptPolicy::try_from(req.preempt).map_err(|_| Error::invalid("preempt", "is not a known policy"))?;
-    Ok(())
+    let priority = validate::priority("priority", req.priority)?;
+    let preempt = match pb::PreemptPolicy::try_from(req.preempt) {
+        Ok(pb::PreemptPolicy::Unspecified) => None,
+        Ok(pb::PreemptPolicy::Off) => Some(false),
+        Ok(pb::PreemptPolicy::On) => Some(true),
+        Err(_) => return Err(Error::invalid("preempt", "is not a known policy")),
+    };
+    Ok(CampaignRequest { key, value: req.value, priority, preempt })
+}
+
+fn leader_info(leader: LeaderView) -> pb::LeaderInfo {
+    pb::LeaderInfo {
+        candidate_id: leader.candidate_id,
+        value: leader.value,
+        priority: leader.priority,
+        term: leader.term,
+        fencing_token: leader.token,
+        health: Some(health_to_pb(&leader.health)),
+        lease_id: leader.lease_id,
+        elected_unix_ms: leader.elected_unix_ms,
+    }
+}
+
+fn deposed_reason(reason: Deposed) -> pb::DeposedReason {
+    match reason {
+        Deposed::Resigned => pb::DeposedReason::Resigned,
+        Deposed::LeaseExpired => pb::DeposedReason::LeaseExpired,
+        Deposed::Preempted => pb::DeposedReason::Preempted,
+        Deposed::Unhealthy => pb::DeposedReason::Unhealthy,
+        Deposed::Transferred => pb::DeposedReason::Transferred,
+    }
+}
+
+/// One Campaign response, or the status that ends the stream; the bool says "last".
+fn campaign_response(status: CandidateStatus) -> (Result<pb::CampaignResponse, Status>, bool) {
+    let response = match status {
+        CandidateStatus::Queued { position, leader } => pb::CampaignResponse {
+            state: pb::CandidateState::Queued.into(),
+            position,
+            leader: leader.map(leader_info),
+            ..Default::default()
+        },
+        CandidateStatus::Elected { leader } => pb::CampaignResponse {
+            state: pb::CandidateState::Elected.into(),
+            term: leader.term,
+            fencing_token: leader.token,
+            leader: Some(leader_info(leader)),
+            ..Default::default()
+        },
+        CandidateStatus::Unconfirmed { term, token } => pb::CampaignResponse {
+            state: pb::CandidateState::Unconfirmed.into(),
+            term,
+            fencing_token: token,
+            ..Default::default()
+        },
+        CandidateStatus::Deposed { reason, term, last } => {
+            let response = pb::CampaignResponse {
+                state: pb::CandidateState::Deposed.into(),
+                term,
+                reason: deposed_reason(reason).into(),
+                ..Default::default()
+            };
+            return (Ok(response), last);
+        }
+        CandidateStatus::Ended(end) => return (Err(end.error().into()), true),
+    };
+    (Ok(response), false)
+}
+
+/// The Observe view of a state: `None` while the state is not current.
+fn observed(state: &ElectionState) -> Option<(i64, Option<LeaderView>)> {
+    (state.generation != 0).then(|| (state.record.term, election::leader_view(state)))
 }
 
 #[tonic::async_trait]
@@ -36,54 +122,143 @@ impl election_server::Election for ElectionService {
     type CampaignStream = ResponseStream<pb::CampaignResponse>;
 
     async fn campaign(&self, request: Request<pb::CampaignRequest>) -> Result<Response<Self::CampaignStream>, Status> {
-        check_campaign(request.get_ref())?;
-        Err(Error::Unimplemented("Election.Campaign").into())
+        let request = campaign_request(request.into_inner())?;
+        let mut campaign = self.ctx.elections.campaign(request).await?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let shutdown = self.ctx.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let (item, last) = tokio::select! {
+                    status = campaign.statuses.recv() => match status {
+                        Some(status) => campaign_response(status),
+                        None => (Err(Error::ShuttingDown.into()), true),
+                    },
+                    () = shutdown.cancelled() => (Err(Error::ShuttingDown.into()), true),
+                };
+                if tx.send(item).await.is_err() || last {
+                    return; // the client left (the candidacy lives on with its lease) or it ended
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn proclaim(&self, request: Request<pb::ProclaimRequest>) -> Result<Response<pb::ProclaimResponse>, Status> {
-        let req = request.get_ref();
-        check::candidate_key(req.key.as_ref(), &check::KEY)?;
+        let req = request.into_inner();
+        let key = candidate_key(req.key.as_ref(), &check::KEY)?;
         validate::value("value", &req.value)?;
-        Err(Error::Unimplemented("Election.Proclaim").into())
+        self.ctx.elections.proclaim(&key, req.term, &req.value).await?;
+        Ok(Response::new(pb::ProclaimResponse {}))
     }
 
     async fn leader(&self, request: Request<pb::LeaderRequest>) -> Result<Response<pb::LeaderResponse>, Status> {
-        Name::parse("election", &request.get_ref().election)?;
-        Err(Error::Unimplemented("Election.Leader").into())
+        let name = Name::parse("election", &request.get_ref().election)?;
+        let (_, state) = self.ctx.elections.state(&name).await?;
+        Ok(Response::new(pb::LeaderResponse { leader: election::leader_view(&state).map(leader_info) }))
     }
 
     type ObserveStream = ResponseStream<pb::ObserveResponse>;
 
     async fn observe(&self, request: Request<pb::ObserveRequest>) -> Result<Response<Self::ObserveStream>, Status> {
-        Name::parse("election", &request.get_ref().election)?;
-        Err(Error::Unimplemented("Election.Observe").into())
+        let name = Name::parse("election", &request.get_ref().election)?;
+        let (watch, _) = self.ctx.elections.state(&name).await?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let shutdown = self.ctx.shutdown.clone();
+        tokio::spawn(async move {
+            // Every state this instance reads, in order: the current one, then each later one.
+            let (mut states, current) = watch.subscribe();
+            let mut sequence = 0u64;
+            let mut seen = 0u64;
+            let mut last: Option<(i64, Option<LeaderView>)> = None;
+            let mut next = Some(current);
+            loop {
+                if let Some(state) = next.take()
+                    && state.sequence > seen
+                {
+                    seen = state.sequence;
+                    if let Some(current) = observed(&state)
+                        && last.as_ref() != Some(&current)
+                    {
+                        sequence += 1;
+                        let response = pb::ObserveResponse {
+                            sequence,
+                            term: current.0,
+                            leader: current.1.clone().map(leader_info),
+                        };
+                        last = Some(current);
+                        if tx.send(Ok(response)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                next = tokio::select! {
+                    received = states.recv() => match received {
+                        Ok(state) => Some(state),
+                        // Too far behind: skip to the latest (no term is reported twice).
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(watch.state.borrow().clone()),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            let _ = tx.send(Err(Error::ShuttingDown.into())).await;
+                            return;
+                        }
+                    },
+                    () = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Error::ShuttingDown.into())).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn resign(&self, request: Request<pb::ResignRequest>) -> Result<Response<pb::ResignResponse>, Status> {
-        check::candidate_key(request.get_ref().key.as_ref(), &check::KEY)?;
-        Err(Error::Unimplemented("Election.Resign").into())
+        let req = request.into_inner();
+        let key = candidate_key(req.key.as_ref(), &check::KEY)?;
+        self.ctx.elections.resign(&key, req.term).await?;
+        Ok(Response::new(pb::ResignResponse {}))
     }
 
     async fn transfer(&self, request: Request<pb::TransferRequest>) -> Result<Response<pb::TransferResponse>, Status> {
-        let req = request.get_ref();
-        Name::parse("election", &req.election)?;
-        if !req.target_candidate_id.is_empty() {
-            Name::parse("target_candidate_id", &req.target_candidate_id)?;
-        }
-        if let Some(from) = &req.from {
-            let from = check::candidate_key(Some(from), &check::FROM)?;
-            if from.election.as_str() != req.election {
-                return Err(Error::invalid("from.election", "must equal election").into());
+        let req = request.into_inner();
+        let name = Name::parse("election", &req.election)?;
+        let target = match req.target_candidate_id.as_str() {
+            "" => None,
+            id => Some(Name::parse("target_candidate_id", id)?),
+        };
+        let from = match &req.from {
+            Some(from) => {
+                let from = candidate_key(Some(from), &check::FROM)?;
+                if from.election != name {
+                    return Err(Error::invalid("from.election", "must equal election").into());
+                }
+                Some(from)
             }
-        }
-        Err(Error::Unimplemented("Election.Transfer").into())
+            None => None,
+        };
+        let leader = self.ctx.elections.transfer(&name, target.as_ref(), from.as_ref(), req.term).await?;
+        Ok(Response::new(pb::TransferResponse { leader: Some(leader_info(leader)) }))
     }
 
     async fn candidates(
         &self,
         request: Request<pb::CandidatesRequest>,
     ) -> Result<Response<pb::CandidatesResponse>, Status> {
-        Name::parse("election", &request.get_ref().election)?;
-        Err(Error::Unimplemented("Election.Candidates").into())
+        let name = Name::parse("election", &request.get_ref().election)?;
+        let (candidates, preempt, term) = self.ctx.elections.candidates(&name).await?;
+        let candidates = candidates
+            .into_iter()
+            .map(|c| pb::CandidateInfo {
+                candidate_id: c.candidate_id,
+                value: c.value,
+                priority: c.priority,
+                health: c.health.as_ref().map(health_to_pb),
+                eligible: c.eligible,
+                lease_id: c.lease_id,
+                position: c.position,
+                leader: c.leader,
+            })
+            .collect();
+        let preempt = if preempt { pb::PreemptPolicy::On } else { pb::PreemptPolicy::Off };
+        Ok(Response::new(pb::CandidatesResponse { candidates, preempt: preempt.into(), term }))
     }
 }

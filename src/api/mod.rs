@@ -12,7 +12,10 @@ use std::pin::Pin;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::{recipe::lease::Leases, zk::ZkSession};
+use crate::{
+    recipe::{election::Elections, lease::Leases},
+    zk::ZkSession,
+};
 
 /// What every service needs: the ZooKeeper session and the shutdown signal.
 #[derive(Clone, Debug)]
@@ -25,6 +28,8 @@ pub struct Context {
     pub instance_id: String,
     /// The lease recipe.
     pub leases: Leases,
+    /// The election recipe.
+    pub elections: Elections,
 }
 
 /// A server-streaming response.

@@ -373,6 +373,18 @@ impl Leases {
     }
 }
 
+/// Reads lease `id` and checks `secret` against it; returns the record and its version.
+///
+/// # Errors
+/// [`Error::LeaseNotFound`], [`Error::WrongSecret`], [`Error::Unavailable`].
+pub async fn read_verified(client: &Client, id: i64, secret: &str) -> Result<(LeaseRecord, i32)> {
+    let (record, version) = read(client, &layout::lease(id)).await?;
+    if !secret::matches(secret, &record.secret_sha256) {
+        return Err(Error::WrongSecret);
+    }
+    Ok((record, version))
+}
+
 async fn read(client: &zookeeper_client::Client, path: &str) -> Result<(LeaseRecord, i32)> {
     match client.get_data(path).await {
         Ok((data, stat)) => Ok((LeaseRecord::decode(&data)?, stat.version)),

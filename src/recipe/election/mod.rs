@@ -1,0 +1,568 @@
+//! Leader election with priorities, preemption, graceful transfer, fencing tokens, health
+//! gating and leadership watches.
+//!
+//! * `/elections/<name>` holds the [`record::ElectionRecord`]: preemption policy, term, leader,
+//!   and a deposition in progress. It is written only on leadership changes, so its `mzxid` is
+//!   the sitting leader's fencing token.
+//! * `/elections/<name>/candidates/<id>` holds each [`record::CandidateRecord`], bound to a
+//!   lease by a binding child of the lease record: the candidacy ends with the lease, in the
+//!   same transaction.
+//! * Every instance that serves a Campaign, Observe, Leader, Candidates or Transfer call for an
+//!   election runs one [`watch::ElectionWatch`] for it, which follows the election with O(1)
+//!   reads per change and acts as an elector (compare-and-set writes; losing races is fine).
+//! * A leader whose lease lives on (Transfer, preemption, health gating) is deposed in two
+//!   phases: the record first names it `deposed` with no leader; the instance holding its
+//!   Campaign stream tells it DEPOSED and only then elects the successor. When it has no live
+//!   stream host, any elector completes the deposition. So a new leader is announced ELECTED
+//!   only after the previous one was told DEPOSED, its stream is gone, or its lease ended.
+//! * When the instance holding a leader's Campaign stream loses ZooKeeper, it tells the leader
+//!   UNCONFIRMED at once; nobody else can be elected before that instance's session expires
+//!   (its registration is what keeps electors from completing a deposition without it).
+
+pub mod record;
+pub mod state;
+pub mod watch;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError};
+
+use self::{
+    record::{CandidateRecord, DeposeReason, Deposition, ElectionRecord},
+    state::ElectionState,
+    watch::{ElectionWatch, Registry},
+};
+use crate::{
+    error::{Error, Result},
+    recipe::{
+        health::Health,
+        instance::Incarnation,
+        lease::{self, secret},
+    },
+    validate::Name,
+    zk::{ZkSession, layout},
+};
+
+/// How long a call waits for an election's state to be read.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long Transfer waits for the successor to be elected.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a campaign write retries after a concurrent change.
+const MAX_ATTEMPTS: usize = 8;
+
+/// Why a candidate is no longer (or not yet again) the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deposed {
+    /// Resign.
+    Resigned,
+    /// The lease ended.
+    LeaseExpired,
+    /// A better candidate took over (preemption).
+    Preempted,
+    /// The lease reported NOT_SERVING.
+    Unhealthy,
+    /// Transfer.
+    Transferred,
+}
+
+/// The leader as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderView {
+    /// Its candidate id.
+    pub candidate_id: String,
+    /// Its value.
+    pub value: Vec<u8>,
+    /// Its priority.
+    pub priority: i32,
+    /// The term.
+    pub term: i64,
+    /// The term's fencing token.
+    pub token: u64,
+    /// Its lease's health.
+    pub health: Health,
+    /// Its lease.
+    pub lease_id: i64,
+    /// When the term began.
+    pub elected_unix_ms: i64,
+}
+
+/// The status of one candidacy, as its Campaign stream reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CandidateStatus {
+    /// Waiting; `position` eligible candidates are ahead.
+    Queued {
+        /// Eligible candidates ahead.
+        position: u32,
+        /// The current leader.
+        leader: Option<LeaderView>,
+    },
+    /// Leading.
+    Elected {
+        /// The leader (this candidate).
+        leader: LeaderView,
+    },
+    /// Was leading, but this instance cannot currently confirm it.
+    Unconfirmed {
+        /// The term.
+        term: i64,
+        /// Its token.
+        token: u64,
+    },
+    /// No longer leading. `last` says the candidacy itself has ended.
+    Deposed {
+        /// Why.
+        reason: Deposed,
+        /// The last term.
+        term: i64,
+        /// Whether the candidacy has ended (the stream ends after this).
+        last: bool,
+    },
+    /// The stream ends without the candidacy ending.
+    Ended(StreamEnd),
+}
+
+/// Why a Campaign stream ends while its candidacy lives on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Another Campaign stream (on this or another instance) took the candidacy.
+    TakenOver,
+    /// This instance is shutting down.
+    ShuttingDown,
+}
+
+impl StreamEnd {
+    /// The status the stream ends with.
+    pub fn error(self) -> Error {
+        match self {
+            Self::TakenOver => Error::FailedPrecondition("the candidacy was taken over by another Campaign stream"),
+            Self::ShuttingDown => Error::ShuttingDown,
+        }
+    }
+}
+
+/// A validated candidacy key with the lease secret.
+#[derive(Clone, Debug)]
+pub struct CandidateKey {
+    /// The election.
+    pub election: Name,
+    /// The candidate id.
+    pub candidate_id: Name,
+    /// The lease id.
+    pub lease_id: i64,
+    /// The lease secret.
+    pub secret: String,
+}
+
+/// A new or taken-back candidacy.
+#[derive(Clone, Debug)]
+pub struct CampaignRequest {
+    /// Who and where.
+    pub key: CandidateKey,
+    /// The candidate's value.
+    pub value: Vec<u8>,
+    /// 0 (best) to 1000.
+    pub priority: i32,
+    /// The preemption policy to require (`None`: accept the election's).
+    pub preempt: Option<bool>,
+}
+
+/// A Campaign stream's source: status updates, and the watch that keeps them coming.
+#[derive(Debug)]
+pub struct Campaign {
+    /// Status updates; the first comes at once.
+    pub statuses: mpsc::UnboundedReceiver<CandidateStatus>,
+    _watch: Arc<ElectionWatch>,
+}
+
+/// A candidate as Candidates reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CandidateInfo {
+    /// The candidate id.
+    pub candidate_id: String,
+    /// Its value.
+    pub value: Vec<u8>,
+    /// Its priority.
+    pub priority: i32,
+    /// Its lease's health (`None`: the lease is gone).
+    pub health: Option<Health>,
+    /// Eligible for leadership.
+    pub eligible: bool,
+    /// Its lease.
+    pub lease_id: i64,
+    /// Its place in election order.
+    pub position: u32,
+    /// Whether it leads.
+    pub leader: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    session: ZkSession,
+    me: Incarnation,
+    shutdown: CancellationToken,
+    registry: Registry,
+}
+
+/// The election recipe of one instance. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Elections {
+    shared: Arc<Shared>,
+}
+
+/// The leader of `state`, if any, as clients see it.
+pub fn leader_view(state: &ElectionState) -> Option<LeaderView> {
+    let (leader, candidate) = state.leader()?;
+    Some(LeaderView {
+        candidate_id: leader.candidate_id.clone(),
+        value: candidate.record.value(),
+        priority: candidate.record.priority,
+        term: state.record.term,
+        token: state.token,
+        health: candidate.health.clone().unwrap_or_default(),
+        lease_id: leader.lease_id,
+        elected_unix_ms: leader.elected_unix_ms,
+    })
+}
+
+/// The status of candidate `id` (bound to `lease_id`) whose stream instance `me` holds.
+/// `lease_gone` tells, for a vanished candidacy, whether its lease ended.
+pub(crate) fn status_of(state: &ElectionState, id: &str, lease_id: i64, me: &str, lease_gone: bool) -> CandidateStatus {
+    let term = state.record.term;
+    let Some(candidate) = state.candidates.get(id).filter(|c| c.record.lease_id == lease_id) else {
+        let reason = if lease_gone { Deposed::LeaseExpired } else { Deposed::Resigned };
+        return CandidateStatus::Deposed { reason, term, last: true };
+    };
+    if candidate.record.stream.as_deref() != Some(me) {
+        return CandidateStatus::Ended(StreamEnd::TakenOver);
+    }
+    if let Some(leader) = &state.record.leader
+        && leader.candidate_id == id
+        && leader.lease_id == lease_id
+    {
+        return match leader_view(state) {
+            Some(leader) if state.generation != 0 => CandidateStatus::Elected { leader },
+            _ => CandidateStatus::Unconfirmed { term, token: state.token },
+        };
+    }
+    if let Some(Deposition { candidate_id, lease_id: deposed_lease, reason, .. }) = &state.record.deposed
+        && candidate_id == id
+        && *deposed_lease == lease_id
+    {
+        let reason = match reason {
+            DeposeReason::Preempted => Deposed::Preempted,
+            DeposeReason::Unhealthy => Deposed::Unhealthy,
+            DeposeReason::Transferred => Deposed::Transferred,
+        };
+        return CandidateStatus::Deposed { reason, term, last: false };
+    }
+    CandidateStatus::Queued { position: state.position(id), leader: leader_view(state) }
+}
+
+impl Elections {
+    /// The election recipe for the instance `me`.
+    pub fn new(session: ZkSession, me: Incarnation, shutdown: CancellationToken) -> Self {
+        Self { shared: Arc::new(Shared { session, me, shutdown, registry: Registry::default() }) }
+    }
+
+    /// Enters a candidacy, or takes back an existing one of the same lease, and returns its
+    /// status updates.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`], [`Error::WrongSecret`], [`Error::FailedPrecondition`] (the
+    /// candidate id belongs to another lease, or the preemption policy differs),
+    /// [`Error::Unavailable`].
+    ///
+    /// # Cancellation safety
+    /// The candidacy is created in one transaction; a cancelled call either created it (it
+    /// then lives with its lease, like any candidacy whose stream closed) or did nothing.
+    pub async fn campaign(&self, request: CampaignRequest) -> Result<Campaign> {
+        let client = self.shared.session.client()?;
+        let key = &request.key;
+        ensure_election(&client, &key.election, request.preempt).await?;
+        let candidate_path = layout::candidate(&key.election, &key.candidate_id);
+        let binding_path =
+            format!("{}/{}", layout::lease(key.lease_id), layout::candidacy_binding(&key.election, &key.candidate_id));
+        let record = CandidateRecord {
+            lease_id: key.lease_id,
+            priority: request.priority,
+            value_hex: secret::hex(&request.value),
+            stream: Some(self.shared.me.name.clone()),
+        };
+        let data = record::encode(&record);
+        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        let mut done = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let (_, lease_version) = lease::read_verified(&client, key.lease_id, &key.secret).await?;
+            let mut multi = client.new_multi_writer();
+            multi.add_check_version(&layout::lease(key.lease_id), lease_version)?;
+            multi.add_create(&candidate_path, &data, &persistent)?;
+            multi.add_create(&binding_path, &[], &persistent)?;
+            match multi.commit().await {
+                Ok(_) => {
+                    done = true;
+                    break;
+                }
+                Err(MultiWriteError::OperationFailed { index: 0, .. }) => continue, // the lease changed: verify again
+                Err(MultiWriteError::OperationFailed { index: 1, source: zookeeper_client::Error::NodeExists }) => {
+                    // Taking back an existing candidacy.
+                    let (existing, stat) = match client.get_data(&candidate_path).await {
+                        Ok(found) => found,
+                        Err(zookeeper_client::Error::NoNode) => continue,
+                        Err(err) => return Err(err.into()),
+                    };
+                    let existing: CandidateRecord = record::decode(&existing)?;
+                    if existing.lease_id != key.lease_id {
+                        return Err(Error::FailedPrecondition("the candidate id is taken by another lease"));
+                    }
+                    match client.set_data(&candidate_path, &data, Some(stat.version)).await {
+                        Ok(_) => {
+                            done = true;
+                            break;
+                        }
+                        Err(zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode) => continue,
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+                Err(MultiWriteError::OperationFailed { source, .. }) => return Err(source.into()),
+                Err(MultiWriteError::RequestFailed { source }) => return Err(source.into()),
+            }
+        }
+        if !done {
+            return Err(Error::Unavailable);
+        }
+        let watch = self.shared.registry.get(&self.shared, &key.election);
+        watch.poke();
+        let statuses = watch.add_sink(key.candidate_id.as_str().to_owned(), key.lease_id);
+        Ok(Campaign { statuses, _watch: watch })
+    }
+
+    /// Withdraws a candidacy; with `term` non-zero, only if it leads that term.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] when it is not a candidate (or not the leader of `term`),
+    /// plus the lease errors.
+    ///
+    /// # Cancellation safety
+    /// One transaction: done entirely or not at all.
+    pub async fn resign(&self, key: &CandidateKey, term: i64) -> Result<()> {
+        let client = self.shared.session.client()?;
+        lease::read_verified(&client, key.lease_id, &key.secret).await?;
+        let candidate_path = layout::candidate(&key.election, &key.candidate_id);
+        let version = own_candidate(&client, &candidate_path, key.lease_id).await?;
+        if term != 0 {
+            check_leads(&client, key, term).await?;
+        }
+        let binding_path =
+            format!("{}/{}", layout::lease(key.lease_id), layout::candidacy_binding(&key.election, &key.candidate_id));
+        let mut multi = client.new_multi_writer();
+        multi.add_delete(&candidate_path, Some(version))?;
+        multi.add_delete(&binding_path, None)?;
+        match multi.commit().await {
+            Ok(_) => Ok(()),
+            Err(MultiWriteError::OperationFailed { .. }) => {
+                Err(Error::FailedPrecondition("the candidacy changed meanwhile; retry"))
+            }
+            Err(MultiWriteError::RequestFailed { source }) => Err(source.into()),
+        }
+    }
+
+    /// Changes the leader's value; only the leader of `term` may.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] when the key does not lead `term`, plus the lease errors.
+    pub async fn proclaim(&self, key: &CandidateKey, term: i64, value: &[u8]) -> Result<()> {
+        let client = self.shared.session.client()?;
+        lease::read_verified(&client, key.lease_id, &key.secret).await?;
+        check_leads(&client, key, term).await?;
+        let candidate_path = layout::candidate(&key.election, &key.candidate_id);
+        for _ in 0..MAX_ATTEMPTS {
+            let (data, stat) = client
+                .get_data(&candidate_path)
+                .await
+                .map_err(|_| Error::FailedPrecondition("not the leader of that term"))?;
+            let mut record: CandidateRecord = record::decode(&data)?;
+            record.value_hex = secret::hex(value);
+            match client.set_data(&candidate_path, &record::encode(&record), Some(stat.version)).await {
+                Ok(_) => return Ok(()),
+                Err(zookeeper_client::Error::BadVersion) => continue,
+                Err(zookeeper_client::Error::NoNode) => {
+                    return Err(Error::FailedPrecondition("not the leader of that term"));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(Error::Unavailable)
+    }
+
+    /// The state of election `name` as this instance follows it (started on first use).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it cannot be read in time.
+    pub async fn state(&self, name: &Name) -> Result<(Arc<ElectionWatch>, Arc<ElectionState>)> {
+        let watch = self.shared.registry.get(&self.shared, name);
+        let mut receiver = watch.state.clone();
+        let state = tokio::time::timeout(LOAD_TIMEOUT, receiver.wait_for(|s| s.generation != 0))
+            .await
+            .map_err(|_| Error::Unavailable)?
+            .map_err(|_| Error::ShuttingDown)?
+            .clone();
+        Ok((watch, state))
+    }
+
+    /// Hands leadership of `name` over: to `target`, or the next eligible candidate. With
+    /// `from`, only if it is the leader; with `term` non-zero, only in that term. Returns the
+    /// new leader once elected.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] (no leader, `from` is not it, wrong term, target unknown,
+    /// ineligible or already leading), [`Error::Unavailable`].
+    pub async fn transfer(
+        &self,
+        name: &Name,
+        target: Option<&Name>,
+        from: Option<&CandidateKey>,
+        term: i64,
+    ) -> Result<LeaderView> {
+        let client = self.shared.session.client()?;
+        if let Some(from) = from {
+            lease::read_verified(&client, from.lease_id, &from.secret).await?;
+        }
+        let (watch, state) = self.state(name).await?;
+        let Some((leader, _)) = state.leader() else {
+            return Err(Error::FailedPrecondition("the election has no leader"));
+        };
+        if from.is_some_and(|f| f.candidate_id.as_str() != leader.candidate_id || f.lease_id != leader.lease_id) {
+            return Err(Error::FailedPrecondition("not the leader"));
+        }
+        if term != 0 && term != state.record.term {
+            return Err(Error::FailedPrecondition("not the current term"));
+        }
+        let next = match target {
+            Some(target) => {
+                state.candidates.get(target.as_str()).filter(|c| c.eligible() && c.id != leader.candidate_id)
+            }
+            None => state.best_eligible(Some(&leader.candidate_id)),
+        }
+        .ok_or(Error::FailedPrecondition("the transfer target is unknown, not eligible or already the leader"))?;
+        let mut record: ElectionRecord = state.record.clone();
+        record.deposed = Some(Deposition {
+            candidate_id: leader.candidate_id.clone(),
+            lease_id: leader.lease_id,
+            reason: DeposeReason::Transferred,
+            target: Some(next.id.clone()),
+        });
+        record.leader = None;
+        let (old_term, next_id) = (state.record.term, next.id.clone());
+        match client.set_data(&layout::election(name), &record::encode(&record), Some(state.version)).await {
+            Ok(_) => {}
+            Err(zookeeper_client::Error::BadVersion) => {
+                return Err(Error::FailedPrecondition("the leadership changed meanwhile; retry"));
+            }
+            Err(err) => return Err(err.into()),
+        }
+        watch.poke();
+        let mut receiver = watch.state.clone();
+        let elected = tokio::time::timeout(
+            TRANSFER_TIMEOUT,
+            receiver.wait_for(|s| s.generation != 0 && s.record.term > old_term && s.record.leader.is_some()),
+        )
+        .await
+        .map_err(|_| Error::Unavailable)?
+        .map_err(|_| Error::ShuttingDown)?
+        .clone();
+        let leader = leader_view(&elected).ok_or(Error::Unavailable)?;
+        if leader.candidate_id != next_id {
+            tracing::info!(election = %name, wanted = %next_id, got = %leader.candidate_id, "transfer went elsewhere");
+        }
+        Ok(leader)
+    }
+
+    /// The candidates of `name` in election order, with the policy and term.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn candidates(&self, name: &Name) -> Result<(Vec<CandidateInfo>, bool, i64)> {
+        let (_, state) = self.state(name).await?;
+        let leader = state.leader().map(|(l, _)| l.candidate_id.clone());
+        let infos = state
+            .ordered()
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| CandidateInfo {
+                candidate_id: c.id.clone(),
+                value: c.record.value(),
+                priority: c.record.priority,
+                health: c.health.clone(),
+                eligible: c.eligible(),
+                lease_id: c.record.lease_id,
+                position: u32::try_from(i).unwrap_or(u32::MAX),
+                leader: leader.as_deref() == Some(c.id.as_str()),
+            })
+            .collect();
+        Ok((infos, state.record.preempt, state.record.term))
+    }
+}
+
+/// Creates the election with `preempt` (off when unspecified) unless it exists; an explicit
+/// policy must match an existing election's.
+async fn ensure_election(client: &Client, name: &Name, preempt: Option<bool>) -> Result<()> {
+    let path = layout::election(name);
+    let record = ElectionRecord { preempt: preempt.unwrap_or(false), ..Default::default() };
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let mut multi = client.new_multi_writer();
+    multi.add_create(&path, &record::encode(&record), &persistent)?;
+    multi.add_create(&layout::candidates(name), &[], &persistent)?;
+    match multi.commit().await {
+        Ok(_) => Ok(()),
+        Err(MultiWriteError::OperationFailed { index: 0, source: zookeeper_client::Error::NodeExists }) => {
+            let (data, _) = client.get_data(&path).await?;
+            let existing: ElectionRecord = record::decode(&data)?;
+            match preempt {
+                Some(wanted) if wanted != existing.preempt => {
+                    Err(Error::FailedPrecondition("the election has a different preempt policy"))
+                }
+                _ => Ok(()),
+            }
+        }
+        Err(MultiWriteError::OperationFailed { source, .. }) => Err(source.into()),
+        Err(MultiWriteError::RequestFailed { source }) => Err(source.into()),
+    }
+}
+
+/// The version of the candidate znode, if it is bound to `lease_id`.
+async fn own_candidate(client: &Client, path: &str, lease_id: i64) -> Result<i32> {
+    match client.get_data(path).await {
+        Ok((data, stat)) => {
+            let record: CandidateRecord = record::decode(&data)?;
+            if record.lease_id != lease_id {
+                return Err(Error::FailedPrecondition("not a candidate"));
+            }
+            Ok(stat.version)
+        }
+        Err(zookeeper_client::Error::NoNode) => Err(Error::FailedPrecondition("not a candidate")),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Checks that `key` leads `term` now.
+async fn check_leads(client: &Client, key: &CandidateKey, term: i64) -> Result<()> {
+    let not_leader = Error::FailedPrecondition("not the leader of that term");
+    let (data, _) = match client.get_data(&layout::election(&key.election)).await {
+        Ok(found) => found,
+        Err(zookeeper_client::Error::NoNode) => return Err(not_leader),
+        Err(err) => return Err(err.into()),
+    };
+    let record: ElectionRecord = record::decode(&data)?;
+    match record.leader {
+        Some(leader)
+            if leader.candidate_id == key.candidate_id.as_str()
+                && leader.lease_id == key.lease_id
+                && record.term == term =>
+        {
+            Ok(())
+        }
+        _ => Err(not_leader),
+    }
+}

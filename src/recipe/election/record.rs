@@ -1,0 +1,128 @@
+//! What ZooKeeper stores about an election and its candidates (JSON).
+//!
+//! The election record is written **only** when leadership changes (a leader elected, or a
+//! leader deposed), so while it names a leader its `mzxid` is the zxid of the write that
+//! elected that leader: the term's fencing token. zxids only grow, so tokens grow across terms,
+//! instances, restarts, and even re-creation of the election.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Why a leader was deposed while its lease lives on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeposeReason {
+    /// A better-priority candidate became eligible (preemption on).
+    Preempted,
+    /// Its lease reported NOT_SERVING.
+    Unhealthy,
+    /// Transfer.
+    Transferred,
+}
+
+/// A deposition in progress: the leader must be told DEPOSED before anyone is elected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deposition {
+    /// The deposed leader's candidate id.
+    pub candidate_id: String,
+    /// Its lease.
+    pub lease_id: i64,
+    /// Why.
+    pub reason: DeposeReason,
+    /// Who is to lead next, if chosen (Transfer, preemption); else the best eligible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// The sitting leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    /// Its candidate id.
+    pub candidate_id: String,
+    /// Its lease.
+    pub lease_id: i64,
+    /// When the term began, Unix epoch milliseconds.
+    pub elected_unix_ms: i64,
+}
+
+/// `/elections/<name>`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionRecord {
+    /// Preemption policy, chosen by the first campaign.
+    pub preempt: bool,
+    /// The current (or last) term; 0 before the first leader.
+    pub term: i64,
+    /// The leader, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderRecord>,
+    /// A deposition waiting for the deposed leader to be told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deposed: Option<Deposition>,
+}
+
+/// `/elections/<name>/candidates/<id>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateRecord {
+    /// The lease the candidacy is bound to.
+    pub lease_id: i64,
+    /// 0 (best) to 1000.
+    pub priority: i32,
+    /// The candidate's value, hex-encoded.
+    pub value_hex: String,
+    /// The incarnation of the instance holding the candidate's Campaign stream, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+}
+
+impl CandidateRecord {
+    /// The value's bytes.
+    pub fn value(&self) -> Vec<u8> {
+        (0..self.value_hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(self.value_hex.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect()
+    }
+}
+
+/// Encodes a record as znode data.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+/// Decodes znode data.
+///
+/// # Errors
+/// [`Error::Internal`] when the data is not such a record.
+pub fn decode<T: for<'de> Deserialize<'de>>(data: &[u8]) -> Result<T> {
+    serde_json::from_slice(data).map_err(|e| Error::Internal(format!("undecodable election data: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_hex() {
+        let value = vec![0u8, 1, 127, 128, 255];
+        let record = CandidateRecord {
+            lease_id: 1,
+            priority: 0,
+            value_hex: crate::recipe::lease::secret::hex(&value),
+            stream: None,
+        };
+        let decoded: CandidateRecord = decode(&encode(&record)).expect("decodes");
+        assert_eq!(decoded.value(), value);
+        let election = ElectionRecord {
+            preempt: true,
+            term: 3,
+            leader: None,
+            deposed: Some(Deposition {
+                candidate_id: "a".into(),
+                lease_id: 2,
+                reason: DeposeReason::Transferred,
+                target: Some("b".into()),
+            }),
+        };
+        assert_eq!(decode::<ElectionRecord>(&encode(&election)).expect("decodes"), election);
+    }
+}

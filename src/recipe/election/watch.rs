@@ -1,0 +1,461 @@
+//! One task per (instance, election) in use: it follows the election in ZooKeeper with a
+//! constant number of watches per change, publishes the state to Observe streams, drives the
+//! instance's Campaign streams, and acts as an elector.
+//!
+//! Reads per leadership change, per instance: the election record, plus the children list and
+//! the records of candidates that are *new*; existing candidates are cached and re-read only
+//! when their own watch (candidate or lease record) fires. So a leadership change costs O(1)
+//! reads and notifications per instance, whatever the number of candidates and observers.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use zookeeper_client::Client;
+
+use super::{
+    CandidateStatus, Shared,
+    record::{self, CandidateRecord, Deposition, ElectionRecord, LeaderRecord},
+    state::{CandidateView, Decision, ElectionState},
+};
+use crate::{
+    error::Result,
+    recipe::{instance::now_unix_ms, lease::record::LeaseRecord},
+    validate::Name,
+    zk::layout,
+};
+
+/// States kept for streams that fall behind; a stream further behind than this skips ahead.
+const STATE_HISTORY: usize = 1024;
+/// Pause before retrying after a ZooKeeper failure.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// What a fired watch was about.
+#[derive(Debug)]
+enum Fired {
+    Election,
+    Children,
+    Candidate(String),
+    Lease(String),
+}
+
+type WatchFuture = Pin<Box<dyn Future<Output = Fired> + Send>>;
+
+/// A Campaign stream held by this instance.
+#[derive(Debug)]
+pub(super) struct Sink {
+    pub candidate_id: String,
+    pub lease_id: i64,
+    pub tx: mpsc::UnboundedSender<CandidateStatus>,
+    pub last: Option<CandidateStatus>,
+}
+
+/// Handle to the task of one election; the task stops when the last handle is dropped.
+#[derive(Debug)]
+pub struct ElectionWatch {
+    /// The published state (the latest).
+    pub state: watch::Receiver<Arc<ElectionState>>,
+    /// Every published state, for streams that must see each change (see [`Self::subscribe`]).
+    states: broadcast::Sender<Arc<ElectionState>>,
+    sinks: Arc<Mutex<Vec<Sink>>>,
+    poke: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+}
+
+impl Drop for ElectionWatch {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl ElectionWatch {
+    pub(super) fn start(shared: Arc<Shared>, name: Name) -> Self {
+        let (tx, state) = watch::channel(Arc::new(ElectionState::default()));
+        let (states, _) = broadcast::channel(STATE_HISTORY);
+        let sinks = Arc::new(Mutex::new(Vec::new()));
+        let poke = Arc::new(tokio::sync::Notify::new());
+        let stop = shared.shutdown.child_token();
+        let task = Task {
+            shared,
+            name,
+            tx,
+            states: states.clone(),
+            sinks: sinks.clone(),
+            poke: poke.clone(),
+            stop: stop.clone(),
+            sequence: 0.into(),
+        };
+        tokio::spawn(task.run());
+        Self { state, states, sinks, poke, stop }
+    }
+
+    /// Adds a Campaign stream; it gets its status now and at every change. An older stream of
+    /// the same candidacy on this instance ends (taken over).
+    pub(super) fn add_sink(&self, candidate_id: String, lease_id: i64) -> mpsc::UnboundedReceiver<CandidateStatus> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut sinks = lock(&self.sinks);
+        sinks.retain(|old| {
+            let replaced = old.candidate_id == candidate_id && old.lease_id == lease_id;
+            if replaced {
+                let _ = old.tx.send(CandidateStatus::Ended(super::StreamEnd::TakenOver));
+            }
+            !replaced
+        });
+        sinks.push(Sink { candidate_id, lease_id, tx, last: None });
+        drop(sinks);
+        self.poke.notify_one();
+        rx
+    }
+
+    /// Every state from now on: a receiver of the published states and the current one. A
+    /// state received later with a `sequence` not above the current one's is older: skip it.
+    /// Together they miss nothing: the latest state is published before it is broadcast.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<ElectionState>>, Arc<ElectionState>) {
+        let receiver = self.states.subscribe();
+        (receiver, self.state.borrow().clone())
+    }
+
+    /// Asks the task to re-read everything (after this instance wrote something).
+    pub(super) fn poke(&self) {
+        self.poke.notify_one();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct Task {
+    shared: Arc<Shared>,
+    name: Name,
+    tx: watch::Sender<Arc<ElectionState>>,
+    states: broadcast::Sender<Arc<ElectionState>>,
+    sequence: std::sync::atomic::AtomicU64,
+    sinks: Arc<Mutex<Vec<Sink>>>,
+    poke: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+}
+
+/// What the task keeps between rounds.
+#[derive(Default)]
+struct Cache {
+    candidates: BTreeMap<String, CandidateView>,
+    dirty: HashSet<String>,
+    lease_dirty: HashSet<String>,
+    generation: u64,
+}
+
+impl Task {
+    async fn run(self) {
+        let mut cache = Cache::default();
+        let mut watches: FuturesUnordered<WatchFuture> = FuturesUnordered::new();
+        let mut status = self.shared.session.watch_status();
+        let mut election_dirty = true;
+        let mut children_dirty = true;
+        loop {
+            let generation = self.shared.session.status().generation();
+            if generation != cache.generation {
+                // A new connection: events may have been missed; read everything again.
+                cache.generation = generation;
+                election_dirty = true;
+                children_dirty = true;
+                cache.dirty.extend(cache.candidates.keys().cloned());
+                cache.lease_dirty.extend(cache.candidates.keys().cloned());
+            }
+            let round = match self.shared.session.client() {
+                Ok(client) if generation != 0 => {
+                    self.refresh(&client, &mut cache, &mut watches, election_dirty, children_dirty).await
+                }
+                _ => Err(crate::Error::Unavailable),
+            };
+            match round {
+                Ok(state) => {
+                    election_dirty = false;
+                    children_dirty = false;
+                    let state = self.publish(ElectionState { generation, ..state });
+                    self.drive_sinks(&state).await;
+                    if let Ok(client) = self.shared.session.client() {
+                        self.elect(&client, &state).await;
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(election = %self.name, error = %err, "election state unavailable");
+                    // Not current: leaders must hear UNCONFIRMED now.
+                    let stale = ElectionState { generation: 0, ..(**self.tx.borrow()).clone() };
+                    let stale = self.publish(stale);
+                    self.drive_sinks(&stale).await;
+                    election_dirty = true;
+                    children_dirty = true;
+                }
+            }
+            let retry = round_failed(&self.tx).then(|| tokio::time::sleep(RETRY_PAUSE));
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                fired = watches.next(), if !watches.is_empty() => match fired {
+                    Some(Fired::Election) => election_dirty = true,
+                    Some(Fired::Children) => children_dirty = true,
+                    Some(Fired::Candidate(id)) => { cache.dirty.insert(id); }
+                    Some(Fired::Lease(id)) => { cache.lease_dirty.insert(id); }
+                    None => {}
+                },
+                _ = status.changed() => {}
+                () = self.poke.notified() => { election_dirty = true; children_dirty = true; }
+                () = async { retry.expect("guarded").await }, if retry.is_some() => {}
+            }
+        }
+        for sink in lock(&self.sinks).drain(..) {
+            let _ = sink.tx.send(CandidateStatus::Ended(super::StreamEnd::ShuttingDown));
+        }
+    }
+
+    /// Publishes a state: first as the latest, then to every subscriber.
+    fn publish(&self, state: ElectionState) -> Arc<ElectionState> {
+        let sequence = self.sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let state = Arc::new(ElectionState { sequence, ..state });
+        self.tx.send_replace(state.clone());
+        let _ = self.states.send(state.clone());
+        state
+    }
+
+    /// Re-reads what changed and returns the new state.
+    async fn refresh(
+        &self,
+        client: &Client,
+        cache: &mut Cache,
+        watches: &mut FuturesUnordered<WatchFuture>,
+        election_dirty: bool,
+        children_dirty: bool,
+    ) -> Result<ElectionState> {
+        let path = layout::election(&self.name);
+        let previous = self.tx.borrow().clone();
+        let mut state = ElectionState { candidates: BTreeMap::new(), ..(*previous).clone() };
+        if election_dirty || !previous.exists {
+            match client.get_and_watch_data(&path).await {
+                Ok((data, stat, watcher)) => {
+                    state.exists = true;
+                    state.record = record::decode(&data)?;
+                    state.version = stat.version;
+                    state.token = u64::try_from(stat.mzxid).unwrap_or(0);
+                    watches.push(Box::pin(async move {
+                        watcher.changed().await;
+                        Fired::Election
+                    }));
+                }
+                Err(zookeeper_client::Error::NoNode) => {
+                    let (_, watcher) = client.check_and_watch_stat(&path).await?;
+                    state = ElectionState::default();
+                    watches.push(Box::pin(async move {
+                        watcher.changed().await;
+                        Fired::Election
+                    }));
+                    cache.candidates.clear();
+                    return Ok(state);
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        if children_dirty || !previous.exists {
+            let dir = layout::candidates(&self.name);
+            let (children, watcher) = match client.list_and_watch_children(&dir).await {
+                Ok(found) => found,
+                Err(zookeeper_client::Error::NoNode) => (Vec::new(), client.check_and_watch_stat(&dir).await?.1),
+                Err(err) => return Err(err.into()),
+            };
+            watches.push(Box::pin(async move {
+                watcher.changed().await;
+                Fired::Children
+            }));
+            let present: HashSet<&String> = children.iter().collect();
+            cache.candidates.retain(|id, _| present.contains(id));
+            for id in children {
+                if !cache.candidates.contains_key(&id) {
+                    cache.dirty.insert(id.clone());
+                    cache.lease_dirty.insert(id);
+                }
+            }
+        }
+        for id in std::mem::take(&mut cache.dirty) {
+            let Ok(candidate_id) = Name::parse("candidate", &id) else { continue };
+            let candidate_path = layout::candidate(&self.name, &candidate_id);
+            match client.get_and_watch_data(&candidate_path).await {
+                Ok((data, stat, watcher)) => {
+                    let record: CandidateRecord = record::decode(&data)?;
+                    let health = cache.candidates.get(&id).and_then(|c| c.health.clone());
+                    let changed_lease = cache.candidates.get(&id).is_some_and(|c| c.record.lease_id != record.lease_id);
+                    if changed_lease {
+                        cache.lease_dirty.insert(id.clone());
+                    }
+                    cache
+                        .candidates
+                        .insert(id.clone(), CandidateView { id: id.clone(), record, czxid: stat.czxid, health });
+                    let fired = id.clone();
+                    watches.push(Box::pin(async move {
+                        watcher.changed().await;
+                        Fired::Candidate(fired)
+                    }));
+                }
+                Err(zookeeper_client::Error::NoNode) => {
+                    cache.candidates.remove(&id);
+                }
+                Err(err) => {
+                    cache.dirty.insert(id);
+                    return Err(err.into());
+                }
+            }
+        }
+        for id in std::mem::take(&mut cache.lease_dirty) {
+            let Some(candidate) = cache.candidates.get_mut(&id) else { continue };
+            match client.get_and_watch_data(&layout::lease(candidate.record.lease_id)).await {
+                Ok((data, _, watcher)) => {
+                    candidate.health = LeaseRecord::decode(&data).ok().map(|r| r.health);
+                    watches.push(Box::pin(async move {
+                        watcher.changed().await;
+                        Fired::Lease(id)
+                    }));
+                }
+                Err(zookeeper_client::Error::NoNode) => candidate.health = None,
+                Err(err) => {
+                    cache.lease_dirty.insert(id);
+                    return Err(err.into());
+                }
+            }
+        }
+        state.candidates = cache.candidates.clone();
+        Ok(state)
+    }
+
+    /// Sends each local Campaign stream its status, if it changed. A deposed leader held here
+    /// is told first, then this instance completes the deposition (phase 2).
+    async fn drive_sinks(&self, state: &ElectionState) {
+        // For candidacies that vanished, whether their lease ended (one read each, only then).
+        let vanished: Vec<i64> = lock(&self.sinks)
+            .iter()
+            .filter(|sink| state.candidates.get(&sink.candidate_id).is_none_or(|c| c.record.lease_id != sink.lease_id))
+            .map(|sink| sink.lease_id)
+            .collect();
+        let mut gone_leases = HashSet::new();
+        if !vanished.is_empty()
+            && let Ok(client) = self.shared.session.client()
+        {
+            for lease_id in vanished {
+                if matches!(client.check_stat(&layout::lease(lease_id)).await, Ok(None)) {
+                    gone_leases.insert(lease_id);
+                }
+            }
+        }
+        let mut tell_then_complete: Option<Deposition> = None;
+        {
+            let mut sinks = lock(&self.sinks);
+            sinks.retain_mut(|sink| {
+                let lease_gone = gone_leases.contains(&sink.lease_id);
+                let status =
+                    super::status_of(state, &sink.candidate_id, sink.lease_id, &self.shared.me.name, lease_gone);
+                if sink.last.as_ref() != Some(&status) {
+                    if sink.tx.send(status.clone()).is_err() {
+                        return false;
+                    }
+                    sink.last = Some(status.clone());
+                }
+                if let Some(deposed) = &state.record.deposed
+                    && deposed.candidate_id == sink.candidate_id
+                    && deposed.lease_id == sink.lease_id
+                    && matches!(status, CandidateStatus::Deposed { .. })
+                {
+                    tell_then_complete = Some(deposed.clone());
+                }
+                !matches!(status, CandidateStatus::Ended(_) | CandidateStatus::Deposed { last: true, .. })
+            });
+        }
+        if let Some(deposed) = tell_then_complete
+            && state.generation != 0
+            && let Ok(client) = self.shared.session.client()
+        {
+            let decision = state.successor(&deposed);
+            self.write(&client, state, decision).await;
+        }
+    }
+
+    /// The elector: writes what [`ElectionState::decide`] asks for.
+    async fn elect(&self, client: &Client, state: &ElectionState) {
+        if state.generation == 0 {
+            return;
+        }
+        let registered = match client.list_children(layout::INSTANCES).await {
+            Ok(children) => children.into_iter().collect::<HashSet<String>>(),
+            Err(_) => return,
+        };
+        let decision =
+            state.decide(|candidate| candidate.record.stream.as_ref().is_none_or(|host| !registered.contains(host)));
+        self.write(client, state, decision).await;
+    }
+
+    /// One compare-and-set write of the election record; losing the race is fine (the
+    /// winner's write fires our watch).
+    async fn write(&self, client: &Client, state: &ElectionState, decision: Decision) {
+        let mut record: ElectionRecord = state.record.clone();
+        match decision {
+            Decision::Nothing => return,
+            Decision::Elect(id) => {
+                let Some(candidate) = state.candidates.get(&id) else { return };
+                record.term += 1;
+                record.leader = Some(LeaderRecord {
+                    candidate_id: id,
+                    lease_id: candidate.record.lease_id,
+                    elected_unix_ms: now_unix_ms(),
+                });
+                record.deposed = None;
+            }
+            Decision::Vacate => {
+                if record.leader.is_none() && record.deposed.is_none() {
+                    return;
+                }
+                record.leader = None;
+                record.deposed = None;
+            }
+            Decision::Depose(deposition) => {
+                record.leader = None;
+                record.deposed = Some(deposition);
+            }
+        }
+        let path = layout::election(&self.name);
+        match client.set_data(&path, &record::encode(&record), Some(state.version)).await {
+            Ok(_) => {
+                tracing::debug!(election = %self.name, term = record.term, leader = ?record.leader, deposed = ?record.deposed, "election written")
+            }
+            Err(zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode) => {}
+            Err(err) => tracing::debug!(election = %self.name, error = %err, "election write failed"),
+        }
+    }
+}
+
+/// True when the last published state is not current (so the loop should retry soon).
+fn round_failed(tx: &watch::Sender<Arc<ElectionState>>) -> bool {
+    tx.borrow().generation == 0
+}
+
+/// A registry of election watches of one instance, shared by all streams.
+#[derive(Debug, Default)]
+pub(super) struct Registry {
+    watches: Mutex<HashMap<String, std::sync::Weak<ElectionWatch>>>,
+}
+
+impl Registry {
+    /// The watch of election `name`, started on first use.
+    pub(super) fn get(&self, shared: &Arc<Shared>, name: &Name) -> Arc<ElectionWatch> {
+        let mut watches = lock(&self.watches);
+        if let Some(existing) = watches.get(name.as_str()).and_then(std::sync::Weak::upgrade) {
+            return existing;
+        }
+        watches.retain(|_, w| w.strong_count() > 0);
+        let watch = Arc::new(ElectionWatch::start(shared.clone(), name.clone()));
+        watches.insert(name.as_str().to_owned(), Arc::downgrade(&watch));
+        watch
+    }
+}
