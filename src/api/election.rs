@@ -129,7 +129,7 @@ impl election_server::Election for ElectionService {
         tokio::spawn(async move {
             loop {
                 let (item, last) = tokio::select! {
-                    status = campaign.statuses.recv() => match status {
+                    status = campaign.next() => match status {
                         Some(status) => campaign_response(status),
                         None => (Err(Error::ShuttingDown.into()), true),
                     },

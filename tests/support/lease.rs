@@ -83,6 +83,19 @@ impl Keeper {
         Self { id: granted.lease_id, secret: granted.secret, log, task }
     }
 
+    /// Keeps an existing lease alive (e.g. with another health), like [`Keeper::start`].
+    pub fn resume(
+        endpoints: Vec<SocketAddr>,
+        id: i64,
+        secret: &str,
+        interval: Duration,
+        health: Option<pb::Health>,
+    ) -> Self {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let task = tokio::spawn(keep(endpoints, id, secret.to_owned(), interval, health, log.clone()));
+        Self { id, secret: secret.to_owned(), log, task }
+    }
+
     /// Stops heartbeating (the lease then expires after its ttl).
     pub fn stop(&self) {
         self.task.abort();

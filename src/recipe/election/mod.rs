@@ -171,9 +171,18 @@ pub struct CampaignRequest {
 /// A Campaign stream's source: status updates, and the watch that keeps them coming.
 #[derive(Debug)]
 pub struct Campaign {
-    /// Status updates; the first comes at once.
-    pub statuses: mpsc::UnboundedReceiver<CandidateStatus>,
+    statuses: mpsc::UnboundedReceiver<CandidateStatus>,
     _watch: Arc<ElectionWatch>,
+}
+
+impl Campaign {
+    /// The next status; `None` when this instance stops following the election.
+    ///
+    /// # Cancellation safety
+    /// Cancellation safe: no status is lost.
+    pub async fn next(&mut self) -> Option<CandidateStatus> {
+        self.statuses.recv().await
+    }
 }
 
 /// A candidate as Candidates reports it.
@@ -292,7 +301,7 @@ impl Elections {
         };
         let data = record::encode(&record);
         let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
-        let mut done = false;
+        let mut written_zxid = None;
         for _ in 0..MAX_ATTEMPTS {
             let (_, lease_version) = lease::read_verified(&client, key.lease_id, &key.secret).await?;
             let mut multi = client.new_multi_writer();
@@ -300,8 +309,11 @@ impl Elections {
             multi.add_create(&candidate_path, &data, &persistent)?;
             multi.add_create(&binding_path, &[], &persistent)?;
             match multi.commit().await {
-                Ok(_) => {
-                    done = true;
+                Ok(results) => {
+                    written_zxid = results.iter().find_map(|r| match r {
+                        zookeeper_client::MultiWriteResult::Create { stat, .. } => Some(stat.mzxid),
+                        _ => None,
+                    });
                     break;
                 }
                 Err(MultiWriteError::OperationFailed { index: 0, .. }) => continue, // the lease changed: verify again
@@ -317,8 +329,8 @@ impl Elections {
                         return Err(Error::FailedPrecondition("the candidate id is taken by another lease"));
                     }
                     match client.set_data(&candidate_path, &data, Some(stat.version)).await {
-                        Ok(_) => {
-                            done = true;
+                        Ok(stat) => {
+                            written_zxid = Some(stat.mzxid);
                             break;
                         }
                         Err(zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode) => continue,
@@ -329,12 +341,10 @@ impl Elections {
                 Err(MultiWriteError::RequestFailed { source }) => return Err(source.into()),
             }
         }
-        if !done {
-            return Err(Error::Unavailable);
-        }
+        let written_zxid = written_zxid.ok_or(Error::Unavailable)?;
         let watch = self.shared.registry.get(&self.shared, &key.election);
         watch.poke();
-        let statuses = watch.add_sink(key.candidate_id.as_str().to_owned(), key.lease_id);
+        let statuses = watch.add_sink(key.candidate_id.as_str().to_owned(), key.lease_id, written_zxid);
         Ok(Campaign { statuses, _watch: watch })
     }
 

@@ -16,6 +16,8 @@ pub struct CandidateView {
     pub record: CandidateRecord,
     /// Creation zxid of its znode: ties in priority go to the earliest.
     pub czxid: i64,
+    /// zxid of the last write of its record.
+    pub mzxid: i64,
     /// Its lease's health (`None` when the lease record is gone or unknown).
     pub health: Option<Health>,
 }
@@ -45,6 +47,9 @@ pub struct ElectionState {
     pub generation: u64,
     /// Numbers the states one instance publishes for one election: 1, 2, 3, ...
     pub sequence: u64,
+    /// The candidates directory's `pzxid` when it was listed: every candidate created or
+    /// deleted up to that zxid is reflected in `candidates`.
+    pub children_pzxid: i64,
 }
 
 /// What the elector should write, if anything.
@@ -80,9 +85,20 @@ impl ElectionState {
         (candidate.record.lease_id == leader.lease_id).then_some((leader, candidate))
     }
 
-    /// Number of eligible candidates ahead of `id` in election order.
+    /// Number of candidates ahead of `id`: the leader (if it is another), then the eligible
+    /// candidates before `id` in election order.
     pub fn position(&self, id: &str) -> u32 {
-        let ahead = self.ordered().into_iter().take_while(|c| c.id != id).filter(|c| c.eligible()).count();
+        let leader = self.leader().map(|(l, _)| l.candidate_id.as_str());
+        if leader == Some(id) {
+            return 0;
+        }
+        let ahead = self
+            .ordered()
+            .into_iter()
+            .take_while(|c| c.id != id)
+            .filter(|c| c.eligible() && Some(c.id.as_str()) != leader)
+            .count()
+            + usize::from(leader.is_some());
         u32::try_from(ahead).unwrap_or(u32::MAX)
     }
 
@@ -154,6 +170,7 @@ mod tests {
             id: id.into(),
             record: CandidateRecord { lease_id: czxid, priority, value_hex: String::new(), stream: None },
             czxid,
+            mzxid: czxid,
             health: health.map(|status| Health { status, checks: vec![] }),
         }
     }
@@ -180,6 +197,8 @@ mod tests {
         assert_eq!(s.decide(|_| false), Decision::Elect("c".into()));
         assert_eq!(s.position("a"), 1);
         assert_eq!(s.position("b"), 2);
+        let s = state(vec![candidate("b", 1, 1, OK), candidate("a", 0, 3, OK)], Some("b"), false);
+        assert_eq!((s.position("b"), s.position("a")), (0, 1), "the sitting leader is ahead of everyone");
     }
 
     #[test]

@@ -53,6 +53,9 @@ type WatchFuture = Pin<Box<dyn Future<Output = Fired> + Send>>;
 pub(super) struct Sink {
     pub candidate_id: String,
     pub lease_id: i64,
+    /// zxid of the write that (re)made this candidacy for this stream: states older than
+    /// that say nothing about it.
+    pub written_zxid: i64,
     pub tx: mpsc::UnboundedSender<CandidateStatus>,
     pub last: Option<CandidateStatus>,
 }
@@ -98,7 +101,12 @@ impl ElectionWatch {
 
     /// Adds a Campaign stream; it gets its status now and at every change. An older stream of
     /// the same candidacy on this instance ends (taken over).
-    pub(super) fn add_sink(&self, candidate_id: String, lease_id: i64) -> mpsc::UnboundedReceiver<CandidateStatus> {
+    pub(super) fn add_sink(
+        &self,
+        candidate_id: String,
+        lease_id: i64,
+        written_zxid: i64,
+    ) -> mpsc::UnboundedReceiver<CandidateStatus> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut sinks = lock(&self.sinks);
         sinks.retain(|old| {
@@ -108,7 +116,7 @@ impl ElectionWatch {
             }
             !replaced
         });
-        sinks.push(Sink { candidate_id, lease_id, tx, last: None });
+        sinks.push(Sink { candidate_id, lease_id, written_zxid, tx, last: None });
         drop(sinks);
         self.poke.notify_one();
         rx
@@ -263,8 +271,11 @@ impl Task {
         }
         if children_dirty || !previous.exists {
             let dir = layout::candidates(&self.name);
-            let (children, watcher) = match client.list_and_watch_children(&dir).await {
-                Ok(found) => found,
+            let (children, watcher) = match client.get_and_watch_children(&dir).await {
+                Ok((children, stat, watcher)) => {
+                    state.children_pzxid = stat.pzxid;
+                    (children, watcher)
+                }
                 Err(zookeeper_client::Error::NoNode) => (Vec::new(), client.check_and_watch_stat(&dir).await?.1),
                 Err(err) => return Err(err.into()),
             };
@@ -292,9 +303,10 @@ impl Task {
                     if changed_lease {
                         cache.lease_dirty.insert(id.clone());
                     }
-                    cache
-                        .candidates
-                        .insert(id.clone(), CandidateView { id: id.clone(), record, czxid: stat.czxid, health });
+                    cache.candidates.insert(
+                        id.clone(),
+                        CandidateView { id: id.clone(), record, czxid: stat.czxid, mzxid: stat.mzxid, health },
+                    );
                     let fired = id.clone();
                     watches.push(Box::pin(async move {
                         watcher.changed().await;
@@ -354,6 +366,14 @@ impl Task {
         {
             let mut sinks = lock(&self.sinks);
             sinks.retain_mut(|sink| {
+                // A state read before this stream's own write knows nothing of it yet.
+                let fresh = match state.candidates.get(&sink.candidate_id) {
+                    Some(candidate) => candidate.mzxid >= sink.written_zxid,
+                    None => state.children_pzxid >= sink.written_zxid,
+                };
+                if !fresh {
+                    return true;
+                }
                 let lease_gone = gone_leases.contains(&sink.lease_id);
                 let status =
                     super::status_of(state, &sink.candidate_id, sink.lease_id, &self.shared.me.name, lease_gone);

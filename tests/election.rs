@@ -1,0 +1,328 @@
+//! Leader election against real ZooKeeper: priority, preemption, health gating, transfer,
+//! fencing, resign, observe, bad input.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::lease::{Keeper, grant, lease_ref};
+use tonic::{Code, Streaming, transport::Channel};
+use zkcoord::pb::v1::{self as pb, election_client::ElectionClient};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A candidate: its lease and its Campaign stream.
+struct Candidate {
+    id: String,
+    lease: (i64, String),
+    stream: Streaming<pb::CampaignResponse>,
+}
+
+fn key(election: &str, id: &str, lease: &(i64, String)) -> Option<pb::CandidateKey> {
+    Some(pb::CandidateKey { election: election.into(), candidate_id: id.into(), lease: lease_ref(lease.0, &lease.1) })
+}
+
+async fn campaign(
+    channel: &Channel,
+    election: &str,
+    id: &str,
+    lease: (i64, String),
+    priority: i32,
+    preempt: pb::PreemptPolicy,
+) -> Candidate {
+    let stream = ElectionClient::new(channel.clone())
+        .campaign(pb::CampaignRequest {
+            key: key(election, id, &lease),
+            value: format!("addr-of-{id}").into_bytes(),
+            priority,
+            preempt: preempt.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    Candidate { id: id.into(), lease, stream }
+}
+
+impl Candidate {
+    /// The next status, within [`WAIT`].
+    async fn next(&mut self) -> pb::CampaignResponse {
+        tokio::time::timeout(WAIT, self.stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("{}: no status within {WAIT:?}", self.id))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{}: stream ended", self.id))
+    }
+
+    /// Skips statuses until one in `state`.
+    async fn until(&mut self, state: pb::CandidateState) -> pb::CampaignResponse {
+        loop {
+            let status = self.next().await;
+            if status.state() == state {
+                return status;
+            }
+        }
+    }
+}
+
+async fn leased(channel: &Channel, owner: &str) -> (i64, String) {
+    let granted = grant(channel, owner, Duration::from_secs(60)).await;
+    (granted.lease_id, granted.secret)
+}
+
+async fn leader(channel: &Channel, election: &str) -> Option<pb::LeaderInfo> {
+    ElectionClient::new(channel.clone())
+        .leader(pb::LeaderRequest { election: election.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .leader
+}
+
+#[tokio::test]
+async fn best_priority_leads_and_resign_elects_the_next() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("election-basic")).await;
+    let channel = support::channel(instance.addr()).await;
+    let e = "ledger-master";
+    let mut standby = campaign(&channel, e, "standby", leased(&channel, "b").await, 1, pb::PreemptPolicy::Off).await;
+    let first = standby.until(pb::CandidateState::Elected).await;
+    assert_eq!(first.term, 1);
+    let mut master =
+        campaign(&channel, e, "master", leased(&channel, "a").await, 0, pb::PreemptPolicy::Unspecified).await;
+    let queued = master.until(pb::CandidateState::Queued).await;
+    assert_eq!(queued.position, 1, "preempt is off: the better candidate waits behind the leader");
+    assert_eq!(queued.leader.unwrap().candidate_id, "standby");
+
+    let info = leader(&channel, e).await.unwrap();
+    assert_eq!((info.candidate_id.as_str(), info.value.as_slice(), info.term), ("standby", &b"addr-of-standby"[..], 1));
+
+    ElectionClient::new(channel.clone())
+        .resign(pb::ResignRequest { key: key(e, "standby", &standby.lease), term: 1 })
+        .await
+        .unwrap();
+    let deposed = standby.next().await;
+    assert_eq!((deposed.state(), deposed.reason()), (pb::CandidateState::Deposed, pb::DeposedReason::Resigned));
+    let elected = master.until(pb::CandidateState::Elected).await;
+    assert_eq!(elected.term, 2);
+    assert!(elected.fencing_token > first.fencing_token, "fencing tokens grow");
+    assert!(standby.stream.message().await.unwrap().is_none(), "a resigned candidacy's stream ends");
+
+    // Candidates: in election order.
+    let candidates = ElectionClient::new(channel.clone())
+        .candidates(pb::CandidatesRequest { election: e.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(candidates.candidates.len(), 1);
+    assert!(candidates.candidates[0].leader && candidates.candidates[0].eligible);
+    assert_eq!(candidates.preempt(), pb::PreemptPolicy::Off);
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn preemption_deposes_before_it_elects() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("election-preempt")).await;
+    let channel = support::channel(instance.addr()).await;
+    let e = "preempting";
+    let mut small = campaign(&channel, e, "small-box", leased(&channel, "s").await, 5, pb::PreemptPolicy::On).await;
+    let first = small.until(pb::CandidateState::Elected).await;
+    let mut big = campaign(&channel, e, "big-box", leased(&channel, "b").await, 0, pb::PreemptPolicy::On).await;
+    let deposed = small.until(pb::CandidateState::Deposed).await;
+    let deposed_at = Instant::now();
+    assert_eq!(deposed.reason(), pb::DeposedReason::Preempted);
+    let elected = big.until(pb::CandidateState::Elected).await;
+    let elected_at = Instant::now();
+    assert!(deposed_at <= elected_at);
+    assert!(elected.fencing_token > first.fencing_token);
+    assert_eq!(small.until(pb::CandidateState::Queued).await.position, 1, "a preempted leader stays queued");
+    // A different explicit policy is refused.
+    let status = ElectionClient::new(channel.clone())
+        .campaign(pb::CampaignRequest {
+            key: key(e, "third", &leased(&channel, "t").await),
+            priority: 3,
+            preempt: pb::PreemptPolicy::Off.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    instance.shutdown().await;
+}
+
+fn health(status: pb::HealthStatus) -> Option<pb::Health> {
+    Some(pb::Health { status: status.into(), checks: vec![] })
+}
+
+#[tokio::test]
+async fn an_unhealthy_leader_is_deposed_and_recovers_its_eligibility() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("election-health")).await;
+    let channel = support::channel(instance.addr()).await;
+    let e = "gated";
+    let keep =
+        |health| Keeper::start(vec![instance.addr()], Duration::from_secs(3), Duration::from_millis(200), health);
+    let master_lease = keep(None).await;
+    let mut master =
+        campaign(&channel, e, "master", (master_lease.id, master_lease.secret.clone()), 0, pb::PreemptPolicy::Off)
+            .await;
+    master.until(pb::CandidateState::Elected).await;
+    let standby_lease = keep(None).await;
+    let mut standby =
+        campaign(&channel, e, "standby", (standby_lease.id, standby_lease.secret.clone()), 1, pb::PreemptPolicy::Off)
+            .await;
+    standby.until(pb::CandidateState::Queued).await;
+
+    // The master loses its database: its heartbeats say NOT_SERVING.
+    master_lease.stop();
+    let sick = Keeper::resume(
+        vec![instance.addr()],
+        master_lease.id,
+        &master_lease.secret,
+        Duration::from_millis(200),
+        health(pb::HealthStatus::NotServing),
+    );
+    let deposed = master.until(pb::CandidateState::Deposed).await;
+    assert_eq!(deposed.reason(), pb::DeposedReason::Unhealthy);
+    standby.until(pb::CandidateState::Elected).await;
+    let candidates = ElectionClient::new(channel.clone())
+        .candidates(pb::CandidatesRequest { election: e.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .candidates;
+    let master_info = candidates.iter().find(|c| c.candidate_id == "master").unwrap();
+    assert!(!master_info.eligible);
+
+    // It recovers: eligible again, queued behind the sitting leader (preempt off).
+    sick.stop();
+    let _healthy =
+        Keeper::resume(vec![instance.addr()], master_lease.id, &master_lease.secret, Duration::from_millis(200), None);
+    support::eventually(WAIT, "the master is eligible again", || async {
+        ElectionClient::new(channel.clone())
+            .candidates(pb::CandidatesRequest { election: e.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .candidates
+            .iter()
+            .any(|c| c.candidate_id == "master" && c.eligible)
+    })
+    .await;
+    assert_eq!(leader(&channel, e).await.unwrap().candidate_id, "standby");
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn transfer_hands_over_gracefully_and_checks_its_caller() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("election-transfer");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let b = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let on_a = support::channel(a.addr()).await;
+    let on_b = support::channel(b.addr()).await;
+    let e = "rolling";
+    let mut one = campaign(&on_a, e, "node-1", leased(&on_a, "1").await, 0, pb::PreemptPolicy::Off).await;
+    let first = one.until(pb::CandidateState::Elected).await;
+    let mut two = campaign(&on_b, e, "node-2", leased(&on_b, "2").await, 1, pb::PreemptPolicy::Off).await;
+    two.until(pb::CandidateState::Queued).await;
+
+    // Refusals: unknown target, a caller that is not the leader, a stale term.
+    let mut client = ElectionClient::new(on_b.clone());
+    let transfer = |target: &str, from, term| pb::TransferRequest {
+        election: e.into(),
+        target_candidate_id: target.into(),
+        from,
+        term,
+    };
+    for request in [
+        transfer("nobody", None, 0),
+        transfer("node-2", key(e, "node-2", &two.lease), 0),
+        transfer("node-2", None, 7),
+        transfer("node-1", None, 0),
+    ] {
+        let status = client.transfer(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    }
+
+    let response =
+        client.transfer(transfer("node-2", key(e, "node-1", &one.lease), first.term)).await.unwrap().into_inner();
+    let new_leader = response.leader.unwrap();
+    assert_eq!(new_leader.candidate_id, "node-2");
+    let deposed = one.until(pb::CandidateState::Deposed).await;
+    assert_eq!(deposed.reason(), pb::DeposedReason::Transferred);
+    let elected = two.until(pb::CandidateState::Elected).await;
+    assert_eq!(elected.fencing_token, new_leader.fencing_token);
+    assert!(elected.fencing_token > first.fencing_token);
+
+    // And back, with "next".
+    let response = ElectionClient::new(on_a.clone()).transfer(transfer("", None, 0)).await.unwrap().into_inner();
+    assert_eq!(response.leader.unwrap().candidate_id, "node-1");
+    one.until(pb::CandidateState::Elected).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_statuses() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("election-bad")).await;
+    let channel = support::channel(instance.addr()).await;
+    let mut client = ElectionClient::new(channel.clone());
+    let e = "strict";
+    let lease = leased(&channel, "x").await;
+    let mut leader_candidate = campaign(&channel, e, "leader", lease.clone(), 0, pb::PreemptPolicy::Off).await;
+    let elected = leader_candidate.until(pb::CandidateState::Elected).await;
+    let other = leased(&channel, "y").await;
+    let mut follower = campaign(&channel, e, "follower", other.clone(), 1, pb::PreemptPolicy::Off).await;
+    follower.until(pb::CandidateState::Queued).await;
+
+    // Wrong secret.
+    let wrong = (lease.0, "guess".to_string());
+    let status =
+        client.campaign(pb::CampaignRequest { key: key(e, "leader", &wrong), ..Default::default() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    // A candidate id taken by another lease.
+    let status =
+        client.campaign(pb::CampaignRequest { key: key(e, "leader", &other), ..Default::default() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    // Proclaim and Resign by a non-leader; a stale term.
+    let status = client
+        .proclaim(pb::ProclaimRequest { key: key(e, "follower", &other), term: elected.term, value: b"x".to_vec() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let status =
+        client.resign(pb::ResignRequest { key: key(e, "follower", &other), term: elected.term }).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let status = client.resign(pb::ResignRequest { key: key(e, "stranger", &other), term: 0 }).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    // Proclaim by the leader works and is seen.
+    client
+        .proclaim(pb::ProclaimRequest {
+            key: key(e, "leader", &lease),
+            term: elected.term,
+            value: b"10.0.0.7:9000".to_vec(),
+        })
+        .await
+        .unwrap();
+    support::eventually(WAIT, "the proclaimed value is visible", || async {
+        leader(&channel, e).await.is_some_and(|l| l.value == b"10.0.0.7:9000")
+    })
+    .await;
+    // Values over 64 KiB.
+    let status = client
+        .proclaim(pb::ProclaimRequest {
+            key: key(e, "leader", &lease),
+            term: elected.term,
+            value: vec![0; 64 * 1024 + 1],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // No leader for an election nobody campaigned in.
+    assert!(leader(&channel, "empty-election").await.is_none());
+    instance.shutdown().await;
+}
