@@ -7,14 +7,15 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    io::BufRead,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use support::{
     ZkcoordProcess,
     lease::Keeper,
+    owner::Owner,
     proxy::Proxy,
     zk::{Ensemble, Standalone},
 };
@@ -47,34 +48,6 @@ async fn wait_gone(channel: &Channel, id: i64, timeout: Duration) -> (Instant, I
     }
 }
 
-type Owner = (std::process::Child, i64, BufReader<std::process::ChildStdout>);
-
-/// A Python lease owner process (tests/python/lease_owner.py) that has granted its lease and
-/// seen its first heartbeat answered; returns it, its lease id and its output.
-async fn spawn_owner(addr: std::net::SocketAddr, ttl: Duration, interval: Duration) -> Owner {
-    // Blocking reads: off the runtime, which also serves the in-process zkcoord.
-    tokio::task::spawn_blocking(move || spawn_owner_blocking(addr, ttl, interval)).await.unwrap()
-}
-
-fn spawn_owner_blocking(addr: std::net::SocketAddr, ttl: Duration, interval: Duration) -> Owner {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/lease_owner.py");
-    let mut child = Command::new(support::python())
-        .arg(script)
-        .args(["--addr", &addr.to_string()])
-        .args(["--ttl-ms", &ttl.as_millis().to_string(), "--interval-ms", &interval.as_millis().to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the python owner");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let id = line.trim().strip_prefix("lease ").unwrap_or_else(|| panic!("unexpected {line:?}")).parse().unwrap();
-    line.clear();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "beat confirmed=True");
-    (child, id, out)
-}
-
 fn signal(pid: u32, signal: &str) {
     assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success());
 }
@@ -88,14 +61,15 @@ async fn lease_of_a_killed_owner_expires_within_ttl_plus_half_a_second() {
     let channel = support::channel(instance.addr()).await;
     for ttl in [Duration::from_secs(1), Duration::from_secs(3)] {
         let interval = ttl / 4;
-        let (mut owner, id, _out) = spawn_owner(instance.addr(), ttl, interval).await;
+        let owner = Owner::spawn(instance.addr(), ttl, interval).await;
+        let id = owner.id;
         tokio::time::sleep(ttl + ttl / 2).await; // it keeps the lease alive past one ttl
         assert!(exists(&channel, id).await, "a heartbeating owner keeps its lease");
 
-        signal(owner.id(), "-KILL");
+        owner.signal("-KILL");
         let killed = Instant::now();
         let (_, gone) = wait_gone(&channel, id, ttl * 4).await;
-        let _ = owner.wait();
+        drop(owner);
         let after = gone - killed;
         assert!(after <= ttl + EXPIRY_SLACK, "ttl {ttl:?}: expired {after:?} after the kill");
         assert!(after + interval >= ttl, "ttl {ttl:?}: expired too early, {after:?} after the kill");
@@ -111,15 +85,16 @@ async fn lease_of_a_frozen_owner_expires_and_the_owner_is_told() {
     let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("expiry-stop")).await;
     let channel = support::channel(instance.addr()).await;
     let ttl = Duration::from_secs(2);
-    let (mut owner, id, out) = spawn_owner(instance.addr(), ttl, ttl / 4).await;
-    signal(owner.id(), "-STOP");
+    let mut owner = Owner::spawn(instance.addr(), ttl, ttl / 4).await;
+    let id = owner.id;
+    owner.signal("-STOP");
     let frozen = Instant::now();
     let (_, gone) = wait_gone(&channel, id, ttl * 4).await;
     assert!(gone - frozen <= ttl + EXPIRY_SLACK, "expired {:?} after the freeze", gone - frozen);
-    signal(owner.id(), "-CONT");
+    owner.signal("-CONT");
     let status = tokio::task::spawn_blocking(move || {
-        let lines: Vec<String> = out.lines().map_while(Result::ok).collect();
-        (owner.wait().unwrap().code(), lines)
+        let lines: Vec<String> = (&mut owner.out).lines().map_while(Result::ok).collect();
+        (owner.child.wait().unwrap().code(), lines)
     })
     .await
     .unwrap();

@@ -29,7 +29,7 @@ def main() -> int:
         with grpc.insecure_channel(args.addr) as channel:
             stub = lease_pb2_grpc.LeaseStub(channel)
             granted = stub.Grant(lease_pb2.GrantRequest(ttl_ms=args.ttl_ms, owner="python-owner"), timeout=10)
-            print(f"lease {granted.lease_id}", flush=True)
+            print(f"lease {granted.lease_id} {granted.secret}", flush=True)
             ref = common_pb2.LeaseRef(id=granted.lease_id, secret=granted.secret)
             deadline = time.monotonic() + args.max_seconds
 
