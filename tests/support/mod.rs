@@ -50,8 +50,17 @@ pub fn test_config(hosts: &str, namespace: &str) -> Config {
     }
 }
 
+/// Logs of in-process instances go to the test output when `ZKCOORD_TEST_LOG` is a filter
+/// (e.g. `zkcoord=debug`).
+fn init_test_log() {
+    if let Ok(filter) = std::env::var("ZKCOORD_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+}
+
 /// Starts an in-process zkcoord instance and waits until its ZooKeeper session is connected.
 pub async fn start_zkcoord(hosts: &str, namespace: &str) -> Instance {
+    init_test_log();
     let instance = server::start(test_config(hosts, namespace)).await.expect("start zkcoord");
     instance.session().wait_connected(Duration::from_secs(30)).await.expect("zkcoord connects to zookeeper");
     instance

@@ -309,11 +309,10 @@ impl Elections {
             multi.add_create(&candidate_path, &data, &persistent)?;
             multi.add_create(&binding_path, &[], &persistent)?;
             match multi.commit().await {
-                Ok(results) => {
-                    written_zxid = results.iter().find_map(|r| match r {
-                        zookeeper_client::MultiWriteResult::Create { stat, .. } => Some(stat.mzxid),
-                        _ => None,
-                    });
+                Ok(_) => {
+                    // A create inside a multi reports no usable stat: read the zxid back (a
+                    // candidacy already gone again counts as "anything after this is news").
+                    written_zxid = Some(client.check_stat(&candidate_path).await?.map_or(0, |stat| stat.mzxid));
                     break;
                 }
                 Err(MultiWriteError::OperationFailed { index: 0, .. }) => continue, // the lease changed: verify again

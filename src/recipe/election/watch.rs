@@ -37,13 +37,13 @@ const STATE_HISTORY: usize = 1024;
 /// Pause before retrying after a ZooKeeper failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// What a fired watch was about.
-#[derive(Debug)]
+/// What a watch is about (and, once fired, what to re-read).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Fired {
     Election,
     Children,
     Candidate(String),
-    Lease(String),
+    Lease(i64),
 }
 
 type WatchFuture = Pin<Box<dyn Future<Output = Fired> + Send>>;
@@ -157,6 +157,8 @@ struct Cache {
     candidates: BTreeMap<String, CandidateView>,
     dirty: HashSet<String>,
     lease_dirty: HashSet<String>,
+    /// Watches armed and not fired yet.
+    pending: HashSet<Fired>,
     generation: u64,
 }
 
@@ -206,12 +208,18 @@ impl Task {
             let retry = round_failed(&self.tx).then(|| tokio::time::sleep(RETRY_PAUSE));
             tokio::select! {
                 () = self.stop.cancelled() => break,
-                fired = watches.next(), if !watches.is_empty() => match fired {
-                    Some(Fired::Election) => election_dirty = true,
-                    Some(Fired::Children) => children_dirty = true,
-                    Some(Fired::Candidate(id)) => { cache.dirty.insert(id); }
-                    Some(Fired::Lease(id)) => { cache.lease_dirty.insert(id); }
-                    None => {}
+                fired = watches.next(), if !watches.is_empty() => if let Some(fired) = fired {
+                    tracing::trace!(election = %self.name, ?fired, "watch fired");
+                    cache.pending.remove(&fired);
+                    match fired {
+                        Fired::Election => election_dirty = true,
+                        Fired::Children => children_dirty = true,
+                        Fired::Candidate(id) => { cache.dirty.insert(id); }
+                        Fired::Lease(lease_id) => {
+                            let ids = cache.candidates.values().filter(|c| c.record.lease_id == lease_id).map(|c| c.id.clone());
+                            cache.lease_dirty.extend(ids);
+                        }
+                    }
                 },
                 _ = status.changed() => {}
                 () = self.poke.notified() => { election_dirty = true; children_dirty = true; }
@@ -227,6 +235,7 @@ impl Task {
     fn publish(&self, state: ElectionState) -> Arc<ElectionState> {
         let sequence = self.sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let state = Arc::new(ElectionState { sequence, ..state });
+        tracing::trace!(election = %self.name, sequence, term = state.record.term, leader = ?state.record.leader.as_ref().map(|l| &l.candidate_id), deposed = ?state.record.deposed.as_ref().map(|d| &d.candidate_id), generation = state.generation, "state");
         self.tx.send_replace(state.clone());
         let _ = self.states.send(state.clone());
         state
@@ -245,44 +254,46 @@ impl Task {
         let previous = self.tx.borrow().clone();
         let mut state = ElectionState { candidates: BTreeMap::new(), ..(*previous).clone() };
         if election_dirty || !previous.exists {
-            match client.get_and_watch_data(&path).await {
-                Ok((data, stat, watcher)) => {
+            match read_data(client, &path, Fired::Election, cache, watches).await {
+                Ok((data, stat)) => {
                     state.exists = true;
                     state.record = record::decode(&data)?;
                     state.version = stat.version;
                     state.token = u64::try_from(stat.mzxid).unwrap_or(0);
-                    watches.push(Box::pin(async move {
-                        watcher.changed().await;
-                        Fired::Election
-                    }));
                 }
                 Err(zookeeper_client::Error::NoNode) => {
-                    let (_, watcher) = client.check_and_watch_stat(&path).await?;
-                    state = ElectionState::default();
-                    watches.push(Box::pin(async move {
-                        watcher.changed().await;
-                        Fired::Election
-                    }));
+                    arm_exists(client, &path, Fired::Election, cache, watches).await?;
                     cache.candidates.clear();
-                    return Ok(state);
+                    return Ok(ElectionState::default());
                 }
                 Err(err) => return Err(err.into()),
             }
         }
         if children_dirty || !previous.exists {
             let dir = layout::candidates(&self.name);
-            let (children, watcher) = match client.get_and_watch_children(&dir).await {
-                Ok((children, stat, watcher)) => {
+            let listed = if cache.pending.contains(&Fired::Children) {
+                client.get_children(&dir).await
+            } else {
+                client.get_and_watch_children(&dir).await.map(|(children, stat, watcher)| {
+                    cache.pending.insert(Fired::Children);
+                    watches.push(Box::pin(async move {
+                        watcher.changed().await;
+                        Fired::Children
+                    }));
+                    (children, stat)
+                })
+            };
+            let children = match listed {
+                Ok((children, stat)) => {
                     state.children_pzxid = stat.pzxid;
-                    (children, watcher)
+                    children
                 }
-                Err(zookeeper_client::Error::NoNode) => (Vec::new(), client.check_and_watch_stat(&dir).await?.1),
+                Err(zookeeper_client::Error::NoNode) => {
+                    arm_exists(client, &dir, Fired::Children, cache, watches).await?;
+                    Vec::new()
+                }
                 Err(err) => return Err(err.into()),
             };
-            watches.push(Box::pin(async move {
-                watcher.changed().await;
-                Fired::Children
-            }));
             let present: HashSet<&String> = children.iter().collect();
             cache.candidates.retain(|id, _| present.contains(id));
             for id in children {
@@ -295,23 +306,16 @@ impl Task {
         for id in std::mem::take(&mut cache.dirty) {
             let Ok(candidate_id) = Name::parse("candidate", &id) else { continue };
             let candidate_path = layout::candidate(&self.name, &candidate_id);
-            match client.get_and_watch_data(&candidate_path).await {
-                Ok((data, stat, watcher)) => {
+            match read_data(client, &candidate_path, Fired::Candidate(id.clone()), cache, watches).await {
+                Ok((data, stat)) => {
                     let record: CandidateRecord = record::decode(&data)?;
                     let health = cache.candidates.get(&id).and_then(|c| c.health.clone());
-                    let changed_lease = cache.candidates.get(&id).is_some_and(|c| c.record.lease_id != record.lease_id);
+                    let changed_lease = cache.candidates.get(&id).is_none_or(|c| c.record.lease_id != record.lease_id);
                     if changed_lease {
                         cache.lease_dirty.insert(id.clone());
                     }
-                    cache.candidates.insert(
-                        id.clone(),
-                        CandidateView { id: id.clone(), record, czxid: stat.czxid, mzxid: stat.mzxid, health },
-                    );
-                    let fired = id.clone();
-                    watches.push(Box::pin(async move {
-                        watcher.changed().await;
-                        Fired::Candidate(fired)
-                    }));
+                    let view = CandidateView { id: id.clone(), record, czxid: stat.czxid, mzxid: stat.mzxid, health };
+                    cache.candidates.insert(id.clone(), view);
                 }
                 Err(zookeeper_client::Error::NoNode) => {
                     cache.candidates.remove(&id);
@@ -323,15 +327,11 @@ impl Task {
             }
         }
         for id in std::mem::take(&mut cache.lease_dirty) {
+            let Some(lease_id) = cache.candidates.get(&id).map(|c| c.record.lease_id) else { continue };
+            let read = read_data(client, &layout::lease(lease_id), Fired::Lease(lease_id), cache, watches).await;
             let Some(candidate) = cache.candidates.get_mut(&id) else { continue };
-            match client.get_and_watch_data(&layout::lease(candidate.record.lease_id)).await {
-                Ok((data, _, watcher)) => {
-                    candidate.health = LeaseRecord::decode(&data).ok().map(|r| r.health);
-                    watches.push(Box::pin(async move {
-                        watcher.changed().await;
-                        Fired::Lease(id)
-                    }));
-                }
+            match read {
+                Ok((data, _)) => candidate.health = LeaseRecord::decode(&data).ok().map(|r| r.health),
                 Err(zookeeper_client::Error::NoNode) => candidate.health = None,
                 Err(err) => {
                     cache.lease_dirty.insert(id);
@@ -379,6 +379,7 @@ impl Task {
                     super::status_of(state, &sink.candidate_id, sink.lease_id, &self.shared.me.name, lease_gone);
                 if sink.last.as_ref() != Some(&status) {
                     if sink.tx.send(status.clone()).is_err() {
+                        tracing::trace!(election = %self.name, candidate = %sink.candidate_id, "stream gone");
                         return false;
                     }
                     sink.last = Some(status.clone());
@@ -390,9 +391,14 @@ impl Task {
                 {
                     tell_then_complete = Some(deposed.clone());
                 }
-                !matches!(status, CandidateStatus::Ended(_) | CandidateStatus::Deposed { last: true, .. })
+                let keep = !matches!(status, CandidateStatus::Ended(_) | CandidateStatus::Deposed { last: true, .. });
+                if !keep {
+                    tracing::trace!(election = %self.name, candidate = %sink.candidate_id, ?status, written = sink.written_zxid, pzxid = state.children_pzxid, candidates = state.candidates.len(), sequence = state.sequence, "stream ends");
+                }
+                keep
             });
         }
+        tracing::trace!(election = %self.name, complete = ?tell_then_complete, "sinks driven");
         if let Some(deposed) = tell_then_complete
             && state.generation != 0
             && let Ok(client) = self.shared.session.client()
@@ -449,10 +455,51 @@ impl Task {
             Ok(_) => {
                 tracing::debug!(election = %self.name, term = record.term, leader = ?record.leader, deposed = ?record.deposed, "election written")
             }
-            Err(zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode) => {}
-            Err(err) => tracing::debug!(election = %self.name, error = %err, "election write failed"),
+            Err(err) => tracing::debug!(election = %self.name, error = %err, "election write lost or failed"),
         }
     }
+}
+
+/// Reads a znode's data, arming a watch on it unless one is already pending: a second watch
+/// registered while one is pending could be consumed by the event the first one is waiting
+/// for, and the next change would then go unnoticed.
+async fn read_data(
+    client: &Client,
+    path: &str,
+    key: Fired,
+    cache: &mut Cache,
+    watches: &mut FuturesUnordered<WatchFuture>,
+) -> std::result::Result<(Vec<u8>, zookeeper_client::Stat), zookeeper_client::Error> {
+    if cache.pending.contains(&key) {
+        return client.get_data(path).await;
+    }
+    let (data, stat, watcher) = client.get_and_watch_data(path).await?;
+    cache.pending.insert(key.clone());
+    watches.push(Box::pin(async move {
+        watcher.changed().await;
+        key
+    }));
+    Ok((data, stat))
+}
+
+/// Arms an existence watch on a missing znode, unless a watch on it is pending.
+async fn arm_exists(
+    client: &Client,
+    path: &str,
+    key: Fired,
+    cache: &mut Cache,
+    watches: &mut FuturesUnordered<WatchFuture>,
+) -> Result<()> {
+    if cache.pending.contains(&key) {
+        return Ok(());
+    }
+    let (_, watcher) = client.check_and_watch_stat(path).await?;
+    cache.pending.insert(key.clone());
+    watches.push(Box::pin(async move {
+        watcher.changed().await;
+        key
+    }));
+    Ok(())
 }
 
 /// True when the last published state is not current (so the loop should retry soon).
