@@ -326,3 +326,107 @@ async fn bad_requests_get_clear_statuses() {
     assert!(leader(&channel, "empty-election").await.is_none());
     instance.shutdown().await;
 }
+
+/// (c) Across two instances, through a storm of transfers and a restart of every instance:
+/// no two candidates ever hold ELECTED at the same time as seen by their streams, and every
+/// term's fencing token is greater than every earlier one.
+#[tokio::test]
+async fn no_overlapping_leaders_and_growing_tokens_across_instances_and_restarts() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("election-overlap");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let b = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let on_a = support::channel(a.addr()).await;
+    let on_b = support::channel(b.addr()).await;
+    let e = "storm";
+    let lease_1 = leased(&on_a, "1").await;
+    let lease_2 = leased(&on_b, "2").await;
+    let one = campaign(&on_a, e, "one", lease_1.clone(), 0, pb::PreemptPolicy::Off).await;
+    let two = campaign(&on_b, e, "two", lease_2.clone(), 0, pb::PreemptPolicy::Off).await;
+
+    // Each stream's intervals of leadership, by arrival time at this (one) process.
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+    for mut candidate in [one, two] {
+        let events = events_tx.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(status)) = candidate.stream.message().await {
+                let _ = events.send((candidate.id.clone(), status.state(), status.fencing_token, Instant::now()));
+            }
+        });
+    }
+    let mut client = ElectionClient::new(on_a.clone());
+    for i in 0..20 {
+        let instance = if i % 2 == 0 { &on_a } else { &on_b };
+        // Transfer needs a leader; the first round may still be electing.
+        support::eventually(WAIT, "a leader exists", || async { leader(instance, e).await.is_some() }).await;
+        client = ElectionClient::new(instance.clone());
+        client.transfer(pb::TransferRequest { election: e.into(), ..Default::default() }).await.unwrap();
+    }
+    let before_restart = leader(&on_a, e).await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+    drop(client);
+    let c = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let on_c = support::channel(c.addr()).await;
+    let again = campaign(
+        &on_c,
+        e,
+        &before_restart.candidate_id,
+        if before_restart.candidate_id == "one" { lease_1.clone() } else { lease_2.clone() },
+        0,
+        pb::PreemptPolicy::Off,
+    )
+    .await;
+    let other_id = if before_restart.candidate_id == "one" { "two" } else { "one" };
+    let other = campaign(
+        &on_c,
+        e,
+        other_id,
+        if other_id == "one" { lease_1.clone() } else { lease_2.clone() },
+        0,
+        pb::PreemptPolicy::Off,
+    )
+    .await;
+    drop((again, other));
+    support::eventually(WAIT, "the leader is visible after the restart", || async { leader(&on_c, e).await.is_some() })
+        .await;
+    let response = ElectionClient::new(on_c.clone())
+        .transfer(pb::TransferRequest { election: e.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.leader.unwrap().fencing_token > before_restart.fencing_token, "tokens grow across restarts");
+    c.shutdown().await;
+
+    drop(events_tx);
+    let mut events = Vec::new();
+    while let Some(event) = events_rx.recv().await {
+        events.push(event);
+    }
+    let mut holder: Option<String> = None;
+    let mut last_token = 0;
+    let mut terms = 0;
+    for (id, state, token, _) in &events {
+        match state {
+            pb::CandidateState::Elected => {
+                assert!(
+                    holder.is_none() || holder.as_ref() == Some(id),
+                    "{id} elected while {holder:?} still held ELECTED"
+                );
+                assert!(*token > last_token || holder.as_ref() == Some(id), "token {token} after {last_token}");
+                if holder.as_ref() != Some(id) {
+                    terms += 1;
+                }
+                last_token = *token;
+                holder = Some(id.clone());
+            }
+            pb::CandidateState::Deposed | pb::CandidateState::Unconfirmed | pb::CandidateState::Queued => {
+                if holder.as_ref() == Some(id) {
+                    holder = None;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(terms >= 20, "{terms} leaderships seen");
+}
