@@ -420,10 +420,10 @@ async fn no_overlapping_leaders_and_growing_tokens_across_instances_and_restarts
                 last_token = *token;
                 holder = Some(id.clone());
             }
-            pb::CandidateState::Deposed | pb::CandidateState::Unconfirmed | pb::CandidateState::Queued => {
-                if holder.as_ref() == Some(id) {
-                    holder = None;
-                }
+            pb::CandidateState::Deposed | pb::CandidateState::Unconfirmed | pb::CandidateState::Queued
+                if holder.as_ref() == Some(id) =>
+            {
+                holder = None;
             }
             _ => {}
         }
