@@ -20,7 +20,7 @@ use support::{
     zk::{Ensemble, Standalone},
 };
 use tonic::{Code, transport::Channel};
-use zkcoord::pb::v1::{self as pb, lease_client::LeaseClient};
+use zkcoord::pb::v1::{self as pb, election_client::ElectionClient, lease_client::LeaseClient};
 
 /// The bound the issue promises for expiry after the last heartbeat: ttl + 500 ms.
 const EXPIRY_SLACK: Duration = Duration::from_millis(500);
@@ -120,6 +120,21 @@ async fn killing_a_zkcoord_instance_loses_no_lease() {
         keeper.beats().iter().any(|beat| beat.confirmed && beat.endpoint == 0)
     })
     .await;
+    // The lease carries a leadership, campaigned through a.
+    let key = Some(pb::CandidateKey {
+        election: "ledger".into(),
+        candidate_id: "node-a".into(),
+        lease: support::lease::lease_ref(keeper.id, &keeper.secret),
+    });
+    let campaign = pb::CampaignRequest { key, priority: 0, ..Default::default() };
+    let mut on_a =
+        ElectionClient::new(support::channel(a.addr).await).campaign(campaign.clone()).await.unwrap().into_inner();
+    let elected = loop {
+        let status = on_a.message().await.unwrap().unwrap();
+        if status.state() == pb::CandidateState::Elected {
+            break status;
+        }
+    };
 
     signal(a.pid(), "-KILL");
     let killed = Instant::now();
@@ -128,22 +143,34 @@ async fn killing_a_zkcoord_instance_loses_no_lease() {
     })
     .await;
     let reattached = killed.elapsed();
+    // The client campaigns again through b: same candidacy, same term, still ELECTED.
+    let on_b = support::channel(b.addr).await;
+    let mut again = ElectionClient::new(on_b.clone()).campaign(campaign).await.unwrap().into_inner();
+    let status = again.message().await.unwrap().unwrap();
+    assert_eq!(
+        (status.state(), status.term, status.fencing_token),
+        (pb::CandidateState::Elected, elected.term, elected.fencing_token)
+    );
 
     // Outlive a's session expiry (2 s) plus the janitor's ttl + margin, with room to spare.
-    let on_b = support::channel(b.addr).await;
     let until = Instant::now() + Duration::from_secs(2) + ttl + Duration::from_secs(2);
     while Instant::now() < until {
         assert!(exists(&on_b, keeper.id).await, "the lease was lost");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let log = keeper.log.lock().unwrap();
-    assert!(!log.lost, "{:?}", log.stream_ends);
-    assert!(
-        log.stream_ends.iter().all(|(endpoint, _, _)| *endpoint == 0),
-        "only a's stream ended: {:?}",
-        log.stream_ends
-    );
-    assert!(log.beats.iter().rev().take(5).all(|beat| beat.confirmed && beat.endpoint == 1));
+    {
+        let log = keeper.log.lock().unwrap();
+        assert!(!log.lost, "{:?}", log.stream_ends);
+        assert!(
+            log.stream_ends.iter().all(|(endpoint, _, _)| *endpoint == 0),
+            "only a's stream ended: {:?}",
+            log.stream_ends
+        );
+        assert!(log.beats.iter().rev().take(5).all(|beat| beat.confirmed && beat.endpoint == 1));
+    }
+    let leader = ElectionClient::new(on_b).leader(pb::LeaderRequest { election: "ledger".into() }).await.unwrap();
+    let leader = leader.into_inner().leader.unwrap();
+    assert_eq!((leader.candidate_id.as_str(), leader.term), ("node-a", elected.term), "no leader change");
     println!("reattached and confirmed on b {reattached:?} after a was killed");
 }
 
