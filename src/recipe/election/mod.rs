@@ -420,6 +420,24 @@ impl Elections {
         Ok((watch, state))
     }
 
+    /// Like [`Elections::state`], but read after this call began: the watch re-reads the
+    /// election record and candidate list first (a few reads), so decisions taken on it do not
+    /// lag changes made through other instances.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it cannot be read in time.
+    pub async fn fresh_state(&self, name: &Name) -> Result<(Arc<ElectionWatch>, Arc<ElectionState>)> {
+        let watch = self.shared.registry.get(&self.shared, name);
+        let request = watch.poke();
+        let mut receiver = watch.state.clone();
+        let state = tokio::time::timeout(LOAD_TIMEOUT, receiver.wait_for(|s| s.generation != 0 && s.poked >= request))
+            .await
+            .map_err(|_| Error::Unavailable)?
+            .map_err(|_| Error::ShuttingDown)?
+            .clone();
+        Ok((watch, state))
+    }
+
     /// Hands leadership of `name` over: to `target`, or the next eligible candidate. With
     /// `from`, only if it is the leader; with `term` non-zero, only in that term. Returns the
     /// new leader once elected.
@@ -438,7 +456,7 @@ impl Elections {
         if let Some(from) = from {
             lease::read_verified(&client, from.lease_id, &from.secret).await?;
         }
-        let (watch, state) = self.state(name).await?;
+        let (watch, state) = self.fresh_state(name).await?;
         let Some((leader, _)) = state.leader() else {
             return Err(Error::FailedPrecondition("the election has no leader"));
         };

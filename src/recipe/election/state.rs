@@ -47,6 +47,9 @@ pub struct ElectionState {
     pub generation: u64,
     /// Numbers the states one instance publishes for one election: 1, 2, 3, ...
     pub sequence: u64,
+    /// How many re-reads had been asked for (see `ElectionWatch::poke`) when this state's
+    /// reading began: a state with `poked >= n` was read after the `n`-th request.
+    pub poked: u64,
     /// The candidates directory's `pzxid` when it was listed: every candidate created or
     /// deleted up to that zxid is reflected in `candidates`.
     pub children_pzxid: i64,

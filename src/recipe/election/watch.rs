@@ -69,6 +69,7 @@ pub struct ElectionWatch {
     states: broadcast::Sender<Arc<ElectionState>>,
     sinks: Arc<Mutex<Vec<Sink>>>,
     poke: Arc<tokio::sync::Notify>,
+    pokes: Arc<std::sync::atomic::AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -84,6 +85,7 @@ impl ElectionWatch {
         let (states, _) = broadcast::channel(STATE_HISTORY);
         let sinks = Arc::new(Mutex::new(Vec::new()));
         let poke = Arc::new(tokio::sync::Notify::new());
+        let pokes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = shared.shutdown.child_token();
         let task = Task {
             shared,
@@ -92,11 +94,12 @@ impl ElectionWatch {
             states: states.clone(),
             sinks: sinks.clone(),
             poke: poke.clone(),
+            pokes: pokes.clone(),
             stop: stop.clone(),
             sequence: 0.into(),
         };
         tokio::spawn(task.run());
-        Self { state, states, sinks, poke, stop }
+        Self { state, states, sinks, poke, pokes, stop }
     }
 
     /// Adds a Campaign stream; it gets its status now and at every change. An older stream of
@@ -130,9 +133,12 @@ impl ElectionWatch {
         (receiver, self.state.borrow().clone())
     }
 
-    /// Asks the task to re-read everything (after this instance wrote something).
-    pub(super) fn poke(&self) {
+    /// Asks the task to re-read the election (after this instance wrote something). Returns
+    /// the request's number: states with `poked` at least that were read after it.
+    pub(super) fn poke(&self) -> u64 {
+        let n = self.pokes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         self.poke.notify_one();
+        n
     }
 }
 
@@ -148,6 +154,7 @@ struct Task {
     sequence: std::sync::atomic::AtomicU64,
     sinks: Arc<Mutex<Vec<Sink>>>,
     poke: Arc<tokio::sync::Notify>,
+    pokes: Arc<std::sync::atomic::AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -179,6 +186,7 @@ impl Task {
                 cache.dirty.extend(cache.candidates.keys().cloned());
                 cache.lease_dirty.extend(cache.candidates.keys().cloned());
             }
+            let poked = self.pokes.load(std::sync::atomic::Ordering::SeqCst);
             let round = match self.shared.session.client() {
                 Ok(client) if generation != 0 => {
                     self.refresh(&client, &mut cache, &mut watches, election_dirty, children_dirty).await
@@ -189,7 +197,7 @@ impl Task {
                 Ok(state) => {
                     election_dirty = false;
                     children_dirty = false;
-                    let state = self.publish(ElectionState { generation, ..state });
+                    let state = self.publish(ElectionState { generation, poked, ..state });
                     self.drive_sinks(&state).await;
                     if let Ok(client) = self.shared.session.client() {
                         self.elect(&client, &state).await;
