@@ -27,6 +27,7 @@ use super::{
 };
 use crate::{
     error::Result,
+    recipe::lock,
     recipe::{instance::now_unix_ms, lease::record::LeaseRecord},
     validate::Name,
     zk::layout,
@@ -140,10 +141,6 @@ impl ElectionWatch {
         self.poke.notify_one();
         n
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Task {

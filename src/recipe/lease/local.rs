@@ -50,6 +50,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     recipe::health::Health,
+    recipe::lock,
     zk::{SessionStatus, layout},
 };
 
@@ -210,10 +211,6 @@ impl LocalLease {
             Some(deadline)
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The task of one local lease. `version` is the record version this instance last wrote,

@@ -148,13 +148,13 @@ pub(crate) struct Inner {
 impl Inner {
     /// The lease attached here, unless it has ended.
     fn local(&self, id: i64) -> Option<Arc<LocalLease>> {
-        let local = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let local = super::lock(&self.local);
         local.get(&id).filter(|l| !l.is_finished()).cloned()
     }
 
     /// Removes `lease` from the local map, unless it was already replaced.
     fn forget(&self, lease: &Arc<LocalLease>) {
-        let mut local = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut local = super::lock(&self.local);
         if local.get(&lease.id).is_some_and(|l| Arc::ptr_eq(l, lease)) {
             local.remove(&lease.id);
         }
@@ -181,7 +181,7 @@ impl Inner {
         if watcher.is_some() {
             lease.set_confirmed(generation);
         }
-        let previous = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, lease.clone());
+        let previous = super::lock(&self.local).insert(id, lease.clone());
         if let Some(previous) = previous {
             // A stale attachment (it had not noticed the lease moving away): it must not
             // expire the lease on its own clock.
@@ -214,7 +214,7 @@ impl Leases {
 
     /// The number of leases attached to this instance.
     pub fn local_count(&self) -> usize {
-        self.inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        super::lock(&self.inner.local).len()
     }
 
     /// Grants a lease attached to this instance, alive for `ttl` from now.
