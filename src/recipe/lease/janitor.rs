@@ -16,7 +16,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::{Inner, local::EXPIRY_MARGIN, record::LeaseRecord, zkops};
+use super::{Inner, local::EXPIRY_MARGIN, zkops};
 use crate::{error::Result, zk::layout};
 
 /// How often the janitor re-reads all lease records even without a membership change.
@@ -74,31 +74,18 @@ async fn step(inner: &Inner, orphans: &mut HashMap<i64, Orphan>) -> Result<zooke
         return Ok(watcher);
     }
     // Refresh: every lease whose home is not registered is (or stays) an orphan.
-    let ids: Vec<i64> =
-        client.list_children(layout::LEASES).await?.iter().filter_map(|c| layout::lease_id(c)).collect();
-    let reads = ids.iter().map(|id| {
-        let client = client.clone();
-        let id = *id;
-        async move { (id, client.get_data(&layout::lease(id)).await) }
-    });
     let now = Instant::now();
     let mut seen = HashSet::new();
-    for (id, result) in futures_util::future::join_all(reads).await {
-        let (data, stat) = match result {
-            Ok(found) => found,
-            Err(zookeeper_client::Error::NoNode) => continue,
-            Err(err) => return Err(err.into()),
-        };
-        let Ok(record) = LeaseRecord::decode(&data) else { continue };
+    for (id, record, version) in zkops::read_all(&client).await? {
         if registered.contains(&record.home) {
             continue;
         }
         seen.insert(id);
         let deadline = now + record.ttl() + EXPIRY_MARGIN;
-        let orphan = orphans.entry(id).or_insert(Orphan { version: stat.version, deadline });
-        if orphan.version != stat.version {
+        let orphan = orphans.entry(id).or_insert(Orphan { version, deadline });
+        if orphan.version != version {
             // Written since (e.g. claimed, then its new home died too): start over.
-            *orphan = Orphan { version: stat.version, deadline };
+            *orphan = Orphan { version, deadline };
         }
     }
     orphans.retain(|id, _| seen.contains(id));

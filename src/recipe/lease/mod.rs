@@ -343,25 +343,8 @@ impl Leases {
     /// [`Error::Unavailable`].
     pub async fn list(&self) -> Result<Vec<LeaseView>> {
         let client = self.inner.session.client()?;
-        let mut ids: Vec<i64> =
-            client.list_children(layout::LEASES).await?.iter().filter_map(|c| layout::lease_id(c)).collect();
-        ids.sort_unstable();
-        let reads = ids.iter().map(|id| {
-            let client = client.clone();
-            let id = *id;
-            async move { (id, client.get_data(&layout::lease(id)).await) }
-        });
-        let mut views = Vec::with_capacity(ids.len());
-        for (id, result) in futures_util::future::join_all(reads).await {
-            match result {
-                Ok((data, _)) => match LeaseRecord::decode(&data) {
-                    Ok(record) => views.push(self.view(id, record)),
-                    Err(err) => tracing::warn!(lease = id, error = %err, "skipping an undecodable lease record"),
-                },
-                Err(zookeeper_client::Error::NoNode) => {} // ended meanwhile
-                Err(err) => return Err(err.into()),
-            }
-        }
+        let records = zkops::read_all(&client).await?;
+        let views = records.into_iter().map(|(id, record, _)| self.view(id, record)).collect();
         Ok(views)
     }
 

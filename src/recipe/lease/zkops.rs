@@ -2,7 +2,8 @@
 
 use zookeeper_client::{Client, MultiWriteError};
 
-use crate::error::Result;
+use super::record::LeaseRecord;
+use crate::{error::Result, zk::layout};
 
 /// How a lease deletion ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,4 +62,32 @@ pub async fn delete_lease(client: &Client, path: &str, version: Option<i32>) -> 
     }
     // Bindings kept changing: let the caller retry later.
     Err(crate::Error::Unavailable)
+}
+
+/// Reads every lease record, ordered by id, with its version. Records deleted meanwhile are
+/// left out; undecodable ones (not written by zkcoord) are left out with a warning.
+///
+/// # Errors
+/// [`crate::Error::Unavailable`] when ZooKeeper cannot be reached.
+///
+/// # Cancellation safety
+/// Read-only: safe to cancel.
+pub async fn read_all(client: &Client) -> Result<Vec<(i64, LeaseRecord, i32)>> {
+    let mut ids: Vec<i64> =
+        client.list_children(layout::LEASES).await?.iter().filter_map(|c| layout::lease_id(c)).collect();
+    ids.sort_unstable();
+    // One request each, all in flight at once on the session's connection.
+    let reads = ids.iter().map(|&id| async move { (id, client.get_data(&layout::lease(id)).await) });
+    let mut records = Vec::with_capacity(ids.len());
+    for (id, result) in futures_util::future::join_all(reads).await {
+        match result {
+            Ok((data, stat)) => match LeaseRecord::decode(&data) {
+                Ok(record) => records.push((id, record, stat.version)),
+                Err(err) => tracing::warn!(lease = id, error = %err, "skipping an undecodable lease record"),
+            },
+            Err(zookeeper_client::Error::NoNode) => {} // ended meanwhile
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(records)
 }
