@@ -418,9 +418,15 @@ impl Task {
         if state.generation == 0 {
             return;
         }
-        let registered = match client.list_children(layout::INSTANCES).await {
-            Ok(children) => children.into_iter().collect::<HashSet<String>>(),
-            Err(_) => return,
+        // Which instances are registered matters only while a deposition waits to complete
+        // (see `ElectionState::decide`): read it only then, not on every change.
+        let registered = if state.record.deposed.is_some() {
+            match client.list_children(layout::INSTANCES).await {
+                Ok(children) => children.into_iter().collect::<HashSet<String>>(),
+                Err(_) => return,
+            }
+        } else {
+            HashSet::new()
         };
         let decision =
             state.decide(|candidate| candidate.record.stream.as_ref().is_none_or(|host| !registered.contains(host)));
