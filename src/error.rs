@@ -31,6 +31,12 @@ pub enum Error {
     /// The call is valid but the state does not allow it (not the leader, not the holder, ...).
     #[error("{0}")]
     FailedPrecondition(&'static str),
+    /// A Lock call's wait timed out; nothing was acquired.
+    #[error("lock wait timed out")]
+    DeadlineExceeded,
+    /// The call was cancelled by its caller; nothing was done.
+    #[error("cancelled")]
+    Cancelled,
     /// zkcoord cannot reach ZooKeeper, or cannot be sure of the answer; the client should
     /// retry, possibly on another instance.
     #[error("zookeeper unavailable")]
@@ -38,9 +44,6 @@ pub enum Error {
     /// zkcoord is shutting down; the client should move to another instance.
     #[error("zkcoord instance is shutting down")]
     ShuttingDown,
-    /// The rpc exists in the contract but is not implemented yet.
-    #[error("{0} is not implemented yet")]
-    Unimplemented(&'static str),
     /// A ZooKeeper error that is not one of the expected outcomes above.
     #[error("zookeeper error: {0}")]
     ZooKeeper(#[source] zookeeper_client::Error),
@@ -86,7 +89,8 @@ impl From<Error> for Status {
             Error::WrongSecret => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable | Error::ShuttingDown => Code::Unavailable,
-            Error::Unimplemented(_) => Code::Unimplemented,
+            Error::DeadlineExceeded => Code::DeadlineExceeded,
+            Error::Cancelled => Code::Cancelled,
             Error::ZooKeeper(_) | Error::Internal(_) => Code::Internal,
         };
         if code == Code::Internal {
@@ -115,6 +119,8 @@ mod tests {
             ),
             (Error::LeaseNotFound, Code::NotFound, "lease not found"),
             (Error::WrongSecret, Code::PermissionDenied, "wrong lease secret"),
+            (Error::HandleNotFound, Code::NotFound, "lock handle not found"),
+            (Error::DeadlineExceeded, Code::DeadlineExceeded, "lock wait timed out"),
             (Error::FailedPrecondition("not the leader"), Code::FailedPrecondition, "not the leader"),
             (zookeeper_client::Error::ConnectionLoss.into(), Code::Unavailable, "zookeeper unavailable"),
             (zookeeper_client::Error::NoAuth.into(), Code::Internal, "internal error"),

@@ -16,7 +16,7 @@ use crate::{
         self,
         v1::{election_server::ElectionServer, lease_server::LeaseServer, lock_server::LockServer},
     },
-    recipe::{election::Elections, instance::Incarnation, lease::Leases},
+    recipe::{election::Elections, instance::Incarnation, lease::Leases, lock::Locks},
     zk::{SessionStatus, ZkSession},
 };
 
@@ -53,13 +53,15 @@ pub async fn start(config: Config) -> io::Result<Instance> {
     let session = ZkSession::start(config.zookeeper.clone(), Some(incarnation.registration(&addr.to_string())));
     let shutdown = CancellationToken::new();
     let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone());
-    let leases = Leases::start(session.clone(), incarnation, shutdown.clone());
+    let leases = Leases::start(session.clone(), incarnation.clone(), shutdown.clone());
+    let locks = Locks::new(session.clone(), incarnation, leases.clone(), shutdown.clone());
     let ctx = Context {
         session: session.clone(),
         shutdown: shutdown.clone(),
         instance_id: config.instance_id.clone(),
         leases: leases.clone(),
         elections,
+        locks,
     };
 
     let (reporter, health) = tonic_health::server::health_reporter();

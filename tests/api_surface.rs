@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::collections::BTreeSet;
 
 use support::zk::Standalone;
 use tokio_stream::StreamExt;
@@ -158,17 +158,4 @@ async fn invalid_input_is_rejected_before_reaching_zookeeper() {
     assert_eq!(client.list_children(&format!("{ns}/instances")).await.unwrap().len(), 1);
     assert_eq!(client.count_descendants_number(&ns).await.unwrap(), 5);
     instance.shutdown().await;
-}
-
-#[tokio::test]
-async fn valid_calls_to_unbuilt_rpcs_answer_unimplemented() {
-    let zk = support::zk::shared();
-    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("unimplemented")).await;
-    let channel = support::channel(instance.addr()).await;
-    let status = LockClient::new(channel)
-        .holders(pb::HoldersRequest { key: "orders".into(), prefix: true })
-        .await
-        .expect_err("not built yet");
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    tokio::time::timeout(Duration::from_secs(10), instance.shutdown()).await.expect("shutdown completes");
 }

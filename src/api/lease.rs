@@ -13,7 +13,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     pb::v1::{self as pb, lease_server},
-    recipe::lease::{GrantRequest, LeaseView, LocalLease, secret},
+    recipe::lease::{Binding, GrantRequest, LeaseView, LocalLease, secret},
     validate::{self, Name},
 };
 
@@ -127,8 +127,7 @@ impl lease_server::Lease for LeaseService {
     ) -> Result<Response<pb::TimeToLiveResponse>, Status> {
         let id = validate::lease_id("lease_id", request.get_ref().lease_id)?;
         let view = self.ctx.leases.time_to_live(id).await?;
-        let bindings =
-            view.bindings.iter().map(|b| pb::Binding { kind: 0, name: b.name.clone(), id: String::new() }).collect();
+        let bindings = view.bindings.iter().map(binding).collect();
         Ok(Response::new(pb::TimeToLiveResponse { lease: Some(lease_info(view)), bindings }))
     }
 
@@ -165,5 +164,16 @@ impl LeaseService {
             confirmed: ack.confirmed,
             instance: self.ctx.instance_id.clone(),
         })
+    }
+}
+
+fn binding(binding: &Binding) -> pb::Binding {
+    match binding {
+        Binding::Candidacy { election, candidate_id } => {
+            pb::Binding { kind: pb::binding::Kind::Candidacy.into(), name: election.clone(), id: candidate_id.clone() }
+        }
+        Binding::Lock { key, handle } => {
+            pb::Binding { kind: pb::binding::Kind::Lock.into(), name: key.clone(), id: handle.clone() }
+        }
     }
 }

@@ -6,13 +6,13 @@ use super::{Context, check};
 use crate::{
     error::{Error, Result},
     pb::v1::{self as pb, lock_server},
+    recipe::lock::{Acquired, KeyHolders, LockRequest, TryOutcome},
     validate::{self, Name},
 };
 
 /// The Lock service.
 #[derive(Clone, Debug)]
 pub struct LockService {
-    #[allow(dead_code)]
     ctx: Context,
 }
 
@@ -36,30 +36,71 @@ fn check_handle(handle: &str) -> Result<()> {
     Ok(())
 }
 
+/// Validates the fields Lock and TryLock share.
+fn lock_request(keys: &[String], lease: Option<&pb::LeaseRef>, mode: i32) -> Result<LockRequest> {
+    let keys = validate::lock_keys("keys", keys)?;
+    let lease = check::lease_ref(lease, &check::LEASE)?;
+    let mode = check::lock_mode(mode)?;
+    Ok(LockRequest { keys, lease_id: lease.id, secret: lease.secret, exclusive: mode == pb::LockMode::Exclusive })
+}
+
+fn tokens(keys: &[Name], acquired: &Acquired) -> Vec<pb::KeyToken> {
+    keys.iter().map(|k| pb::KeyToken { key: k.as_str().to_owned(), fencing_token: acquired.token }).collect()
+}
+
+fn key_holders(key: KeyHolders) -> pb::KeyHolders {
+    let holders = key
+        .holders
+        .into_iter()
+        .map(|h| pb::Holder {
+            owner: h.owner,
+            lease_id: h.lease_id,
+            mode: if h.exclusive { pb::LockMode::Exclusive } else { pb::LockMode::Shared }.into(),
+            since_unix_ms: h.since_unix_ms,
+            fencing_token: h.token,
+        })
+        .collect();
+    pb::KeyHolders { key: key.key, holders, waiters: key.waiters.try_into().unwrap_or(u32::MAX) }
+}
+
 #[tonic::async_trait]
 impl lock_server::Lock for LockService {
     async fn lock(&self, request: Request<pb::LockRequest>) -> Result<Response<pb::LockResponse>, Status> {
         let req = request.get_ref();
-        validate::lock_keys("keys", &req.keys)?;
-        check::lease_ref(req.lease.as_ref(), &check::LEASE)?;
-        check::lock_mode(req.mode)?;
-        validate::wait_timeout("wait_timeout_ms", req.wait_timeout_ms)?;
-        Err(Error::Unimplemented("Lock.Lock").into())
+        let request = lock_request(&req.keys, req.lease.as_ref(), req.mode)?;
+        let wait = validate::wait_timeout("wait_timeout_ms", req.wait_timeout_ms)?;
+        let keys = request.keys.clone();
+        let acquired = tokio::select! {
+            acquired = self.ctx.locks.lock(request, wait) => acquired?,
+            () = self.ctx.shutdown.cancelled() => return Err(Error::ShuttingDown.into()),
+        };
+        Ok(Response::new(pb::LockResponse { tokens: tokens(&keys, &acquired), handle: acquired.handle }))
     }
 
     async fn try_lock(&self, request: Request<pb::TryLockRequest>) -> Result<Response<pb::TryLockResponse>, Status> {
         let req = request.get_ref();
-        validate::lock_keys("keys", &req.keys)?;
-        check::lease_ref(req.lease.as_ref(), &check::LEASE)?;
-        check::lock_mode(req.mode)?;
-        Err(Error::Unimplemented("Lock.TryLock").into())
+        let request = lock_request(&req.keys, req.lease.as_ref(), req.mode)?;
+        let keys = request.keys.clone();
+        let response = match self.ctx.locks.try_lock(request).await? {
+            TryOutcome::Acquired(acquired) => pb::TryLockResponse {
+                acquired: true,
+                tokens: tokens(&keys, &acquired),
+                handle: acquired.handle,
+                blocked: Vec::new(),
+            },
+            TryOutcome::Blocked(blocked) => {
+                pb::TryLockResponse { blocked: blocked.into_iter().map(key_holders).collect(), ..Default::default() }
+            }
+        };
+        Ok(Response::new(response))
     }
 
     async fn unlock(&self, request: Request<pb::UnlockRequest>) -> Result<Response<pb::UnlockResponse>, Status> {
         let req = request.get_ref();
         check_handle(&req.handle)?;
-        check::lease_ref(req.lease.as_ref(), &check::LEASE)?;
-        Err(Error::Unimplemented("Lock.Unlock").into())
+        let lease = check::lease_ref(req.lease.as_ref(), &check::LEASE)?;
+        self.ctx.locks.unlock(lease.id, &lease.secret, &req.handle).await?;
+        Ok(Response::new(pb::UnlockResponse {}))
     }
 
     async fn holders(&self, request: Request<pb::HoldersRequest>) -> Result<Response<pb::HoldersResponse>, Status> {
@@ -68,6 +109,7 @@ impl lock_server::Lock for LockService {
         if !(req.prefix && req.key.is_empty()) {
             Name::parse("key", &req.key)?;
         }
-        Err(Error::Unimplemented("Lock.Holders").into())
+        let keys = self.ctx.locks.holders(&req.key, req.prefix).await?;
+        Ok(Response::new(pb::HoldersResponse { keys: keys.into_iter().map(key_holders).collect() }))
     }
 }

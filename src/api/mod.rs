@@ -13,7 +13,7 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    recipe::{election::Elections, lease::Leases},
+    recipe::{election::Elections, lease::Leases, lock::Locks},
     zk::ZkSession,
 };
 
@@ -30,6 +30,8 @@ pub struct Context {
     pub leases: Leases,
     /// The election recipe.
     pub elections: Elections,
+    /// The lock recipe.
+    pub locks: Locks,
 }
 
 /// A server-streaming response.

@@ -5,6 +5,7 @@ pub mod election;
 pub mod health;
 pub mod instance;
 pub mod lease;
+pub mod lock;
 
 /// Locks a std mutex, ignoring poisoning: every critical section in the recipes leaves its
 /// data consistent, so a panic elsewhere must not wedge the instance.

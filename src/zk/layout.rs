@@ -5,8 +5,13 @@
 //! <namespace>/leases/<id>              lease record (JSON); children: what is bound to it
 //! <namespace>/elections/<name>          election record (JSON)
 //! <namespace>/elections/<name>/candidates/<candidate-id>   candidate record (JSON)
-//! <namespace>/locks/<key>/...           holds and waiters of one lock key
+//! <namespace>/locks/<key>              container: the queue of one lock key
+//! <namespace>/locks/<key>/<m>-<hold>-<seq>   sequential: one request (held or waiting);
+//!                                       <m> is x (exclusive) or s (shared)
 //! ```
+//!
+//! Bindings (children of a lease record): `e~<election>~<candidate>` for a candidacy,
+//! `l~<hold>` for a lock request (its data lists the keys).
 //!
 //! Paths are built only from validated [`Name`]s, each exactly one segment, so no client input
 //! can address a znode outside these directories.
@@ -46,17 +51,87 @@ pub fn candidacy_binding(election: &Name, candidate_id: &Name) -> String {
     format!("e~{election}~{candidate_id}")
 }
 
-/// The znode a binding (a child of a lease record) stands for, which is deleted with it.
-pub fn binding_target(binding: &str) -> Option<String> {
+/// The name of the binding that ties lock request `hold` (a [`hold_id`]) to its lease.
+pub fn hold_binding(hold: &str) -> String {
+    format!("l~{hold}")
+}
+
+/// What a binding (a child of a lease record) stands for; it is deleted with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BindingKind {
+    /// A candidacy: the candidate znode.
+    Candidacy {
+        /// The election.
+        election: Name,
+        /// The candidate id.
+        candidate_id: Name,
+    },
+    /// A lock request: its nodes in the queues of the keys its data lists.
+    Hold {
+        /// The hold id (the lock handle).
+        hold: String,
+    },
+}
+
+/// Parses a binding name; `None` for anything zkcoord did not create.
+pub fn binding_kind(binding: &str) -> Option<BindingKind> {
     let mut parts = binding.split('~');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("e"), Some(election), Some(candidate), None) => {
-            let election = Name::parse("binding", election).ok()?;
-            let candidate = Name::parse("binding", candidate).ok()?;
-            Some(self::candidate(&election, &candidate))
-        }
+        (Some("e"), Some(election), Some(candidate), None) => Some(BindingKind::Candidacy {
+            election: Name::parse("binding", election).ok()?,
+            candidate_id: Name::parse("binding", candidate).ok()?,
+        }),
+        (Some("l"), Some(hold), None, None) if is_hold_id(hold) => Some(BindingKind::Hold { hold: hold.to_owned() }),
         _ => None,
     }
+}
+
+/// The length of a hold id: 16 lowercase hex digits.
+pub const HOLD_ID_LEN: usize = 16;
+
+/// A new random hold id.
+pub fn hold_id(random: u64) -> String {
+    format!("{random:016x}")
+}
+
+/// Whether `s` has the shape of a hold id.
+pub fn is_hold_id(s: &str) -> bool {
+    s.len() == HOLD_ID_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The prefix ZooKeeper appends a sequence number to for a request of `hold` in a key's
+/// queue; `exclusive` selects the mode letter.
+pub fn hold_node_prefix(key: &Name, hold: &str, exclusive: bool) -> String {
+    let mode = if exclusive { 'x' } else { 's' };
+    format!("{LOCKS}/{key}/{mode}-{hold}-")
+}
+
+/// One request in a key's queue, parsed from its node name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedHold {
+    /// The node name (a child of the key's znode).
+    pub node: String,
+    /// Whether it is exclusive.
+    pub exclusive: bool,
+    /// The hold id.
+    pub hold: String,
+    /// The sequence number: the queue order.
+    pub seq: u64,
+}
+
+/// Parses the name of a node in a key's queue; `None` for anything zkcoord did not create.
+pub fn queued_hold(node: &str) -> Option<QueuedHold> {
+    let mut parts = node.split('-');
+    let (mode, hold, seq) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !is_hold_id(hold) || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let exclusive = match mode {
+        "x" => true,
+        "s" => false,
+        _ => return None,
+    };
+    Some(QueuedHold { node: node.to_owned(), exclusive, hold: hold.to_owned(), seq: seq.parse().ok()? })
 }
 
 /// The znode of one lock key.
@@ -89,8 +164,28 @@ mod tests {
         assert_eq!(election(&name), "/elections/a.b:c@d");
         assert_eq!(lock(&name), "/locks/a.b:c@d");
         let binding = candidacy_binding(&name, &name);
-        assert_eq!(binding_target(&binding).as_deref(), Some("/elections/a.b:c@d/candidates/a.b:c@d"));
-        assert_eq!(binding_target("e~../x~y"), None);
-        assert_eq!(binding_target("x~a~b"), None);
+        assert_eq!(
+            binding_kind(&binding),
+            Some(BindingKind::Candidacy { election: name.clone(), candidate_id: name.clone() })
+        );
+        assert_eq!(binding_kind("e~../x~y"), None);
+        assert_eq!(binding_kind("x~a~b"), None);
+        let hold = hold_id(0xab);
+        assert_eq!(hold, "00000000000000ab");
+        assert_eq!(binding_kind(&hold_binding(&hold)), Some(BindingKind::Hold { hold: hold.clone() }));
+        assert_eq!(binding_kind("l~../../x"), None);
+        assert_eq!(hold_node_prefix(&name, &hold, true), "/locks/a.b:c@d/x-00000000000000ab-");
+    }
+
+    #[test]
+    fn queue_nodes_parse() {
+        let parsed = queued_hold("s-00000000000000ab-0000000042").expect("valid");
+        assert!(!parsed.exclusive);
+        assert_eq!((parsed.hold.as_str(), parsed.seq), ("00000000000000ab", 42));
+        for bad in
+            ["x-00000000000000ab", "q-00000000000000ab-1", "x-ab-1", "x-00000000000000ab-1-2", "x-00000000000000ab-"]
+        {
+            assert_eq!(queued_hold(bad), None, "{bad}");
+        }
     }
 }

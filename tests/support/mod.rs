@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a different part.
 
 pub mod lease;
+pub mod lock;
 pub mod owner;
 pub mod proxy;
 pub mod zk;

@@ -77,6 +77,8 @@ pub struct LocalLease {
     pub ttl: Duration,
     /// Hex SHA-256 of the secret.
     pub secret_sha256: String,
+    /// The lease's owner.
+    pub owner: String,
     liveness: Mutex<Liveness>,
     /// The health heartbeats reported last; written to the record when it differs.
     health: Mutex<Health>,
@@ -109,6 +111,7 @@ impl LocalLease {
             id,
             ttl: record.ttl(),
             secret_sha256: record.secret_sha256.clone(),
+            owner: record.owner.clone(),
             liveness: Mutex::new(Liveness { last_heartbeat: Instant::now(), expiring: false }),
             health: Mutex::new(record.health.clone()),
             health_changed: Notify::new(),

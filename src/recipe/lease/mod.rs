@@ -108,9 +108,22 @@ pub struct Granted {
 
 /// Something bound to a lease (a child of its record).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Binding {
-    /// The child znode's name; its format belongs to the recipe that created it.
-    pub name: String,
+pub enum Binding {
+    /// A candidacy in `election`.
+    Candidacy {
+        /// The election.
+        election: String,
+        /// The candidate id.
+        candidate_id: String,
+    },
+    /// A lock request (held or waiting) on `key`; a request on several keys is listed once
+    /// per key.
+    Lock {
+        /// The key.
+        key: String,
+        /// The lock handle.
+        handle: String,
+    },
 }
 
 /// What zkcoord knows about a live lease.
@@ -319,6 +332,31 @@ impl Leases {
         }
     }
 
+    /// Authenticates a call acting for lease `id` and returns the lease's owner and secret
+    /// digest. A lease attached here is checked without reading ZooKeeper; a caller that
+    /// binds something to the lease must still find its record there (a binding is created
+    /// under it, so a deleted lease fails that write).
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`], [`Error::WrongSecret`], [`Error::Unavailable`].
+    ///
+    /// # Cancellation safety
+    /// Read-only: safe to cancel.
+    pub async fn authenticate(&self, id: i64, secret: &str) -> Result<(String, String)> {
+        let (owner, digest) = match self.inner.local(id) {
+            Some(lease) => (lease.owner.clone(), lease.secret_sha256.clone()),
+            None => {
+                let client = self.inner.session.client()?;
+                let record = read(&client, &layout::lease(id)).await?.0;
+                (record.owner, record.secret_sha256)
+            }
+        };
+        if !secret::matches(secret, &digest) {
+            return Err(Error::WrongSecret);
+        }
+        Ok((owner, digest))
+    }
+
     /// Describes lease `id`.
     ///
     /// # Errors
@@ -333,7 +371,7 @@ impl Leases {
             })
         })?;
         let mut view = self.view(id, record.0);
-        view.bindings = children.into_iter().map(|name| Binding { name }).collect();
+        view.bindings = bindings(&client, &path, &children).await?;
         Ok(view)
     }
 
@@ -354,6 +392,31 @@ impl Leases {
         let health = local.map_or_else(|| record.health.clone(), |l| l.health());
         LeaseView { id, record, liveness, health, bindings: Vec::new() }
     }
+}
+
+/// What the bindings named `children` of the lease record at `path` stand for. Bindings gone
+/// meanwhile and names zkcoord did not create are left out.
+async fn bindings(client: &Client, path: &str, children: &[String]) -> Result<Vec<Binding>> {
+    let mut bindings = Vec::new();
+    for child in children {
+        match layout::binding_kind(child) {
+            Some(layout::BindingKind::Candidacy { election, candidate_id }) => bindings.push(Binding::Candidacy {
+                election: election.as_str().to_owned(),
+                candidate_id: candidate_id.as_str().to_owned(),
+            }),
+            Some(layout::BindingKind::Hold { hold }) => {
+                let data = match client.get_data(&format!("{path}/{child}")).await {
+                    Ok((data, _)) => data,
+                    Err(zookeeper_client::Error::NoNode) => continue,
+                    Err(err) => return Err(err.into()),
+                };
+                let record: crate::recipe::lock::record::HoldRecord = crate::recipe::lock::record::decode(&data)?;
+                bindings.extend(record.keys.into_iter().map(|key| Binding::Lock { key, handle: hold.clone() }));
+            }
+            None => {}
+        }
+    }
+    Ok(bindings)
 }
 
 /// Reads lease `id` and checks `secret` against it; returns the record and its version.

@@ -3,7 +3,10 @@
 use zookeeper_client::{Client, MultiWriteError};
 
 use super::record::LeaseRecord;
-use crate::{error::Result, zk::layout};
+use crate::{
+    error::Result,
+    zk::layout::{self, BindingKind},
+};
 
 /// How a lease deletion ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +23,7 @@ pub enum DeleteOutcome {
 const MAX_ATTEMPTS: usize = 16;
 
 /// Deletes the lease record at `path`, all its children (its bindings) and what each binding
-/// stands for (e.g. a candidate znode) in one transaction, only if the record's version is
+/// stands for (a candidate znode, a lock request's nodes) in one transaction, only if the record's version is
 /// `version` (any version when `None`). Bindings and their targets are always created and
 /// deleted together, so a binding's target exists exactly while the binding does.
 ///
@@ -40,11 +43,12 @@ pub async fn delete_lease(client: &Client, path: &str, version: Option<i32>) -> 
         let mut multi = client.new_multi_writer();
         let mut ops = 0;
         for child in &children {
-            if let Some(target) = crate::zk::layout::binding_target(child) {
+            let binding = format!("{path}/{child}");
+            for target in binding_targets(client, &binding, child).await? {
                 multi.add_delete(&target, None)?;
                 ops += 1;
             }
-            multi.add_delete(&format!("{path}/{child}"), None)?;
+            multi.add_delete(&binding, None)?;
             ops += 1;
         }
         multi.add_delete(path, version)?;
@@ -62,6 +66,17 @@ pub async fn delete_lease(client: &Client, path: &str, version: Option<i32>) -> 
     }
     // Bindings kept changing: let the caller retry later.
     Err(crate::Error::Unavailable)
+}
+
+/// The znodes the binding `binding` (named `name`) stands for.
+async fn binding_targets(client: &Client, binding: &str, name: &str) -> Result<Vec<String>> {
+    match layout::binding_kind(name) {
+        Some(BindingKind::Candidacy { election, candidate_id }) => {
+            Ok(vec![layout::candidate(&election, &candidate_id)])
+        }
+        Some(BindingKind::Hold { hold }) => crate::recipe::lock::zkops::binding_targets(client, binding, &hold).await,
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Reads every lease record, ordered by id, with its version. Records deleted meanwhile are

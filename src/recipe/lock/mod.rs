@@ -1,0 +1,309 @@
+//! Soft locks: advisory reservations of keys (e.g. records), exclusive or shared, several keys
+//! at once, bound to a lease and fenced.
+//!
+//! # Design
+//! * Each key has a queue: the container znode `/locks/<key>`, whose sequential children
+//!   `<m>-<hold>-<seq>` are requests, held or waiting ([`queue`] says which).
+//! * A Lock call queues its request on **all** its keys in one transaction, together with a
+//!   binding under its lease record ([`zkops::queue`]). The request leaves in one transaction
+//!   too: Unlock, withdrawal on timeout or cancellation, or the deletion of its lease (which
+//!   deletes everything bound to it).
+//! * Because a request joins every queue in one transaction, two requests are in the same
+//!   order in every queue they share. A request waits only for earlier ones, so overlapping
+//!   multi-key requests never deadlock, and all-or-nothing holds hold: a request is granted
+//!   when it is granted in every queue, and a granted request stays granted.
+//! * The fencing token of every key of a request is the zxid of the transaction that queued
+//!   it. Requests are granted in queue order, which is zxid order, so a key's token grows
+//!   with every hold (shared holders granted together have different tokens, all greater than
+//!   any earlier exclusive holder's).
+//! * A waiting call watches only the request just ahead of it (the nearest it conflicts with)
+//!   and its lease binding: a release wakes one waiter, not the whole queue.
+//! * An uncontended Lock + Unlock cycle costs **two ZooKeeper writes** (the queueing and the
+//!   release transactions) plus one read per key; the first use of a key also creates its
+//!   container, which ZooKeeper deletes some time after it empties.
+//!
+//! # Failure cases
+//! * The holder's client dies: its lease ends, and the hold with it; the next request is
+//!   granted within the lease's expiry time plus one ZooKeeper round trip.
+//! * The instance serving a Lock call dies: holds stay (they belong to the lease, not to the
+//!   instance). A request that was still waiting stays queued until its lease ends or it is
+//!   unlocked with its handle, which its lease's bindings (Lease.TimeToLive) show.
+//! * ZooKeeper unreachable while waiting: the call keeps waiting (until its deadline);
+//!   withdrawing a request is retried in the background for a minute, then left to the lease.
+
+mod acquire;
+pub mod queue;
+pub mod record;
+pub mod zkops;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use self::acquire::{Outcome, Wait};
+use crate::{
+    error::{Error, Result},
+    recipe::{instance::Incarnation, lease::Leases, lease::secret},
+    validate::Name,
+    zk::{ZkSession, layout},
+};
+
+/// How many recently acquired holds an instance remembers for a fast Unlock. A forgotten hold
+/// is found in ZooKeeper instead.
+const CACHED_HOLDS: usize = 65_536;
+
+/// A validated Lock or TryLock request.
+#[derive(Clone, Debug)]
+pub struct LockRequest {
+    /// The keys, 1 to 1,000 distinct names.
+    pub keys: Vec<Name>,
+    /// The lease to bind the hold to.
+    pub lease_id: i64,
+    /// The lease's secret.
+    pub secret: String,
+    /// Exclusive or shared.
+    pub exclusive: bool,
+}
+
+/// An acquired hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acquired {
+    /// The handle for Unlock (the hold id).
+    pub handle: String,
+    /// The fencing token, the same for every key of the hold.
+    pub token: u64,
+}
+
+/// One holder of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HolderInfo {
+    /// The lease's owner.
+    pub owner: String,
+    /// The lease.
+    pub lease_id: i64,
+    /// Whether it holds the key exclusively.
+    pub exclusive: bool,
+    /// When the key was acquired, Unix epoch milliseconds.
+    pub since_unix_ms: i64,
+    /// The hold's fencing token.
+    pub token: u64,
+}
+
+/// The holders and waiters of one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyHolders {
+    /// The key.
+    pub key: String,
+    /// Its holders.
+    pub holders: Vec<HolderInfo>,
+    /// The number of waiting requests.
+    pub waiters: usize,
+}
+
+/// The outcome of a TryLock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TryOutcome {
+    /// Every key was acquired.
+    Acquired(Acquired),
+    /// Nothing was acquired; these keys blocked it.
+    Blocked(Vec<KeyHolders>),
+}
+
+/// What an instance remembers of a hold it granted.
+#[derive(Clone, Debug)]
+pub struct CachedHold {
+    lease_id: i64,
+    digest: String,
+    nodes: Arc<[String]>,
+}
+
+#[derive(Debug, Default)]
+struct HoldCache {
+    holds: HashMap<String, CachedHold>,
+    order: VecDeque<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    session: ZkSession,
+    me: Incarnation,
+    leases: Leases,
+    shutdown: CancellationToken,
+    cache: Mutex<HoldCache>,
+}
+
+impl Inner {
+    fn remember(&self, handle: &str, hold: CachedHold) {
+        let mut cache = super::lock(&self.cache);
+        if cache.order.len() >= CACHED_HOLDS
+            && let Some(old) = cache.order.pop_front()
+        {
+            cache.holds.remove(&old);
+        }
+        cache.order.push_back(handle.to_owned());
+        cache.holds.insert(handle.to_owned(), hold);
+    }
+
+    fn cached(&self, handle: &str) -> Option<CachedHold> {
+        super::lock(&self.cache).holds.get(handle).cloned()
+    }
+
+    fn forget(&self, handle: &str) {
+        // Its place in `order` goes when it reaches the front.
+        super::lock(&self.cache).holds.remove(handle);
+    }
+}
+
+/// The lock recipe of one instance. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Locks {
+    inner: Arc<Inner>,
+}
+
+impl Locks {
+    /// The lock recipe for the instance `me`.
+    pub fn new(session: ZkSession, me: Incarnation, leases: Leases, shutdown: CancellationToken) -> Self {
+        Self { inner: Arc::new(Inner { session, me, leases, shutdown, cache: Mutex::default() }) }
+    }
+
+    /// Acquires every key of `request`, waiting up to `wait` (`None`: until cancelled or the
+    /// lease ends).
+    ///
+    /// # Errors
+    /// [`Error::DeadlineExceeded`] when `wait` ran out, [`Error::LeaseNotFound`],
+    /// [`Error::WrongSecret`], [`Error::ShuttingDown`], [`Error::Unavailable`]. After an error
+    /// nothing is held and no request is left queued.
+    ///
+    /// # Cancellation safety
+    /// The work runs in its own task: cancelling the call withdraws the request (or releases
+    /// the hold, if it was acquired just then), leaving nothing behind.
+    pub async fn lock(&self, request: LockRequest, wait: Option<Duration>) -> Result<Acquired> {
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        match self.run(request, Wait::Until(deadline)).await? {
+            Outcome::Acquired(acquired, _) => Ok(acquired),
+            Outcome::Blocked(_) => Err(Error::Internal("a waiting lock reported blocked".into())),
+        }
+    }
+
+    /// Acquires every key of `request` if none is held by a conflicting request (or waited
+    /// for by an earlier one); else acquires nothing and says who holds the blocking keys.
+    ///
+    /// # Errors
+    /// As [`Locks::lock`], without [`Error::DeadlineExceeded`].
+    ///
+    /// # Cancellation safety
+    /// As [`Locks::lock`].
+    pub async fn try_lock(&self, request: LockRequest) -> Result<TryOutcome> {
+        match self.run(request, Wait::No).await? {
+            Outcome::Acquired(acquired, _) => Ok(TryOutcome::Acquired(acquired)),
+            Outcome::Blocked(blocked) => {
+                let client = self.inner.session.client()?;
+                let reads = blocked.iter().map(|b| key_holders(&client, &b.key, &b.queue));
+                let keys = futures_util::future::try_join_all(reads).await?;
+                Ok(TryOutcome::Blocked(keys))
+            }
+        }
+    }
+
+    /// Runs one call in its own task; see [`acquire::run`].
+    async fn run(&self, request: LockRequest, wait: Wait) -> Result<Outcome> {
+        let (owner, digest) = self.inner.leases.authenticate(request.lease_id, &request.secret).await?;
+        let cancel = CancellationToken::new();
+        let _cancel_on_drop = cancel.clone().drop_guard();
+        let (sender, receiver) = oneshot::channel();
+        let inner = self.inner.clone();
+        let lease_id = request.lease_id;
+        tokio::spawn(async move {
+            let outcome = acquire::run(inner.clone(), request, owner, digest, wait, cancel).await;
+            if let Ok(Outcome::Acquired(acquired, cached)) = &outcome {
+                inner.remember(&acquired.handle, cached.clone());
+            }
+            if let Err(Ok(Outcome::Acquired(acquired, cached))) = sender.send(outcome) {
+                // The caller went away just as the keys were acquired: nobody has the handle.
+                inner.forget(&acquired.handle);
+                acquire::withdraw(&inner, lease_id, &acquired.handle, Some(&cached.nodes)).await;
+            }
+        });
+        receiver.await.map_err(|_| Error::Internal("lock task ended without an answer".into()))?
+    }
+
+    /// Releases the hold `handle` of lease `lease_id`.
+    ///
+    /// # Errors
+    /// [`Error::HandleNotFound`] when no such hold exists (never acquired, released, or
+    /// released with its lease), [`Error::LeaseNotFound`], [`Error::WrongSecret`],
+    /// [`Error::Unavailable`].
+    ///
+    /// # Cancellation safety
+    /// One transaction: a cancelled call released the hold or did nothing.
+    pub async fn unlock(&self, lease_id: i64, secret: &str, handle: &str) -> Result<()> {
+        if !layout::is_hold_id(handle) {
+            return Err(Error::HandleNotFound);
+        }
+        let cached = self.inner.cached(handle).filter(|c| c.lease_id == lease_id);
+        let nodes = match &cached {
+            Some(cached) if secret::matches(secret, &cached.digest) => Some(cached.nodes.clone()),
+            Some(_) => return Err(Error::WrongSecret),
+            None => {
+                self.inner.leases.authenticate(lease_id, secret).await?;
+                None
+            }
+        };
+        let client = self.inner.session.client()?;
+        let released = zkops::release(&client, lease_id, handle, nodes.as_deref()).await?;
+        self.inner.forget(handle);
+        if released { Ok(()) } else { Err(Error::HandleNotFound) }
+    }
+
+    /// The holders and waiter counts of `key`, or of every key starting with `key` when
+    /// `prefix` is set, ordered by key. Keys with neither are left out.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    ///
+    /// # Cancellation safety
+    /// Read-only: safe to cancel.
+    pub async fn holders(&self, key: &str, prefix: bool) -> Result<Vec<KeyHolders>> {
+        let client = self.inner.session.client()?;
+        let keys: Vec<Name> = if prefix {
+            let mut keys: Vec<Name> = client
+                .list_children(layout::LOCKS)
+                .await?
+                .iter()
+                .filter(|k| k.starts_with(key))
+                .filter_map(|k| Name::parse("key", k).ok())
+                .collect();
+            keys.sort();
+            keys
+        } else {
+            vec![Name::parse("key", key)?]
+        };
+        let queues = zkops::read_queues(&client, &keys).await?;
+        let reads =
+            keys.iter().zip(&queues).filter(|(_, q)| !q.nodes.is_empty()).map(|(k, q)| key_holders(&client, k, q));
+        let mut found = futures_util::future::try_join_all(reads).await?;
+        found.retain(|k| !k.holders.is_empty() || k.waiters > 0);
+        Ok(found)
+    }
+}
+
+/// Describes `key` with queue `queue`.
+async fn key_holders(client: &zookeeper_client::Client, key: &Name, queue: &queue::Queue) -> Result<KeyHolders> {
+    let holders = zkops::read_holders(client, key, queue)
+        .await?
+        .into_iter()
+        .map(|h| HolderInfo {
+            owner: h.record.owner,
+            lease_id: h.record.lease_id,
+            exclusive: h.exclusive,
+            since_unix_ms: h.record.acquired_unix_ms.unwrap_or(h.created_unix_ms),
+            token: h.token,
+        })
+        .collect();
+    Ok(KeyHolders { key: key.as_str().to_owned(), holders, waiters: queue.waiters() })
+}

@@ -1,0 +1,286 @@
+//! ZooKeeper operations of the lock recipe: queueing a request, reading queues, releasing.
+//!
+//! A request is queued in **one transaction**: a sequential node in the queue of every key,
+//! plus its binding under the lease record. It leaves in one transaction too (Unlock, or the
+//! lease's deletion). So a request is always in all of its queues or in none, and is bound to
+//! its lease exactly while it is queued.
+
+use futures_util::future::join_all;
+use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError, MultiWriteResult};
+
+use super::{
+    queue::Queue,
+    record::{self, HoldRecord, NodeRecord},
+};
+use crate::{
+    error::{Error, Result},
+    validate::Name,
+    zk::layout,
+};
+
+/// How often queueing retries after a key's znode vanished (an empty key's container node is
+/// deleted by ZooKeeper after a while).
+const MAX_QUEUE_ATTEMPTS: usize = 8;
+/// How often a release re-reads the hold after finding it changed.
+const MAX_RELEASE_ATTEMPTS: usize = 4;
+
+/// A queued request.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    /// Its node in each key's queue (paths, in key order).
+    pub nodes: Vec<String>,
+    /// The zxid of the queueing transaction: the fencing token on every key.
+    pub token: u64,
+}
+
+/// How queueing failed.
+#[derive(Debug)]
+pub enum QueueError {
+    /// Nothing was queued.
+    Failed(Error),
+    /// The outcome is unknown (the connection was lost during the commit): the request may be
+    /// queued and must be released by id.
+    Ambiguous(Error),
+}
+
+/// The binding path of `hold` under lease `lease_id`.
+pub fn binding_path(lease_id: i64, hold: &str) -> String {
+    format!("{}/{}", layout::lease(lease_id), layout::hold_binding(hold))
+}
+
+/// Queues request `hold` of lease `lease_id` on `keys` in one transaction.
+///
+/// # Errors
+/// [`QueueError::Failed`] with [`Error::LeaseNotFound`] when the lease is gone, or a
+/// ZooKeeper error; [`QueueError::Ambiguous`] when the commit's outcome is unknown.
+///
+/// # Cancellation safety
+/// Not cancellation safe: a cancelled call may have queued the request. Run it where it
+/// completes (the lock recipe runs it in its own task).
+pub async fn queue(
+    client: &Client,
+    hold: &str,
+    lease_id: i64,
+    keys: &[Name],
+    exclusive: bool,
+    node: &NodeRecord,
+) -> Result<Queued, QueueError> {
+    let node_data = record::encode(node);
+    let binding_data =
+        record::encode(&HoldRecord { exclusive, keys: keys.iter().map(|k| k.as_str().to_owned()).collect() });
+    let sequential = CreateMode::PersistentSequential.with_acls(Acls::anyone_all());
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let binding = binding_path(lease_id, hold);
+    for _ in 0..MAX_QUEUE_ATTEMPTS {
+        let mut multi = client.new_multi_writer();
+        for key in keys {
+            multi
+                .add_create(&layout::hold_node_prefix(key, hold, exclusive), &node_data, &sequential)
+                .map_err(failed)?;
+        }
+        multi.add_create(&binding, &binding_data, &persistent).map_err(failed)?;
+        match multi.commit().await {
+            Ok(results) => return queued(client, results).await.map_err(QueueError::Ambiguous),
+            Err(MultiWriteError::OperationFailed { index, source: zookeeper_client::Error::NoNode })
+                if index < keys.len() =>
+            {
+                create_keys(client, keys).await.map_err(failed)?;
+            }
+            Err(MultiWriteError::OperationFailed { source: zookeeper_client::Error::NoNode, .. }) => {
+                return Err(QueueError::Failed(Error::LeaseNotFound));
+            }
+            Err(MultiWriteError::OperationFailed { source, .. }) => return Err(failed(source)),
+            Err(MultiWriteError::RequestFailed { source }) => return Err(QueueError::Ambiguous(source.into())),
+        }
+    }
+    Err(QueueError::Failed(Error::Unavailable))
+}
+
+fn failed(err: zookeeper_client::Error) -> QueueError {
+    QueueError::Failed(err.into())
+}
+
+/// The nodes and token of a committed queueing transaction.
+async fn queued(client: &Client, results: Vec<MultiWriteResult>) -> Result<Queued> {
+    let mut nodes = Vec::with_capacity(results.len());
+    let mut token = None;
+    for result in results {
+        if let MultiWriteResult::Create { path, stat } = result {
+            if !stat.is_invalid() {
+                token.get_or_insert(stat.czxid as u64);
+            }
+            nodes.push(path);
+        }
+    }
+    // The last create is the binding.
+    nodes.pop();
+    let token = match token {
+        Some(token) => token,
+        // Some ZooKeeper versions report no stat for a create inside a multi: read it back.
+        None => match client.check_stat(nodes.first().map_or("/", String::as_str)).await? {
+            Some(stat) => stat.czxid as u64,
+            None => return Err(Error::LeaseNotFound), // released with its lease already
+        },
+    };
+    Ok(Queued { nodes, token })
+}
+
+/// Creates the container znodes of the `keys` that have none.
+async fn create_keys(client: &Client, keys: &[Name]) -> Result<(), zookeeper_client::Error> {
+    let container = CreateMode::Container.with_acls(Acls::anyone_all());
+    let paths: Vec<String> = keys.iter().map(layout::lock).collect();
+    let stats = join_all(paths.iter().map(|p| client.check_stat(p))).await;
+    let missing = paths.iter().zip(stats).filter(|(_, stat)| !matches!(stat, Ok(Some(_)))).map(|(p, _)| p);
+    for result in join_all(missing.map(|p| client.create(p, &[], &container))).await {
+        match result {
+            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the queue of every key, in key order (an absent key has an empty queue).
+///
+/// # Cancellation safety
+/// Read-only: safe to cancel.
+pub async fn read_queues(client: &Client, keys: &[Name]) -> Result<Vec<Queue>> {
+    let paths: Vec<String> = keys.iter().map(layout::lock).collect();
+    let mut queues = Vec::with_capacity(keys.len());
+    for result in join_all(paths.iter().map(|p| client.list_children(p))).await {
+        match result {
+            Ok(children) => queues.push(Queue::parse(&children)),
+            Err(zookeeper_client::Error::NoNode) => queues.push(Queue::default()),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(queues)
+}
+
+/// Finds the nodes of request `hold` of lease `lease_id` from its binding; `None` when it is
+/// not queued (released, or its lease ended).
+///
+/// # Cancellation safety
+/// Read-only: safe to cancel.
+pub async fn hold_nodes(client: &Client, lease_id: i64, hold: &str) -> Result<Option<Vec<String>>> {
+    nodes_of_binding(client, &binding_path(lease_id, hold), hold).await
+}
+
+/// The nodes of request `hold` whose binding is `binding`; `None` when there is no binding.
+async fn nodes_of_binding(client: &Client, binding: &str, hold: &str) -> Result<Option<Vec<String>>> {
+    let data = match client.get_data(binding).await {
+        Ok((data, _)) => data,
+        Err(zookeeper_client::Error::NoNode) => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    let record: HoldRecord = record::decode(&data)?;
+    let keys = record.keys.iter().map(|k| Name::parse("key", k)).collect::<Result<Vec<_>>>()?;
+    let queues = read_queues(client, &keys).await?;
+    let nodes = keys
+        .iter()
+        .zip(queues)
+        .filter_map(|(key, queue)| {
+            let node = queue.nodes.into_iter().find(|n| n.hold == hold)?;
+            Some(format!("{}/{}", layout::lock(key), node.node))
+        })
+        .collect();
+    Ok(Some(nodes))
+}
+
+/// Releases request `hold` of lease `lease_id`: deletes its `nodes` (found from the binding
+/// when `None`) and its binding in one transaction. Returns whether it was still queued.
+///
+/// # Errors
+/// [`Error::Unavailable`] when ZooKeeper cannot be reached (retrying is safe).
+///
+/// # Cancellation safety
+/// The deletion is one transaction: a cancelled call released the request or did nothing.
+pub async fn release(client: &Client, lease_id: i64, hold: &str, nodes: Option<&[String]>) -> Result<bool> {
+    let binding = binding_path(lease_id, hold);
+    let mut known = nodes.map(<[String]>::to_vec);
+    for _ in 0..MAX_RELEASE_ATTEMPTS {
+        let nodes = match known.take() {
+            Some(nodes) => nodes,
+            None => match hold_nodes(client, lease_id, hold).await? {
+                Some(nodes) => nodes,
+                None => return Ok(false),
+            },
+        };
+        let mut multi = client.new_multi_writer();
+        for node in &nodes {
+            multi.add_delete(node, None)?;
+        }
+        multi.add_delete(&binding, None)?;
+        match multi.commit().await {
+            Ok(_) => return Ok(true),
+            // Gone with its lease meanwhile, or the cached nodes were wrong: read the binding.
+            Err(MultiWriteError::OperationFailed { source: zookeeper_client::Error::NoNode, .. }) => continue,
+            Err(MultiWriteError::OperationFailed { source, .. }) => return Err(source.into()),
+            Err(MultiWriteError::RequestFailed { source }) => return Err(source.into()),
+        }
+    }
+    Err(Error::Unavailable)
+}
+
+/// Records when a request that had to wait was granted, for Holders. Best effort: a request
+/// released meanwhile is left alone.
+///
+/// # Cancellation safety
+/// Each node is written independently; a cancelled call leaves some nodes without the time.
+pub async fn mark_acquired(client: &Client, nodes: &[String], node: &NodeRecord) {
+    let data = record::encode(node);
+    for result in join_all(nodes.iter().map(|path| client.set_data(path, &data, None))).await {
+        if let Err(err) = result
+            && err != zookeeper_client::Error::NoNode
+        {
+            tracing::debug!(error = %err, "could not record a lock's acquisition time");
+        }
+    }
+}
+
+/// The znodes the hold binding `binding` (of request `hold`) stands for, deleted with it.
+///
+/// # Cancellation safety
+/// Read-only: safe to cancel.
+pub async fn binding_targets(client: &Client, binding: &str, hold: &str) -> Result<Vec<String>> {
+    Ok(nodes_of_binding(client, binding, hold).await?.unwrap_or_default())
+}
+
+/// One holder of a key, as read from its node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HolderNode {
+    /// The node's record.
+    pub record: NodeRecord,
+    /// Whether it holds the key exclusively.
+    pub exclusive: bool,
+    /// The node's creation time, Unix epoch milliseconds.
+    pub created_unix_ms: i64,
+    /// The node's czxid: the fencing token.
+    pub token: u64,
+}
+
+/// Reads the holders of `key` named in `queue`; holders gone meanwhile are left out.
+///
+/// # Cancellation safety
+/// Read-only: safe to cancel.
+pub async fn read_holders(client: &Client, key: &Name, queue: &Queue) -> Result<Vec<HolderNode>> {
+    let dir = layout::lock(key);
+    let reads = queue.holders().iter().map(|n| {
+        let path = format!("{dir}/{}", n.node);
+        async move { (n.exclusive, client.get_data(&path).await) }
+    });
+    let mut holders = Vec::new();
+    for (exclusive, result) in join_all(reads).await {
+        match result {
+            Ok((data, stat)) => holders.push(HolderNode {
+                record: record::decode(&data)?,
+                exclusive,
+                created_unix_ms: stat.ctime,
+                token: stat.czxid as u64,
+            }),
+            Err(zookeeper_client::Error::NoNode) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(holders)
+}
