@@ -1,0 +1,162 @@
+//! Soft locks under failure, against real ZooKeeper: the holder's client killed, the holder's
+//! zkcoord instance killed, ZooKeeper members killed while requests wait.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use support::{
+    ZkcoordProcess,
+    lease::Keeper,
+    lock::{EXCLUSIVE, Locker},
+    owner::Owner,
+    zk::Ensemble,
+};
+use tonic::Code;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn signal(pid: u32, signal: &str) {
+    assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success());
+}
+
+/// (d) The holder's client is SIGKILLed: its keys go to the next waiter within ttl + 500 ms.
+#[tokio::test]
+async fn keys_of_a_killed_holder_go_to_the_next_waiter_within_ttl_plus_half_a_second() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("lock-kill")).await;
+    let channel = support::channel(instance.addr()).await;
+    let ttl = Duration::from_secs(1);
+    let owner = Owner::spawn(instance.addr(), ttl, ttl / 4).await;
+    // The owner process keeps the lease alive; the hold is made with its lease.
+    let holder = Locker::with_lease(&channel, (owner.id, owner.secret.clone()));
+    let held = holder.lock(&["batch-7", "batch-8"], EXCLUSIVE, 1000).await.unwrap();
+    let waiter = Locker::granted(&channel, "waiter", LONG).await;
+    let waiting = tokio::spawn({
+        let waiter = waiter.clone();
+        async move {
+            let got = waiter.lock(&["batch-8", "batch-7"], EXCLUSIVE, 0).await;
+            (got, Instant::now())
+        }
+    });
+    tokio::time::sleep(ttl * 2).await;
+    assert!(!waiting.is_finished(), "a live holder keeps its keys past one ttl");
+
+    owner.signal("-KILL");
+    let killed = Instant::now();
+    let (got, at) = tokio::time::timeout(ttl * 10, waiting).await.unwrap().unwrap();
+    let got = got.unwrap();
+    let after = at - killed;
+    eprintln!("ttl {ttl:?}: the waiter got the keys {after:?} after the holder was killed");
+    assert!(after <= ttl + Duration::from_millis(500), "the waiter got the keys {after:?} after the kill");
+    assert!(got.tokens.iter().all(|t| t.fencing_token > held.tokens[0].fencing_token));
+    drop(owner);
+    waiter.unlock(&got.handle).await.unwrap();
+    instance.shutdown().await;
+}
+
+/// (d) The holder's zkcoord instance is killed, but the client reattaches to another instance
+/// within ttl: it keeps its locks, and can unlock them there.
+#[tokio::test]
+async fn a_holder_that_reattaches_after_its_instance_died_keeps_its_locks() {
+    let zk = support::zk::shared();
+    let target = format!("{}{}", zk.hosts(), support::namespace("lock-instance-crash"));
+    let a = ZkcoordProcess::spawn(&target, &[]);
+    let b = ZkcoordProcess::spawn(&target, &[]);
+    support::wait_serving(a.addr).await;
+    support::wait_serving(b.addr).await;
+    let ttl = Duration::from_secs(3);
+    let keeper = Keeper::start(vec![a.addr, b.addr], ttl, Duration::from_millis(250), None).await;
+    let on_a = support::channel(a.addr).await;
+    let on_b = support::channel(b.addr).await;
+    let holder = Locker::with_lease(&on_a, (keeper.id, keeper.secret.clone()));
+    let held = holder.lock(&["flow-1", "flow-2"], EXCLUSIVE, 1000).await.unwrap();
+    let rival = Locker::granted(&on_b, "rival", LONG).await;
+    let waiting = tokio::spawn({
+        let rival = rival.clone();
+        async move { rival.lock(&["flow-2"], EXCLUSIVE, 0).await }
+    });
+
+    signal(a.pid(), "-KILL");
+    let killed = Instant::now();
+    support::eventually(ttl, "the client is confirmed on b within ttl", || async {
+        keeper.beats().iter().any(|beat| beat.confirmed && beat.endpoint == 1 && beat.sent > killed)
+    })
+    .await;
+    // Well past the lease's ttl and the dead instance's session: the locks are still held.
+    tokio::time::sleep(ttl * 2).await;
+    assert!(!waiting.is_finished(), "the rival acquired while the holder's lease lived");
+    let holders = rival.holders("flow-", true).await;
+    assert_eq!(holders.len(), 2);
+    for key in &holders {
+        assert_eq!(key.holders.len(), 1);
+        assert_eq!((key.holders[0].lease_id, key.holders[0].fencing_token), (keeper.id, held.tokens[0].fencing_token));
+    }
+    assert_eq!(holders[1].waiters, 1);
+    let tried = rival.try_lock(&["flow-1"], EXCLUSIVE).await.unwrap();
+    assert!(!tried.acquired);
+
+    // The holder unlocks through b; the rival gets the key.
+    let via_b = Locker::with_lease(&on_b, (keeper.id, keeper.secret.clone()));
+    via_b.unlock(&held.handle).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap().unwrap();
+    assert!(got.tokens[0].fencing_token > held.tokens[0].fencing_token);
+    let status = via_b.unlock(&held.handle).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    drop(keeper);
+}
+
+/// ZooKeeper members die while requests wait and hold: nothing is lost or granted twice, and
+/// the waiter is served once the holder unlocks.
+#[tokio::test]
+async fn waiting_requests_survive_the_loss_of_zookeeper_members() {
+    let mut ensemble = Ensemble::start(3);
+    let instance = support::start_zkcoord(&ensemble.hosts(), &support::namespace("lock-ensemble")).await;
+    let channel = support::channel(instance.addr()).await;
+    let keeper = Keeper::start(vec![instance.addr()], Duration::from_secs(10), Duration::from_millis(250), None).await;
+    let holder = Locker::with_lease(&channel, (keeper.id, keeper.secret.clone()));
+    let waiter_keeper =
+        Keeper::start(vec![instance.addr()], Duration::from_secs(10), Duration::from_millis(250), None).await;
+    let waiter = Locker::with_lease(&channel, (waiter_keeper.id, waiter_keeper.secret.clone()));
+    let held = holder.lock(&["shard-3"], EXCLUSIVE, 5000).await.unwrap();
+    let waiting = tokio::spawn({
+        let waiter = waiter.clone();
+        async move { waiter.lock(&["shard-3"], EXCLUSIVE, 0).await }
+    });
+    support::eventually(Duration::from_secs(10), "the waiter is queued", || async {
+        holder.holders("shard-3", false).await.first().is_some_and(|k| k.waiters == 1)
+    })
+    .await;
+
+    // A follower, then the leader, each brought back before the next goes.
+    for victim in [ensemble.follower(), ensemble.leader()] {
+        ensemble.members[victim].kill();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ensemble.members[victim].spawn();
+        ensemble.members[victim].wait_serving();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "the waiter acquired while the key was held");
+
+    let mut unlocked = false;
+    for _ in 0..100 {
+        match holder.unlock(&held.handle).await {
+            Ok(()) => {
+                unlocked = true;
+                break;
+            }
+            Err(status) if status.code() == Code::Unavailable => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(status) => panic!("unlock: {status:?}"),
+        }
+    }
+    assert!(unlocked, "unlock succeeded once ZooKeeper had a quorum again");
+    let got = tokio::time::timeout(Duration::from_secs(20), waiting).await.unwrap().unwrap().unwrap();
+    assert!(got.tokens[0].fencing_token > held.tokens[0].fencing_token);
+    waiter.unlock(&got.handle).await.unwrap();
+    instance.shutdown().await;
+}
