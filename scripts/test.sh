@@ -12,7 +12,7 @@ ensure_zookeeper
 ZKCOORD_TEST_PYTHON="$(ensure_python_venv)"
 export ZKCOORD_TEST_PYTHON
 
-cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked --doc
-cargo test --locked --all-targets
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo test --locked --workspace --doc
+cargo test --locked --workspace --all-targets
