@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError};
 
 use self::{
-    record::{CandidateRecord, DeposeReason, Deposition, ElectionRecord},
+    record::{CandidateRecord, DeposeReason, Deposition, ElectionRecord, Yielded},
     state::ElectionState,
     watch::{ElectionWatch, Registry},
 };
@@ -481,6 +481,7 @@ impl Elections {
             target: Some(next.id.clone()),
         });
         record.leader = None;
+        record.yielded = Some(Yielded { candidate_id: leader.candidate_id.clone(), lease_id: leader.lease_id });
         let (old_term, next_id) = (state.record.term, next.id.clone());
         match client.set_data(&layout::election(name), &record::encode(&record), Some(state.version)).await {
             Ok(_) => {}

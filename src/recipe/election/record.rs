@@ -59,6 +59,21 @@ pub struct ElectionRecord {
     /// A deposition waiting for the deposed leader to be told.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deposed: Option<Deposition>,
+    /// The last leader transferred away: it does not preempt its successor for as long as it
+    /// campaigns with the same lease, so that an operator's Transfer (a rolling upgrade) is not
+    /// undone at once by preemption. Campaigning again with a new lease (the upgraded process)
+    /// lifts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yielded: Option<Yielded>,
+}
+
+/// A candidacy (candidate id and lease) that yielded leadership through Transfer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Yielded {
+    /// Its candidate id.
+    pub candidate_id: String,
+    /// Its lease.
+    pub lease_id: i64,
 }
 
 /// `/elections/<name>/candidates/<id>`.
@@ -122,6 +137,7 @@ mod tests {
                 reason: DeposeReason::Transferred,
                 target: Some("b".into()),
             }),
+            yielded: Some(Yielded { candidate_id: "a".into(), lease_id: 2 }),
         };
         assert_eq!(decode::<ElectionRecord>(&encode(&election)).expect("decodes"), election);
     }

@@ -81,6 +81,15 @@ impl ElectionState {
         self.ordered().into_iter().find(|c| c.eligible() && Some(c.id.as_str()) != except)
     }
 
+    /// The best eligible candidate that may preempt: not the candidacy that yielded
+    /// leadership through Transfer (see [`ElectionRecord::yielded`]).
+    fn best_preempting(&self) -> Option<&CandidateView> {
+        let yielded = |c: &CandidateView| {
+            self.record.yielded.as_ref().is_some_and(|y| y.candidate_id == c.id && y.lease_id == c.record.lease_id)
+        };
+        self.ordered().into_iter().find(|c| c.eligible() && !yielded(c))
+    }
+
     /// The sitting leader's candidate, if it is still a candidate.
     pub fn leader(&self) -> Option<(&LeaderRecord, &CandidateView)> {
         let leader = self.record.leader.as_ref()?;
@@ -136,7 +145,7 @@ impl ElectionState {
                     });
                 }
                 if self.record.preempt
-                    && let Some(best) = self.best_eligible(None)
+                    && let Some(best) = self.best_preempting()
                     && best.id != candidate.id
                     && best.record.priority < candidate.record.priority
                 {
@@ -165,7 +174,7 @@ impl ElectionState {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{super::record::Yielded, *};
     use crate::recipe::health::HealthStatus;
 
     fn candidate(id: &str, priority: i32, czxid: i64, health: Option<HealthStatus>) -> CandidateView {
@@ -185,7 +194,7 @@ mod tests {
         });
         ElectionState {
             exists: true,
-            record: ElectionRecord { preempt, term: 1, leader, deposed: None },
+            record: ElectionRecord { preempt, term: 1, leader, deposed: None, yielded: None },
             candidates: candidates.into_iter().map(|c| (c.id.clone(), c)).collect(),
             generation: 1,
             ..Default::default()
@@ -228,6 +237,18 @@ mod tests {
         assert!(
             matches!(&decision, Decision::Depose(d) if d.reason == DeposeReason::Preempted && d.target.as_deref() == Some("a")),
             "{decision:?}"
+        );
+    }
+
+    #[test]
+    fn a_transferred_leader_does_not_preempt_back_until_it_campaigns_anew() {
+        let mut s = state(vec![candidate("a", 0, 2, OK), candidate("b", 1, 1, OK)], Some("b"), true);
+        s.record.yielded = Some(Yielded { candidate_id: "a".into(), lease_id: 2 });
+        assert_eq!(s.decide(|_| false), Decision::Nothing, "a handed over to b on purpose");
+        s.candidates.get_mut("a").expect("a").record.lease_id = 7;
+        assert!(
+            matches!(s.decide(|_| false), Decision::Depose(d) if d.reason == DeposeReason::Preempted),
+            "a campaigns with a new lease (restarted after its upgrade): it preempts again"
         );
     }
 
