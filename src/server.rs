@@ -23,6 +23,11 @@ use crate::{
 /// The largest request message accepted, in bytes (1,000 lock keys of 128 bytes fit easily).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// How often HTTP/2 keepalive pings probe idle client connections.
+/// The `grpc.health.v1` service name that is SERVING for as long as the process serves at all,
+/// whether or not ZooKeeper is reachable: for liveness probes (restarting zkcoord does not bring
+/// ZooKeeper back). Readiness probes use `""`, which follows the ZooKeeper session.
+pub const LIVENESS_SERVICE: &str = "zkcoord.liveness";
+
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a keepalive ping may stay unanswered before the connection is dropped.
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,6 +71,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
 
     let (reporter, health) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
+    reporter.set_service_status(LIVENESS_SERVICE, ServingStatus::Serving).await;
     let health_task = tokio::spawn(follow_session(session.clone(), reporter, shutdown.clone()));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -168,6 +174,7 @@ async fn follow_session(session: ZkSession, reporter: HealthReporter, shutdown: 
         }
     }
     set_health(&reporter, ServingStatus::NotServing).await;
+    reporter.set_service_status(LIVENESS_SERVICE, ServingStatus::NotServing).await;
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

@@ -28,6 +28,11 @@ async fn health_follows_zookeeper_being_killed_and_restarted() {
     })
     .await;
     assert_eq!(support::health(&channel, "zkcoord.v1.Lock").await, ServingStatus::NotServing);
+    assert_eq!(
+        support::health(&channel, zkcoord::server::LIVENESS_SERVICE).await,
+        ServingStatus::Serving,
+        "alive without ZooKeeper: a restart would not help"
+    );
 
     zk.server.spawn();
     zk.server.wait_serving();
@@ -47,6 +52,7 @@ async fn health_is_not_serving_until_zookeeper_is_reachable() {
         .expect("zkcoord starts without zookeeper");
     let channel = support::channel(instance.addr()).await;
     assert_eq!(support::health(&channel, "").await, ServingStatus::NotServing);
+    assert_eq!(support::health(&channel, zkcoord::server::LIVENESS_SERVICE).await, ServingStatus::Serving);
     instance.shutdown().await;
 }
 
