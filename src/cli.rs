@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// This instance's id [env: ZKCOORD_INSTANCE_ID] [default: hostname-pid-random]
     #[arg(long, value_name = "NAME")]
     pub instance_id: Option<String>,
+    /// Prometheus endpoint (GET /metrics), or off [env: ZKCOORD_METRICS_LISTEN] [default: off]
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 impl ServeArgs {
@@ -68,6 +71,7 @@ impl ServeArgs {
             log_format: self.log_format,
             shutdown_grace: self.shutdown_grace,
             instance_id: self.instance_id,
+            metrics_listen: self.metrics_listen,
         };
         (self.config, settings)
     }

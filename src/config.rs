@@ -51,6 +51,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// This instance's id, unique among the instances serving one namespace.
     pub instance_id: String,
+    /// Where the Prometheus endpoint (`GET /metrics`) listens; `None`: no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How to reach ZooKeeper and where zkcoord's state lives there.
@@ -91,6 +93,8 @@ pub struct RawSettings {
     pub shutdown_grace: Option<String>,
     /// Instance id (a name); generated when absent.
     pub instance_id: Option<String>,
+    /// Prometheus endpoint address, `ip:port`, or `off`.
+    pub metrics_listen: Option<String>,
 }
 
 /// Where a setting's value came from.
@@ -212,6 +216,18 @@ impl Config {
             None => generated_instance_id(),
         };
 
+        let (v, src) = setting("metrics_listen", flags.metrics_listen, file_settings.metrics_listen, "off");
+        let metrics_listen = match v.as_str() {
+            "off" | "" => None,
+            _ => Some(v.parse::<SocketAddr>().map_err(|_| {
+                fail(
+                    "metrics_listen",
+                    src,
+                    format!("{v:?} is not off or an address of the form ip:port, e.g. 0.0.0.0:9710"),
+                )
+            })?),
+        };
+
         Ok(Self {
             listen,
             zookeeper: ZkConfig { hosts, namespace, session_timeout },
@@ -219,6 +235,7 @@ impl Config {
             log_format,
             shutdown_grace,
             instance_id,
+            metrics_listen,
         })
     }
 }

@@ -12,6 +12,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     api::{Context, election::ElectionService, lease::LeaseService, lock::LockService},
     config::Config,
+    metrics::{self, Metrics, Sources, rpc_layer::RpcMetricsLayer},
     pb::{
         self,
         v1::{election_server::ElectionServer, lease_server::LeaseServer, lock_server::LockServer},
@@ -42,6 +43,7 @@ pub struct Instance {
     shutdown: CancellationToken,
     grace: Duration,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Binds `config.listen`, starts the ZooKeeper session and serves until [`Instance::shutdown`].
@@ -60,6 +62,24 @@ pub async fn start(config: Config) -> io::Result<Instance> {
     let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone());
     let leases = Leases::start(session.clone(), incarnation.clone(), shutdown.clone());
     let locks = Locks::new(session.clone(), incarnation, leases.clone(), shutdown.clone());
+    let metrics = Metrics::new();
+    let metrics_addr = match config.metrics_listen {
+        Some(metrics_listen) => {
+            let listener = TcpListener::bind(metrics_listen).await?;
+            let metrics_addr = listener.local_addr()?;
+            let sources = Sources {
+                session: session.clone(),
+                leases: leases.clone(),
+                elections: elections.clone(),
+                locks: locks.clone(),
+            };
+            tokio::spawn(metrics::endpoint::serve(listener, metrics.clone(), sources, shutdown.clone()));
+            tokio::spawn(metrics::zk_probe::run(session.clone(), metrics.clone(), shutdown.clone()));
+            tracing::info!(%metrics_addr, "metrics at /metrics");
+            Some(metrics_addr)
+        }
+        None => None,
+    };
     let ctx = Context {
         session: session.clone(),
         shutdown: shutdown.clone(),
@@ -90,6 +110,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .layer(RpcMetricsLayer::new(metrics))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -103,13 +124,27 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { stop.cancelled().await }),
     );
     tracing::info!(%addr, instance = %config.instance_id, namespace = %config.zookeeper.namespace, "zkcoord serving");
-    Ok(Instance { addr, session, leases, health: health_task, shutdown, grace: config.shutdown_grace, server })
+    Ok(Instance {
+        addr,
+        session,
+        leases,
+        health: health_task,
+        shutdown,
+        grace: config.shutdown_grace,
+        server,
+        metrics_addr,
+    })
 }
 
 impl Instance {
     /// The address the gRPC server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the Prometheus endpoint, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The instance's ZooKeeper session.

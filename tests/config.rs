@@ -39,6 +39,9 @@ fn bad_environment_value_exits_64_naming_the_variable() {
     let (code, stderr) = run(&["serve"], &[("ZKCOORD_ZOOKEEPER", "127.0.0.1:2181/../etc")]);
     assert_eq!(code, Some(EX_USAGE), "{stderr}");
     assert!(stderr.contains("`zookeeper`"), "{stderr}");
+    let (code, stderr) = run(&["serve"], &[("ZKCOORD_METRICS_LISTEN", "port 9710")]);
+    assert_eq!(code, Some(EX_USAGE), "{stderr}");
+    assert!(stderr.contains("`metrics_listen`") && stderr.contains("ZKCOORD_METRICS_LISTEN"), "{stderr}");
 }
 
 #[test]

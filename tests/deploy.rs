@@ -101,6 +101,12 @@ fn kubernetes_manifests_agree_with_each_other_and_with_zkcoord() {
     std::fs::write(&file, toml).unwrap();
     let config = Config::resolve(Default::default(), Some(file), |_| None).expect("zkcoord accepts the ConfigMap");
     assert_eq!(i64::from(config.listen.port()), port);
+    assert_eq!(
+        config.metrics_listen.map(|a| i64::from(a.port())),
+        at(container, "ports.1.containerPort").as_i64(),
+        "the metrics port is declared"
+    );
+    assert_eq!(at(deployment, "spec.template.metadata.annotations").as_hash().map(|a| a.len()), Some(3));
     assert!(
         Duration::from_secs(at(pod, "terminationGracePeriodSeconds").as_i64().unwrap() as u64) > config.shutdown_grace,
         "Kubernetes waits longer than zkcoord drains"

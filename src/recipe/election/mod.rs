@@ -214,6 +214,17 @@ pub(crate) struct Shared {
     registry: Registry,
 }
 
+/// What one instance knows of one election it follows (for metrics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectionSummary {
+    /// The election's name.
+    pub name: String,
+    /// Its candidates.
+    pub candidates: usize,
+    /// Whether it has a leader.
+    pub has_leader: bool,
+}
+
 /// The election recipe of one instance. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Elections {
@@ -273,6 +284,23 @@ impl Elections {
     /// The election recipe for the instance `me`.
     pub fn new(session: ZkSession, me: Incarnation, shutdown: CancellationToken) -> Self {
         Self { shared: Arc::new(Shared { session, me, shutdown, registry: Registry::default() }) }
+    }
+
+    /// The elections this instance follows now (because it serves a Campaign, Observe,
+    /// Leader, Candidates or Transfer call for them), from its cache: no ZooKeeper reads.
+    pub fn summaries(&self) -> Vec<ElectionSummary> {
+        let mut summaries: Vec<ElectionSummary> = self
+            .shared
+            .registry
+            .all()
+            .into_iter()
+            .map(|(name, watch)| {
+                let state = watch.state.borrow().clone();
+                ElectionSummary { name, candidates: state.candidates.len(), has_leader: state.leader().is_some() }
+            })
+            .collect();
+        summaries.sort_by(|a, b| a.name.cmp(&b.name));
+        summaries
     }
 
     /// Enters a candidacy, or takes back an existing one of the same lease, and returns its

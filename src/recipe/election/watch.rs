@@ -525,6 +525,11 @@ pub(super) struct Registry {
 }
 
 impl Registry {
+    /// The watches running now, by election name.
+    pub(super) fn all(&self) -> Vec<(String, Arc<ElectionWatch>)> {
+        lock(&self.watches).iter().filter_map(|(name, w)| Some((name.clone(), w.upgrade()?))).collect()
+    }
+
     /// The watch of election `name`, started on first use.
     pub(super) fn get(&self, shared: &Arc<Shared>, name: &Name) -> Arc<ElectionWatch> {
         let mut watches = lock(&self.watches);

@@ -230,6 +230,14 @@ impl Leases {
         super::lock(&self.inner.local).len()
     }
 
+    /// The number of leases attached to this instance and the longest time since one of them
+    /// had a heartbeat (zero when there are none).
+    pub fn local_stats(&self) -> (usize, Duration) {
+        let local = super::lock(&self.inner.local);
+        let lag = local.values().map(|l| l.since_heartbeat()).max().unwrap_or_default();
+        (local.len(), lag)
+    }
+
     /// Grants a lease attached to this instance, alive for `ttl` from now.
     ///
     /// # Errors

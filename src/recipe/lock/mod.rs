@@ -38,7 +38,10 @@ pub mod zkops;
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -135,6 +138,42 @@ pub(crate) struct Inner {
     leases: Leases,
     shutdown: CancellationToken,
     cache: Mutex<HoldCache>,
+    stats: Stats,
+}
+
+/// Counts of this instance's lock calls (for metrics).
+#[derive(Debug, Default)]
+struct Stats {
+    in_progress: AtomicU64,
+    acquired: AtomicU64,
+    released: AtomicU64,
+}
+
+/// What one instance's lock calls amount to (for metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockStats {
+    /// Lock and TryLock calls being served now (most of them waiting for their keys).
+    pub in_progress: u64,
+    /// Requests that acquired their keys through this instance, since it started.
+    pub acquired: u64,
+    /// Holds released through this instance (Unlock), since it started.
+    pub released: u64,
+}
+
+/// Counts a call as in progress until dropped.
+struct InProgress<'a>(&'a AtomicU64);
+
+impl<'a> InProgress<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Inner {
@@ -168,7 +207,9 @@ pub struct Locks {
 impl Locks {
     /// The lock recipe for the instance `me`.
     pub fn new(session: ZkSession, me: Incarnation, leases: Leases, shutdown: CancellationToken) -> Self {
-        Self { inner: Arc::new(Inner { session, me, leases, shutdown, cache: Mutex::default() }) }
+        Self {
+            inner: Arc::new(Inner { session, me, leases, shutdown, cache: Mutex::default(), stats: Stats::default() }),
+        }
     }
 
     /// Acquires every key of `request`, waiting up to `wait` (`None`: until cancelled or the
@@ -212,6 +253,7 @@ impl Locks {
 
     /// Runs one call in its own task; see [`acquire::run`].
     async fn run(&self, request: LockRequest, wait: Wait) -> Result<Outcome> {
+        let _in_progress = InProgress::new(&self.inner.stats.in_progress);
         let (owner, digest) = self.inner.leases.authenticate(request.lease_id, &request.secret).await?;
         let cancel = CancellationToken::new();
         let _cancel_on_drop = cancel.clone().drop_guard();
@@ -221,6 +263,7 @@ impl Locks {
         tokio::spawn(async move {
             let outcome = acquire::run(inner.clone(), request, owner, digest, wait, cancel).await;
             if let Ok(Outcome::Acquired(acquired, cached)) = &outcome {
+                inner.stats.acquired.fetch_add(1, Ordering::Relaxed);
                 inner.remember(&acquired.handle, cached.clone());
             }
             if let Err(Ok(Outcome::Acquired(acquired, cached))) = sender.send(outcome) {
@@ -257,7 +300,21 @@ impl Locks {
         let client = self.inner.session.client()?;
         let released = zkops::release(&client, lease_id, handle, nodes.as_deref()).await?;
         self.inner.forget(handle);
-        if released { Ok(()) } else { Err(Error::HandleNotFound) }
+        if !released {
+            return Err(Error::HandleNotFound);
+        }
+        self.inner.stats.released.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// What this instance's lock calls amount to so far.
+    pub fn stats(&self) -> LockStats {
+        let stats = &self.inner.stats;
+        LockStats {
+            in_progress: stats.in_progress.load(Ordering::Relaxed),
+            acquired: stats.acquired.load(Ordering::Relaxed),
+            released: stats.released.load(Ordering::Relaxed),
+        }
     }
 
     /// The holders and waiter counts of `key`, or of every key starting with `key` when

@@ -1,0 +1,269 @@
+//! Prometheus metrics: what the instance serves (RPCs by method and code, with latencies),
+//! what it holds (leases, elections followed, lock calls), and how its ZooKeeper session is
+//! doing (connected, round-trip time). Exposed as OpenMetrics text on `GET /metrics` at
+//! `metrics_listen` ([`endpoint`]).
+//!
+//! RPC figures are recorded by a tower layer ([`rpc_layer`]); ZooKeeper round trips by a probe
+//! ([`zk_probe`]); everything else is sampled from the recipes when scraped, from memory (a
+//! scrape never reads ZooKeeper).
+
+pub mod endpoint;
+pub mod rpc_layer;
+pub mod zk_probe;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use prost::Message;
+
+use crate::{
+    recipe::{election::Elections, lease::Leases, lock::Locks},
+    zk::ZkSession,
+};
+
+/// Label of RPC counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    method: String,
+    code: String,
+}
+
+/// Label of RPC latencies.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+/// Label of per-election figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ElectionLabels {
+    election: String,
+}
+
+type Seconds = Family<MethodLabels, Histogram, fn() -> Histogram>;
+
+/// Latency buckets: 0.25 ms to about 8 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// Where scrape-time figures come from.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    /// The instance's ZooKeeper session.
+    pub session: ZkSession,
+    /// Its lease recipe.
+    pub leases: Leases,
+    /// Its election recipe.
+    pub elections: Elections,
+    /// Its lock recipe.
+    pub locks: Locks,
+}
+
+/// The instance's metrics. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    known_methods: HashSet<String>,
+    rpc_requests: Family<RpcLabels, Counter>,
+    rpc_seconds: Seconds,
+    zk_connected: Gauge,
+    zk_rtt_seconds: Histogram,
+    leases: Gauge,
+    heartbeat_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    election_candidates: Family<ElectionLabels, Gauge>,
+    election_has_leader: Family<ElectionLabels, Gauge>,
+    lock_calls_in_progress: Gauge,
+    lock_acquired: Counter,
+    lock_released: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Empty metrics, registered under the `zkcoord_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("zkcoord");
+        let rpc_requests = Family::<RpcLabels, Counter>::default();
+        registry.register("rpc_requests", "gRPC calls by method and status code", rpc_requests.clone());
+        let rpc_seconds: Seconds = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "rpc_duration_seconds",
+            "Time to the response headers (the whole call for unary RPCs, until the stream opened for streams)",
+            rpc_seconds.clone(),
+        );
+        let zk_connected = Gauge::default();
+        registry.register("zookeeper_connected", "1 while the ZooKeeper session is connected", zk_connected.clone());
+        let zk_rtt_seconds = latency_histogram();
+        registry.register(
+            "zookeeper_rtt_seconds",
+            "Round trip of a ZooKeeper read, probed every 5 s",
+            zk_rtt_seconds.clone(),
+        );
+        let leases = Gauge::default();
+        registry.register("leases", "Leases attached to this instance (kept alive through it)", leases.clone());
+        let heartbeat_lag_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "heartbeat_lag_seconds",
+            "Longest time since a heartbeat among leases attached to this instance",
+            heartbeat_lag_seconds.clone(),
+        );
+        let election_candidates = Family::<ElectionLabels, Gauge>::default();
+        registry.register(
+            "election_candidates",
+            "Candidates per election this instance follows",
+            election_candidates.clone(),
+        );
+        let election_has_leader = Family::<ElectionLabels, Gauge>::default();
+        registry.register(
+            "election_has_leader",
+            "1 when an election this instance follows has a leader",
+            election_has_leader.clone(),
+        );
+        let lock_calls_in_progress = Gauge::default();
+        registry.register(
+            "lock_calls_in_progress",
+            "Lock and TryLock calls being served by this instance (mostly waiters)",
+            lock_calls_in_progress.clone(),
+        );
+        let lock_acquired = Counter::default();
+        registry.register("lock_acquired", "Lock requests granted through this instance", lock_acquired.clone());
+        let lock_released = Counter::default();
+        registry.register("lock_released", "Holds released through this instance (Unlock)", lock_released.clone());
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                known_methods: known_methods(),
+                rpc_requests,
+                rpc_seconds,
+                zk_connected,
+                zk_rtt_seconds,
+                leases,
+                heartbeat_lag_seconds,
+                election_candidates,
+                election_has_leader,
+                lock_calls_in_progress,
+                lock_acquired,
+                lock_released,
+            }),
+        }
+    }
+
+    /// Records one RPC. Paths that are not a method of a served service are counted as
+    /// `other`, so that clients cannot grow the label set without bound.
+    pub fn record_rpc(&self, path: &str, code: tonic::Code, elapsed: Duration) {
+        let method = if self.inner.known_methods.contains(path) { path } else { "other" };
+        let code = format!("{code:?}");
+        self.inner.rpc_requests.get_or_create(&RpcLabels { method: method.to_owned(), code }).inc();
+        self.inner
+            .rpc_seconds
+            .get_or_create(&MethodLabels { method: method.to_owned() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one ZooKeeper round trip.
+    pub fn record_zk_rtt(&self, elapsed: Duration) {
+        self.inner.zk_rtt_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Samples `sources` and encodes every metric as OpenMetrics text.
+    pub fn render(&self, sources: &Sources) -> String {
+        let inner = &self.inner;
+        inner.zk_connected.set(i64::from(sources.session.status().is_connected()));
+        let (leases, lag) = sources.leases.local_stats();
+        inner.leases.set(i64::try_from(leases).unwrap_or(i64::MAX));
+        inner.heartbeat_lag_seconds.set(lag.as_secs_f64());
+        inner.election_candidates.clear();
+        inner.election_has_leader.clear();
+        for election in sources.elections.summaries() {
+            let labels = ElectionLabels { election: election.name };
+            inner
+                .election_candidates
+                .get_or_create(&labels)
+                .set(i64::try_from(election.candidates).unwrap_or(i64::MAX));
+            inner.election_has_leader.get_or_create(&labels).set(i64::from(election.has_leader));
+        }
+        let locks = sources.locks.stats();
+        inner.lock_calls_in_progress.set(i64::try_from(locks.in_progress).unwrap_or(i64::MAX));
+        catch_up(&inner.lock_acquired, locks.acquired);
+        catch_up(&inner.lock_released, locks.released);
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &inner.registry);
+        text
+    }
+}
+
+/// Moves a counter up to `total` (a count kept elsewhere).
+fn catch_up(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+/// `/package.Service/Method` of every RPC zkcoord serves: its own services (from the
+/// descriptor set), health and reflection.
+fn known_methods() -> HashSet<String> {
+    let mut methods: HashSet<String> = [
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    for set in [crate::pb::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else { continue };
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.insert(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
+                }
+            }
+        }
+    }
+    methods
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_method_is_known_and_nothing_else() {
+        let methods = known_methods();
+        assert!(methods.contains("/zkcoord.v1.Lock/TryLock"));
+        assert!(methods.contains("/zkcoord.v1.Election/Campaign"));
+        assert!(methods.contains("/grpc.health.v1.Health/Check"));
+        assert!(!methods.contains("/zkcoord.v1.Lock/Steal"));
+    }
+
+    #[test]
+    fn unknown_paths_share_one_label() {
+        let metrics = Metrics::new();
+        for i in 0..100 {
+            metrics.record_rpc(&format!("/x.Y/Z{i}"), tonic::Code::Unimplemented, Duration::from_millis(1));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.inner.registry).expect("encode to a String");
+        assert!(text.contains(r#"zkcoord_rpc_requests_total{method="other",code="Unimplemented"} 100"#), "{text}");
+    }
+}
