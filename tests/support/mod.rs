@@ -48,6 +48,7 @@ pub fn test_config(hosts: &str, namespace: &str) -> Config {
         log_format: LogFormat::Text,
         shutdown_grace: Duration::from_secs(2),
         instance_id: format!("test-{}", namespace.trim_start_matches('/').replace('/', "-")),
+        metrics_listen: None,
     }
 }
 
