@@ -1,0 +1,210 @@
+//! The Python client package (`clients/python`, `zkcoord_client`) against real zkcoord
+//! instances and a real ZooKeeper: `clients/python/tests/client_checks.py` runs one scenario per
+//! test (leases with health checks, election, locks, failover between instances) and asserts
+//! the client's behaviour; this driver starts the instances, kills or shuts them down when the
+//! script asks (`cue <what>` on its stdout, answered with `done` on its stdin), and requires the
+//! script's success and final line.
+//!
+//! The Python interpreter is `$ZKCOORD_TEST_PYTHON`, or the venv `scripts/test.sh` creates in
+//! `target/pyvenv`. Without one these tests fail (they never silently pass).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines},
+    process::{Child, ChildStdin, ChildStdout, Command},
+    task::JoinHandle,
+    time::Instant,
+};
+
+use support::ZkcoordProcess;
+
+/// How long one script may run.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+/// The line the script prints last when every check passed.
+const PASSED: &str = "python client checks passed";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running `python <script> <args>`: stdout read line by line (and echoed), stderr collected.
+struct Script {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    stderr: JoinHandle<String>,
+    output: String,
+    deadline: Instant,
+}
+
+/// How a script ended.
+struct Ended {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Script {
+    fn spawn(script: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(support::python())
+            .arg(script)
+            .args(args)
+            .current_dir(repo())
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run python");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr_pipe.read_to_string(&mut text).await;
+            text
+        });
+        Self { child, stdin, stdout, stderr, output: String::new(), deadline: Instant::now() + SCRIPT_TIMEOUT }
+    }
+
+    /// Reads lines until the script asks for something (`cue <what>`: returns `what`) or
+    /// closes its stdout (returns `None`).
+    async fn next_cue(&mut self) -> Option<String> {
+        loop {
+            let line = tokio::time::timeout_at(self.deadline, self.stdout.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("the python script finishes within {SCRIPT_TIMEOUT:?}:\n{}", self.output))
+                .expect("read the script's stdout")?;
+            println!("python: {line}");
+            self.output.push_str(&line);
+            self.output.push('\n');
+            if let Some(what) = line.strip_prefix("cue ") {
+                return Some(what.to_owned());
+            }
+        }
+    }
+
+    /// Tells the script its cue was done.
+    async fn done(&mut self) {
+        self.stdin.write_all(b"done\n").await.expect("answer the script");
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// Waits for the end of the script (after its stdout closed).
+    async fn wait(mut self) -> Ended {
+        let status = tokio::time::timeout_at(self.deadline, self.child.wait())
+            .await
+            .expect("the python script exits")
+            .expect("wait for python");
+        let stderr = self.stderr.await.unwrap();
+        Ended { status, stdout: self.output, stderr }
+    }
+}
+
+/// An in-process instance with its own instance id (the script tells instances apart by it).
+async fn start_named(hosts: &str, ns: &str, name: &str) -> zkcoord::server::Instance {
+    let mut config = support::test_config(hosts, ns);
+    config.instance_id = format!("{}-{name}", config.instance_id);
+    let instance = zkcoord::server::start(config).await.expect("start zkcoord");
+    instance.session().wait_connected(Duration::from_secs(30)).await.expect("zkcoord connects to zookeeper");
+    instance
+}
+
+fn checks_script() -> PathBuf {
+    repo().join("clients/python/tests/client_checks.py")
+}
+
+/// Runs one scenario that needs no cues against two instances sharing a namespace.
+async fn run_scenario(scenario: &str) {
+    let zk = support::zk::shared();
+    let ns = support::namespace(&format!("pyclient-{scenario}"));
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let b = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let endpoints = format!("{},{}", a.addr(), b.addr());
+    let mut script = Script::spawn(&checks_script(), &["--endpoints", &endpoints, "--scenario", scenario]);
+    if let Some(cue) = script.next_cue().await {
+        panic!("unexpected cue {cue:?}");
+    }
+    let ended = script.wait().await;
+    assert_passed(&ended);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+fn assert_passed(ended: &Ended) {
+    assert!(ended.status.success(), "python client checks failed ({}):\n{}\n{}", ended.status, ended.stdout, ended.stderr);
+    assert_eq!(ended.stdout.lines().last(), Some(PASSED), "{}\n{}", ended.stdout, ended.stderr);
+}
+
+/// The committed stubs (`clients/python/zkcoord_client/_pb`) are what `generate.py` makes of
+/// `proto/` now.
+#[test]
+fn python_client_stubs_match_the_protos() {
+    let output = std::process::Command::new(support::python())
+        .arg(repo().join("clients/python/generate.py"))
+        .arg("--check")
+        .output()
+        .expect("run generate.py --check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stale python stubs:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("stubs up to date"), "{stdout}");
+}
+
+/// A lease kept alive past several ttls; health checks (passing, failing, raising, hanging)
+/// visible from another instance in TimeToLive; revoked, ended elsewhere, or expired after
+/// the keeper closed.
+#[tokio::test]
+async fn python_lease_keeper_keeps_leases_with_health() {
+    run_scenario("lease").await;
+}
+
+/// BecameLeader / LostLeadership through transfer, resign, health, stopped heartbeats (the
+/// leader stops within one ttl), preemption and a revoked lease, between Python candidates on
+/// two instances.
+#[tokio::test]
+async fn python_leader_elector_follows_leadership() {
+    run_scenario("election").await;
+}
+
+/// Exclusive locks exclude (try_lock blocked, lock timing out), unlock hands keys to waiters
+/// with greater tokens, shared locks share, holds end with the lease.
+#[tokio::test]
+async fn python_locks_exclude_share_and_unlock() {
+    run_scenario("lock").await;
+}
+
+/// The heartbeat and Campaign streams move to the next endpoint when their instance is killed
+/// (SIGKILL) and again when the next one shuts down gracefully; the lease and the leadership
+/// (same term) survive both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_fails_over_between_instances() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("pyclient-failover");
+    let first = ZkcoordProcess::spawn(&format!("{}{ns}", zk.hosts()), &[]);
+    support::wait_serving(first.addr).await;
+    let second = start_named(&zk.hosts(), &ns, "second").await;
+    let third = start_named(&zk.hosts(), &ns, "third").await;
+    let endpoints = format!("{},{},{}", first.addr, second.addr(), third.addr());
+    let mut script = Script::spawn(&checks_script(), &["--endpoints", &endpoints, "--scenario", "failover"]);
+
+    assert_eq!(script.next_cue().await.as_deref(), Some("kill-first"));
+    drop(first); // SIGKILL by PID, and reaped
+    script.done().await;
+    assert_eq!(script.next_cue().await.as_deref(), Some("shutdown-second"));
+    second.shutdown().await;
+    script.done().await;
+    assert_eq!(script.next_cue().await, None);
+    assert_passed(&script.wait().await);
+    third.shutdown().await;
+}
