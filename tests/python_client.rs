@@ -77,21 +77,42 @@ impl Script {
         Self { child, stdin, stdout, stderr, output: String::new(), deadline: Instant::now() + SCRIPT_TIMEOUT }
     }
 
+    /// The next line of the script's stdout (echoed and kept); `None` once it closed it.
+    async fn next_line(&mut self) -> Option<String> {
+        let line = tokio::time::timeout_at(self.deadline, self.stdout.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("the python script finishes within {SCRIPT_TIMEOUT:?}:\n{}", self.output))
+            .expect("read the script's stdout")?;
+        println!("python: {line}");
+        self.output.push_str(&line);
+        self.output.push('\n');
+        Some(line)
+    }
+
+    /// The next line, which must start with `prefix`; returns the rest.
+    async fn expect_line(&mut self, prefix: &str) -> String {
+        let line = self.next_line().await;
+        match line.as_deref().and_then(|l| l.strip_prefix(prefix)) {
+            Some(rest) => rest.to_owned(),
+            None => panic!("expected a line starting with {prefix:?}, got {line:?}; output so far:\n{}", self.output),
+        }
+    }
+
     /// Reads lines until the script asks for something (`cue <what>`: returns `what`) or
     /// closes its stdout (returns `None`).
     async fn next_cue(&mut self) -> Option<String> {
         loop {
-            let line = tokio::time::timeout_at(self.deadline, self.stdout.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("the python script finishes within {SCRIPT_TIMEOUT:?}:\n{}", self.output))
-                .expect("read the script's stdout")?;
-            println!("python: {line}");
-            self.output.push_str(&line);
-            self.output.push('\n');
-            if let Some(what) = line.strip_prefix("cue ") {
+            if let Some(what) = self.next_line().await?.strip_prefix("cue ") {
                 return Some(what.to_owned());
             }
         }
+    }
+
+    /// Sends SIGTERM to the script, by PID.
+    fn terminate(&self) {
+        let pid = self.child.id().expect("the script is running");
+        let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        assert!(status.success(), "kill -TERM {pid}");
     }
 
     /// Tells the script its cue was done.
@@ -142,7 +163,13 @@ async fn run_scenario(scenario: &str) {
 }
 
 fn assert_passed(ended: &Ended) {
-    assert!(ended.status.success(), "python client checks failed ({}):\n{}\n{}", ended.status, ended.stdout, ended.stderr);
+    assert!(
+        ended.status.success(),
+        "python client checks failed ({}):\n{}\n{}",
+        ended.status,
+        ended.stdout,
+        ended.stderr
+    );
     assert_eq!(ended.stdout.lines().last(), Some(PASSED), "{}\n{}", ended.stdout, ended.stderr);
 }
 
@@ -207,4 +234,92 @@ async fn python_client_fails_over_between_instances() {
     assert_eq!(script.next_cue().await, None);
     assert_passed(&script.wait().await);
     third.shutdown().await;
+}
+
+/// `examples/master-standby/python_node.py`, twice: the master (priority 0, preemption on)
+/// works alone with its token; on SIGTERM it resigns, revokes and says `bye`, and the standby
+/// takes over with a greater token; a restarted master preempts the standby. The work file
+/// shows one writer at a time, with tokens that never go back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_master_standby_nodes_hand_over() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("pyclient-nodes");
+    let a = start_named(&zk.hosts(), &ns, "a").await;
+    let b = start_named(&zk.hosts(), &ns, "b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work.log");
+    let node_script = repo().join("examples/master-standby/python_node.py");
+    let node = |id: &str, priority: &str, endpoints: String, preempt: bool| {
+        let mut args = vec!["--endpoints", &endpoints, "--election", "ledger", "--id", id, "--priority", priority];
+        args.extend(["--ttl-ms", "1000", "--work-file", work.to_str().unwrap()]);
+        if preempt {
+            args.push("--preempt");
+        }
+        Script::spawn(&node_script, &args)
+    };
+    let on_a = format!("{},{}", a.addr(), b.addr());
+    let on_b = format!("{},{}", b.addr(), a.addr());
+
+    let mut master = node("py-master", "0", on_a.clone(), true);
+    master.expect_line("ready ").await;
+    let first = elected(&mut master).await;
+    let mut standby = node("py-standby", "1", on_b, false);
+    standby.expect_line("ready ").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(work_lines(&work).len() >= 5, "the master works");
+
+    master.terminate();
+    assert_eq!(master.next_line().await.as_deref(), Some("bye"));
+    let ended = master.wait().await;
+    assert!(ended.status.success(), "{}\n{}", ended.stdout, ended.stderr);
+    let second = elected(&mut standby).await;
+    assert!(second.0 > first.0 && second.1 > first.1, "{first:?} then {second:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let mut master = node("py-master", "0", on_a, true);
+    master.expect_line("ready ").await;
+    assert_eq!(standby.next_line().await.as_deref(), Some("lost preempted"));
+    let third = elected(&mut master).await;
+    assert!(third.1 > second.1, "{second:?} then {third:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for node in [&master, &standby] {
+        node.terminate();
+    }
+    for node in [master, standby] {
+        let mut node = node;
+        assert_eq!(node.next_line().await.as_deref(), Some("bye"));
+        let ended = node.wait().await;
+        assert!(ended.status.success(), "{}\n{}", ended.stdout, ended.stderr);
+    }
+
+    // One writer per token, tokens never go back, each leader wrote with its own token.
+    let lines = work_lines(&work);
+    let writers: Vec<(u64, &str)> = lines.iter().map(|(token, id)| (*token, id.as_str())).collect();
+    assert!(writers.windows(2).all(|w| w[0].0 <= w[1].0), "tokens never go back: {writers:?}");
+    for (token, id) in [(first.1, "py-master"), (second.1, "py-standby"), (third.1, "py-master")] {
+        let n = writers.iter().filter(|w| w.0 == token).count();
+        assert!(n >= 5, "{id} worked with token {token}: {n} lines");
+        assert!(writers.iter().filter(|w| w.0 == token).all(|w| w.1 == id), "only {id} wrote with {token}");
+    }
+    assert_eq!(writers.len(), writers.iter().filter(|w| [first.1, second.1, third.1].contains(&w.0)).count());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Reads a node's `elected <term> <token>` line.
+async fn elected(node: &mut Script) -> (i64, u64) {
+    let rest = node.expect_line("elected ").await;
+    let (term, token) = rest.split_once(' ').expect("elected <term> <token>");
+    (term.parse().unwrap(), token.parse().unwrap())
+}
+
+/// The work file's lines as (token, id).
+fn work_lines(path: &Path) -> Vec<(u64, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let (token, id) = line.split_once(' ').unwrap_or_else(|| panic!("bad work line {line:?}"));
+            (token.parse().unwrap(), id.to_owned())
+        })
+        .collect()
 }
