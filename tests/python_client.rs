@@ -265,8 +265,7 @@ async fn python_master_standby_nodes_hand_over() {
     let first = elected(&mut master).await;
     let mut standby = node("py-standby", "1", on_b, false);
     standby.expect_line("ready ").await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(work_lines(&work).len() >= 5, "the master works");
+    until_worked(&work, first.1, 5).await;
 
     master.terminate();
     assert_eq!(master.next_line().await.as_deref(), Some("bye"));
@@ -274,14 +273,14 @@ async fn python_master_standby_nodes_hand_over() {
     assert!(ended.status.success(), "{}\n{}", ended.stdout, ended.stderr);
     let second = elected(&mut standby).await;
     assert!(second.0 > first.0 && second.1 > first.1, "{first:?} then {second:?}");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    until_worked(&work, second.1, 5).await;
 
     let mut master = node("py-master", "0", on_a, true);
     master.expect_line("ready ").await;
     assert_eq!(standby.next_line().await.as_deref(), Some("lost preempted"));
     let third = elected(&mut master).await;
     assert!(third.1 > second.1, "{second:?} then {third:?}");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    until_worked(&work, third.1, 5).await;
     for node in [&master, &standby] {
         node.terminate();
     }
@@ -311,6 +310,14 @@ async fn elected(node: &mut Script) -> (i64, u64) {
     let rest = node.expect_line("elected ").await;
     let (term, token) = rest.split_once(' ').expect("elected <term> <token>");
     (term.parse().unwrap(), token.parse().unwrap())
+}
+
+/// Waits until the work file has `n` lines with `token`.
+async fn until_worked(work: &Path, token: u64, n: usize) {
+    support::eventually(Duration::from_secs(15), &format!("{n} units of work with token {token}"), || async {
+        work_lines(work).iter().filter(|(t, _)| *t == token).count() >= n
+    })
+    .await;
 }
 
 /// The work file's lines as (token, id).

@@ -289,23 +289,20 @@ class LeaderElector:
             return
         at = self._client.current()
         while not self._stop.is_set():
-            status = self._lease.status()
-            if status.state == LOST:
-                self._lose("lease-lost")
+            status = self._apply_lease()
+            if status is None:
                 return
-            confirmed = status.confirmed_now()
-            if self._elected is not None:
-                if confirmed:
-                    self._lead(self._elected)
-                else:
-                    self._lose("lease-unconfirmed")
             # Wake up when the confirmation runs out, if nothing else happens first.
+            confirmed = status.confirmed_now()
             wait = (status.until - time.monotonic() + 0.001) if confirmed else 1.0
             try:
                 item = self._inbox.get(timeout=max(0.0, wait))
             except queue.Empty:
                 continue
             if item[0] == "stop":
+                return
+            # A confirmation that ran out while this thread waited is reported first.
+            if self._apply_lease() is None:
                 return
             if item[0] == "lease" or item[0] != self._generation:
                 continue
@@ -324,6 +321,20 @@ class LeaderElector:
             if self._stop.wait(0.1):
                 return
             self._open(at)
+
+    def _apply_lease(self) -> Optional[LeaseStatus]:
+        """Applies the lease's status to what the Campaign stream said; None once the lease
+        is lost."""
+        status = self._lease.status()
+        if status.state == LOST:
+            self._lose("lease-lost")
+            return None
+        if self._elected is not None:
+            if status.confirmed_now():
+                self._lead(self._elected)
+            else:
+                self._lose("lease-unconfirmed")
+        return status
 
     def _on_status(self, status: election_pb2.CampaignResponse) -> Optional[str]:
         """Applies one Campaign status; _OVER when the candidacy has ended."""
