@@ -6,7 +6,8 @@
 Needs grpcio-tools (tests/python/requirements.txt pins the version the committed stubs were
 made with); the package itself needs only grpcio and protobuf at run time.
 
-protoc writes `from zkcoord.v1 import common_pb2`; the stubs live in the package
+The stubs carry no comments from proto/ (the .proto files are the documentation), so they
+change only when the API does. protoc writes `from zkcoord.v1 import common_pb2`; the stubs live in the package
 `zkcoord_client._pb` instead, so those imports are rewritten to point there.
 """
 
@@ -33,9 +34,15 @@ def generate() -> dict[str, str]:
     from grpc_tools import protoc
 
     well_known = pathlib.Path(protoc.__file__).parent / "_proto"
+    protos = [f"zkcoord/v1/{name}.proto" for name in PROTOS]
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["protoc", f"-I{PROTO_DIR}", f"-I{well_known}", f"--python_out={tmp}", f"--grpc_python_out={tmp}"]
-        if protoc.main(args + [f"zkcoord/v1/{name}.proto" for name in PROTOS]) != 0:
+        # Compiled in two steps, through a descriptor set without source info, so that the
+        # stubs depend on the API alone: editing a comment in proto/ leaves them as they are.
+        descriptors = f"{tmp}/descriptors.pb"
+        if protoc.main(["protoc", f"-I{PROTO_DIR}", f"-I{well_known}", f"--descriptor_set_out={descriptors}"] + protos):
+            raise SystemExit("grpcio-tools could not compile proto/")
+        args = ["protoc", f"--descriptor_set_in={descriptors}", f"--python_out={tmp}", f"--grpc_python_out={tmp}"]
+        if protoc.main(args + protos) != 0:
             raise SystemExit("grpcio-tools could not compile proto/")
         files = {"__init__.py": INIT}
         for path in sorted((pathlib.Path(tmp) / "zkcoord" / "v1").glob("*.py")):

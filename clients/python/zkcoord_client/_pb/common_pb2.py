@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17zkcoord/v1/common.proto\x12\nzkcoord.v1\"V\n\x0bHealthCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.zkcoord.v1.HealthStatus\x12\x0f\n\x07message\x18\x03 \x01(\t\"[\n\x06Health\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.zkcoord.v1.HealthStatus\x12\'\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x17.zkcoord.v1.HealthCheck\"&\n\x08LeaseRef\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0e\n\x06secret\x18\x02 \x01(\t*\x83\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_SERVING\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1d\n\x19HEALTH_STATUS_NOT_SERVING\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17zkcoord/v1/common.proto\x12\nzkcoord.v1\"m\n\x0bHealthCheck\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32\x18.zkcoord.v1.HealthStatusR\x06status\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\"k\n\x06Health\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32\x18.zkcoord.v1.HealthStatusR\x06status\x12/\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x17.zkcoord.v1.HealthCheckR\x06\x63hecks\"2\n\x08LeaseRef\x12\x0e\n\x02id\x18\x01 \x01(\x03R\x02id\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret*\x83\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_SERVING\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1d\n\x19HEALTH_STATUS_NOT_SERVING\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zkcoord.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HEALTHSTATUS']._serialized_start=261
-  _globals['_HEALTHSTATUS']._serialized_end=392
+  _globals['_HEALTHSTATUS']._serialized_start=312
+  _globals['_HEALTHSTATUS']._serialized_end=443
   _globals['_HEALTHCHECK']._serialized_start=39
-  _globals['_HEALTHCHECK']._serialized_end=125
-  _globals['_HEALTH']._serialized_start=127
-  _globals['_HEALTH']._serialized_end=218
-  _globals['_LEASEREF']._serialized_start=220
-  _globals['_LEASEREF']._serialized_end=258
+  _globals['_HEALTHCHECK']._serialized_end=148
+  _globals['_HEALTH']._serialized_start=150
+  _globals['_HEALTH']._serialized_end=257
+  _globals['_LEASEREF']._serialized_start=259
+  _globals['_LEASEREF']._serialized_end=309
 # @@protoc_insertion_point(module_scope)

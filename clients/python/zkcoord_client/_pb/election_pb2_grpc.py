@@ -27,8 +27,7 @@ if _version_not_supported:
 
 
 class ElectionStub:
-    """Election runs named elections.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
         """Constructor.
@@ -74,60 +73,46 @@ class ElectionStub:
 
 
 class ElectionServicer:
-    """Election runs named elections.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def Campaign(self, request, context):
-        """Campaign enters a candidacy (or takes back an existing one with the same lease and
-        candidate id) and streams the candidacy's own status: QUEUED, ELECTED, UNCONFIRMED,
-        DEPOSED. The stream ends after DEPOSED when the candidacy itself has ended (resigned, lease
-        expired); closing the stream does not end the candidacy.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Proclaim(self, request, context):
-        """Proclaim changes the leader's value. Only the leader of the given term may do it.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Leader(self, request, context):
-        """Leader returns the current leader, if any.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Observe(self, request, context):
-        """Observe streams the election's leadership: the current state first, then every change
-        (including "no leader"), in order.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Resign(self, request, context):
-        """Resign withdraws a candidacy. When it was the leader, the next eligible candidate is
-        elected.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Transfer(self, request, context):
-        """Transfer hands leadership over gracefully: the current leader is told
-        DEPOSED(TRANSFERRED) before the target is told ELECTED.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Candidates(self, request, context):
-        """Candidates lists all candidates in election order.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -179,8 +164,7 @@ def add_ElectionServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Election:
-    """Election runs named elections.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     @staticmethod
     def Campaign(request,

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from zkcoord_client._pb import common_pb2 as zkcoord_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16zkcoord/v1/lease.proto\x12\nzkcoord.v1\x1a\x17zkcoord/v1/common.proto\"\xbc\x01\n\x0cGrantRequest\x12\x0e\n\x06ttl_ms\x18\x01 \x01(\x03\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x38\n\x08metadata\x18\x03 \x03(\x0b\x32&.zkcoord.v1.GrantRequest.MetadataEntry\x12\"\n\x06health\x18\x04 \x01(\x0b\x32\x12.zkcoord.v1.Health\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"S\n\rGrantResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x03 \x01(\x03\x12\x10\n\x08instance\x18\x04 \x01(\t\"[\n\x10KeepAliveRequest\x12#\n\x05lease\x18\x01 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRef\x12\"\n\x06health\x18\x02 \x01(\x0b\x32\x12.zkcoord.v1.Health\"Z\n\x11KeepAliveResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x0e\n\x06ttl_ms\x18\x02 \x01(\x03\x12\x11\n\tconfirmed\x18\x03 \x01(\x08\x12\x10\n\x08instance\x18\x04 \x01(\t\"4\n\rRevokeRequest\x12#\n\x05lease\x18\x01 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRef\"\x10\n\x0eRevokeResponse\"%\n\x11TimeToLiveRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\"a\n\x12TimeToLiveResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.zkcoord.v1.LeaseInfo\x12%\n\x08\x62indings\x18\x02 \x03(\x0b\x32\x13.zkcoord.v1.Binding\"\r\n\x0bListRequest\"5\n\x0cListResponse\x12%\n\x06leases\x18\x01 \x03(\x0b\x32\x15.zkcoord.v1.LeaseInfo\"\xb1\x02\n\tLeaseInfo\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x35\n\x08metadata\x18\x03 \x03(\x0b\x32#.zkcoord.v1.LeaseInfo.MetadataEntry\x12\x16\n\x0egranted_ttl_ms\x18\x04 \x01(\x03\x12\x18\n\x10remaining_ttl_ms\x18\x05 \x01(\x03\x12\"\n\x06health\x18\x06 \x01(\x0b\x32\x12.zkcoord.v1.Health\x12\x1a\n\x12since_heartbeat_ms\x18\x07 \x01(\x03\x12\x10\n\x08instance\x18\x08 \x01(\t\x12\x17\n\x0fgranted_unix_ms\x18\t \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8c\x01\n\x07\x42inding\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.zkcoord.v1.Binding.Kind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"?\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eKIND_CANDIDACY\x10\x01\x12\r\n\tKIND_LOCK\x10\x02\x32\xdc\x02\n\x05Lease\x12<\n\x05Grant\x12\x18.zkcoord.v1.GrantRequest\x1a\x19.zkcoord.v1.GrantResponse\x12L\n\tKeepAlive\x12\x1c.zkcoord.v1.KeepAliveRequest\x1a\x1d.zkcoord.v1.KeepAliveResponse(\x01\x30\x01\x12?\n\x06Revoke\x12\x19.zkcoord.v1.RevokeRequest\x1a\x1a.zkcoord.v1.RevokeResponse\x12K\n\nTimeToLive\x12\x1d.zkcoord.v1.TimeToLiveRequest\x1a\x1e.zkcoord.v1.TimeToLiveResponse\x12\x39\n\x04List\x12\x17.zkcoord.v1.ListRequest\x1a\x18.zkcoord.v1.ListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16zkcoord/v1/lease.proto\x12\nzkcoord.v1\x1a\x17zkcoord/v1/common.proto\"\xe8\x01\n\x0cGrantRequest\x12\x15\n\x06ttl_ms\x18\x01 \x01(\x03R\x05ttlMs\x12\x14\n\x05owner\x18\x02 \x01(\tR\x05owner\x12\x42\n\x08metadata\x18\x03 \x03(\x0b\x32&.zkcoord.v1.GrantRequest.MetadataEntryR\x08metadata\x12*\n\x06health\x18\x04 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"u\n\rGrantResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\x12\x15\n\x06ttl_ms\x18\x03 \x01(\x03R\x05ttlMs\x12\x1a\n\x08instance\x18\x04 \x01(\tR\x08instance\"j\n\x10KeepAliveRequest\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\x12*\n\x06health\x18\x02 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\"\x7f\n\x11KeepAliveResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x15\n\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12\x1c\n\tconfirmed\x18\x03 \x01(\x08R\tconfirmed\x12\x1a\n\x08instance\x18\x04 \x01(\tR\x08instance\";\n\rRevokeRequest\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\"\x10\n\x0eRevokeResponse\".\n\x11TimeToLiveRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\"r\n\x12TimeToLiveResponse\x12+\n\x05lease\x18\x01 \x01(\x0b\x32\x15.zkcoord.v1.LeaseInfoR\x05lease\x12/\n\x08\x62indings\x18\x02 \x03(\x0b\x32\x13.zkcoord.v1.BindingR\x08\x62indings\"\r\n\x0bListRequest\"=\n\x0cListResponse\x12-\n\x06leases\x18\x01 \x03(\x0b\x32\x15.zkcoord.v1.LeaseInfoR\x06leases\"\xa8\x03\n\tLeaseInfo\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x14\n\x05owner\x18\x02 \x01(\tR\x05owner\x12?\n\x08metadata\x18\x03 \x03(\x0b\x32#.zkcoord.v1.LeaseInfo.MetadataEntryR\x08metadata\x12$\n\x0egranted_ttl_ms\x18\x04 \x01(\x03R\x0cgrantedTtlMs\x12(\n\x10remaining_ttl_ms\x18\x05 \x01(\x03R\x0eremainingTtlMs\x12*\n\x06health\x18\x06 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x12,\n\x12since_heartbeat_ms\x18\x07 \x01(\x03R\x10sinceHeartbeatMs\x12\x1a\n\x08instance\x18\x08 \x01(\tR\x08instance\x12&\n\x0fgranted_unix_ms\x18\t \x01(\x03R\rgrantedUnixMs\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x9c\x01\n\x07\x42inding\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x18.zkcoord.v1.Binding.KindR\x04kind\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n\x02id\x18\x03 \x01(\tR\x02id\"?\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eKIND_CANDIDACY\x10\x01\x12\r\n\tKIND_LOCK\x10\x02\x32\xdc\x02\n\x05Lease\x12<\n\x05Grant\x12\x18.zkcoord.v1.GrantRequest\x1a\x19.zkcoord.v1.GrantResponse\x12L\n\tKeepAlive\x12\x1c.zkcoord.v1.KeepAliveRequest\x1a\x1d.zkcoord.v1.KeepAliveResponse(\x01\x30\x01\x12?\n\x06Revoke\x12\x19.zkcoord.v1.RevokeRequest\x1a\x1a.zkcoord.v1.RevokeResponse\x12K\n\nTimeToLive\x12\x1d.zkcoord.v1.TimeToLiveRequest\x1a\x1e.zkcoord.v1.TimeToLiveResponse\x12\x39\n\x04List\x12\x17.zkcoord.v1.ListRequest\x1a\x18.zkcoord.v1.ListResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,35 +38,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEASEINFO_METADATAENTRY']._loaded_options = None
   _globals['_LEASEINFO_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_GRANTREQUEST']._serialized_start=64
-  _globals['_GRANTREQUEST']._serialized_end=252
-  _globals['_GRANTREQUEST_METADATAENTRY']._serialized_start=205
-  _globals['_GRANTREQUEST_METADATAENTRY']._serialized_end=252
-  _globals['_GRANTRESPONSE']._serialized_start=254
-  _globals['_GRANTRESPONSE']._serialized_end=337
-  _globals['_KEEPALIVEREQUEST']._serialized_start=339
-  _globals['_KEEPALIVEREQUEST']._serialized_end=430
-  _globals['_KEEPALIVERESPONSE']._serialized_start=432
-  _globals['_KEEPALIVERESPONSE']._serialized_end=522
-  _globals['_REVOKEREQUEST']._serialized_start=524
-  _globals['_REVOKEREQUEST']._serialized_end=576
-  _globals['_REVOKERESPONSE']._serialized_start=578
-  _globals['_REVOKERESPONSE']._serialized_end=594
-  _globals['_TIMETOLIVEREQUEST']._serialized_start=596
-  _globals['_TIMETOLIVEREQUEST']._serialized_end=633
-  _globals['_TIMETOLIVERESPONSE']._serialized_start=635
-  _globals['_TIMETOLIVERESPONSE']._serialized_end=732
-  _globals['_LISTREQUEST']._serialized_start=734
-  _globals['_LISTREQUEST']._serialized_end=747
-  _globals['_LISTRESPONSE']._serialized_start=749
-  _globals['_LISTRESPONSE']._serialized_end=802
-  _globals['_LEASEINFO']._serialized_start=805
-  _globals['_LEASEINFO']._serialized_end=1110
-  _globals['_LEASEINFO_METADATAENTRY']._serialized_start=205
-  _globals['_LEASEINFO_METADATAENTRY']._serialized_end=252
-  _globals['_BINDING']._serialized_start=1113
-  _globals['_BINDING']._serialized_end=1253
-  _globals['_BINDING_KIND']._serialized_start=1190
-  _globals['_BINDING_KIND']._serialized_end=1253
-  _globals['_LEASE']._serialized_start=1256
-  _globals['_LEASE']._serialized_end=1604
+  _globals['_GRANTREQUEST']._serialized_end=296
+  _globals['_GRANTREQUEST_METADATAENTRY']._serialized_start=237
+  _globals['_GRANTREQUEST_METADATAENTRY']._serialized_end=296
+  _globals['_GRANTRESPONSE']._serialized_start=298
+  _globals['_GRANTRESPONSE']._serialized_end=415
+  _globals['_KEEPALIVEREQUEST']._serialized_start=417
+  _globals['_KEEPALIVEREQUEST']._serialized_end=523
+  _globals['_KEEPALIVERESPONSE']._serialized_start=525
+  _globals['_KEEPALIVERESPONSE']._serialized_end=652
+  _globals['_REVOKEREQUEST']._serialized_start=654
+  _globals['_REVOKEREQUEST']._serialized_end=713
+  _globals['_REVOKERESPONSE']._serialized_start=715
+  _globals['_REVOKERESPONSE']._serialized_end=731
+  _globals['_TIMETOLIVEREQUEST']._serialized_start=733
+  _globals['_TIMETOLIVEREQUEST']._serialized_end=779
+  _globals['_TIMETOLIVERESPONSE']._serialized_start=781
+  _globals['_TIMETOLIVERESPONSE']._serialized_end=895
+  _globals['_LISTREQUEST']._serialized_start=897
+  _globals['_LISTREQUEST']._serialized_end=910
+  _globals['_LISTRESPONSE']._serialized_start=912
+  _globals['_LISTRESPONSE']._serialized_end=973
+  _globals['_LEASEINFO']._serialized_start=976
+  _globals['_LEASEINFO']._serialized_end=1400
+  _globals['_LEASEINFO_METADATAENTRY']._serialized_start=237
+  _globals['_LEASEINFO_METADATAENTRY']._serialized_end=296
+  _globals['_BINDING']._serialized_start=1403
+  _globals['_BINDING']._serialized_end=1559
+  _globals['_BINDING_KIND']._serialized_start=1496
+  _globals['_BINDING_KIND']._serialized_end=1559
+  _globals['_LEASE']._serialized_start=1562
+  _globals['_LEASE']._serialized_end=1910
 # @@protoc_insertion_point(module_scope)

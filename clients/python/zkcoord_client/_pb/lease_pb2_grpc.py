@@ -27,8 +27,7 @@ if _version_not_supported:
 
 
 class LeaseStub:
-    """Lease grants, keeps alive, revokes and lists leases.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
         """Constructor.
@@ -64,47 +63,34 @@ class LeaseStub:
 
 
 class LeaseServicer:
-    """Lease grants, keeps alive, revokes and lists leases.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def Grant(self, request, context):
-        """Grant creates a lease. The lease starts alive and ends unless it is kept alive within
-        `ttl_ms`. The response carries the lease secret, which every later call that acts on the
-        lease must present.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def KeepAlive(self, request_iterator, context):
-        """KeepAlive is a bidirectional stream of heartbeats for one lease: the first request names
-        the lease (id and secret), every request is a heartbeat carrying the owner's health, and
-        every heartbeat is answered with the remaining ttl and whether zkcoord could confirm it.
-        A client may move its stream to another zkcoord instance at any time. When the lease has
-        ended (expired or revoked) the stream ends with NOT_FOUND.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Revoke(self, request, context):
-        """Revoke ends a lease at once and releases everything bound to it.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TimeToLive(self, request, context):
-        """TimeToLive describes one live lease: remaining and granted ttl, owner, metadata, health
-        and what is bound to it. It needs no secret and never returns one.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """List describes every live lease.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -146,8 +132,7 @@ def add_LeaseServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Lease:
-    """Lease grants, keeps alive, revokes and lists leases.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     @staticmethod
     def Grant(request,

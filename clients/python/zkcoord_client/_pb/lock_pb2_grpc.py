@@ -27,8 +27,7 @@ if _version_not_supported:
 
 
 class LockStub:
-    """Lock acquires, releases and lists soft locks.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
         """Constructor.
@@ -59,36 +58,28 @@ class LockStub:
 
 
 class LockServicer:
-    """Lock acquires, releases and lists soft locks.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def Lock(self, request, context):
-        """Lock acquires all `keys` (waiting up to `wait_timeout_ms`) and returns a handle and a
-        fencing token per key. On timeout (DEADLINE_EXCEEDED), cancellation or error nothing is
-        held and no waiter is left behind.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TryLock(self, request, context):
-        """TryLock acquires all `keys` without waiting, or acquires none and names the holders that
-        blocked it.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Unlock(self, request, context):
-        """Unlock releases a hold; the next waiters of each key are served.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Holders(self, request, context):
-        """Holders lists the holders and waiter counts of one key or of every key with a prefix.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -125,8 +116,7 @@ def add_LockServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Lock:
-    """Lock acquires, releases and lists soft locks.
-    """
+    """Missing associated documentation comment in .proto file."""
 
     @staticmethod
     def Lock(request,
