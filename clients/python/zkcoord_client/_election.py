@@ -35,7 +35,8 @@ class LostLeadership:
     * "lease-unconfirmed": the lease is not confirmed any more (heartbeats unanswered past its
       ttl, or its stream is moving);
     * "lease-lost": the lease has ended;
-    * "stream-broken": the Campaign stream broke; the elector campaigns again elsewhere.
+    * "stream-broken": the Campaign stream broke; the elector campaigns again elsewhere;
+    * "closed": `LeaderElector.close()` stopped following the election.
     """
 
     reason: str
@@ -189,9 +190,10 @@ class LeaderElector:
         return response.leader
 
     def close(self) -> None:
-        """Stops following the election (the candidacy lives on with the lease)."""
+        """Stops following the election (the candidacy lives on with the lease); a leader
+        stops leading (LostLeadership("closed"))."""
         self._stop_following()
-        self._lose("stream-broken")
+        self._lose("closed")
         self._finish()
 
     def __enter__(self) -> "LeaderElector":
