@@ -1,0 +1,407 @@
+"""Checks of the zkcoord_client package against running zkcoord instances (and ZooKeeper).
+
+Run by tests/python_client.rs:
+    python clients/python/tests/client_checks.py --endpoints HOST:PORT,HOST:PORT --scenario lease
+
+Scenarios: lease, election, lock (two instances or more), failover (three instances: the
+first a process the driver kills on the cue `cue kill-first`, the second one it shuts down
+gracefully on `cue shutdown-second`; the driver answers each cue with a line `done` on stdin).
+
+Prints `ok <scenario>` per scenario and `python client checks passed` at the end; any failed
+check raises (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import threading
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import grpc  # noqa: E402
+
+from zkcoord_client import (  # noqa: E402
+    EXCLUSIVE,
+    LOST,
+    SHARED,
+    BecameLeader,
+    Client,
+    LeaderElector,
+    LeaseKeeper,
+    LockBusy,
+    LostLeadership,
+    ZkcoordError,
+    common_pb2,
+    lease_pb2,
+    lock,
+    lock_pb2,
+    try_lock,
+)
+
+TTL_MS = 1000
+SERVING = common_pb2.HEALTH_STATUS_SERVING
+NOT_SERVING = common_pb2.HEALTH_STATUS_NOT_SERVING
+
+
+def check(condition: object, *what: object) -> None:
+    """Raises AssertionError (even under python -O) when condition is false."""
+    if not condition:
+        raise AssertionError(" ".join(str(w) for w in what) or "check failed")
+
+
+def eventually(probe, what: str, timeout: float = 5.0):
+    """Polls probe() every 20 ms until it returns something truthy, which it returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        check(time.monotonic() < deadline, f"timed out after {timeout} s waiting until {what}")
+        time.sleep(0.02)
+
+
+def expect_error(call, code: grpc.StatusCode) -> ZkcoordError:
+    try:
+        call()
+    except ZkcoordError as error:
+        check(error.code == code, f"expected {code.name}, got", error)
+        return error
+    raise AssertionError(f"expected {code.name}, the call succeeded")
+
+
+def expect_event(elector: LeaderElector, kind, reason: str = None, timeout: float = 5.0):
+    event = elector.next_event(timeout)
+    check(isinstance(event, kind), f"{elector.candidate_id}: expected {kind.__name__}, got {event!r}")
+    if reason is not None:
+        check(event.reason == reason, f"{elector.candidate_id}: expected reason {reason}, got {event!r}")
+    print(f"  {elector.candidate_id}: {event}", flush=True)
+    return event
+
+
+def no_event(elector: LeaderElector, within: float) -> None:
+    event = elector.next_event(within)
+    check(event is None, f"{elector.candidate_id}: unexpected {event!r}")
+
+
+def lease_info(client: Client, lease_id: int):
+    return client.time_to_live(lease_id).lease
+
+
+def check_health(client: Client, lease_id: int, status: int, checks: dict) -> bool:
+    """Whether TimeToLive shows `status` and the checks {name: (status, message)}."""
+    health = lease_info(client, lease_id).health
+    seen = {c.name: (c.status, c.message) for c in health.checks}
+    return health.status == status and seen == checks
+
+
+def cue(what: str) -> None:
+    """Asks the driver to do `what` and waits until it says it is done."""
+    print(f"cue {what}", flush=True)
+    answer = sys.stdin.readline().strip()
+    check(answer == "done", f"driver answered {answer!r} to {what}")
+
+
+def scenario_lease(endpoints: list) -> None:
+    client = Client(endpoints)
+    other = Client(list(reversed(endpoints)))  # reads through another instance
+    database = {"ok": True, "hang": False}
+
+    def database_check():
+        if database["hang"]:
+            time.sleep(2)
+        return None if database["ok"] else "connection refused"
+
+    def bus_check():
+        if database.get("bus_down"):
+            raise RuntimeError("bus down")
+        return True
+
+    checks = {"database": database_check, "message-bus": bus_check}
+    keeper = LeaseKeeper(client, "py-owner", TTL_MS, metadata={"zone": "eu-1"}, checks=checks)
+    check(keeper.id > 0 and keeper.secret and keeper.ttl_ms == TTL_MS, keeper)
+    check(keeper.is_confirmed(), "confirmed right after the grant", keeper)
+
+    # Kept alive past several ttls, confirmed all along, health visible from another instance.
+    started = time.monotonic()
+    while time.monotonic() - started < 3.5 * TTL_MS / 1000:
+        check(keeper.is_confirmed(), "confirmed all the time", keeper)
+        time.sleep(0.05)
+    info = lease_info(other, keeper.id)
+    check(info.owner == "py-owner" and dict(info.metadata) == {"zone": "eu-1"}, info)
+    check(info.granted_ttl_ms == TTL_MS, info)
+    ok = {"database": (SERVING, ""), "message-bus": (SERVING, "")}
+    check(check_health(other, keeper.id, SERVING, ok), info)
+    print(f"  lease {keeper.id} alive after 3.5 ttls: {keeper.status()}, health SERVING", flush=True)
+
+    # A failing check reports NOT_SERVING with its reason; the lease lives on.
+    database["ok"] = False
+    down = {"database": (NOT_SERVING, "connection refused"), "message-bus": (SERVING, "")}
+    eventually(lambda: check_health(other, keeper.id, NOT_SERVING, down), "NOT_SERVING is visible")
+    check(keeper.is_confirmed(), keeper)
+    print("  failing check: NOT_SERVING (connection refused)", flush=True)
+
+    # A check that raises, and one that does not answer within ttl/6, fail too; the
+    # heartbeats keep their pace meanwhile.
+    database.update(ok=True, hang=True, bus_down=True)
+    hung = {
+        "database": (NOT_SERVING, f"no answer within {TTL_MS / 6:.0f} ms"),
+        "message-bus": (NOT_SERVING, "RuntimeError: bus down"),
+    }
+    eventually(lambda: check_health(other, keeper.id, NOT_SERVING, hung), "hung and raising checks fail")
+    started = time.monotonic()
+    while time.monotonic() - started < 2.5 * TTL_MS / 1000:
+        check(keeper.is_confirmed(), "confirmed while a check hangs", keeper)
+        time.sleep(0.05)
+    print("  hanging and raising checks: NOT_SERVING, lease still confirmed", flush=True)
+
+    database.update(hang=False, bus_down=False)
+    eventually(lambda: check_health(other, keeper.id, SERVING, ok), "SERVING again", timeout=8)
+
+    # Revoke ends it everywhere.
+    keeper.revoke()
+    check(keeper.status().state == LOST and not keeper.is_confirmed(), keeper)
+    expect_error(lambda: other.time_to_live(keeper.id), grpc.StatusCode.NOT_FOUND)
+
+    # A lease ended by someone else (here: a raw Revoke) is noticed as lost.
+    second = LeaseKeeper(client, "py-owner-2", TTL_MS)
+    other.leases().Revoke(lease_pb2.RevokeRequest(lease=second.lease_ref()), timeout=10)
+    eventually(lambda: second.is_lost(), "the keeper notices its lease ended", timeout=3)
+    check(not second.is_confirmed(), second)
+    print("  revoked elsewhere: the keeper reports lost", flush=True)
+
+    # Closing stops the heartbeats: the lease expires after its ttl (+ 200 ms).
+    with LeaseKeeper(client, "py-owner-3", TTL_MS) as third:
+        third.close()
+        closed = time.monotonic()
+        until = third.status().until
+        check(until <= closed + TTL_MS / 1000, "confirmed at most one ttl after the last heartbeat", until - closed)
+        eventually(lambda: not third.is_confirmed(), "confirmation runs out", timeout=2)
+        check(time.monotonic() >= until, "confirmed until then", until)
+        expect_error(lambda: eventually(lambda: other.time_to_live(third.id) and False, "", 3), grpc.StatusCode.NOT_FOUND)
+    print("  closed: unconfirmed within a ttl, then expired", flush=True)
+    client.close()
+    other.close()
+
+
+def scenario_election(endpoints: list) -> None:
+    on_a = Client(endpoints)
+    on_b = Client(list(reversed(endpoints)))  # the two candidates talk to different instances
+    health_a = {"ok": True}
+    lease_a = LeaseKeeper(on_a, "node-a", TTL_MS, checks={"database": lambda: health_a["ok"] or "db down"})
+    lease_b = LeaseKeeper(on_b, "node-b", TTL_MS)
+    name = "py-election"
+    a = LeaderElector(on_a, lease_a, name, "a", priority=0, value=b"10.0.0.1:9000")
+    first = expect_event(a, BecameLeader)
+    check(a.is_leader() and a.leading() == (first.term, first.fencing_token), a)
+    b = LeaderElector(on_b, lease_b, name, "b", priority=1, value="10.0.0.2:9000")
+    no_event(b, 0.5)
+    check(not b.is_leader(), b)
+    leader = on_b.leader(name)
+    check(leader.candidate_id == "a" and leader.value == b"10.0.0.1:9000" and leader.term == first.term, leader)
+    check([c.candidate_id for c in on_a.candidates(name).candidates] == ["a", "b"], "election order")
+
+    # Transfer: a hears it lost first, then b is elected with a greater term and token.
+    new = a.transfer("b")
+    check(new.candidate_id == "b", new)
+    expect_event(a, LostLeadership, "transferred")
+    check(not a.is_leader(), a)
+    second = expect_event(b, BecameLeader)
+    check(second.term > first.term and second.fencing_token > first.fencing_token, first, second)
+    check(b.is_leader() and not a.is_leader(), a, b)
+    expect_error(lambda: a.transfer(), grpc.StatusCode.FAILED_PRECONDITION)  # a does not lead
+
+    # Resign: b steps down, a (still a candidate after the transfer) is elected.
+    b.resign()
+    expect_event(b, LostLeadership, "resigned")
+    check(b.next_event(1) is None and b.over, "b's events end after resigning")
+    third = expect_event(a, BecameLeader)
+    check(third.term > second.term and third.fencing_token > second.fencing_token, second, third)
+    check(a.is_leader() and not b.is_leader(), a, b)
+    expect_error(lambda: a.transfer(), grpc.StatusCode.FAILED_PRECONDITION)  # nobody to take over
+
+    # An unhealthy leader is deposed, and elected again when healthy (no one else is there).
+    health_a["ok"] = False
+    expect_event(a, LostLeadership, "unhealthy")
+    health_a["ok"] = True
+    fourth = expect_event(a, BecameLeader)
+    check(fourth.term > third.term, third, fourth)
+
+    # The safety rule: a leader whose heartbeats stop stops leading when its lease's
+    # confirmation runs out (at most one ttl after the last confirmed heartbeat was sent),
+    # before zkcoord may expire the lease (ttl + 200 ms) and elect anyone else.
+    lease_b2 = LeaseKeeper(on_b, "node-b", TTL_MS)
+    b2 = LeaderElector(on_b, lease_b2, name, "b2", priority=1)
+    no_event(b2, 0.3)
+    lease_a.close()
+    stopped = time.monotonic()
+    until = lease_a.status().until
+    check(until <= stopped + TTL_MS / 1000, "confirmed at most one ttl after the last heartbeat", until - stopped)
+    while time.monotonic() < until - 0.05:
+        check(a.is_leader(), "a leads while its lease is confirmed", a)
+        time.sleep(0.02)
+    eventually(lambda: time.monotonic() >= until and not a.is_leader(), "a stops leading", timeout=2)
+    lost = expect_event(a, LostLeadership, "lease-unconfirmed", timeout=3)
+    gone = until - stopped
+    fifth = expect_event(b2, BecameLeader, timeout=5)
+    check(fifth.term > fourth.term, fourth, fifth)
+    check(a.next_event(3) is None and a.over, "a's candidacy ended with its lease", lost)
+    print(f"  heartbeats stopped: a stopped leading {gone:.3f} s later, then b2 was elected", flush=True)
+
+    # Preemption: a better candidate takes over a preemptive election.
+    lease_c = LeaseKeeper(on_a, "node-c", TTL_MS)
+    lease_d = LeaseKeeper(on_b, "node-d", TTL_MS)
+    c = LeaderElector(on_a, lease_c, "py-preempt", "c", priority=5, preempt=True)
+    expect_event(c, BecameLeader)
+    expect_error(lambda: LeaderElector(on_b, lease_d, "py-preempt", "x", preempt=False), grpc.StatusCode.FAILED_PRECONDITION)
+    d = LeaderElector(on_b, lease_d, "py-preempt", "d", priority=0)
+    expect_event(c, LostLeadership, "preempted")
+    expect_event(d, BecameLeader)
+    check(d.is_leader() and not c.is_leader(), c, d)
+
+    # A revoked lease ends the candidacy: the leader loses at once.
+    lease_d.revoke()
+    expect_event(d, LostLeadership, "lease-lost")
+    expect_event(c, BecameLeader)
+    with c:
+        pass  # leaving the block resigns
+    check(c.over and not c.is_leader(), c)
+    eventually(lambda: on_a.leader("py-preempt") is None, "no leader after c resigned")
+    for lease in (lease_b, lease_b2, lease_c):
+        lease.revoke()
+    on_a.close()
+    on_b.close()
+
+
+def scenario_lock(endpoints: list) -> None:
+    on_a = Client(endpoints)
+    on_b = Client(list(reversed(endpoints)))
+    a = LeaseKeeper(on_a, "job-a", TTL_MS)
+    b = LeaseKeeper(on_b, "job-b", TTL_MS)
+
+    guard = lock(on_a, a, ["order-1", "order-2"], timeout=2)
+    check(set(guard.tokens) == {"order-1", "order-2"} and guard.token("order-1") > 0, guard)
+    check(guard.token("order-1") == guard.token("order-2"), "one request, one token", guard)
+
+    # Exclusive: b cannot have either key.
+    try:
+        try_lock(on_b, b, ["order-2", "order-3"])
+        raise AssertionError("try_lock succeeded on a held key")
+    except LockBusy as busy:
+        holders = busy.holders("order-2")
+        check(holders and len(holders) == 1, busy.blocked)
+        check(holders[0].owner == "job-a" and holders[0].lease_id == a.id, holders)
+        check(holders[0].mode == lock_pb2.LOCK_MODE_EXCLUSIVE and holders[0].fencing_token == guard.token("order-2"), holders)
+        check(busy.holders("order-3") is None, busy.blocked)
+    check(on_b.holders("order-3") == [], "a failed try_lock holds nothing")
+    started = time.monotonic()
+    expect_error(lambda: lock(on_b, b, "order-1", timeout=0.3), grpc.StatusCode.DEADLINE_EXCEEDED)
+    check(0.25 <= time.monotonic() - started < 3, "timed out after about 0.3 s")
+    print("  exclusive: try_lock blocked by job-a, lock timed out", flush=True)
+
+    # A waiter gets the key when it is unlocked, with a greater token.
+    got = {}
+
+    def wait_for_it():
+        got["guard"] = lock(on_b, b, ["order-1"], timeout=10)
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    eventually(lambda: [k.waiters for k in on_a.holders("order-1")] == [1], "b waits for order-1")
+    time.sleep(0.3)
+    check(waiter.is_alive() and "guard" not in got, "b still waits while a holds the key")
+    guard.unlock()
+    guard.unlock()  # once is enough; later calls do nothing
+    waiter.join(5)
+    check(not waiter.is_alive() and "guard" in got, "b acquired after the unlock")
+    check(got["guard"].token("order-1") > guard.token("order-1"), got["guard"], guard)
+    check(on_a.holders("order-2") == [], "order-2 was released too")
+    with got["guard"] as held:
+        check([h.lease_id for k in on_a.holders("order-1") for h in k.holders] == [b.id], held)
+    check(on_a.holders("order-1") == [], "released on leaving the with block")
+    print("  unlock hands the key to the waiter, with a greater token", flush=True)
+
+    # Shared: both at once; exclusive blocked meanwhile.
+    with try_lock(on_a, a, "catalog", mode=SHARED), lock(on_b, b, ["catalog"], mode=SHARED, timeout=2):
+        holders = [h.owner for k in on_a.holders("catalog") for h in k.holders]
+        check(sorted(holders) == ["job-a", "job-b"], holders)
+        c = LeaseKeeper(on_a, "job-c", TTL_MS)
+        busy = expect_error(lambda: try_lock(on_a, c, "catalog", mode=EXCLUSIVE), grpc.StatusCode.FAILED_PRECONDITION)
+        check(isinstance(busy, LockBusy) and len(busy.holders("catalog")) == 2, busy)
+    with try_lock(on_a, c, "catalog"):
+        pass
+    print("  shared: two holders, exclusive blocked", flush=True)
+
+    # Locks end with their lease.
+    held = lock(on_a, a, "order-9")
+    a.revoke()
+    eventually(lambda: on_b.holders("order-9") == [], "the hold ended with the lease")
+    expect_error(held.unlock, grpc.StatusCode.NOT_FOUND)
+    for lease in (b, c):
+        lease.revoke()
+    on_a.close()
+    on_b.close()
+
+
+def scenario_failover(endpoints: list) -> None:
+    check(len(endpoints) == 3, "failover needs three endpoints", endpoints)
+    client = Client(endpoints)
+    keeper = LeaseKeeper(client, "py-failover", TTL_MS, checks={"database": lambda: None})
+    elector = LeaderElector(client, keeper, "py-failover", "only", priority=0)
+    first = expect_event(elector, BecameLeader)
+    eventually(lambda: keeper.instance and keeper.is_confirmed(), "a confirmed heartbeat")
+    instances = [keeper.instance]
+    on_last = Client(endpoints[2:])
+
+    for step, (what, endpoint) in enumerate([("kill-first", 1), ("shutdown-second", 2)]):
+        check(client.current() == step, "the stream is on endpoint", step, client.current())
+        cue(what)
+        cut = time.monotonic()
+        # The elector loses leadership when its stream breaks, then campaigns again elsewhere
+        # and gets the same term back once the lease is confirmed there.
+        lost = expect_event(elector, LostLeadership, timeout=5)
+        check(lost.reason in ("stream-broken", "lease-unconfirmed"), lost)
+        again = expect_event(elector, BecameLeader, timeout=10)
+        check(again == first, "the same term comes back", first, again)
+        eventually(lambda: keeper.is_confirmed() and keeper.instance not in instances, "heartbeats confirmed elsewhere")
+        print(f"  {what}: moved in {time.monotonic() - cut:.2f} s to {keeper.instance}", flush=True)
+        instances.append(keeper.instance)
+        check(client.current() == endpoint, "moved to the next endpoint", client.current())
+        info = lease_info(on_last, keeper.id)
+        check(info.instance == keeper.instance and info.health.status == SERVING, info)
+
+    # Still alive and leading several ttls later, on the last instance.
+    started = time.monotonic()
+    while time.monotonic() - started < 3 * TTL_MS / 1000:
+        check(keeper.is_confirmed() and elector.is_leader(), keeper, elector)
+        time.sleep(0.05)
+    check(on_last.leader("py-failover").candidate_id == "only", "still the leader")
+    elector.resign()
+    keeper.revoke()
+    expect_error(lambda: on_last.time_to_live(keeper.id), grpc.StatusCode.NOT_FOUND)
+    client.close()
+    on_last.close()
+
+
+SCENARIOS = {"lease": scenario_lease, "election": scenario_election, "lock": scenario_lock, "failover": scenario_failover}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--endpoints", required=True, help="HOST:PORT[,HOST:PORT...]")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), required=True)
+    args = parser.parse_args()
+    endpoints = args.endpoints.split(",")
+    for name in args.scenario:
+        started = time.monotonic()
+        print(f"scenario {name}", flush=True)
+        SCENARIOS[name](endpoints)
+        print(f"ok {name} ({time.monotonic() - started:.1f} s)", flush=True)
+    print("python client checks passed", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Endpoints and calls: a Client knows several zkcoord instances and moves to the next one
+when the current one answers UNAVAILABLE."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterable, TypeVar, Union
+
+import grpc
+
+from zkcoord_client._errors import ZkcoordError
+from zkcoord_client._pb import (
+    election_pb2,
+    election_pb2_grpc,
+    lease_pb2,
+    lease_pb2_grpc,
+    lock_pb2,
+    lock_pb2_grpc,
+)
+
+T = TypeVar("T")
+
+#: Deadline of unary calls, in seconds, unless a call says otherwise.
+DEFAULT_TIMEOUT = 10.0
+
+_CHANNEL_OPTIONS = [
+    # Notice a dead peer on an idle stream, as the Rust client does.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    # Come back quickly to an instance that restarted.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    # The client decides itself what to repeat, and where.
+    ("grpc.enable_retries", 0),
+]
+
+
+class Client:
+    """A handle on a set of zkcoord instances; any of them serves any call.
+
+    `endpoints` are `host:port` strings (a comma-separated string is accepted too). Calls go
+    to the current endpoint; a call that is safe to repeat and answers UNAVAILABLE is repeated
+    on the next endpoints (each once), and the next endpoint becomes the current one.
+    Connections are made lazily. Thread-safe; close it (or use `with`) when done.
+    """
+
+    def __init__(self, endpoints: Union[str, Iterable[str]], *, timeout: float = DEFAULT_TIMEOUT):
+        if isinstance(endpoints, str):
+            endpoints = endpoints.split(",")
+        names = []
+        for endpoint in endpoints:
+            endpoint = endpoint.strip()
+            for scheme in ("http://", "grpc://"):
+                if endpoint.startswith(scheme):
+                    endpoint = endpoint[len(scheme) :]
+            if endpoint:
+                names.append(endpoint.rstrip("/"))
+        if not names:
+            raise ValueError("no zkcoord endpoints given")
+        self._names = names
+        self._channels = [grpc.insecure_channel(name, options=_CHANNEL_OPTIONS) for name in names]
+        self._current = 0
+        self._lock = threading.Lock()
+        #: Deadline of unary calls, in seconds.
+        self.timeout = timeout
+
+    @property
+    def endpoints(self) -> list:
+        """The endpoints, as given."""
+        return list(self._names)
+
+    def current(self) -> int:
+        """The index of the endpoint currently preferred."""
+        with self._lock:
+            return self._current
+
+    def rotate(self, failed: int) -> int:
+        """Moves the preference past endpoint `failed` (unless another caller already moved
+        it) and returns the endpoint now preferred."""
+        with self._lock:
+            if self._current == failed % len(self._names):
+                self._current = (failed + 1) % len(self._names)
+            return self._current
+
+    def channel(self, index: Union[int, None] = None) -> grpc.Channel:
+        """The channel of endpoint `index` (default: the current one)."""
+        return self._channels[(self.current() if index is None else index) % len(self._channels)]
+
+    def leases(self, index: Union[int, None] = None) -> lease_pb2_grpc.LeaseStub:
+        """A raw zkcoord.v1.Lease stub on endpoint `index` (default: the current one)."""
+        return lease_pb2_grpc.LeaseStub(self.channel(index))
+
+    def elections(self, index: Union[int, None] = None) -> election_pb2_grpc.ElectionStub:
+        """A raw zkcoord.v1.Election stub on endpoint `index` (default: the current one)."""
+        return election_pb2_grpc.ElectionStub(self.channel(index))
+
+    def locks(self, index: Union[int, None] = None) -> lock_pb2_grpc.LockStub:
+        """A raw zkcoord.v1.Lock stub on endpoint `index` (default: the current one)."""
+        return lock_pb2_grpc.LockStub(self.channel(index))
+
+    def retrying(self, call: Callable[[grpc.Channel], T]) -> T:
+        """Runs `call(channel)` on the current endpoint and, while it raises UNAVAILABLE, on
+        each next one (every endpoint once). Only for calls that are safe to repeat.
+
+        Raises ZkcoordError with the status of the last attempt."""
+        at = self.current()
+        last = None
+        for _ in range(len(self._channels)):
+            try:
+                return call(self.channel(at))
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise ZkcoordError.from_rpc(error) from None
+                last = error
+                at = self.rotate(at)
+        raise ZkcoordError.from_rpc(last) from None
+
+    # Read-only calls, for convenience (each retried on UNAVAILABLE).
+
+    def time_to_live(self, lease_id: int) -> lease_pb2.TimeToLiveResponse:
+        """Lease.TimeToLive: the lease's owner, ttl, health and bindings."""
+        request = lease_pb2.TimeToLiveRequest(lease_id=lease_id)
+        return self.retrying(lambda ch: lease_pb2_grpc.LeaseStub(ch).TimeToLive(request, timeout=self.timeout))
+
+    def leader(self, election: str):
+        """Election.Leader: the current leader (zkcoord.v1.LeaderInfo), or None."""
+        request = election_pb2.LeaderRequest(election=election)
+        response = self.retrying(lambda ch: election_pb2_grpc.ElectionStub(ch).Leader(request, timeout=self.timeout))
+        return response.leader if response.HasField("leader") else None
+
+    def candidates(self, election: str) -> election_pb2.CandidatesResponse:
+        """Election.Candidates: the candidates in election order."""
+        request = election_pb2.CandidatesRequest(election=election)
+        return self.retrying(lambda ch: election_pb2_grpc.ElectionStub(ch).Candidates(request, timeout=self.timeout))
+
+    def holders(self, key: str, prefix: bool = False) -> list:
+        """Lock.Holders: the holders and waiter counts (zkcoord.v1.KeyHolders) of `key`, or
+        of every key starting with `key` when `prefix`."""
+        request = lock_pb2.HoldersRequest(key=key, prefix=prefix)
+        response = self.retrying(lambda ch: lock_pb2_grpc.LockStub(ch).Holders(request, timeout=self.timeout))
+        return list(response.keys)
+
+    def close(self) -> None:
+        """Closes the channels (calls in flight fail with CANCELLED)."""
+        for channel in self._channels:
+            channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self._names!r})"
