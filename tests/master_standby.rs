@@ -1,0 +1,249 @@
+//! The master/standby example (`examples/master-standby`): a Rust node (priority 0) and a Python
+//! node (priority 1), both doing "work" only while they lead, in one election with preemption,
+//! against two zkcoord instances and a real ZooKeeper. The master is killed (the standby takes
+//! over), comes back (it takes over again, gracefully), and is upgraded the way an operator
+//! would roll it (transfer away, stop, restart). The work file proves that at every moment at
+//! most one node worked: each line carries the fencing token of its writer's term.
+//!
+//! The Rust node is the example `master-standby-node`, built by `cargo test --all-targets`
+//! (the README's test command) or `cargo build --example master-standby-node`.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use zkcoord::pb::v1::{self as pb, election_client::ElectionClient};
+
+/// The lease ttl of both nodes.
+const TTL_MS: u64 = 1000;
+/// How long any expected step may take: generous, CI machines are slow.
+const STEP: Duration = Duration::from_secs(15);
+
+/// One node process and the lines it prints.
+struct Node {
+    name: &'static str,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Node {
+    fn start(
+        name: &'static str,
+        program: &Path,
+        script: Option<&Path>,
+        priority: u8,
+        endpoints: &str,
+        work: &Path,
+    ) -> Self {
+        let mut command = Command::new(program);
+        if let Some(script) = script {
+            command.arg(script);
+        }
+        let mut child = command
+            .args(["--endpoints", endpoints, "--election", "ledger", "--id", name])
+            .args(["--priority", &priority.to_string(), "--ttl-ms", &TTL_MS.to_string(), "--preempt"])
+            .arg("--work-file")
+            .arg(work)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name} ({}): {e}", program.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { name, child, lines }
+    }
+
+    /// The Rust node (`examples/master-standby/rust_node.rs`).
+    fn rust(name: &'static str, priority: u8, endpoints: &str, work: &Path) -> Self {
+        let bin = Path::new(env!("CARGO_BIN_EXE_zkcoord")).parent().unwrap().join("examples/master-standby-node");
+        assert!(bin.exists(), "{} is missing: cargo build --example master-standby-node", bin.display());
+        Self::start(name, &bin, None, priority, endpoints, work)
+    }
+
+    /// The Python node (`examples/master-standby/python_node.py`).
+    fn python(name: &'static str, priority: u8, endpoints: &str, work: &Path) -> Self {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/master-standby/python_node.py");
+        Self::start(name, &support::python(), Some(&script), priority, endpoints, work)
+    }
+
+    /// Waits for a line starting with `prefix` (skipping others) and returns it.
+    fn expect(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => {
+                    println!("{}: {line}", self.name);
+                    return line;
+                }
+                Ok(line) => println!("{}: {line}", self.name),
+                Err(_) => panic!("{} did not print {prefix:?} within {STEP:?}", self.name),
+            }
+        }
+    }
+
+    /// Asserts that the node prints nothing starting with `prefix` for `quiet`.
+    fn expect_no(&mut self, prefix: &str, quiet: Duration) {
+        let deadline = Instant::now() + quiet;
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            println!("{}: {line}", self.name);
+            assert!(!line.starts_with(prefix), "{} printed {line:?}", self.name);
+        }
+    }
+
+    /// The fencing token of an `elected <term> <token>` line.
+    fn elected(&mut self) -> u64 {
+        self.expect("elected ").split(' ').nth(2).unwrap().parse().unwrap()
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM: the node resigns, revokes its lease and says `bye`.
+    fn stop(mut self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        self.expect("bye");
+        let deadline = Instant::now() + STEP;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{} did not exit after bye", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the work file has a line from `id` with `token`.
+fn until_working(work: &Path, id: &str, token: u64) {
+    let deadline = Instant::now() + STEP;
+    let line = format!("{token} {id}");
+    while !std::fs::read_to_string(work).unwrap_or_default().lines().any(|l| l == line) {
+        assert!(Instant::now() < deadline, "{id} never worked with token {token}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn master_and_standby_fail_over_preempt_and_roll_with_one_worker_at_a_time() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("master-standby");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let b = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let endpoints = format!("{},{}", a.addr(), b.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work.log");
+    let mut elections = ElectionClient::new(support::channel(b.addr()).await);
+    let mut tokens = Vec::new(); // (token, node) in the order of the terms
+
+    let (mut master, mut standby) = tokio::task::block_in_place(|| {
+        let mut master = Node::rust("rust-master", 0, &endpoints, &work);
+        master.expect("ready ");
+        tokens.push((master.elected(), "rust-master"));
+        let mut standby = Node::python("python-standby", 1, &endpoints, &work);
+        standby.expect("ready ");
+        until_working(&work, "rust-master", tokens[0].0);
+        (master, standby)
+    });
+
+    // 1. kill -9 the master: the standby takes over once the master's lease has expired.
+    tokio::task::block_in_place(|| {
+        master.kill9();
+        let killed = Instant::now();
+        let token = standby.elected();
+        println!("standby elected {:?} after the master was killed (ttl {TTL_MS} ms)", killed.elapsed());
+        tokens.push((token, "python-standby"));
+        until_working(&work, "python-standby", token);
+    });
+
+    // 2. The master comes back: with preemption it takes over again, the standby told first.
+    master = tokio::task::block_in_place(|| {
+        let mut master = Node::rust("rust-master", 0, &endpoints, &work);
+        master.expect("ready ");
+        assert_eq!(standby.expect("lost "), "lost preempted");
+        tokens.push((master.elected(), "rust-master"));
+        until_working(&work, "rust-master", tokens[2].0);
+        master
+    });
+
+    // 3. Rolling upgrade of the master: transfer away, stop it, start the new version.
+    let request = pb::TransferRequest {
+        election: "ledger".into(),
+        target_candidate_id: "python-standby".into(),
+        from: None,
+        term: 0,
+    };
+    let leader = elections.transfer(request).await.unwrap().into_inner().leader.unwrap();
+    assert_eq!(leader.candidate_id, "python-standby");
+    tokio::task::block_in_place(|| {
+        assert_eq!(master.expect("lost "), "lost transferred");
+        tokens.push((standby.elected(), "python-standby"));
+        // Preemption does not undo the operator's transfer.
+        master.expect_no("elected", Duration::from_millis(1500));
+    });
+    master = tokio::task::block_in_place(|| {
+        master.stop();
+        let mut master = Node::rust("rust-master", 0, &endpoints, &work);
+        master.expect("ready ");
+        assert_eq!(standby.expect("lost "), "lost preempted");
+        tokens.push((master.elected(), "rust-master"));
+        until_working(&work, "rust-master", tokens[4].0);
+        master
+    });
+
+    // 4. Rolling upgrade of the standby: it does not disturb the master.
+    tokio::task::block_in_place(|| {
+        standby.stop();
+        standby = Node::python("python-standby", 1, &endpoints, &work);
+        standby.expect("ready ");
+        master.expect_no("lost", Duration::from_millis(1000));
+        standby.expect_no("elected", Duration::from_millis(100));
+        master.stop();
+        tokens.push((standby.elected(), "python-standby"));
+        until_working(&work, "python-standby", tokens[5].0);
+        standby.stop();
+    });
+
+    // Terms: tokens grow, and the leaders alternate as driven above.
+    println!("terms: {tokens:?}");
+    assert!(tokens.windows(2).all(|w| w[0].0 < w[1].0), "fencing tokens grow across terms: {tokens:?}");
+    // The work file: written in time order, so one worker at a time means the tokens never go
+    // down, and each token belongs to exactly one node, whose term it is.
+    let written = std::fs::read_to_string(&work).unwrap();
+    let mut owner_of = BTreeMap::new();
+    let mut last = 0;
+    for line in written.lines() {
+        let (token, id) = line.split_once(' ').unwrap();
+        let token: u64 = token.parse().unwrap();
+        assert!(token >= last, "work with token {token} after work with token {last}: two workers at once");
+        last = token;
+        assert_eq!(*owner_of.entry(token).or_insert(id.to_owned()), id, "token {token} used by two nodes");
+        assert!(tokens.contains(&(token, owner_of[&token].as_str())), "{line:?} is not from a term's leader");
+    }
+    assert_eq!(owner_of.len(), tokens.len(), "every term did work: {owner_of:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
