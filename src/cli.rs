@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Prometheus endpoint (GET /metrics), or off [env: ZKCOORD_METRICS_LISTEN] [default: off]
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_listen: Option<String>,
+    /// Calls in progress per client connection [env: ZKCOORD_MAX_CALLS_PER_CONNECTION]
+    /// [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_calls_per_connection: Option<String>,
 }
 
 impl ServeArgs {
@@ -72,6 +76,7 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace,
             instance_id: self.instance_id,
             metrics_listen: self.metrics_listen,
+            max_calls_per_connection: self.max_calls_per_connection,
         };
         (self.config, settings)
     }

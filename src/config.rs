@@ -33,6 +33,11 @@ pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default time given to streams to drain at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Calls in progress one client connection may have by default: far more than a client
+/// needs (a Lock waiting for its keys counts; an open stream does not), far fewer than would
+/// let one connection exhaust the instance.
+pub const DEFAULT_MAX_CALLS_PER_CONNECTION: &str = "1000";
+
 /// Longest accepted instance id.
 pub const MAX_INSTANCE_ID_LEN: usize = 64;
 
@@ -53,6 +58,8 @@ pub struct Config {
     pub instance_id: String,
     /// Where the Prometheus endpoint (`GET /metrics`) listens; `None`: no endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// Calls in progress one client connection may have; more get RESOURCE_EXHAUSTED.
+    pub max_calls_per_connection: usize,
 }
 
 /// How to reach ZooKeeper and where zkcoord's state lives there.
@@ -95,6 +102,8 @@ pub struct RawSettings {
     pub instance_id: Option<String>,
     /// Prometheus endpoint address, `ip:port`, or `off`.
     pub metrics_listen: Option<String>,
+    /// Calls in progress per client connection, 1 to 100000.
+    pub max_calls_per_connection: Option<String>,
 }
 
 /// Where a setting's value came from.
@@ -228,6 +237,17 @@ impl Config {
             })?),
         };
 
+        let (v, src) = setting(
+            "max_calls_per_connection",
+            flags.max_calls_per_connection,
+            file_settings.max_calls_per_connection,
+            DEFAULT_MAX_CALLS_PER_CONNECTION,
+        );
+        let max_calls_per_connection = match v.parse::<usize>() {
+            Ok(n) if (1..=100_000).contains(&n) => n,
+            _ => return Err(fail("max_calls_per_connection", src, format!("{v:?} is not a number from 1 to 100000"))),
+        };
+
         Ok(Self {
             listen,
             zookeeper: ZkConfig { hosts, namespace, session_timeout },
@@ -236,6 +256,7 @@ impl Config {
             shutdown_grace,
             instance_id,
             metrics_listen,
+            max_calls_per_connection,
         })
     }
 }

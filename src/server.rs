@@ -12,6 +12,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     api::{Context, election::ElectionService, lease::LeaseService, lock::LockService},
     config::Config,
+    limits::MessageSizeStatusLayer,
     metrics::{self, Metrics, Sources, rpc_layer::RpcMetricsLayer},
     pb::{
         self,
@@ -110,7 +111,10 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .concurrency_limit_per_connection(config.max_calls_per_connection)
+        .load_shed(true)
         .layer(RpcMetricsLayer::new(metrics))
+        .layer(MessageSizeStatusLayer)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

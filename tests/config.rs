@@ -42,6 +42,9 @@ fn bad_environment_value_exits_64_naming_the_variable() {
     let (code, stderr) = run(&["serve"], &[("ZKCOORD_METRICS_LISTEN", "port 9710")]);
     assert_eq!(code, Some(EX_USAGE), "{stderr}");
     assert!(stderr.contains("`metrics_listen`") && stderr.contains("ZKCOORD_METRICS_LISTEN"), "{stderr}");
+    let (code, stderr) = run(&["serve", "--max-calls-per-connection", "0"], &[]);
+    assert_eq!(code, Some(EX_USAGE), "{stderr}");
+    assert!(stderr.contains("`max_calls_per_connection`"), "{stderr}");
 }
 
 #[test]

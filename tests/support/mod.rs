@@ -49,6 +49,7 @@ pub fn test_config(hosts: &str, namespace: &str) -> Config {
         shutdown_grace: Duration::from_secs(2),
         instance_id: format!("test-{}", namespace.trim_start_matches('/').replace('/', "-")),
         metrics_listen: None,
+        max_calls_per_connection: 1000,
     }
 }
 
