@@ -5,3 +5,11 @@ pub mod layout;
 pub mod session;
 
 pub use session::{SessionStatus, ZkSession};
+
+/// Runs one ZooKeeper request (`op` on `path`) inside its own `zookeeper` span, a child of the
+/// current span (the RPC's, when there is one), so traces show each request below its call.
+/// Adds no other behaviour: the request's outcome and cancellation are the request's own.
+pub async fn traced<F: std::future::Future>(op: &'static str, path: &str, request: F) -> F::Output {
+    use tracing::Instrument;
+    request.instrument(tracing::info_span!("zookeeper", otel.name = op, zk.op = op, zk.path = path)).await
+}

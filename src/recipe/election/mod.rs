@@ -336,26 +336,37 @@ impl Elections {
             multi.add_check_version(&layout::lease(key.lease_id), lease_version)?;
             multi.add_create(&candidate_path, &data, &persistent)?;
             multi.add_create(&binding_path, &[], &persistent)?;
-            match multi.commit().await {
+            match crate::zk::traced("multi", "", multi.commit()).await {
                 Ok(_) => {
                     // A create inside a multi reports no usable stat: read the zxid back (a
                     // candidacy already gone again counts as "anything after this is news").
-                    written_zxid = Some(client.check_stat(&candidate_path).await?.map_or(0, |stat| stat.mzxid));
+                    written_zxid = Some(
+                        crate::zk::traced("check_stat", &candidate_path, client.check_stat(&candidate_path))
+                            .await?
+                            .map_or(0, |stat| stat.mzxid),
+                    );
                     break;
                 }
                 Err(MultiWriteError::OperationFailed { index: 0, .. }) => continue, // the lease changed: verify again
                 Err(MultiWriteError::OperationFailed { index: 1, source: zookeeper_client::Error::NodeExists }) => {
                     // Taking back an existing candidacy.
-                    let (existing, stat) = match client.get_data(&candidate_path).await {
-                        Ok(found) => found,
-                        Err(zookeeper_client::Error::NoNode) => continue,
-                        Err(err) => return Err(err.into()),
-                    };
+                    let (existing, stat) =
+                        match crate::zk::traced("get_data", &candidate_path, client.get_data(&candidate_path)).await {
+                            Ok(found) => found,
+                            Err(zookeeper_client::Error::NoNode) => continue,
+                            Err(err) => return Err(err.into()),
+                        };
                     let existing: CandidateRecord = record::decode(&existing)?;
                     if existing.lease_id != key.lease_id {
                         return Err(Error::FailedPrecondition("the candidate id is taken by another lease"));
                     }
-                    match client.set_data(&candidate_path, &data, Some(stat.version)).await {
+                    match crate::zk::traced(
+                        "set_data",
+                        &candidate_path,
+                        client.set_data(&candidate_path, &data, Some(stat.version)),
+                    )
+                    .await
+                    {
                         Ok(stat) => {
                             written_zxid = Some(stat.mzxid);
                             break;
@@ -396,7 +407,7 @@ impl Elections {
         let mut multi = client.new_multi_writer();
         multi.add_delete(&candidate_path, Some(version))?;
         multi.add_delete(&binding_path, None)?;
-        match multi.commit().await {
+        match crate::zk::traced("multi", "", multi.commit()).await {
             Ok(_) => Ok(()),
             Err(MultiWriteError::OperationFailed { .. }) => {
                 Err(Error::FailedPrecondition("the candidacy changed meanwhile; retry"))
@@ -421,7 +432,13 @@ impl Elections {
                 .map_err(|_| Error::FailedPrecondition("not the leader of that term"))?;
             let mut record: CandidateRecord = record::decode(&data)?;
             record.value_hex = secret::hex(value);
-            match client.set_data(&candidate_path, &record::encode(&record), Some(stat.version)).await {
+            match crate::zk::traced(
+                "set_data",
+                &candidate_path,
+                client.set_data(&candidate_path, &record::encode(&record), Some(stat.version)),
+            )
+            .await
+            {
                 Ok(_) => return Ok(()),
                 Err(zookeeper_client::Error::BadVersion) => continue,
                 Err(zookeeper_client::Error::NoNode) => {
@@ -511,7 +528,13 @@ impl Elections {
         record.leader = None;
         record.yielded = Some(Yielded { candidate_id: leader.candidate_id.clone(), lease_id: leader.lease_id });
         let (old_term, next_id) = (state.record.term, next.id.clone());
-        match client.set_data(&layout::election(name), &record::encode(&record), Some(state.version)).await {
+        match crate::zk::traced(
+            "set_data",
+            &layout::election(name),
+            client.set_data(&layout::election(name), &record::encode(&record), Some(state.version)),
+        )
+        .await
+        {
             Ok(_) => {}
             Err(zookeeper_client::Error::BadVersion) => {
                 return Err(Error::FailedPrecondition("the leadership changed meanwhile; retry"));
@@ -570,10 +593,10 @@ async fn ensure_election(client: &Client, name: &Name, preempt: Option<bool>) ->
     let mut multi = client.new_multi_writer();
     multi.add_create(&path, &record::encode(&record), &persistent)?;
     multi.add_create(&layout::candidates(name), &[], &persistent)?;
-    match multi.commit().await {
+    match crate::zk::traced("multi", "", multi.commit()).await {
         Ok(_) => Ok(()),
         Err(MultiWriteError::OperationFailed { index: 0, source: zookeeper_client::Error::NodeExists }) => {
-            let (data, _) = client.get_data(&path).await?;
+            let (data, _) = crate::zk::traced("get_data", &path, client.get_data(&path)).await?;
             let existing: ElectionRecord = record::decode(&data)?;
             match preempt {
                 Some(wanted) if wanted != existing.preempt => {
@@ -589,7 +612,7 @@ async fn ensure_election(client: &Client, name: &Name, preempt: Option<bool>) ->
 
 /// The version of the candidate znode, if it is bound to `lease_id`.
 async fn own_candidate(client: &Client, path: &str, lease_id: i64) -> Result<i32> {
-    match client.get_data(path).await {
+    match crate::zk::traced("get_data", path, client.get_data(path)).await {
         Ok((data, stat)) => {
             let record: CandidateRecord = record::decode(&data)?;
             if record.lease_id != lease_id {
@@ -605,7 +628,13 @@ async fn own_candidate(client: &Client, path: &str, lease_id: i64) -> Result<i32
 /// Checks that `key` leads `term` now.
 async fn check_leads(client: &Client, key: &CandidateKey, term: i64) -> Result<()> {
     let not_leader = Error::FailedPrecondition("not the leader of that term");
-    let (data, _) = match client.get_data(&layout::election(&key.election)).await {
+    let (data, _) = match crate::zk::traced(
+        "get_data",
+        &layout::election(&key.election),
+        client.get_data(&layout::election(&key.election)),
+    )
+    .await
+    {
         Ok(found) => found,
         Err(zookeeper_client::Error::NoNode) => return Err(not_leader),
         Err(err) => return Err(err.into()),

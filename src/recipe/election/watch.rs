@@ -277,16 +277,18 @@ impl Task {
         if children_dirty || !previous.exists {
             let dir = layout::candidates(&self.name);
             let listed = if cache.pending.contains(&Fired::Children) {
-                client.get_children(&dir).await
+                crate::zk::traced("get_children", &dir, client.get_children(&dir)).await
             } else {
-                client.get_and_watch_children(&dir).await.map(|(children, stat, watcher)| {
-                    cache.pending.insert(Fired::Children);
-                    watches.push(Box::pin(async move {
-                        watcher.changed().await;
-                        Fired::Children
-                    }));
-                    (children, stat)
-                })
+                crate::zk::traced("get_and_watch_children", &dir, client.get_and_watch_children(&dir)).await.map(
+                    |(children, stat, watcher)| {
+                        cache.pending.insert(Fired::Children);
+                        watches.push(Box::pin(async move {
+                            watcher.changed().await;
+                            Fired::Children
+                        }));
+                        (children, stat)
+                    },
+                )
             };
             let children = match listed {
                 Ok((children, stat)) => {
@@ -362,7 +364,15 @@ impl Task {
             && let Ok(client) = self.shared.session.client()
         {
             for lease_id in vanished {
-                if matches!(client.check_stat(&layout::lease(lease_id)).await, Ok(None)) {
+                if matches!(
+                    crate::zk::traced(
+                        "check_stat",
+                        &layout::lease(lease_id),
+                        client.check_stat(&layout::lease(lease_id))
+                    )
+                    .await,
+                    Ok(None)
+                ) {
                     gone_leases.insert(lease_id);
                 }
             }
@@ -421,7 +431,7 @@ impl Task {
         // Which instances are registered matters only while a deposition waits to complete
         // (see `ElectionState::decide`): read it only then, not on every change.
         let registered = if state.record.deposed.is_some() {
-            match client.list_children(layout::INSTANCES).await {
+            match crate::zk::traced("list_children", layout::INSTANCES, client.list_children(layout::INSTANCES)).await {
                 Ok(children) => children.into_iter().collect::<HashSet<String>>(),
                 Err(_) => return,
             }
@@ -462,7 +472,13 @@ impl Task {
             }
         }
         let path = layout::election(&self.name);
-        match client.set_data(&path, &record::encode(&record), Some(state.version)).await {
+        match crate::zk::traced(
+            "set_data",
+            &path,
+            client.set_data(&path, &record::encode(&record), Some(state.version)),
+        )
+        .await
+        {
             Ok(_) => {
                 tracing::debug!(election = %self.name, term = record.term, leader = ?record.leader, deposed = ?record.deposed, "election written")
             }
@@ -482,9 +498,9 @@ async fn read_data(
     watches: &mut FuturesUnordered<WatchFuture>,
 ) -> std::result::Result<(Vec<u8>, zookeeper_client::Stat), zookeeper_client::Error> {
     if cache.pending.contains(&key) {
-        return client.get_data(path).await;
+        return crate::zk::traced("get_data", path, client.get_data(path)).await;
     }
-    let (data, stat, watcher) = client.get_and_watch_data(path).await?;
+    let (data, stat, watcher) = crate::zk::traced("get_and_watch_data", path, client.get_and_watch_data(path)).await?;
     cache.pending.insert(key.clone());
     watches.push(Box::pin(async move {
         watcher.changed().await;
@@ -504,7 +520,7 @@ async fn arm_exists(
     if cache.pending.contains(&key) {
         return Ok(());
     }
-    let (_, watcher) = client.check_and_watch_stat(path).await?;
+    let (_, watcher) = crate::zk::traced("check_and_watch_stat", path, client.check_and_watch_stat(path)).await?;
     cache.pending.insert(key.clone());
     watches.push(Box::pin(async move {
         watcher.changed().await;

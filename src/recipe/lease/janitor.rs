@@ -67,7 +67,12 @@ pub(super) async fn run(inner: Arc<Inner>) {
 /// Returns the membership watcher to wait on.
 async fn step(inner: &Inner, orphans: &mut HashMap<i64, Orphan>) -> Result<zookeeper_client::OneshotWatcher> {
     let client = inner.session.client()?;
-    let (instances, watcher) = client.list_and_watch_children(layout::INSTANCES).await?;
+    let (instances, watcher) = crate::zk::traced(
+        "list_and_watch_children",
+        layout::INSTANCES,
+        client.list_and_watch_children(layout::INSTANCES),
+    )
+    .await?;
     let registered: HashSet<String> = instances.into_iter().collect();
     if registered.iter().min() != Some(&inner.me.name) {
         orphans.clear();

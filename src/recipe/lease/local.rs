@@ -307,14 +307,15 @@ pub(super) async fn arm(
 ) -> Result<Option<zookeeper_client::OneshotWatcher>> {
     let session_id = client.session_id().0;
     loop {
-        let (stat, watcher) = client.check_and_watch_stat(path).await?;
+        let (stat, watcher) =
+            crate::zk::traced("check_and_watch_stat", path, client.check_and_watch_stat(path)).await?;
         let stat = stat.ok_or(Error::LeaseNotFound)?;
         if stat.version == *version && *written_session == session_id {
             return Ok(Some(watcher));
         }
         // Changed since our last write, or a new session: look at the record itself. The watch
         // is already armed, so no later change goes unnoticed.
-        let (data, stat) = client.get_data(path).await.map_err(not_found)?;
+        let (data, stat) = crate::zk::traced("get_data", path, client.get_data(path)).await.map_err(not_found)?;
         let mut record = LeaseRecord::decode(&data)?;
         if record.home != me {
             return Ok(None);
@@ -324,7 +325,7 @@ pub(super) async fn arm(
             return Ok(Some(watcher));
         }
         record.health = health.clone(); // the latest, in case a health write was lost
-        match client.set_data(path, &record.encode(), Some(stat.version)).await {
+        match crate::zk::traced("set_data", path, client.set_data(path, &record.encode(), Some(stat.version))).await {
             Ok(stat) => {
                 *version = stat.version;
                 *written_session = session_id;
@@ -352,7 +353,7 @@ async fn write_health(inner: &Inner, lease: &LocalLease, path: &str, version: &m
         tokio::time::sleep(RETRY_PAUSE).await;
     };
     let Ok(client) = inner.session.client() else { return retry().await };
-    let (data, stat) = match client.get_data(path).await {
+    let (data, stat) = match crate::zk::traced("get_data", path, client.get_data(path)).await {
         Ok(found) => found,
         Err(zookeeper_client::Error::NoNode) => return,
         Err(_) => return retry().await,
@@ -362,7 +363,7 @@ async fn write_health(inner: &Inner, lease: &LocalLease, path: &str, version: &m
         return;
     }
     record.health = lease.health();
-    match client.set_data(path, &record.encode(), Some(stat.version)).await {
+    match crate::zk::traced("set_data", path, client.set_data(path, &record.encode(), Some(stat.version))).await {
         Ok(stat) => {
             *version = stat.version;
             *written_session = client.session_id().0;
@@ -396,7 +397,7 @@ async fn expire(inner: &Inner, lease: &LocalLease, path: &str, mut version: i32)
             // Written since we last knew its version: a claim by another instance (not ours to
             // expire), or one of our own writes whose answer was lost. Look.
             Ok(DeleteOutcome::VersionChanged) => match inner.session.client() {
-                Ok(client) => match client.get_data(path).await {
+                Ok(client) => match crate::zk::traced("get_data", path, client.get_data(path)).await {
                     Ok((data, stat)) => match LeaseRecord::decode(&data) {
                         Ok(record) if record.home == inner.me.name => version = stat.version,
                         _ => return Some(End::Moved),

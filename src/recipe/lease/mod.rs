@@ -248,7 +248,7 @@ impl Leases {
     /// tracked (and so expires) even if the caller goes away.
     pub async fn grant(&self, request: GrantRequest) -> Result<Granted> {
         let inner = self.inner.clone();
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let client = inner.session.client()?;
             let secret = secret::new_secret();
             let record = LeaseRecord {
@@ -265,7 +265,9 @@ impl Leases {
             let mode = CreateMode::Persistent.with_acls(Acls::anyone_all());
             for _ in 0..MAX_ID_ATTEMPTS {
                 let id = secret::new_lease_id();
-                match client.create(&layout::lease(id), &data, &mode).await {
+                match crate::zk::traced("create", &layout::lease(id), client.create(&layout::lease(id), &data, &mode))
+                    .await
+                {
                     Ok((stat, _)) => {
                         inner.adopt(id, &record, stat.version, &client).await;
                         tracing::debug!(lease = id, owner = %record.owner, "lease granted");
@@ -285,7 +287,7 @@ impl Leases {
                 }
             }
             Err(Error::Internal("no free lease id".into()))
-        })
+        }))
         .await
         .map_err(|e| Error::Internal(format!("grant task: {e}")))?
     }
@@ -309,7 +311,7 @@ impl Leases {
         }
         let inner = self.inner.clone();
         let secret = secret.to_owned();
-        tokio::spawn(async move { claim(&inner, id, &secret).await })
+        tokio::spawn(tracing::Instrument::in_current_span(async move { claim(&inner, id, &secret).await }))
             .await
             .map_err(|e| Error::Internal(format!("claim task: {e}")))?
     }
@@ -373,7 +375,7 @@ impl Leases {
         let client = self.inner.session.client()?;
         let path = layout::lease(id);
         let (record, children) = tokio::try_join!(read(&client, &path), async {
-            client.list_children(&path).await.map_err(|e| match e {
+            crate::zk::traced("list_children", &path, client.list_children(&path)).await.map_err(|e| match e {
                 zookeeper_client::Error::NoNode => Error::LeaseNotFound,
                 other => other.into(),
             })
@@ -413,7 +415,13 @@ async fn bindings(client: &Client, path: &str, children: &[String]) -> Result<Ve
                 candidate_id: candidate_id.as_str().to_owned(),
             }),
             Some(layout::BindingKind::Hold { hold }) => {
-                let data = match client.get_data(&format!("{path}/{child}")).await {
+                let data = match crate::zk::traced(
+                    "get_data",
+                    &format!("{path}/{child}"),
+                    client.get_data(&format!("{path}/{child}")),
+                )
+                .await
+                {
                     Ok((data, _)) => data,
                     Err(zookeeper_client::Error::NoNode) => continue,
                     Err(err) => return Err(err.into()),
@@ -440,7 +448,7 @@ pub async fn read_verified(client: &Client, id: i64, secret: &str) -> Result<(Le
 }
 
 async fn read(client: &zookeeper_client::Client, path: &str) -> Result<(LeaseRecord, i32)> {
-    match client.get_data(path).await {
+    match crate::zk::traced("get_data", path, client.get_data(path)).await {
         Ok((data, stat)) => Ok((LeaseRecord::decode(&data)?, stat.version)),
         Err(zookeeper_client::Error::NoNode) => Err(Error::LeaseNotFound),
         Err(err) => Err(err.into()),
@@ -465,7 +473,7 @@ async fn claim(inner: &Arc<Inner>, id: i64, secret: &str) -> Result<Arc<LocalLea
         }
         let previous = std::mem::replace(&mut record.home, inner.me.name.clone());
         record.home_instance = inner.me.instance_id.clone();
-        match client.set_data(&path, &record.encode(), Some(version)).await {
+        match crate::zk::traced("set_data", &path, client.set_data(&path, &record.encode(), Some(version))).await {
             Ok(stat) => {
                 tracing::info!(lease = id, from = %previous, "lease claimed");
                 return Ok(inner.adopt(id, &record, stat.version, &client).await);

@@ -35,7 +35,7 @@ const MAX_ATTEMPTS: usize = 16;
 /// The transaction is atomic: a cancelled call deleted everything or nothing.
 pub async fn delete_lease(client: &Client, path: &str, version: Option<i32>) -> Result<DeleteOutcome> {
     for _ in 0..MAX_ATTEMPTS {
-        let children = match client.list_children(path).await {
+        let children = match crate::zk::traced("list_children", path, client.list_children(path)).await {
             Ok(children) => children,
             Err(zookeeper_client::Error::NoNode) => return Ok(DeleteOutcome::Missing),
             Err(err) => return Err(err.into()),
@@ -52,7 +52,7 @@ pub async fn delete_lease(client: &Client, path: &str, version: Option<i32>) -> 
             ops += 1;
         }
         multi.add_delete(path, version)?;
-        match multi.commit().await {
+        match crate::zk::traced("multi", "", multi.commit()).await {
             Ok(_) => return Ok(DeleteOutcome::Deleted),
             Err(MultiWriteError::OperationFailed { index, source }) => match source {
                 zookeeper_client::Error::BadVersion if index == ops => return Ok(DeleteOutcome::VersionChanged),
@@ -88,11 +88,16 @@ async fn binding_targets(client: &Client, binding: &str, name: &str) -> Result<V
 /// # Cancellation safety
 /// Read-only: safe to cancel.
 pub async fn read_all(client: &Client) -> Result<Vec<(i64, LeaseRecord, i32)>> {
-    let mut ids: Vec<i64> =
-        client.list_children(layout::LEASES).await?.iter().filter_map(|c| layout::lease_id(c)).collect();
+    let mut ids: Vec<i64> = crate::zk::traced("list_children", layout::LEASES, client.list_children(layout::LEASES))
+        .await?
+        .iter()
+        .filter_map(|c| layout::lease_id(c))
+        .collect();
     ids.sort_unstable();
     // One request each, all in flight at once on the session's connection.
-    let reads = ids.iter().map(|&id| async move { (id, client.get_data(&layout::lease(id)).await) });
+    let reads = ids.iter().map(|&id| async move {
+        (id, crate::zk::traced("get_data", &layout::lease(id), client.get_data(&layout::lease(id))).await)
+    });
     let mut records = Vec::with_capacity(ids.len());
     for (id, result) in futures_util::future::join_all(reads).await {
         match result {

@@ -184,16 +184,21 @@ async fn wait_for_grant(
                     .collect();
                 return Ok(Step::Blocked(blocked));
             }
-            let (stat, watcher) = client.check_and_watch_stat(&blocker).await?;
+            let (stat, watcher) =
+                crate::zk::traced("check_and_watch_stat", &blocker, client.check_and_watch_stat(&blocker)).await?;
             if stat.is_none() {
                 return Ok(Step::Again); // released meanwhile
             }
             let lease = match lease_watch.take() {
                 Some(armed) => armed,
-                None => match client.check_and_watch_stat(&binding).await? {
-                    (Some(_), watcher) => Box::pin(watcher.changed()),
-                    (None, _) => return Err(Error::LeaseNotFound),
-                },
+                None => {
+                    match crate::zk::traced("check_and_watch_stat", &binding, client.check_and_watch_stat(&binding))
+                        .await?
+                    {
+                        (Some(_), watcher) => Box::pin(watcher.changed()),
+                        (None, _) => return Err(Error::LeaseNotFound),
+                    }
+                }
             };
             Ok(Step::Wait(Box::pin(watcher.changed()), lease))
         };

@@ -260,7 +260,7 @@ impl Locks {
         let (sender, receiver) = oneshot::channel();
         let inner = self.inner.clone();
         let lease_id = request.lease_id;
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let outcome = acquire::run(inner.clone(), request, owner, digest, wait, cancel).await;
             if let Ok(Outcome::Acquired(acquired, cached)) = &outcome {
                 inner.stats.acquired.fetch_add(1, Ordering::Relaxed);
@@ -271,7 +271,7 @@ impl Locks {
                 inner.forget(&acquired.handle);
                 acquire::withdraw(&inner, lease_id, &acquired.handle, Some(&cached.nodes)).await;
             }
-        });
+        }));
         receiver.await.map_err(|_| Error::Internal("lock task ended without an answer".into()))?
     }
 

@@ -79,7 +79,7 @@ pub async fn queue(
                 .map_err(failed)?;
         }
         multi.add_create(&binding, &binding_data, &persistent).map_err(failed)?;
-        match multi.commit().await {
+        match crate::zk::traced("multi", "", multi.commit()).await {
             Ok(results) => return queued(client, results).await.map_err(QueueError::Ambiguous),
             Err(MultiWriteError::OperationFailed { index, source: zookeeper_client::Error::NoNode })
                 if index < keys.len() =>
@@ -117,7 +117,13 @@ async fn queued(client: &Client, results: Vec<MultiWriteResult>) -> Result<Queue
     let token = match token {
         Some(token) => token,
         // Some ZooKeeper versions report no stat for a create inside a multi: read it back.
-        None => match client.check_stat(nodes.first().map_or("/", String::as_str)).await? {
+        None => match crate::zk::traced(
+            "check_stat",
+            nodes.first().map_or("/", String::as_str),
+            client.check_stat(nodes.first().map_or("/", String::as_str)),
+        )
+        .await?
+        {
             Some(stat) => stat.czxid as u64,
             None => return Err(Error::LeaseNotFound), // released with its lease already
         },
@@ -129,9 +135,9 @@ async fn queued(client: &Client, results: Vec<MultiWriteResult>) -> Result<Queue
 async fn create_keys(client: &Client, keys: &[Name]) -> Result<(), zookeeper_client::Error> {
     let container = CreateMode::Container.with_acls(Acls::anyone_all());
     let paths: Vec<String> = keys.iter().map(layout::lock).collect();
-    let stats = join_all(paths.iter().map(|p| client.check_stat(p))).await;
+    let stats = join_all(paths.iter().map(|p| crate::zk::traced("check_stat", p, client.check_stat(p)))).await;
     let missing = paths.iter().zip(stats).filter(|(_, stat)| !matches!(stat, Ok(Some(_)))).map(|(p, _)| p);
-    for result in join_all(missing.map(|p| client.create(p, &[], &container))).await {
+    for result in join_all(missing.map(|p| crate::zk::traced("create", p, client.create(p, &[], &container)))).await {
         match result {
             Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
             Err(err) => return Err(err),
@@ -147,7 +153,7 @@ async fn create_keys(client: &Client, keys: &[Name]) -> Result<(), zookeeper_cli
 pub async fn read_queues(client: &Client, keys: &[Name]) -> Result<Vec<Queue>> {
     let paths: Vec<String> = keys.iter().map(layout::lock).collect();
     let mut queues = Vec::with_capacity(keys.len());
-    for result in join_all(paths.iter().map(|p| client.list_children(p))).await {
+    for result in join_all(paths.iter().map(|p| crate::zk::traced("list_children", p, client.list_children(p)))).await {
         match result {
             Ok(children) => queues.push(Queue::parse(&children)),
             Err(zookeeper_client::Error::NoNode) => queues.push(Queue::default()),
@@ -168,7 +174,7 @@ pub async fn hold_nodes(client: &Client, lease_id: i64, hold: &str) -> Result<Op
 
 /// The nodes of request `hold` whose binding is `binding`; `None` when there is no binding.
 async fn nodes_of_binding(client: &Client, binding: &str, hold: &str) -> Result<Option<Vec<String>>> {
-    let data = match client.get_data(binding).await {
+    let data = match crate::zk::traced("get_data", binding, client.get_data(binding)).await {
         Ok((data, _)) => data,
         Err(zookeeper_client::Error::NoNode) => return Ok(None),
         Err(err) => return Err(err.into()),
@@ -211,7 +217,7 @@ pub async fn release(client: &Client, lease_id: i64, hold: &str, nodes: Option<&
             multi.add_delete(node, None)?;
         }
         multi.add_delete(&binding, None)?;
-        match multi.commit().await {
+        match crate::zk::traced("multi", "", multi.commit()).await {
             Ok(_) => return Ok(true),
             // Gone with its lease meanwhile, or the cached nodes were wrong: read the binding.
             Err(MultiWriteError::OperationFailed { source: zookeeper_client::Error::NoNode, .. }) => continue,
@@ -229,7 +235,9 @@ pub async fn release(client: &Client, lease_id: i64, hold: &str, nodes: Option<&
 /// Each node is written independently; a cancelled call leaves some nodes without the time.
 pub async fn mark_acquired(client: &Client, nodes: &[String], node: &NodeRecord) {
     let data = record::encode(node);
-    for result in join_all(nodes.iter().map(|path| client.set_data(path, &data, None))).await {
+    for result in
+        join_all(nodes.iter().map(|path| crate::zk::traced("set_data", path, client.set_data(path, &data, None)))).await
+    {
         if let Err(err) = result
             && err != zookeeper_client::Error::NoNode
         {
@@ -267,7 +275,7 @@ pub async fn read_holders(client: &Client, key: &Name, queue: &Queue) -> Result<
     let dir = layout::lock(key);
     let reads = queue.holders().iter().map(|n| {
         let path = format!("{dir}/{}", n.node);
-        async move { (n.exclusive, client.get_data(&path).await) }
+        async move { (n.exclusive, crate::zk::traced("get_data", &path, client.get_data(&path)).await) }
     });
     let mut holders = Vec::new();
     for (exclusive, result) in join_all(reads).await {
