@@ -170,7 +170,7 @@ pub fn short_duration(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     } else if secs < 60 {
         let tenths = d.as_millis() / 100;
-        if tenths % 10 == 0 { format!("{secs}s") } else { format!("{}.{}s", tenths / 10, tenths % 10) }
+        if tenths.is_multiple_of(10) { format!("{secs}s") } else { format!("{}.{}s", tenths / 10, tenths % 10) }
     } else if secs < 3600 {
         format!("{}m{}s", secs / 60, secs % 60)
     } else {
