@@ -47,7 +47,7 @@ pub async fn run(args: CandidatesArgs) -> Result<ExitCode, CtlError> {
                     output::health_cell(c.health.as_ref()),
                     c.lease_id.to_string(),
                     c.position.to_string(),
-                    output::text(&c.value),
+                    output::or_dash(&output::text(&c.value)),
                 ]);
             }
             print!("{table}");

@@ -145,7 +145,7 @@ pub fn leader_row(election: &str, leader: &pb::LeaderInfo) -> Vec<String> {
         leader.lease_id.to_string(),
         health_cell(leader.health.as_ref()),
         ago(leader.elected_unix_ms),
-        text(&leader.value),
+        or_dash(&text(&leader.value)),
     ]
 }
 
