@@ -294,6 +294,40 @@ async fn unreachable_service_exits_69_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn an_instance_without_zookeeper_is_reported_not_serving_and_unavailable() {
+    // zkcoord serves at once but cannot reach its ZooKeeper: health NOT_SERVING, calls
+    // UNAVAILABLE (sent by zkcoord, so not "cannot reach").
+    let config = support::test_config(&closed_endpoint(), &support::namespace("cli-nozk"));
+    let instance = zkcoord::server::start(config).await.unwrap();
+    let endpoints = instance.addr().to_string();
+
+    let run = zkcoord(&endpoints, &["health"]).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let rows: Vec<Vec<&str>> = run.stdout.lines().skip(1).map(cells).collect();
+    assert_eq!(rows.len(), 4, "{run:?}");
+    assert!(rows.iter().all(|r| r[2] == "NOT_SERVING"), "{run:?}");
+    let run = zkcoord(&endpoints, &["health", "-o", "json"]).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["serving"], false);
+    assert_eq!(json["endpoints"][0]["services"][0]["status"], "NOT_SERVING");
+
+    let run = zkcoord(&endpoints, &["leader", "get", "ledger"]).await;
+    assert_eq!(run.code, Some(EX_UNAVAILABLE), "{run:?}");
+    assert!(run.stderr.starts_with("error: leader get ledger: zkcoord cannot answer now"), "{run:?}");
+
+    // Health checks every endpoint: one healthy and one unreachable is still a failure.
+    let zk = support::zk::shared();
+    let healthy = support::start_zkcoord(&zk.hosts(), &support::namespace("cli-health2")).await;
+    let both = format!("{},{}", healthy.addr(), closed_endpoint());
+    let run = zkcoord(&both, &["health"]).await;
+    assert_eq!(run.code, Some(EX_UNAVAILABLE), "{run:?}");
+    assert_eq!(run.stdout.lines().count(), 5, "{run:?}");
+    healthy.shutdown().await;
+    instance.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_second_endpoint_is_used_when_the_first_is_unreachable() {
     let zk = support::zk::shared();
     let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("cli-failover")).await;
