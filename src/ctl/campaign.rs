@@ -38,7 +38,6 @@ use zkcoord_client::{
 use super::{
     ClientArgs, Ctl, CtlError,
     child::{self, Child},
-    error::is_unreachable,
     output::Format,
     parse_duration,
 };
@@ -147,7 +146,7 @@ async fn candidacy(ctl: &Ctl, args: &CampaignArgs, id: &str) -> Result<(LeaseKee
 fn retryable(err: &CtlError) -> bool {
     match err {
         CtlError::Unreachable { .. } => true,
-        CtlError::Status { status, .. } => status.code() == tonic::Code::Unavailable || is_unreachable(status),
+        CtlError::Status { status, .. } => status.code() == tonic::Code::Unavailable,
         _ => false,
     }
 }
