@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::RawSettings;
+use crate::{config::RawSettings, ctl};
 
 /// zkcoord: leases, leader election and soft locks over gRPC, backed by ZooKeeper.
 #[derive(Debug, Parser)]
@@ -19,11 +19,26 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands: `serve` runs the service; the others are its clients (see [`crate::ctl`]).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the zkcoord gRPC API until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// Show, watch, resign or transfer an election's leader.
+    Leader(ctl::LeaderArgs),
+    /// List an election's candidates in election order.
+    Candidates(ctl::CandidatesArgs),
+    /// List, grant, revoke or describe leases.
+    Lease(ctl::LeaseArgs),
+    /// Show who holds and who waits for soft locks.
+    Lock(ctl::LockArgs),
+    /// Check the grpc.health.v1 status of zkcoord instances (exit 0 only when all SERVING).
+    Health(ctl::HealthArgs),
+    /// Run a command only while leading an election; stop it when leadership is lost.
+    Campaign(ctl::CampaignArgs),
+    /// Internal to `campaign`: exec a command that dies with its parent.
+    #[command(hide = true)]
+    RunChild(ctl::RunChildArgs),
 }
 
 /// Flags of `zkcoord serve`. Each also reads `ZKCOORD_<NAME>` from the environment and

@@ -3,11 +3,12 @@
 //! The data flow is `api` (tonic services: validate → call → protobuf) over `recipe`
 //! (coordination logic, no tonic types) over `zk` (the ZooKeeper session and the namespace
 //! layout). Errors of every layer are one [`Error`] enum, mapped to `tonic::Status` in
-//! [`error`].
+//! [`error`]. [`ctl`] holds the client subcommands of the `zkcoord` binary.
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod error;
 pub mod limits;
 pub mod metrics;

@@ -1,5 +1,6 @@
-//! The `zkcoord` binary: parse the command line, resolve the config, set up telemetry, serve
-//! until SIGTERM or SIGINT.
+//! The `zkcoord` binary: parse the command line; for `serve`, resolve the config, set up
+//! telemetry and serve until SIGTERM or SIGINT; for the client subcommands, hand over to
+//! [`zkcoord::ctl`].
 
 use std::process::ExitCode;
 
@@ -7,7 +8,7 @@ use clap::Parser;
 use zkcoord::{
     cli::{Cli, Command},
     config::{Config, EX_USAGE},
-    server, telemetry,
+    ctl, server, telemetry,
 };
 
 fn main() -> ExitCode {
@@ -37,6 +38,13 @@ fn main() -> ExitCode {
             };
             runtime.block_on(serve(config))
         }
+        Command::Leader(args) => ctl::run(ctl::leader::run(args)),
+        Command::Candidates(args) => ctl::run(ctl::candidates::run(args)),
+        Command::Lease(args) => ctl::run(ctl::lease::run(args)),
+        Command::Lock(args) => ctl::run(ctl::lock::run(args)),
+        Command::Health(args) => ctl::run(ctl::health::run(args)),
+        Command::Campaign(args) => ctl::run(ctl::campaign::run(args)),
+        Command::RunChild(args) => ctl::child::run_child(args),
     }
 }
 
