@@ -108,7 +108,10 @@ pub async fn start(config: Config) -> io::Result<Instance> {
 
     let router = Server::builder()
         // One span per call: exported through OTLP when configured (see `telemetry`).
-        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        .trace_fn(|request| {
+            let method = request.uri().path();
+            tracing::info_span!("grpc", otel.name = %method, rpc.method = %method)
+        })
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .concurrency_limit_per_connection(config.max_calls_per_connection)
