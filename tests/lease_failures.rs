@@ -225,11 +225,14 @@ async fn heartbeats_cost_no_zookeeper_writes_and_one_session() {
     assert_eq!(granted.len(), LEASES);
 
     let zxid_before = zk.server.zxid().unwrap();
+    let generation_before = instance.session().status().generation();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let confirmed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut beats = tokio::task::JoinSet::new();
     for (i, lease) in granted.iter().enumerate() {
         let channel = channels[i % channels.len()].clone();
-        let (id, secret, confirmed) = (lease.lease_id, lease.secret.clone(), confirmed.clone());
+        let (id, secret, confirmed, answered) =
+            (lease.lease_id, lease.secret.clone(), confirmed.clone(), answered.clone());
         beats.spawn(async move {
             let (tx, rx) = tokio::sync::mpsc::channel(2);
             let request = pb::KeepAliveRequest { lease: support::lease::lease_ref(id, &secret), health: None };
@@ -242,6 +245,7 @@ async fn heartbeats_cost_no_zookeeper_writes_and_one_session() {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             for _ in 0..100 {
                 let answer = answers.message().await.unwrap().unwrap();
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if answer.confirmed {
                     confirmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -256,7 +260,15 @@ async fn heartbeats_cost_no_zookeeper_writes_and_one_session() {
     let writes = zk.server.zxid().unwrap() - zxid_before;
     let confirmed = confirmed.load(std::sync::atomic::Ordering::Relaxed);
     println!("{confirmed} confirmed heartbeats in {elapsed:?} caused {writes} zookeeper writes");
-    assert_eq!(confirmed, LEASES * 100, "every heartbeat was answered and confirmed");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::Relaxed), LEASES * 100, "every heartbeat was answered");
+    // A heartbeat is confirmed unless the instance's ZooKeeper connection blipped meanwhile
+    // (a starved CI machine can miss a ping of the 2 s session): then, and only then, the
+    // instance rightly refuses to vouch until it has checked each lease again.
+    if instance.session().status().generation() == generation_before {
+        assert_eq!(confirmed, LEASES * 100, "every heartbeat was confirmed");
+    } else {
+        println!("the ZooKeeper connection was re-established during the test: {confirmed} confirmed");
+    }
     assert!(writes < 500, "{writes} zookeeper writes");
 
     // (e) Sessions: `cons` lists one connection per client session; zkcoord holds one.
