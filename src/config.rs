@@ -523,4 +523,32 @@ mod tests {
             .expect_err("missing");
         assert!(err.to_string().contains("cannot read"), "{err}");
     }
+
+    #[test]
+    fn tls_settings_go_together() {
+        let flags = |cert: &str, key: &str, ca: &str, authz: &str| RawSettings {
+            tls_cert: Some(cert.into()),
+            tls_key: Some(key.into()),
+            tls_client_ca: Some(ca.into()),
+            authz_file: Some(authz.into()),
+            ..Default::default()
+        };
+        // Empty values count as unset: plaintext.
+        let config = Config::resolve(flags("", "", "", ""), None, no_env).expect("plaintext");
+        assert_eq!((config.tls, config.authz), (None, None));
+        for (settings, setting) in [
+            (flags("c.pem", "", "", ""), "tls_cert"),
+            (flags("", "k.pem", "", ""), "tls_key"),
+            (flags("", "", "ca.pem", ""), "tls_client_ca"),
+            (flags("", "", "", "authz.toml"), "authz_file"),
+        ] {
+            let err = Config::resolve(settings, None, no_env).expect_err(setting);
+            assert_eq!((err.setting, err.source), (setting, Source::Flag));
+        }
+        let env = |name: &str| (name == "ZKCOORD_TLS_CERT").then(|| "/nonexistent/server.crt".to_string());
+        let err = Config::resolve(RawSettings { tls_key: Some("k.pem".into()), ..Default::default() }, None, env)
+            .expect_err("unreadable");
+        assert_eq!((err.setting, err.source.clone()), ("tls_cert", Source::Env));
+        assert!(err.to_string().contains("ZKCOORD_TLS_CERT"), "{err}");
+    }
 }

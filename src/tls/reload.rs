@@ -56,11 +56,15 @@ pub fn load(files: &TlsConfig) -> Result<ServerConfig, TlsError> {
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
         TlsError::new("tls_key", format!("{}: no usable PEM private key: {}", files.key.display(), pem_error(&e)))
     })?;
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        TlsError::new(
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| match e {
+        rustls::Error::InvalidCertificate(e) => {
+            TlsError::new("tls_cert", format!("{}: unusable certificate: {e}", files.cert.display()))
+        }
+        rustls::Error::InconsistentKeys(_) => TlsError::new(
             "tls_key",
-            format!("{} does not fit the certificate in {}: {e}", files.key.display(), files.cert.display()),
-        )
+            format!("{} is not the key of the certificate in {}", files.key.display(), files.cert.display()),
+        ),
+        other => TlsError::new("tls_key", format!("{}: unusable private key: {other}", files.key.display())),
     })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
