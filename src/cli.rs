@@ -77,6 +77,20 @@ pub struct ServeArgs {
     /// [default: 1000]
     #[arg(long, value_name = "N")]
     pub max_calls_per_connection: Option<String>,
+    /// Server certificate chain (PEM); turns on TLS [env: ZKCOORD_TLS_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// Server private key (PEM) [env: ZKCOORD_TLS_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// CA bundle (PEM) client certificates must chain to; turns on mTLS
+    /// [env: ZKCOORD_TLS_CLIENT_CA]
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<String>,
+    /// Rules mapping client identities to election names and lock keys (TOML)
+    /// [env: ZKCOORD_AUTHZ_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub authz_file: Option<String>,
 }
 
 impl ServeArgs {
@@ -92,6 +106,10 @@ impl ServeArgs {
             instance_id: self.instance_id,
             metrics_listen: self.metrics_listen,
             max_calls_per_connection: self.max_calls_per_connection,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            tls_client_ca: self.tls_client_ca,
+            authz_file: self.authz_file,
         };
         (self.config, settings)
     }

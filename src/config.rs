@@ -15,6 +15,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::authz::Authz;
+
 /// Exit code for invalid configuration or usage (BSD `sysexits.h` `EX_USAGE`).
 pub const EX_USAGE: i32 = 64;
 /// Default gRPC listen address.
@@ -60,6 +62,22 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Calls in progress one client connection may have; more get RESOURCE_EXHAUSTED.
     pub max_calls_per_connection: usize,
+    /// TLS for the gRPC listener; `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Which election names and lock keys each client identity may use; `None`: all.
+    pub authz: Option<Authz>,
+}
+
+/// TLS for the gRPC listener: PEM files, re-read when they change (see [`crate::tls`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The server certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The server certificate's private key.
+    pub key: PathBuf,
+    /// CA certificates client certificates must chain to; when set, clients must present one
+    /// (mTLS). `None`: no client certificates.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// How to reach ZooKeeper and where zkcoord's state lives there.
@@ -104,6 +122,14 @@ pub struct RawSettings {
     pub metrics_listen: Option<String>,
     /// Calls in progress per client connection, 1 to 100000.
     pub max_calls_per_connection: Option<String>,
+    /// Server certificate chain, PEM file.
+    pub tls_cert: Option<String>,
+    /// Server private key, PEM file.
+    pub tls_key: Option<String>,
+    /// CA bundle for client certificates, PEM file; turns on mTLS.
+    pub tls_client_ca: Option<String>,
+    /// Identity → election/lock name rules, TOML file.
+    pub authz_file: Option<String>,
 }
 
 /// Where a setting's value came from.
@@ -248,6 +274,13 @@ impl Config {
             _ => return Err(fail("max_calls_per_connection", src, format!("{v:?} is not a number from 1 to 100000"))),
         };
 
+        let (tls, authz) = resolve_tls(
+            pick("tls_cert", flags.tls_cert, file_settings.tls_cert),
+            pick("tls_key", flags.tls_key, file_settings.tls_key),
+            pick("tls_client_ca", flags.tls_client_ca, file_settings.tls_client_ca),
+            pick("authz_file", flags.authz_file, file_settings.authz_file),
+        )?;
+
         Ok(Self {
             listen,
             zookeeper: ZkConfig { hosts, namespace, session_timeout },
@@ -257,8 +290,71 @@ impl Config {
             instance_id,
             metrics_listen,
             max_calls_per_connection,
+            tls,
+            authz,
         })
     }
+}
+
+/// Resolves `tls_cert`, `tls_key`, `tls_client_ca` and `authz_file` (an empty value counts as
+/// unset), loading the files so that unusable ones are configuration errors.
+fn resolve_tls(
+    cert: Option<(String, Source)>,
+    key: Option<(String, Source)>,
+    client_ca: Option<(String, Source)>,
+    authz_file: Option<(String, Source)>,
+) -> Result<(Option<TlsConfig>, Option<Authz>), ConfigError> {
+    let set = |value: Option<(String, Source)>| value.filter(|(v, _)| !v.is_empty());
+    let (cert, key, client_ca, authz_file) = (set(cert), set(key), set(client_ca), set(authz_file));
+    let fail = |setting: &'static str, source: &Source, message: String| ConfigError {
+        setting,
+        source: source.clone(),
+        message,
+    };
+    let (cert, key) = match (cert, key) {
+        (None, None) => (None, None),
+        (Some((_, src)), None) => return Err(fail("tls_cert", &src, "needs tls_key as well (both or neither)".into())),
+        (None, Some((_, src))) => return Err(fail("tls_key", &src, "needs tls_cert as well (both or neither)".into())),
+        (Some(cert), Some(key)) => (Some(cert), Some(key)),
+    };
+    if let (Some((_, src)), None) = (&client_ca, &cert) {
+        return Err(fail(
+            "tls_client_ca",
+            src,
+            "needs tls_cert and tls_key (mTLS is TLS with client certificates)".into(),
+        ));
+    }
+    if let (Some((_, src)), None) = (&authz_file, &client_ca) {
+        return Err(fail(
+            "authz_file",
+            src,
+            "needs tls_client_ca (identities come from verified client certificates)".into(),
+        ));
+    }
+    let tls = match (&cert, &key) {
+        (Some((cert_path, cert_src)), Some((key_path, key_src))) => {
+            let tls = TlsConfig {
+                cert: PathBuf::from(cert_path),
+                key: PathBuf::from(key_path),
+                client_ca: client_ca.as_ref().map(|(path, _)| PathBuf::from(path)),
+            };
+            if let Err(err) = crate::tls::ServerTls::load(tls.clone()) {
+                let src = match err.setting {
+                    "tls_key" => key_src,
+                    "tls_client_ca" => client_ca.as_ref().map_or(cert_src, |(_, src)| src),
+                    _ => cert_src,
+                };
+                return Err(fail(err.setting, src, err.message));
+            }
+            Some(tls)
+        }
+        _ => None,
+    };
+    let authz = match &authz_file {
+        Some((path, src)) => Some(Authz::load(Path::new(path)).map_err(|m| fail("authz_file", src, m))?),
+        None => None,
+    };
+    Ok((tls, authz))
 }
 
 fn load_file(path: &Path, source: Source) -> Result<RawSettings, ConfigError> {
@@ -426,5 +522,33 @@ mod tests {
         let err = Config::resolve(RawSettings::default(), Some(dir.path().join("missing.toml")), no_env)
             .expect_err("missing");
         assert!(err.to_string().contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_go_together() {
+        let flags = |cert: &str, key: &str, ca: &str, authz: &str| RawSettings {
+            tls_cert: Some(cert.into()),
+            tls_key: Some(key.into()),
+            tls_client_ca: Some(ca.into()),
+            authz_file: Some(authz.into()),
+            ..Default::default()
+        };
+        // Empty values count as unset: plaintext.
+        let config = Config::resolve(flags("", "", "", ""), None, no_env).expect("plaintext");
+        assert_eq!((config.tls, config.authz), (None, None));
+        for (settings, setting) in [
+            (flags("c.pem", "", "", ""), "tls_cert"),
+            (flags("", "k.pem", "", ""), "tls_key"),
+            (flags("", "", "ca.pem", ""), "tls_client_ca"),
+            (flags("", "", "", "authz.toml"), "authz_file"),
+        ] {
+            let err = Config::resolve(settings, None, no_env).expect_err(setting);
+            assert_eq!((err.setting, err.source), (setting, Source::Flag));
+        }
+        let env = |name: &str| (name == "ZKCOORD_TLS_CERT").then(|| "/nonexistent/server.crt".to_string());
+        let err = Config::resolve(RawSettings { tls_key: Some("k.pem".into()), ..Default::default() }, None, env)
+            .expect_err("unreadable");
+        assert_eq!((err.setting, err.source.clone()), ("tls_cert", Source::Env));
+        assert!(err.to_string().contains("ZKCOORD_TLS_CERT"), "{err}");
     }
 }

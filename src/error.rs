@@ -28,6 +28,13 @@ pub enum Error {
     /// The lease secret does not match the lease.
     #[error("wrong lease secret")]
     WrongSecret,
+    /// The caller's client certificate identity may not use the election or lock key it named
+    /// (see [`crate::authz`]). `resource` is a fixed description, never the name itself.
+    #[error("identity not authorized for this {resource}")]
+    NotAuthorized {
+        /// `election` or `lock key`.
+        resource: &'static str,
+    },
     /// The call is valid but the state does not allow it (not the leader, not the holder, ...).
     #[error("{0}")]
     FailedPrecondition(&'static str),
@@ -86,7 +93,7 @@ impl From<Error> for Status {
         let code = match &err {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::LeaseNotFound | Error::HandleNotFound => Code::NotFound,
-            Error::WrongSecret => Code::PermissionDenied,
+            Error::WrongSecret | Error::NotAuthorized { .. } => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable | Error::ShuttingDown => Code::Unavailable,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
@@ -120,6 +127,16 @@ mod tests {
             (Error::LeaseNotFound, Code::NotFound, "lease not found"),
             (Error::WrongSecret, Code::PermissionDenied, "wrong lease secret"),
             (Error::HandleNotFound, Code::NotFound, "lock handle not found"),
+            (
+                Error::NotAuthorized { resource: "election" },
+                Code::PermissionDenied,
+                "identity not authorized for this election",
+            ),
+            (
+                Error::NotAuthorized { resource: "lock key" },
+                Code::PermissionDenied,
+                "identity not authorized for this lock key",
+            ),
             (Error::DeadlineExceeded, Code::DeadlineExceeded, "lock wait timed out"),
             (Error::FailedPrecondition("not the leader"), Code::FailedPrecondition, "not the leader"),
             (zookeeper_client::Error::ConnectionLoss.into(), Code::Unavailable, "zookeeper unavailable"),

@@ -6,6 +6,7 @@
 //! [`error`]. [`ctl`] holds the client subcommands of the `zkcoord` binary.
 
 pub mod api;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod ctl;
@@ -16,6 +17,7 @@ pub mod pb;
 pub mod recipe;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;
 pub mod zk;
 

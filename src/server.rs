@@ -19,6 +19,7 @@ use crate::{
         v1::{election_server::ElectionServer, lease_server::LeaseServer, lock_server::LockServer},
     },
     recipe::{election::Elections, instance::Incarnation, lease::Leases, lock::Locks},
+    tls::ServerTls,
     zk::{SessionStatus, ZkSession},
 };
 
@@ -45,6 +46,7 @@ pub struct Instance {
     grace: Duration,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     metrics_addr: Option<SocketAddr>,
+    tls: Option<ServerTls>,
 }
 
 /// Binds `config.listen`, starts the ZooKeeper session and serves until [`Instance::shutdown`].
@@ -53,8 +55,9 @@ pub struct Instance {
 /// connected, and calls that need ZooKeeper answer UNAVAILABLE until then.
 ///
 /// # Errors
-/// When the listen address cannot be bound.
+/// When the listen address cannot be bound, or the TLS files cannot be used.
 pub async fn start(config: Config) -> io::Result<Instance> {
+    let tls = config.tls.clone().map(ServerTls::load).transpose().map_err(io::Error::other)?;
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let incarnation = Incarnation::new(&config.instance_id);
@@ -88,6 +91,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         leases: leases.clone(),
         elections,
         locks,
+        authz: config.authz.clone().map(std::sync::Arc::new),
     };
 
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -127,10 +131,23 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         )
         .add_service(LockServer::new(LockService::new(ctx)).max_decoding_message_size(MAX_REQUEST_BYTES));
     let stop = shutdown.clone();
-    let server = tokio::spawn(
-        router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { stop.cancelled().await }),
-    );
-    tracing::info!(%addr, instance = %config.instance_id, namespace = %config.zookeeper.namespace, "zkcoord serving");
+    let server = match &tls {
+        Some(tls) => {
+            tls.spawn_reloader(shutdown.clone());
+            let incoming = tls.incoming(listener, shutdown.clone());
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }))
+        }
+        None => tokio::spawn(
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { stop.cancelled().await }),
+        ),
+    };
+    let tls_mode = match &tls {
+        Some(tls) if tls.requires_client_certificates() => "mtls",
+        Some(_) => "tls",
+        None => "off",
+    };
+    tracing::info!(%addr, instance = %config.instance_id, namespace = %config.zookeeper.namespace, tls = tls_mode, "zkcoord serving");
     Ok(Instance {
         addr,
         session,
@@ -140,6 +157,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         grace: config.shutdown_grace,
         server,
         metrics_addr,
+        tls,
     })
 }
 
@@ -152,6 +170,11 @@ impl Instance {
     /// The address of the Prometheus endpoint, when enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The listener's TLS, when configured.
+    pub fn tls(&self) -> Option<&ServerTls> {
+        self.tls.as_ref()
     }
 
     /// The instance's ZooKeeper session.

@@ -4,8 +4,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{Context, ResponseStream, check, convert::health_to_pb};
+use super::{Caller, Context, ResponseStream, check, convert::health_to_pb};
 use crate::{
+    authz::Resource,
     error::{Error, Result},
     pb::v1::{self as pb, election_server},
     recipe::election::{
@@ -122,7 +123,9 @@ impl election_server::Election for ElectionService {
     type CampaignStream = ResponseStream<pb::CampaignResponse>;
 
     async fn campaign(&self, request: Request<pb::CampaignRequest>) -> Result<Response<Self::CampaignStream>, Status> {
+        let caller = Caller::of(&request);
         let request = campaign_request(request.into_inner())?;
+        self.ctx.authorize(&caller, Resource::Election, [&request.key.election])?;
         let mut campaign = self.ctx.elections.campaign(request).await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shutdown = self.ctx.shutdown.clone();
@@ -144,9 +147,11 @@ impl election_server::Election for ElectionService {
     }
 
     async fn proclaim(&self, request: Request<pb::ProclaimRequest>) -> Result<Response<pb::ProclaimResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let key = candidate_key(req.key.as_ref(), &check::KEY)?;
         validate::value("value", &req.value)?;
+        self.ctx.authorize(&caller, Resource::Election, [&key.election])?;
         self.ctx.elections.proclaim(&key, req.term, &req.value).await?;
         Ok(Response::new(pb::ProclaimResponse {}))
     }
@@ -212,13 +217,16 @@ impl election_server::Election for ElectionService {
     }
 
     async fn resign(&self, request: Request<pb::ResignRequest>) -> Result<Response<pb::ResignResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let key = candidate_key(req.key.as_ref(), &check::KEY)?;
+        self.ctx.authorize(&caller, Resource::Election, [&key.election])?;
         self.ctx.elections.resign(&key, req.term).await?;
         Ok(Response::new(pb::ResignResponse {}))
     }
 
     async fn transfer(&self, request: Request<pb::TransferRequest>) -> Result<Response<pb::TransferResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let name = Name::parse("election", &req.election)?;
         let target = match req.target_candidate_id.as_str() {
@@ -235,6 +243,7 @@ impl election_server::Election for ElectionService {
             }
             None => None,
         };
+        self.ctx.authorize(&caller, Resource::Election, [&name])?;
         let leader = self.ctx.elections.transfer(&name, target.as_ref(), from.as_ref(), req.term).await?;
         Ok(Response::new(pb::TransferResponse { leader: Some(leader_info(leader)) }))
     }

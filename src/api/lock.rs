@@ -2,8 +2,9 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Context, check};
+use super::{Caller, Context, check};
 use crate::{
+    authz::Resource,
     error::{Error, Result},
     pb::v1::{self as pb, lock_server},
     recipe::lock::{Acquired, KeyHolders, LockRequest, TryOutcome},
@@ -66,9 +67,11 @@ fn key_holders(key: KeyHolders) -> pb::KeyHolders {
 #[tonic::async_trait]
 impl lock_server::Lock for LockService {
     async fn lock(&self, request: Request<pb::LockRequest>) -> Result<Response<pb::LockResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.get_ref();
         let request = lock_request(&req.keys, req.lease.as_ref(), req.mode)?;
         let wait = validate::wait_timeout("wait_timeout_ms", req.wait_timeout_ms)?;
+        self.ctx.authorize(&caller, Resource::LockKey, &request.keys)?;
         let keys = request.keys.clone();
         let acquired = tokio::select! {
             acquired = self.ctx.locks.lock(request, wait) => acquired?,
@@ -78,8 +81,10 @@ impl lock_server::Lock for LockService {
     }
 
     async fn try_lock(&self, request: Request<pb::TryLockRequest>) -> Result<Response<pb::TryLockResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.get_ref();
         let request = lock_request(&req.keys, req.lease.as_ref(), req.mode)?;
+        self.ctx.authorize(&caller, Resource::LockKey, &request.keys)?;
         let keys = request.keys.clone();
         let response = match self.ctx.locks.try_lock(request).await? {
             TryOutcome::Acquired(acquired) => pb::TryLockResponse {
@@ -95,6 +100,8 @@ impl lock_server::Lock for LockService {
         Ok(Response::new(response))
     }
 
+    /// Not checked against the `authz_file`: a handle comes only from an authorized Lock or
+    /// TryLock, and releasing it takes that hold's lease secret.
     async fn unlock(&self, request: Request<pb::UnlockRequest>) -> Result<Response<pb::UnlockResponse>, Status> {
         let req = request.get_ref();
         check_handle(&req.handle)?;

@@ -7,13 +7,17 @@ pub mod election;
 pub mod lease;
 pub mod lock;
 
-use std::pin::Pin;
+use std::{pin::Pin, sync::Arc};
 
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    authz::{Authz, Resource},
+    error::{Error, Result},
     recipe::{election::Elections, lease::Leases, lock::Locks},
+    tls::TlsPeer,
+    validate::Name,
     zk::ZkSession,
 };
 
@@ -32,6 +36,43 @@ pub struct Context {
     pub elections: Elections,
     /// The lock recipe.
     pub locks: Locks,
+    /// Which names each client identity may use; `None`: every name to every client.
+    pub authz: Option<Arc<Authz>>,
+}
+
+/// The caller of a request: its client certificate identity, if it presented one (mTLS).
+#[derive(Clone, Debug, Default)]
+pub struct Caller(Option<Arc<str>>);
+
+impl Caller {
+    /// The caller of `request`.
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        Self(request.extensions().get::<TlsPeer>().and_then(|peer| peer.identity.clone()))
+    }
+}
+
+impl Context {
+    /// Checks that `caller` may use `names` as `resource`.
+    ///
+    /// # Errors
+    /// [`Error::NotAuthorized`] when an `authz_file` is configured and does not allow it.
+    pub fn authorize<'a>(
+        &self,
+        caller: &Caller,
+        resource: Resource,
+        names: impl IntoIterator<Item = &'a Name>,
+    ) -> Result<()> {
+        let Some(authz) = &self.authz else { return Ok(()) };
+        if authz.allows(caller.0.as_deref(), resource, names.into_iter().map(Name::as_str)) {
+            return Ok(());
+        }
+        let resource = match resource {
+            Resource::Election => "election",
+            Resource::LockKey => "lock key",
+        };
+        tracing::debug!(identity = caller.0.as_deref(), resource, "not authorized");
+        Err(Error::NotAuthorized { resource })
+    }
 }
 
 /// A server-streaming response.

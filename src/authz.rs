@@ -1,0 +1,243 @@
+//! Which election names and lock keys a client identity may use (the optional `authz_file`).
+//!
+//! The file is TOML with any number of `[[allow]]` rules:
+//!
+//! ```toml
+//! [[allow]]
+//! identity = "ledger-node-*"   # the client certificate's identity; a trailing * is a prefix
+//! elections = ["ledger-*"]     # elections it may Campaign, Proclaim, Resign and Transfer in
+//! locks = ["orders:*"]         # lock keys it may Lock and TryLock
+//! ```
+//!
+//! A name is allowed when any rule whose `identity` matches the caller lists a pattern that
+//! matches it; a call naming several lock keys needs all of them allowed. Everything else that
+//! names an election or a lock key is denied, including calls without an identity. Pure logic:
+//! the api layer asks, and answers PERMISSION_DENIED.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// What a name in a request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// An election name.
+    Election,
+    /// A lock key.
+    LockKey,
+}
+
+/// The rules of an `authz_file`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Authz {
+    rules: Vec<Rule>,
+}
+
+/// One `[[allow]]` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Rule {
+    identity: Pattern,
+    elections: Vec<Pattern>,
+    locks: Vec<Pattern>,
+}
+
+/// An exact name, or a prefix when written with a trailing `*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Result<Self, String> {
+        let (body, prefix) = match text.strip_suffix('*') {
+            Some(body) => (body, true),
+            None => (text, false),
+        };
+        if body.contains('*') {
+            return Err(format!("{text:?}: only a trailing * is supported"));
+        }
+        if body.is_empty() && !prefix {
+            return Err("an empty pattern matches nothing".into());
+        }
+        if body.chars().any(char::is_control) {
+            return Err(format!("{text:?}: control characters are not allowed"));
+        }
+        Ok(if prefix { Self::Prefix(body.to_owned()) } else { Self::Exact(body.to_owned()) })
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Self::Exact(exact) => name == exact,
+            Self::Prefix(prefix) => name.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    allow: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    identity: String,
+    #[serde(default)]
+    elections: Vec<String>,
+    #[serde(default)]
+    locks: Vec<String>,
+}
+
+impl Authz {
+    /// Reads the rules from the TOML file `path`.
+    ///
+    /// # Errors
+    /// A message naming the file and what is wrong with it.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses the rules from TOML `text`.
+    ///
+    /// # Errors
+    /// What is wrong with the text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: File = toml::from_str(text).map_err(|e| format!("not a valid rule file: {}", e.message()))?;
+        let rules = file
+            .allow
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let patterns = |field: &str, list: Vec<String>| {
+                    list.iter()
+                        .map(|p| Pattern::parse(p))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("allow[{i}].{field}: {e}"))
+                };
+                Ok(Rule {
+                    identity: Pattern::parse(&raw.identity).map_err(|e| format!("allow[{i}].identity: {e}"))?,
+                    elections: patterns("elections", raw.elections)?,
+                    locks: patterns("locks", raw.locks)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Self { rules })
+    }
+
+    /// Whether `identity` may use every one of `names` (at least one) as a `resource`.
+    pub fn allows<'a>(
+        &self,
+        identity: Option<&str>,
+        resource: Resource,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> bool {
+        let Some(identity) = identity else { return false };
+        let rules: Vec<&Rule> = self.rules.iter().filter(|r| r.identity.matches(identity)).collect();
+        let mut any = false;
+        for name in names {
+            any = true;
+            let allowed = rules.iter().any(|rule| {
+                let patterns = match resource {
+                    Resource::Election => &rule.elections,
+                    Resource::LockKey => &rule.locks,
+                };
+                patterns.iter().any(|p| p.matches(name))
+            });
+            if !allowed {
+                return false;
+            }
+        }
+        any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = r#"
+        [[allow]]
+        identity = "ledger-node-*"
+        elections = ["ledger-*"]
+        locks = ["orders:*", "inventory"]
+
+        [[allow]]
+        identity = "ledger-node-a"
+        elections = ["audit"]
+
+        [[allow]]
+        identity = "admin"
+        elections = ["*"]
+        locks = ["*"]
+    "#;
+
+    fn rules() -> Authz {
+        Authz::parse(RULES).expect("valid rules")
+    }
+
+    #[test]
+    fn prefix_and_exact_patterns() {
+        let authz = rules();
+        let a = Some("ledger-node-a");
+        assert!(authz.allows(a, Resource::Election, ["ledger-master"]));
+        assert!(authz.allows(a, Resource::Election, ["ledger-"]));
+        assert!(!authz.allows(a, Resource::Election, ["other"]));
+        assert!(!authz.allows(a, Resource::Election, ["ledge"]));
+        assert!(authz.allows(a, Resource::LockKey, ["orders:1", "inventory"]));
+        assert!(!authz.allows(a, Resource::LockKey, ["inventory2"]));
+        assert!(!authz.allows(a, Resource::LockKey, ["users:1"]));
+    }
+
+    #[test]
+    fn rules_of_one_identity_add_up() {
+        let authz = rules();
+        assert!(authz.allows(Some("ledger-node-a"), Resource::Election, ["audit"]));
+        assert!(!authz.allows(Some("ledger-node-b"), Resource::Election, ["audit"]));
+        assert!(authz.allows(Some("ledger-node-b"), Resource::Election, ["ledger-master"]));
+    }
+
+    #[test]
+    fn every_name_must_be_allowed() {
+        let authz = rules();
+        assert!(!authz.allows(Some("ledger-node-a"), Resource::LockKey, ["orders:1", "users:1"]));
+        assert!(!authz.allows(Some("ledger-node-a"), Resource::LockKey, []));
+    }
+
+    #[test]
+    fn unknown_or_missing_identity_is_denied() {
+        let authz = rules();
+        assert!(!authz.allows(Some("intruder"), Resource::Election, ["ledger-master"]));
+        assert!(!authz.allows(None, Resource::Election, ["ledger-master"]));
+        assert!(!Authz::default().allows(Some("admin"), Resource::LockKey, ["x"]));
+        assert!(authz.allows(Some("admin"), Resource::LockKey, ["anything"]));
+        // The identity pattern is a prefix only when it ends in *.
+        assert!(!authz.allows(Some("admin2"), Resource::LockKey, ["anything"]));
+    }
+
+    #[test]
+    fn locks_and_elections_are_separate() {
+        let authz = rules();
+        assert!(!authz.allows(Some("ledger-node-a"), Resource::LockKey, ["ledger-master"]));
+        assert!(!authz.allows(Some("ledger-node-a"), Resource::Election, ["orders:1"]));
+    }
+
+    #[test]
+    fn bad_files_are_explained() {
+        for (text, expected) in [
+            ("[[allow]]\nelections = [\"a\"]\n", "identity"),
+            ("[[allow]]\nidentity = \"a\"\ncolour = \"blue\"\n", "colour"),
+            ("[[allow]]\nidentity = \"a*b\"\n", "allow[0].identity"),
+            ("[[allow]]\nidentity = \"a\"\nlocks = [\"\"]\n", "allow[0].locks"),
+            ("[[allow]]\nidentity = \"a\"\nelections = [\"*x*\"]\n", "allow[0].elections"),
+            ("allow = 3\n", "not a valid rule file"),
+        ] {
+            let err = Authz::parse(text).expect_err(text);
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+        assert_eq!(Authz::parse("").expect("empty file"), Authz::default());
+    }
+}

@@ -1,0 +1,259 @@
+//! TLS and mTLS for the gRPC listener.
+//!
+//! [`ServerTls`] holds the current rustls configuration, rebuilt from the PEM files when they
+//! change ([`reload`]), and turns a TCP listener into a stream of established TLS connections
+//! for tonic's `serve_with_incoming_shutdown`:
+//!
+//! * one task accepts TCP connections and never waits for a handshake;
+//! * each handshake runs in its own task, bounded by [`HANDSHAKE_TIMEOUT`], with the
+//!   configuration current when its ClientHello arrived;
+//! * established connections reach tonic through a channel, each carrying a [`TlsPeer`]
+//!   (tonic puts it in every request's extensions) with the client certificate's identity
+//!   ([`identity`]) when mTLS is on.
+
+pub mod identity;
+pub mod reload;
+
+use std::{
+    fmt, io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use rustls::ServerConfig;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+use tokio_rustls::{LazyConfigAcceptor, server::TlsStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+
+use crate::config::TlsConfig;
+
+/// How long a client gets to complete the TLS handshake after connecting.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Established connections queued for tonic.
+const ESTABLISHED_QUEUE: usize = 64;
+/// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// An unusable TLS file: which setting names it, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct TlsError {
+    /// `tls_cert`, `tls_key` or `tls_client_ca`.
+    pub setting: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl TlsError {
+    fn new(setting: &'static str, message: String) -> Self {
+        Self { setting, message }
+    }
+}
+
+/// TLS for one listener: the current configuration, replaced when the files change.
+#[derive(Clone)]
+pub struct ServerTls {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    files: TlsConfig,
+    config: RwLock<Arc<ServerConfig>>,
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("files", &self.shared.files)
+            .field("reloads", &self.reloads())
+            .field("reload_failures", &self.reload_failures())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// Loads the files named in `files`.
+    ///
+    /// # Errors
+    /// A [`TlsError`] naming the setting whose file is unreadable or unusable.
+    pub fn load(files: TlsConfig) -> Result<Self, TlsError> {
+        let config = reload::load(&files)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                files,
+                config: RwLock::new(Arc::new(config)),
+                reloads: AtomicU64::new(0),
+                reload_failures: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Whether clients must present a certificate (mTLS).
+    pub fn requires_client_certificates(&self) -> bool {
+        self.shared.files.client_ca.is_some()
+    }
+
+    /// How many times changed files were loaded and put in use.
+    pub fn reloads(&self) -> u64 {
+        self.shared.reloads.load(Ordering::Relaxed)
+    }
+
+    /// How many times changed files could not be used (the previous configuration stayed).
+    pub fn reload_failures(&self) -> u64 {
+        self.shared.reload_failures.load(Ordering::Relaxed)
+    }
+
+    fn current(&self) -> Arc<ServerConfig> {
+        self.shared.config.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Starts watching the files for changes, until `shutdown`.
+    pub fn spawn_reloader(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(reload::watch(self.shared.clone(), shutdown))
+    }
+
+    /// The established TLS connections on `listener`, until `shutdown` (or until the stream
+    /// is dropped). Failed handshakes are logged at debug level and never appear.
+    pub fn incoming(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> ReceiverStream<Result<TlsConnection, io::Error>> {
+        let (tx, rx) = mpsc::channel(ESTABLISHED_QUEUE);
+        tokio::spawn(accept_loop(self.clone(), listener, tx, shutdown));
+        ReceiverStream::new(rx)
+    }
+}
+
+type Established = mpsc::Sender<Result<TlsConnection, io::Error>>;
+
+async fn accept_loop(tls: ServerTls, listener: TcpListener, tx: Established, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tx.closed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, remote_addr)) => {
+                tokio::spawn(handshake(tls.clone(), tcp, remote_addr, tx.clone(), shutdown.clone()));
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "accepting a connection failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+}
+
+async fn handshake(
+    tls: ServerTls,
+    tcp: TcpStream,
+    remote_addr: SocketAddr,
+    tx: Established,
+    shutdown: CancellationToken,
+) {
+    let _ = tcp.set_nodelay(true);
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+        // The configuration current when the ClientHello arrived: reloads apply to new
+        // connections, never to established ones.
+        start.into_stream(tls.current()).await
+    };
+    let stream = tokio::select! {
+        () = shutdown.cancelled() => return,
+        result = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => match result {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(%remote_addr, error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote_addr, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    let identity = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| identity::of_certificate(cert));
+    if tls.requires_client_certificates() && identity.is_none() {
+        tracing::debug!(%remote_addr, "client certificate names no identity (no DNS SAN, no CN); closing");
+        return;
+    }
+    let peer = TlsPeer { remote_addr, identity: identity.map(Arc::from) };
+    let _ = tx.send(Ok(TlsConnection { stream, peer })).await;
+}
+
+/// Who is at the other end of a TLS connection; in every request's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsPeer {
+    /// The client's address.
+    pub remote_addr: SocketAddr,
+    /// The client certificate's identity (first DNS SAN, else subject CN); `None` without mTLS.
+    pub identity: Option<Arc<str>>,
+}
+
+/// An established TLS connection with its [`TlsPeer`].
+#[derive(Debug)]
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    peer: TlsPeer,
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = TlsPeer;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

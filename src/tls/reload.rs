@@ -1,0 +1,140 @@
+//! Building the rustls server configuration from the PEM files, and rebuilding it when they
+//! change.
+//!
+//! The files are polled every [`POLL_INTERVAL`] (modification time, length and inode, so a
+//! file replaced by rename — as Kubernetes does with Secret volumes — counts as changed). When
+//! any changed, the whole configuration is rebuilt from all of them; a rebuild that fails (a
+//! half-written file, a key that does not match the certificate, ...) is logged and the
+//! previous configuration keeps serving until the files change again.
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt,
+    path::Path,
+    sync::{Arc, PoisonError, atomic::Ordering},
+    time::{Duration, SystemTime},
+};
+
+use rustls::{
+    RootCertStore, ServerConfig,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{Shared, TlsError};
+use crate::config::TlsConfig;
+
+/// How often the certificate, key and CA files are checked for changes.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Builds the server configuration from the files named in `files`.
+///
+/// # Errors
+/// A [`TlsError`] naming the setting whose file is unreadable or unusable.
+pub fn load(files: &TlsConfig) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::new("tls_cert", format!("no usable TLS protocol version: {e}")))?;
+    let builder = match &files.client_ca {
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates("tls_client_ca", path)? {
+                roots.add(cert).map_err(|e| {
+                    TlsError::new("tls_client_ca", format!("{}: unusable CA certificate: {e}", path.display()))
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::new("tls_client_ca", format!("{}: {e}", path.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let chain = certificates("tls_cert", &files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        TlsError::new("tls_key", format!("{}: no usable PEM private key: {}", files.key.display(), pem_error(&e)))
+    })?;
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| match e {
+        rustls::Error::InvalidCertificate(e) => {
+            TlsError::new("tls_cert", format!("{}: unusable certificate: {e}", files.cert.display()))
+        }
+        rustls::Error::InconsistentKeys(_) => TlsError::new(
+            "tls_key",
+            format!("{} is not the key of the certificate in {}", files.key.display(), files.cert.display()),
+        ),
+        other => TlsError::new("tls_key", format!("{}: unusable private key: {other}", files.key.display())),
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// The certificates in the PEM file `path` (at least one).
+fn certificates(setting: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::new(setting, format!("{}: {}", path.display(), pem_error(&e))))?;
+    if certs.is_empty() {
+        return Err(TlsError::new(setting, format!("{}: no PEM CERTIFICATE in the file", path.display())));
+    }
+    Ok(certs)
+}
+
+fn pem_error(err: &rustls::pki_types::pem::Error) -> String {
+    match err {
+        rustls::pki_types::pem::Error::Io(io) => io.to_string(),
+        rustls::pki_types::pem::Error::NoItemsFound => "no matching PEM section".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A version of the files: modification time, length and inode of each (`None`: unreadable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Fingerprint(Vec<Option<(SystemTime, u64, u64)>>);
+
+fn fingerprint(files: &TlsConfig) -> Fingerprint {
+    let paths = [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()];
+    Fingerprint(
+        paths
+            .into_iter()
+            .flatten()
+            .map(|path| fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len(), m.ino()))))
+            .collect(),
+    )
+}
+
+/// Polls the files until `shutdown`, swapping in a new configuration after each change.
+pub(super) async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut seen = fingerprint(&shared.files);
+    let mut interval = tokio::time::interval(POLL_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let now = fingerprint(&shared.files);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let files = shared.files.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&files)).await;
+        match loaded {
+            Ok(Ok(config)) => {
+                *shared.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+                shared.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("TLS certificate files changed; new connections use the new configuration");
+            }
+            Ok(Err(err)) => {
+                shared.reload_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, "TLS certificate files changed but cannot be used; keeping the previous configuration");
+            }
+            Err(err) => {
+                shared.reload_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %err, "TLS reload task failed; keeping the previous configuration");
+            }
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! TLS and mTLS on the gRPC listener, client identities and the `authz_file` rules, and
+//! certificate reload, with certificates generated at test time (rcgen).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use support::{
+    eventually,
+    lease::{grant, lease_ref},
+    lock::{EXCLUSIVE, Locker},
+    zk, zkcoord_command,
+};
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use zkcoord::{
+    authz::Authz,
+    config::{Config, TlsConfig},
+    pb::v1::{self as pb, election_client::ElectionClient},
+    server::{self, Instance},
+};
+
+/// How long one connection attempt plus one call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a reload may take to be seen (files are polled every second).
+const RELOAD_WAIT: Duration = Duration::from_secs(15);
+
+/// A certificate authority.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+/// A certificate and its private key, PEM.
+#[derive(Clone)]
+struct Leaf {
+    cert: String,
+    key: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self { issuer: Issuer::new(params, key), pem }
+    }
+
+    fn leaf(&self, sans: Vec<SanType>, cn: &str) -> Leaf {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf { cert: cert.pem(), key: key.serialize_pem() }
+    }
+
+    /// A server certificate for 127.0.0.1 and localhost.
+    fn server(&self) -> Leaf {
+        let sans = vec![SanType::DnsName("localhost".try_into().unwrap()), SanType::IpAddress([127, 0, 0, 1].into())];
+        self.leaf(sans, "zkcoord")
+    }
+
+    /// A client certificate whose identity (first DNS SAN) is `identity`.
+    fn client(&self, identity: &str) -> Leaf {
+        self.leaf(vec![SanType::DnsName(identity.try_into().unwrap())], identity)
+    }
+}
+
+/// The files of one instance's TLS setup.
+struct Files {
+    _dir: tempfile::TempDir,
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+    authz: PathBuf,
+}
+
+impl Files {
+    fn new(server: &Leaf, client_ca: &Ca) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Self {
+            cert: dir.path().join("server.crt"),
+            key: dir.path().join("server.key"),
+            client_ca: dir.path().join("client-ca.crt"),
+            authz: dir.path().join("authz.toml"),
+            _dir: dir,
+        };
+        files.replace_server(server);
+        std::fs::write(&files.client_ca, &client_ca.pem).unwrap();
+        files
+    }
+
+    /// Replaces the server certificate and key the way deployment tools do: write aside, then
+    /// rename over (the key first, so that the pair is only briefly inconsistent).
+    fn replace_server(&self, server: &Leaf) {
+        replace(&self.key, &server.key);
+        replace(&self.cert, &server.cert);
+    }
+
+    fn tls(&self, mtls: bool) -> TlsConfig {
+        TlsConfig { cert: self.cert.clone(), key: self.key.clone(), client_ca: mtls.then(|| self.client_ca.clone()) }
+    }
+}
+
+fn replace(path: &Path, contents: &str) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, contents).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+/// Starts an in-process instance with `tls` (and `authz`) and waits for its ZooKeeper session.
+async fn start(name: &str, tls: TlsConfig, authz: Option<Authz>) -> Instance {
+    if let Ok(filter) = std::env::var("ZKCOORD_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+    let zk = zk::shared();
+    let config = Config { tls: Some(tls), authz, ..support::test_config(&zk.hosts(), &support::namespace(name)) };
+    let instance = server::start(config).await.expect("start zkcoord with TLS");
+    instance.session().wait_connected(Duration::from_secs(30)).await.expect("zkcoord connects to zookeeper");
+    instance
+}
+
+/// A client's TLS setup: the CA it trusts for the server, and its own certificate if any.
+fn client_tls(server_ca: &Ca, client: Option<&Leaf>) -> ClientTlsConfig {
+    let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&server_ca.pem)).domain_name("localhost");
+    match client {
+        Some(leaf) => config.identity(Identity::from_pem(&leaf.cert, &leaf.key)),
+        None => config,
+    }
+}
+
+/// A TLS channel to `addr`.
+async fn connect(addr: SocketAddr, tls: ClientTlsConfig) -> Result<Channel, String> {
+    let endpoint = Channel::from_shared(format!("https://localhost:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| format!("tls config: {e}"))?;
+    let connected = tokio::time::timeout(CALL_TIMEOUT, endpoint.connect()).await;
+    connected.map_err(|_| "connect timed out".to_owned())?.map_err(|e| format!("connect: {e:?}"))
+}
+
+/// One health call on `channel`.
+async fn health(channel: &Channel) -> Result<ServingStatus, String> {
+    let mut client = HealthClient::new(channel.clone());
+    let call = client.check(HealthCheckRequest { service: String::new() });
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(response)) => Ok(response.into_inner().status()),
+        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+        Err(_) => Err("health call timed out".into()),
+    }
+}
+
+/// Connects over a new connection and makes one health call.
+async fn health_over(addr: SocketAddr, tls: ClientTlsConfig) -> Result<ServingStatus, String> {
+    health(&connect(addr, tls).await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_and_plaintext_is_refused() {
+    let ca = Ca::new("server ca");
+    let files = Files::new(&ca.server(), &ca);
+    let instance = start("tls", files.tls(false), None).await;
+    let addr = instance.addr();
+
+    let channel = connect(addr, client_tls(&ca, None)).await.unwrap();
+    eventually(Duration::from_secs(30), "SERVING over TLS", || async {
+        health(&channel).await == Ok(ServingStatus::Serving)
+    })
+    .await;
+
+    // A plaintext HTTP/2 client gets no answer from the TLS port.
+    let plaintext = async {
+        let channel =
+            Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.map_err(|e| e.to_string())?;
+        health(&channel).await
+    };
+    let result = tokio::time::timeout(CALL_TIMEOUT, plaintext).await.expect("plaintext attempt ends");
+    assert!(result.is_err(), "plaintext call to the TLS port succeeded: {result:?}");
+
+    // A client that does not trust the server's CA refuses it.
+    let other = Ca::new("other ca");
+    assert!(health_over(addr, client_tls(&other, None)).await.is_err());
+
+    // TLS still works after all that.
+    assert_eq!(health_over(addr, client_tls(&ca, None)).await, Ok(ServingStatus::Serving));
+    instance.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_does_not_block_other_clients() {
+    let ca = Ca::new("server ca");
+    let files = Files::new(&ca.server(), &ca);
+    let instance = start("tls-stall", files.tls(false), None).await;
+    let addr = instance.addr();
+    // Clients that connect and never say hello, and one that sends half a ClientHello.
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        stalled.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut half, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+    stalled.push(half);
+    let started = std::time::Instant::now();
+    let status = health_over(addr, client_tls(&ca, None)).await;
+    assert!(status.is_ok(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "waited {:?} behind stalled handshakes", started.elapsed());
+    drop(stalled);
+    instance.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_requires_a_client_certificate_from_the_client_ca() {
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let files = Files::new(&server_ca.server(), &client_ca);
+    let instance = start("mtls", files.tls(true), None).await;
+    let addr = instance.addr();
+
+    let node = client_ca.client("ledger-node-a");
+    let channel = connect(addr, client_tls(&server_ca, Some(&node))).await.unwrap();
+    eventually(Duration::from_secs(30), "SERVING over mTLS", || async {
+        health(&channel).await == Ok(ServingStatus::Serving)
+    })
+    .await;
+
+    let without = health_over(addr, client_tls(&server_ca, None)).await;
+    assert!(without.is_err(), "a client without a certificate was served: {without:?}");
+
+    let stranger = Ca::new("unknown ca").client("ledger-node-a");
+    let unknown = health_over(addr, client_tls(&server_ca, Some(&stranger))).await;
+    assert!(unknown.is_err(), "a client certificate from an unknown CA was accepted: {unknown:?}");
+
+    // A certificate from the server's CA is not a client certificate either: only tls_client_ca counts.
+    let wrong_ca = server_ca.client("ledger-node-a");
+    assert!(health_over(addr, client_tls(&server_ca, Some(&wrong_ca))).await.is_err());
+
+    assert_eq!(health(&channel).await, Ok(ServingStatus::Serving));
+    instance.shutdown().await;
+}
+
+const RULES: &str = r#"
+[[allow]]
+identity = "ledger-node-*"
+elections = ["ledger-*"]
+locks = ["orders:*"]
+"#;
+
+fn campaign_request(election: &str, lease: &(i64, String)) -> pb::CampaignRequest {
+    pb::CampaignRequest {
+        key: Some(pb::CandidateKey {
+            election: election.into(),
+            candidate_id: "me".into(),
+            lease: lease_ref(lease.0, &lease.1),
+        }),
+        value: b"me".to_vec(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authz_rules_limit_the_names_an_identity_may_use() {
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let files = Files::new(&server_ca.server(), &client_ca);
+    std::fs::write(&files.authz, RULES).unwrap();
+    let authz = Authz::load(&files.authz).unwrap();
+    let instance = start("authz", files.tls(true), Some(authz)).await;
+    let addr = instance.addr();
+    let node = connect(addr, client_tls(&server_ca, Some(&client_ca.client("ledger-node-a")))).await.unwrap();
+    let intruder = connect(addr, client_tls(&server_ca, Some(&client_ca.client("intruder")))).await.unwrap();
+    eventually(Duration::from_secs(30), "SERVING", || async { health(&node).await == Ok(ServingStatus::Serving) })
+        .await;
+
+    // Leases are open to every authenticated client.
+    let ttl = Duration::from_secs(60);
+    let granted = grant(&node, "ledger-node-a", ttl).await;
+    let node_lease = (granted.lease_id, granted.secret);
+    let granted = grant(&intruder, "intruder", ttl).await;
+    let intruder_lease = (granted.lease_id, granted.secret);
+
+    // ledger-node-a campaigns in ledger-master and is elected.
+    let mut elections = ElectionClient::new(node.clone());
+    let mut stream = elections.campaign(campaign_request("ledger-master", &node_lease)).await.unwrap().into_inner();
+    let first = loop {
+        let status = tokio::time::timeout(CALL_TIMEOUT, stream.message()).await.unwrap().unwrap().unwrap();
+        if status.state() == pb::CandidateState::Elected {
+            break status;
+        }
+        assert_eq!(status.state(), pb::CandidateState::Queued);
+    };
+
+    // ... but not in `other`, nor with lock key users:1.
+    let denied = elections.campaign(campaign_request("other", &node_lease)).await.map(|_| ()).unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(denied.message(), "identity not authorized for this election");
+    let locker = Locker::with_lease(&node, node_lease.clone());
+    let denied = locker.lock(&["users:1"], EXCLUSIVE, 1000).await.unwrap_err();
+    assert_eq!(
+        (denied.code(), denied.message()),
+        (Code::PermissionDenied, "identity not authorized for this lock key")
+    );
+    let denied = locker.try_lock(&["orders:1", "users:1"], EXCLUSIVE).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let held = locker.lock(&["orders:1"], EXCLUSIVE, 1000).await.unwrap();
+    locker.unlock(&held.handle).await.unwrap();
+
+    // The intruder may read but not campaign, proclaim, transfer or lock.
+    let mut intruder_elections = ElectionClient::new(intruder.clone());
+    let leader = intruder_elections.leader(pb::LeaderRequest { election: "ledger-master".into() }).await.unwrap();
+    assert_eq!(leader.into_inner().leader.unwrap().candidate_id, "me");
+    let denied =
+        intruder_elections.campaign(campaign_request("ledger-master", &intruder_lease)).await.map(|_| ()).unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = intruder_elections
+        .transfer(pb::TransferRequest { election: "ledger-master".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = intruder_elections
+        .proclaim(pb::ProclaimRequest {
+            key: campaign_request("ledger-master", &node_lease).key,
+            term: first.term,
+            value: b"taken over".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let intruder_locker = Locker::with_lease(&intruder, intruder_lease);
+    let denied = intruder_locker.lock(&["orders:1"], EXCLUSIVE, 1000).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(intruder_locker.holders("orders:", true).await.is_empty());
+
+    // Denied calls changed nothing: ledger-node-a is still the leader.
+    let leader = elections.leader(pb::LeaderRequest { election: "ledger-master".into() }).await.unwrap();
+    assert_eq!(leader.into_inner().leader.unwrap().term, first.term);
+    drop(stream);
+    instance.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_certificate_files_are_used_for_new_connections() {
+    let old_ca = Ca::new("old ca");
+    let new_ca = Ca::new("new ca");
+    let client_ca = Ca::new("client ca");
+    let files = Files::new(&old_ca.server(), &client_ca);
+    let instance = start("tls-reload", files.tls(true), None).await;
+    let addr = instance.addr();
+    let tls = instance.tls().unwrap();
+    let me = client_ca.client("ledger-node-a");
+    let old_client = || client_tls(&old_ca, Some(&me));
+    let new_client = || client_tls(&new_ca, Some(&me));
+
+    let established = connect(addr, old_client()).await.unwrap();
+    assert!(health(&established).await.is_ok());
+    assert!(health_over(addr, new_client()).await.is_err(), "the new CA is not in use yet");
+
+    // Replace the server certificate with one from another CA.
+    files.replace_server(&new_ca.server());
+    eventually(RELOAD_WAIT, "a client trusting only the new CA connects", || async {
+        health_over(addr, new_client()).await.is_ok()
+    })
+    .await;
+    assert!(tls.reloads() >= 1);
+    assert!(health_over(addr, old_client()).await.is_err(), "new connections still get the old certificate");
+    // Connections made before the reload keep working.
+    assert!(health(&established).await.is_ok());
+
+    // A broken replacement is reported and the last good configuration keeps serving.
+    let failures = tls.reload_failures();
+    replace(&files.cert, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n");
+    eventually(RELOAD_WAIT, "the broken certificate file is noticed", || async { tls.reload_failures() > failures })
+        .await;
+    assert_eq!(health_over(addr, new_client()).await, Ok(ServingStatus::Serving));
+    let reloads = tls.reloads();
+
+    // The client CA is reloaded too: clients of a new client CA get in once it is in the file.
+    let other_client_ca = Ca::new("second client ca");
+    let other = other_client_ca.client("ledger-node-b");
+    files.replace_server(&new_ca.server()); // repair the server certificate
+    replace(&files.client_ca, &format!("{}{}", client_ca.pem, other_client_ca.pem));
+    eventually(RELOAD_WAIT, "a client of the added client CA connects", || async {
+        health_over(addr, client_tls(&new_ca, Some(&other))).await.is_ok()
+    })
+    .await;
+    assert!(tls.reloads() > reloads);
+    assert!(health_over(addr, new_client()).await.is_ok());
+    instance.shutdown().await;
+}
+
+/// Runs `zkcoord serve` with `args`, expecting it to exit at once; returns (code, stderr).
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let out = zkcoord_command()
+        .arg("serve")
+        .args(args)
+        .env_remove("ZKCOORD_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_tls_settings_exit_64_naming_the_setting() {
+    let ca = Ca::new("ca");
+    let files = Files::new(&ca.server(), &ca);
+    let (cert, key, client_ca) =
+        (files.cert.to_str().unwrap(), files.key.to_str().unwrap(), files.client_ca.to_str().unwrap());
+    std::fs::write(&files.authz, "[[allow]]\nidentity = \"a*b\"\n").unwrap();
+    let authz = files.authz.to_str().unwrap();
+    let other_key = files.authz.with_file_name("other.key");
+    std::fs::write(&other_key, ca.server().key).unwrap();
+    let garbage = files.authz.with_file_name("garbage.pem");
+    std::fs::write(&garbage, "hello").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--tls-cert", cert], "`tls_cert`"),
+        (vec!["--tls-key", key], "`tls_key`"),
+        (vec!["--tls-client-ca", client_ca], "`tls_client_ca`"),
+        (vec!["--tls-cert", cert, "--tls-key", key, "--authz-file", authz], "`authz_file`"),
+        (vec!["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", client_ca, "--authz-file", authz], "a*b"),
+        (vec!["--tls-cert", garbage.to_str().unwrap(), "--tls-key", key], "`tls_cert`"),
+        (vec!["--tls-cert", cert, "--tls-key", other_key.to_str().unwrap()], "`tls_key`"),
+        (vec!["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", "/nonexistent/ca.pem"], "`tls_client_ca`"),
+    ];
+    for (args, expected) in cases {
+        let (code, stderr) = run(&args);
+        assert_eq!(code, Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one-line error: {stderr}");
+    }
+}
