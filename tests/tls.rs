@@ -443,3 +443,52 @@ fn bad_tls_settings_exit_64_naming_the_setting() {
         assert_eq!(stderr.trim().lines().count(), 1, "one-line error: {stderr}");
     }
 }
+
+/// The bundled clients speak TLS too: the Rust client (`Client::with_tls`) grants and keeps a
+/// lease over mTLS, and the CLI (`--ca-cert`, `--cert`, `--key`) reads it back; without a
+/// client certificate the CLI is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_and_the_cli_connect_over_mtls() {
+    let ca = Ca::new("clients-ca");
+    let files = Files::new(&ca.server(), &ca);
+    let instance = start("tls-clients", files.tls(true), None).await;
+    let leaf = ca.client("ledger-node-a");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, cert_file, key_file) =
+        (dir.path().join("ca.crt"), dir.path().join("c.crt"), dir.path().join("c.key"));
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    std::fs::write(&cert_file, &leaf.cert).unwrap();
+    std::fs::write(&key_file, &leaf.key).unwrap();
+
+    let tls =
+        zkcoord_client::Tls::new(ca.pem.clone()).identity(leaf.cert.clone(), leaf.key.clone()).domain("localhost");
+    let client = zkcoord_client::Client::with_tls([instance.addr().to_string()], &tls).unwrap();
+    let lease = zkcoord_client::LeaseKeeper::grant(
+        &client,
+        zkcoord_client::LeaseOptions::new("over-mtls", Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(lease.is_confirmed(), "heartbeats go over mTLS: {:?}", lease.status());
+
+    let (id, addr) = (lease.id().to_string(), instance.addr().to_string());
+    let cli = move |with_cert: bool| {
+        let mut command = support::zkcoord_command();
+        command.args(["lease", "ttl", &id, "--output", "json"]);
+        command.args(["--endpoints", &addr, "--tls-domain", "localhost"]);
+        command.arg("--ca-cert").arg(&ca_file);
+        if with_cert {
+            command.arg("--cert").arg(&cert_file).arg("--key").arg(&key_file);
+        }
+        command.env_remove("ZKCOORD_ENDPOINTS").output().unwrap()
+    };
+    let output = tokio::task::spawn_blocking(move || (cli(true), cli(false))).await.unwrap();
+    let (with_cert, without_cert) = output;
+    let stdout = String::from_utf8_lossy(&with_cert.stdout);
+    assert!(with_cert.status.success(), "{stdout}{}", String::from_utf8_lossy(&with_cert.stderr));
+    assert!(stdout.contains("over-mtls"), "{stdout}");
+    assert!(!without_cert.status.success(), "no client certificate, no answer");
+    lease.revoke().await.unwrap();
+    instance.shutdown().await;
+}

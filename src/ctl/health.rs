@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use tonic::transport::Endpoint;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use zkcoord_client::Tls;
 
 use super::{
     ClientArgs, CtlError, EX_UNAVAILABLE,
@@ -36,9 +37,10 @@ type Answers = Result<Vec<(&'static str, ServingStatus)>, String>;
 /// # Errors
 /// [`CtlError::Usage`] for a malformed endpoint.
 pub async fn run(args: HealthArgs) -> Result<ExitCode, CtlError> {
+    let tls = args.client.tls()?;
     let mut results = Vec::new();
     for endpoint in args.client.endpoints.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
-        results.push((endpoint.to_owned(), check(endpoint).await?));
+        results.push((endpoint.to_owned(), check(endpoint, tls.as_ref()).await?));
     }
     if results.is_empty() {
         return Err(CtlError::Usage("--endpoints: no zkcoord endpoints given".into()));
@@ -92,13 +94,15 @@ pub async fn run(args: HealthArgs) -> Result<ExitCode, CtlError> {
 }
 
 /// Checks each service on one endpoint.
-async fn check(endpoint: &str) -> Result<Answers, CtlError> {
-    let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("http://{endpoint}") };
-    let channel = Endpoint::from_shared(uri)
-        .map_err(|err| CtlError::Usage(format!("--endpoints: invalid endpoint {endpoint:?}: {err}")))?
-        .connect_timeout(TIMEOUT)
-        .timeout(TIMEOUT)
-        .connect_lazy();
+async fn check(endpoint: &str, tls: Option<&Tls>) -> Result<Answers, CtlError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("{scheme}://{endpoint}") };
+    let invalid = |err: String| CtlError::Usage(format!("--endpoints: invalid endpoint {endpoint:?}: {err}"));
+    let mut builder = Endpoint::from_shared(uri).map_err(|err| invalid(err.to_string()))?;
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.client_config()).map_err(|err| invalid(err.to_string()))?;
+    }
+    let channel = builder.connect_timeout(TIMEOUT).timeout(TIMEOUT).connect_lazy();
     let mut client = HealthClient::new(channel);
     let mut answers = Vec::new();
     for service in SERVICES {

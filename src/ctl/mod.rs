@@ -18,11 +18,11 @@ pub mod lease;
 pub mod lock;
 pub mod output;
 
-use std::{future::Future, process::ExitCode, time::Duration};
+use std::{future::Future, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Args;
 use tonic::transport::Channel;
-use zkcoord_client::Client;
+use zkcoord_client::{Client, Tls};
 
 pub use campaign::CampaignArgs;
 pub use candidates::CandidatesArgs;
@@ -54,6 +54,18 @@ pub struct ClientArgs {
     /// Output format
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// CA certificate(s) (PEM) to trust: talk to zkcoord over TLS
+    #[arg(long, global = true, env = "ZKCOORD_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mTLS (with --key)
+    #[arg(long, global = true, env = "ZKCOORD_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for mTLS (with --cert)
+    #[arg(long, global = true, env = "ZKCOORD_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Name the server certificate must carry, when not the endpoint's host
+    #[arg(long, global = true, env = "ZKCOORD_TLS_DOMAIN", value_name = "NAME")]
+    pub tls_domain: Option<String>,
 }
 
 impl ClientArgs {
@@ -62,8 +74,40 @@ impl ClientArgs {
     /// # Errors
     /// [`CtlError::Usage`] for an endpoint that is not a `host:port` or URI.
     pub fn client(&self) -> Result<Client, CtlError> {
-        Client::new(self.endpoints.iter().filter(|e| !e.trim().is_empty()))
-            .map_err(|err| CtlError::Usage(format!("--endpoints: {err}")))
+        let endpoints = self.endpoints.iter().filter(|e| !e.trim().is_empty());
+        match self.tls()? {
+            Some(tls) => Client::with_tls(endpoints, &tls),
+            None => Client::new(endpoints),
+        }
+        .map_err(|err| CtlError::Usage(format!("--endpoints: {err}")))
+    }
+
+    /// The TLS settings, when `--ca-cert` is given.
+    ///
+    /// # Errors
+    /// [`CtlError::Usage`] for an unreadable file, or `--cert`/`--key` without the other or
+    /// without `--ca-cert`.
+    pub fn tls(&self) -> Result<Option<Tls>, CtlError> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|err| CtlError::Usage(format!("--{flag}: cannot read {}: {err}", path.display())))
+        };
+        let Some(ca) = &self.ca_cert else {
+            if self.cert.is_some() || self.key.is_some() {
+                return Err(CtlError::Usage("--cert and --key need --ca-cert (TLS)".into()));
+            }
+            return Ok(None);
+        };
+        let mut tls = Tls::new(read("ca-cert", ca)?);
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => tls = tls.identity(read("cert", cert)?, read("key", key)?),
+            (None, None) => {}
+            _ => return Err(CtlError::Usage("--cert and --key go together".into())),
+        }
+        if let Some(domain) = &self.tls_domain {
+            tls = tls.domain(domain.clone());
+        }
+        Ok(Some(tls))
     }
 
     /// The endpoints as given, for messages.

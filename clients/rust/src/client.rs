@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::{
     Error,
@@ -33,9 +33,52 @@ struct Inner {
     current: AtomicUsize,
 }
 
+/// How to reach zkcoord instances that serve TLS (`tls_cert`/`tls_key`) and, for mTLS
+/// (`tls_client_ca`), which certificate to present.
+#[derive(Clone, Debug, Default)]
+pub struct Tls {
+    ca_pem: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+    domain: Option<String>,
+}
+
+impl Tls {
+    /// TLS, trusting the CA certificate(s) in `ca_pem` (PEM).
+    pub fn new(ca_pem: impl Into<Vec<u8>>) -> Self {
+        Self { ca_pem: Some(ca_pem.into()), ..Self::default() }
+    }
+
+    /// Presents this client certificate chain and private key (PEM) for mTLS.
+    pub fn identity(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.identity = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// Checks the server certificate against `domain` instead of each endpoint's host.
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// The tonic TLS configuration, for channels made outside [`Client`].
+    pub fn client_config(&self) -> ClientTlsConfig {
+        let mut config = ClientTlsConfig::new();
+        if let Some(ca) = &self.ca_pem {
+            config = config.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
+            config = config.domain_name(domain.clone());
+        }
+        config
+    }
+}
+
 impl Client {
-    /// A client of the instances at `endpoints` (`host:port` or `http://host:port`).
-    /// Connections are made lazily, on first use.
+    /// A client of the instances at `endpoints` (`host:port` or `http://host:port`), in
+    /// plaintext. Connections are made lazily, on first use.
     ///
     /// # Errors
     /// [`Error::NoEndpoints`], [`Error::InvalidEndpoint`].
@@ -44,14 +87,39 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        Self::connect(endpoints, None)
+    }
+
+    /// A client of the instances at `endpoints` (`host:port` or `https://host:port`) over TLS.
+    ///
+    /// # Errors
+    /// [`Error::NoEndpoints`], [`Error::InvalidEndpoint`] (also for TLS settings tonic
+    /// refuses).
+    pub fn with_tls<I, S>(endpoints: I, tls: &Tls) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self::connect(endpoints, Some(tls))
+    }
+
+    fn connect<I, S>(endpoints: I, tls: Option<&Tls>) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut names = Vec::new();
         let mut channels = Vec::new();
         for endpoint in endpoints {
             let endpoint = endpoint.as_ref().trim();
-            let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("http://{endpoint}") };
+            let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("{scheme}://{endpoint}") };
             let invalid = |reason: String| Error::InvalidEndpoint { endpoint: endpoint.to_owned(), reason };
-            let channel = Endpoint::from_shared(uri)
-                .map_err(|e| invalid(e.to_string()))?
+            let mut builder = Endpoint::from_shared(uri).map_err(|e| invalid(e.to_string()))?;
+            if let Some(tls) = tls {
+                builder = builder.tls_config(tls.client_config()).map_err(|e| invalid(e.to_string()))?;
+            }
+            let channel = builder
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(10))
