@@ -5,12 +5,31 @@
 //! would roll it (transfer away, stop, restart). The work file proves that at every moment at
 //! most one node worked: each line carries the fencing token of its writer's term.
 //!
-//! The Rust node is the example `master-standby-node`, built by `cargo test --all-targets`
-//! (the README's test command) or `cargo build --example master-standby-node`.
+//! The Rust node is `examples/master-standby/rust_node.rs`, compiled into this test binary
+//! and run as a process of its own: the test binary runs itself with the ignored test
+//! [`rust_node_process`] and the node's arguments in `MASTER_STANDBY_NODE_ARGS`. (The
+//! example's own binary is not built by `cargo test`, which builds examples as test harnesses.)
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
+
+#[allow(dead_code)] // its `main` is the example binary's
+#[path = "../examples/master-standby/rust_node.rs"]
+mod rust_node;
+
+/// The environment variable carrying the node's arguments (one per line) to [`rust_node_process`].
+const NODE_ARGS: &str = "MASTER_STANDBY_NODE_ARGS";
+
+/// Not a test: the entry point of a Rust node process, started by [`Node::rust`].
+#[test]
+#[ignore = "the Rust node's entry point, run in its own process by the master/standby test"]
+fn rust_node_process() {
+    let args = std::env::var(NODE_ARGS).expect("run by the master/standby test");
+    let args = std::iter::once("master-standby-node").chain(args.lines()).map(std::ffi::OsString::from);
+    let code = rust_node::node_main(args);
+    std::process::exit(if code == std::process::ExitCode::SUCCESS { 0 } else { 1 });
+}
 
 use std::{
     collections::BTreeMap,
@@ -36,27 +55,33 @@ struct Node {
 }
 
 impl Node {
-    fn start(
-        name: &'static str,
-        program: &Path,
-        script: Option<&Path>,
-        priority: u8,
-        endpoints: &str,
-        work: &Path,
-    ) -> Self {
-        let mut command = Command::new(program);
-        if let Some(script) = script {
-            command.arg(script);
+    fn start(name: &'static str, mut command: Command, priority: u8, endpoints: &str, work: &Path) -> Self {
+        let (priority, ttl) = (priority.to_string(), TTL_MS.to_string());
+        let args = [
+            "--endpoints",
+            endpoints,
+            "--election",
+            "ledger",
+            "--id",
+            name,
+            "--priority",
+            &priority,
+            "--ttl-ms",
+            &ttl,
+            "--preempt",
+            "--work-file",
+            work.to_str().unwrap(),
+        ];
+        if command.get_program() == std::env::current_exe().unwrap() {
+            command.env(NODE_ARGS, args.join("\n"));
+        } else {
+            command.args(args);
         }
         let mut child = command
-            .args(["--endpoints", endpoints, "--election", "ledger", "--id", name])
-            .args(["--priority", &priority.to_string(), "--ttl-ms", &TTL_MS.to_string(), "--preempt"])
-            .arg("--work-file")
-            .arg(work)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {name} ({}): {e}", program.display()));
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -69,17 +94,19 @@ impl Node {
         Self { name, child, lines }
     }
 
-    /// The Rust node (`examples/master-standby/rust_node.rs`).
+    /// The Rust node (`examples/master-standby/rust_node.rs`), in a process of its own.
     fn rust(name: &'static str, priority: u8, endpoints: &str, work: &Path) -> Self {
-        let bin = Path::new(env!("CARGO_BIN_EXE_zkcoord")).parent().unwrap().join("examples/master-standby-node");
-        assert!(bin.exists(), "{} is missing: cargo build --example master-standby-node", bin.display());
-        Self::start(name, &bin, None, priority, endpoints, work)
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.args(["rust_node_process", "--exact", "--ignored", "--nocapture", "--quiet", "--test-threads=1"]);
+        Self::start(name, command, priority, endpoints, work)
     }
 
     /// The Python node (`examples/master-standby/python_node.py`).
     fn python(name: &'static str, priority: u8, endpoints: &str, work: &Path) -> Self {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/master-standby/python_node.py");
-        Self::start(name, &support::python(), Some(&script), priority, endpoints, work)
+        let mut command = Command::new(support::python());
+        command.arg(script);
+        Self::start(name, command, priority, endpoints, work)
     }
 
     /// Waits for a line starting with `prefix` (skipping others) and returns it.

@@ -48,9 +48,22 @@ struct Args {
     preempt: bool,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run(Args::parse()).await {
+fn main() -> ExitCode {
+    node_main(std::env::args_os())
+}
+
+/// Runs the node with `args` (the program name first) until SIGTERM or the end of its
+/// candidacy. `tests/master_standby.rs` includes this file and calls it in a process of its own.
+pub fn node_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let args = Args::parse_from(args);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
