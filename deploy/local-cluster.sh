@@ -62,6 +62,8 @@ zkcoord_bin() {
 start_zkcoord() {
     local n=$1 port=$((base + 19 + $1))
     running "zkcoord$n" && return 0
+    # The old output says "listening" too: remove it before waiting for the new one's.
+    rm -f "$dir/zkcoord$n.out"
     setsid "$(zkcoord_bin)" serve --listen "127.0.0.1:$port" --zookeeper "$zk_hosts/zkcoord" \
         --instance-id "local-zkcoord$n" >"$dir/zkcoord$n.out" 2>"$dir/zkcoord$n.log" &
     echo $! >"$dir/zkcoord$n.pid"

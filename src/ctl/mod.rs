@@ -58,11 +58,11 @@ pub struct ClientArgs {
     #[arg(long, global = true, env = "ZKCOORD_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// Client certificate chain (PEM) for mTLS (with --key)
-    #[arg(long, global = true, env = "ZKCOORD_CERT", value_name = "FILE")]
-    pub cert: Option<PathBuf>,
+    #[arg(long = "cert", id = "client_cert", global = true, env = "ZKCOORD_CERT", value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
     /// Client private key (PEM) for mTLS (with --cert)
-    #[arg(long, global = true, env = "ZKCOORD_KEY", value_name = "FILE")]
-    pub key: Option<PathBuf>,
+    #[arg(long = "key", id = "client_key", global = true, env = "ZKCOORD_KEY", value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
     /// Name the server certificate must carry, when not the endpoint's host
     #[arg(long, global = true, env = "ZKCOORD_TLS_DOMAIN", value_name = "NAME")]
     pub tls_domain: Option<String>,
@@ -93,13 +93,13 @@ impl ClientArgs {
                 .map_err(|err| CtlError::Usage(format!("--{flag}: cannot read {}: {err}", path.display())))
         };
         let Some(ca) = &self.ca_cert else {
-            if self.cert.is_some() || self.key.is_some() {
+            if self.client_cert.is_some() || self.client_key.is_some() {
                 return Err(CtlError::Usage("--cert and --key need --ca-cert (TLS)".into()));
             }
             return Ok(None);
         };
         let mut tls = Tls::new(read("ca-cert", ca)?);
-        match (&self.cert, &self.key) {
+        match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => tls = tls.identity(read("cert", cert)?, read("key", key)?),
             (None, None) => {}
             _ => return Err(CtlError::Usage("--cert and --key go together".into())),
