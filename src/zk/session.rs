@@ -21,7 +21,7 @@ use zookeeper_client::{Acls, Client, CreateMode, SessionState};
 use crate::{
     config::ZkConfig,
     error::{Error, Result},
-    zk::layout,
+    zk::{acl, layout},
 };
 
 /// Shortest pause between two failed connection attempts.
@@ -91,6 +91,8 @@ pub struct ZkSession {
     shared: watch::Receiver<Shared>,
     status: watch::Receiver<SessionStatus>,
     cancel: CancellationToken,
+    /// The ACL of every znode created through this session ([`acl::for_session`]).
+    acls: Acls<'static>,
 }
 
 impl ZkSession {
@@ -98,7 +100,22 @@ impl ZkSession {
     /// [`ZkSession::status`]). Each new session creates the namespace, its directories and the
     /// `registration` ephemeral before it is published as connected, so "connected" implies
     /// "registered".
+    ///
+    /// With `config.auth`, every (re)connection authenticates with it, and everything the
+    /// session creates is writable only by that identity (see [`acl`]); without, a warning
+    /// says that zkcoord's state is writable by any ZooKeeper client.
     pub fn start(config: ZkConfig, registration: Option<Registration>) -> Self {
+        let acls = acl::for_session(config.auth.is_some());
+        match &config.auth {
+            Some(auth) => tracing::info!(
+                user = auth.user(),
+                "zookeeper: digest authentication; znodes readable by anyone, writable only by this user"
+            ),
+            None => tracing::warn!(
+                namespace = %config.namespace,
+                "zookeeper_auth is not set: zkcoord's znodes get an open ACL and any ZooKeeper client can modify them"
+            ),
+        }
         let (shared_tx, shared) = watch::channel(Shared { status: SessionStatus::Connecting, client: None });
         let (status_tx, status) = watch::channel(SessionStatus::Connecting);
         let cancel = CancellationToken::new();
@@ -111,7 +128,12 @@ impl ZkSession {
             cancel: cancel.clone(),
         };
         tokio::spawn(task.run());
-        Self { shared, status, cancel }
+        Self { shared, status, cancel, acls }
+    }
+
+    /// The ACL to create znodes with: the one choice of [`acl::for_session`].
+    pub fn acls(&self) -> Acls<'static> {
+        self.acls
     }
 
     /// The chrooted client of the current session.
@@ -243,26 +265,37 @@ async fn wait_terminal(watcher: &mut zookeeper_client::StateWatcher) {
     while !matches!(watcher.changed().await, SessionState::Closed | SessionState::Expired) {}
 }
 
-/// Connects a new session, prepares the namespace and registers the instance.
+/// Connects a new session (authenticated with `config.auth`, which the client re-sends on
+/// every reconnection), prepares the namespace and registers the instance.
 async fn connect(config: &ZkConfig, registration: Option<&Registration>) -> Result<Client> {
+    let mut connector = Client::connector().with_session_timeout(config.session_timeout);
+    if let Some(auth) = &config.auth {
+        connector = connector.with_auth(auth.scheme(), &auth.credentials());
+    }
     // `connect` itself gives up after about one session timeout; bound it anyway.
-    let client = tokio::time::timeout(
-        config.session_timeout * 2,
-        Client::connector().with_session_timeout(config.session_timeout).connect(&config.hosts),
-    )
-    .await
-    .map_err(|_| Error::Unavailable)??;
-    let dir = CreateMode::Persistent.with_acls(Acls::anyone_all());
-    client.mkdir(&config.namespace, &dir).await?;
-    let client = client.chroot(config.namespace.as_str()).map_err(|_| Error::Internal("bad namespace".into()))?;
-    for path in layout::DIRECTORIES {
-        match client.create(path, &[], &dir).await {
-            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+    let client = tokio::time::timeout(config.session_timeout * 2, connector.connect(&config.hosts))
+        .await
+        .map_err(|_| Error::Unavailable)??;
+    let authenticated = config.auth.is_some();
+    let acls = acl::for_session(authenticated);
+    // Creating an existing node needs CREATE on its parent, which may belong to someone else:
+    // look first.
+    if client.check_stat(&config.namespace).await?.is_none() {
+        match client.mkdir(&config.namespace, &CreateMode::Persistent.with_acls(acls)).await {
+            Ok(()) => {}
+            Err(zookeeper_client::Error::NoAuth) => {
+                return Err(Error::Internal("cannot create the namespace: its parent is not writable (NoAuth)".into()));
+            }
             Err(err) => return Err(err.into()),
         }
     }
+    let client = client.chroot(config.namespace.as_str()).map_err(|_| Error::Internal("bad namespace".into()))?;
+    acl::ensure_directory(&client, "/", authenticated).await?;
+    for path in layout::DIRECTORIES {
+        acl::ensure_directory(&client, path, authenticated).await?;
+    }
     if let Some(registration) = registration {
-        let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+        let ephemeral = CreateMode::Ephemeral.with_acls(acls);
         match client.create(&registration.path, &registration.data, &ephemeral).await {
             Ok(_) => {}
             // A retried create that had succeeded: ours if our session owns it.
@@ -271,6 +304,11 @@ async fn connect(config: &ZkConfig, registration: Option<&Registration>) -> Resu
                 if owner != Some(client.session_id().0) {
                     return Err(Error::Internal("instance registration owned by another session".into()));
                 }
+            }
+            Err(zookeeper_client::Error::NoAuth) => {
+                return Err(Error::Internal(
+                    "cannot register the instance (NoAuth): the namespace belongs to other ZooKeeper credentials; check zookeeper_auth".into(),
+                ));
             }
             Err(err) => return Err(err.into()),
         }
