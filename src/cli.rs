@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// [default: none, unauthenticated]
     #[arg(long, value_name = "FILE")]
     pub zookeeper_auth_file: Option<String>,
+    /// Tenants clients may name in the zkcoord-tenant header, comma-separated
+    /// [env: ZKCOORD_TENANTS] [default: none, only the default tenant]
+    #[arg(long, value_name = "NAME[,NAME...]")]
+    pub tenants: Option<String>,
 }
 
 impl ServeArgs {
@@ -120,6 +124,7 @@ impl ServeArgs {
             authz_file: self.authz_file,
             zookeeper_auth: None,
             zookeeper_auth_file: self.zookeeper_auth_file,
+            tenants: self.tenants,
         };
         (self.config, settings)
     }

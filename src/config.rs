@@ -92,6 +92,9 @@ pub struct ZkConfig {
     /// Credentials the session authenticates with (`zookeeper_auth` or `zookeeper_auth_file`);
     /// `None`: unauthenticated, znodes with an open ACL.
     pub auth: Option<crate::zk::ZkAuth>,
+    /// The tenants besides the default one (`tenants`), each with its state under
+    /// `<namespace>/tenants/<name>`; empty: only the default tenant.
+    pub tenants: Vec<String>,
 }
 
 /// Log output format.
@@ -137,6 +140,8 @@ pub struct RawSettings {
     pub zookeeper_auth: Option<String>,
     /// A file holding the ZooKeeper credentials, `digest:<user>:<password>`.
     pub zookeeper_auth_file: Option<String>,
+    /// The tenants clients may name in the `zkcoord-tenant` header, comma-separated.
+    pub tenants: Option<String>,
 }
 
 /// Where a setting's value came from.
@@ -293,9 +298,12 @@ impl Config {
             pick("zookeeper_auth_file", flags.zookeeper_auth_file, file_settings.zookeeper_auth_file),
         )?;
 
+        let (v, src) = setting("tenants", flags.tenants, file_settings.tenants, "");
+        let tenants = crate::tenant::parse_tenants(&v).map_err(|m| fail("tenants", src, m))?;
+
         Ok(Self {
             listen,
-            zookeeper: ZkConfig { hosts, namespace, session_timeout, auth },
+            zookeeper: ZkConfig { hosts, namespace, session_timeout, auth, tenants },
             log_level,
             log_format,
             shutdown_grace,

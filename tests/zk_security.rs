@@ -226,9 +226,12 @@ async fn authentication_survives_zookeeper_restart_and_session_expiry() {
 
     // A ZooKeeper restart: the client reconnects and re-sends its credentials.
     drop(observer);
+    let generation = instance.session().status().generation();
     zk.server.restart();
+    // The restart blocked this test's runtime: wait for the reconnection itself, not a stale
+    // "connected".
     support::eventually(WAIT, "zkcoord reconnected after the restart", || async {
-        instance.session().status().is_connected()
+        instance.session().status().generation() > generation
     })
     .await;
     let observer = zk_as(&zk.hosts(), None).await;

@@ -44,6 +44,7 @@ pub fn test_config(hosts: &str, namespace: &str) -> Config {
             namespace: namespace.to_owned(),
             session_timeout: TEST_SESSION_TIMEOUT,
             auth: None,
+            tenants: Vec::new(),
         },
         log_level: "info".into(),
         log_format: LogFormat::Text,
