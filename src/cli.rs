@@ -20,6 +20,9 @@ pub struct Cli {
 }
 
 /// The subcommands: `serve` runs the service; the others are its clients (see [`crate::ctl`]).
+// Parsed once per process: the size of the `serve` variant (all its flags as strings) costs
+// nothing, boxing it would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the zkcoord gRPC API until SIGTERM or SIGINT.
@@ -91,6 +94,15 @@ pub struct ServeArgs {
     /// [env: ZKCOORD_AUTHZ_FILE]
     #[arg(long, value_name = "FILE")]
     pub authz_file: Option<String>,
+    /// File holding the ZooKeeper credentials, digest:<user>:<password>
+    /// [env: ZKCOORD_ZOOKEEPER_AUTH_FILE; the credentials themselves: ZKCOORD_ZOOKEEPER_AUTH]
+    /// [default: none, unauthenticated]
+    #[arg(long, value_name = "FILE")]
+    pub zookeeper_auth_file: Option<String>,
+    /// Tenants clients may name in the zkcoord-tenant header, comma-separated
+    /// [env: ZKCOORD_TENANTS] [default: none, only the default tenant]
+    #[arg(long, value_name = "NAME[,NAME...]")]
+    pub tenants: Option<String>,
 }
 
 impl ServeArgs {
@@ -110,6 +122,9 @@ impl ServeArgs {
             tls_key: self.tls_key,
             tls_client_ca: self.tls_client_ca,
             authz_file: self.authz_file,
+            zookeeper_auth: None,
+            zookeeper_auth_file: self.zookeeper_auth_file,
+            tenants: self.tenants,
         };
         (self.config, settings)
     }

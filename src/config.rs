@@ -89,6 +89,12 @@ pub struct ZkConfig {
     pub namespace: String,
     /// Requested ZooKeeper session timeout (the ensemble may negotiate another).
     pub session_timeout: Duration,
+    /// Credentials the session authenticates with (`zookeeper_auth` or `zookeeper_auth_file`);
+    /// `None`: unauthenticated, znodes with an open ACL.
+    pub auth: Option<crate::zk::ZkAuth>,
+    /// The tenants besides the default one (`tenants`), each with its state under
+    /// `<namespace>/tenants/<name>`; empty: only the default tenant.
+    pub tenants: Vec<String>,
 }
 
 /// Log output format.
@@ -130,6 +136,12 @@ pub struct RawSettings {
     pub tls_client_ca: Option<String>,
     /// Identity → election/lock name rules, TOML file.
     pub authz_file: Option<String>,
+    /// ZooKeeper credentials, `digest:<user>:<password>` (environment or file; no flag).
+    pub zookeeper_auth: Option<String>,
+    /// A file holding the ZooKeeper credentials, `digest:<user>:<password>`.
+    pub zookeeper_auth_file: Option<String>,
+    /// The tenants clients may name in the `zkcoord-tenant` header, comma-separated.
+    pub tenants: Option<String>,
 }
 
 /// Where a setting's value came from.
@@ -281,9 +293,17 @@ impl Config {
             pick("authz_file", flags.authz_file, file_settings.authz_file),
         )?;
 
+        let auth = resolve_zookeeper_auth(
+            pick("zookeeper_auth", flags.zookeeper_auth, file_settings.zookeeper_auth),
+            pick("zookeeper_auth_file", flags.zookeeper_auth_file, file_settings.zookeeper_auth_file),
+        )?;
+
+        let (v, src) = setting("tenants", flags.tenants, file_settings.tenants, "");
+        let tenants = crate::tenant::parse_tenants(&v).map_err(|m| fail("tenants", src, m))?;
+
         Ok(Self {
             listen,
-            zookeeper: ZkConfig { hosts, namespace, session_timeout },
+            zookeeper: ZkConfig { hosts, namespace, session_timeout, auth, tenants },
             log_level,
             log_format,
             shutdown_grace,
@@ -355,6 +375,33 @@ fn resolve_tls(
         None => None,
     };
     Ok((tls, authz))
+}
+
+/// `zookeeper_auth` or the contents of `zookeeper_auth_file` (not both), parsed; errors never
+/// show the secret.
+fn resolve_zookeeper_auth(
+    value: Option<(String, Source)>,
+    file: Option<(String, Source)>,
+) -> Result<Option<crate::zk::ZkAuth>, ConfigError> {
+    match (value, file) {
+        (None, None) => Ok(None),
+        (Some(_), Some((_, source))) => Err(ConfigError {
+            setting: "zookeeper_auth_file",
+            source,
+            message: "set either zookeeper_auth or zookeeper_auth_file, not both".into(),
+        }),
+        (Some((value, source)), None) => crate::zk::ZkAuth::parse(&value).map(Some).map_err(|message| ConfigError {
+            setting: "zookeeper_auth",
+            source,
+            message,
+        }),
+        (None, Some((path, source))) => {
+            let fail =
+                |message: String| ConfigError { setting: "zookeeper_auth_file", source: source.clone(), message };
+            let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("cannot read {path}: {e}")))?;
+            crate::zk::ZkAuth::parse(&text).map(Some).map_err(|m| fail(format!("{path}: {m}")))
+        }
+    }
 }
 
 fn load_file(path: &Path, source: Source) -> Result<RawSettings, ConfigError> {

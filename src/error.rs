@@ -35,6 +35,9 @@ pub enum Error {
         /// `election` or `lock key`.
         resource: &'static str,
     },
+    /// The request names a tenant this deployment does not serve (setting `tenants`).
+    #[error("tenant not allowed")]
+    TenantNotAllowed,
     /// The call is valid but the state does not allow it (not the leader, not the holder, ...).
     #[error("{0}")]
     FailedPrecondition(&'static str),
@@ -93,7 +96,7 @@ impl From<Error> for Status {
         let code = match &err {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::LeaseNotFound | Error::HandleNotFound => Code::NotFound,
-            Error::WrongSecret | Error::NotAuthorized { .. } => Code::PermissionDenied,
+            Error::WrongSecret | Error::NotAuthorized { .. } | Error::TenantNotAllowed => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable | Error::ShuttingDown => Code::Unavailable,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
@@ -126,6 +129,7 @@ mod tests {
             ),
             (Error::LeaseNotFound, Code::NotFound, "lease not found"),
             (Error::WrongSecret, Code::PermissionDenied, "wrong lease secret"),
+            (Error::TenantNotAllowed, Code::PermissionDenied, "tenant not allowed"),
             (Error::HandleNotFound, Code::NotFound, "lock handle not found"),
             (
                 Error::NotAuthorized { resource: "election" },

@@ -17,6 +17,7 @@ pub mod pb;
 pub mod recipe;
 pub mod server;
 pub mod telemetry;
+pub mod tenant;
 pub mod tls;
 pub mod validate;
 pub mod zk;

@@ -18,7 +18,8 @@ use crate::{
         self,
         v1::{election_server::ElectionServer, lease_server::LeaseServer, lock_server::LockServer},
     },
-    recipe::{election::Elections, instance::Incarnation, lease::Leases, lock::Locks},
+    recipe::{instance::Incarnation, lease::Leases},
+    tenant::{Recipes, Tenants},
     tls::ServerTls,
     zk::{SessionStatus, ZkSession},
 };
@@ -63,9 +64,10 @@ pub async fn start(config: Config) -> io::Result<Instance> {
     let incarnation = Incarnation::new(&config.instance_id);
     let session = ZkSession::start(config.zookeeper.clone(), Some(incarnation.registration(&addr.to_string())));
     let shutdown = CancellationToken::new();
-    let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone());
-    let leases = Leases::start(session.clone(), incarnation.clone(), shutdown.clone());
-    let locks = Locks::new(session.clone(), incarnation, leases.clone(), shutdown.clone());
+    // The default tenant's recipes over the namespace, and each configured tenant's.
+    let default_tenant = Recipes::start(session.clone(), incarnation.clone(), shutdown.clone());
+    let Recipes { leases, elections, locks } = default_tenant.clone();
+    let tenants = Tenants::start(default_tenant, &session, &config.zookeeper.tenants, &incarnation, &shutdown);
     let metrics = Metrics::new();
     let metrics_addr = match config.metrics_listen {
         Some(metrics_listen) => {
@@ -88,9 +90,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         session: session.clone(),
         shutdown: shutdown.clone(),
         instance_id: config.instance_id.clone(),
-        leases: leases.clone(),
-        elections,
-        locks,
+        tenants,
         authz: config.authz.clone().map(std::sync::Arc::new),
     };
 
@@ -147,7 +147,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         Some(_) => "tls",
         None => "off",
     };
-    tracing::info!(%addr, instance = %config.instance_id, namespace = %config.zookeeper.namespace, tls = tls_mode, "zkcoord serving");
+    tracing::info!(%addr, instance = %config.instance_id, namespace = %config.zookeeper.namespace, tls = tls_mode, tenants = ?config.zookeeper.tenants, "zkcoord serving");
     Ok(Instance {
         addr,
         session,

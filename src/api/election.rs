@@ -123,10 +123,11 @@ impl election_server::Election for ElectionService {
     type CampaignStream = ResponseStream<pb::CampaignResponse>;
 
     async fn campaign(&self, request: Request<pb::CampaignRequest>) -> Result<Response<Self::CampaignStream>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let caller = Caller::of(&request);
         let request = campaign_request(request.into_inner())?;
         self.ctx.authorize(&caller, Resource::Election, [&request.key.election])?;
-        let mut campaign = self.ctx.elections.campaign(request).await?;
+        let mut campaign = tenant.elections.campaign(request).await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
@@ -147,26 +148,29 @@ impl election_server::Election for ElectionService {
     }
 
     async fn proclaim(&self, request: Request<pb::ProclaimRequest>) -> Result<Response<pb::ProclaimResponse>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let caller = Caller::of(&request);
         let req = request.into_inner();
         let key = candidate_key(req.key.as_ref(), &check::KEY)?;
         validate::value("value", &req.value)?;
         self.ctx.authorize(&caller, Resource::Election, [&key.election])?;
-        self.ctx.elections.proclaim(&key, req.term, &req.value).await?;
+        tenant.elections.proclaim(&key, req.term, &req.value).await?;
         Ok(Response::new(pb::ProclaimResponse {}))
     }
 
     async fn leader(&self, request: Request<pb::LeaderRequest>) -> Result<Response<pb::LeaderResponse>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let name = Name::parse("election", &request.get_ref().election)?;
-        let (_, state) = self.ctx.elections.state(&name).await?;
+        let (_, state) = tenant.elections.state(&name).await?;
         Ok(Response::new(pb::LeaderResponse { leader: election::leader_view(&state).map(leader_info) }))
     }
 
     type ObserveStream = ResponseStream<pb::ObserveResponse>;
 
     async fn observe(&self, request: Request<pb::ObserveRequest>) -> Result<Response<Self::ObserveStream>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let name = Name::parse("election", &request.get_ref().election)?;
-        let (watch, _) = self.ctx.elections.state(&name).await?;
+        let (watch, _) = tenant.elections.state(&name).await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
@@ -217,15 +221,17 @@ impl election_server::Election for ElectionService {
     }
 
     async fn resign(&self, request: Request<pb::ResignRequest>) -> Result<Response<pb::ResignResponse>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let caller = Caller::of(&request);
         let req = request.into_inner();
         let key = candidate_key(req.key.as_ref(), &check::KEY)?;
         self.ctx.authorize(&caller, Resource::Election, [&key.election])?;
-        self.ctx.elections.resign(&key, req.term).await?;
+        tenant.elections.resign(&key, req.term).await?;
         Ok(Response::new(pb::ResignResponse {}))
     }
 
     async fn transfer(&self, request: Request<pb::TransferRequest>) -> Result<Response<pb::TransferResponse>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let caller = Caller::of(&request);
         let req = request.into_inner();
         let name = Name::parse("election", &req.election)?;
@@ -244,7 +250,7 @@ impl election_server::Election for ElectionService {
             None => None,
         };
         self.ctx.authorize(&caller, Resource::Election, [&name])?;
-        let leader = self.ctx.elections.transfer(&name, target.as_ref(), from.as_ref(), req.term).await?;
+        let leader = tenant.elections.transfer(&name, target.as_ref(), from.as_ref(), req.term).await?;
         Ok(Response::new(pb::TransferResponse { leader: Some(leader_info(leader)) }))
     }
 
@@ -252,8 +258,9 @@ impl election_server::Election for ElectionService {
         &self,
         request: Request<pb::CandidatesRequest>,
     ) -> Result<Response<pb::CandidatesResponse>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let name = Name::parse("election", &request.get_ref().election)?;
-        let (candidates, preempt, term) = self.ctx.elections.candidates(&name).await?;
+        let (candidates, preempt, term) = tenant.elections.candidates(&name).await?;
         let candidates = candidates
             .into_iter()
             .map(|c| pb::CandidateInfo {

@@ -59,7 +59,8 @@ fn lease_info(view: LeaseView) -> pb::LeaseInfo {
 #[tonic::async_trait]
 impl lease_server::Lease for LeaseService {
     async fn grant(&self, request: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {
-        let granted = self.ctx.leases.grant(grant_request(request.into_inner())?).await?;
+        let tenant = self.ctx.recipes(&request)?;
+        let granted = tenant.leases.grant(grant_request(request.into_inner())?).await?;
         Ok(Response::new(pb::GrantResponse {
             lease_id: granted.id,
             secret: granted.secret,
@@ -74,12 +75,13 @@ impl lease_server::Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let mut inbound = request.into_inner();
         let first =
             inbound.message().await?.ok_or(Error::invalid("lease", "the stream must start with a heartbeat"))?;
         let credentials = check::lease_ref(first.lease.as_ref(), &check::LEASE)?;
         check::health(first.health.as_ref(), "health")?;
-        let lease = self.ctx.leases.attach(credentials.id, &credentials.secret).await?;
+        let lease = tenant.leases.attach(credentials.id, &credentials.secret).await?;
         let first_ack = self.ack(&lease, &first)?;
 
         let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
@@ -116,8 +118,9 @@ impl lease_server::Lease for LeaseService {
     }
 
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let credentials = check::lease_ref(request.get_ref().lease.as_ref(), &check::LEASE)?;
-        self.ctx.leases.revoke(credentials.id, &credentials.secret).await?;
+        tenant.leases.revoke(credentials.id, &credentials.secret).await?;
         Ok(Response::new(pb::RevokeResponse {}))
     }
 
@@ -125,14 +128,16 @@ impl lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::TimeToLiveRequest>,
     ) -> Result<Response<pb::TimeToLiveResponse>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let id = validate::lease_id("lease_id", request.get_ref().lease_id)?;
-        let view = self.ctx.leases.time_to_live(id).await?;
+        let view = tenant.leases.time_to_live(id).await?;
         let bindings = view.bindings.iter().map(binding).collect();
         Ok(Response::new(pb::TimeToLiveResponse { lease: Some(lease_info(view)), bindings }))
     }
 
-    async fn list(&self, _request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
-        let leases = self.ctx.leases.list().await?.into_iter().map(lease_info).collect();
+    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
+        let leases = tenant.leases.list().await?.into_iter().map(lease_info).collect();
         Ok(Response::new(pb::ListResponse { leases }))
     }
 }

@@ -67,6 +67,7 @@ fn key_holders(key: KeyHolders) -> pb::KeyHolders {
 #[tonic::async_trait]
 impl lock_server::Lock for LockService {
     async fn lock(&self, request: Request<pb::LockRequest>) -> Result<Response<pb::LockResponse>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let caller = Caller::of(&request);
         let req = request.get_ref();
         let request = lock_request(&req.keys, req.lease.as_ref(), req.mode)?;
@@ -74,19 +75,20 @@ impl lock_server::Lock for LockService {
         self.ctx.authorize(&caller, Resource::LockKey, &request.keys)?;
         let keys = request.keys.clone();
         let acquired = tokio::select! {
-            acquired = self.ctx.locks.lock(request, wait) => acquired?,
+            acquired = tenant.locks.lock(request, wait) => acquired?,
             () = self.ctx.shutdown.cancelled() => return Err(Error::ShuttingDown.into()),
         };
         Ok(Response::new(pb::LockResponse { tokens: tokens(&keys, &acquired), handle: acquired.handle }))
     }
 
     async fn try_lock(&self, request: Request<pb::TryLockRequest>) -> Result<Response<pb::TryLockResponse>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let caller = Caller::of(&request);
         let req = request.get_ref();
         let request = lock_request(&req.keys, req.lease.as_ref(), req.mode)?;
         self.ctx.authorize(&caller, Resource::LockKey, &request.keys)?;
         let keys = request.keys.clone();
-        let response = match self.ctx.locks.try_lock(request).await? {
+        let response = match tenant.locks.try_lock(request).await? {
             TryOutcome::Acquired(acquired) => pb::TryLockResponse {
                 acquired: true,
                 tokens: tokens(&keys, &acquired),
@@ -103,20 +105,22 @@ impl lock_server::Lock for LockService {
     /// Not checked against the `authz_file`: a handle comes only from an authorized Lock or
     /// TryLock, and releasing it takes that hold's lease secret.
     async fn unlock(&self, request: Request<pb::UnlockRequest>) -> Result<Response<pb::UnlockResponse>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let req = request.get_ref();
         check_handle(&req.handle)?;
         let lease = check::lease_ref(req.lease.as_ref(), &check::LEASE)?;
-        self.ctx.locks.unlock(lease.id, &lease.secret, &req.handle).await?;
+        tenant.locks.unlock(lease.id, &lease.secret, &req.handle).await?;
         Ok(Response::new(pb::UnlockResponse {}))
     }
 
     async fn holders(&self, request: Request<pb::HoldersRequest>) -> Result<Response<pb::HoldersResponse>, Status> {
+        let tenant = self.ctx.recipes(&request)?;
         let req = request.get_ref();
         // An empty prefix lists every key; a non-empty prefix must itself be a valid name start.
         if !(req.prefix && req.key.is_empty()) {
             Name::parse("key", &req.key)?;
         }
-        let keys = self.ctx.locks.holders(&req.key, req.prefix).await?;
+        let keys = tenant.locks.holders(&req.key, req.prefix).await?;
         Ok(Response::new(pb::HoldersResponse { keys: keys.into_iter().map(key_holders).collect() }))
     }
 }

@@ -6,6 +6,7 @@ mod convert;
 pub mod election;
 pub mod lease;
 pub mod lock;
+pub mod tenant;
 
 use std::{pin::Pin, sync::Arc};
 
@@ -15,13 +16,15 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     authz::{Authz, Resource},
     error::{Error, Result},
-    recipe::{election::Elections, lease::Leases, lock::Locks},
+    tenant::Tenants,
     tls::TlsPeer,
     validate::Name,
     zk::ZkSession,
 };
 
-/// What every service needs: the ZooKeeper session and the shutdown signal.
+/// What every service needs: the ZooKeeper session, the shutdown signal and the recipes of
+/// every tenant. Handlers reach the recipes only through [`Context::recipes`], which picks
+/// the request's tenant.
 #[derive(Clone, Debug)]
 pub struct Context {
     /// The instance's ZooKeeper session.
@@ -30,12 +33,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// This instance's id.
     pub instance_id: String,
-    /// The lease recipe.
-    pub leases: Leases,
-    /// The election recipe.
-    pub elections: Elections,
-    /// The lock recipe.
-    pub locks: Locks,
+    /// The recipes of the default tenant and of each configured tenant.
+    pub tenants: Tenants,
     /// Which names each client identity may use; `None`: every name to every client.
     pub authz: Option<Arc<Authz>>,
 }

@@ -8,7 +8,12 @@
 //! <namespace>/locks/<key>              container: the queue of one lock key
 //! <namespace>/locks/<key>/<m>-<hold>-<seq>   sequential: one request (held or waiting);
 //!                                       <m> is x (exclusive) or s (shared)
+//! <namespace>/tenants/<tenant>/...      the same four directories for each configured tenant
 //! ```
+//!
+//! The default tenant's state is directly under the namespace; each other tenant's is under
+//! its root, which is the chroot of every path the tenant's recipes use
+//! ([`crate::zk::ZkSession::for_tenant`]), so the paths below are the same for every tenant.
 //!
 //! Bindings (children of a lease record): `e~<election>~<candidate>` for a candidacy,
 //! `l~<hold>` for a lock request (its data lists the keys).
@@ -27,8 +32,16 @@ pub const ELECTIONS: &str = "/elections";
 /// Directory of lock keys.
 pub const LOCKS: &str = "/locks";
 
-/// The directories created at start-up, under the namespace.
+/// The directories created at start-up, under the namespace (and under each tenant's root).
 pub const DIRECTORIES: [&str; 4] = [INSTANCES, LEASES, ELECTIONS, LOCKS];
+/// Directory of the tenants' roots: `<namespace>/tenants/<tenant>` holds a tenant's own
+/// `instances/`, `leases/`, `elections/` and `locks/`, laid out as above.
+pub const TENANTS: &str = "/tenants";
+
+/// The root of tenant `name` (a validated tenant name), relative to the namespace.
+pub fn tenant(name: &str) -> String {
+    format!("{TENANTS}/{name}")
+}
 
 /// The znode of one election.
 pub fn election(name: &Name) -> String {

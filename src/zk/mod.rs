@@ -1,9 +1,12 @@
-//! ZooKeeper access: the session zkcoord keeps (re-established after expiry) and the layout
-//! of zkcoord's znodes under its namespace.
+//! ZooKeeper access: the session zkcoord keeps (re-established after expiry), its credentials,
+//! the ACL of what it creates, and the layout of zkcoord's znodes under its namespace.
 
+pub mod acl;
+pub mod auth;
 pub mod layout;
 pub mod session;
 
+pub use auth::ZkAuth;
 pub use session::{SessionStatus, ZkSession};
 
 /// Runs one ZooKeeper request (`op` on `path`) inside its own `zookeeper` span, a child of the

@@ -12,7 +12,10 @@
 //! * `Connecting` after a previous session: the previous session is gone, with its
 //!   ephemerals and watches; state must be re-read.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +24,7 @@ use zookeeper_client::{Acls, Client, CreateMode, SessionState};
 use crate::{
     config::ZkConfig,
     error::{Error, Result},
-    zk::layout,
+    zk::{acl, layout},
 };
 
 /// Shortest pause between two failed connection attempts.
@@ -91,17 +94,41 @@ pub struct ZkSession {
     shared: watch::Receiver<Shared>,
     status: watch::Receiver<SessionStatus>,
     cancel: CancellationToken,
+    /// The ACL of every znode created through this session ([`acl::for_session`]).
+    acls: Acls<'static>,
+    /// The namespace (absolute).
+    namespace: Arc<str>,
+    /// The absolute chroot of a tenant's view ([`ZkSession::for_tenant`]); `None`: the
+    /// namespace itself (the default tenant).
+    scope: Option<Arc<str>>,
 }
 
 impl ZkSession {
     /// Starts the session task. Returns at once; the session connects in the background (see
     /// [`ZkSession::status`]). Each new session creates the namespace, its directories and the
-    /// `registration` ephemeral before it is published as connected, so "connected" implies
-    /// "registered".
+    /// `registration` ephemeral — and the same under the root of each of `config.tenants` —
+    /// before it is published as connected, so "connected" implies "registered", in every
+    /// tenant.
+    ///
+    /// With `config.auth`, every (re)connection authenticates with it, and everything the
+    /// session creates is writable only by that identity (see [`acl`]); without, a warning
+    /// says that zkcoord's state is writable by any ZooKeeper client.
     pub fn start(config: ZkConfig, registration: Option<Registration>) -> Self {
+        let acls = acl::for_session(config.auth.is_some());
+        match &config.auth {
+            Some(auth) => tracing::info!(
+                user = auth.user(),
+                "zookeeper: digest authentication; znodes readable by anyone, writable only by this user"
+            ),
+            None => tracing::warn!(
+                namespace = %config.namespace,
+                "zookeeper_auth is not set: zkcoord's znodes get an open ACL and any ZooKeeper client can modify them"
+            ),
+        }
         let (shared_tx, shared) = watch::channel(Shared { status: SessionStatus::Connecting, client: None });
         let (status_tx, status) = watch::channel(SessionStatus::Connecting);
         let cancel = CancellationToken::new();
+        let namespace: Arc<str> = config.namespace.as_str().into();
         let task = SessionTask {
             generation: 0.into(),
             config,
@@ -111,7 +138,20 @@ impl ZkSession {
             cancel: cancel.clone(),
         };
         tokio::spawn(task.run());
-        Self { shared, status, cancel }
+        Self { shared, status, cancel, acls, namespace, scope: None }
+    }
+
+    /// A view of this session for configured tenant `tenant` (one of `config.tenants`): the
+    /// same session, status and ACL, but [`ZkSession::client`] is chrooted to the tenant's
+    /// root, so recipes over it see only the tenant's state, with the usual layout.
+    pub fn for_tenant(&self, tenant: &str) -> Self {
+        let root = format!("{}{}", self.namespace, layout::tenant(tenant));
+        Self { scope: Some(root.into()), ..self.clone() }
+    }
+
+    /// The ACL to create znodes with: the one choice of [`acl::for_session`].
+    pub fn acls(&self) -> Acls<'static> {
+        self.acls
     }
 
     /// The chrooted client of the current session.
@@ -121,7 +161,12 @@ impl ZkSession {
     pub fn client(&self) -> Result<Client> {
         let shared = self.shared.borrow();
         match (&shared.status, &shared.client) {
-            (SessionStatus::Connected { .. }, Some(client)) => Ok(client.clone()),
+            (SessionStatus::Connected { .. }, Some(client)) => match &self.scope {
+                None => Ok(client.clone()),
+                Some(root) => {
+                    client.clone().chroot(root.as_ref()).map_err(|_| Error::Internal("bad tenant root".into()))
+                }
+            },
             (SessionStatus::Closed, _) => Err(Error::ShuttingDown),
             _ => Err(Error::Unavailable),
         }
@@ -243,38 +288,72 @@ async fn wait_terminal(watcher: &mut zookeeper_client::StateWatcher) {
     while !matches!(watcher.changed().await, SessionState::Closed | SessionState::Expired) {}
 }
 
-/// Connects a new session, prepares the namespace and registers the instance.
+/// Connects a new session (authenticated with `config.auth`, which the client re-sends on
+/// every reconnection), prepares the namespace and registers the instance.
 async fn connect(config: &ZkConfig, registration: Option<&Registration>) -> Result<Client> {
-    // `connect` itself gives up after about one session timeout; bound it anyway.
-    let client = tokio::time::timeout(
-        config.session_timeout * 2,
-        Client::connector().with_session_timeout(config.session_timeout).connect(&config.hosts),
-    )
-    .await
-    .map_err(|_| Error::Unavailable)??;
-    let dir = CreateMode::Persistent.with_acls(Acls::anyone_all());
-    client.mkdir(&config.namespace, &dir).await?;
-    let client = client.chroot(config.namespace.as_str()).map_err(|_| Error::Internal("bad namespace".into()))?;
-    for path in layout::DIRECTORIES {
-        match client.create(path, &[], &dir).await {
-            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
-            Err(err) => return Err(err.into()),
-        }
+    let mut connector = Client::connector().with_session_timeout(config.session_timeout);
+    if let Some(auth) = &config.auth {
+        connector = connector.with_auth(auth.scheme(), &auth.credentials());
     }
-    if let Some(registration) = registration {
-        let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
-        match client.create(&registration.path, &registration.data, &ephemeral).await {
-            Ok(_) => {}
-            // A retried create that had succeeded: ours if our session owns it.
-            Err(zookeeper_client::Error::NodeExists) => {
-                let owner = client.check_stat(&registration.path).await?.map(|stat| stat.ephemeral_owner);
-                if owner != Some(client.session_id().0) {
-                    return Err(Error::Internal("instance registration owned by another session".into()));
-                }
+    // `connect` itself gives up after about one session timeout; bound it anyway.
+    let client = tokio::time::timeout(config.session_timeout * 2, connector.connect(&config.hosts))
+        .await
+        .map_err(|_| Error::Unavailable)??;
+    let authenticated = config.auth.is_some();
+    let acls = acl::for_session(authenticated);
+    // Creating an existing node needs CREATE on its parent, which may belong to someone else:
+    // look first.
+    if client.check_stat(&config.namespace).await?.is_none() {
+        match client.mkdir(&config.namespace, &CreateMode::Persistent.with_acls(acls)).await {
+            Ok(()) => {}
+            Err(zookeeper_client::Error::NoAuth) => {
+                return Err(Error::Internal("cannot create the namespace: its parent is not writable (NoAuth)".into()));
             }
             Err(err) => return Err(err.into()),
         }
     }
+    let client = client.chroot(config.namespace.as_str()).map_err(|_| Error::Internal("bad namespace".into()))?;
+    prepare(&client, authenticated, registration).await?;
+    if !config.tenants.is_empty() {
+        acl::ensure_directory(&client, layout::TENANTS, authenticated).await?;
+        // Tenants are independent: prepare them concurrently.
+        let tenants = config.tenants.iter().map(|tenant| {
+            let client = client.clone();
+            async move {
+                acl::ensure_directory(&client, &layout::tenant(tenant), authenticated).await?;
+                let root = format!("{}{}", config.namespace, layout::tenant(tenant));
+                let client = client.chroot(root).map_err(|_| Error::Internal("bad tenant root".into()))?;
+                prepare(&client, authenticated, registration).await
+            }
+        });
+        futures_util::future::try_join_all(tenants).await?;
+    }
     tracing::info!(session_id = client.session_id().0, timeout = ?client.session_timeout(), "zookeeper session established");
     Ok(client)
+}
+
+/// Under `client`'s chroot (the namespace, or a tenant's root, which must exist): the
+/// directories and the instance's registration.
+async fn prepare(client: &Client, authenticated: bool, registration: Option<&Registration>) -> Result<()> {
+    acl::ensure_directory(client, "/", authenticated).await?;
+    for path in layout::DIRECTORIES {
+        acl::ensure_directory(client, path, authenticated).await?;
+    }
+    let Some(registration) = registration else { return Ok(()) };
+    let ephemeral = CreateMode::Ephemeral.with_acls(acl::for_session(authenticated));
+    match client.create(&registration.path, &registration.data, &ephemeral).await {
+        Ok(_) => Ok(()),
+        // A retried create that had succeeded: ours if our session owns it.
+        Err(zookeeper_client::Error::NodeExists) => {
+            let owner = client.check_stat(&registration.path).await?.map(|stat| stat.ephemeral_owner);
+            if owner != Some(client.session_id().0) {
+                return Err(Error::Internal("instance registration owned by another session".into()));
+            }
+            Ok(())
+        }
+        Err(zookeeper_client::Error::NoAuth) => Err(Error::Internal(
+            "cannot register the instance (NoAuth): the namespace belongs to other ZooKeeper credentials; check zookeeper_auth".into(),
+        )),
+        Err(err) => Err(err.into()),
+    }
 }

@@ -43,6 +43,8 @@ pub fn test_config(hosts: &str, namespace: &str) -> Config {
             hosts: hosts.to_owned(),
             namespace: namespace.to_owned(),
             session_timeout: TEST_SESSION_TIMEOUT,
+            auth: None,
+            tenants: Vec::new(),
         },
         log_level: "info".into(),
         log_format: LogFormat::Text,
@@ -65,8 +67,13 @@ fn init_test_log() {
 
 /// Starts an in-process zkcoord instance and waits until its ZooKeeper session is connected.
 pub async fn start_zkcoord(hosts: &str, namespace: &str) -> Instance {
+    start_configured(test_config(hosts, namespace)).await
+}
+
+/// [`start_zkcoord`] with a config of the test's own (e.g. [`test_config`] adjusted).
+pub async fn start_configured(config: Config) -> Instance {
     init_test_log();
-    let instance = server::start(test_config(hosts, namespace)).await.expect("start zkcoord");
+    let instance = server::start(config).await.expect("start zkcoord");
     instance.session().wait_connected(Duration::from_secs(30)).await.expect("zkcoord connects to zookeeper");
     instance
 }

@@ -317,7 +317,7 @@ impl Elections {
     pub async fn campaign(&self, request: CampaignRequest) -> Result<Campaign> {
         let client = self.shared.session.client()?;
         let key = &request.key;
-        ensure_election(&client, &key.election, request.preempt).await?;
+        ensure_election(&client, self.shared.session.acls(), &key.election, request.preempt).await?;
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
         let binding_path =
             format!("{}/{}", layout::lease(key.lease_id), layout::candidacy_binding(&key.election, &key.candidate_id));
@@ -328,7 +328,7 @@ impl Elections {
             stream: Some(self.shared.me.name.clone()),
         };
         let data = record::encode(&record);
-        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        let persistent = CreateMode::Persistent.with_acls(self.shared.session.acls());
         let mut written_zxid = None;
         for _ in 0..MAX_ATTEMPTS {
             let (_, lease_version) = lease::read_verified(&client, key.lease_id, &key.secret).await?;
@@ -586,10 +586,10 @@ impl Elections {
 
 /// Creates the election with `preempt` (off when unspecified) unless it exists; an explicit
 /// policy must match an existing election's.
-async fn ensure_election(client: &Client, name: &Name, preempt: Option<bool>) -> Result<()> {
+async fn ensure_election(client: &Client, acls: Acls<'_>, name: &Name, preempt: Option<bool>) -> Result<()> {
     let path = layout::election(name);
     let record = ElectionRecord { preempt: preempt.unwrap_or(false), ..Default::default() };
-    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let persistent = CreateMode::Persistent.with_acls(acls);
     let mut multi = client.new_multi_writer();
     multi.add_create(&path, &record::encode(&record), &persistent)?;
     multi.add_create(&layout::candidates(name), &[], &persistent)?;

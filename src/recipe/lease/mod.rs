@@ -38,7 +38,7 @@ use std::{
 };
 
 use tokio_util::sync::CancellationToken;
-use zookeeper_client::{Acls, Client, CreateMode};
+use zookeeper_client::{Client, CreateMode};
 
 pub use self::local::{HeartbeatAck, LocalLease};
 use self::{record::LeaseRecord, zkops::DeleteOutcome};
@@ -262,7 +262,7 @@ impl Leases {
                 health: request.health,
             };
             let data = record.encode();
-            let mode = CreateMode::Persistent.with_acls(Acls::anyone_all());
+            let mode = CreateMode::Persistent.with_acls(inner.session.acls());
             for _ in 0..MAX_ID_ATTEMPTS {
                 let id = secret::new_lease_id();
                 match crate::zk::traced("create", &layout::lease(id), client.create(&layout::lease(id), &data, &mode))

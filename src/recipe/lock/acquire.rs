@@ -88,7 +88,7 @@ pub(super) async fn run(
     }
     let hold = layout::hold_id(rand_u64());
     let node = NodeRecord { lease_id, owner, instance: inner.me.name.clone(), acquired_unix_ms: None };
-    let queued = match zkops::queue(&client, &hold, lease_id, &keys, exclusive, &node).await {
+    let queued = match zkops::queue(&client, inner.session.acls(), &hold, lease_id, &keys, exclusive, &node).await {
         Ok(queued) => queued,
         Err(QueueError::Failed(err)) => return Err(err),
         Err(QueueError::Ambiguous(err)) => {

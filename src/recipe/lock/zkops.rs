@@ -48,7 +48,8 @@ pub fn binding_path(lease_id: i64, hold: &str) -> String {
     format!("{}/{}", layout::lease(lease_id), layout::hold_binding(hold))
 }
 
-/// Queues request `hold` of lease `lease_id` on `keys` in one transaction.
+/// Queues request `hold` of lease `lease_id` on `keys` in one transaction, creating what it
+/// creates with `acls`.
 ///
 /// # Errors
 /// [`QueueError::Failed`] with [`Error::LeaseNotFound`] when the lease is gone, or a
@@ -59,6 +60,7 @@ pub fn binding_path(lease_id: i64, hold: &str) -> String {
 /// completes (the lock recipe runs it in its own task).
 pub async fn queue(
     client: &Client,
+    acls: Acls<'_>,
     hold: &str,
     lease_id: i64,
     keys: &[Name],
@@ -68,8 +70,8 @@ pub async fn queue(
     let node_data = record::encode(node);
     let binding_data =
         record::encode(&HoldRecord { exclusive, keys: keys.iter().map(|k| k.as_str().to_owned()).collect() });
-    let sequential = CreateMode::PersistentSequential.with_acls(Acls::anyone_all());
-    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let sequential = CreateMode::PersistentSequential.with_acls(acls);
+    let persistent = CreateMode::Persistent.with_acls(acls);
     let binding = binding_path(lease_id, hold);
     for _ in 0..MAX_QUEUE_ATTEMPTS {
         let mut multi = client.new_multi_writer();
@@ -84,7 +86,7 @@ pub async fn queue(
             Err(MultiWriteError::OperationFailed { index, source: zookeeper_client::Error::NoNode })
                 if index < keys.len() =>
             {
-                create_keys(client, keys).await.map_err(failed)?;
+                create_keys(client, acls, keys).await.map_err(failed)?;
             }
             Err(MultiWriteError::OperationFailed { source: zookeeper_client::Error::NoNode, .. }) => {
                 return Err(QueueError::Failed(Error::LeaseNotFound));
@@ -132,8 +134,8 @@ async fn queued(client: &Client, results: Vec<MultiWriteResult>) -> Result<Queue
 }
 
 /// Creates the container znodes of the `keys` that have none.
-async fn create_keys(client: &Client, keys: &[Name]) -> Result<(), zookeeper_client::Error> {
-    let container = CreateMode::Container.with_acls(Acls::anyone_all());
+async fn create_keys(client: &Client, acls: Acls<'_>, keys: &[Name]) -> Result<(), zookeeper_client::Error> {
+    let container = CreateMode::Container.with_acls(acls);
     let paths: Vec<String> = keys.iter().map(layout::lock).collect();
     let stats = join_all(paths.iter().map(|p| crate::zk::traced("check_stat", p, client.check_stat(p)))).await;
     let missing = paths.iter().zip(stats).filter(|(_, stat)| !matches!(stat, Ok(Some(_)))).map(|(p, _)| p);

@@ -1,0 +1,80 @@
+//! Which tenant a request is for ([`tenant_of`]) and the recipes serving it
+//! ([`Context::recipes`]).
+//!
+//! Today the tenant is chosen by the client, with the `zkcoord-tenant` metadata header: no
+//! header is the default tenant; an invalid name is INVALID_ARGUMENT; a valid name that is not
+//! configured (setting `tenants`) is PERMISSION_DENIED `tenant not allowed`.
+//!
+//! **Hook for client identities** (mTLS): [`tenant_of`] is the one place that decides, and
+//! handlers never read the header themselves. The TLS listener puts the verified client
+//! identity into the request's extensions ([`crate::tls::TlsPeer`], read by
+//! [`super::Caller::of`]); mapping identities to tenants goes here: the identity's tenant
+//! when there is no header, PERMISSION_DENIED when the header names a tenant the identity may
+//! not use. Not done yet: today any client may name any configured tenant, and the
+//! `authz_file` rules apply to election names and lock keys in every tenant alike.
+
+use std::sync::Arc;
+
+use tonic::Request;
+
+use super::Context;
+use crate::{
+    error::{Error, Result},
+    tenant::Recipes,
+    validate::Name,
+};
+
+/// The gRPC metadata header that names the tenant of a request.
+pub const TENANT_HEADER: &str = "zkcoord-tenant";
+
+/// The tenant `request` is for: `None` for the default tenant.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] (field `zkcoord-tenant`) when the header is given more than
+/// once, is not ASCII, or is not a valid name (1–128 bytes of ASCII letters, digits and
+/// `. _ - : @`, starting with a letter or digit: never `/`, `.` or `..`).
+pub fn tenant_of<T>(request: &Request<T>) -> Result<Option<Name>> {
+    let mut values = request.metadata().get_all(TENANT_HEADER).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(Error::invalid(TENANT_HEADER, "must be given at most once"));
+    }
+    let value = value.to_str().map_err(|_| Error::invalid(TENANT_HEADER, "must be a tenant name"))?;
+    Name::parse(TENANT_HEADER, value).map(Some)
+}
+
+impl Context {
+    /// The recipes of the tenant `request` is for.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for a malformed tenant header ([`tenant_of`]); PERMISSION_DENIED
+    /// ([`Error::TenantNotAllowed`]) for a tenant that is not configured.
+    pub fn recipes<T>(&self, request: &Request<T>) -> Result<Arc<Recipes>> {
+        self.tenants.get(tenant_of(request)?.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::metadata::MetadataValue;
+
+    use super::*;
+
+    fn with_header(values: &[&str]) -> Request<()> {
+        let mut request = Request::new(());
+        for value in values {
+            request.metadata_mut().append(TENANT_HEADER, MetadataValue::try_from(*value).expect("ascii"));
+        }
+        request
+    }
+
+    #[test]
+    fn the_header_names_the_tenant() {
+        assert_eq!(tenant_of(&with_header(&[])).expect("default"), None);
+        assert_eq!(tenant_of(&with_header(&["team-a"])).expect("valid").as_ref().map(Name::as_str), Some("team-a"));
+        for bad in [&[""][..], &["a/b"], &[".."], &["."], &["a", "b"], &[&"x".repeat(129)]] {
+            let err = tenant_of(&with_header(bad)).expect_err("invalid");
+            assert!(matches!(err, Error::InvalidArgument { field: TENANT_HEADER, .. }), "{bad:?}: {err}");
+        }
+    }
+}

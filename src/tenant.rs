@@ -1,0 +1,140 @@
+//! Tenants: independent groups of clients sharing one ZooKeeper ensemble and one zkcoord
+//! deployment, each with its own leases, elections and locks, invisible to the others.
+//!
+//! The default tenant's state is the namespace itself (the layout of [`crate::zk::layout`]);
+//! each configured tenant (setting `tenants`) has the same layout under
+//! `<namespace>/tenants/<tenant>`. Every tenant has its own recipe set — [`Leases`] (with its
+//! own janitor), [`Elections`], [`Locks`] — built at start-up over a view of the instance's one
+//! ZooKeeper session chrooted to the tenant's root ([`ZkSession::for_tenant`]). A recipe cannot
+//! name a path outside its chroot, so no request in one tenant can see or touch another's
+//! state, and a lease is only found in the tenant it was granted in.
+//!
+//! Which tenant a request is for is decided by [`crate::api::tenant::tenant_of`]. Design and
+//! trade-offs: `docs/tenants.md`.
+
+use std::{collections::HashMap, sync::Arc};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    error::{Error, Result},
+    recipe::{election::Elections, instance::Incarnation, lease::Leases, lock::Locks},
+    validate::Name,
+    zk::ZkSession,
+};
+
+/// The most tenants one deployment may configure: each costs every instance a registration, a
+/// janitor and a few ZooKeeper round trips whenever its session is (re-)established.
+pub const MAX_TENANTS: usize = 256;
+
+/// One tenant's coordination recipes.
+#[derive(Clone, Debug)]
+pub struct Recipes {
+    /// Leases.
+    pub leases: Leases,
+    /// Elections.
+    pub elections: Elections,
+    /// Locks.
+    pub locks: Locks,
+}
+
+impl Recipes {
+    /// Starts the recipes over `session` (the namespace, or a tenant's view of it).
+    pub fn start(session: ZkSession, incarnation: Incarnation, shutdown: CancellationToken) -> Self {
+        let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone());
+        let leases = Leases::start(session.clone(), incarnation.clone(), shutdown.clone());
+        let locks = Locks::new(session, incarnation, leases.clone(), shutdown);
+        Self { leases, elections, locks }
+    }
+}
+
+/// The recipe sets of the default tenant and of every configured tenant.
+#[derive(Clone, Debug)]
+pub struct Tenants {
+    default: Arc<Recipes>,
+    named: Arc<HashMap<String, Arc<Recipes>>>,
+}
+
+impl Tenants {
+    /// The default tenant's `default` recipes plus a recipe set for each of `names` (the
+    /// session's configured tenants) over the session's view of that tenant.
+    pub fn start(
+        default: Recipes,
+        session: &ZkSession,
+        names: &[String],
+        incarnation: &Incarnation,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let named = names
+            .iter()
+            .map(|name| {
+                let recipes = Recipes::start(session.for_tenant(name), incarnation.clone(), shutdown.clone());
+                (name.clone(), Arc::new(recipes))
+            })
+            .collect();
+        Self { default: Arc::new(default), named: Arc::new(named) }
+    }
+
+    /// The default tenant's recipes.
+    pub fn default_tenant(&self) -> &Arc<Recipes> {
+        &self.default
+    }
+
+    /// The recipes of `tenant` (`None`: the default tenant).
+    ///
+    /// # Errors
+    /// [`Error::TenantNotAllowed`] for a tenant that is not configured.
+    pub fn get(&self, tenant: Option<&Name>) -> Result<Arc<Recipes>> {
+        match tenant {
+            None => Ok(self.default.clone()),
+            Some(name) => self.named.get(name.as_str()).cloned().ok_or(Error::TenantNotAllowed),
+        }
+    }
+
+    /// The configured tenant names (not the default tenant), sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.named.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// Parses the `tenants` setting: comma-separated names (the rules of every zkcoord name, see
+/// [`Name`]), no duplicates, at most [`MAX_TENANTS`]; empty: none.
+///
+/// # Errors
+/// A message for the config error.
+pub fn parse_tenants(value: &str) -> Result<Vec<String>, String> {
+    let mut tenants: Vec<String> = Vec::new();
+    for tenant in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if Name::parse("tenants", tenant).is_err() {
+            return Err(format!(
+                "{tenant:?} is not a tenant name: 1 to 128 ASCII letters, digits and . _ - : @, starting with a letter or digit"
+            ));
+        }
+        if tenants.iter().any(|t| t == tenant) {
+            return Err(format!("{tenant:?} is listed twice"));
+        }
+        tenants.push(tenant.to_owned());
+    }
+    if tenants.len() > MAX_TENANTS {
+        return Err(format!("at most {MAX_TENANTS} tenants"));
+    }
+    Ok(tenants)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_lists() {
+        assert_eq!(parse_tenants(""), Ok(vec![]));
+        assert_eq!(parse_tenants(" a , b-2,"), Ok(vec!["a".to_string(), "b-2".to_string()]));
+        for bad in ["a/b", "..", "a,a", ".x", "a b"] {
+            assert!(parse_tenants(bad).is_err(), "{bad}");
+        }
+        let many = (0..=MAX_TENANTS).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",");
+        assert!(parse_tenants(&many).is_err());
+    }
+}
