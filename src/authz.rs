@@ -7,12 +7,19 @@
 //! identity = "ledger-node-*"   # the client certificate's identity; a trailing * is a prefix
 //! elections = ["ledger-*"]     # elections it may Campaign, Proclaim, Resign and Transfer in
 //! locks = ["orders:*"]         # lock keys it may Lock and TryLock
+//! tenant = "ledger"            # optional: the tenant these names are in (default tenant if absent)
 //! ```
 //!
-//! A name is allowed when any rule whose `identity` matches the caller lists a pattern that
-//! matches it; a call naming several lock keys needs all of them allowed. Everything else that
-//! names an election or a lock key is denied, including calls without an identity. Pure logic:
-//! the api layer asks, and answers PERMISSION_DENIED.
+//! A name is allowed when any rule whose `identity` matches the caller, and whose `tenant` is
+//! the request's tenant, lists a pattern that matches it; a call naming several lock keys needs
+//! all of them allowed. Everything else that names an election or a lock key is denied,
+//! including calls without an identity.
+//!
+//! Tenants by identity ([`Authz::tenant_for`]): a request without a `zkcoord-tenant` header
+//! goes to the tenant of the first rule matching its identity (the default tenant when none
+//! matches, or the rule names none); a request naming a tenant needs a rule for its identity
+//! in that tenant. So an identity whose rules all name tenant `a` can see and touch nothing
+//! outside `a`. Pure logic: the api layer asks, and answers PERMISSION_DENIED.
 
 use std::path::Path;
 
@@ -39,6 +46,7 @@ struct Rule {
     identity: Pattern,
     elections: Vec<Pattern>,
     locks: Vec<Pattern>,
+    tenant: Option<String>,
 }
 
 /// An exact name, or a prefix when written with a trailing `*`.
@@ -89,6 +97,7 @@ struct RawRule {
     elections: Vec<String>,
     #[serde(default)]
     locks: Vec<String>,
+    tenant: Option<String>,
 }
 
 impl Authz {
@@ -118,25 +127,49 @@ impl Authz {
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| format!("allow[{i}].{field}: {e}"))
                 };
+                if let Some(tenant) = &raw.tenant
+                    && crate::validate::Name::parse("tenant", tenant).is_err()
+                {
+                    return Err(format!("allow[{i}].tenant: {tenant:?} is not a tenant name"));
+                }
                 Ok(Rule {
                     identity: Pattern::parse(&raw.identity).map_err(|e| format!("allow[{i}].identity: {e}"))?,
                     elections: patterns("elections", raw.elections)?,
                     locks: patterns("locks", raw.locks)?,
+                    tenant: raw.tenant,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Self { rules })
     }
 
-    /// Whether `identity` may use every one of `names` (at least one) as a `resource`.
+    /// The tenant a request of `identity` is for, given the tenant its header names
+    /// (`requested`; `None`: no header). `Ok(None)` is the default tenant; `Err(())` means the
+    /// identity may not use the requested tenant.
+    #[allow(clippy::result_unit_err)]
+    pub fn tenant_for(&self, identity: Option<&str>, requested: Option<&str>) -> Result<Option<String>, ()> {
+        let mut rules = self.rules.iter().filter(|r| identity.is_some_and(|id| r.identity.matches(id)));
+        match requested {
+            None => Ok(rules.next().and_then(|rule| rule.tenant.clone())),
+            Some(tenant) => match rules.any(|rule| rule.tenant.as_deref() == Some(tenant)) {
+                true => Ok(Some(tenant.to_owned())),
+                false => Err(()),
+            },
+        }
+    }
+
+    /// Whether `identity` may use every one of `names` (at least one) as a `resource` in
+    /// `tenant` (`None`: the default tenant).
     pub fn allows<'a>(
         &self,
         identity: Option<&str>,
+        tenant: Option<&str>,
         resource: Resource,
         names: impl IntoIterator<Item = &'a str>,
     ) -> bool {
         let Some(identity) = identity else { return false };
-        let rules: Vec<&Rule> = self.rules.iter().filter(|r| r.identity.matches(identity)).collect();
+        let rules: Vec<&Rule> =
+            self.rules.iter().filter(|r| r.identity.matches(identity) && r.tenant.as_deref() == tenant).collect();
         let mut any = false;
         for name in names {
             any = true;
@@ -183,46 +216,81 @@ mod tests {
     fn prefix_and_exact_patterns() {
         let authz = rules();
         let a = Some("ledger-node-a");
-        assert!(authz.allows(a, Resource::Election, ["ledger-master"]));
-        assert!(authz.allows(a, Resource::Election, ["ledger-"]));
-        assert!(!authz.allows(a, Resource::Election, ["other"]));
-        assert!(!authz.allows(a, Resource::Election, ["ledge"]));
-        assert!(authz.allows(a, Resource::LockKey, ["orders:1", "inventory"]));
-        assert!(!authz.allows(a, Resource::LockKey, ["inventory2"]));
-        assert!(!authz.allows(a, Resource::LockKey, ["users:1"]));
+        assert!(authz.allows(a, None, Resource::Election, ["ledger-master"]));
+        assert!(authz.allows(a, None, Resource::Election, ["ledger-"]));
+        assert!(!authz.allows(a, None, Resource::Election, ["other"]));
+        assert!(!authz.allows(a, None, Resource::Election, ["ledge"]));
+        assert!(authz.allows(a, None, Resource::LockKey, ["orders:1", "inventory"]));
+        assert!(!authz.allows(a, None, Resource::LockKey, ["inventory2"]));
+        assert!(!authz.allows(a, None, Resource::LockKey, ["users:1"]));
     }
 
     #[test]
     fn rules_of_one_identity_add_up() {
         let authz = rules();
-        assert!(authz.allows(Some("ledger-node-a"), Resource::Election, ["audit"]));
-        assert!(!authz.allows(Some("ledger-node-b"), Resource::Election, ["audit"]));
-        assert!(authz.allows(Some("ledger-node-b"), Resource::Election, ["ledger-master"]));
+        assert!(authz.allows(Some("ledger-node-a"), None, Resource::Election, ["audit"]));
+        assert!(!authz.allows(Some("ledger-node-b"), None, Resource::Election, ["audit"]));
+        assert!(authz.allows(Some("ledger-node-b"), None, Resource::Election, ["ledger-master"]));
     }
 
     #[test]
     fn every_name_must_be_allowed() {
         let authz = rules();
-        assert!(!authz.allows(Some("ledger-node-a"), Resource::LockKey, ["orders:1", "users:1"]));
-        assert!(!authz.allows(Some("ledger-node-a"), Resource::LockKey, []));
+        assert!(!authz.allows(Some("ledger-node-a"), None, Resource::LockKey, ["orders:1", "users:1"]));
+        assert!(!authz.allows(Some("ledger-node-a"), None, Resource::LockKey, []));
     }
 
     #[test]
     fn unknown_or_missing_identity_is_denied() {
         let authz = rules();
-        assert!(!authz.allows(Some("intruder"), Resource::Election, ["ledger-master"]));
-        assert!(!authz.allows(None, Resource::Election, ["ledger-master"]));
-        assert!(!Authz::default().allows(Some("admin"), Resource::LockKey, ["x"]));
-        assert!(authz.allows(Some("admin"), Resource::LockKey, ["anything"]));
+        assert!(!authz.allows(Some("intruder"), None, Resource::Election, ["ledger-master"]));
+        assert!(!authz.allows(None, None, Resource::Election, ["ledger-master"]));
+        assert!(!Authz::default().allows(Some("admin"), None, Resource::LockKey, ["x"]));
+        assert!(authz.allows(Some("admin"), None, Resource::LockKey, ["anything"]));
         // The identity pattern is a prefix only when it ends in *.
-        assert!(!authz.allows(Some("admin2"), Resource::LockKey, ["anything"]));
+        assert!(!authz.allows(Some("admin2"), None, Resource::LockKey, ["anything"]));
     }
 
     #[test]
     fn locks_and_elections_are_separate() {
         let authz = rules();
-        assert!(!authz.allows(Some("ledger-node-a"), Resource::LockKey, ["ledger-master"]));
-        assert!(!authz.allows(Some("ledger-node-a"), Resource::Election, ["orders:1"]));
+        assert!(!authz.allows(Some("ledger-node-a"), None, Resource::LockKey, ["ledger-master"]));
+        assert!(!authz.allows(Some("ledger-node-a"), None, Resource::Election, ["orders:1"]));
+    }
+
+    #[test]
+    fn identities_bound_to_a_tenant_stay_in_it() {
+        let authz = Authz::parse(
+            r#"
+            [[allow]]
+            identity = "team-a-*"
+            tenant = "a"
+            elections = ["*"]
+
+            [[allow]]
+            identity = "ops"
+            tenant = "a"
+            elections = ["ops-*"]
+
+            [[allow]]
+            identity = "ops"
+            tenant = "b"
+            locks = ["*"]
+            "#,
+        )
+        .expect("valid rules");
+        let node = Some("team-a-1");
+        assert_eq!(authz.tenant_for(node, None), Ok(Some("a".into())), "no header: its tenant");
+        assert_eq!(authz.tenant_for(node, Some("a")), Ok(Some("a".into())));
+        assert_eq!(authz.tenant_for(node, Some("b")), Err(()), "never another tenant");
+        assert!(authz.allows(node, Some("a"), Resource::Election, ["x"]));
+        assert!(!authz.allows(node, None, Resource::Election, ["x"]), "not in the default tenant");
+        assert_eq!(authz.tenant_for(Some("ops"), Some("b")), Ok(Some("b".into())));
+        assert!(authz.allows(Some("ops"), Some("b"), Resource::LockKey, ["k"]));
+        assert!(!authz.allows(Some("ops"), Some("b"), Resource::Election, ["ops-1"]), "rules are per tenant");
+        assert_eq!(authz.tenant_for(Some("stranger"), None), Ok(None), "default tenant, nothing allowed");
+        assert_eq!(authz.tenant_for(None, Some("a")), Err(()));
+        assert!(Authz::parse("[[allow]]\nidentity = \"x\"\ntenant = \"a/b\"\n").is_err());
     }
 
     #[test]

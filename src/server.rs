@@ -65,8 +65,8 @@ pub async fn start(config: Config) -> io::Result<Instance> {
     let session = ZkSession::start(config.zookeeper.clone(), Some(incarnation.registration(&addr.to_string())));
     let shutdown = CancellationToken::new();
     // The default tenant's recipes over the namespace, and each configured tenant's.
-    let default_tenant = Recipes::start(session.clone(), incarnation.clone(), shutdown.clone());
-    let Recipes { leases, elections, locks } = default_tenant.clone();
+    let default_tenant = Recipes::start(None, session.clone(), incarnation.clone(), shutdown.clone());
+    let Recipes { leases, elections, locks, .. } = default_tenant.clone();
     let tenants = Tenants::start(default_tenant, &session, &config.zookeeper.tenants, &incarnation, &shutdown);
     let metrics = Metrics::new();
     let metrics_addr = match config.metrics_listen {

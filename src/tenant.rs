@@ -30,6 +30,8 @@ pub const MAX_TENANTS: usize = 256;
 /// One tenant's coordination recipes.
 #[derive(Clone, Debug)]
 pub struct Recipes {
+    /// The tenant's name; `None` for the default tenant.
+    pub tenant: Option<String>,
     /// Leases.
     pub leases: Leases,
     /// Elections.
@@ -39,12 +41,18 @@ pub struct Recipes {
 }
 
 impl Recipes {
-    /// Starts the recipes over `session` (the namespace, or a tenant's view of it).
-    pub fn start(session: ZkSession, incarnation: Incarnation, shutdown: CancellationToken) -> Self {
+    /// Starts the recipes of `tenant` (`None`: the default tenant) over `session` (the
+    /// namespace, or the tenant's view of it).
+    pub fn start(
+        tenant: Option<String>,
+        session: ZkSession,
+        incarnation: Incarnation,
+        shutdown: CancellationToken,
+    ) -> Self {
         let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone());
         let leases = Leases::start(session.clone(), incarnation.clone(), shutdown.clone());
         let locks = Locks::new(session, incarnation, leases.clone(), shutdown);
-        Self { leases, elections, locks }
+        Self { tenant, leases, elections, locks }
     }
 }
 
@@ -68,7 +76,8 @@ impl Tenants {
         let named = names
             .iter()
             .map(|name| {
-                let recipes = Recipes::start(session.for_tenant(name), incarnation.clone(), shutdown.clone());
+                let recipes =
+                    Recipes::start(Some(name.clone()), session.for_tenant(name), incarnation.clone(), shutdown.clone());
                 (name.clone(), Arc::new(recipes))
             })
             .collect();

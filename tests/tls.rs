@@ -26,7 +26,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 use zkcoord::{
     authz::Authz,
     config::{Config, TlsConfig},
-    pb::v1::{self as pb, election_client::ElectionClient},
+    pb::v1::{self as pb, election_client::ElectionClient, lease_client::LeaseClient},
     server::{self, Instance},
 };
 
@@ -490,5 +490,55 @@ async fn the_rust_client_and_the_cli_connect_over_mtls() {
     assert!(stdout.contains("over-mtls"), "{stdout}");
     assert!(!without_cert.status.success(), "no client certificate, no answer");
     lease.revoke().await.unwrap();
+    instance.shutdown().await;
+}
+
+/// Tenants chosen by client identity: a `team-a` node's calls go to tenant `a` without any
+/// header, it cannot name tenant `b`, and what it does is invisible from `b`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_bound_to_a_tenant_sees_and_touches_only_that_tenant() {
+    let ca = Ca::new("tenant ca");
+    let files = Files::new(&ca.server(), &ca);
+    let rules = "[[allow]]\nidentity = \"team-a-*\"\ntenant = \"a\"\nelections = [\"*\"]\n\n\
+                 [[allow]]\nidentity = \"team-b-*\"\ntenant = \"b\"\nelections = [\"*\"]\n";
+    std::fs::write(&files.authz, rules).unwrap();
+    let zk = zk::shared();
+    let mut config = Config {
+        tls: Some(files.tls(true)),
+        authz: Some(Authz::load(&files.authz).unwrap()),
+        ..support::test_config(&zk.hosts(), &support::namespace("tls-tenants"))
+    };
+    config.zookeeper.tenants = vec!["a".into(), "b".into()];
+    let instance = server::start(config).await.unwrap();
+    instance.session().wait_connected(Duration::from_secs(30)).await.unwrap();
+    let team_a = connect(instance.addr(), client_tls(&ca, Some(&ca.client("team-a-1")))).await.unwrap();
+    let team_b = connect(instance.addr(), client_tls(&ca, Some(&ca.client("team-b-1")))).await.unwrap();
+
+    // No header: team-a's lease and campaign land in tenant a.
+    let granted = grant(&team_a, "team-a-1", Duration::from_secs(60)).await;
+    let lease = (granted.lease_id, granted.secret);
+    let mut stream =
+        ElectionClient::new(team_a.clone()).campaign(campaign_request("master", &lease)).await.unwrap().into_inner();
+    while tokio::time::timeout(CALL_TIMEOUT, stream.message()).await.unwrap().unwrap().unwrap().state()
+        != pb::CandidateState::Elected
+    {}
+    // team-b (tenant b) sees neither the lease nor the leader.
+    let ttl = LeaseClient::new(team_b.clone()).time_to_live(pb::TimeToLiveRequest { lease_id: lease.0 }).await;
+    assert_eq!(ttl.unwrap_err().code(), Code::NotFound, "tenant a's lease is invisible from tenant b");
+    let leader = ElectionClient::new(team_b.clone())
+        .leader(pb::LeaderRequest { election: "master".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(leader.leader.is_none(), "tenant b's election 'master' has no leader");
+    // team-a cannot name tenant b.
+    let mut request = tonic::Request::new(pb::ListRequest {});
+    request.metadata_mut().insert(zkcoord::api::tenant::TENANT_HEADER, "b".parse().unwrap());
+    let denied = LeaseClient::new(team_a.clone()).list(request).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    // With its own tenant named explicitly, it finds its lease.
+    let mut request = tonic::Request::new(pb::TimeToLiveRequest { lease_id: lease.0 });
+    request.metadata_mut().insert(zkcoord::api::tenant::TENANT_HEADER, "a".parse().unwrap());
+    LeaseClient::new(team_a).time_to_live(request).await.unwrap();
     instance.shutdown().await;
 }

@@ -126,7 +126,7 @@ impl election_server::Election for ElectionService {
         let tenant = self.ctx.recipes(&request)?;
         let caller = Caller::of(&request);
         let request = campaign_request(request.into_inner())?;
-        self.ctx.authorize(&caller, Resource::Election, [&request.key.election])?;
+        self.ctx.authorize(&caller, &tenant, Resource::Election, [&request.key.election])?;
         let mut campaign = tenant.elections.campaign(request).await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shutdown = self.ctx.shutdown.clone();
@@ -153,7 +153,7 @@ impl election_server::Election for ElectionService {
         let req = request.into_inner();
         let key = candidate_key(req.key.as_ref(), &check::KEY)?;
         validate::value("value", &req.value)?;
-        self.ctx.authorize(&caller, Resource::Election, [&key.election])?;
+        self.ctx.authorize(&caller, &tenant, Resource::Election, [&key.election])?;
         tenant.elections.proclaim(&key, req.term, &req.value).await?;
         Ok(Response::new(pb::ProclaimResponse {}))
     }
@@ -225,7 +225,7 @@ impl election_server::Election for ElectionService {
         let caller = Caller::of(&request);
         let req = request.into_inner();
         let key = candidate_key(req.key.as_ref(), &check::KEY)?;
-        self.ctx.authorize(&caller, Resource::Election, [&key.election])?;
+        self.ctx.authorize(&caller, &tenant, Resource::Election, [&key.election])?;
         tenant.elections.resign(&key, req.term).await?;
         Ok(Response::new(pb::ResignResponse {}))
     }
@@ -249,7 +249,7 @@ impl election_server::Election for ElectionService {
             }
             None => None,
         };
-        self.ctx.authorize(&caller, Resource::Election, [&name])?;
+        self.ctx.authorize(&caller, &tenant, Resource::Election, [&name])?;
         let leader = tenant.elections.transfer(&name, target.as_ref(), from.as_ref(), req.term).await?;
         Ok(Response::new(pb::TransferResponse { leader: Some(leader_info(leader)) }))
     }

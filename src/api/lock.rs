@@ -72,7 +72,7 @@ impl lock_server::Lock for LockService {
         let req = request.get_ref();
         let request = lock_request(&req.keys, req.lease.as_ref(), req.mode)?;
         let wait = validate::wait_timeout("wait_timeout_ms", req.wait_timeout_ms)?;
-        self.ctx.authorize(&caller, Resource::LockKey, &request.keys)?;
+        self.ctx.authorize(&caller, &tenant, Resource::LockKey, &request.keys)?;
         let keys = request.keys.clone();
         let acquired = tokio::select! {
             acquired = tenant.locks.lock(request, wait) => acquired?,
@@ -86,7 +86,7 @@ impl lock_server::Lock for LockService {
         let caller = Caller::of(&request);
         let req = request.get_ref();
         let request = lock_request(&req.keys, req.lease.as_ref(), req.mode)?;
-        self.ctx.authorize(&caller, Resource::LockKey, &request.keys)?;
+        self.ctx.authorize(&caller, &tenant, Resource::LockKey, &request.keys)?;
         let keys = request.keys.clone();
         let response = match tenant.locks.try_lock(request).await? {
             TryOutcome::Acquired(acquired) => pb::TryLockResponse {

@@ -44,6 +44,11 @@ pub struct Context {
 pub struct Caller(Option<Arc<str>>);
 
 impl Caller {
+    /// The caller's identity, if any.
+    pub fn identity(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
     /// The caller of `request`.
     pub fn of<T>(request: &tonic::Request<T>) -> Self {
         Self(request.extensions().get::<TlsPeer>().and_then(|peer| peer.identity.clone()))
@@ -51,18 +56,20 @@ impl Caller {
 }
 
 impl Context {
-    /// Checks that `caller` may use `names` as `resource`.
+    /// Checks that `caller` may use `names` as `resource` in the tenant of `recipes`.
     ///
     /// # Errors
     /// [`Error::NotAuthorized`] when an `authz_file` is configured and does not allow it.
     pub fn authorize<'a>(
         &self,
         caller: &Caller,
+        recipes: &crate::tenant::Recipes,
         resource: Resource,
         names: impl IntoIterator<Item = &'a Name>,
     ) -> Result<()> {
         let Some(authz) = &self.authz else { return Ok(()) };
-        if authz.allows(caller.0.as_deref(), resource, names.into_iter().map(Name::as_str)) {
+        let names = names.into_iter().map(Name::as_str);
+        if authz.allows(caller.0.as_deref(), recipes.tenant.as_deref(), resource, names) {
             return Ok(());
         }
         let resource = match resource {

@@ -5,13 +5,11 @@
 //! header is the default tenant; an invalid name is INVALID_ARGUMENT; a valid name that is not
 //! configured (setting `tenants`) is PERMISSION_DENIED `tenant not allowed`.
 //!
-//! **Hook for client identities** (mTLS): [`tenant_of`] is the one place that decides, and
-//! handlers never read the header themselves. The TLS listener puts the verified client
-//! identity into the request's extensions ([`crate::tls::TlsPeer`], read by
-//! [`super::Caller::of`]); mapping identities to tenants goes here: the identity's tenant
-//! when there is no header, PERMISSION_DENIED when the header names a tenant the identity may
-//! not use. Not done yet: today any client may name any configured tenant, and the
-//! `authz_file` rules apply to election names and lock keys in every tenant alike.
+//! **By client identity** (mTLS with an `authz_file`): [`Context::recipes`] is the one place
+//! that decides, and handlers never read the header themselves. With an `authz_file`, a
+//! request without the header goes to the tenant of the first rule matching the client's
+//! certificate identity, and a header naming a tenant the identity has no rule for is
+//! PERMISSION_DENIED (see [`crate::authz`]); names are then authorized per tenant.
 
 use std::sync::Arc;
 
@@ -50,7 +48,16 @@ impl Context {
     /// INVALID_ARGUMENT for a malformed tenant header ([`tenant_of`]); PERMISSION_DENIED
     /// ([`Error::TenantNotAllowed`]) for a tenant that is not configured.
     pub fn recipes<T>(&self, request: &Request<T>) -> Result<Arc<Recipes>> {
-        self.tenants.get(tenant_of(request)?.as_ref())
+        let requested = tenant_of(request)?;
+        let Some(authz) = &self.authz else { return self.tenants.get(requested.as_ref()) };
+        let caller = super::Caller::of(request);
+        let tenant = authz
+            .tenant_for(caller.identity(), requested.as_ref().map(Name::as_str))
+            .map_err(|()| Error::TenantNotAllowed)?;
+        match tenant {
+            None => self.tenants.get(None),
+            Some(tenant) => self.tenants.get(Some(&Name::parse(TENANT_HEADER, &tenant)?)),
+        }
     }
 }
 
