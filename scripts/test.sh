@@ -2,13 +2,16 @@
 # The whole zkcoord test suite: formatting, lints, unit tests, and the integration tests
 # against real ZooKeeper servers (standalone and 3-node ensembles, started by the tests
 # themselves on loopback ports) including the Python grpcio cross-language test.
-# Installs what it needs when missing: ZooKeeper and a JRE (Debian packages) and a Python venv
-# with grpcio (PyPI) in target/pyvenv.
+# Installs what it needs when missing: ZooKeeper and a JRE, etcd (the benchmark's smoke test
+# compares against it), protoc (the benchmark's etcd client is generated with it) — Debian
+# packages — and a Python venv with grpcio (PyPI) in target/pyvenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_zookeeper
+ensure_etcd
+ensure_protoc
 ZKCOORD_TEST_PYTHON="$(ensure_python_venv)"
 export ZKCOORD_TEST_PYTHON
 

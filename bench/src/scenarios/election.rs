@@ -1,0 +1,296 @@
+//! Scenario 4 (clean resign → next leader notified), 3 (leader crash failover, 5 candidates)
+//! and 5 (a leadership change fanned out to many Observe streams).
+
+use std::time::{Duration, Instant};
+
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Streaming, transport::Channel};
+use zkcoord_client::pb::{self, election_client::ElectionClient};
+
+use super::{Bench, Sys};
+use crate::{
+    clients::{self, EtcdLease, Result, ZkcLease, ctx},
+    measure::{Latencies, Row},
+};
+
+const S3: &str = "3 leader crash failover";
+const S4: &str = "4 resign → next leader";
+const S5: &str = "5 leadership fan-out";
+/// Lease ttl of candidates in the resign and fan-out scenarios.
+const CANDIDATE_TTL: Duration = Duration::from_secs(10);
+/// How long the successor has been waiting before each resign. etcd needs ~100 ms: a new
+/// Campaign's watch starts "unsynced" and etcd syncs those every 100 ms; a standby has
+/// usually waited much longer. Applied to every system alike.
+const SETTLE: Duration = Duration::from_millis(150);
+/// Longest wait for any one election event before the scenario fails.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn within<T>(what: &'static str, f: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(EVENT_TIMEOUT, f).await.map_err(|_| format!("{what}: no event within {EVENT_TIMEOUT:?}"))?
+}
+
+/// A zkcoord candidate: its own connection, lease and Campaign stream.
+struct ZkcCandidate {
+    id: String,
+    election: String,
+    channel: Channel,
+    lease: ZkcLease,
+    stream: Option<Streaming<pb::CampaignResponse>>,
+}
+
+impl ZkcCandidate {
+    async fn new(bench: &Bench, election: &str, id: &str, ttl: Duration) -> Result<Self> {
+        let channel = clients::channel(bench.zkcoord.addr).await?;
+        let lease = ZkcLease::grant(&channel, id, ttl).await?;
+        Ok(Self { id: id.to_owned(), election: election.to_owned(), channel, lease, stream: None })
+    }
+
+    fn key(&self) -> pb::CandidateKey {
+        pb::CandidateKey {
+            election: self.election.clone(),
+            candidate_id: self.id.clone(),
+            lease: Some(self.lease.lease.clone()),
+        }
+    }
+
+    /// Campaigns and returns the first state (QUEUED or ELECTED).
+    async fn campaign(&mut self) -> Result<pb::CampaignResponse> {
+        let request = pb::CampaignRequest {
+            key: Some(self.key()),
+            value: self.id.as_bytes().to_vec(),
+            priority: 0,
+            preempt: pb::PreemptPolicy::Unspecified as i32,
+        };
+        let stream =
+            ElectionClient::new(self.channel.clone()).campaign(request).await.map_err(ctx("campaign"))?.into_inner();
+        self.stream = Some(stream);
+        self.next().await
+    }
+
+    async fn next(&mut self) -> Result<pb::CampaignResponse> {
+        let stream = self.stream.as_mut().ok_or("no campaign stream")?;
+        stream.message().await.map_err(ctx("campaign stream"))?.ok_or_else(|| "campaign stream ended".to_owned())
+    }
+
+    /// Reads the Campaign stream until it says ELECTED; returns when that arrived and the term.
+    async fn wait_elected(&mut self) -> Result<(Instant, i64)> {
+        loop {
+            let state = self.next().await?;
+            if state.state() == pb::CandidateState::Elected {
+                return Ok((Instant::now(), state.term));
+            }
+        }
+    }
+
+    async fn resign(&mut self, term: i64) -> Result<()> {
+        let request = pb::ResignRequest { key: Some(self.key()), term };
+        ElectionClient::new(self.channel.clone()).resign(request).await.map_err(ctx("resign"))?;
+        self.stream = None;
+        Ok(())
+    }
+
+    async fn retire(self) -> Result<()> {
+        drop(self.stream);
+        self.lease.revoke(&self.channel).await
+    }
+}
+
+/// etcd candidates: Campaign is a unary call that returns once elected, so a waiting
+/// candidate is a task; `registered` counts the candidates' keys under the election prefix.
+async fn etcd_registered(client: &mut etcd_client::Client, election: &str) -> Result<i64> {
+    let options = etcd_client::GetOptions::new().with_prefix().with_count_only();
+    let got = client.get(format!("{election}/"), Some(options)).await.map_err(ctx("etcd get"))?;
+    Ok(got.count())
+}
+
+async fn etcd_wait_registered(client: &mut etcd_client::Client, election: &str, n: i64) -> Result<()> {
+    within("etcd campaign registered", async {
+        while etcd_registered(client, election).await? < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(())
+    })
+    .await
+}
+
+type EtcdCampaign = JoinHandle<Result<(Instant, etcd_client::LeaderKey)>>;
+
+fn etcd_campaign(mut client: etcd_client::Client, election: &str, value: &str, lease: i64) -> EtcdCampaign {
+    let (election, value) = (election.to_owned(), value.to_owned());
+    tokio::spawn(async move {
+        let mut elected = client.campaign(election, value, lease).await.map_err(ctx("etcd campaign"))?;
+        let at = Instant::now();
+        let key = elected.take_leader().ok_or("etcd campaign: no leader key")?;
+        Ok((at, key))
+    })
+}
+
+async fn etcd_resign(client: &mut etcd_client::Client, key: etcd_client::LeaderKey) -> Result<()> {
+    client.resign(Some(etcd_client::ResignOptions::new().with_leader(key))).await.map_err(ctx("etcd resign"))?;
+    Ok(())
+}
+
+async fn join_campaign(task: EtcdCampaign) -> Result<(Instant, etcd_client::LeaderKey)> {
+    within("etcd campaign", async { task.await.map_err(ctx("etcd campaign task"))? }).await
+}
+
+type ZkWaiter = JoinHandle<Result<Instant>>;
+
+/// A direct-ZooKeeper candidate joins the queue and waits (in a task) to be first; returns
+/// once its watch is armed.
+async fn zk_join(client: &zookeeper_client::Client, dir: &str) -> Result<(String, ZkWaiter)> {
+    let me = clients::zk_enqueue(client, dir).await?;
+    let (armed_tx, armed) = oneshot::channel();
+    let (client, dir2, me2) = (client.clone(), dir.to_owned(), me.clone());
+    let waiter = tokio::spawn(async move {
+        clients::zk_wait_first_armed(&client, &dir2, &me2, Some(armed_tx)).await?;
+        Ok(Instant::now())
+    });
+    armed.await.map_err(|_| "zookeeper waiter failed before arming".to_owned())?;
+    Ok((me, waiter))
+}
+
+async fn join_waiter(task: ZkWaiter) -> Result<Instant> {
+    within("zookeeper waiter", async { task.await.map_err(ctx("zookeeper waiter task"))? }).await
+}
+
+/// Scenario 4 on `sys`: two candidates hand leadership back and forth `n` times (plus a
+/// warm-up); each time from the leader's resign call to the successor's notification.
+pub async fn resign(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
+    let warmup = (n / 20).clamp(3, 50);
+    let mut lat = Latencies::with_capacity(n);
+    let mut meter = None;
+    let cpu = match sys {
+        Sys::Zkcoord => {
+            let election = "s4";
+            let mut c = [
+                ZkcCandidate::new(bench, election, "a", CANDIDATE_TTL).await?,
+                ZkcCandidate::new(bench, election, "b", CANDIDATE_TTL).await?,
+            ];
+            let first = c[0].campaign().await?;
+            let mut term = first.term;
+            if first.state() != pb::CandidateState::Elected {
+                term = within("zkcoord first elected", c[0].wait_elected()).await?.1;
+            }
+            c[1].campaign().await?;
+            let mut leader = 0;
+            for i in 0..warmup + n {
+                if i == warmup {
+                    meter = Some(bench.meter(sys));
+                }
+                let (a, b) = pair(&mut c);
+                let (old, new) = if leader == 0 { (a, b) } else { (b, a) };
+                tokio::time::sleep(SETTLE).await;
+                let start = Instant::now();
+                let (resigned, elected) = tokio::join!(old.resign(term), within("zkcoord elected", new.wait_elected()));
+                resigned?;
+                let (at, new_term) = elected?;
+                if i >= warmup {
+                    lat.push(at - start);
+                }
+                term = new_term;
+                let again = old.campaign().await?;
+                if again.state() != pb::CandidateState::Queued {
+                    return Err(format!("zkcoord: re-campaign is {:?}, not queued", again.state()));
+                }
+                leader = 1 - leader;
+            }
+            let cpu = meter.take().map(|m| m.stop());
+            let [a, b] = c;
+            a.retire().await?;
+            b.retire().await?;
+            cpu
+        }
+        Sys::Etcd => {
+            let url = bench.etcd_url()?;
+            let election = "s4";
+            let mut clients = [clients::etcd(url).await?, clients::etcd(url).await?];
+            let leases = [
+                EtcdLease::grant(&mut clients[0], CANDIDATE_TTL.as_secs() as i64).await?,
+                EtcdLease::grant(&mut clients[1], CANDIDATE_TTL.as_secs() as i64).await?,
+            ];
+            let (_, mut leader_key) =
+                join_campaign(etcd_campaign(clients[0].clone(), election, "a", leases[0].id)).await?;
+            let mut pending = etcd_campaign(clients[1].clone(), election, "b", leases[1].id);
+            etcd_wait_registered(&mut clients[0], election, 2).await?;
+            let mut leader = 0;
+            for i in 0..warmup + n {
+                if i == warmup {
+                    meter = Some(bench.meter(sys));
+                }
+                tokio::time::sleep(SETTLE).await;
+                let start = Instant::now();
+                etcd_resign(&mut clients[leader], leader_key).await?;
+                let (at, key) = join_campaign(pending).await?;
+                if i >= warmup {
+                    lat.push(at - start);
+                }
+                leader_key = key;
+                pending = etcd_campaign(clients[leader].clone(), election, ["a", "b"][leader], leases[leader].id);
+                etcd_wait_registered(&mut clients[leader], election, 2).await?;
+                leader = 1 - leader;
+            }
+            let cpu = meter.take().map(|m| m.stop());
+            pending.abort();
+            let [la, lb] = leases;
+            la.revoke(&mut clients[0]).await?;
+            lb.revoke(&mut clients[1]).await?;
+            cpu
+        }
+        Sys::ZooKeeper => {
+            let dir = "/direct/s4";
+            let zk = [
+                clients::zookeeper(&bench.zk.hosts(), Duration::from_secs(6)).await?,
+                clients::zookeeper(&bench.zk.hosts(), Duration::from_secs(6)).await?,
+            ];
+            clients::zk_mkdir(&zk[0], dir).await?;
+            let (first, waiter) = zk_join(&zk[0], dir).await?;
+            join_waiter(waiter).await?;
+            let mut nodes = [first, String::new()];
+            let (second, mut pending) = zk_join(&zk[1], dir).await?;
+            nodes[1] = second;
+            let mut leader = 0;
+            for i in 0..warmup + n {
+                if i == warmup {
+                    meter = Some(bench.meter(sys));
+                }
+                tokio::time::sleep(SETTLE).await;
+                let start = Instant::now();
+                zk[leader].delete(&format!("{dir}/{}", nodes[leader]), None).await.map_err(ctx("zookeeper delete"))?;
+                let at = join_waiter(pending).await?;
+                if i >= warmup {
+                    lat.push(at - start);
+                }
+                let (node, waiter) = zk_join(&zk[leader], dir).await?;
+                nodes[leader] = node;
+                pending = waiter;
+                leader = 1 - leader;
+            }
+            let cpu = meter.take().map(|m| m.stop());
+            pending.abort();
+            for (client, node) in zk.iter().zip(&nodes) {
+                let _ = client.delete(&format!("{dir}/{node}"), None).await;
+            }
+            cpu
+        }
+    };
+    Ok(finish_resign(sys, &mut lat, cpu))
+}
+
+fn pair<T>(c: &mut [T; 2]) -> (&mut T, &mut T) {
+    let (a, b) = c.split_at_mut(1);
+    (&mut a[0], &mut b[0])
+}
+
+fn finish_resign(sys: Sys, lat: &mut Latencies, cpu: Option<crate::measure::CpuUse>) -> Row {
+    let variant = match sys {
+        Sys::Zkcoord => "Resign → successor's Campaign stream ELECTED",
+        Sys::Etcd => "Resign → successor's Campaign returns",
+        Sys::ZooKeeper => "delete → successor's watch + getChildren",
+    };
+    let row = Row::new(S4, sys.name(), variant).latencies(lat, false);
+    match cpu {
+        Some(cpu) => row.cpu(cpu),
+        None => row,
+    }
+}

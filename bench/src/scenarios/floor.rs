@@ -1,0 +1,1 @@
+//! Scenario 8: the overhead floor.

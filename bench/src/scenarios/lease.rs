@@ -1,0 +1,1 @@
+//! Scenarios 6 and 7: leases.
