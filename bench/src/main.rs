@@ -147,7 +147,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     eprintln!("starting zkcoord…");
     let zkcoord = GrpcChild::zkcoord(&zk.hosts(), "/zkcoord", &dir.path().join("zkcoord.log"))?;
-    let bench = Bench { quick: args.quick, zk, etcd, zkcoord };
+    let bench = Bench { quick: args.quick, dir: dir.path().to_path_buf(), zk, etcd, zkcoord };
     {
         let client = clients::zookeeper(&bench.zk.hosts(), Duration::from_secs(6)).await?;
         clients::zk_mkdir(&client, "/direct").await?;
@@ -232,6 +232,35 @@ async fn run_scenario(bench: &Bench, number: u32) -> Vec<Row> {
             let n = if q { 10 } else { 300 };
             for sys in all {
                 rows.push(outcome(&name, sys, "", scenarios::election::resign(bench, sys, n).await));
+            }
+        }
+        3 => {
+            let runs = if q { 1 } else { 5 };
+            let cases = [(Sys::Zkcoord, 1), (Sys::Zkcoord, 3), (Sys::Etcd, 2), (Sys::ZooKeeper, 4)];
+            for (sys, ttl_s) in cases {
+                if q && ttl_s == 3 {
+                    continue;
+                }
+                let variant = format!("ttl {ttl_s} s");
+                let result = scenarios::election::failover(bench, sys, Duration::from_secs(ttl_s), runs).await;
+                rows.push(outcome(&name, sys, &variant, result));
+            }
+        }
+        2 => {
+            let (clients, duration) = if q { (8, Duration::from_millis(500)) } else { (64, Duration::from_secs(10)) };
+            for keys in [1, 100] {
+                for sys in all {
+                    let variant = format!("{clients} clients, {keys} keys");
+                    let result = scenarios::lock::contended(bench, sys, clients, keys, duration).await;
+                    rows.push(outcome(&name, sys, &variant, result));
+                }
+            }
+        }
+        8 => {
+            let n = if q { 100 } else { 5000 };
+            match scenarios::floor::floor(bench, n).await {
+                Ok(floor) => rows.extend(floor),
+                Err(err) => rows.push(Row::not_measured(&name, "all", "", err)),
             }
         }
         _ => rows.push(Row::not_measured(&name, "all", "", "not implemented yet")),

@@ -10,7 +10,7 @@ use zkcoord_client::pb::{self, election_client::ElectionClient};
 use super::{Bench, Sys};
 use crate::{
     clients::{self, EtcdLease, Result, ZkcLease, ctx},
-    measure::{Latencies, Row},
+    measure::{Latencies, Row, ms},
 };
 
 const S3: &str = "3 leader crash failover";
@@ -293,4 +293,142 @@ fn finish_resign(sys: Sys, lat: &mut Latencies, cpu: Option<crate::measure::CpuU
         Some(cpu) => row.cpu(cpu),
         None => row,
     }
+}
+
+/// Scenario 3 on `sys`, `runs` times: 5 candidates, the leader's client crashes (heartbeats
+/// stop, connection dropped, nothing revoked); the time from the crash until another
+/// candidate is told it is elected. `ttl` is the lease ttl (zkcoord, etcd) or the session
+/// timeout (ZooKeeper).
+pub async fn failover(bench: &Bench, sys: Sys, ttl: Duration, runs: usize) -> Result<Row> {
+    const CANDIDATES: usize = 5;
+    let mut lat = Latencies::with_capacity(runs);
+    let meter = bench.meter(sys);
+    for run in 0..runs {
+        let election = format!("s3-{}-{}ms-{run}", sys.name(), ttl.as_millis());
+        match sys {
+            Sys::Zkcoord => {
+                let mut candidates = Vec::new();
+                for i in 0..CANDIDATES {
+                    let mut c = ZkcCandidate::new(bench, &election, &format!("c{i}"), ttl).await?;
+                    c.campaign().await?;
+                    candidates.push(c);
+                }
+                // The first candidate is (or is about to be) the leader.
+                within("zkcoord first elected", candidates[0].wait_elected()).await?;
+                let leader = candidates.remove(0);
+                // Let the followers' first heartbeats pass, then crash the leader at a random
+                // point of its heartbeat period, as a real crash would.
+                tokio::time::sleep(ttl / 2 + jitter(ttl / 3, run)).await;
+                let crashed = Instant::now();
+                leader.lease.crash();
+                drop(leader);
+                let elected = {
+                    let waits: Vec<_> = candidates.iter_mut().map(|c| Box::pin(c.wait_elected())).collect();
+                    let (first, _, _rest) =
+                        tokio::time::timeout(ttl * 4 + EVENT_TIMEOUT, futures_util::future::select_all(waits))
+                            .await
+                            .map_err(|_| "zkcoord failover: nobody elected".to_owned())?;
+                    first?
+                };
+                lat.push(elected.0 - crashed);
+                for c in candidates {
+                    c.retire().await?;
+                }
+            }
+            Sys::Etcd => {
+                let url = bench.etcd_url()?;
+                let ttl_s = ttl.as_secs() as i64;
+                let mut clients = Vec::new();
+                let mut leases = Vec::new();
+                let mut campaigns = Vec::new();
+                for i in 0..CANDIDATES {
+                    let mut client = clients::etcd(url).await?;
+                    let lease = EtcdLease::grant(&mut client, ttl_s).await?;
+                    campaigns.push(etcd_campaign(client.clone(), &election, &format!("c{i}"), lease.id));
+                    if i == 0 {
+                        // The first candidate's Campaign returns at once: it leads.
+                        let task = campaigns.remove(0);
+                        join_campaign(task).await?;
+                    }
+                    clients.push(client);
+                    leases.push(lease);
+                }
+                etcd_wait_registered(&mut clients[1], &election, CANDIDATES as i64).await?;
+                tokio::time::sleep(ttl / 2 + jitter(ttl / 3, run)).await;
+                let crashed = Instant::now();
+                let leader_lease = leases.remove(0);
+                leader_lease.crash();
+                drop(leader_lease); // stops heartbeating, revokes nothing
+                drop(clients.remove(0));
+                let (first, _, rest) =
+                    tokio::time::timeout(ttl * 4 + EVENT_TIMEOUT, futures_util::future::select_all(campaigns))
+                        .await
+                        .map_err(|_| "etcd failover: nobody elected".to_owned())?;
+                let (at, _) = first.map_err(ctx("etcd campaign task"))??;
+                lat.push(at - crashed);
+                for task in rest {
+                    task.abort();
+                }
+                for (lease, client) in leases.into_iter().zip(clients.iter_mut()) {
+                    lease.revoke(client).await?;
+                }
+            }
+            Sys::ZooKeeper => {
+                let dir = format!("/direct/{election}");
+                let mut sessions = Vec::new();
+                let mut waiters = Vec::new();
+                for _ in 0..CANDIDATES {
+                    let zk = clients::zookeeper(&bench.zk.hosts(), ttl).await?;
+                    if sessions.is_empty() {
+                        clients::zk_mkdir(&zk, &dir).await?;
+                    }
+                    let (_, waiter) = zk_join(&zk, &dir).await?;
+                    sessions.push(zk);
+                    waiters.push(waiter);
+                }
+                join_waiter(waiters.remove(0)).await?;
+                tokio::time::sleep(ttl / 2 + jitter(ttl / 3, run)).await;
+                let crashed = Instant::now();
+                // Detached: dropping the client drops the connection without closing the
+                // session, which ZooKeeper expires after the session timeout.
+                drop(sessions.remove(0));
+                let (first, _, rest) =
+                    tokio::time::timeout(ttl * 4 + EVENT_TIMEOUT, futures_util::future::select_all(waiters))
+                        .await
+                        .map_err(|_| "zookeeper failover: nobody elected".to_owned())?;
+                let at = first.map_err(ctx("zookeeper waiter task"))??;
+                lat.push(at - crashed);
+                for task in rest {
+                    task.abort();
+                }
+            }
+        }
+    }
+    let cpu = meter.stop();
+    let what = match sys {
+        Sys::ZooKeeper => "session timeout",
+        _ => "lease ttl",
+    };
+    let variant = format!("{what} {} s", ttl.as_secs());
+    let mut row = Row::new(S3, sys.name(), &variant);
+    let (p50, max) = (lat.quantile_ms(0.5), lat.max_ms());
+    let over = max - ms(ttl);
+    row.summary = format!(
+        "crash → successor elected: p50 {:.2} s · max {:.2} s (max − ttl = {:+.0} ms, n={})",
+        p50 / 1000.0,
+        max / 1000.0,
+        over,
+        lat.len()
+    );
+    Ok(row
+        .metric("p50_ms", p50)
+        .metric("max_ms", max)
+        .metric("max_minus_ttl_ms", over)
+        .metric("n", lat.len() as f64)
+        .cpu(cpu))
+}
+
+/// A deterministic spread over `0..span` for run `run`.
+fn jitter(span: Duration, run: usize) -> Duration {
+    span.mul_f64(((run * 7 + 3) % 10) as f64 / 10.0)
 }

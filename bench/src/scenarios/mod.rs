@@ -36,6 +36,8 @@ impl Sys {
 #[derive(Debug)]
 pub struct Bench {
     pub quick: bool,
+    /// The run's temp directory (server data and logs).
+    pub dir: std::path::PathBuf,
     pub zk: ZooKeeper,
     pub etcd: std::result::Result<Etcd, String>,
     pub zkcoord: GrpcChild,
