@@ -106,9 +106,14 @@ pub fn serve_floor() -> ExitCode {
         let Ok(addr) = listener.local_addr() else { return ExitCode::FAILURE };
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-        let serve = tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        let serve = tonic::transport::Server::builder().add_service(health).serve_with_incoming(
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |accepted| {
+                if let Ok(stream) = &accepted {
+                    let _ = stream.set_nodelay(true); // as zkcoord does
+                }
+                accepted
+            }),
+        );
         announce(addr);
         tokio::select! {
             result = serve => {

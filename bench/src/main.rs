@@ -12,8 +12,6 @@
 //! cargo run --release -p zkcoord-bench -- [--quick] [--json out.json] [--only 1,4] [--no-etcd]
 //! ```
 
-#![allow(dead_code)] // scenarios 2, 3 and 5–8 are being wired in.
-
 mod child;
 mod clients;
 mod measure;
@@ -263,7 +261,30 @@ async fn run_scenario(bench: &Bench, number: u32) -> Vec<Row> {
                 Err(err) => rows.push(Row::not_measured(&name, "all", "", err)),
             }
         }
-        _ => rows.push(Row::not_measured(&name, "all", "", "not implemented yet")),
+        6 => {
+            let (n, window) = if q { (100, Duration::from_secs(2)) } else { (10_000, Duration::from_secs(10)) };
+            for sys in all {
+                let result = scenarios::lease::keepalive(bench, sys, n, Duration::from_secs(3), window).await;
+                rows.push(outcome(&name, sys, &format!("{n} leases"), result));
+            }
+        }
+        5 => {
+            let sizes: &[usize] = if q { &[50] } else { &[1_000, 10_000] };
+            for &n in sizes {
+                for sys in all {
+                    let result = scenarios::election::fanout(bench, sys, n).await;
+                    rows.push(outcome(&name, sys, &format!("{n} Observe streams"), result));
+                }
+            }
+        }
+        7 => {
+            let sizes: &[usize] = if q { &[200] } else { &[10_000, 50_000] };
+            for &n in sizes {
+                let result = scenarios::lease::idle(bench, n).await;
+                rows.push(outcome(&name, Sys::Zkcoord, &format!("{n} leases + {n} Observe streams"), result));
+            }
+        }
+        _ => rows.push(Row::not_measured(&name, "all", "", "no such scenario")),
     }
     rows
 }

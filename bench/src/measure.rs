@@ -201,11 +201,6 @@ impl Row {
         self.cpu = Some(cpu);
         self
     }
-
-    pub fn note(mut self, note: impl Into<String>) -> Self {
-        self.note = Some(note.into());
-        self
-    }
 }
 
 /// Milliseconds with 3 significant digits or so.

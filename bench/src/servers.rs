@@ -11,7 +11,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     os::unix::process::CommandExt,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -62,11 +62,6 @@ impl Process {
         self.child.id()
     }
 
-    /// The server's name in reports (`zookeeper`, `etcd`, `zkcoord`, `bare tonic`).
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     fn check_running(&mut self, log: &Path) -> Result<()> {
         match self.child.try_wait() {
             Ok(Some(status)) => Err(format!("{} exited with {status}; see {}", self.name, log.display())),
@@ -91,7 +86,6 @@ fn log_file(path: &Path) -> Result<fs::File> {
 pub struct ZooKeeper {
     pub process: Process,
     pub port: u16,
-    dir: PathBuf,
 }
 
 impl ZooKeeper {
@@ -124,7 +118,7 @@ impl ZooKeeper {
             .stderr(log);
         die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|e| format!("spawn java (install a JRE: scripts/lib.sh): {e}"))?;
-        let mut zk = Self { process: Process { name: "zookeeper", child }, port, dir };
+        let mut zk = Self { process: Process { name: "zookeeper", child }, port };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             zk.process.check_running(&log_path)?;
@@ -141,11 +135,6 @@ impl ZooKeeper {
     /// `127.0.0.1:<port>`.
     pub fn hosts(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The data directory (transaction log and snapshots).
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Sends a four-letter word and returns the answer.

@@ -1,7 +1,13 @@
 //! Scenario 4 (clean resign → next leader notified), 3 (leader crash failover, 5 candidates)
 //! and 5 (a leadership change fanned out to many Observe streams).
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Streaming, transport::Channel};
@@ -431,4 +437,126 @@ pub async fn failover(bench: &Bench, sys: Sys, ttl: Duration, runs: usize) -> Re
 /// A deterministic spread over `0..span` for run `run`.
 fn jitter(span: Duration, run: usize) -> Duration {
     span.mul_f64(((run * 7 + 3) % 10) as f64 / 10.0)
+}
+
+/// Scenario 5 on `sys`: `n` Observe streams (100 per connection) on one election; the leader
+/// resigns; the time from the resign call until each observer has the new leader.
+pub async fn fanout(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
+    let election = format!("s5-{}-{n}", sys.name());
+    let conns = n.div_ceil(100);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut observers: Vec<JoinHandle<Result<Instant>>> = Vec::with_capacity(n);
+    let wait_ready = |ready: Arc<AtomicUsize>| async move {
+        within("observers ready", async {
+            while ready.load(Ordering::Relaxed) < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(())
+        })
+        .await
+    };
+    let (start, cpu) = match sys {
+        Sys::Zkcoord => {
+            let mut a = ZkcCandidate::new(bench, &election, "a", CANDIDATE_TTL).await?;
+            let mut b = ZkcCandidate::new(bench, &election, "b", CANDIDATE_TTL).await?;
+            let first = a.campaign().await?;
+            let term = if first.state() == pb::CandidateState::Elected {
+                first.term
+            } else {
+                within("zkcoord first elected", a.wait_elected()).await?.1
+            };
+            b.campaign().await?;
+            for c in 0..conns {
+                let channel = clients::channel(bench.zkcoord.addr).await?;
+                for _ in 0..(n - c * 100).min(100) {
+                    let (channel, ready, election) = (channel.clone(), ready.clone(), election.clone());
+                    observers.push(tokio::spawn(async move {
+                        let mut stream = ElectionClient::new(channel)
+                            .observe(pb::ObserveRequest { election })
+                            .await
+                            .map_err(ctx("observe"))?
+                            .into_inner();
+                        stream.message().await.map_err(ctx("observe"))?.ok_or("observe ended")?;
+                        ready.fetch_add(1, Ordering::Relaxed);
+                        loop {
+                            let state = stream.message().await.map_err(ctx("observe"))?.ok_or("observe ended")?;
+                            if state.leader.is_some_and(|l| l.candidate_id == "b") {
+                                return Ok(Instant::now());
+                            }
+                        }
+                    }));
+                }
+            }
+            wait_ready(ready.clone()).await?;
+            tokio::time::sleep(SETTLE).await;
+            let meter = bench.meter(sys);
+            let start = Instant::now();
+            a.resign(term).await?;
+            let result = collect_observers(start, observers, meter).await;
+            b.retire().await?;
+            a.retire().await?;
+            result?
+        }
+        Sys::Etcd => {
+            let url = bench.etcd_url()?;
+            let mut ca = clients::etcd(url).await?;
+            let mut cb = clients::etcd(url).await?;
+            let la = EtcdLease::grant(&mut ca, CANDIDATE_TTL.as_secs() as i64).await?;
+            let lb = EtcdLease::grant(&mut cb, CANDIDATE_TTL.as_secs() as i64).await?;
+            let (_, key) = join_campaign(etcd_campaign(ca.clone(), &election, "a", la.id)).await?;
+            let pending = etcd_campaign(cb.clone(), &election, "b", lb.id);
+            etcd_wait_registered(&mut ca, &election, 2).await?;
+            for c in 0..conns {
+                let client = clients::etcd(url).await?;
+                for _ in 0..(n - c * 100).min(100) {
+                    let (mut client, ready, election) = (client.clone(), ready.clone(), election.clone());
+                    observers.push(tokio::spawn(async move {
+                        let mut stream = client.observe(election).await.map_err(ctx("etcd observe"))?;
+                        stream.message().await.map_err(ctx("etcd observe"))?.ok_or("etcd observe ended")?;
+                        ready.fetch_add(1, Ordering::Relaxed);
+                        loop {
+                            let state =
+                                stream.message().await.map_err(ctx("etcd observe"))?.ok_or("etcd observe ended")?;
+                            if state.kv().is_some_and(|kv| kv.value() == b"b") {
+                                return Ok(Instant::now());
+                            }
+                        }
+                    }));
+                }
+            }
+            wait_ready(ready.clone()).await?;
+            tokio::time::sleep(SETTLE).await;
+            let meter = bench.meter(sys);
+            let start = Instant::now();
+            etcd_resign(&mut ca, key).await?;
+            let result = collect_observers(start, observers, meter).await;
+            pending.abort();
+            la.revoke(&mut ca).await?;
+            lb.revoke(&mut cb).await?;
+            result?
+        }
+        Sys::ZooKeeper => {
+            return Err("a direct-ZooKeeper observer is a session of its own with a watch; thousands of sessions \
+                        were not attempted"
+                .into());
+        }
+    };
+    let (mut lat, cpu) = (start, cpu);
+    let mut row = Row::new(S5, sys.name(), &format!("{n} Observe streams")).latencies(&mut lat, false);
+    row.summary =
+        format!("resign → last observer {} ms; per observer {}", crate::measure::fmt_ms(lat.max_ms()), row.summary);
+    Ok(row.cpu(cpu))
+}
+
+async fn collect_observers(
+    start: Instant,
+    observers: Vec<JoinHandle<Result<Instant>>>,
+    meter: crate::measure::CpuMeter,
+) -> Result<(Latencies, crate::measure::CpuUse)> {
+    let mut lat = Latencies::with_capacity(observers.len());
+    for observer in observers {
+        let at = within("observer notified", async { observer.await.map_err(ctx("observer task"))? }).await?;
+        lat.push(at.saturating_duration_since(start));
+    }
+    Ok((lat, meter.stop()))
 }
