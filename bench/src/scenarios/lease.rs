@@ -75,14 +75,17 @@ async fn connections(addr: std::net::SocketAddr, n: usize) -> Result<Arc<Vec<Cha
 /// One heartbeat: when it was sent and how long its answer took.
 type Beat = (Instant, Duration);
 
+/// What one heartbeater did: its heartbeats, and the error that ended it early, if any.
+type Beats = (Vec<Beat>, Option<String>);
+
 /// A heartbeater: every `every` from `first` until `stop` says so, send one heartbeat and time
-/// its answer.
+/// its answer. A failed heartbeat ends it (the lease is lost) and is reported, not raised.
 async fn heartbeat_loop<F, Fut>(
     every: Duration,
     first: Instant,
     mut stop: watch::Receiver<bool>,
     mut beat: F,
-) -> Result<Vec<Beat>>
+) -> Result<Beats>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<()>>,
@@ -91,11 +94,13 @@ where
     let mut next = first;
     loop {
         tokio::select! {
-            _ = stop.changed() => return Ok(beats),
+            _ = stop.changed() => return Ok((beats, None)),
             () = tokio::time::sleep_until(next.into()) => {}
         }
         let start = Instant::now();
-        beat().await?;
+        if let Err(err) = beat().await {
+            return Ok((beats, Some(err)));
+        }
         beats.push((start, start.elapsed()));
         next += every;
     }
@@ -107,7 +112,7 @@ async fn zkc_heartbeater(
     lease: pb::LeaseRef,
     every: Duration,
     stop: watch::Receiver<bool>,
-) -> Result<JoinHandle<Result<Vec<Beat>>>> {
+) -> Result<JoinHandle<Result<Beats>>> {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     let heartbeat = pb::KeepAliveRequest {
         lease: Some(lease),
@@ -135,7 +140,7 @@ async fn etcd_heartbeater(
     id: i64,
     every: Duration,
     stop: watch::Receiver<bool>,
-) -> Result<JoinHandle<Result<Vec<Beat>>>> {
+) -> Result<JoinHandle<Result<Beats>>> {
     let (keeper, answers) = client.lease_keep_alive(id).await.map_err(ctx("etcd keepalive"))?;
     let first = Instant::now() + every.mul_f64(phase());
     Ok(tokio::spawn(async move {
@@ -188,10 +193,8 @@ pub async fn keepalive(bench: &Bench, sys: Sys, n: usize, ttl: Duration, window:
                 for_each(leases.len(), move |i| {
                     let (channel, lease) = (channels[i / STREAMS_PER_CONNECTION].clone(), leases[i].clone());
                     async move {
-                        LeaseClient::new(channel)
-                            .revoke(pb::RevokeRequest { lease: Some(lease) })
-                            .await
-                            .map_err(ctx("revoke"))?;
+                        // Best effort: a lease that lost its heartbeats is gone already.
+                        let _ = LeaseClient::new(channel).revoke(pb::RevokeRequest { lease: Some(lease) }).await;
                         Ok(())
                     }
                 })
@@ -225,7 +228,7 @@ pub async fn keepalive(bench: &Bench, sys: Sys, n: usize, ttl: Duration, window:
                 for_each(leases.len(), move |i| {
                     let (mut client, id) = (etcds[i / STREAMS_PER_CONNECTION].clone(), leases[i]);
                     async move {
-                        client.lease_revoke(id).await.map_err(ctx("etcd revoke"))?;
+                        let _ = client.lease_revoke(id).await; // best effort, as above
                         Ok(())
                     }
                 })
@@ -249,11 +252,17 @@ pub async fn keepalive(bench: &Bench, sys: Sys, n: usize, ttl: Duration, window:
     let writes = bench.zk.zxid().ok_or("zookeeper srvr")? - zxid_before;
     let _ = stop_tx.send(true);
     let mut lat = Latencies::default();
+    let (mut failed, mut first_error) = (0, None);
     for task in tasks {
-        for (sent, rtt) in task.await.map_err(ctx("heartbeater"))?? {
+        let (beats, error) = task.await.map_err(ctx("heartbeater"))??;
+        for (sent, rtt) in beats {
             if sent >= start && sent < until {
                 lat.push(rtt);
             }
+        }
+        if let Some(error) = error {
+            failed += 1;
+            first_error.get_or_insert(error);
         }
     }
     revoke.await?;
@@ -261,6 +270,10 @@ pub async fn keepalive(bench: &Bench, sys: Sys, n: usize, ttl: Duration, window:
     let expected = n as f64 / every.as_secs_f64();
     row = row.latencies(&mut lat, false);
     row.summary = format!("{per_s:.0} heartbeats/s answered (of {expected:.0}/s sent); round trip {}", row.summary);
+    if let Some(error) = first_error {
+        row.summary.push_str(&format!("; {failed} of {n} leases lost a heartbeat (first: {error})"));
+    }
+    row = row.metric("leases_failed", failed as f64);
     if sys == Sys::Zkcoord {
         row.summary.push_str(&format!(
             "; {writes} ZooKeeper writes while heartbeating ({grant_writes} for the {n} grants, {grants_per_s:.0} grants/s)"
