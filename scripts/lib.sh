@@ -30,13 +30,6 @@ ensure_etcd() {
     apt_install etcd-server
 }
 
-# protoc and the well-known .proto files: the etcd-client crate, which the benchmark (bench/)
-# drives etcd with, compiles etcd's API with them at build time.
-ensure_protoc() {
-    if command -v protoc >/dev/null && [ -f /usr/include/google/protobuf/descriptor.proto ]; then return 0; fi
-    apt_install protobuf-compiler libprotobuf-dev
-}
-
 # A Python venv in target/pyvenv with tests/python/requirements.txt installed; prints its python.
 ensure_python_venv() {
     local venv=target/pyvenv req=tests/python/requirements.txt

@@ -3,15 +3,14 @@
 # against real ZooKeeper servers (standalone and 3-node ensembles, started by the tests
 # themselves on loopback ports) including the Python grpcio cross-language test.
 # Installs what it needs when missing: ZooKeeper and a JRE, etcd (the benchmark's smoke test
-# compares against it), protoc (the benchmark's etcd client is generated with it) — Debian
-# packages — and a Python venv with grpcio (PyPI) in target/pyvenv.
+# compares against it) — Debian packages — and a Python venv with grpcio (PyPI) in
+# target/pyvenv. No protoc: every .proto is compiled by protox (pure Rust) at build time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_zookeeper
 ensure_etcd
-ensure_protoc
 ZKCOORD_TEST_PYTHON="$(ensure_python_venv)"
 export ZKCOORD_TEST_PYTHON
 

@@ -1,5 +1,6 @@
 //! The client stack, the same for every scenario: tonic clients generated for zkcoord
-//! (`zkcoord_client::pb`), the `etcd-client` crate, and `zookeeper-client`.
+//! (`zkcoord_client::pb`), tonic clients generated for etcd ([`crate::etcd`]), and
+//! `zookeeper-client`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -8,6 +9,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use zkcoord_client::pb::{self, lease_client::LeaseClient};
 use zookeeper_client as zk;
+
+use crate::etcd;
 
 pub type Result<T> = std::result::Result<T, String>;
 
@@ -110,9 +113,8 @@ pub async fn spawn_keepalive(channel: Channel, lease: pb::LeaseRef, every: Durat
 }
 
 /// An etcd client on its own connection.
-pub async fn etcd(url: &str) -> Result<etcd_client::Client> {
-    let options = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
-    etcd_client::Client::connect([url], Some(options)).await.map_err(ctx("etcd connect"))
+pub async fn etcd(url: &str) -> Result<etcd::Client> {
+    etcd::Client::connect(url, Some(Duration::from_secs(5))).await.map_err(ctx("etcd connect"))
 }
 
 /// An etcd lease kept alive by a background task every ttl/3 (as etcd's Go client does).
@@ -123,8 +125,8 @@ pub struct EtcdLease {
 }
 
 impl EtcdLease {
-    pub async fn grant(client: &mut etcd_client::Client, ttl_s: i64) -> Result<Self> {
-        let id = client.lease_grant(ttl_s, None).await.map_err(ctx("etcd lease grant"))?.id();
+    pub async fn grant(client: &mut etcd::Client, ttl_s: i64) -> Result<Self> {
+        let id = client.lease_grant(ttl_s).await.map_err(ctx("etcd lease grant"))?;
         let (mut keeper, mut answers) = client.lease_keep_alive(id).await.map_err(ctx("etcd keepalive"))?;
         let every = Duration::from_millis(ttl_s as u64 * 1000 / 3);
         let keeper = tokio::spawn(async move {
@@ -148,7 +150,7 @@ impl EtcdLease {
         self.keeper.abort();
     }
 
-    pub async fn revoke(self, client: &mut etcd_client::Client) -> Result<()> {
+    pub async fn revoke(self, client: &mut etcd::Client) -> Result<()> {
         self.keeper.abort();
         client.lease_revoke(self.id).await.map_err(ctx("etcd lease revoke"))?;
         Ok(())

@@ -14,6 +14,7 @@
 
 mod child;
 mod clients;
+mod etcd;
 mod measure;
 mod scenarios;
 mod servers;

@@ -206,7 +206,7 @@ impl Etcd {
             if let Ok(Some(status)) = self.process.child.try_wait() {
                 return Err(format!("etcd exited with {status}"));
             }
-            if let Ok(mut client) = etcd_client::Client::connect([self.client_url.as_str()], None).await
+            if let Ok(mut client) = crate::etcd::Client::connect(&self.client_url, None).await
                 && client.status().await.is_ok()
             {
                 return Ok(());

@@ -16,6 +16,7 @@ use zkcoord_client::pb::{self, election_client::ElectionClient};
 use super::{Bench, Sys};
 use crate::{
     clients::{self, EtcdLease, Result, ZkcLease, ctx},
+    etcd::{self, pb::v3electionpb::LeaderKey},
     measure::{Latencies, Row, ms},
 };
 
@@ -103,13 +104,11 @@ impl ZkcCandidate {
 
 /// etcd candidates: Campaign is a unary call that returns once elected, so a waiting
 /// candidate is a task; `registered` counts the candidates' keys under the election prefix.
-async fn etcd_registered(client: &mut etcd_client::Client, election: &str) -> Result<i64> {
-    let options = etcd_client::GetOptions::new().with_prefix().with_count_only();
-    let got = client.get(format!("{election}/"), Some(options)).await.map_err(ctx("etcd get"))?;
-    Ok(got.count())
+async fn etcd_registered(client: &mut etcd::Client, election: &str) -> Result<i64> {
+    client.count_prefix(format!("{election}/")).await.map_err(ctx("etcd get"))
 }
 
-async fn etcd_wait_registered(client: &mut etcd_client::Client, election: &str, n: i64) -> Result<()> {
+async fn etcd_wait_registered(client: &mut etcd::Client, election: &str, n: i64) -> Result<()> {
     within("etcd campaign registered", async {
         while etcd_registered(client, election).await? < n {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -119,24 +118,24 @@ async fn etcd_wait_registered(client: &mut etcd_client::Client, election: &str, 
     .await
 }
 
-type EtcdCampaign = JoinHandle<Result<(Instant, etcd_client::LeaderKey)>>;
+type EtcdCampaign = JoinHandle<Result<(Instant, LeaderKey)>>;
 
-fn etcd_campaign(mut client: etcd_client::Client, election: &str, value: &str, lease: i64) -> EtcdCampaign {
+fn etcd_campaign(mut client: etcd::Client, election: &str, value: &str, lease: i64) -> EtcdCampaign {
     let (election, value) = (election.to_owned(), value.to_owned());
     tokio::spawn(async move {
         let mut elected = client.campaign(election, value, lease).await.map_err(ctx("etcd campaign"))?;
         let at = Instant::now();
-        let key = elected.take_leader().ok_or("etcd campaign: no leader key")?;
+        let key = elected.leader.take().ok_or("etcd campaign: no leader key")?;
         Ok((at, key))
     })
 }
 
-async fn etcd_resign(client: &mut etcd_client::Client, key: etcd_client::LeaderKey) -> Result<()> {
-    client.resign(Some(etcd_client::ResignOptions::new().with_leader(key))).await.map_err(ctx("etcd resign"))?;
+async fn etcd_resign(client: &mut etcd::Client, key: LeaderKey) -> Result<()> {
+    client.resign(key).await.map_err(ctx("etcd resign"))?;
     Ok(())
 }
 
-async fn join_campaign(task: EtcdCampaign) -> Result<(Instant, etcd_client::LeaderKey)> {
+async fn join_campaign(task: EtcdCampaign) -> Result<(Instant, LeaderKey)> {
     within("etcd campaign", async { task.await.map_err(ctx("etcd campaign task"))? }).await
 }
 
@@ -517,7 +516,7 @@ pub async fn fanout(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
                         loop {
                             let state =
                                 stream.message().await.map_err(ctx("etcd observe"))?.ok_or("etcd observe ended")?;
-                            if state.kv().is_some_and(|kv| kv.value() == b"b") {
+                            if state.kv.is_some_and(|kv| kv.value == b"b") {
                                 return Ok(Instant::now());
                             }
                         }

@@ -19,6 +19,7 @@ use zkcoord_client::pb::{self, election_client::ElectionClient, lease_client::Le
 use super::{Bench, Sys};
 use crate::{
     clients::{self, Result, ctx},
+    etcd,
     measure::{Latencies, Row, rss_kib},
 };
 
@@ -136,7 +137,7 @@ async fn zkc_heartbeater(
 
 /// Opens an etcd LeaseKeepAlive stream and heartbeats on it.
 async fn etcd_heartbeater(
-    mut client: etcd_client::Client,
+    mut client: etcd::Client,
     id: i64,
     every: Duration,
     stop: watch::Receiver<bool>,
@@ -150,7 +151,7 @@ async fn etcd_heartbeater(
             let (keeper, answers) = &mut *guard;
             keeper.keep_alive().await.map_err(ctx("etcd keepalive"))?;
             let answer = answers.message().await.map_err(ctx("etcd keepalive"))?.ok_or("etcd keepalive ended")?;
-            if answer.ttl() > 0 { Ok(()) } else { Err("etcd keepalive: lease gone".into()) }
+            if answer.ttl > 0 { Ok(()) } else { Err("etcd keepalive: lease gone".into()) }
         })
         .await
     }))
@@ -216,7 +217,7 @@ pub async fn keepalive(bench: &Bench, sys: Sys, n: usize, ttl: Duration, window:
             let set = for_each(n, move |i| {
                 let (mut client, stop) = (clients_[i / STREAMS_PER_CONNECTION].clone(), stop.clone());
                 async move {
-                    let id = client.lease_grant(ttl_s, None).await.map_err(ctx("etcd grant"))?.id();
+                    let id = client.lease_grant(ttl_s).await.map_err(ctx("etcd grant"))?;
                     let task = etcd_heartbeater(client, id, every, stop).await?;
                     Ok((id, task))
                 }

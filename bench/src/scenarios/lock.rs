@@ -12,6 +12,7 @@ use zkcoord_client::pb::{self, lock_client::LockClient};
 use super::{Bench, Sys};
 use crate::{
     clients::{self, EtcdLease, Result, ZkcLease, ctx},
+    etcd,
     measure::{Latencies, Row},
 };
 
@@ -38,10 +39,9 @@ async fn zkc_cycle(client: &mut LockClient<tonic::transport::Channel>, lease: &p
 }
 
 /// One etcd lock cycle: Lock (with the client's lease) then Unlock.
-async fn etcd_cycle(client: &mut etcd_client::Client, lease: i64, name: &str) -> Result<()> {
-    let options = etcd_client::LockOptions::new().with_lease(lease);
-    let locked = client.lock(name, Some(options)).await.map_err(ctx("etcd lock"))?;
-    client.unlock(locked.key()).await.map_err(ctx("etcd unlock"))?;
+async fn etcd_cycle(client: &mut etcd::Client, lease: i64, name: &str) -> Result<()> {
+    let locked = client.lock(name, lease).await.map_err(ctx("etcd lock"))?;
+    client.unlock(locked.key).await.map_err(ctx("etcd unlock"))?;
     Ok(())
 }
 
@@ -175,10 +175,9 @@ pub async fn contended(bench: &Bench, sys: Sys, clients_n: usize, keys: usize, d
                     while Instant::now() < end {
                         let key = format!("{tag}-{}", next_key());
                         let start = Instant::now();
-                        let options = etcd_client::LockOptions::new().with_lease(lease.id);
-                        let locked = client.lock(key, Some(options)).await.map_err(ctx("etcd lock"))?;
+                        let locked = client.lock(key, lease.id).await.map_err(ctx("etcd lock"))?;
                         lat.push(start.elapsed());
-                        client.unlock(locked.key()).await.map_err(ctx("etcd unlock"))?;
+                        client.unlock(locked.key).await.map_err(ctx("etcd unlock"))?;
                     }
                     lease.revoke(&mut client).await?;
                     Ok::<_, String>(lat)
