@@ -24,6 +24,12 @@ ensure_zookeeper() {
     apt_install zookeeper default-jre-headless
 }
 
+# etcd 3.4 (/usr/bin/etcd from Debian's etcd-server), the benchmark's (bench/) point of comparison.
+ensure_etcd() {
+    if [ -x /usr/bin/etcd ]; then return 0; fi
+    apt_install etcd-server
+}
+
 # A Python venv in target/pyvenv with tests/python/requirements.txt installed; prints its python.
 ensure_python_venv() {
     local venv=target/pyvenv req=tests/python/requirements.txt

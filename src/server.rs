@@ -4,7 +4,7 @@
 use std::{io, net::SocketAddr, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -137,10 +137,21 @@ pub async fn start(config: Config) -> io::Result<Instance> {
             let incoming = tls.incoming(listener, shutdown.clone());
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }))
         }
-        None => tokio::spawn(
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { stop.cancelled().await }),
-        ),
+        None => {
+            // Nagle off on every accepted connection (tonic only does it for listeners it binds
+            // itself; the TLS acceptor does it too): with it on, a stream's small answers
+            // (KeepAlive acks, Campaign and Observe events) wait for the peer's delayed ACK —
+            // heartbeat round trips of ~7 ms instead of ~0.25 ms.
+            let incoming = TcpListenerStream::new(listener).map(|accepted| {
+                if let Ok(stream) = &accepted
+                    && let Err(err) = stream.set_nodelay(true)
+                {
+                    tracing::warn!(error = %err, "cannot set TCP_NODELAY");
+                }
+                accepted
+            });
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }))
+        }
     };
     let tls_mode = match &tls {
         Some(tls) if tls.requires_client_certificates() => "mtls",

@@ -1,0 +1,126 @@
+//! The hidden subcommands the bench re-executes itself with, so that each server runs in a
+//! process of its own (its CPU time and memory measured apart from the load generator's):
+//! `__serve-zkcoord <zk hosts> <namespace>` and `__serve-floor`. Each prints
+//! `listening on <addr>` once serving and exits when its stdin closes (the bench ended).
+
+use std::{
+    io::{Read, Write},
+    process::ExitCode,
+    time::Duration,
+};
+
+use zkcoord::{
+    config::{Config, DEFAULT_MAX_CALLS_PER_CONNECTION, DEFAULT_SESSION_TIMEOUT, LogFormat, ZkConfig},
+    server,
+};
+
+/// zkcoord's production defaults, but on a free loopback port and logging to stderr.
+fn zkcoord_config(hosts: &str, namespace: &str) -> Config {
+    Config {
+        listen: ([127, 0, 0, 1], 0).into(),
+        zookeeper: ZkConfig {
+            hosts: hosts.to_owned(),
+            namespace: namespace.to_owned(),
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            auth: None,
+            tenants: Vec::new(),
+        },
+        log_level: "info".into(),
+        log_format: LogFormat::Text,
+        shutdown_grace: Duration::from_secs(1),
+        instance_id: format!("bench-{}", std::process::id()),
+        metrics_listen: None,
+        max_calls_per_connection: DEFAULT_MAX_CALLS_PER_CONNECTION.parse().expect("a number"),
+        tls: None,
+        authz: None,
+    }
+}
+
+/// Blocks until stdin reaches end of file (the bench closed it or died).
+fn wait_stdin_closed() {
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin();
+    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+fn announce(addr: std::net::SocketAddr) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening on {addr}");
+    let _ = out.flush();
+}
+
+/// `__serve-zkcoord`: one zkcoord instance, as `zkcoord serve` runs it.
+pub fn serve_zkcoord(hosts: &str, namespace: &str) -> ExitCode {
+    let config = zkcoord_config(hosts, namespace);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("zkcoord: runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let _telemetry = match zkcoord::telemetry::init(&config.log_level, config.log_format) {
+            Ok(guard) => guard,
+            Err(err) => {
+                eprintln!("zkcoord: telemetry: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let instance = match server::start(config).await {
+            Ok(instance) => instance,
+            Err(err) => {
+                eprintln!("zkcoord: start: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(err) = instance.session().wait_connected(Duration::from_secs(30)).await {
+            eprintln!("zkcoord: zookeeper: {err}");
+            return ExitCode::FAILURE;
+        }
+        announce(instance.addr());
+        let _ = tokio::task::spawn_blocking(wait_stdin_closed).await;
+        instance.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// `__serve-floor`: a bare tonic server with nothing but `grpc.health.v1`, configured like
+/// zkcoord's (the overhead floor).
+pub fn serve_floor() -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("floor: runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(("127.0.0.1", 0)).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                eprintln!("floor: bind: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let Ok(addr) = listener.local_addr() else { return ExitCode::FAILURE };
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        let serve = tonic::transport::Server::builder().add_service(health).serve_with_incoming(
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |accepted| {
+                if let Ok(stream) = &accepted {
+                    let _ = stream.set_nodelay(true); // as zkcoord does
+                }
+                accepted
+            }),
+        );
+        announce(addr);
+        tokio::select! {
+            result = serve => {
+                eprintln!("floor: server stopped: {result:?}");
+                ExitCode::FAILURE
+            }
+            _ = tokio::task::spawn_blocking(wait_stdin_closed) => ExitCode::SUCCESS,
+        }
+    })
+}

@@ -1,0 +1,242 @@
+//! What a scenario records: latency samples and their percentiles, CPU time of each server
+//! process and of the load generator (from `/proc/<pid>/stat`), and the rows of the report.
+
+use std::{collections::BTreeMap, fs, time::Duration};
+
+use serde::Serialize;
+
+/// Clock ticks per second in `/proc/<pid>/stat` (USER_HZ, fixed at 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Latency samples.
+#[derive(Debug, Default, Clone)]
+pub struct Latencies {
+    samples: Vec<Duration>,
+    sorted: bool,
+}
+
+impl Latencies {
+    pub fn with_capacity(n: usize) -> Self {
+        Self { samples: Vec::with_capacity(n), sorted: false }
+    }
+
+    pub fn push(&mut self, sample: Duration) {
+        self.samples.push(sample);
+        self.sorted = false;
+    }
+
+    pub fn extend(&mut self, other: Latencies) {
+        self.samples.extend(other.samples);
+        self.sorted = false;
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The `q` quantile (0..=1) in milliseconds, nearest rank; NaN without samples.
+    pub fn quantile_ms(&mut self, q: f64) -> f64 {
+        if self.samples.is_empty() {
+            return f64::NAN;
+        }
+        if !self.sorted {
+            self.samples.sort_unstable();
+            self.sorted = true;
+        }
+        let rank = ((q * self.samples.len() as f64).ceil() as usize).clamp(1, self.samples.len());
+        ms(self.samples[rank - 1])
+    }
+
+    pub fn max_ms(&mut self) -> f64 {
+        self.quantile_ms(1.0)
+    }
+}
+
+/// A duration in milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    proc_stat_cpu(&stat)
+}
+
+/// utime + stime of this process (the load generator), in seconds.
+pub fn own_cpu_seconds() -> f64 {
+    fs::read_to_string("/proc/self/stat").ok().and_then(|s| proc_stat_cpu(&s)).unwrap_or(f64::NAN)
+}
+
+fn proc_stat_cpu(stat: &str) -> Option<f64> {
+    // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_SECOND)
+}
+
+/// Resident memory of a process in KiB (`VmRSS` in `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The number of CPUs this process may run on.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// CPU time spent by the servers and the generator between [`CpuMeter::start`] and
+/// [`CpuMeter::stop`].
+#[derive(Debug)]
+pub struct CpuMeter {
+    servers: Vec<(&'static str, u32, f64)>,
+    generator: f64,
+    wall: std::time::Instant,
+}
+
+impl CpuMeter {
+    /// Starts measuring the given server processes (name, pid) and this process.
+    pub fn start(servers: &[(&'static str, u32)]) -> Self {
+        Self {
+            servers: servers.iter().map(|&(name, pid)| (name, pid, cpu_seconds(pid).unwrap_or(f64::NAN))).collect(),
+            generator: own_cpu_seconds(),
+            wall: std::time::Instant::now(),
+        }
+    }
+
+    pub fn stop(&self) -> CpuUse {
+        CpuUse {
+            wall_s: self.wall.elapsed().as_secs_f64(),
+            servers_s: self
+                .servers
+                .iter()
+                .map(|&(name, pid, before)| (name.to_owned(), cpu_seconds(pid).unwrap_or(f64::NAN) - before))
+                .collect(),
+            generator_s: own_cpu_seconds() - self.generator,
+        }
+    }
+}
+
+/// CPU seconds used during one measurement.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuUse {
+    /// Wall-clock seconds of the measurement.
+    pub wall_s: f64,
+    /// CPU seconds (user + system) of each server process.
+    pub servers_s: BTreeMap<String, f64>,
+    /// CPU seconds of the load generator (this process, client libraries included).
+    pub generator_s: f64,
+}
+
+/// One line of the report: a scenario measured on one system, or why it was not measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Scenario number and name, e.g. `1 uncontended lock+unlock`.
+    pub scenario: String,
+    /// `zkcoord`, `etcd`, `zookeeper` (recipe used directly) or `bare tonic`.
+    pub system: String,
+    /// What was varied, e.g. `ttl 1 s` or `100 keys`; empty when nothing.
+    pub variant: String,
+    /// The figures, by name (`p50_ms`, `p99_ms`, `per_s`, …).
+    pub metrics: BTreeMap<String, f64>,
+    /// The figures for humans.
+    pub summary: String,
+    /// CPU used while measuring; absent when not measured.
+    pub cpu: Option<CpuUse>,
+    /// Why it was not measured, or a caveat.
+    pub note: Option<String>,
+}
+
+impl Row {
+    pub fn new(scenario: &str, system: &str, variant: &str) -> Self {
+        Self {
+            scenario: scenario.to_owned(),
+            system: system.to_owned(),
+            variant: variant.to_owned(),
+            metrics: BTreeMap::new(),
+            summary: String::new(),
+            cpu: None,
+            note: None,
+        }
+    }
+
+    pub fn not_measured(scenario: &str, system: &str, variant: &str, reason: impl Into<String>) -> Self {
+        let mut row = Self::new(scenario, system, variant);
+        row.summary = "not measured".into();
+        row.note = Some(reason.into());
+        row
+    }
+
+    pub fn metric(mut self, name: &str, value: f64) -> Self {
+        self.metrics.insert(name.to_owned(), value);
+        self
+    }
+
+    /// Adds p50/p99/p99.9/max and the sample count of `lat` and summarises them.
+    pub fn latencies(mut self, lat: &mut Latencies, with_p999: bool) -> Self {
+        let (p50, p99, p999, max) = (lat.quantile_ms(0.5), lat.quantile_ms(0.99), lat.quantile_ms(0.999), lat.max_ms());
+        self.summary = if with_p999 {
+            format!("p50 {} · p99 {} · p99.9 {} ms", fmt_ms(p50), fmt_ms(p99), fmt_ms(p999))
+        } else {
+            format!("p50 {} · p99 {} ms", fmt_ms(p50), fmt_ms(p99))
+        };
+        self.summary.push_str(&format!(" (max {}, n={})", fmt_ms(max), lat.len()));
+        self.metric("p50_ms", p50)
+            .metric("p99_ms", p99)
+            .metric("p999_ms", p999)
+            .metric("max_ms", max)
+            .metric("n", lat.len() as f64)
+    }
+
+    pub fn summary(mut self, summary: impl Into<String>) -> Self {
+        self.summary = summary.into();
+        self
+    }
+
+    pub fn cpu(mut self, cpu: CpuUse) -> Self {
+        self.cpu = Some(cpu);
+        self
+    }
+}
+
+/// Milliseconds with 3 significant digits or so.
+pub fn fmt_ms(v: f64) -> String {
+    if v.is_nan() {
+        "–".into()
+    } else if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// The report as a Markdown table.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from("| scenario | system | variant | result | server CPU s | generator CPU s | wall s |\n");
+    out.push_str("|---|---|---|---|---|---|---|\n");
+    for row in rows {
+        let (servers, generator, wall) = match &row.cpu {
+            Some(cpu) => (
+                cpu.servers_s.iter().map(|(name, s)| format!("{name} {s:.2}")).collect::<Vec<_>>().join(" + "),
+                format!("{:.2}", cpu.generator_s),
+                format!("{:.1}", cpu.wall_s),
+            ),
+            None => ("–".into(), "–".into(), "–".into()),
+        };
+        let mut result = row.summary.clone();
+        if let Some(note) = &row.note {
+            result.push_str(&format!(" — {note}"));
+        }
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            row.scenario, row.system, row.variant, result, servers, generator, wall
+        ));
+    }
+    out
+}
