@@ -55,7 +55,12 @@ struct Ended {
 
 impl Script {
     fn spawn(script: &Path, args: &[&str]) -> Self {
+        Self::spawn_with_env(script, args, &[])
+    }
+
+    fn spawn_with_env(script: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(support::python())
+            .envs(env.iter().copied())
             .arg(script)
             .args(args)
             .current_dir(repo())
@@ -171,6 +176,44 @@ fn assert_passed(ended: &Ended) {
         ended.stderr
     );
     assert_eq!(ended.stdout.lines().last(), Some(PASSED), "{}\n{}", ended.stdout, ended.stderr);
+}
+
+/// The Python client over mTLS and in a tenant: leases, locks and election work, another
+/// tenant does not see them, and a client without a certificate is refused.
+#[tokio::test]
+async fn python_client_speaks_mtls_in_a_tenant() {
+    let ca = support::certs::Ca::new("python ca");
+    let (server, client) = (ca.server(), ca.client("py-node"));
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, contents: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    };
+    let tls = zkcoord::config::TlsConfig {
+        cert: write("server.crt", &server.cert),
+        key: write("server.key", &server.key),
+        client_ca: Some(write("ca.crt", &ca.pem)),
+    };
+    write("client.crt", &client.cert);
+    write("client.key", &client.key);
+    let zk = support::zk::shared();
+    let mut config = support::test_config(&zk.hosts(), &support::namespace("pyclient-tls"));
+    config.tls = Some(tls);
+    config.zookeeper.tenants = vec!["a".into()];
+    let instance = zkcoord::server::start(config).await.expect("start zkcoord with TLS");
+    instance.session().wait_connected(Duration::from_secs(30)).await.unwrap();
+    let endpoint = instance.addr().to_string();
+    let mut script = Script::spawn_with_env(
+        &checks_script(),
+        &["--endpoints", &endpoint, "--scenario", "tls"],
+        &[("ZKCOORD_TEST_TLS_DIR", dir.path().to_str().unwrap())],
+    );
+    if let Some(cue) = script.next_cue().await {
+        panic!("unexpected cue {cue:?}");
+    }
+    assert_passed(&script.wait().await);
+    instance.shutdown().await;
 }
 
 /// The committed stubs (`clients/python/zkcoord_client/_pb`) are what `generate.py` makes of

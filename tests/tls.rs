@@ -11,8 +11,8 @@ use std::{
     time::Duration,
 };
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use support::{
+    certs::{Ca, Leaf},
     eventually,
     lease::{grant, lease_ref},
     lock::{EXCLUSIVE, Locker},
@@ -34,52 +34,6 @@ use zkcoord::{
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a reload may take to be seen (files are polled every second).
 const RELOAD_WAIT: Duration = Duration::from_secs(15);
-
-/// A certificate authority.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-/// A certificate and its private key, PEM.
-#[derive(Clone)]
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::default();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self { issuer: Issuer::new(params, key), pem }
-    }
-
-    fn leaf(&self, sans: Vec<SanType>, cn: &str) -> Leaf {
-        let mut params = CertificateParams::default();
-        params.subject_alt_names = sans;
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf { cert: cert.pem(), key: key.serialize_pem() }
-    }
-
-    /// A server certificate for 127.0.0.1 and localhost.
-    fn server(&self) -> Leaf {
-        let sans = vec![SanType::DnsName("localhost".try_into().unwrap()), SanType::IpAddress([127, 0, 0, 1].into())];
-        self.leaf(sans, "zkcoord")
-    }
-
-    /// A client certificate whose identity (first DNS SAN) is `identity`.
-    fn client(&self, identity: &str) -> Leaf {
-        self.leaf(vec![SanType::DnsName(identity.try_into().unwrap())], identity)
-    }
-}
 
 /// The files of one instance's TLS setup.
 struct Files {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a different part.
 
+pub mod certs;
 pub mod lease;
 pub mod lock;
 pub mod owner;

@@ -14,6 +14,7 @@ check raises (exit 1).
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 import threading
@@ -33,6 +34,7 @@ from zkcoord_client import (  # noqa: E402
     LeaseKeeper,
     LockBusy,
     LostLeadership,
+    Tls,
     ZkcoordError,
     common_pb2,
     lease_pb2,
@@ -385,7 +387,40 @@ def scenario_failover(endpoints: list) -> None:
     on_last.close()
 
 
-SCENARIOS = {"lease": scenario_lease, "election": scenario_election, "lock": scenario_lock, "failover": scenario_failover}
+def scenario_tls(endpoints: list) -> None:
+    """mTLS and a tenant: the certificates are in $ZKCOORD_TEST_TLS_DIR (ca.crt, client.crt,
+    client.key); the instances serve mTLS with tenant "a" configured."""
+    certs = pathlib.Path(os.environ["ZKCOORD_TEST_TLS_DIR"])
+    ca = (certs / "ca.crt").read_bytes()
+    tls = Tls(ca, (certs / "client.crt").read_bytes(), (certs / "client.key").read_bytes(), server_name="localhost")
+    client = Client(endpoints, tls=tls, tenant="a")
+    keeper = LeaseKeeper(client, "py-tls", ttl_ms=1000)
+    time.sleep(2.5)
+    check(keeper.is_confirmed(), "heartbeats over mTLS keep the lease confirmed", keeper.status())
+    check(client.time_to_live(keeper.id).lease.owner == "py-tls", "the lease is in tenant a")
+    with lock(client, keeper, ["k"], timeout=5) as guard:
+        check(guard.token("k") > 0, "a fencing token")
+    elector = LeaderElector(client, keeper, "py-tls-master", "only")
+    expect_event(elector, BecameLeader)
+    # The default tenant does not see tenant a's lease.
+    default_tenant = Client(endpoints, tls=tls)
+    expect_error(lambda: default_tenant.time_to_live(keeper.id), grpc.StatusCode.NOT_FOUND)
+    # Without a client certificate, the handshake is refused.
+    no_cert = Client(endpoints, tls=Tls(ca, server_name="localhost"), timeout=3)
+    expect_error(lambda: no_cert.time_to_live(keeper.id), grpc.StatusCode.UNAVAILABLE)
+    elector.resign()
+    keeper.revoke()
+    for c in (client, default_tenant, no_cert):
+        c.close()
+
+
+SCENARIOS = {
+    "lease": scenario_lease,
+    "election": scenario_election,
+    "lock": scenario_lock,
+    "failover": scenario_failover,
+    "tls": scenario_tls,
+}
 
 
 def main() -> int:

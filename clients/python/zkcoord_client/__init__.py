@@ -16,7 +16,7 @@ until the send time of its last confirmed heartbeat plus its ttl, on this proces
 monotonic clock. `LeaseKeeper.is_confirmed()` and `LeaderElector.is_leader()` apply it.
 """
 
-from zkcoord_client._client import DEFAULT_TIMEOUT, Client
+from zkcoord_client._client import DEFAULT_TIMEOUT, TENANT_HEADER, Client, Tls
 from zkcoord_client._election import BecameLeader, LeaderElector, LeadershipEvent, LostLeadership
 from zkcoord_client._errors import LockBusy, ZkcoordError
 from zkcoord_client._lease import CONFIRMED, LOST, UNCONFIRMED, Check, LeaseKeeper, LeaseStatus
@@ -39,6 +39,8 @@ __all__ = [
     "LockGuard",
     "LostLeadership",
     "SHARED",
+    "TENANT_HEADER",
+    "Tls",
     "UNCONFIRMED",
     "ZkcoordError",
     "common_pb2",

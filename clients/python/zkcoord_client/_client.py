@@ -3,8 +3,10 @@ when the current one answers UNAVAILABLE."""
 
 from __future__ import annotations
 
+import collections
 import threading
-from typing import Callable, Iterable, TypeVar, Union
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, TypeVar, Union
 
 import grpc
 
@@ -36,6 +38,78 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+#: The gRPC metadata header naming the tenant of a call (see the README's Tenants section).
+TENANT_HEADER = "zkcoord-tenant"
+
+
+@dataclass(frozen=True)
+class Tls:
+    """How to reach zkcoord instances that serve TLS: the CA certificate(s) to trust (PEM)
+    and, for mTLS, this client's certificate chain and private key (PEM). `server_name` is the
+    name the server certificate must carry, when it is not the endpoint's host."""
+
+    ca_pem: bytes
+    cert_pem: Optional[bytes] = None
+    key_pem: Optional[bytes] = None
+    server_name: Optional[str] = None
+
+
+class _CallDetails(
+    collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _TenantHeader(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds the tenant header to every call."""
+
+    def __init__(self, tenant: str):
+        self._header = (TENANT_HEADER, tenant)
+
+    def _details(self, details):
+        metadata = list(details.metadata or []) + [self._header]
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+def _channel(name: str, tls: Optional[Tls], tenant: Optional[str]) -> grpc.Channel:
+    options = list(_CHANNEL_OPTIONS)
+    if tls is None:
+        channel = grpc.insecure_channel(name, options=options)
+    else:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=tls.ca_pem, private_key=tls.key_pem, certificate_chain=tls.cert_pem
+        )
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        channel = grpc.secure_channel(name, credentials, options=options)
+    return grpc.intercept_channel(channel, _TenantHeader(tenant)) if tenant else channel
+
+
 class Client:
     """A handle on a set of zkcoord instances; any of them serves any call.
 
@@ -43,15 +117,25 @@ class Client:
     to the current endpoint; a call that is safe to repeat and answers UNAVAILABLE is repeated
     on the next endpoints (each once), and the next endpoint becomes the current one.
     Connections are made lazily. Thread-safe; close it (or use `with`) when done.
+
+    `tls` connects over TLS (and mTLS when it carries a client certificate); `tenant` sends
+    every call to that tenant (the `zkcoord-tenant` header).
     """
 
-    def __init__(self, endpoints: Union[str, Iterable[str]], *, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        endpoints: Union[str, Iterable[str]],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        tls: Optional[Tls] = None,
+        tenant: Optional[str] = None,
+    ):
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
         names = []
         for endpoint in endpoints:
             endpoint = endpoint.strip()
-            for scheme in ("http://", "grpc://"):
+            for scheme in ("http://", "https://", "grpc://"):
                 if endpoint.startswith(scheme):
                     endpoint = endpoint[len(scheme) :]
             if endpoint:
@@ -59,7 +143,7 @@ class Client:
         if not names:
             raise ValueError("no zkcoord endpoints given")
         self._names = names
-        self._channels = [grpc.insecure_channel(name, options=_CHANNEL_OPTIONS) for name in names]
+        self._channels = [_channel(name, tls, tenant) for name in names]
         self._current = 0
         self._lock = threading.Lock()
         #: Deadline of unary calls, in seconds.
