@@ -49,7 +49,7 @@ impl Run {
 /// A `zkcoord` command with ZKCOORD_* variables of the caller's environment removed.
 fn command() -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_zkcoord"));
-    for var in ["ZKCOORD_ENDPOINTS", "ZKCOORD_LEASE_SECRET", "ZKCOORD_CONFIG"] {
+    for var in ["ZKCOORD_ENDPOINTS", "ZKCOORD_LEASE_SECRET", "ZKCOORD_CONFIG", "ZKCOORD_TENANT"] {
         cmd.env_remove(var);
     }
     cmd.stdin(Stdio::null()).kill_on_drop(true);
@@ -76,6 +76,35 @@ fn header(line: &str) -> Vec<String> {
 /// The whitespace-separated cells of a table row.
 fn cells(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
+}
+
+/// `--tenant` acts in a tenant: a lease granted there is listed there and only there; the
+/// Rust client's `Client::tenant` sees the same.
+#[tokio::test]
+async fn tenant_flag_and_client_tenant_act_in_that_tenant() {
+    let zk = support::zk::shared();
+    let mut config = support::test_config(&zk.hosts(), &support::namespace("cli-tenant"));
+    config.zookeeper.tenants = vec!["blue".into()];
+    let instance = zkcoord::server::start(config).await.unwrap();
+    instance.session().wait_connected(Duration::from_secs(30)).await.unwrap();
+    let endpoint = instance.addr().to_string();
+
+    let client = zkcoord_client::Client::new([&endpoint]).unwrap().tenant("blue").unwrap();
+    let lease = zkcoord_client::LeaseKeeper::grant(
+        &client,
+        zkcoord_client::LeaseOptions::new("blue-node", Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    let blue = zkcoord(&endpoint, &["lease", "list", "--tenant", "blue", "-o", "json"]).await;
+    let listed: serde_json::Value = serde_json::from_str(&blue.lines().join("\n")).unwrap();
+    assert!(blue.stdout.contains("blue-node"), "{listed}");
+    let default = zkcoord(&endpoint, &["lease", "list", "-o", "json"]).await;
+    assert!(!default.stdout.contains("blue-node"), "the default tenant does not see it: {}", default.stdout);
+    let unknown = zkcoord(&endpoint, &["lease", "list", "--tenant", "green"]).await;
+    assert_eq!(unknown.code, Some(77), "an unlisted tenant is PERMISSION_DENIED: {unknown:?}");
+    lease.revoke().await.unwrap();
+    instance.shutdown().await;
 }
 
 #[tokio::test]

@@ -21,8 +21,7 @@ pub mod output;
 use std::{future::Future, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Args;
-use tonic::transport::Channel;
-use zkcoord_client::{Client, Tls};
+use zkcoord_client::{Client, Tls, Transport};
 
 pub use campaign::CampaignArgs;
 pub use candidates::CandidatesArgs;
@@ -63,6 +62,9 @@ pub struct ClientArgs {
     /// Client private key (PEM) for mTLS (with --cert)
     #[arg(long = "key", id = "client_key", global = true, env = "ZKCOORD_KEY", value_name = "FILE")]
     pub client_key: Option<PathBuf>,
+    /// The tenant to act in (the zkcoord-tenant header); default: the default tenant
+    #[arg(long, global = true, env = "ZKCOORD_TENANT", value_name = "NAME")]
+    pub tenant: Option<String>,
     /// Name the server certificate must carry, when not the endpoint's host
     #[arg(long, global = true, env = "ZKCOORD_TLS_DOMAIN", value_name = "NAME")]
     pub tls_domain: Option<String>,
@@ -75,11 +77,15 @@ impl ClientArgs {
     /// [`CtlError::Usage`] for an endpoint that is not a `host:port` or URI.
     pub fn client(&self) -> Result<Client, CtlError> {
         let endpoints = self.endpoints.iter().filter(|e| !e.trim().is_empty());
-        match self.tls()? {
+        let client = match self.tls()? {
             Some(tls) => Client::with_tls(endpoints, &tls),
             None => Client::new(endpoints),
         }
-        .map_err(|err| CtlError::Usage(format!("--endpoints: {err}")))
+        .map_err(|err| CtlError::Usage(format!("--endpoints: {err}")))?;
+        match &self.tenant {
+            Some(tenant) => client.tenant(tenant).map_err(|err| CtlError::Usage(format!("--tenant: {err}"))),
+            None => Ok(client),
+        }
     }
 
     /// The TLS settings, when `--ca-cert` is given.
@@ -146,7 +152,7 @@ impl Ctl {
     /// something other than UNAVAILABLE; `what` describes the request for error messages.
     pub async fn call<T, F, Fut>(&self, what: impl Into<String>, call: F) -> Result<T, CtlError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Transport) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         match self.client.retrying(call).await {
@@ -159,7 +165,7 @@ impl Ctl {
     /// endpoint is tried only while the current one cannot be reached at all.
     pub async fn call_once<T, F, Fut>(&self, what: impl Into<String>, mut call: F) -> Result<T, CtlError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Transport) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let answered = self

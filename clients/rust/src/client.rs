@@ -10,12 +10,36 @@ use std::{
     time::Duration,
 };
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+};
 
 use crate::{
     Error,
     pb::{election_client::ElectionClient, lease_client::LeaseClient, lock_client::LockClient},
 };
+
+/// The gRPC metadata header that names the tenant of a call.
+pub const TENANT_HEADER: &str = "zkcoord-tenant";
+
+/// What every call of a [`Client`] goes through: the endpoint's channel, plus the tenant
+/// header when the client has a tenant ([`Client::tenant`]).
+pub type Transport = InterceptedService<Channel, TenantHeader>;
+
+/// Adds the tenant header to every call (nothing for the default tenant).
+#[derive(Clone, Debug, Default)]
+pub struct TenantHeader(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for TenantHeader {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(tenant) = &self.0 {
+            request.metadata_mut().insert(TENANT_HEADER, tenant.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// How long connecting to one endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,6 +55,7 @@ struct Inner {
     names: Vec<String>,
     channels: Vec<Channel>,
     current: AtomicUsize,
+    tenant: TenantHeader,
 }
 
 /// How to reach zkcoord instances that serve TLS (`tls_cert`/`tls_key`) and, for mTLS
@@ -131,7 +156,27 @@ impl Client {
         if channels.is_empty() {
             return Err(Error::NoEndpoints);
         }
-        Ok(Self { inner: Arc::new(Inner { names, channels, current: AtomicUsize::new(0) }) })
+        Ok(Self {
+            inner: Arc::new(Inner { names, channels, current: AtomicUsize::new(0), tenant: TenantHeader::default() }),
+        })
+    }
+
+    /// A client of the same endpoints (sharing their connections) whose calls all go to
+    /// `tenant` (the `zkcoord-tenant` header); leases, elections and locks of one tenant are
+    /// invisible from every other.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTenant`] when `tenant` cannot be a header value.
+    pub fn tenant(&self, tenant: &str) -> Result<Self, Error> {
+        let value = MetadataValue::try_from(tenant).map_err(|_| Error::InvalidTenant(tenant.to_owned()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                names: self.inner.names.clone(),
+                channels: self.inner.channels.clone(),
+                current: AtomicUsize::new(self.current()),
+                tenant: TenantHeader(Some(value)),
+            }),
+        })
     }
 
     /// The number of endpoints.
@@ -156,23 +201,23 @@ impl Client {
         self.current()
     }
 
-    /// The channel of endpoint `index`.
-    pub(crate) fn channel(&self, index: usize) -> Channel {
-        self.inner.channels[index % self.endpoints()].clone()
+    /// The transport of endpoint `index`, for raw calls (`pb::*Client::new(transport)`).
+    pub fn channel(&self, index: usize) -> Transport {
+        InterceptedService::new(self.inner.channels[index % self.endpoints()].clone(), self.inner.tenant.clone())
     }
 
     /// A Lease service client on the current endpoint.
-    pub fn leases(&self) -> LeaseClient<Channel> {
+    pub fn leases(&self) -> LeaseClient<Transport> {
         LeaseClient::new(self.channel(self.current()))
     }
 
     /// An Election service client on the current endpoint.
-    pub fn elections(&self) -> ElectionClient<Channel> {
+    pub fn elections(&self) -> ElectionClient<Transport> {
         ElectionClient::new(self.channel(self.current()))
     }
 
     /// A Lock service client on the current endpoint.
-    pub fn locks(&self) -> LockClient<Channel> {
+    pub fn locks(&self) -> LockClient<Transport> {
         LockClient::new(self.channel(self.current()))
     }
 
@@ -183,7 +228,7 @@ impl Client {
     /// The last endpoint's status.
     pub async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Transport) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
         let mut at = self.current();

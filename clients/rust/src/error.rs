@@ -18,6 +18,9 @@ pub enum Error {
     /// safe to retry).
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
+    /// A tenant name that cannot be sent as a header value.
+    #[error("invalid tenant {0:?}")]
+    InvalidTenant(String),
     /// The lease has ended (expired, revoked): everything bound to it is gone.
     #[error("the lease has ended")]
     LeaseLost,
