@@ -66,19 +66,14 @@ pub async fn start(config: Config) -> io::Result<Instance> {
     let shutdown = CancellationToken::new();
     // The default tenant's recipes over the namespace, and each configured tenant's.
     let default_tenant = Recipes::start(None, session.clone(), incarnation.clone(), shutdown.clone());
-    let Recipes { leases, elections, locks, .. } = default_tenant.clone();
+    let leases = default_tenant.leases.clone();
     let tenants = Tenants::start(default_tenant, &session, &config.zookeeper.tenants, &incarnation, &shutdown);
     let metrics = Metrics::new();
     let metrics_addr = match config.metrics_listen {
         Some(metrics_listen) => {
             let listener = TcpListener::bind(metrics_listen).await?;
             let metrics_addr = listener.local_addr()?;
-            let sources = Sources {
-                session: session.clone(),
-                leases: leases.clone(),
-                elections: elections.clone(),
-                locks: locks.clone(),
-            };
+            let sources = Sources { session: session.clone(), tenants: tenants.clone() };
             tokio::spawn(metrics::endpoint::serve(listener, metrics.clone(), sources, shutdown.clone()));
             tokio::spawn(metrics::zk_probe::run(session.clone(), metrics.clone(), shutdown.clone()));
             tracing::info!(%metrics_addr, "metrics at /metrics");

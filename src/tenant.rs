@@ -100,6 +100,13 @@ impl Tenants {
         }
     }
 
+    /// Every tenant's recipes: the default tenant's first, then the configured ones by name.
+    pub fn all(&self) -> Vec<Arc<Recipes>> {
+        let mut named: Vec<&Arc<Recipes>> = self.named.values().collect();
+        named.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        std::iter::once(&self.default).chain(named).cloned().collect()
+    }
+
     /// The configured tenant names (not the default tenant), sorted.
     pub fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.named.keys().map(String::as_str).collect();

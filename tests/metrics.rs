@@ -45,6 +45,7 @@ async fn metrics_follow_calls_leases_elections_locks_and_the_zookeeper_session()
     let mut zk = Standalone::start();
     let mut config = support::test_config(&zk.hosts(), &support::namespace("metrics"));
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.zookeeper.tenants = vec!["blue".into()];
     let instance = zkcoord::server::start(config).await.unwrap();
     instance.session().wait_connected(Duration::from_secs(30)).await.unwrap();
     let metrics = instance.metrics_addr().unwrap();
@@ -52,7 +53,8 @@ async fn metrics_follow_calls_leases_elections_locks_and_the_zookeeper_session()
 
     let text = scrape(metrics).await;
     assert_eq!(sample(&text, "zkcoord_zookeeper_connected"), 1.0);
-    assert_eq!(sample(&text, "zkcoord_leases"), 0.0);
+    assert_eq!(sample(&text, r#"zkcoord_leases{tenant=""}"#), 0.0);
+    assert!(text.contains(r#"zkcoord_leases{tenant="blue"} 0"#), "every tenant is reported: {text}");
     let (status, _) = get(metrics, "/other").await;
     assert_eq!(status, "HTTP/1.1 404 Not Found");
 
@@ -71,8 +73,8 @@ async fn metrics_follow_calls_leases_elections_locks_and_the_zookeeper_session()
     assert_eq!(sample(&text, grant_ok), 1.0, "{text}");
     assert_eq!(sample(&text, grant_bad), 1.0, "{text}");
     assert_eq!(sample(&text, r#"zkcoord_rpc_duration_seconds_count{method="/zkcoord.v1.Lease/Grant"}"#), 2.0);
-    assert_eq!(sample(&text, "zkcoord_leases"), 1.0);
-    assert!(sample(&text, "zkcoord_heartbeat_lag_seconds") >= 0.2, "no heartbeat since the grant");
+    assert_eq!(sample(&text, r#"zkcoord_leases{tenant=""}"#), 1.0);
+    assert!(sample(&text, r#"zkcoord_heartbeat_lag_seconds{tenant=""}"#) >= 0.2, "no heartbeat since the grant");
     assert!(sample(&text, "zkcoord_zookeeper_rtt_seconds_count") >= 1.0, "probed at start");
 
     // An election with a leader.
@@ -90,8 +92,8 @@ async fn metrics_follow_calls_leases_elections_locks_and_the_zookeeper_session()
         .into_inner();
     while campaign.message().await.unwrap().unwrap().state() != pb::CandidateState::Elected {}
     let text = scrape(metrics).await;
-    assert_eq!(sample(&text, r#"zkcoord_election_candidates{election="ledger"}"#), 1.0, "{text}");
-    assert_eq!(sample(&text, r#"zkcoord_election_has_leader{election="ledger"}"#), 1.0);
+    assert_eq!(sample(&text, r#"zkcoord_election_candidates{tenant="",election="ledger"}"#), 1.0, "{text}");
+    assert_eq!(sample(&text, r#"zkcoord_election_has_leader{tenant="",election="ledger"}"#), 1.0);
 
     // A hold and a waiter, then the hand-off.
     let holder = Locker::with_lease(&channel, (lease.lease_id, lease.secret.clone()));
@@ -99,15 +101,15 @@ async fn metrics_follow_calls_leases_elections_locks_and_the_zookeeper_session()
     let waiter = Locker::granted(&channel, "waiter", Duration::from_secs(5)).await;
     let waiting = tokio::spawn(async move { waiter.lock(&["k"], EXCLUSIVE, 0).await });
     support::eventually(Duration::from_secs(10), "the waiter is counted", || async {
-        sample(&scrape(metrics).await, "zkcoord_lock_calls_in_progress") == 1.0
+        sample(&scrape(metrics).await, r#"zkcoord_lock_calls_in_progress{tenant=""}"#) == 1.0
     })
     .await;
     holder.unlock(&held.handle).await.unwrap();
     waiting.await.unwrap().unwrap();
     let text = scrape(metrics).await;
-    assert_eq!(sample(&text, "zkcoord_lock_calls_in_progress"), 0.0);
-    assert_eq!(sample(&text, "zkcoord_lock_acquired_total"), 2.0);
-    assert_eq!(sample(&text, "zkcoord_lock_released_total"), 1.0);
+    assert_eq!(sample(&text, r#"zkcoord_lock_calls_in_progress{tenant=""}"#), 0.0);
+    assert_eq!(sample(&text, r#"zkcoord_lock_acquired_total{tenant=""}"#), 2.0);
+    assert_eq!(sample(&text, r#"zkcoord_lock_released_total{tenant=""}"#), 1.0);
 
     // ZooKeeper goes away.
     zk.server.kill();

@@ -25,10 +25,7 @@ use prometheus_client::{
 };
 use prost::Message;
 
-use crate::{
-    recipe::{election::Elections, lease::Leases, lock::Locks},
-    zk::ZkSession,
-};
+use crate::{tenant::Tenants, zk::ZkSession};
 
 /// Label of RPC counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,9 +40,16 @@ struct MethodLabels {
     method: String,
 }
 
+/// Label of per-tenant figures (`""`: the default tenant).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
+}
+
 /// Label of per-election figures.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ElectionLabels {
+    tenant: String,
     election: String,
 }
 
@@ -61,12 +65,8 @@ fn latency_histogram() -> Histogram {
 pub struct Sources {
     /// The instance's ZooKeeper session.
     pub session: ZkSession,
-    /// Its lease recipe.
-    pub leases: Leases,
-    /// Its election recipe.
-    pub elections: Elections,
-    /// Its lock recipe.
-    pub locks: Locks,
+    /// The recipes of every tenant.
+    pub tenants: Tenants,
 }
 
 /// The instance's metrics. Cheap to clone.
@@ -83,13 +83,13 @@ struct Inner {
     rpc_seconds: Seconds,
     zk_connected: Gauge,
     zk_rtt_seconds: Histogram,
-    leases: Gauge,
-    heartbeat_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    leases: Family<TenantLabels, Gauge>,
+    heartbeat_lag_seconds: Family<TenantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     election_candidates: Family<ElectionLabels, Gauge>,
     election_has_leader: Family<ElectionLabels, Gauge>,
-    lock_calls_in_progress: Gauge,
-    lock_acquired: Counter,
-    lock_released: Counter,
+    lock_calls_in_progress: Family<TenantLabels, Gauge>,
+    lock_acquired: Family<TenantLabels, Counter>,
+    lock_released: Family<TenantLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,9 +118,9 @@ impl Metrics {
             "Round trip of a ZooKeeper read, probed every 5 s",
             zk_rtt_seconds.clone(),
         );
-        let leases = Gauge::default();
+        let leases = Family::<TenantLabels, Gauge>::default();
         registry.register("leases", "Leases attached to this instance (kept alive through it)", leases.clone());
-        let heartbeat_lag_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let heartbeat_lag_seconds = Family::<TenantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register(
             "heartbeat_lag_seconds",
             "Longest time since a heartbeat among leases attached to this instance",
@@ -138,15 +138,15 @@ impl Metrics {
             "1 when an election this instance follows has a leader",
             election_has_leader.clone(),
         );
-        let lock_calls_in_progress = Gauge::default();
+        let lock_calls_in_progress = Family::<TenantLabels, Gauge>::default();
         registry.register(
             "lock_calls_in_progress",
             "Lock and TryLock calls being served by this instance (mostly waiters)",
             lock_calls_in_progress.clone(),
         );
-        let lock_acquired = Counter::default();
+        let lock_acquired = Family::<TenantLabels, Counter>::default();
         registry.register("lock_acquired", "Lock requests granted through this instance", lock_acquired.clone());
-        let lock_released = Counter::default();
+        let lock_released = Family::<TenantLabels, Counter>::default();
         registry.register("lock_released", "Holds released through this instance (Unlock)", lock_released.clone());
         Self {
             inner: Arc::new(Inner {
@@ -188,23 +188,28 @@ impl Metrics {
     pub fn render(&self, sources: &Sources) -> String {
         let inner = &self.inner;
         inner.zk_connected.set(i64::from(sources.session.status().is_connected()));
-        let (leases, lag) = sources.leases.local_stats();
-        inner.leases.set(i64::try_from(leases).unwrap_or(i64::MAX));
-        inner.heartbeat_lag_seconds.set(lag.as_secs_f64());
         inner.election_candidates.clear();
         inner.election_has_leader.clear();
-        for election in sources.elections.summaries() {
-            let labels = ElectionLabels { election: election.name };
+        for recipes in sources.tenants.all() {
+            let tenant = recipes.tenant.clone().unwrap_or_default();
+            let labels = TenantLabels { tenant: tenant.clone() };
+            let (leases, lag) = recipes.leases.local_stats();
+            inner.leases.get_or_create(&labels).set(i64::try_from(leases).unwrap_or(i64::MAX));
+            inner.heartbeat_lag_seconds.get_or_create(&labels).set(lag.as_secs_f64());
+            for election in recipes.elections.summaries() {
+                let labels = ElectionLabels { tenant: tenant.clone(), election: election.name };
+                let candidates = i64::try_from(election.candidates).unwrap_or(i64::MAX);
+                inner.election_candidates.get_or_create(&labels).set(candidates);
+                inner.election_has_leader.get_or_create(&labels).set(i64::from(election.has_leader));
+            }
+            let locks = recipes.locks.stats();
             inner
-                .election_candidates
+                .lock_calls_in_progress
                 .get_or_create(&labels)
-                .set(i64::try_from(election.candidates).unwrap_or(i64::MAX));
-            inner.election_has_leader.get_or_create(&labels).set(i64::from(election.has_leader));
+                .set(i64::try_from(locks.in_progress).unwrap_or(i64::MAX));
+            catch_up(&inner.lock_acquired.get_or_create(&labels), locks.acquired);
+            catch_up(&inner.lock_released.get_or_create(&labels), locks.released);
         }
-        let locks = sources.locks.stats();
-        inner.lock_calls_in_progress.set(i64::try_from(locks.in_progress).unwrap_or(i64::MAX));
-        catch_up(&inner.lock_acquired, locks.acquired);
-        catch_up(&inner.lock_released, locks.released);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &inner.registry);
