@@ -1,7 +1,5 @@
 //! `zkcoord.v1.Election`: validates, calls [`crate::recipe::election`], copies into protobuf.
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Caller, Context, ResponseStream, check, convert::health_to_pb};
@@ -128,7 +126,7 @@ impl election_server::Election for ElectionService {
         let request = campaign_request(request.into_inner())?;
         self.ctx.authorize(&caller, &tenant, Resource::Election, [&request.key.election])?;
         let mut campaign = tenant.elections.campaign(request).await?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (tx, stream) = super::stream_channel(STREAM_BUFFER);
         let shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -144,7 +142,7 @@ impl election_server::Election for ElectionService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(stream))
     }
 
     async fn proclaim(&self, request: Request<pb::ProclaimRequest>) -> Result<Response<pb::ProclaimResponse>, Status> {
@@ -171,7 +169,7 @@ impl election_server::Election for ElectionService {
         let tenant = self.ctx.recipes(&request)?;
         let name = Name::parse("election", &request.get_ref().election)?;
         let (watch, _) = tenant.elections.state(&name).await?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (tx, stream) = super::stream_channel(STREAM_BUFFER);
         let shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
             // Every state this instance reads, in order: the current one, then each later one.
@@ -217,7 +215,7 @@ impl election_server::Election for ElectionService {
                 };
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(stream))
     }
 
     async fn resign(&self, request: Request<pb::ResignRequest>) -> Result<Response<pb::ResignResponse>, Status> {

@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
@@ -84,7 +82,7 @@ impl lease_server::Lease for LeaseService {
         let lease = tenant.leases.attach(credentials.id, &credentials.secret).await?;
         let first_ack = self.ack(&lease, &first)?;
 
-        let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
+        let (tx, stream) = super::stream_channel(KEEPALIVE_BUFFER);
         let ctx = self.ctx.clone();
         let service = self.clone();
         tokio::spawn(async move {
@@ -114,7 +112,7 @@ impl lease_server::Lease for LeaseService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(stream))
     }
 
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {

@@ -83,3 +83,26 @@ impl Context {
 
 /// A server-streaming response.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
+
+/// A bounded channel feeding a server stream. Items travel boxed: tokio's mpsc allocates its
+/// slots 32 at a time whatever the capacity, so an idle stream holds 32 pointers instead of
+/// 32 messages (about 4 KiB less per Observe or Campaign stream, 1.5 KiB per KeepAlive).
+pub fn stream_channel<T: Send + 'static>(capacity: usize) -> (StreamSender<T>, ResponseStream<T>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Box<Result<T, tonic::Status>>>(capacity);
+    let stream = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |item| *item);
+    (StreamSender(tx), Box::pin(stream))
+}
+
+/// The sending side of [`stream_channel`].
+#[derive(Debug)]
+pub struct StreamSender<T>(tokio::sync::mpsc::Sender<Box<Result<T, tonic::Status>>>);
+
+impl<T> StreamSender<T> {
+    /// Sends one item, waiting for room; `Err` once the client has gone away.
+    ///
+    /// # Cancellation safety
+    /// Cancelling before the item is queued drops it.
+    pub async fn send(&self, item: Result<T, tonic::Status>) -> Result<(), ()> {
+        self.0.send(Box::new(item)).await.map_err(|_| ())
+    }
+}
