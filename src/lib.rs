@@ -8,6 +8,7 @@
 pub mod api;
 pub mod authz;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod ctl;
 pub mod error;
