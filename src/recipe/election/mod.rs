@@ -528,10 +528,11 @@ impl Elections {
         record.leader = None;
         record.yielded = Some(Yielded { candidate_id: leader.candidate_id.clone(), lease_id: leader.lease_id });
         let (old_term, next_id) = (state.record.term, next.id.clone());
+        let path = layout::election(name);
         match crate::zk::traced(
             "set_data",
-            &layout::election(name),
-            client.set_data(&layout::election(name), &record::encode(&record), Some(state.version)),
+            &path,
+            client.set_data(&path, &record::encode(&record), Some(state.version)),
         )
         .await
         {
@@ -628,13 +629,8 @@ async fn own_candidate(client: &Client, path: &str, lease_id: i64) -> Result<i32
 /// Checks that `key` leads `term` now.
 async fn check_leads(client: &Client, key: &CandidateKey, term: i64) -> Result<()> {
     let not_leader = Error::FailedPrecondition("not the leader of that term");
-    let (data, _) = match crate::zk::traced(
-        "get_data",
-        &layout::election(&key.election),
-        client.get_data(&layout::election(&key.election)),
-    )
-    .await
-    {
+    let path = layout::election(&key.election);
+    let (data, _) = match crate::zk::traced("get_data", &path, client.get_data(&path)).await {
         Ok(found) => found,
         Err(zookeeper_client::Error::NoNode) => return Err(not_leader),
         Err(err) => return Err(err.into()),

@@ -364,15 +364,8 @@ impl Task {
             && let Ok(client) = self.shared.session.client()
         {
             for lease_id in vanished {
-                if matches!(
-                    crate::zk::traced(
-                        "check_stat",
-                        &layout::lease(lease_id),
-                        client.check_stat(&layout::lease(lease_id))
-                    )
-                    .await,
-                    Ok(None)
-                ) {
+                let path = layout::lease(lease_id);
+                if matches!(crate::zk::traced("check_stat", &path, client.check_stat(&path)).await, Ok(None)) {
                     gone_leases.insert(lease_id);
                 }
             }

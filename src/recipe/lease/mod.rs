@@ -265,9 +265,8 @@ impl Leases {
             let mode = CreateMode::Persistent.with_acls(inner.session.acls());
             for _ in 0..MAX_ID_ATTEMPTS {
                 let id = secret::new_lease_id();
-                match crate::zk::traced("create", &layout::lease(id), client.create(&layout::lease(id), &data, &mode))
-                    .await
-                {
+                let path = layout::lease(id);
+                match crate::zk::traced("create", &path, client.create(&path, &data, &mode)).await {
                     Ok((stat, _)) => {
                         inner.adopt(id, &record, stat.version, &client).await;
                         tracing::debug!(lease = id, owner = %record.owner, "lease granted");
@@ -415,13 +414,8 @@ async fn bindings(client: &Client, path: &str, children: &[String]) -> Result<Ve
                 candidate_id: candidate_id.as_str().to_owned(),
             }),
             Some(layout::BindingKind::Hold { hold }) => {
-                let data = match crate::zk::traced(
-                    "get_data",
-                    &format!("{path}/{child}"),
-                    client.get_data(&format!("{path}/{child}")),
-                )
-                .await
-                {
+                let binding = format!("{path}/{child}");
+                let data = match crate::zk::traced("get_data", &binding, client.get_data(&binding)).await {
                     Ok((data, _)) => data,
                     Err(zookeeper_client::Error::NoNode) => continue,
                     Err(err) => return Err(err.into()),

@@ -96,7 +96,8 @@ pub async fn read_all(client: &Client) -> Result<Vec<(i64, LeaseRecord, i32)>> {
     ids.sort_unstable();
     // One request each, all in flight at once on the session's connection.
     let reads = ids.iter().map(|&id| async move {
-        (id, crate::zk::traced("get_data", &layout::lease(id), client.get_data(&layout::lease(id))).await)
+        let path = layout::lease(id);
+        (id, crate::zk::traced("get_data", &path, client.get_data(&path)).await)
     });
     let mut records = Vec::with_capacity(ids.len());
     for (id, result) in futures_util::future::join_all(reads).await {
