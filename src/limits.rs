@@ -5,16 +5,8 @@
 //!   until its response headers: the whole call for unary RPCs (a Lock waiting for its keys
 //!   included), until the stream is open for streams.
 //! * Request message size ([`crate::server::MAX_REQUEST_BYTES`]): tonic reports an oversized
-//!   message as OUT_OF_RANGE; [`MessageSizeStatusLayer`] reports it as RESOURCE_EXHAUSTED, as
-//!   gRPC specifies, with a stable message.
-
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
-
-use tower::{Layer, Service};
+//!   message as OUT_OF_RANGE; [`oversized_as_resource_exhausted`] reports it as
+//!   RESOURCE_EXHAUSTED, as gRPC specifies, with a stable message.
 
 /// The message of an oversized request.
 pub const TOO_LARGE_MESSAGE: &str = "request message too large";
@@ -22,57 +14,22 @@ pub const TOO_LARGE_MESSAGE: &str = "request message too large";
 /// How tonic words a request over the decoding limit (`tonic::codec::decode`).
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large";
 
-/// Rewrites tonic's OUT_OF_RANGE for an oversized request into RESOURCE_EXHAUSTED.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MessageSizeStatusLayer;
-
-impl<S> Layer<S> for MessageSizeStatusLayer {
-    type Service = MessageSizeStatus<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        MessageSizeStatus { inner }
+/// Rewrites tonic's OUT_OF_RANGE for an oversized request into RESOURCE_EXHAUSTED; the server
+/// applies it to every response (`tower::util::MapResponseLayer`).
+///
+/// Only "trailers-only" answers carry the status in their headers; those are the ones a
+/// request that failed to decode gets (unary and server-streaming calls decode their one
+/// request message before the handler runs).
+pub fn oversized_as_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11");
+    let too_large =
+        headers.get("grpc-message").is_some_and(|v| percent_decoded(v.as_bytes()).starts_with(TONIC_TOO_LARGE));
+    if out_of_range && too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert("grpc-message", http::HeaderValue::from_static("request%20message%20too%20large"));
     }
-}
-
-/// The service [`MessageSizeStatusLayer`] wraps.
-#[derive(Clone, Debug)]
-pub struct MessageSizeStatus<S> {
-    inner: S,
-}
-
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for MessageSizeStatus<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    /// Only "trailers-only" answers carry the status in their headers; those are the ones a
-    /// request that failed to decode gets (unary and server-streaming calls decode their one
-    /// request message before the handler runs).
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = response.await?;
-            let headers = response.headers_mut();
-            let out_of_range = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11");
-            let too_large = headers.get("grpc-message").is_some_and(|v| {
-                let message = percent_decoded(v.as_bytes());
-                message.starts_with(TONIC_TOO_LARGE)
-            });
-            if out_of_range && too_large {
-                headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-                headers.insert("grpc-message", http::HeaderValue::from_static("request%20message%20too%20large"));
-            }
-            Ok(response)
-        })
-    }
+    response
 }
 
 /// The grpc-message header is percent-encoded; decoding `%20` suffices to compare prefixes.

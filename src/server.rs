@@ -8,11 +8,12 @@ use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::util::MapResponseLayer;
 
 use crate::{
     api::{Context, election::ElectionService, lease::LeaseService, lock::LockService},
     config::Config,
-    limits::MessageSizeStatusLayer,
+    limits,
     metrics::{self, Metrics, Sources, rpc_layer::RpcMetricsLayer},
     pb::{
         self,
@@ -26,12 +27,12 @@ use crate::{
 
 /// The largest request message accepted, in bytes (1,000 lock keys of 128 bytes fit easily).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
-/// How often HTTP/2 keepalive pings probe idle client connections.
 /// The `grpc.health.v1` service name that is SERVING for as long as the process serves at all,
 /// whether or not ZooKeeper is reachable: for liveness probes (restarting zkcoord does not bring
 /// ZooKeeper back). Readiness probes use `""`, which follows the ZooKeeper session.
 pub const LIVENESS_SERVICE: &str = "zkcoord.liveness";
 
+/// How often HTTP/2 keepalive pings probe idle client connections.
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a keepalive ping may stay unanswered before the connection is dropped.
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -116,7 +117,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         .concurrency_limit_per_connection(config.max_calls_per_connection)
         .load_shed(true)
         .layer(RpcMetricsLayer::new(metrics))
-        .layer(MessageSizeStatusLayer)
+        .layer(MapResponseLayer::new(limits::oversized_as_resource_exhausted::<tonic::body::Body>))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

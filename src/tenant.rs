@@ -93,10 +93,10 @@ impl Tenants {
     ///
     /// # Errors
     /// [`Error::TenantNotAllowed`] for a tenant that is not configured.
-    pub fn get(&self, tenant: Option<&Name>) -> Result<Arc<Recipes>> {
+    pub fn get(&self, tenant: Option<&str>) -> Result<Arc<Recipes>> {
         match tenant {
             None => Ok(self.default.clone()),
-            Some(name) => self.named.get(name.as_str()).cloned().ok_or(Error::TenantNotAllowed),
+            Some(name) => self.named.get(name).cloned().ok_or(Error::TenantNotAllowed),
         }
     }
 

@@ -49,15 +49,11 @@ impl Context {
     /// ([`Error::TenantNotAllowed`]) for a tenant that is not configured.
     pub fn recipes<T>(&self, request: &Request<T>) -> Result<Arc<Recipes>> {
         let requested = tenant_of(request)?;
-        let Some(authz) = &self.authz else { return self.tenants.get(requested.as_ref()) };
+        let requested = requested.as_ref().map(Name::as_str);
+        let Some(authz) = &self.authz else { return self.tenants.get(requested) };
         let caller = super::Caller::of(request);
-        let tenant = authz
-            .tenant_for(caller.identity(), requested.as_ref().map(Name::as_str))
-            .map_err(|()| Error::TenantNotAllowed)?;
-        match tenant {
-            None => self.tenants.get(None),
-            Some(tenant) => self.tenants.get(Some(&Name::parse(TENANT_HEADER, &tenant)?)),
-        }
+        let tenant = authz.tenant_for(caller.identity(), requested).map_err(|()| Error::TenantNotAllowed)?;
+        self.tenants.get(tenant.as_deref())
     }
 }
 
