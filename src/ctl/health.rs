@@ -5,9 +5,8 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::Args;
 use serde_json::{Value, json};
-use tonic::transport::Endpoint;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-use zkcoord_client::Tls;
+use zkcoord_client::{Tls, endpoint_of};
 
 use super::{
     ClientArgs, CtlError, EX_UNAVAILABLE,
@@ -95,13 +94,7 @@ pub async fn run(args: HealthArgs) -> Result<ExitCode, CtlError> {
 
 /// Checks each service on one endpoint.
 async fn check(endpoint: &str, tls: Option<&Tls>) -> Result<Answers, CtlError> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("{scheme}://{endpoint}") };
-    let invalid = |err: String| CtlError::Usage(format!("--endpoints: invalid endpoint {endpoint:?}: {err}"));
-    let mut builder = Endpoint::from_shared(uri).map_err(|err| invalid(err.to_string()))?;
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls.client_config()).map_err(|err| invalid(err.to_string()))?;
-    }
+    let builder = endpoint_of(endpoint, tls).map_err(|err| CtlError::Usage(format!("--endpoints: {err}")))?;
     let channel = builder.connect_timeout(TIMEOUT).timeout(TIMEOUT).connect_lazy();
     let mut client = HealthClient::new(channel);
     let mut answers = Vec::new();

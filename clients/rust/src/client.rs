@@ -101,6 +101,22 @@ impl Tls {
     }
 }
 
+/// The tonic endpoint for `endpoint` (`host:port`, or a URI): `https` with `tls`, `http`
+/// without; for channels made outside [`Client`] (which uses it for each of its endpoints).
+///
+/// # Errors
+/// [`Error::InvalidEndpoint`], also for TLS settings tonic refuses.
+pub fn endpoint_of(endpoint: &str, tls: Option<&Tls>) -> Result<Endpoint, Error> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("{scheme}://{endpoint}") };
+    let invalid = |reason: String| Error::InvalidEndpoint { endpoint: endpoint.to_owned(), reason };
+    let builder = Endpoint::from_shared(uri).map_err(|e| invalid(e.to_string()))?;
+    match tls {
+        Some(tls) => builder.tls_config(tls.client_config()).map_err(|e| invalid(e.to_string())),
+        None => Ok(builder),
+    }
+}
+
 impl Client {
     /// A client of the instances at `endpoints` (`host:port` or `http://host:port`), in
     /// plaintext. Connections are made lazily, on first use.
@@ -133,18 +149,11 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut names = Vec::new();
         let mut channels = Vec::new();
         for endpoint in endpoints {
             let endpoint = endpoint.as_ref().trim();
-            let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("{scheme}://{endpoint}") };
-            let invalid = |reason: String| Error::InvalidEndpoint { endpoint: endpoint.to_owned(), reason };
-            let mut builder = Endpoint::from_shared(uri).map_err(|e| invalid(e.to_string()))?;
-            if let Some(tls) = tls {
-                builder = builder.tls_config(tls.client_config()).map_err(|e| invalid(e.to_string()))?;
-            }
-            let channel = builder
+            let channel = endpoint_of(endpoint, tls)?
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(10))

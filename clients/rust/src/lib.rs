@@ -42,7 +42,7 @@ mod error;
 mod lease;
 mod lock;
 
-pub use client::{Client, TENANT_HEADER, TenantHeader, Tls, Transport};
+pub use client::{Client, TENANT_HEADER, TenantHeader, Tls, Transport, endpoint_of};
 pub use election::{CampaignOptions, LeaderElector, LeadershipEvent, LossReason};
 pub use error::Error;
 pub use lease::{CheckResult, LeaseKeeper, LeaseOptions, LeaseStatus};
