@@ -37,6 +37,15 @@ use crate::{
 const STATE_HISTORY: usize = 1024;
 /// Pause before retrying after a ZooKeeper failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How long the instance that told a deposed leader DEPOSED waits before electing its
+/// successor. "Told" means handed to the leader's stream, which still has to be polled, encoded
+/// and written to the socket; the successor's ELECTED travels through a ZooKeeper write, a watch
+/// and another instance. On an idle loopback the second path can win by a fraction of a
+/// millisecond, so the deposed leader's client would read DEPOSED after the successor read
+/// ELECTED. This wait makes that ordering hold in practice for a client that reads its stream;
+/// safety against a client that does not read (or a slow network) still rests on the fencing
+/// token and on the lease, as everywhere else.
+const TELL_GRACE: Duration = Duration::from_millis(20);
 
 /// What a watch is about (and, once fired, what to re-read).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -409,8 +418,9 @@ impl Task {
         tracing::trace!(election = %self.name, complete = ?tell_then_complete, "sinks driven");
         if let Some(deposed) = tell_then_complete
             && state.generation != 0
-            && let Ok(client) = self.shared.session.client()
         {
+            tokio::time::sleep(TELL_GRACE).await;
+            let Ok(client) = self.shared.session.client() else { return };
             let decision = state.successor(&deposed);
             self.write(&client, state, decision).await;
         }
