@@ -19,9 +19,12 @@
 //! goes to the tenant of the first rule matching its identity (the default tenant when none
 //! matches, or the rule names none); a request naming a tenant needs a rule for its identity
 //! in that tenant. So an identity whose rules all name tenant `a` can see and touch nothing
-//! outside `a`. Pure logic: the api layer asks, and answers PERMISSION_DENIED.
+//! outside `a`. Pure logic: the api layer asks, and answers PERMISSION_DENIED. The rules in
+//! force follow the file: [`live`] reloads it when it changes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+pub mod live;
 
 use serde::Deserialize;
 
@@ -38,6 +41,9 @@ pub enum Resource {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Authz {
     rules: Vec<Rule>,
+    /// The file the rules were read from ([`Authz::load`]); it is watched for changes
+    /// ([`live`]).
+    source: Option<PathBuf>,
 }
 
 /// One `[[allow]]` rule.
@@ -107,7 +113,13 @@ impl Authz {
     /// A message naming the file and what is wrong with it.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let rules = Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self { source: Some(path.to_owned()), ..rules })
+    }
+
+    /// The file the rules were read from, if they were.
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
     }
 
     /// Parses the rules from TOML `text`.
@@ -140,7 +152,7 @@ impl Authz {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok(Self { rules })
+        Ok(Self { rules, source: None })
     }
 
     /// The tenant a request of `identity` is for, given the tenant its header names

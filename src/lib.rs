@@ -12,6 +12,7 @@ pub mod codec;
 pub mod config;
 pub mod ctl;
 pub mod error;
+pub mod file_change;
 pub mod limits;
 pub mod metrics;
 pub mod pb;

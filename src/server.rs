@@ -12,6 +12,7 @@ use tower::util::MapResponseLayer;
 
 use crate::{
     api::{Context, election::ElectionService, lease::LeaseService, lock::LockService},
+    authz::live::LiveAuthz,
     config::Config,
     limits,
     metrics::{self, Metrics, Sources, rpc_layer::RpcMetricsLayer},
@@ -87,8 +88,11 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         shutdown: shutdown.clone(),
         instance_id: config.instance_id.clone(),
         tenants,
-        authz: config.authz.clone().map(std::sync::Arc::new),
+        authz: config.authz.clone().map(LiveAuthz::new),
     };
+    if let Some(authz) = &ctx.authz {
+        authz.spawn_reloader(shutdown.clone());
+    }
 
     let (reporter, health) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;

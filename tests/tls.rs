@@ -306,6 +306,48 @@ async fn authz_rules_limit_the_names_an_identity_may_use() {
     instance.shutdown().await;
 }
 
+/// The `authz_file` is followed: a rewritten file governs new requests on existing
+/// connections; a broken rewrite leaves the previous rules in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_authz_rules_apply_to_new_requests() {
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let files = Files::new(&server_ca.server(), &client_ca);
+    std::fs::write(&files.authz, RULES).unwrap();
+    let instance = start("authz-reload", files.tls(true), Some(Authz::load(&files.authz).unwrap())).await;
+    let node =
+        connect(instance.addr(), client_tls(&server_ca, Some(&client_ca.client("ledger-node-a")))).await.unwrap();
+    eventually(Duration::from_secs(30), "SERVING", || async { health(&node).await == Ok(ServingStatus::Serving) })
+        .await;
+    let granted = grant(&node, "ledger-node-a", Duration::from_secs(60)).await;
+    let locker = Locker::with_lease(&node, (granted.lease_id, granted.secret));
+    let held = locker.lock(&["orders:1"], EXCLUSIVE, 1000).await.unwrap();
+    locker.unlock(&held.handle).await.unwrap();
+    assert_eq!(locker.lock(&["users:1"], EXCLUSIVE, 1000).await.unwrap_err().code(), Code::PermissionDenied);
+
+    replace(&files.authz, "[[allow]]\nidentity = \"ledger-node-*\"\nlocks = [\"users:*\"]\n");
+    eventually(RELOAD_WAIT, "users:1 allowed by the new rules", || async {
+        match locker.try_lock(&["users:1"], EXCLUSIVE).await {
+            Ok(held) => held.acquired && locker.unlock(&held.handle).await.is_ok(),
+            Err(status) => {
+                assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+                false
+            }
+        }
+    })
+    .await;
+    let denied = locker.lock(&["orders:1"], EXCLUSIVE, 1000).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "orders:* is no longer allowed");
+
+    // A broken file (an unclosed list) is not used: the previous rules stay in force.
+    replace(&files.authz, "[[allow]]\nidentity = \"ledger-node-*\"\nlocks = [\"orders:*\"\n");
+    tokio::time::sleep(RELOAD_WAIT / 5).await;
+    let held = locker.lock(&["users:2"], EXCLUSIVE, 1000).await.expect("the previous rules stay in force");
+    locker.unlock(&held.handle).await.unwrap();
+    assert_eq!(locker.lock(&["orders:1"], EXCLUSIVE, 1000).await.unwrap_err().code(), Code::PermissionDenied);
+    instance.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_certificate_files_are_used_for_new_connections() {
     let old_ca = Ca::new("old ca");

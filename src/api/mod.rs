@@ -14,7 +14,7 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    authz::{Authz, Resource},
+    authz::{Resource, live::LiveAuthz},
     error::{Error, Result},
     tenant::Tenants,
     tls::TlsPeer,
@@ -36,7 +36,7 @@ pub struct Context {
     /// The recipes of the default tenant and of each configured tenant.
     pub tenants: Tenants,
     /// Which names each client identity may use; `None`: every name to every client.
-    pub authz: Option<Arc<Authz>>,
+    pub authz: Option<LiveAuthz>,
 }
 
 /// The caller of a request: its client certificate identity, if it presented one (mTLS).
@@ -69,7 +69,7 @@ impl Context {
     ) -> Result<()> {
         let Some(authz) = &self.authz else { return Ok(()) };
         let names = names.into_iter().map(Name::as_str);
-        if authz.allows(caller.0.as_deref(), recipes.tenant.as_deref(), resource, names) {
+        if authz.current().allows(caller.0.as_deref(), recipes.tenant.as_deref(), resource, names) {
             return Ok(());
         }
         let resource = match resource {

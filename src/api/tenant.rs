@@ -52,7 +52,7 @@ impl Context {
         let requested = requested.as_ref().map(Name::as_str);
         let Some(authz) = &self.authz else { return self.tenants.get(requested) };
         let caller = super::Caller::of(request);
-        let tenant = authz.tenant_for(caller.identity(), requested).map_err(|()| Error::TenantNotAllowed)?;
+        let tenant = authz.current().tenant_for(caller.identity(), requested).map_err(|()| Error::TenantNotAllowed)?;
         self.tenants.get(tenant.as_deref())
     }
 }

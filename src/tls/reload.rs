@@ -1,18 +1,14 @@
 //! Building the rustls server configuration from the PEM files, and rebuilding it when they
 //! change.
 //!
-//! The files are polled every [`POLL_INTERVAL`] (modification time, length and inode, so a
-//! file replaced by rename — as Kubernetes does with Secret volumes — counts as changed). When
-//! any changed, the whole configuration is rebuilt from all of them; a rebuild that fails (a
+//! The files are polled ([`crate::file_change`]: a file replaced by rename, as Kubernetes does
+//! with Secret volumes, counts as changed). When any changed, the whole configuration is rebuilt from all of them; a rebuild that fails (a
 //! half-written file, a key that does not match the certificate, ...) is logged and the
 //! previous configuration keeps serving until the files change again.
 
 use std::{
-    fs,
-    os::unix::fs::MetadataExt,
     path::Path,
     sync::{Arc, PoisonError, atomic::Ordering},
-    time::{Duration, SystemTime},
 };
 
 use rustls::{
@@ -23,10 +19,7 @@ use rustls::{
 use tokio_util::sync::CancellationToken;
 
 use super::{Shared, TlsError};
-use crate::config::TlsConfig;
-
-/// How often the certificate, key and CA files are checked for changes.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+use crate::{config::TlsConfig, file_change::Poller};
 
 /// Builds the server configuration from the files named in `files`.
 ///
@@ -89,36 +82,17 @@ fn pem_error(err: &rustls::pki_types::pem::Error) -> String {
     }
 }
 
-/// A version of the files: modification time, length and inode of each (`None`: unreadable).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Fingerprint(Vec<Option<(SystemTime, u64, u64)>>);
-
-fn fingerprint(files: &TlsConfig) -> Fingerprint {
+/// Polls the files until `shutdown`, swapping in a new configuration after each change.
+/// Watching starts when this is called, not when the future is first polled.
+pub(super) fn watch(shared: Arc<Shared>, shutdown: CancellationToken) -> impl Future<Output = ()> {
+    let files = &shared.files;
     let paths = [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()];
-    Fingerprint(
-        paths
-            .into_iter()
-            .flatten()
-            .map(|path| fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len(), m.ino()))))
-            .collect(),
-    )
+    let poller = Poller::new(paths.into_iter().flatten().cloned().collect());
+    follow(shared, poller, shutdown)
 }
 
-/// Polls the files until `shutdown`, swapping in a new configuration after each change.
-pub(super) async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut seen = fingerprint(&shared.files);
-    let mut interval = tokio::time::interval(POLL_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let now = fingerprint(&shared.files);
-        if now == seen {
-            continue;
-        }
-        seen = now;
+async fn follow(shared: Arc<Shared>, mut poller: Poller, shutdown: CancellationToken) {
+    while poller.changed(&shutdown).await {
         let files = shared.files.clone();
         let loaded = tokio::task::spawn_blocking(move || load(&files)).await;
         match loaded {

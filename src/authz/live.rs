@@ -1,0 +1,148 @@
+//! The `authz_file` rules in force, reloaded when the file changes.
+//!
+//! The file is polled ([`crate::file_change`]); after a change it is read and parsed again,
+//! and the new rules apply to every request that starts afterwards. A file that cannot be
+//! read or parsed (half written, a typo, removed) is logged and the previous rules stay in
+//! force: an operator's mistake never opens or closes everything at once. Each request takes
+//! the rules once per decision, so a reload never changes a decision half-way.
+
+use std::sync::{
+    Arc, PoisonError, RwLock,
+    atomic::{AtomicU64, Ordering},
+};
+
+use tokio_util::sync::CancellationToken;
+
+use super::Authz;
+use crate::file_change::Poller;
+
+/// The rules in force. Cheap to clone; clones share the rules.
+#[derive(Clone, Debug)]
+pub struct LiveAuthz {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    rules: RwLock<Arc<Authz>>,
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+}
+
+impl LiveAuthz {
+    /// Starts with `rules`; they follow their file ([`Authz::source`]) once
+    /// [`LiveAuthz::spawn_reloader`] runs.
+    pub fn new(rules: Authz) -> Self {
+        let shared = Shared {
+            rules: RwLock::new(Arc::new(rules)),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+        };
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// The rules in force now.
+    pub fn current(&self) -> Arc<Authz> {
+        self.shared.rules.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// How many times the changed file was loaded and put in force.
+    pub fn reloads(&self) -> u64 {
+        self.shared.reloads.load(Ordering::Relaxed)
+    }
+
+    /// How many times the changed file could not be used (the previous rules stayed).
+    pub fn reload_failures(&self) -> u64 {
+        self.shared.reload_failures.load(Ordering::Relaxed)
+    }
+
+    /// Follows the rules' file until `shutdown`; `None` when the rules came from no file.
+    pub fn spawn_reloader(&self, shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        let path = self.current().source()?.to_owned();
+        let live = self.clone();
+        // Watching starts now; a change since the rules were first read (at configuration
+        // time) is caught by reading the file once more right away.
+        let mut poller = Poller::new(vec![path.clone()]);
+        Some(tokio::spawn(async move {
+            let mut changed = true;
+            while changed || poller.changed(&shutdown).await {
+                changed = false;
+                let loading = path.clone();
+                match tokio::task::spawn_blocking(move || Authz::load(&loading)).await {
+                    Ok(Ok(rules)) if *live.current() == rules => {}
+                    Ok(Ok(rules)) => live.replace(rules),
+                    Ok(Err(err)) => {
+                        live.shared.reload_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %err, "authz_file changed but cannot be used; keeping the previous rules");
+                    }
+                    Err(err) => {
+                        live.shared.reload_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %err, "authz_file reload task failed; keeping the previous rules");
+                    }
+                }
+            }
+        }))
+    }
+
+    fn replace(&self, rules: Authz) {
+        let count = rules.rules.len();
+        *self.shared.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
+        self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(rules = count, "authz_file changed; new requests use the new rules");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, time::Duration};
+
+    use super::*;
+    use crate::authz::Resource;
+
+    fn write(path: &std::path::Path, text: &str) {
+        let aside = path.with_extension("new");
+        fs::write(&aside, text).expect("test setup");
+        fs::rename(&aside, path).expect("test setup");
+    }
+
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        for _ in 0..100 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("not reached: {what}");
+    }
+
+    #[tokio::test]
+    async fn rules_follow_the_file_and_a_broken_file_keeps_the_previous_ones() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let path = dir.path().join("authz.toml");
+        fs::write(&path, "[[allow]]\nidentity = \"node\"\nlocks = [\"a:*\"]\n").expect("test setup");
+        let live = LiveAuthz::new(Authz::load(&path).expect("test setup"));
+        let allows = |live: &LiveAuthz, key: &str| live.current().allows(Some("node"), None, Resource::LockKey, [key]);
+        assert!(allows(&live, "a:1") && !allows(&live, "b:1"));
+        let shutdown = CancellationToken::new();
+        let task = live.spawn_reloader(shutdown.clone()).expect("rules from a file are followed");
+
+        write(&path, "[[allow]]\nidentity = \"node\"\nlocks = [\"b:*\"]\n");
+        until("the new rules", || allows(&live, "b:1")).await;
+        assert!(!allows(&live, "a:1"));
+        assert_eq!(live.reloads(), 1);
+
+        write(&path, "[[allow]]\nidentity = \"node\"\nlocks = [\"c:*\"\n");
+        until("the failed reload", || live.reload_failures() == 1).await;
+        fs::remove_file(&path).expect("test setup");
+        until("the second failed reload", || live.reload_failures() == 2).await;
+        assert!(allows(&live, "b:1") && !allows(&live, "c:1"), "the previous rules stay in force");
+        shutdown.cancel();
+        task.await.expect("test setup");
+    }
+
+    #[test]
+    fn parsed_rules_have_no_file_to_follow() {
+        let live = LiveAuthz::new(Authz::parse("").expect("test setup"));
+        assert!(live.spawn_reloader(CancellationToken::new()).is_none());
+    }
+}
