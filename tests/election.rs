@@ -430,3 +430,45 @@ async fn no_overlapping_leaders_and_growing_tokens_across_instances_and_restarts
     }
     assert!(terms >= 20, "{terms} leaderships seen");
 }
+
+/// A leader whose Campaign stream closed keeps its candidacy (its lease lives on), and can
+/// still be deposed: the instance that held the stream sees nobody is left to tell and
+/// completes the deposition, so a Transfer elects the target instead of waiting forever.
+#[tokio::test]
+async fn a_leader_without_its_stream_can_still_be_deposed() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("election-streamless");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let b = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let on_a = support::channel(a.addr()).await;
+    let on_b = support::channel(b.addr()).await;
+    let e = "streamless";
+    let mut one = campaign(&on_a, e, "node-1", leased(&on_a, "1").await, 0, pb::PreemptPolicy::Off).await;
+    let first = one.until(pb::CandidateState::Elected).await;
+    let mut two = campaign(&on_b, e, "node-2", leased(&on_b, "2").await, 1, pb::PreemptPolicy::Off).await;
+    two.until(pb::CandidateState::Queued).await;
+    let lease_one = one.lease.clone();
+    drop(one);
+    // Instance a notices the closed stream when it next sends on it: a new value to report.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ElectionClient::new(on_a.clone())
+        .proclaim(pb::ProclaimRequest { key: key(e, "node-1", &lease_one), term: first.term, value: b"v2".to_vec() })
+        .await
+        .unwrap();
+    two.until(pb::CandidateState::Queued).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(leader(&on_b, e).await.unwrap().candidate_id, "node-1", "the candidacy outlives its stream");
+
+    let started = Instant::now();
+    let response = ElectionClient::new(on_b.clone())
+        .transfer(pb::TransferRequest { election: e.into(), target_candidate_id: "node-2".into(), from: None, term: 0 })
+        .await
+        .expect("the transfer completes");
+    let new_leader = response.into_inner().leader.unwrap();
+    assert_eq!(new_leader.candidate_id, "node-2");
+    let elected = two.until(pb::CandidateState::Elected).await;
+    assert!(elected.fencing_token > first.fencing_token);
+    assert!(started.elapsed() < Duration::from_secs(5), "transfer took {:?}", started.elapsed());
+    a.shutdown().await;
+    b.shutdown().await;
+}

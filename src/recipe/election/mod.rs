@@ -172,7 +172,43 @@ pub struct CampaignRequest {
 #[derive(Debug)]
 pub struct Campaign {
     statuses: mpsc::UnboundedReceiver<CandidateStatus>,
-    _watch: Arc<ElectionWatch>,
+    watch: Arc<ElectionWatch>,
+    candidate_id: String,
+    lease_id: i64,
+    me: String,
+}
+
+impl Drop for Campaign {
+    /// The candidacy outlives its stream. While it leads (or is being deposed) with its stream
+    /// recorded here, this instance keeps following the election: it is the one elector that
+    /// can see that nobody is left to tell of a deposition, and completes it (see
+    /// `watch::Task::drive_sinks`); the others wait for it while it is registered.
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (watch, id, me) =
+            (self.watch.clone(), std::mem::take(&mut self.candidate_id), std::mem::take(&mut self.me));
+        let lease_id = self.lease_id;
+        runtime.spawn(async move {
+            let mut states = watch.state.clone();
+            loop {
+                let hosted_leader = {
+                    let state = states.borrow_and_update();
+                    let leads =
+                        state.record.leader.as_ref().is_some_and(|l| l.candidate_id == id && l.lease_id == lease_id);
+                    let deposed =
+                        state.record.deposed.as_ref().is_some_and(|d| d.candidate_id == id && d.lease_id == lease_id);
+                    let here = state.candidates.get(&id).is_some_and(|c| {
+                        c.record.lease_id == lease_id && c.record.stream.as_deref() == Some(me.as_str())
+                    });
+                    (leads || deposed) && here
+                };
+                // The task ends (and the sender with it) at shutdown.
+                if !hosted_leader || states.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
 }
 
 impl Campaign {
@@ -383,7 +419,13 @@ impl Elections {
         let watch = self.shared.registry.get(&self.shared, &key.election);
         watch.poke();
         let statuses = watch.add_sink(key.candidate_id.as_str().to_owned(), key.lease_id, written_zxid);
-        Ok(Campaign { statuses, _watch: watch })
+        Ok(Campaign {
+            statuses,
+            watch,
+            candidate_id: key.candidate_id.as_str().to_owned(),
+            lease_id: key.lease_id,
+            me: self.shared.me.name.clone(),
+        })
     }
 
     /// Withdraws a candidacy; with `term` non-zero, only if it leads that term.
@@ -399,16 +441,21 @@ impl Elections {
         lease::read_verified(&client, key.lease_id, &key.secret).await?;
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
         let version = own_candidate(&client, &candidate_path, key.lease_id).await?;
-        if term != 0 {
-            check_leads(&client, key, term).await?;
-        }
+        // With a term: the election record must still be the one that says so when we delete.
+        let leads = if term != 0 { Some(check_leads(&client, key, term).await?) } else { None };
         let binding_path =
             format!("{}/{}", layout::lease(key.lease_id), layout::candidacy_binding(&key.election, &key.candidate_id));
         let mut multi = client.new_multi_writer();
+        if let Some(election_version) = leads {
+            multi.add_check_version(&layout::election(&key.election), election_version)?;
+        }
         multi.add_delete(&candidate_path, Some(version))?;
         multi.add_delete(&binding_path, None)?;
         match crate::zk::traced("multi", "", multi.commit()).await {
             Ok(_) => Ok(()),
+            Err(MultiWriteError::OperationFailed { index: 0, .. }) if leads.is_some() => {
+                Err(Error::FailedPrecondition("not the leader of that term"))
+            }
             Err(MultiWriteError::OperationFailed { .. }) => {
                 Err(Error::FailedPrecondition("the candidacy changed meanwhile; retry"))
             }
@@ -423,28 +470,28 @@ impl Elections {
     pub async fn proclaim(&self, key: &CandidateKey, term: i64, value: &[u8]) -> Result<()> {
         let client = self.shared.session.client()?;
         lease::read_verified(&client, key.lease_id, &key.secret).await?;
-        check_leads(&client, key, term).await?;
+        let not_leader = Error::FailedPrecondition("not the leader of that term");
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
         for _ in 0..MAX_ATTEMPTS {
-            let (data, stat) = client
-                .get_data(&candidate_path)
-                .await
-                .map_err(|_| Error::FailedPrecondition("not the leader of that term"))?;
+            let election_version = check_leads(&client, key, term).await?;
+            let (data, stat) =
+                match crate::zk::traced("get_data", &candidate_path, client.get_data(&candidate_path)).await {
+                    Ok(found) => found,
+                    Err(zookeeper_client::Error::NoNode) => return Err(not_leader),
+                    Err(err) => return Err(err.into()),
+                };
             let mut record: CandidateRecord = record::decode(&data)?;
             record.value_hex = secret::hex(value);
-            match crate::zk::traced(
-                "set_data",
-                &candidate_path,
-                client.set_data(&candidate_path, &record::encode(&record), Some(stat.version)),
-            )
-            .await
-            {
+            // Written only while the election record still names this leader of `term`.
+            let mut multi = client.new_multi_writer();
+            multi.add_check_version(&layout::election(&key.election), election_version)?;
+            multi.add_set_data(&candidate_path, &record::encode(&record), Some(stat.version))?;
+            match crate::zk::traced("multi", "", multi.commit()).await {
                 Ok(_) => return Ok(()),
-                Err(zookeeper_client::Error::BadVersion) => continue,
-                Err(zookeeper_client::Error::NoNode) => {
-                    return Err(Error::FailedPrecondition("not the leader of that term"));
-                }
-                Err(err) => return Err(err.into()),
+                // The election or the candidacy changed: look again (a deposition is then seen
+                // by `check_leads`, a vanished candidacy by the read).
+                Err(MultiWriteError::OperationFailed { .. }) => continue,
+                Err(MultiWriteError::RequestFailed { source }) => return Err(source.into()),
             }
         }
         Err(Error::Unavailable)
@@ -626,11 +673,12 @@ async fn own_candidate(client: &Client, path: &str, lease_id: i64) -> Result<i32
     }
 }
 
-/// Checks that `key` leads `term` now.
-async fn check_leads(client: &Client, key: &CandidateKey, term: i64) -> Result<()> {
+/// Checks that `key` leads `term` now; returns the election record's version, for a write that
+/// must happen only while that holds.
+async fn check_leads(client: &Client, key: &CandidateKey, term: i64) -> Result<i32> {
     let not_leader = Error::FailedPrecondition("not the leader of that term");
     let path = layout::election(&key.election);
-    let (data, _) = match crate::zk::traced("get_data", &path, client.get_data(&path)).await {
+    let (data, stat) = match crate::zk::traced("get_data", &path, client.get_data(&path)).await {
         Ok(found) => found,
         Err(zookeeper_client::Error::NoNode) => return Err(not_leader),
         Err(err) => return Err(err.into()),
@@ -642,7 +690,7 @@ async fn check_leads(client: &Client, key: &CandidateKey, term: i64) -> Result<(
                 && leader.lease_id == key.lease_id
                 && record.term == term =>
         {
-            Ok(())
+            Ok(stat.version)
         }
         _ => Err(not_leader),
     }

@@ -414,6 +414,25 @@ impl Task {
                 }
                 keep
             });
+            // A deposed leader whose stream this instance held, but holds no more (the client
+            // went away; a failed send of DEPOSED dropped it just above): nobody can be told,
+            // and by the client rule a leader without its stream has stopped acting. Complete
+            // the deposition now, or nobody would (other electors wait while this instance is
+            // registered). A Campaign re-taking the candidacy here meanwhile is not harmed: its
+            // stream starts from the state it finds.
+            let me = self.shared.me.name.as_str();
+            if tell_then_complete.is_none()
+                && let Some(deposed) = &state.record.deposed
+                && state.candidates.get(&deposed.candidate_id).is_some_and(|candidate| {
+                    candidate.record.lease_id == deposed.lease_id && candidate.record.stream.as_deref() == Some(me)
+                })
+                && !sinks
+                    .iter()
+                    .any(|sink| sink.candidate_id == deposed.candidate_id && sink.lease_id == deposed.lease_id)
+            {
+                tracing::debug!(election = %self.name, candidate = %deposed.candidate_id, "deposed leader has no stream here; completing");
+                tell_then_complete = Some(deposed.clone());
+            }
         }
         tracing::trace!(election = %self.name, complete = ?tell_then_complete, "sinks driven");
         if let Some(deposed) = tell_then_complete
