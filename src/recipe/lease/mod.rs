@@ -300,14 +300,12 @@ impl Leases {
     /// # Cancellation safety
     /// A claim runs to completion in its own task, so a claimed lease is always tracked.
     pub async fn attach(&self, id: i64, secret: &str) -> Result<Arc<LocalLease>> {
-        if let Some(lease) = self.inner.local(id)
-            && lease.is_confirmed(self.inner.session.status())
-        {
-            if !secret::matches(secret, &lease.secret_sha256) {
-                return Err(Error::WrongSecret);
-            }
-            return Ok(lease);
-        }
+        // Always through ZooKeeper, even for a lease tracked and confirmed here: the client may
+        // have been attached elsewhere meanwhile (another instance claimed the lease), and this
+        // instance may not have heard of it yet — with a silently dead ZooKeeper link, for up
+        // to 9/20 of the session timeout, longer than the claim argument's margin (see
+        // `local`). One read per stream, not per heartbeat; a dead link makes it fail instead
+        // of confirming.
         let inner = self.inner.clone();
         let secret = secret.to_owned();
         tokio::spawn(tracing::Instrument::in_current_span(async move { claim(&inner, id, &secret).await }))
@@ -474,7 +472,18 @@ async fn claim(inner: &Arc<Inner>, id: i64, secret: &str) -> Result<Arc<LocalLea
             }
             Err(zookeeper_client::Error::BadVersion) => continue,
             Err(zookeeper_client::Error::NoNode) => return Err(Error::LeaseNotFound),
-            Err(err) => return Err(err.into()),
+            Err(err) => {
+                let err = Error::from(err);
+                if err.is_retryable() {
+                    // The claim may have been written without our hearing of it; then nobody
+                    // else expires the lease (its old home saw it move, the janitor sees this
+                    // instance registered). Track it anyway, as `grant` does: with version -1
+                    // its task trusts no write of ours, reads the record, and either expires
+                    // the lease here (home is this instance) or lets it go (`Moved`).
+                    inner.adopt(id, &record, -1, &client).await;
+                }
+                return Err(err);
+            }
         }
     }
     Err(Error::Unavailable)
