@@ -37,6 +37,9 @@ pub const LIVENESS_SERVICE: &str = "zkcoord.liveness";
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a keepalive ping may stay unanswered before the connection is dropped.
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits, at least, for lock calls to withdraw what they queued once the gRPC
+/// server has stopped (even when the grace period is over: its calls were just cut off).
+const LOCK_WITHDRAW_TIME: Duration = Duration::from_secs(1);
 
 /// A running zkcoord instance.
 #[derive(Debug)]
@@ -44,6 +47,7 @@ pub struct Instance {
     addr: SocketAddr,
     session: ZkSession,
     leases: Leases,
+    tenants: Tenants,
     health: JoinHandle<()>,
     shutdown: CancellationToken,
     grace: Duration,
@@ -87,7 +91,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         session: session.clone(),
         shutdown: shutdown.clone(),
         instance_id: config.instance_id.clone(),
-        tenants,
+        tenants: tenants.clone(),
         authz: config.authz.clone().map(LiveAuthz::new),
     };
     if let Some(authz) = &ctx.authz {
@@ -163,6 +167,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         addr,
         session,
         leases,
+        tenants,
         health: health_task,
         shutdown,
         grace: config.shutdown_grace,
@@ -200,9 +205,11 @@ impl Instance {
 
     /// Stops the instance gracefully: health turns NOT_SERVING, streams end with UNAVAILABLE
     /// so clients move to another instance, in-flight calls get up to the configured grace
-    /// period to finish, then the ZooKeeper session is closed.
+    /// period to finish, lock calls withdraw what they queued (within the grace period, or
+    /// [`LOCK_WITHDRAW_TIME`] if that is over), then the ZooKeeper session is closed.
     pub async fn shutdown(self) {
         tracing::info!(grace = ?self.grace, "shutting down");
+        let deadline = tokio::time::Instant::now() + self.grace;
         self.shutdown.cancel();
         // The health task turns everything NOT_SERVING as its last act.
         let _ = self.health.await;
@@ -215,6 +222,12 @@ impl Instance {
                 tracing::warn!("grace period over; closing the remaining connections");
                 server.abort();
             }
+        }
+        let tenants = self.tenants.all();
+        let drained = futures_util::future::join_all(tenants.iter().map(|t| t.locks.drain()));
+        let until = deadline.max(tokio::time::Instant::now() + LOCK_WITHDRAW_TIME);
+        if tokio::time::timeout_at(until, drained).await.is_err() {
+            tracing::warn!("lock calls still withdrawing their requests; their leases' end will");
         }
         self.session.close().await;
         tracing::info!("shut down");

@@ -272,6 +272,56 @@ async fn timed_out_and_cancelled_lock_calls_leave_no_trace() {
     instance.shutdown().await;
 }
 
+/// A graceful shutdown of the instance serving waiting Locks: the calls get UNAVAILABLE, and
+/// their requests are withdrawn before the instance's session closes (checked in ZooKeeper
+/// directly as soon as the shutdown returns). Many requests on many keys, so that the
+/// withdrawals take ZooKeeper a while.
+#[tokio::test]
+async fn a_graceful_shutdown_withdraws_waiting_requests() {
+    const WAITERS: usize = 16;
+    let zk = support::zk::shared();
+    let ns = support::namespace("lock-shutdown");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let b = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let on_a = support::channel(a.addr()).await;
+    let on_b = support::channel(b.addr()).await;
+    let holder = Locker::granted(&on_b, "holder", LONG).await;
+    let keys: Vec<String> = (0..300).map(|k| format!("drain-{k}")).collect();
+    let zk_client = support::zk_client(&zk.hosts()).await;
+    let held = holder.lock(&["drain-0"], EXCLUSIVE, 1000).await.unwrap();
+    let mut waiters = Vec::new();
+    let mut calls = Vec::new();
+    for i in 0..WAITERS {
+        // The waiters' leases live on b; only their Lock calls go through a.
+        let waiter = Locker::granted(&on_b, &format!("waiter-{i}"), LONG).await;
+        let waiter = Locker::with_lease(&on_a, waiter.lease);
+        calls.push(tokio::spawn({
+            let (waiter, keys) = (waiter.clone(), keys.clone());
+            async move { waiter.lock(&keys.iter().map(String::as_str).collect::<Vec<_>>(), EXCLUSIVE, 0).await }
+        }));
+        waiters.push(waiter);
+    }
+    support::eventually(Duration::from_secs(30), "the waiters are queued", || async {
+        queued(&zk_client, &ns, "drain-299").await.len() == WAITERS
+    })
+    .await;
+
+    a.shutdown().await;
+    assert_eq!(queued(&zk_client, &ns, "drain-0").await.len(), 1, "only the holder is queued");
+    for key in &keys[1..] {
+        assert!(queued(&zk_client, &ns, key).await.is_empty(), "the waiters' requests are withdrawn from {key}");
+    }
+    for waiter in &waiters {
+        assert!(bindings(&zk_client, &ns, waiter.lease.0).await.is_empty());
+    }
+    for call in calls {
+        let status = tokio::time::timeout(Duration::from_secs(10), call).await.unwrap().unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    holder.unlock(&held.handle).await.unwrap();
+    b.shutdown().await;
+}
+
 /// Holds are bound to the lease: TimeToLive lists them, revoking the lease releases them,
 /// and another instance (which never saw the hold) can unlock it.
 #[tokio::test]

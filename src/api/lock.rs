@@ -74,10 +74,9 @@ impl lock_server::Lock for LockService {
         let wait = validate::wait_timeout("wait_timeout_ms", req.wait_timeout_ms)?;
         self.ctx.authorize(&caller, &tenant, Resource::LockKey, &request.keys)?;
         let keys = request.keys.clone();
-        let acquired = tokio::select! {
-            acquired = tenant.locks.lock(request, wait) => acquired?,
-            () = self.ctx.shutdown.cancelled() => return Err(Error::ShuttingDown.into()),
-        };
+        // No select on the shutdown token here: the recipe answers ShuttingDown itself, after
+        // withdrawing the request, and a grant that came first is answered as a grant.
+        let acquired = tenant.locks.lock(request, wait).await?;
         Ok(Response::new(pb::LockResponse { tokens: tokens(&keys, &acquired), handle: acquired.handle }))
     }
 

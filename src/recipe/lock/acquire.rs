@@ -76,6 +76,9 @@ pub(super) async fn run(
     wait: Wait,
     cancel: CancellationToken,
 ) -> Result<Outcome> {
+    if inner.shutdown.is_cancelled() {
+        return Err(Error::ShuttingDown);
+    }
     let client = inner.session.client()?;
     let LockRequest { keys, lease_id, exclusive, .. } = request;
     if matches!(wait, Wait::No) {
@@ -103,7 +106,7 @@ pub(super) async fn run(
                 // For Holders' "since"; off the hand-off's critical path.
                 let node = NodeRecord { acquired_unix_ms: Some(crate::recipe::instance::now_unix_ms()), ..node };
                 let nodes = queued.nodes.clone();
-                tokio::spawn(async move { zkops::mark_acquired(&client, &nodes, &node).await });
+                inner.tasks.spawn(async move { zkops::mark_acquired(&client, &nodes, &node).await });
             }
             let cached = CachedHold { lease_id, digest, nodes: queued.nodes.into() };
             Ok(Outcome::Acquired(Acquired { handle: hold, token: queued.token }, cached))
@@ -248,7 +251,9 @@ async fn pause(deadline: Option<Instant>, cancel: &CancellationToken) {
 
 /// Withdraws request `hold` (its `nodes`, when known). Tries once inline, so that a caller
 /// that sees the call fail sees nothing left behind; when ZooKeeper cannot be reached, keeps
-/// trying in the background for [`CLEANUP_FOR`] (after that the lease's end withdraws it).
+/// trying in the background for [`CLEANUP_FOR`] or until the instance shuts down (after that
+/// the lease's end withdraws it). The background task is one of the lock tasks
+/// [`super::Locks::drain`] waits for.
 pub(super) async fn withdraw(inner: &Arc<Inner>, lease_id: i64, hold: &str, nodes: Option<&[String]>) {
     let attempt = async {
         let client = inner.session.client()?;
@@ -257,9 +262,10 @@ pub(super) async fn withdraw(inner: &Arc<Inner>, lease_id: i64, hold: &str, node
     match attempt.await {
         Ok(_) => {}
         Err(err) if err.is_retryable() => {
-            let inner = inner.clone();
             let hold = hold.to_owned();
-            tokio::spawn(async move {
+            let tasks = &inner.tasks;
+            let inner = inner.clone();
+            tasks.spawn(async move {
                 let give_up = Instant::now() + CLEANUP_FOR;
                 while Instant::now() < give_up && !inner.shutdown.is_cancelled() {
                     tokio::time::sleep(RETRY_PAUSE * 5).await;

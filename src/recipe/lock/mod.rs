@@ -30,6 +30,8 @@
 //!   unlocked with its handle, which its lease's bindings (Lease.TimeToLive) show.
 //! * ZooKeeper unreachable while waiting: the call keeps waiting (until its deadline);
 //!   withdrawing a request is retried in the background for a minute, then left to the lease.
+//! * The instance shuts down gracefully: waiting calls withdraw their requests and answer
+//!   UNAVAILABLE; the shutdown waits for that ([`Locks::drain`]) before it closes the session.
 
 mod acquire;
 pub mod queue;
@@ -38,6 +40,7 @@ pub mod zkops;
 
 use std::{
     collections::{HashMap, VecDeque},
+    future::Future,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -45,7 +48,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::acquire::{Outcome, Wait};
@@ -139,6 +142,48 @@ pub(crate) struct Inner {
     shutdown: CancellationToken,
     cache: Mutex<HoldCache>,
     stats: Stats,
+    tasks: Tasks,
+}
+
+/// The tasks of an instance's lock calls (and their background clean-ups), so that a graceful
+/// shutdown can wait until what they queued is withdrawn.
+#[derive(Debug)]
+struct Tasks {
+    running: watch::Sender<usize>,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Self { running: watch::Sender::new(0) }
+    }
+}
+
+impl Tasks {
+    /// Spawns `task`, counted as running until it ends (or is dropped with the runtime).
+    fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        struct Running(watch::Sender<usize>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                self.0.send_modify(|n| *n -= 1);
+            }
+        }
+        self.running.send_modify(|n| *n += 1);
+        let running = Running(self.running.clone());
+        tokio::spawn(async move {
+            let _running = running;
+            task.await;
+        });
+    }
+
+    /// Waits until no task is running.
+    async fn idle(&self) {
+        let mut running = self.running.subscribe();
+        // The sender lives in `self`: the channel cannot close while this borrows it.
+        let _ = running.wait_for(|n| *n == 0).await;
+    }
 }
 
 /// Counts of this instance's lock calls (for metrics).
@@ -208,7 +253,15 @@ impl Locks {
     /// The lock recipe for the instance `me`.
     pub fn new(session: ZkSession, me: Incarnation, leases: Leases, shutdown: CancellationToken) -> Self {
         Self {
-            inner: Arc::new(Inner { session, me, leases, shutdown, cache: Mutex::default(), stats: Stats::default() }),
+            inner: Arc::new(Inner {
+                session,
+                me,
+                leases,
+                shutdown,
+                cache: Mutex::default(),
+                stats: Stats::default(),
+                tasks: Tasks::default(),
+            }),
         }
     }
 
@@ -217,12 +270,14 @@ impl Locks {
     ///
     /// # Errors
     /// [`Error::DeadlineExceeded`] when `wait` ran out, [`Error::LeaseNotFound`],
-    /// [`Error::WrongSecret`], [`Error::ShuttingDown`], [`Error::Unavailable`]. After an error
-    /// nothing is held and no request is left queued.
+    /// [`Error::WrongSecret`], [`Error::ShuttingDown`] (the instance's shutdown began; the
+    /// request has been withdrawn), [`Error::Unavailable`]. After an error nothing is held and
+    /// no request is left queued.
     ///
     /// # Cancellation safety
     /// The work runs in its own task: cancelling the call withdraws the request (or releases
-    /// the hold, if it was acquired just then), leaving nothing behind.
+    /// the hold, if it was acquired just then), leaving nothing behind. [`Locks::drain`] waits
+    /// for that task.
     pub async fn lock(&self, request: LockRequest, wait: Option<Duration>) -> Result<Acquired> {
         let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         match self.run(request, Wait::Until(deadline)).await? {
@@ -260,7 +315,7 @@ impl Locks {
         let (sender, receiver) = oneshot::channel();
         let inner = self.inner.clone();
         let lease_id = request.lease_id;
-        tokio::spawn(tracing::Instrument::in_current_span(async move {
+        self.inner.tasks.spawn(tracing::Instrument::in_current_span(async move {
             let outcome = acquire::run(inner.clone(), request, owner, digest, wait, cancel).await;
             if let Ok(Outcome::Acquired(acquired, cached)) = &outcome {
                 inner.stats.acquired.fetch_add(1, Ordering::Relaxed);
@@ -305,6 +360,17 @@ impl Locks {
         }
         self.inner.stats.released.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Waits until every lock call's task has ended: each waiting call, once the shutdown
+    /// token fired, withdraws its request and ends; a call whose caller went away withdraws
+    /// its request or hold. Meant for graceful shutdown, before the ZooKeeper session closes
+    /// (bound it with a timeout: a withdrawal may be waiting for ZooKeeper).
+    ///
+    /// # Cancellation safety
+    /// Only waits: safe to cancel.
+    pub async fn drain(&self) {
+        self.inner.tasks.idle().await;
     }
 
     /// What this instance's lock calls amount to so far.
