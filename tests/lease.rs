@@ -108,6 +108,36 @@ async fn revoke_ends_an_open_keep_alive_stream() {
     instance.shutdown().await;
 }
 
+/// A lease bound to more lock nodes than one ZooKeeper transaction can carry (8 holds of
+/// 1,000 long keys: over 1 MiB of paths) still ends: Revoke releases every key.
+#[tokio::test]
+async fn revoke_releases_a_lease_bound_to_thousands_of_lock_nodes() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("lease-large")).await;
+    let channel = support::channel(instance.addr()).await;
+    let granted = grant(&channel, "bulk", Duration::from_secs(60)).await;
+    let locker = support::lock::Locker::with_lease(&channel, (granted.lease_id, granted.secret.clone()));
+    let long = "x".repeat(100);
+    let keys: Vec<Vec<String>> = (0..8).map(|h| (0..1000).map(|i| format!("bulk{h}-{i}-{long}")).collect()).collect();
+    for set in &keys {
+        let set: Vec<&str> = set.iter().map(String::as_str).collect();
+        locker.lock(&set, support::lock::EXCLUSIVE, 30_000).await.expect("1,000 keys locked");
+    }
+    LeaseClient::new(channel.clone())
+        .revoke(pb::RevokeRequest { lease: lease_ref(granted.lease_id, &granted.secret) })
+        .await
+        .expect("a large lease is revoked");
+    assert_eq!(ttl(&channel, granted.lease_id).await.unwrap_err().code(), Code::NotFound);
+    let other = grant(&channel, "next", Duration::from_secs(60)).await;
+    let next = support::lock::Locker::with_lease(&channel, (other.lease_id, other.secret));
+    for set in &keys {
+        let sample = [set[0].as_str(), set[999].as_str()];
+        let held = next.try_lock(&sample, support::lock::EXCLUSIVE).await.unwrap();
+        assert!(held.acquired, "keys of the revoked lease are free");
+    }
+    instance.shutdown().await;
+}
+
 #[tokio::test]
 async fn health_is_carried_by_heartbeats_and_visible_everywhere() {
     let zk = support::zk::shared();

@@ -21,11 +21,23 @@ pub enum DeleteOutcome {
 
 /// How often a deletion is retried when bindings are added concurrently.
 const MAX_ATTEMPTS: usize = 16;
+/// Largest deletion transaction, counted as path bytes plus [`OP_BYTES`] per operation.
+/// ZooKeeper refuses a request over `jute.maxbuffer` (1 MiB by default) by dropping the
+/// connection, so a lease bound to thousands of lock nodes could never be deleted in one.
+const MAX_MULTI_BYTES: usize = 256 * 1024;
+/// Encoding overhead of one delete operation in a transaction (generous).
+const OP_BYTES: usize = 16;
 
 /// Deletes the lease record at `path`, all its children (its bindings) and what each binding
 /// stands for (a candidate znode, a lock request's nodes) in one transaction, only if the record's version is
 /// `version` (any version when `None`). Bindings and their targets are always created and
 /// deleted together, so a binding's target exists exactly while the binding does.
+///
+/// A lease bound to more than one transaction can carry ([`MAX_MULTI_BYTES`]) first has its
+/// bindings released in batches, each binding with its targets and each batch only while the
+/// record still has `version`; then the record goes as usual. Such a lease's holds are thus
+/// released a little before the record is gone (the lease is ending anyway); if its version
+/// changes half-way (a claim racing the expiry), the batches already released stay released.
 ///
 /// # Errors
 /// [`crate::Error::Unavailable`] when ZooKeeper cannot be reached; the deletion may or may
@@ -40,15 +52,24 @@ pub async fn delete_lease(client: &Client, path: &str, version: Option<i32>) -> 
             Err(zookeeper_client::Error::NoNode) => return Ok(DeleteOutcome::Missing),
             Err(err) => return Err(err.into()),
         };
-        let mut multi = client.new_multi_writer();
-        let mut ops = 0;
+        let mut groups = Vec::with_capacity(children.len());
         for child in &children {
             let binding = format!("{path}/{child}");
-            for target in binding_targets(client, &binding, child).await? {
-                multi.add_delete(&target, None)?;
-                ops += 1;
+            let mut group = binding_targets(client, &binding, child).await?;
+            group.push(binding);
+            groups.push(group);
+        }
+        let bytes: usize = groups.iter().flatten().map(|p| p.len() + OP_BYTES).sum();
+        if bytes + path.len() + OP_BYTES > MAX_MULTI_BYTES {
+            match release_in_batches(client, path, version, &groups).await? {
+                Some(outcome) => return Ok(outcome),
+                None => continue, // released: list again, then delete the rest in one
             }
-            multi.add_delete(&binding, None)?;
+        }
+        let mut multi = client.new_multi_writer();
+        let mut ops = 0;
+        for target in groups.iter().flatten() {
+            multi.add_delete(target, None)?;
             ops += 1;
         }
         multi.add_delete(path, version)?;
@@ -66,6 +87,52 @@ pub async fn delete_lease(client: &Client, path: &str, version: Option<i32>) -> 
     }
     // Bindings kept changing: let the caller retry later.
     Err(crate::Error::Unavailable)
+}
+
+/// Deletes `groups` (each: a binding's targets, then the binding) in transactions of at most
+/// [`MAX_MULTI_BYTES`], each only while the record at `path` has `version` (if given).
+/// `Some` when the record's version changed or it vanished (stop there); `None` when done
+/// or when a binding vanished meanwhile (list again).
+async fn release_in_batches(
+    client: &Client,
+    path: &str,
+    version: Option<i32>,
+    groups: &[Vec<String>],
+) -> Result<Option<DeleteOutcome>> {
+    let mut batches: Vec<Vec<&String>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for group in groups {
+        let size: usize = group.iter().map(|p| p.len() + OP_BYTES).sum();
+        if bytes + size > MAX_MULTI_BYTES && batches.last().is_some_and(|b| !b.is_empty()) {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        batches.last_mut().expect("one batch at least").extend(group);
+    }
+    tracing::info!(lease = path, bindings = groups.len(), batches = batches.len(), "deleting a large lease in batches");
+    for batch in batches {
+        let mut multi = client.new_multi_writer();
+        let checked = version.is_some();
+        if let Some(version) = version {
+            multi.add_check_version(path, version)?;
+        }
+        for target in batch {
+            multi.add_delete(target, None)?;
+        }
+        match crate::zk::traced("multi", "", multi.commit()).await {
+            Ok(_) => {}
+            Err(MultiWriteError::OperationFailed { index: 0, source }) if checked => {
+                return Ok(Some(match source {
+                    zookeeper_client::Error::BadVersion => DeleteOutcome::VersionChanged,
+                    _ => DeleteOutcome::Missing,
+                }));
+            }
+            Err(MultiWriteError::OperationFailed { .. }) => return Ok(None),
+            Err(MultiWriteError::RequestFailed { source }) => return Err(source.into()),
+        }
+    }
+    Ok(None)
 }
 
 /// The znodes the binding `binding` (named `name`) stands for.
