@@ -132,7 +132,8 @@ enum Grant {
 
 type EventFuture = Pin<Box<dyn Future<Output = WatchedEvent> + Send>>;
 
-/// Waits until request `hold` is granted on every key.
+/// Waits until request `hold` is granted on every key. With [`Wait::Until`], retries after
+/// retryable errors (ZooKeeper unreachable) until the deadline; with [`Wait::No`], returns them.
 ///
 /// Correctness rests on two facts: a granted request stays granted until it leaves its queues
 /// (requests only join at the end), so the keys need not be read at one instant; and a request
@@ -210,7 +211,9 @@ async fn wait_for_grant(
             Ok(Step::Blocked(blocked)) => return Ok(Grant::Blocked(blocked)),
             Ok(Step::Again) => continue,
             Ok(Step::Wait(blocker, lease)) => (blocker, lease),
-            Err(err) if err.is_retryable() && !inner.shutdown.is_cancelled() => {
+            // A TryLock does not wait for ZooKeeper to come back: it gives up (and its request
+            // is withdrawn, in the background if need be).
+            Err(err) if err.is_retryable() && !inner.shutdown.is_cancelled() && !matches!(wait, Wait::No) => {
                 pause(deadline, cancel).await;
                 continue;
             }
@@ -290,4 +293,48 @@ fn rand_u64() -> u64 {
     let mut bytes = [0u8; 8];
     crate::recipe::lease::secret::fill_random(&mut bytes);
     u64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::ZkConfig,
+        recipe::{instance::Incarnation, lease::Leases, lock::Locks},
+        zk::ZkSession,
+    };
+
+    /// A TryLock whose reads fail with a retryable error (here: no ZooKeeper at all) answers
+    /// at once instead of retrying until ZooKeeper is back; a Lock keeps waiting.
+    #[tokio::test]
+    async fn a_try_lock_does_not_wait_for_zookeeper() {
+        let config = ZkConfig {
+            hosts: "127.0.0.1:1".into(),
+            namespace: "/unreachable".into(),
+            session_timeout: Duration::from_secs(2),
+            auth: None,
+            tenants: Vec::new(),
+        };
+        let session = ZkSession::start(config, None);
+        let shutdown = CancellationToken::new();
+        let me = Incarnation::new("test");
+        let leases = Leases::start(session.clone(), me.clone(), shutdown.clone());
+        let locks = Locks::new(session, me, leases, shutdown.clone());
+        let keys = [Name::parse("key", "k").expect("a valid key")];
+        let cancel = CancellationToken::new();
+        let tried = tokio::time::timeout(
+            Duration::from_secs(30),
+            wait_for_grant(&locks.inner, "h", 1, &keys, Wait::No, &cancel),
+        )
+        .await
+        .expect("a TryLock gives up at once");
+        assert!(matches!(tried, Err(Error::Unavailable)), "a TryLock answers UNAVAILABLE");
+        let waited = tokio::time::timeout(
+            Duration::from_millis(300),
+            wait_for_grant(&locks.inner, "h", 1, &keys, Wait::Until(None), &cancel),
+        )
+        .await;
+        assert!(waited.is_err(), "a Lock keeps waiting for ZooKeeper");
+        shutdown.cancel();
+    }
 }

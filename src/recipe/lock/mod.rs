@@ -28,8 +28,9 @@
 //! * The instance serving a Lock call dies: holds stay (they belong to the lease, not to the
 //!   instance). A request that was still waiting stays queued until its lease ends or it is
 //!   unlocked with its handle, which its lease's bindings (Lease.TimeToLive) show.
-//! * ZooKeeper unreachable while waiting: the call keeps waiting (until its deadline);
-//!   withdrawing a request is retried in the background for a minute, then left to the lease.
+//! * ZooKeeper unreachable while waiting: the call keeps waiting (until its deadline); a
+//!   TryLock answers UNAVAILABLE at once instead. Withdrawing a request is retried in the
+//!   background for a minute, then left to the lease.
 //! * The instance shuts down gracefully: waiting calls withdraw their requests and answer
 //!   UNAVAILABLE; the shutdown waits for that ([`Locks::drain`]) before it closes the session.
 
@@ -290,7 +291,8 @@ impl Locks {
     /// for by an earlier one); else acquires nothing and says who holds the blocking keys.
     ///
     /// # Errors
-    /// As [`Locks::lock`], without [`Error::DeadlineExceeded`].
+    /// As [`Locks::lock`], without [`Error::DeadlineExceeded`]. [`Error::Unavailable`] comes at
+    /// once when ZooKeeper cannot be reached: a TryLock never waits for it to come back.
     ///
     /// # Cancellation safety
     /// As [`Locks::lock`].
