@@ -51,6 +51,10 @@ pub enum Error {
     /// retry, possibly on another instance.
     #[error("zookeeper unavailable")]
     Unavailable,
+    /// A stream's client left too many messages unread; the stream ends (the client may open
+    /// it again).
+    #[error("stream fell too far behind")]
+    FellBehind,
     /// zkcoord is shutting down; the client should move to another instance.
     #[error("zkcoord instance is shutting down")]
     ShuttingDown,
@@ -100,6 +104,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable | Error::ShuttingDown => Code::Unavailable,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
+            Error::FellBehind => Code::ResourceExhausted,
             Error::Cancelled => Code::Cancelled,
             Error::ZooKeeper(_) | Error::Internal(_) => Code::Internal,
         };

@@ -472,3 +472,40 @@ async fn a_leader_without_its_stream_can_still_be_deposed() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A Campaign stream whose client stops reading is ended with RESOURCE_EXHAUSTED once
+/// hundreds of statuses wait for it, instead of growing the instance's memory; its candidacy
+/// lives on (it leads no less).
+#[tokio::test]
+async fn a_campaign_stream_that_is_not_read_is_ended_when_too_far_behind() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("election-behind")).await;
+    let channel = support::channel(instance.addr()).await;
+    let e = "behind";
+    let mut one = campaign(&channel, e, "leader", leased(&channel, "1").await, 0, pb::PreemptPolicy::Off).await;
+    let first = one.until(pb::CandidateState::Elected).await;
+    let mut idle = campaign(&channel, e, "idle", leased(&channel, "2").await, 1, pb::PreemptPolicy::Off).await;
+    idle.until(pb::CandidateState::Queued).await;
+
+    // Each new leader value is a new status for the queued candidate, which does not read.
+    let mut client = ElectionClient::new(channel.clone());
+    for i in 0..600 {
+        let mut value = format!("value-{i}-").into_bytes();
+        value.resize(32 * 1024, b'.');
+        let request = pb::ProclaimRequest { key: key(e, "leader", &one.lease), term: first.term, value };
+        client.proclaim(request).await.unwrap();
+    }
+    let ended = loop {
+        match tokio::time::timeout(WAIT, idle.stream.message()).await.expect("the stream moves") {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!((ended.code(), ended.message()), (Code::ResourceExhausted, "stream fell too far behind"));
+    let candidates = client.candidates(pb::CandidatesRequest { election: e.into() }).await.unwrap().into_inner();
+    assert_eq!(candidates.candidates.len(), 2, "the candidacy lives on");
+    assert_eq!(leader(&channel, e).await.unwrap().term, first.term);
+    drop(one);
+    instance.shutdown().await;
+}

@@ -130,6 +130,8 @@ pub enum StreamEnd {
     TakenOver,
     /// This instance is shutting down.
     ShuttingDown,
+    /// The client left more than [`watch::CAMPAIGN_BACKLOG`] statuses unread.
+    FellBehind,
 }
 
 impl StreamEnd {
@@ -138,6 +140,7 @@ impl StreamEnd {
         match self {
             Self::TakenOver => Error::FailedPrecondition("the candidacy was taken over by another Campaign stream"),
             Self::ShuttingDown => Error::ShuttingDown,
+            Self::FellBehind => Error::FellBehind,
         }
     }
 }
@@ -171,7 +174,9 @@ pub struct CampaignRequest {
 /// A Campaign stream's source: status updates, and the watch that keeps them coming.
 #[derive(Debug)]
 pub struct Campaign {
-    statuses: mpsc::UnboundedReceiver<CandidateStatus>,
+    statuses: mpsc::Receiver<CandidateStatus>,
+    /// Why this instance ended the stream, once `statuses` is drained.
+    end: Arc<std::sync::Mutex<Option<StreamEnd>>>,
     watch: Arc<ElectionWatch>,
     candidate_id: String,
     lease_id: i64,
@@ -212,12 +217,16 @@ impl Drop for Campaign {
 }
 
 impl Campaign {
-    /// The next status; `None` when this instance stops following the election.
+    /// The next status; after the statuses already sent, an [`CandidateStatus::Ended`] when
+    /// this instance ended the stream, then `None`.
     ///
     /// # Cancellation safety
     /// Cancellation safe: no status is lost.
     pub async fn next(&mut self) -> Option<CandidateStatus> {
-        self.statuses.recv().await
+        match self.statuses.recv().await {
+            Some(status) => Some(status),
+            None => crate::recipe::lock(&self.end).take().map(CandidateStatus::Ended),
+        }
     }
 }
 
@@ -418,9 +427,10 @@ impl Elections {
         let written_zxid = written_zxid.ok_or(Error::Unavailable)?;
         let watch = self.shared.registry.get(&self.shared, &key.election);
         watch.poke();
-        let statuses = watch.add_sink(key.candidate_id.as_str().to_owned(), key.lease_id, written_zxid);
+        let (statuses, end) = watch.add_sink(key.candidate_id.as_str().to_owned(), key.lease_id, written_zxid);
         Ok(Campaign {
             statuses,
+            end,
             watch,
             candidate_id: key.candidate_id.as_str().to_owned(),
             lease_id: key.lease_id,

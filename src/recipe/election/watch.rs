@@ -35,6 +35,11 @@ use crate::{
 
 /// States kept for streams that fall behind; a stream further behind than this skips ahead.
 const STATE_HISTORY: usize = 1024;
+/// Statuses a Campaign stream may have waiting for its client; a client further behind (it
+/// does not read its stream) has its stream ended with [`super::StreamEnd::FellBehind`], so
+/// that a stuck client cannot grow the instance's memory. Statuses are only sent when they
+/// change, so this takes hundreds of leadership or leader-health changes.
+pub(super) const CAMPAIGN_BACKLOG: usize = 256;
 /// Pause before retrying after a ZooKeeper failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long the instance that told a deposed leader DEPOSED waits before electing its
@@ -66,8 +71,18 @@ pub(super) struct Sink {
     /// zxid of the write that (re)made this candidacy for this stream: states older than
     /// that say nothing about it.
     pub written_zxid: i64,
-    pub tx: mpsc::UnboundedSender<CandidateStatus>,
+    pub tx: mpsc::Sender<CandidateStatus>,
     pub last: Option<CandidateStatus>,
+    /// Why the stream ends, when this instance ends it (read once the channel is drained).
+    pub end: Arc<Mutex<Option<super::StreamEnd>>>,
+}
+
+impl Sink {
+    /// Ends the stream with `why` once its client has read what was sent; the caller drops
+    /// the sink (and so the sender).
+    fn end(&self, why: super::StreamEnd) {
+        *lock(&self.end) = Some(why);
+    }
 }
 
 /// Handle to the task of one election; the task stops when the last handle is dropped.
@@ -119,20 +134,21 @@ impl ElectionWatch {
         candidate_id: String,
         lease_id: i64,
         written_zxid: i64,
-    ) -> mpsc::UnboundedReceiver<CandidateStatus> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    ) -> (mpsc::Receiver<CandidateStatus>, Arc<Mutex<Option<super::StreamEnd>>>) {
+        let (tx, rx) = mpsc::channel(CAMPAIGN_BACKLOG);
+        let end = Arc::new(Mutex::new(None));
         let mut sinks = lock(&self.sinks);
         sinks.retain(|old| {
             let replaced = old.candidate_id == candidate_id && old.lease_id == lease_id;
             if replaced {
-                let _ = old.tx.send(CandidateStatus::Ended(super::StreamEnd::TakenOver));
+                old.end(super::StreamEnd::TakenOver);
             }
             !replaced
         });
-        sinks.push(Sink { candidate_id, lease_id, written_zxid, tx, last: None });
+        sinks.push(Sink { candidate_id, lease_id, written_zxid, tx, last: None, end: end.clone() });
         drop(sinks);
         self.poke.notify_one();
-        rx
+        (rx, end)
     }
 
     /// Every state from now on: a receiver of the published states and the current one. A
@@ -241,7 +257,7 @@ impl Task {
             }
         }
         for sink in lock(&self.sinks).drain(..) {
-            let _ = sink.tx.send(CandidateStatus::Ended(super::StreamEnd::ShuttingDown));
+            sink.end(super::StreamEnd::ShuttingDown);
         }
     }
 
@@ -395,9 +411,17 @@ impl Task {
                 let status =
                     super::status_of(state, &sink.candidate_id, sink.lease_id, &self.shared.me.name, lease_gone);
                 if sink.last.as_ref() != Some(&status) {
-                    if sink.tx.send(status.clone()).is_err() {
-                        tracing::trace!(election = %self.name, candidate = %sink.candidate_id, "stream gone");
-                        return false;
+                    match sink.tx.try_send(status.clone()) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            tracing::trace!(election = %self.name, candidate = %sink.candidate_id, "stream gone");
+                            return false;
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::warn!(election = %self.name, candidate = %sink.candidate_id, "campaign stream fell behind; ending it");
+                            sink.end(super::StreamEnd::FellBehind);
+                            return false;
+                        }
                     }
                     sink.last = Some(status.clone());
                 }
