@@ -61,8 +61,14 @@ use crate::{
 };
 
 /// How many recently acquired holds an instance remembers for a fast Unlock. A forgotten hold
-/// is found in ZooKeeper instead.
+/// is found in ZooKeeper instead (from its binding, one read per key).
 const CACHED_HOLDS: usize = 65_536;
+/// How many request znode paths the remembered holds may have in all: the cache's memory
+/// bound (a path is a few hundred bytes at most, typically under 100: ~25 MiB typically, under
+/// 100 MiB at worst).
+const CACHED_NODES: usize = 262_144;
+/// Holds with more keys than this are not remembered: their Unlock reads ZooKeeper.
+const CACHED_NODES_PER_HOLD: usize = 256;
 
 /// A validated Lock or TryLock request.
 #[derive(Clone, Debug)]
@@ -129,10 +135,64 @@ pub struct CachedHold {
     nodes: Arc<[String]>,
 }
 
-#[derive(Debug, Default)]
+/// The holds an instance remembers, oldest forgotten first, bounded in holds and in nodes.
+#[derive(Debug)]
 struct HoldCache {
     holds: HashMap<String, CachedHold>,
+    /// Handles in the order remembered; forgotten ones stay until they reach the front.
     order: VecDeque<String>,
+    /// The number of nodes of the holds in `holds`.
+    nodes: usize,
+    max_holds: usize,
+    max_nodes: usize,
+    max_nodes_per_hold: usize,
+}
+
+impl Default for HoldCache {
+    fn default() -> Self {
+        Self::new(CACHED_HOLDS, CACHED_NODES, CACHED_NODES_PER_HOLD)
+    }
+}
+
+impl HoldCache {
+    fn new(max_holds: usize, max_nodes: usize, max_nodes_per_hold: usize) -> Self {
+        Self {
+            holds: HashMap::new(),
+            order: VecDeque::new(),
+            nodes: 0,
+            max_holds,
+            max_nodes,
+            max_nodes_per_hold: max_nodes_per_hold.min(max_nodes),
+        }
+    }
+
+    /// Remembers `hold` under `handle`, forgetting the oldest holds to make room; a hold with
+    /// more than `max_nodes_per_hold` nodes is not remembered.
+    fn remember(&mut self, handle: &str, hold: CachedHold) {
+        let size = hold.nodes.len();
+        if size > self.max_nodes_per_hold {
+            return;
+        }
+        while self.order.len() >= self.max_holds || self.nodes + size > self.max_nodes {
+            let Some(old) = self.order.pop_front() else { break };
+            self.forget(&old);
+        }
+        self.order.push_back(handle.to_owned());
+        if let Some(replaced) = self.holds.insert(handle.to_owned(), hold) {
+            self.nodes -= replaced.nodes.len();
+        }
+        self.nodes += size;
+    }
+
+    fn get(&self, handle: &str) -> Option<CachedHold> {
+        self.holds.get(handle).cloned()
+    }
+
+    fn forget(&mut self, handle: &str) {
+        if let Some(forgotten) = self.holds.remove(handle) {
+            self.nodes -= forgotten.nodes.len();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -224,23 +284,16 @@ impl Drop for InProgress<'_> {
 
 impl Inner {
     fn remember(&self, handle: &str, hold: CachedHold) {
-        let mut cache = super::lock(&self.cache);
-        if cache.order.len() >= CACHED_HOLDS
-            && let Some(old) = cache.order.pop_front()
-        {
-            cache.holds.remove(&old);
-        }
-        cache.order.push_back(handle.to_owned());
-        cache.holds.insert(handle.to_owned(), hold);
+        super::lock(&self.cache).remember(handle, hold);
     }
 
     fn cached(&self, handle: &str) -> Option<CachedHold> {
-        super::lock(&self.cache).holds.get(handle).cloned()
+        super::lock(&self.cache).get(handle)
     }
 
     fn forget(&self, handle: &str) {
         // Its place in `order` goes when it reaches the front.
-        super::lock(&self.cache).holds.remove(handle);
+        super::lock(&self.cache).forget(handle);
     }
 }
 
@@ -431,4 +484,53 @@ async fn key_holders(client: &zookeeper_client::Client, key: &Name, queue: &queu
         })
         .collect();
     Ok(KeyHolders { key: key.as_str().to_owned(), holders, waiters: queue.waiters() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(nodes: usize) -> CachedHold {
+        CachedHold { lease_id: 1, digest: String::new(), nodes: (0..nodes).map(|n| format!("/locks/k{n}/x")).collect() }
+    }
+
+    /// The cache is bounded by holds and by nodes, forgets the oldest first, and does not
+    /// remember a hold too big on its own.
+    #[test]
+    fn the_hold_cache_is_bounded_in_holds_and_nodes() {
+        let mut cache = HoldCache::new(3, 10, 4);
+        for handle in ["a", "b", "c", "d"] {
+            cache.remember(handle, hold(1));
+        }
+        assert!(cache.get("a").is_none(), "the oldest is forgotten at the hold limit");
+        assert!(["b", "c", "d"].iter().all(|h| cache.get(h).is_some()));
+        assert_eq!(cache.nodes, 3);
+
+        cache.remember("big", hold(5));
+        assert!(cache.get("big").is_none(), "a hold over the per-hold limit is not remembered");
+        assert!(cache.get("b").is_some(), "and forgets nothing");
+
+        cache.forget("c");
+        assert_eq!(cache.nodes, 2);
+        // The hold limit counts c's place until it reaches the front: e makes b go.
+        cache.remember("e", hold(4));
+        assert!(cache.get("b").is_none());
+        // f takes c's place; d, e, f have 1 + 4 + 4 nodes.
+        cache.remember("f", hold(4));
+        assert!(["d", "e", "f"].iter().all(|h| cache.get(h).is_some()));
+        assert_eq!(cache.nodes, 9);
+        // g: d goes for the hold limit, then e for the node limit (4 + 4 + 4 > 10).
+        cache.remember("g", hold(4));
+        assert!(cache.get("d").is_none() && cache.get("e").is_none(), "the oldest go until it fits");
+        assert!(cache.get("f").is_some() && cache.get("g").is_some());
+        assert_eq!(cache.nodes, 8);
+        assert!(cache.order.len() <= 3 && cache.holds.len() <= 3);
+
+        // Filling it with many small holds never passes either bound.
+        for n in 0..1000 {
+            cache.remember(&format!("h{n}"), hold(1 + n % 4));
+            assert!(cache.nodes <= 10 && cache.order.len() <= 3);
+            assert_eq!(cache.nodes, cache.holds.values().map(|h| h.nodes.len()).sum::<usize>());
+        }
+    }
 }
