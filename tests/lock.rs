@@ -414,6 +414,52 @@ async fn an_uncontended_cycle_costs_two_zookeeper_writes() {
     instance.shutdown().await;
 }
 
+/// Holders over a prefix with more keys than it reads at once: every key, in key order, with
+/// its holders and waiters; empty keys are left out.
+#[tokio::test]
+async fn holders_of_many_keys_come_in_key_order() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("lock-holders");
+    let instance = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let channel = support::channel(instance.addr()).await;
+    let owner = Locker::granted(&channel, "owner", LONG).await;
+    let keys: Vec<String> = (0..100).map(|k| format!("many-{k}")).collect();
+    let held = owner.lock(&keys.iter().map(String::as_str).collect::<Vec<_>>(), SHARED, 1000).await.unwrap();
+    let reader = Locker::granted(&channel, "reader", LONG).await;
+    let read = reader.lock(&["many-5", "many-50"], SHARED, 1000).await.unwrap();
+    let writer = Locker::granted(&channel, "writer", LONG).await;
+    let writing = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.lock(&["many-7"], EXCLUSIVE, 30_000).await }
+    });
+    support::eventually(Duration::from_secs(10), "the writer is queued", || async {
+        owner.holders("many-7", false).await.first().is_some_and(|k| k.waiters == 1)
+    })
+    .await;
+    // An emptied key is left out.
+    let gone = owner.lock(&["many-x"], EXCLUSIVE, 1000).await.unwrap();
+    owner.unlock(&gone.handle).await.unwrap();
+
+    let holders = owner.holders("many-", true).await;
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(holders.iter().map(|k| k.key.clone()).collect::<Vec<_>>(), expected);
+    for key in &holders {
+        let mut owners: Vec<&str> = key.holders.iter().map(|h| h.owner.as_str()).collect();
+        owners.sort_unstable();
+        let both = key.key == "many-5" || key.key == "many-50";
+        assert_eq!(owners, if both { vec!["owner", "reader"] } else { vec!["owner"] }, "{}", key.key);
+        assert_eq!(key.waiters, u32::from(key.key == "many-7"), "{}", key.key);
+        assert!(key.holders.iter().all(|h| h.mode() == SHARED));
+    }
+    owner.unlock(&held.handle).await.unwrap();
+    reader.unlock(&read.handle).await.unwrap();
+    let written = tokio::time::timeout(Duration::from_secs(10), writing).await.unwrap().unwrap().unwrap();
+    writer.unlock(&written.handle).await.unwrap();
+    assert!(owner.holders("many-", true).await.is_empty());
+    instance.shutdown().await;
+}
+
 /// (g) Bad input and bad credentials get clear statuses and change nothing.
 #[tokio::test]
 async fn bad_handles_and_secrets_are_refused() {

@@ -49,6 +49,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +70,8 @@ const CACHED_HOLDS: usize = 65_536;
 const CACHED_NODES: usize = 262_144;
 /// Holds with more keys than this are not remembered: their Unlock reads ZooKeeper.
 const CACHED_NODES_PER_HOLD: usize = 256;
+/// How many keys a Holders call reads at once (each: its queue, then its holders' nodes).
+const HOLDERS_READ_AHEAD: usize = 32;
 
 /// A validated Lock or TryLock request.
 #[derive(Clone, Debug)]
@@ -441,6 +444,8 @@ impl Locks {
     /// The holders and waiter counts of `key`, or of every key starting with `key` when
     /// `prefix` is set, ordered by key. Keys with neither are left out.
     ///
+    /// Reads at most [`HOLDERS_READ_AHEAD`] keys at a time.
+    ///
     /// # Errors
     /// [`Error::Unavailable`].
     ///
@@ -461,12 +466,21 @@ impl Locks {
         } else {
             vec![Name::parse("key", key)?]
         };
-        let queues = zkops::read_queues(&client, &keys).await?;
-        let reads =
-            keys.iter().zip(&queues).filter(|(_, q)| !q.nodes.is_empty()).map(|(k, q)| key_holders(&client, k, q));
-        let mut found = futures_util::future::try_join_all(reads).await?;
-        found.retain(|k| !k.holders.is_empty() || k.waiters > 0);
-        Ok(found)
+        // Owned keys and clients: borrowed ones make the future not provably Send.
+        let reads = keys.into_iter().map(|key| {
+            let client = client.clone();
+            async move {
+                let queue = zkops::read_queue(&client, &key).await?;
+                if queue.nodes.is_empty() {
+                    return Ok(None);
+                }
+                key_holders(&client, &key, &queue).await.map(Some)
+            }
+        });
+        // `buffered` keeps the keys' order.
+        let found: Vec<Option<KeyHolders>> =
+            futures_util::stream::iter(reads).buffered(HOLDERS_READ_AHEAD).try_collect().await?;
+        Ok(found.into_iter().flatten().filter(|k| !k.holders.is_empty() || k.waiters > 0).collect())
     }
 }
 

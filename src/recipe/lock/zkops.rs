@@ -153,16 +153,20 @@ async fn create_keys(client: &Client, acls: Acls<'_>, keys: &[Name]) -> Result<(
 /// # Cancellation safety
 /// Read-only: safe to cancel.
 pub async fn read_queues(client: &Client, keys: &[Name]) -> Result<Vec<Queue>> {
-    let paths: Vec<String> = keys.iter().map(layout::lock).collect();
-    let mut queues = Vec::with_capacity(keys.len());
-    for result in join_all(paths.iter().map(|p| crate::zk::traced("list_children", p, client.list_children(p)))).await {
-        match result {
-            Ok(children) => queues.push(Queue::parse(&children)),
-            Err(zookeeper_client::Error::NoNode) => queues.push(Queue::default()),
-            Err(err) => return Err(err.into()),
-        }
+    join_all(keys.iter().map(|key| read_queue(client, key))).await.into_iter().collect()
+}
+
+/// Reads the queue of `key` (empty when the key has no znode).
+///
+/// # Cancellation safety
+/// Read-only: safe to cancel.
+pub async fn read_queue(client: &Client, key: &Name) -> Result<Queue> {
+    let path = layout::lock(key);
+    match crate::zk::traced("list_children", &path, client.list_children(&path)).await {
+        Ok(children) => Ok(Queue::parse(&children)),
+        Err(zookeeper_client::Error::NoNode) => Ok(Queue::default()),
+        Err(err) => Err(err.into()),
     }
-    Ok(queues)
 }
 
 /// Finds the nodes of request `hold` of lease `lease_id` from its binding; `None` when it is
