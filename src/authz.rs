@@ -155,6 +155,18 @@ impl Authz {
         Ok(Self { rules, source: None })
     }
 
+    /// Checks that every tenant a rule names is one of `known` (the `tenants` setting): a rule
+    /// for a tenant that is not served would deny its identities everything, silently.
+    ///
+    /// # Errors
+    /// A message naming the first unknown tenant.
+    pub fn check_tenants(&self, known: &[String]) -> Result<(), String> {
+        match self.rules.iter().filter_map(|rule| rule.tenant.as_deref()).find(|t| !known.iter().any(|k| k == t)) {
+            Some(unknown) => Err(format!("a rule names tenant {unknown:?}, which is not in `tenants`")),
+            None => Ok(()),
+        }
+    }
+
     /// The tenant a request of `identity` is for, given the tenant its header names
     /// (`requested`; `None`: no header). `Ok(None)` is the default tenant; `Err(())` means the
     /// identity may not use the requested tenant.

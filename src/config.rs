@@ -286,20 +286,21 @@ impl Config {
             _ => return Err(fail("max_calls_per_connection", src, format!("{v:?} is not a number from 1 to 100000"))),
         };
 
+        let (v, src) = setting("tenants", flags.tenants, file_settings.tenants, "");
+        let tenants = crate::tenant::parse_tenants(&v).map_err(|m| fail("tenants", src, m))?;
+
         let (tls, authz) = resolve_tls(
             pick("tls_cert", flags.tls_cert, file_settings.tls_cert),
             pick("tls_key", flags.tls_key, file_settings.tls_key),
             pick("tls_client_ca", flags.tls_client_ca, file_settings.tls_client_ca),
             pick("authz_file", flags.authz_file, file_settings.authz_file),
+            &tenants,
         )?;
 
         let auth = resolve_zookeeper_auth(
             pick("zookeeper_auth", flags.zookeeper_auth, file_settings.zookeeper_auth),
             pick("zookeeper_auth_file", flags.zookeeper_auth_file, file_settings.zookeeper_auth_file),
         )?;
-
-        let (v, src) = setting("tenants", flags.tenants, file_settings.tenants, "");
-        let tenants = crate::tenant::parse_tenants(&v).map_err(|m| fail("tenants", src, m))?;
 
         Ok(Self {
             listen,
@@ -317,12 +318,14 @@ impl Config {
 }
 
 /// Resolves `tls_cert`, `tls_key`, `tls_client_ca` and `authz_file` (an empty value counts as
-/// unset), loading the files so that unusable ones are configuration errors.
+/// unset), loading the files so that unusable ones are configuration errors; the rules may
+/// name only the configured `tenants`.
 fn resolve_tls(
     cert: Option<(String, Source)>,
     key: Option<(String, Source)>,
     client_ca: Option<(String, Source)>,
     authz_file: Option<(String, Source)>,
+    tenants: &[String],
 ) -> Result<(Option<TlsConfig>, Option<Authz>), ConfigError> {
     let set = |value: Option<(String, Source)>| value.filter(|(v, _)| !v.is_empty());
     let (cert, key, client_ca, authz_file) = (set(cert), set(key), set(client_ca), set(authz_file));
@@ -371,7 +374,11 @@ fn resolve_tls(
         _ => None,
     };
     let authz = match &authz_file {
-        Some((path, src)) => Some(Authz::load(Path::new(path)).map_err(|m| fail("authz_file", src, m))?),
+        Some((path, src)) => {
+            let rules = Authz::load(Path::new(path)).map_err(|m| fail("authz_file", src, m))?;
+            rules.check_tenants(tenants).map_err(|m| fail("authz_file", src, format!("{path}: {m}")))?;
+            Some(rules)
+        }
         None => None,
     };
     Ok((tls, authz))

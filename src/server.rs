@@ -92,7 +92,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         shutdown: shutdown.clone(),
         instance_id: config.instance_id.clone(),
         tenants: tenants.clone(),
-        authz: config.authz.clone().map(LiveAuthz::new),
+        authz: config.authz.clone().map(|rules| LiveAuthz::new(rules, config.zookeeper.tenants.clone())),
     };
     if let Some(authz) = &ctx.authz {
         authz.spawn_reloader(shutdown.clone());

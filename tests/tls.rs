@@ -422,6 +422,9 @@ fn bad_tls_settings_exit_64_naming_the_setting() {
     std::fs::write(&other_key, ca.server().key).unwrap();
     let garbage = files.authz.with_file_name("garbage.pem");
     std::fs::write(&garbage, "hello").unwrap();
+    let ghost = files.authz.with_file_name("ghost.toml");
+    std::fs::write(&ghost, "[[allow]]\nidentity = \"node\"\ntenant = \"ghost\"\n").unwrap();
+    let ghost = ghost.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--tls-cert", cert], "`tls_cert`"),
         (vec!["--tls-key", key], "`tls_key`"),
@@ -431,6 +434,7 @@ fn bad_tls_settings_exit_64_naming_the_setting() {
         (vec!["--tls-cert", garbage.to_str().unwrap(), "--tls-key", key], "`tls_cert`"),
         (vec!["--tls-cert", cert, "--tls-key", other_key.to_str().unwrap()], "`tls_key`"),
         (vec!["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", "/nonexistent/ca.pem"], "`tls_client_ca`"),
+        (vec!["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", client_ca, "--authz-file", ghost], "\"ghost\""),
     ];
     for (args, expected) in cases {
         let (code, stderr) = run(&args);

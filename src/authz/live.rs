@@ -25,16 +25,19 @@ pub struct LiveAuthz {
 #[derive(Debug)]
 struct Shared {
     rules: RwLock<Arc<Authz>>,
+    /// The configured tenants: reloaded rules may name only these.
+    tenants: Vec<String>,
     reloads: AtomicU64,
     reload_failures: AtomicU64,
 }
 
 impl LiveAuthz {
     /// Starts with `rules`; they follow their file ([`Authz::source`]) once
-    /// [`LiveAuthz::spawn_reloader`] runs.
-    pub fn new(rules: Authz) -> Self {
+    /// [`LiveAuthz::spawn_reloader`] runs. Reloaded rules may name only `tenants`.
+    pub fn new(rules: Authz, tenants: Vec<String>) -> Self {
         let shared = Shared {
             rules: RwLock::new(Arc::new(rules)),
+            tenants,
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
         };
@@ -67,8 +70,9 @@ impl LiveAuthz {
             let mut changed = true;
             while changed || poller.changed(&shutdown).await {
                 changed = false;
-                let loading = path.clone();
-                match tokio::task::spawn_blocking(move || Authz::load(&loading)).await {
+                let (loading, tenants) = (path.clone(), live.shared.tenants.clone());
+                let load = move || Authz::load(&loading).and_then(|r| r.check_tenants(&tenants).map(|()| r));
+                match tokio::task::spawn_blocking(load).await {
                     Ok(Ok(rules)) if *live.current() == rules => {}
                     Ok(Ok(rules)) => live.replace(rules),
                     Ok(Err(err)) => {
@@ -120,7 +124,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("test setup");
         let path = dir.path().join("authz.toml");
         fs::write(&path, "[[allow]]\nidentity = \"node\"\nlocks = [\"a:*\"]\n").expect("test setup");
-        let live = LiveAuthz::new(Authz::load(&path).expect("test setup"));
+        let live = LiveAuthz::new(Authz::load(&path).expect("test setup"), vec!["known".into()]);
         let allows = |live: &LiveAuthz, key: &str| live.current().allows(Some("node"), None, Resource::LockKey, [key]);
         assert!(allows(&live, "a:1") && !allows(&live, "b:1"));
         let shutdown = CancellationToken::new();
@@ -133,8 +137,10 @@ mod tests {
 
         write(&path, "[[allow]]\nidentity = \"node\"\nlocks = [\"c:*\"\n");
         until("the failed reload", || live.reload_failures() == 1).await;
-        fs::remove_file(&path).expect("test setup");
+        write(&path, "[[allow]]\nidentity = \"node\"\nlocks = [\"c:*\"]\ntenant = \"unknown\"\n");
         until("the second failed reload", || live.reload_failures() == 2).await;
+        fs::remove_file(&path).expect("test setup");
+        until("the third failed reload", || live.reload_failures() == 3).await;
         assert!(allows(&live, "b:1") && !allows(&live, "c:1"), "the previous rules stay in force");
         shutdown.cancel();
         task.await.expect("test setup");
@@ -142,7 +148,7 @@ mod tests {
 
     #[test]
     fn parsed_rules_have_no_file_to_follow() {
-        let live = LiveAuthz::new(Authz::parse("").expect("test setup"));
+        let live = LiveAuthz::new(Authz::parse("").expect("test setup"), Vec::new());
         assert!(live.spawn_reloader(CancellationToken::new()).is_none());
     }
 }
