@@ -392,6 +392,41 @@ async fn holds_are_bound_to_their_lease_and_visible_everywhere() {
     b.shutdown().await;
 }
 
+/// A waiting request released by an Unlock with its handle (read from its lease's bindings):
+/// the waiting call gets FAILED_PRECONDITION, not NOT_FOUND (its lease lives).
+#[tokio::test]
+async fn a_waiting_request_unlocked_with_its_handle_fails_its_call() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("lock-released");
+    let instance = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let channel = support::channel(instance.addr()).await;
+    let holder = Locker::granted(&channel, "holder", LONG).await;
+    let waiter = Locker::granted(&channel, "waiter", LONG).await;
+    let held = holder.lock(&["ticket-1"], EXCLUSIVE, 1000).await.unwrap();
+    let waiting = tokio::spawn({
+        let waiter = waiter.clone();
+        async move { waiter.lock(&["ticket-1"], EXCLUSIVE, 30_000).await }
+    });
+    support::eventually(Duration::from_secs(10), "the waiter is queued", || async {
+        holder.holders("ticket-1", false).await.first().is_some_and(|k| k.waiters == 1)
+    })
+    .await;
+    let ttl = LeaseClient::new(channel.clone())
+        .time_to_live(pb::TimeToLiveRequest { lease_id: waiter.lease.0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ttl.bindings.len(), 1);
+    waiter.unlock(&ttl.bindings[0].id).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap().unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::FailedPrecondition, "lock request was released"));
+    // The lease lives on and can lock again.
+    holder.unlock(&held.handle).await.unwrap();
+    let again = waiter.lock(&["ticket-1"], EXCLUSIVE, 1000).await.unwrap();
+    waiter.unlock(&again.handle).await.unwrap();
+    instance.shutdown().await;
+}
+
 /// (f, in part) An uncontended lock + unlock cycle costs exactly two ZooKeeper writes once the
 /// key exists, whatever the number of keys.
 #[tokio::test]

@@ -62,7 +62,8 @@ pub enum Outcome {
 ///
 /// # Errors
 /// [`Error::DeadlineExceeded`] when the wait timed out, [`Error::Cancelled`] when `cancel`
-/// fired, [`Error::LeaseNotFound`] when the lease ended, [`Error::ShuttingDown`],
+/// fired, [`Error::LeaseNotFound`] when the lease ended, [`Error::FailedPrecondition`] when an
+/// Unlock with the request's handle released it (message [`RELEASED`]), [`Error::ShuttingDown`],
 /// [`Error::Unavailable`]. In every error case the request has been withdrawn, or its
 /// withdrawal goes on in the background (ZooKeeper unreachable), bounded by the lease.
 ///
@@ -172,8 +173,8 @@ async fn wait_for_grant(
             for (at, (key, queue)) in keys.iter().zip(&queues).enumerate() {
                 match queue.standing(hold) {
                     Standing::Granted => {}
-                    // Deleted with its lease (or released by another call with its handle).
-                    Standing::Missing => return Err(Error::LeaseNotFound),
+                    // Deleted with its lease, or released by another call with its handle.
+                    Standing::Missing => return Err(gone(&client, lease_id).await),
                     Standing::Blocked { behind } => {
                         blocker.get_or_insert_with(|| format!("{}/{behind}", layout::lock(key)));
                         blocked_at.push(at);
@@ -200,7 +201,7 @@ async fn wait_for_grant(
                         .await?
                     {
                         (Some(_), watcher) => Box::pin(watcher.changed()),
-                        (None, _) => return Err(Error::LeaseNotFound),
+                        (None, _) => return Err(gone(&client, lease_id).await),
                     }
                 }
             };
@@ -230,6 +231,22 @@ async fn wait_for_grant(
         }
     }
 }
+
+/// Why a queued request is no longer queued, as the error of its call: its lease ended
+/// ([`Error::LeaseNotFound`]; the lease record goes in the same transaction as its requests), or
+/// the lease lives and the request was released by an Unlock with its handle (FAILED_PRECONDITION
+/// "lock request was released"); a read error when it cannot tell.
+async fn gone(client: &zookeeper_client::Client, lease_id: i64) -> Error {
+    let lease = layout::lease(lease_id);
+    match crate::zk::traced("check_stat", &lease, client.check_stat(&lease)).await {
+        Ok(Some(_)) => Error::FailedPrecondition(RELEASED),
+        Ok(None) => Error::LeaseNotFound,
+        Err(err) => err.into(),
+    }
+}
+
+/// The message of a call whose request was released by an Unlock with its handle.
+const RELEASED: &str = "lock request was released";
 
 enum Step {
     Granted,

@@ -327,7 +327,9 @@ impl Locks {
     ///
     /// # Errors
     /// [`Error::DeadlineExceeded`] when `wait` ran out, [`Error::LeaseNotFound`],
-    /// [`Error::WrongSecret`], [`Error::ShuttingDown`] (the instance's shutdown began; the
+    /// [`Error::WrongSecret`], [`Error::FailedPrecondition`] ("lock request was released": an
+    /// Unlock with the request's handle, from its lease's bindings, released it while it waited;
+    /// the lease lives), [`Error::ShuttingDown`] (the instance's shutdown began; the
     /// request has been withdrawn), [`Error::Unavailable`]. After an error nothing is held and
     /// no request is left queued.
     ///
