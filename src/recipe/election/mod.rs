@@ -569,9 +569,11 @@ impl Elections {
             return Err(Error::FailedPrecondition("not the current term"));
         }
         let next = match target {
-            Some(target) => {
-                state.candidates.get(target.as_str()).filter(|c| c.eligible() && c.id != leader.candidate_id)
-            }
+            Some(target) => state
+                .candidates
+                .get(target.as_str())
+                .map(Arc::as_ref)
+                .filter(|c| c.eligible() && c.id != leader.candidate_id),
             None => state.best_eligible(Some(&leader.candidate_id)),
         }
         .ok_or(Error::FailedPrecondition("the transfer target is unknown, not eligible or already the leader"))?;

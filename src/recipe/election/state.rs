@@ -2,7 +2,7 @@
 //! tested): election order, eligibility, what the elector should write, and each candidate's
 //! status.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use super::record::{CandidateRecord, DeposeReason, Deposition, ElectionRecord, LeaderRecord};
 use crate::recipe::health::Health;
@@ -40,8 +40,10 @@ pub struct ElectionState {
     pub version: i32,
     /// The record's mzxid: the fencing token while it names a leader.
     pub token: u64,
-    /// The candidates by id.
-    pub candidates: BTreeMap<String, CandidateView>,
+    /// The candidates by id; shared between the states that contain the same view, so that
+    /// publishing a state (and keeping the last states for Observe streams) copies no
+    /// candidate values.
+    pub candidates: BTreeMap<String, Arc<CandidateView>>,
     /// The connection generation the state was read on; 0 when it is not current (the
     /// instance is disconnected from ZooKeeper).
     pub generation: u64,
@@ -71,7 +73,7 @@ pub enum Decision {
 impl ElectionState {
     /// Candidates in election order: priority, then the earliest.
     pub fn ordered(&self) -> Vec<&CandidateView> {
-        let mut ordered: Vec<&CandidateView> = self.candidates.values().collect();
+        let mut ordered: Vec<&CandidateView> = self.candidates.values().map(Arc::as_ref).collect();
         ordered.sort_by_key(|c| (c.record.priority, c.czxid));
         ordered
     }
@@ -164,7 +166,8 @@ impl ElectionState {
     /// Who follows a deposed leader: the chosen target if still eligible, else the best
     /// eligible candidate other than the deposed one (which may lead again later).
     pub fn successor(&self, deposed: &Deposition) -> Decision {
-        let target = deposed.target.as_ref().and_then(|t| self.candidates.get(t)).filter(|c| c.eligible());
+        let target =
+            deposed.target.as_ref().and_then(|t| self.candidates.get(t)).map(Arc::as_ref).filter(|c| c.eligible());
         match target.or_else(|| self.best_eligible(Some(&deposed.candidate_id))) {
             Some(next) => Decision::Elect(next.id.clone()),
             None => Decision::Vacate,
@@ -195,7 +198,7 @@ mod tests {
         ElectionState {
             exists: true,
             record: ElectionRecord { preempt, term: 1, leader, deposed: None, yielded: None },
-            candidates: candidates.into_iter().map(|c| (c.id.clone(), c)).collect(),
+            candidates: candidates.into_iter().map(|c| (c.id.clone(), Arc::new(c))).collect(),
             generation: 1,
             ..Default::default()
         }
@@ -245,7 +248,7 @@ mod tests {
         let mut s = state(vec![candidate("a", 0, 2, OK), candidate("b", 1, 1, OK)], Some("b"), true);
         s.record.yielded = Some(Yielded { candidate_id: "a".into(), lease_id: 2 });
         assert_eq!(s.decide(|_| false), Decision::Nothing, "a handed over to b on purpose");
-        s.candidates.get_mut("a").expect("a").record.lease_id = 7;
+        Arc::make_mut(s.candidates.get_mut("a").expect("a")).record.lease_id = 7;
         assert!(
             matches!(s.decide(|_| false), Decision::Depose(d) if d.reason == DeposeReason::Preempted),
             "a campaigns with a new lease (restarted after its upgrade): it preempts again"

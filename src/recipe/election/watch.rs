@@ -183,7 +183,7 @@ struct Task {
 /// What the task keeps between rounds.
 #[derive(Default)]
 struct Cache {
-    candidates: BTreeMap<String, CandidateView>,
+    candidates: BTreeMap<String, Arc<CandidateView>>,
     dirty: HashSet<String>,
     lease_dirty: HashSet<String>,
     /// Watches armed and not fired yet.
@@ -347,7 +347,7 @@ impl Task {
                         cache.lease_dirty.insert(id.clone());
                     }
                     let view = CandidateView { id: id.clone(), record, czxid: stat.czxid, mzxid: stat.mzxid, health };
-                    cache.candidates.insert(id.clone(), view);
+                    cache.candidates.insert(id.clone(), Arc::new(view));
                 }
                 Err(zookeeper_client::Error::NoNode) => {
                     cache.candidates.remove(&id);
@@ -361,7 +361,7 @@ impl Task {
         for id in std::mem::take(&mut cache.lease_dirty) {
             let Some(lease_id) = cache.candidates.get(&id).map(|c| c.record.lease_id) else { continue };
             let read = read_data(client, &layout::lease(lease_id), Fired::Lease(lease_id), cache, watches).await;
-            let Some(candidate) = cache.candidates.get_mut(&id) else { continue };
+            let Some(candidate) = cache.candidates.get_mut(&id).map(Arc::make_mut) else { continue };
             match read {
                 Ok((data, _)) => candidate.health = LeaseRecord::decode(&data).ok().map(|r| r.health),
                 Err(zookeeper_client::Error::NoNode) => candidate.health = None,
