@@ -147,6 +147,7 @@ mod tests {
                 "identity not authorized for this lock key",
             ),
             (Error::DeadlineExceeded, Code::DeadlineExceeded, "lock wait timed out"),
+            (Error::FellBehind, Code::ResourceExhausted, "stream fell too far behind"),
             (Error::FailedPrecondition("not the leader"), Code::FailedPrecondition, "not the leader"),
             (zookeeper_client::Error::ConnectionLoss.into(), Code::Unavailable, "zookeeper unavailable"),
             (zookeeper_client::Error::NoAuth.into(), Code::Internal, "internal error"),
