@@ -100,9 +100,14 @@ pub(super) async fn run(
             return Err(err);
         }
     };
-    let result = wait_for_grant(&inner, &hold, lease_id, &keys, wait, &cancel).await;
-    match result {
-        Ok(Grant::All { waited }) => {
+    // The token is read back (when the commit did not report it) while the queues are read
+    // for the first time: both requests are in flight on the session at once, one round trip.
+    let (token, result) = tokio::join!(
+        zkops::read_token(&client, &queued),
+        wait_for_grant(&inner, &hold, lease_id, &keys, wait, &cancel)
+    );
+    match token.and_then(|token| result.map(|grant| (grant, token))) {
+        Ok((Grant::All { waited }, token)) => {
             if waited {
                 // For Holders' "since"; off the hand-off's critical path.
                 let node = NodeRecord { acquired_unix_ms: Some(crate::recipe::instance::now_unix_ms()), ..node };
@@ -110,9 +115,9 @@ pub(super) async fn run(
                 inner.tasks.spawn(async move { zkops::mark_acquired(&client, &nodes, &node).await });
             }
             let cached = CachedHold { lease_id, digest, nodes: queued.nodes.into() };
-            Ok(Outcome::Acquired(Acquired { handle: hold, token: queued.token }, cached))
+            Ok(Outcome::Acquired(Acquired { handle: hold, token }, cached))
         }
-        Ok(Grant::Blocked(blocked)) => {
+        Ok((Grant::Blocked(blocked), _)) => {
             withdraw(&inner, lease_id, &hold, Some(&queued.nodes)).await;
             Ok(Outcome::Blocked(blocked))
         }

@@ -29,8 +29,9 @@ const MAX_RELEASE_ATTEMPTS: usize = 4;
 pub struct Queued {
     /// Its node in each key's queue (paths, in key order).
     pub nodes: Vec<String>,
-    /// The zxid of the queueing transaction: the fencing token on every key.
-    pub token: u64,
+    /// The zxid of the queueing transaction — the fencing token on every key — when the
+    /// commit reported it (else see [`read_token`]).
+    pub token: Option<u64>,
 }
 
 /// How queueing failed.
@@ -82,7 +83,7 @@ pub async fn queue(
         }
         multi.add_create(&binding, &binding_data, &persistent).map_err(failed)?;
         match crate::zk::traced("multi", "", multi.commit()).await {
-            Ok(results) => return queued(client, results).await.map_err(QueueError::Ambiguous),
+            Ok(results) => return Ok(queued(results)),
             Err(MultiWriteError::OperationFailed { index, source: zookeeper_client::Error::NoNode })
                 if index < keys.len() =>
             {
@@ -102,8 +103,8 @@ fn failed(err: zookeeper_client::Error) -> QueueError {
     QueueError::Failed(err.into())
 }
 
-/// The nodes and token of a committed queueing transaction.
-async fn queued(client: &Client, results: Vec<MultiWriteResult>) -> Result<Queued> {
+/// The nodes and, if reported, the token of a committed queueing transaction.
+fn queued(results: Vec<MultiWriteResult>) -> Queued {
     let mut nodes = Vec::with_capacity(results.len());
     let mut token = None;
     for result in results {
@@ -116,21 +117,27 @@ async fn queued(client: &Client, results: Vec<MultiWriteResult>) -> Result<Queue
     }
     // The last create is the binding.
     nodes.pop();
-    let token = match token {
-        Some(token) => token,
-        // Some ZooKeeper versions report no stat for a create inside a multi: read it back.
-        None => match crate::zk::traced(
-            "check_stat",
-            nodes.first().map_or("/", String::as_str),
-            client.check_stat(nodes.first().map_or("/", String::as_str)),
-        )
-        .await?
-        {
-            Some(stat) => stat.czxid as u64,
-            None => return Err(Error::LeaseNotFound), // released with its lease already
-        },
-    };
-    Ok(Queued { nodes, token })
+    Queued { nodes, token }
+}
+
+/// The fencing token of `queued`: reported by the commit, or read back (ZooKeeper 3.8
+/// reports no stat for a create inside a multi).
+///
+/// # Errors
+/// [`Error::LeaseNotFound`] when the request is gone already (released with its lease), or a
+/// ZooKeeper error.
+///
+/// # Cancellation safety
+/// Read-only: safe to cancel.
+pub async fn read_token(client: &Client, queued: &Queued) -> Result<u64> {
+    if let Some(token) = queued.token {
+        return Ok(token);
+    }
+    let first = queued.nodes.first().map_or("/", String::as_str);
+    match crate::zk::traced("check_stat", first, client.check_stat(first)).await? {
+        Some(stat) => Ok(stat.czxid as u64),
+        None => Err(Error::LeaseNotFound),
+    }
 }
 
 /// Creates the container znodes of the `keys` that have none.
