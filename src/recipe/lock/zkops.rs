@@ -81,7 +81,11 @@ pub async fn queue(
                 .add_create(&layout::hold_node_prefix(key, hold, exclusive), &node_data, &sequential)
                 .map_err(failed)?;
         }
-        multi.add_create(&binding, &binding_data, &persistent).map_err(failed)?;
+        // The binding's data is written by a set_data in the same transaction: ZooKeeper 3.8
+        // reports no stat for a create inside a multi (ZOOKEEPER-4026), but does for a
+        // set_data, whose mzxid is the transaction's zxid — the token, without a read back.
+        multi.add_create(&binding, &[], &persistent).map_err(failed)?;
+        multi.add_set_data(&binding, &binding_data, Some(0)).map_err(failed)?;
         match crate::zk::traced("multi", "", multi.commit()).await {
             Ok(results) => return Ok(queued(results)),
             Err(MultiWriteError::OperationFailed { index, source: zookeeper_client::Error::NoNode })
@@ -108,11 +112,17 @@ fn queued(results: Vec<MultiWriteResult>) -> Queued {
     let mut nodes = Vec::with_capacity(results.len());
     let mut token = None;
     for result in results {
-        if let MultiWriteResult::Create { path, stat } = result {
-            if !stat.is_invalid() {
-                token.get_or_insert(stat.czxid as u64);
+        match result {
+            MultiWriteResult::Create { path, stat } => {
+                if !stat.is_invalid() {
+                    token.get_or_insert(stat.czxid as u64);
+                }
+                nodes.push(path);
             }
-            nodes.push(path);
+            MultiWriteResult::SetData { stat } if !stat.is_invalid() => {
+                token.get_or_insert(stat.mzxid as u64);
+            }
+            _ => {}
         }
     }
     // The last create is the binding.
@@ -120,8 +130,8 @@ fn queued(results: Vec<MultiWriteResult>) -> Queued {
     Queued { nodes, token }
 }
 
-/// The fencing token of `queued`: reported by the commit, or read back (ZooKeeper 3.8
-/// reports no stat for a create inside a multi).
+/// The fencing token of `queued`: reported by the commit, or read back (should a server
+/// report no stat at all).
 ///
 /// # Errors
 /// [`Error::LeaseNotFound`] when the request is gone already (released with its lease), or a
