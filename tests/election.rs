@@ -362,7 +362,9 @@ async fn no_overlapping_leaders_and_growing_tokens_across_instances_and_restarts
         client = ElectionClient::new(instance.clone());
         client.transfer(pb::TransferRequest { election: e.into(), ..Default::default() }).await.unwrap();
     }
-    let before_restart = leader(&on_a, e).await.unwrap();
+    // Read where the last transfer ran (on b): its view includes the transfer's outcome; a's
+    // may still be catching up (Leader answers from each instance's own view).
+    let before_restart = leader(&on_b, e).await.unwrap();
     a.shutdown().await;
     b.shutdown().await;
     drop(client);

@@ -448,11 +448,17 @@ impl Elections {
     /// One transaction: done entirely or not at all.
     pub async fn resign(&self, key: &CandidateKey, term: i64) -> Result<()> {
         let client = self.shared.session.client()?;
-        lease::read_verified(&client, key.lease_id, &key.secret).await?;
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
-        let version = own_candidate(&client, &candidate_path, key.lease_id).await?;
-        // With a term: the election record must still be the one that says so when we delete.
-        let leads = if term != 0 { Some(check_leads(&client, key, term).await?) } else { None };
+        // The three reads are in flight at once (one round trip), and judged in this order
+        // (the lease and its secret first) before anything is written. With a term, the
+        // election record must still be the one that says so when the candidacy is deleted.
+        let (lease, version, leads) = tokio::join!(
+            lease::read_verified(&client, key.lease_id, &key.secret),
+            own_candidate(&client, &candidate_path, key.lease_id),
+            async { if term != 0 { check_leads(&client, key, term).await.map(Some) } else { Ok(None) } },
+        );
+        lease?;
+        let (version, leads) = (version?, leads?);
         let binding_path =
             format!("{}/{}", layout::lease(key.lease_id), layout::candidacy_binding(&key.election, &key.candidate_id));
         let mut multi = client.new_multi_writer();

@@ -51,6 +51,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// safety against a client that does not read (or a slow network) still rests on the fencing
 /// token and on the lease, as everywhere else.
 const TELL_GRACE: Duration = Duration::from_millis(20);
+/// How many of its own writes in a row an election task acts on before reading again.
+const OWN_WRITE_ROUNDS: usize = 4;
 
 /// What a watch is about (and, once fired, what to re-read).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -219,10 +221,21 @@ impl Task {
                 Ok(state) => {
                     election_dirty = false;
                     children_dirty = false;
-                    let state = self.publish(ElectionState { generation, poked, ..state });
-                    self.drive_sinks(&state).await;
-                    if let Ok(client) = self.shared.session.client() {
-                        self.elect(&client, &state).await;
+                    let mut state = self.publish(ElectionState { generation, poked, ..state });
+                    // A successful write of this instance is the election's next state: act on
+                    // it at once rather than after its watch event and a re-read (which follow,
+                    // and then change nothing). Each round follows a successful compare-and-set
+                    // write; a deposition takes at most three (depose, tell and elect, settle).
+                    for _ in 0..OWN_WRITE_ROUNDS {
+                        let written = match self.drive_sinks(&state).await {
+                            Some(written) => Some(written),
+                            None => match self.shared.session.client() {
+                                Ok(client) => self.elect(&client, &state).await,
+                                Err(_) => None,
+                            },
+                        };
+                        let Some(written) = written else { break };
+                        state = self.publish(written);
                     }
                 }
                 Err(err) => {
@@ -230,7 +243,8 @@ impl Task {
                     // Not current: leaders must hear UNCONFIRMED now.
                     let stale = ElectionState { generation: 0, ..(**self.tx.borrow()).clone() };
                     let stale = self.publish(stale);
-                    self.drive_sinks(&stale).await;
+                    // A stale state writes nothing (no elector acts on it).
+                    let _ = self.drive_sinks(&stale).await;
                     election_dirty = true;
                     children_dirty = true;
                 }
@@ -376,8 +390,9 @@ impl Task {
     }
 
     /// Sends each local Campaign stream its status, if it changed. A deposed leader held here
-    /// is told first, then this instance completes the deposition (phase 2).
-    async fn drive_sinks(&self, state: &ElectionState) {
+    /// is told first, then this instance completes the deposition (phase 2): the state after
+    /// that write is returned.
+    async fn drive_sinks(&self, state: &ElectionState) -> Option<ElectionState> {
         // For candidacies that vanished, whether their lease ended (one read each, only then).
         let vanished: Vec<i64> = lock(&self.sinks)
             .iter()
@@ -463,40 +478,43 @@ impl Task {
             && state.generation != 0
         {
             tokio::time::sleep(TELL_GRACE).await;
-            let Ok(client) = self.shared.session.client() else { return };
+            let client = self.shared.session.client().ok()?;
             let decision = state.successor(&deposed);
-            self.write(&client, state, decision).await;
+            return self.write(&client, state, decision).await;
         }
+        None
     }
 
-    /// The elector: writes what [`ElectionState::decide`] asks for.
-    async fn elect(&self, client: &Client, state: &ElectionState) {
+    /// The elector: writes what [`ElectionState::decide`] asks for; the state after its write,
+    /// if it wrote.
+    async fn elect(&self, client: &Client, state: &ElectionState) -> Option<ElectionState> {
         if state.generation == 0 {
-            return;
+            return None;
         }
         // Which instances are registered matters only while a deposition waits to complete
         // (see `ElectionState::decide`): read it only then, not on every change.
         let registered = if state.record.deposed.is_some() {
             match crate::zk::traced("list_children", layout::INSTANCES, client.list_children(layout::INSTANCES)).await {
                 Ok(children) => children.into_iter().collect::<HashSet<String>>(),
-                Err(_) => return,
+                Err(_) => return None,
             }
         } else {
             HashSet::new()
         };
         let decision =
             state.decide(|candidate| candidate.record.stream.as_ref().is_none_or(|host| !registered.contains(host)));
-        self.write(client, state, decision).await;
+        self.write(client, state, decision).await
     }
 
     /// One compare-and-set write of the election record; losing the race is fine (the
-    /// winner's write fires our watch).
-    async fn write(&self, client: &Client, state: &ElectionState, decision: Decision) {
+    /// winner's write fires our watch). Returns the state after the write when it succeeded:
+    /// `state` with the record written, its version and, as token, the write's zxid.
+    async fn write(&self, client: &Client, state: &ElectionState, decision: Decision) -> Option<ElectionState> {
         let mut record: ElectionRecord = state.record.clone();
         match decision {
-            Decision::Nothing => return,
+            Decision::Nothing => return None,
             Decision::Elect(id) => {
-                let Some(candidate) = state.candidates.get(&id) else { return };
+                let candidate = state.candidates.get(&id)?;
                 record.term += 1;
                 record.leader = Some(LeaderRecord {
                     candidate_id: id,
@@ -507,7 +525,7 @@ impl Task {
             }
             Decision::Vacate => {
                 if record.leader.is_none() && record.deposed.is_none() {
-                    return;
+                    return None;
                 }
                 record.leader = None;
                 record.deposed = None;
@@ -525,10 +543,15 @@ impl Task {
         )
         .await
         {
-            Ok(_) => {
-                tracing::debug!(election = %self.name, term = record.term, leader = ?record.leader, deposed = ?record.deposed, "election written")
+            Ok(stat) => {
+                tracing::debug!(election = %self.name, term = record.term, leader = ?record.leader, deposed = ?record.deposed, "election written");
+                let token = u64::try_from(stat.mzxid).unwrap_or(0);
+                Some(ElectionState { exists: true, record, version: stat.version, token, ..state.clone() })
             }
-            Err(err) => tracing::debug!(election = %self.name, error = %err, "election write lost or failed"),
+            Err(err) => {
+                tracing::debug!(election = %self.name, error = %err, "election write lost or failed");
+                None
+            }
         }
     }
 }
