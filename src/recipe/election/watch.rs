@@ -342,6 +342,9 @@ impl Task {
             };
             let present: HashSet<&String> = children.iter().collect();
             cache.candidates.retain(|id, _| present.contains(id));
+            // A candidate whose own watch fired because it was deleted is not listed any more:
+            // nothing to read (its znode is gone as of this listing).
+            cache.dirty.retain(|id| present.contains(id));
             for id in children {
                 if !cache.candidates.contains_key(&id) {
                     cache.dirty.insert(id.clone());
