@@ -380,9 +380,29 @@ async fn write_health(inner: &Inner, lease: &LocalLease, path: &str, version: &m
 /// (the lease is already dead for its owner: heartbeats are refused).
 async fn expire(inner: &Inner, lease: &LocalLease, path: &str, mut version: i32) -> Option<End> {
     lease.confirmed_generation.store(0, Ordering::Release);
+    // A negative version is one we never saw written (an ambiguous claim): look first, since
+    // a delete with version -1 would delete any version — another home's live lease included.
+    let mut known = version >= 0;
     loop {
         if inner.shutdown.is_cancelled() {
             return Some(End::ShuttingDown);
+        }
+        if !known {
+            match inner.session.client() {
+                Ok(client) => match crate::zk::traced("get_data", path, client.get_data(path)).await {
+                    Ok((data, stat)) => match LeaseRecord::decode(&data) {
+                        Ok(record) if record.home == inner.me.name => {
+                            version = stat.version;
+                            known = true;
+                        }
+                        _ => return Some(End::Moved),
+                    },
+                    Err(zookeeper_client::Error::NoNode) => return Some(End::Gone),
+                    Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+                },
+                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+            }
+            continue;
         }
         let outcome = match inner.session.client() {
             Ok(client) => zkops::delete_lease(&client, path, Some(version)).await,
@@ -396,17 +416,7 @@ async fn expire(inner: &Inner, lease: &LocalLease, path: &str, mut version: i32)
             Ok(DeleteOutcome::Missing) => return Some(End::Gone),
             // Written since we last knew its version: a claim by another instance (not ours to
             // expire), or one of our own writes whose answer was lost. Look.
-            Ok(DeleteOutcome::VersionChanged) => match inner.session.client() {
-                Ok(client) => match crate::zk::traced("get_data", path, client.get_data(path)).await {
-                    Ok((data, stat)) => match LeaseRecord::decode(&data) {
-                        Ok(record) if record.home == inner.me.name => version = stat.version,
-                        _ => return Some(End::Moved),
-                    },
-                    Err(zookeeper_client::Error::NoNode) => return Some(End::Gone),
-                    Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
-                },
-                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
-            },
+            Ok(DeleteOutcome::VersionChanged) => known = false,
             Err(err) => {
                 tracing::debug!(lease = lease.id, error = %err, "cannot expire lease yet");
                 tokio::time::sleep(RETRY_PAUSE).await;
