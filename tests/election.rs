@@ -511,3 +511,40 @@ async fn a_campaign_stream_that_is_not_read_is_ended_when_too_far_behind() {
     drop(one);
     instance.shutdown().await;
 }
+
+/// The same when the candidacy's stream closed while it was only queued: elected later (its
+/// lease alive, its stream still recorded at instance a), it can be deposed again.
+#[tokio::test]
+async fn a_candidate_whose_stream_closed_while_queued_can_lead_and_be_deposed() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("election-streamless-queued");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let b = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let on_a = support::channel(a.addr()).await;
+    let on_b = support::channel(b.addr()).await;
+    let e = "streamless-queued";
+    let mut one = campaign(&on_b, e, "node-1", leased(&on_b, "1").await, 0, pb::PreemptPolicy::Off).await;
+    one.until(pb::CandidateState::Elected).await;
+    let mut two = campaign(&on_a, e, "node-2", leased(&on_a, "2").await, 1, pb::PreemptPolicy::Off).await;
+    two.until(pb::CandidateState::Queued).await;
+    drop(two);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut client = ElectionClient::new(on_b.clone());
+    let transfer = |target: &str| pb::TransferRequest {
+        election: e.into(),
+        target_candidate_id: target.into(),
+        from: None,
+        term: 0,
+    };
+    let to_two = client.transfer(transfer("node-2")).await.expect("transfer to the streamless candidate");
+    assert_eq!(to_two.into_inner().leader.unwrap().candidate_id, "node-2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let back = client.transfer(transfer("node-1")).await.expect("the streamless leader is deposed");
+    assert_eq!(back.into_inner().leader.unwrap().candidate_id, "node-1");
+    one.until(pb::CandidateState::Elected).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "transfer took {:?}", started.elapsed());
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -184,11 +184,14 @@ pub struct Campaign {
 }
 
 impl Drop for Campaign {
-    /// The candidacy outlives its stream. While it leads (or is being deposed) with its stream
-    /// recorded here, this instance keeps following the election: it is the one elector that
-    /// can see that nobody is left to tell of a deposition, and completes it (see
+    /// The candidacy outlives its stream. While it exists with its stream recorded here (and
+    /// no newer Campaign stream of it runs here), this instance keeps following the election:
+    /// should the candidacy lead and be deposed, this instance is the one elector that can see
+    /// that nobody is left to tell, and completes the deposition (see
     /// `watch::Task::drive_sinks`); the others wait for it while it is registered.
     fn drop(&mut self) {
+        // This stream's own sink counts as gone from now on (see `has_sink` below).
+        self.statuses.close();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (watch, id, me) =
             (self.watch.clone(), std::mem::take(&mut self.candidate_id), std::mem::take(&mut self.me));
@@ -196,19 +199,17 @@ impl Drop for Campaign {
         runtime.spawn(async move {
             let mut states = watch.state.clone();
             loop {
-                let hosted_leader = {
+                let streamless_here = {
                     let state = states.borrow_and_update();
-                    let leads =
-                        state.record.leader.as_ref().is_some_and(|l| l.candidate_id == id && l.lease_id == lease_id);
-                    let deposed =
-                        state.record.deposed.as_ref().is_some_and(|d| d.candidate_id == id && d.lease_id == lease_id);
-                    let here = state.candidates.get(&id).is_some_and(|c| {
-                        c.record.lease_id == lease_id && c.record.stream.as_deref() == Some(me.as_str())
-                    });
-                    (leads || deposed) && here
+                    // Not read yet: keep waiting for the first state.
+                    state.generation == 0
+                        || state.candidates.get(&id).is_some_and(|c| {
+                            c.record.lease_id == lease_id && c.record.stream.as_deref() == Some(me.as_str())
+                        })
                 };
-                // The task ends (and the sender with it) at shutdown.
-                if !hosted_leader || states.changed().await.is_err() {
+                // A newer stream of the candidacy here keeps the watch itself (and ends this);
+                // the task also ends (its sender dropped) at shutdown.
+                if !streamless_here || watch.has_sink(&id, lease_id) || states.changed().await.is_err() {
                     return;
                 }
             }

@@ -18,6 +18,8 @@ pub struct CandidateView {
     pub czxid: i64,
     /// zxid of the last write of its record.
     pub mzxid: i64,
+    /// Version of its record (an election names it leader only while this still holds).
+    pub version: i32,
     /// Its lease's health (`None` when the lease record is gone or unknown).
     pub health: Option<Health>,
 }
@@ -186,6 +188,7 @@ mod tests {
             record: CandidateRecord { lease_id: czxid, priority, value_hex: String::new(), stream: None },
             czxid,
             mzxid: czxid,
+            version: 0,
             health: health.map(|status| Health { status, checks: vec![] }),
         }
     }

@@ -153,6 +153,11 @@ impl ElectionWatch {
         (rx, end)
     }
 
+    /// Whether a Campaign stream of candidacy `candidate_id` (with `lease_id`) runs here.
+    pub(super) fn has_sink(&self, candidate_id: &str, lease_id: i64) -> bool {
+        lock(&self.sinks).iter().any(|s| s.candidate_id == candidate_id && s.lease_id == lease_id && !s.tx.is_closed())
+    }
+
     /// Every state from now on: a receiver of the published states and the current one. A
     /// state received later with a `sequence` not above the current one's is older: skip it.
     /// Together they miss nothing: the latest state is published before it is broadcast.
@@ -235,6 +240,9 @@ impl Task {
                             },
                         };
                         let Some(written) = written else { break };
+                        if self.shared.session.status().generation() != written.generation {
+                            break; // the connection changed: read again before telling anyone
+                        }
                         state = self.publish(written);
                     }
                 }
@@ -363,7 +371,14 @@ impl Task {
                     if changed_lease {
                         cache.lease_dirty.insert(id.clone());
                     }
-                    let view = CandidateView { id: id.clone(), record, czxid: stat.czxid, mzxid: stat.mzxid, health };
+                    let view = CandidateView {
+                        id: id.clone(),
+                        record,
+                        czxid: stat.czxid,
+                        mzxid: stat.mzxid,
+                        version: stat.version,
+                        health,
+                    };
                     cache.candidates.insert(id.clone(), Arc::new(view));
                 }
                 Err(zookeeper_client::Error::NoNode) => {
@@ -514,10 +529,15 @@ impl Task {
     /// `state` with the record written, its version and, as token, the write's zxid.
     async fn write(&self, client: &Client, state: &ElectionState, decision: Decision) -> Option<ElectionState> {
         let mut record: ElectionRecord = state.record.clone();
+        // Elect writes only while the elected candidacy is still the one read: the state
+        // published after the write then names a candidacy that existed at the write's zxid
+        // (not one resigned or expired meanwhile, which would be told ELECTED).
+        let mut elected: Option<(String, i32)> = None;
         match decision {
             Decision::Nothing => return None,
             Decision::Elect(id) => {
                 let candidate = state.candidates.get(&id)?;
+                elected = Some((id.clone(), candidate.version));
                 record.term += 1;
                 record.leader = Some(LeaderRecord {
                     candidate_id: id,
@@ -539,13 +559,32 @@ impl Task {
             }
         }
         let path = layout::election(&self.name);
-        match crate::zk::traced(
-            "set_data",
-            &path,
-            client.set_data(&path, &record::encode(&record), Some(state.version)),
-        )
-        .await
-        {
+        let data = record::encode(&record);
+        let written = match &elected {
+            None => crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(state.version)))
+                .await
+                .map_err(|err| err.to_string()),
+            Some((id, candidate_version)) => {
+                let written = async {
+                    let candidate_id = Name::parse("candidate", id).map_err(|e| e.to_string())?;
+                    let mut multi = client.new_multi_writer();
+                    multi.add_set_data(&path, &data, Some(state.version)).map_err(|e| e.to_string())?;
+                    multi
+                        .add_check_version(&layout::candidate(&self.name, &candidate_id), *candidate_version)
+                        .map_err(|e| e.to_string())?;
+                    let results = crate::zk::traced("multi", &path, multi.commit()).await.map_err(|e| e.to_string())?;
+                    results
+                        .into_iter()
+                        .find_map(|r| match r {
+                            zookeeper_client::MultiWriteResult::SetData { stat } => Some(stat),
+                            _ => None,
+                        })
+                        .ok_or_else(|| "no stat for the election record".to_owned())
+                };
+                written.await
+            }
+        };
+        match written {
             Ok(stat) => {
                 tracing::debug!(election = %self.name, term = record.term, leader = ?record.leader, deposed = ?record.deposed, "election written");
                 let token = u64::try_from(stat.mzxid).unwrap_or(0);
