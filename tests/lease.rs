@@ -134,7 +134,26 @@ async fn revoke_releases_a_lease_bound_to_thousands_of_lock_nodes() {
         let sample = [set[0].as_str(), set[999].as_str()];
         let held = next.try_lock(&sample, support::lock::EXCLUSIVE).await.unwrap();
         assert!(held.acquired, "keys of the revoked lease are free");
+        next.unlock(&held.handle).await.unwrap();
     }
+
+    // The same through expiry (versioned deletion, marked `ending` first): a 3 s lease with
+    // two holds of 1,000 long keys, never kept alive.
+    let short = grant(&channel, "short", Duration::from_secs(3)).await;
+    let locker = support::lock::Locker::with_lease(&channel, (short.lease_id, short.secret.clone()));
+    for set in &keys[..2] {
+        let set: Vec<&str> = set.iter().map(String::as_str).collect();
+        locker.lock(&set, support::lock::EXCLUSIVE, 30_000).await.expect("1,000 keys locked");
+    }
+    support::eventually(Duration::from_secs(20), "the large lease expired and its keys are free", || async {
+        let sample = [keys[0][0].as_str(), keys[1][999].as_str()];
+        match next.try_lock(&sample, support::lock::EXCLUSIVE).await {
+            Ok(held) if held.acquired => next.unlock(&held.handle).await.is_ok(),
+            _ => false,
+        }
+    })
+    .await;
+    assert_eq!(ttl(&channel, short.lease_id).await.unwrap_err().code(), Code::NotFound);
     instance.shutdown().await;
 }
 

@@ -260,6 +260,7 @@ impl Leases {
                 home: inner.me.name.clone(),
                 home_instance: inner.me.instance_id.clone(),
                 health: request.health,
+                ending: false,
             };
             let data = record.encode();
             let mode = CreateMode::Persistent.with_acls(inner.session.acls());
@@ -436,6 +437,9 @@ pub async fn read_verified(client: &Client, id: i64, secret: &str) -> Result<(Le
     if !secret::matches(secret, &record.secret_sha256) {
         return Err(Error::WrongSecret);
     }
+    if record.ending {
+        return Err(Error::LeaseNotFound); // being deleted (see `zkops::delete_lease`)
+    }
     Ok((record, version))
 }
 
@@ -456,6 +460,9 @@ async fn claim(inner: &Arc<Inner>, id: i64, secret: &str) -> Result<Arc<LocalLea
         let (mut record, version) = read(&client, &path).await?;
         if !secret::matches(secret, &record.secret_sha256) {
             return Err(Error::WrongSecret);
+        }
+        if record.ending {
+            return Err(Error::LeaseNotFound); // being deleted (see `zkops::delete_lease`)
         }
         if record.home == inner.me.name
             && let Some(lease) = inner.local(id)

@@ -32,6 +32,10 @@ pub struct LeaseRecord {
     /// The owner's health as of its last change.
     #[serde(default)]
     pub health: Health,
+    /// The lease is being deleted in several transactions (a lease too large for one): no
+    /// instance may claim it any more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ending: bool,
 }
 
 impl LeaseRecord {
@@ -77,6 +81,7 @@ mod tests {
                     message: "down".into(),
                 }],
             },
+            ending: false,
         };
         assert_eq!(LeaseRecord::decode(&record.encode()).expect("decodes"), record);
         assert!(LeaseRecord::decode(b"not json").is_err());

@@ -33,11 +33,12 @@ const OP_BYTES: usize = 16;
 /// `version` (any version when `None`). Bindings and their targets are always created and
 /// deleted together, so a binding's target exists exactly while the binding does.
 ///
-/// A lease bound to more than one transaction can carry ([`MAX_MULTI_BYTES`]) first has its
-/// bindings released in batches, each binding with its targets and each batch only while the
-/// record still has `version`; then the record goes as usual. Such a lease's holds are thus
-/// released a little before the record is gone (the lease is ending anyway); if its version
-/// changes half-way (a claim racing the expiry), the batches already released stay released.
+/// A lease bound to more than one transaction can carry ([`MAX_MULTI_BYTES`]) is first marked
+/// `ending` with a versioned write (from then on no instance claims it and nothing new binds
+/// to it through a verified read), then has its bindings released in batches, each binding
+/// with its targets and each batch only while the record keeps the marked version; then the
+/// record goes as usual. A claim racing the deletion thus either wins before the mark (and
+/// nothing is deleted) or fails: a live lease never loses some of its holds.
 ///
 /// # Errors
 /// [`crate::Error::Unavailable`] when ZooKeeper cannot be reached; the deletion may or may
@@ -45,7 +46,10 @@ const OP_BYTES: usize = 16;
 ///
 /// # Cancellation safety
 /// The transaction is atomic: a cancelled call deleted everything or nothing.
-pub async fn delete_lease(client: &Client, path: &str, version: Option<i32>) -> Result<DeleteOutcome> {
+pub async fn delete_lease(client: &Client, path: &str, mut version: Option<i32>) -> Result<DeleteOutcome> {
+    // Without a version from the caller (Revoke), a version this call set by marking the
+    // record is only ours: losing it to another write (a health change) means "again".
+    let any_version = version.is_none();
     for _ in 0..MAX_ATTEMPTS {
         let children = match crate::zk::traced("list_children", path, client.list_children(path)).await {
             Ok(children) => children,
@@ -61,7 +65,13 @@ pub async fn delete_lease(client: &Client, path: &str, version: Option<i32>) -> 
         }
         let bytes: usize = groups.iter().flatten().map(|p| p.len() + OP_BYTES).sum();
         if bytes + path.len() + OP_BYTES > MAX_MULTI_BYTES {
+            match mark_ending(client, path, version.filter(|_| !any_version)).await? {
+                Ok(marked) => version = Some(marked),
+                Err(DeleteOutcome::VersionChanged) if any_version => continue,
+                Err(outcome) => return Ok(outcome),
+            }
             match release_in_batches(client, path, version, &groups).await? {
+                Some(DeleteOutcome::VersionChanged) if any_version => continue,
                 Some(outcome) => return Ok(outcome),
                 None => continue, // released: list again, then delete the rest in one
             }
@@ -76,6 +86,7 @@ pub async fn delete_lease(client: &Client, path: &str, version: Option<i32>) -> 
         match crate::zk::traced("multi", "", multi.commit()).await {
             Ok(_) => return Ok(DeleteOutcome::Deleted),
             Err(MultiWriteError::OperationFailed { index, source }) => match source {
+                zookeeper_client::Error::BadVersion if index == ops && any_version => continue,
                 zookeeper_client::Error::BadVersion if index == ops => return Ok(DeleteOutcome::VersionChanged),
                 zookeeper_client::Error::NoNode if index == ops => return Ok(DeleteOutcome::Missing),
                 // A binding vanished or appeared meanwhile: list again.
@@ -87,6 +98,31 @@ pub async fn delete_lease(client: &Client, path: &str, version: Option<i32>) -> 
     }
     // Bindings kept changing: let the caller retry later.
     Err(crate::Error::Unavailable)
+}
+
+/// Marks the record at `path` `ending` if its version is `version` (any when `None`); the
+/// record's new version, or how the lease deletion ends (it changed, or it is gone).
+async fn mark_ending(client: &Client, path: &str, version: Option<i32>) -> Result<Result<i32, DeleteOutcome>> {
+    let (data, stat) = match crate::zk::traced("get_data", path, client.get_data(path)).await {
+        Ok(found) => found,
+        Err(zookeeper_client::Error::NoNode) => return Ok(Err(DeleteOutcome::Missing)),
+        Err(err) => return Err(err.into()),
+    };
+    if version.is_some_and(|v| v != stat.version) {
+        return Ok(Err(DeleteOutcome::VersionChanged));
+    }
+    let mut record = LeaseRecord::decode(&data)?;
+    if record.ending {
+        return Ok(Ok(stat.version));
+    }
+    record.ending = true;
+    let written = client.set_data(path, &record.encode(), Some(stat.version));
+    match crate::zk::traced("set_data", path, written).await {
+        Ok(stat) => Ok(Ok(stat.version)),
+        Err(zookeeper_client::Error::BadVersion) => Ok(Err(DeleteOutcome::VersionChanged)),
+        Err(zookeeper_client::Error::NoNode) => Ok(Err(DeleteOutcome::Missing)),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Deletes `groups` (each: a binding's targets, then the binding) in transactions of at most
