@@ -41,7 +41,6 @@ pub mod zkops;
 
 use std::{
     collections::{HashMap, VecDeque},
-    future::Future,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -50,8 +49,8 @@ use std::{
 };
 
 use futures_util::{StreamExt, TryStreamExt};
-use tokio::sync::{oneshot, watch};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::acquire::{Outcome, Wait};
 use crate::{
@@ -206,48 +205,9 @@ pub(crate) struct Inner {
     shutdown: CancellationToken,
     cache: Mutex<HoldCache>,
     stats: Stats,
-    tasks: Tasks,
-}
-
-/// The tasks of an instance's lock calls (and their background clean-ups), so that a graceful
-/// shutdown can wait until what they queued is withdrawn.
-#[derive(Debug)]
-struct Tasks {
-    running: watch::Sender<usize>,
-}
-
-impl Default for Tasks {
-    fn default() -> Self {
-        Self { running: watch::Sender::new(0) }
-    }
-}
-
-impl Tasks {
-    /// Spawns `task`, counted as running until it ends (or is dropped with the runtime).
-    fn spawn<F>(&self, task: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        struct Running(watch::Sender<usize>);
-        impl Drop for Running {
-            fn drop(&mut self) {
-                self.0.send_modify(|n| *n -= 1);
-            }
-        }
-        self.running.send_modify(|n| *n += 1);
-        let running = Running(self.running.clone());
-        tokio::spawn(async move {
-            let _running = running;
-            task.await;
-        });
-    }
-
-    /// Waits until no task is running.
-    async fn idle(&self) {
-        let mut running = self.running.subscribe();
-        // The sender lives in `self`: the channel cannot close while this borrows it.
-        let _ = running.wait_for(|n| *n == 0).await;
-    }
+    /// The tasks of this instance's lock calls and of their background clean-ups, so that a
+    /// graceful shutdown can wait until what they queued is withdrawn ([`Locks::drain`]).
+    tasks: TaskTracker,
 }
 
 /// Counts of this instance's lock calls (for metrics).
@@ -317,7 +277,7 @@ impl Locks {
                 shutdown,
                 cache: Mutex::default(),
                 stats: Stats::default(),
-                tasks: Tasks::default(),
+                tasks: TaskTracker::new(),
             }),
         }
     }
@@ -430,7 +390,9 @@ impl Locks {
     /// # Cancellation safety
     /// Only waits: safe to cancel.
     pub async fn drain(&self) {
-        self.inner.tasks.idle().await;
+        // Closing only lets `wait` finish once nothing runs; tasks spawned later still count.
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     /// What this instance's lock calls amount to so far.
