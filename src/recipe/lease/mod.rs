@@ -457,13 +457,7 @@ async fn claim(inner: &Arc<Inner>, id: i64, secret: &str) -> Result<Arc<LocalLea
     let client = inner.session.client()?;
     let path = layout::lease(id);
     for _ in 0..MAX_CLAIM_ATTEMPTS {
-        let (mut record, version) = read(&client, &path).await?;
-        if !secret::matches(secret, &record.secret_sha256) {
-            return Err(Error::WrongSecret);
-        }
-        if record.ending {
-            return Err(Error::LeaseNotFound); // being deleted (see `zkops::delete_lease`)
-        }
+        let (mut record, version) = read_verified(&client, id, secret).await?;
         if record.home == inner.me.name
             && let Some(lease) = inner.local(id)
         {

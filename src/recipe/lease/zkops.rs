@@ -45,7 +45,9 @@ const OP_BYTES: usize = 16;
 /// not have happened (retrying is safe).
 ///
 /// # Cancellation safety
-/// The transaction is atomic: a cancelled call deleted everything or nothing.
+/// Each transaction is atomic. A lease deleted in one transaction is deleted entirely or not
+/// at all; a large lease cancelled half-way is left marked `ending` with some bindings
+/// released (nothing can claim or bind to it any more; the next deletion finishes it).
 pub async fn delete_lease(client: &Client, path: &str, mut version: Option<i32>) -> Result<DeleteOutcome> {
     // Without a version from the caller (Revoke), a version this call set by marking the
     // record is only ours: losing it to another write (a health change) means "again".
@@ -65,12 +67,13 @@ pub async fn delete_lease(client: &Client, path: &str, mut version: Option<i32>)
         }
         let bytes: usize = groups.iter().flatten().map(|p| p.len() + OP_BYTES).sum();
         if bytes + path.len() + OP_BYTES > MAX_MULTI_BYTES {
-            match mark_ending(client, path, version.filter(|_| !any_version)).await? {
-                Ok(marked) => version = Some(marked),
+            let marked = match mark_ending(client, path, version.filter(|_| !any_version)).await? {
+                Ok(marked) => marked,
                 Err(DeleteOutcome::VersionChanged) if any_version => continue,
                 Err(outcome) => return Ok(outcome),
-            }
-            match release_in_batches(client, path, version, &groups).await? {
+            };
+            version = Some(marked);
+            match release_in_batches(client, path, marked, &groups).await? {
                 Some(DeleteOutcome::VersionChanged) if any_version => continue,
                 Some(outcome) => return Ok(outcome),
                 None => continue, // released: list again, then delete the rest in one
@@ -126,13 +129,13 @@ async fn mark_ending(client: &Client, path: &str, version: Option<i32>) -> Resul
 }
 
 /// Deletes `groups` (each: a binding's targets, then the binding) in transactions of at most
-/// [`MAX_MULTI_BYTES`], each only while the record at `path` has `version` (if given).
+/// [`MAX_MULTI_BYTES`], each only while the record at `path` has `version`.
 /// `Some` when the record's version changed or it vanished (stop there); `None` when done
 /// or when a binding vanished meanwhile (list again).
 async fn release_in_batches(
     client: &Client,
     path: &str,
-    version: Option<i32>,
+    version: i32,
     groups: &[Vec<String>],
 ) -> Result<Option<DeleteOutcome>> {
     let mut batches: Vec<Vec<&String>> = vec![Vec::new()];
@@ -149,16 +152,13 @@ async fn release_in_batches(
     tracing::info!(lease = path, bindings = groups.len(), batches = batches.len(), "deleting a large lease in batches");
     for batch in batches {
         let mut multi = client.new_multi_writer();
-        let checked = version.is_some();
-        if let Some(version) = version {
-            multi.add_check_version(path, version)?;
-        }
+        multi.add_check_version(path, version)?;
         for target in batch {
             multi.add_delete(target, None)?;
         }
         match crate::zk::traced("multi", "", multi.commit()).await {
             Ok(_) => {}
-            Err(MultiWriteError::OperationFailed { index: 0, source }) if checked => {
+            Err(MultiWriteError::OperationFailed { index: 0, source }) => {
                 return Ok(Some(match source {
                     zookeeper_client::Error::BadVersion => DeleteOutcome::VersionChanged,
                     _ => DeleteOutcome::Missing,
