@@ -202,10 +202,7 @@ impl Drop for Campaign {
                 let streamless_here = {
                     let state = states.borrow_and_update();
                     // Not read yet: keep waiting for the first state.
-                    state.generation == 0
-                        || state.candidates.get(&id).is_some_and(|c| {
-                            c.record.lease_id == lease_id && c.record.stream.as_deref() == Some(me.as_str())
-                        })
+                    state.generation == 0 || state.streamed_at(&id, lease_id, &me)
                 };
                 // A newer stream of the candidacy here keeps the watch itself (and ends this);
                 // the task also ends (its sender dropped) at shutdown.

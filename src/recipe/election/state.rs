@@ -73,6 +73,12 @@ pub enum Decision {
 }
 
 impl ElectionState {
+    /// Whether candidacy `id` of lease `lease_id` exists with its Campaign stream recorded at
+    /// instance `me`.
+    pub fn streamed_at(&self, id: &str, lease_id: i64, me: &str) -> bool {
+        self.candidates.get(id).is_some_and(|c| c.record.lease_id == lease_id && c.record.stream.as_deref() == Some(me))
+    }
+
     /// Candidates in election order: priority, then the earliest.
     pub fn ordered(&self) -> Vec<&CandidateView> {
         let mut ordered: Vec<&CandidateView> = self.candidates.values().map(Arc::as_ref).collect();

@@ -80,6 +80,11 @@ pub(super) struct Sink {
 }
 
 impl Sink {
+    /// Whether this is a stream of candidacy `candidate_id` with lease `lease_id`.
+    fn is(&self, candidate_id: &str, lease_id: i64) -> bool {
+        self.candidate_id == candidate_id && self.lease_id == lease_id
+    }
+
     /// Ends the stream with `why` once its client has read what was sent; the caller drops
     /// the sink (and so the sender).
     fn end(&self, why: super::StreamEnd) {
@@ -141,7 +146,7 @@ impl ElectionWatch {
         let end = Arc::new(Mutex::new(None));
         let mut sinks = lock(&self.sinks);
         sinks.retain(|old| {
-            let replaced = old.candidate_id == candidate_id && old.lease_id == lease_id;
+            let replaced = old.is(&candidate_id, lease_id);
             if replaced {
                 old.end(super::StreamEnd::TakenOver);
             }
@@ -155,7 +160,7 @@ impl ElectionWatch {
 
     /// Whether a Campaign stream of candidacy `candidate_id` (with `lease_id`) runs here.
     pub(super) fn has_sink(&self, candidate_id: &str, lease_id: i64) -> bool {
-        lock(&self.sinks).iter().any(|s| s.candidate_id == candidate_id && s.lease_id == lease_id && !s.tx.is_closed())
+        lock(&self.sinks).iter().any(|s| s.is(candidate_id, lease_id) && !s.tx.is_closed())
     }
 
     /// Every state from now on: a receiver of the published states and the current one. A
@@ -459,8 +464,7 @@ impl Task {
                     sink.last = Some(status.clone());
                 }
                 if let Some(deposed) = &state.record.deposed
-                    && deposed.candidate_id == sink.candidate_id
-                    && deposed.lease_id == sink.lease_id
+                    && sink.is(&deposed.candidate_id, deposed.lease_id)
                     && matches!(status, CandidateStatus::Deposed { .. })
                 {
                     tell_then_complete = Some(deposed.clone());
@@ -480,12 +484,8 @@ impl Task {
             let me = self.shared.me.name.as_str();
             if tell_then_complete.is_none()
                 && let Some(deposed) = &state.record.deposed
-                && state.candidates.get(&deposed.candidate_id).is_some_and(|candidate| {
-                    candidate.record.lease_id == deposed.lease_id && candidate.record.stream.as_deref() == Some(me)
-                })
-                && !sinks
-                    .iter()
-                    .any(|sink| sink.candidate_id == deposed.candidate_id && sink.lease_id == deposed.lease_id)
+                && state.streamed_at(&deposed.candidate_id, deposed.lease_id, me)
+                && !sinks.iter().any(|sink| sink.is(&deposed.candidate_id, deposed.lease_id))
             {
                 tracing::debug!(election = %self.name, candidate = %deposed.candidate_id, "deposed leader has no stream here; completing");
                 tell_then_complete = Some(deposed.clone());
@@ -537,7 +537,7 @@ impl Task {
             Decision::Nothing => return None,
             Decision::Elect(id) => {
                 let candidate = state.candidates.get(&id)?;
-                elected = Some((id.clone(), candidate.version));
+                elected = Some((format!("{}/{id}", layout::candidates(&self.name)), candidate.version));
                 record.term += 1;
                 record.leader = Some(LeaderRecord {
                     candidate_id: id,
@@ -564,14 +564,11 @@ impl Task {
             None => crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(state.version)))
                 .await
                 .map_err(|err| err.to_string()),
-            Some((id, candidate_version)) => {
+            Some((candidate_path, candidate_version)) => {
                 let written = async {
-                    let candidate_id = Name::parse("candidate", id).map_err(|e| e.to_string())?;
                     let mut multi = client.new_multi_writer();
                     multi.add_set_data(&path, &data, Some(state.version)).map_err(|e| e.to_string())?;
-                    multi
-                        .add_check_version(&layout::candidate(&self.name, &candidate_id), *candidate_version)
-                        .map_err(|e| e.to_string())?;
+                    multi.add_check_version(candidate_path, *candidate_version).map_err(|e| e.to_string())?;
                     let results = crate::zk::traced("multi", &path, multi.commit()).await.map_err(|e| e.to_string())?;
                     results
                         .into_iter()
