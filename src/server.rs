@@ -46,7 +46,6 @@ const LOCK_WITHDRAW_TIME: Duration = Duration::from_secs(1);
 pub struct Instance {
     addr: SocketAddr,
     session: ZkSession,
-    leases: Leases,
     tenants: Tenants,
     health: JoinHandle<()>,
     shutdown: CancellationToken,
@@ -72,7 +71,6 @@ pub async fn start(config: Config) -> io::Result<Instance> {
     let shutdown = CancellationToken::new();
     // The default tenant's recipes over the namespace, and each configured tenant's.
     let default_tenant = Recipes::start(None, session.clone(), incarnation.clone(), shutdown.clone());
-    let leases = default_tenant.leases.clone();
     let tenants = Tenants::start(default_tenant, &session, &config.zookeeper.tenants, &incarnation, &shutdown);
     let metrics = Metrics::new();
     let metrics_addr = match config.metrics_listen {
@@ -166,7 +164,6 @@ pub async fn start(config: Config) -> io::Result<Instance> {
     Ok(Instance {
         addr,
         session,
-        leases,
         tenants,
         health: health_task,
         shutdown,
@@ -200,7 +197,7 @@ impl Instance {
 
     /// The instance's lease recipe.
     pub fn leases(&self) -> &Leases {
-        &self.leases
+        &self.tenants.default_tenant().leases
     }
 
     /// Stops the instance gracefully: health turns NOT_SERVING, streams end with UNAVAILABLE

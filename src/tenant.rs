@@ -106,13 +106,6 @@ impl Tenants {
         named.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         std::iter::once(&self.default).chain(named).cloned().collect()
     }
-
-    /// The configured tenant names (not the default tenant), sorted.
-    pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.named.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
-    }
 }
 
 /// Parses the `tenants` setting: comma-separated names (the rules of every zkcoord name, see

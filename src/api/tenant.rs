@@ -22,8 +22,9 @@ use crate::{
     validate::Name,
 };
 
-/// The gRPC metadata header that names the tenant of a request.
-pub const TENANT_HEADER: &str = "zkcoord-tenant";
+/// The gRPC metadata header that names the tenant of a request (the client crate's constant:
+/// both sides must agree on it).
+pub use zkcoord_client::TENANT_HEADER;
 
 /// The tenant `request` is for: `None` for the default tenant.
 ///
