@@ -3,8 +3,9 @@
 //! The file is polled ([`crate::file_change`]); after a change it is read and parsed again,
 //! and the new rules apply to every request that starts afterwards. A file that cannot be
 //! read or parsed (half written, a typo, removed) is logged and the previous rules stay in
-//! force: an operator's mistake never opens or closes everything at once. Each request takes
-//! the rules once per decision, so a reload never changes a decision half-way.
+//! force: an operator's mistake never opens or closes everything at once. Each decision (a
+//! request's tenant, then its names) takes the rules once; a reload landing between the two
+//! decisions of one request can split them across two versions of the rules.
 
 use std::sync::{
     Arc, PoisonError, RwLock,
