@@ -99,7 +99,7 @@ async fn best_priority_leads_and_resign_elects_the_next() {
     assert_eq!((info.candidate_id.as_str(), info.value.as_slice(), info.term), ("standby", &b"addr-of-standby"[..], 1));
 
     ElectionClient::new(channel.clone())
-        .resign(pb::ResignRequest { key: key(e, "standby", &standby.lease), term: 1 })
+        .resign(pb::ResignRequest { key: key(e, "standby", &standby.lease), term: 1, stay_candidate: false })
         .await
         .unwrap();
     let deposed = standby.next().await;
@@ -295,9 +295,9 @@ async fn bad_requests_get_clear_statuses() {
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     let status =
-        client.resign(pb::ResignRequest { key: key(e, "follower", &other), term: elected.term }).await.unwrap_err();
+        client.resign(pb::ResignRequest { key: key(e, "follower", &other), term: elected.term, stay_candidate: false }).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    let status = client.resign(pb::ResignRequest { key: key(e, "stranger", &other), term: 0 }).await.unwrap_err();
+    let status = client.resign(pb::ResignRequest { key: key(e, "stranger", &other), term: 0, stay_candidate: false }).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     // Proclaim by the leader works and is seen.
     client

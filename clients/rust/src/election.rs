@@ -169,7 +169,7 @@ impl LeaderElector {
         let key = self.key.clone();
         self.client
             .retrying(|channel| {
-                let request = pb::ResignRequest { key: Some(key.clone()), term: 0 };
+                let request = pb::ResignRequest { key: Some(key.clone()), term: 0, stay_candidate: false };
                 async move { ElectionClient::new(channel).resign(request).await }
             })
             .await?;

@@ -272,7 +272,7 @@ impl Keep {
         let health = run_checks(&self.checks, self.ttl / 6).await;
         sent.push_back(Instant::now());
         requests
-            .send(pb::KeepAliveRequest { lease: Some(lease.clone()), health: Some(health) })
+            .send(pb::KeepAliveRequest { lease: Some(lease.clone()), health: Some(health), elections: vec![] })
             .await
             .map_err(|_| Error::LeaseLost)?;
         let mut responses = match tokio::time::timeout(interval, leases.keep_alive(ReceiverStream::new(receiver))).await
@@ -306,7 +306,7 @@ impl Keep {
                     }
                     let health = run_checks(&self.checks, self.ttl / 6).await;
                     sent.push_back(Instant::now());
-                    let request = pb::KeepAliveRequest { lease: Some(lease.clone()), health: Some(health) };
+                    let request = pb::KeepAliveRequest { lease: Some(lease.clone()), health: Some(health), elections: vec![] };
                     if requests.send(request).await.is_err() {
                         return Ok(());
                     }
