@@ -79,6 +79,7 @@ mod tests {
             granted_unix_ms: 1,
             home: "i~1".into(),
             home_instance: "i".into(),
+            attachment: 7,
             health: Health {
                 status: HealthStatus::Degraded,
                 checks: vec![HealthCheck {
