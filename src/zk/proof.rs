@@ -100,8 +100,7 @@ impl Proofs {
     /// The latest proof if it still counts at `now` on connection `generation`.
     pub fn valid(&self, generation: u64, now: Instant) -> Option<Proof> {
         let proof = (*self.latest.borrow())?;
-        (generation != 0 && proof.generation == generation && now < proof.started + self.timing.window)
-            .then_some(proof)
+        (generation != 0 && proof.generation == generation && now < proof.started + self.timing.window).then_some(proof)
     }
 
     /// A receiver that sees every new proof.

@@ -135,7 +135,8 @@ impl Shared {
         if now >= beat.until || !beat.elections.iter().any(|e| *e == self.election) {
             return None;
         }
-        let listed = beat.leaderships.iter().find(|l| l.election == self.election && l.candidate_id == self.candidate_id)?;
+        let listed =
+            beat.leaderships.iter().find(|l| l.election == self.election && l.candidate_id == self.candidate_id)?;
         (listed.term > self.renounced.load(Ordering::SeqCst)).then_some(Leadership {
             term: listed.term,
             fencing_token: listed.fencing_token,
@@ -455,7 +456,8 @@ impl Follow {
         }
         if self.leading.is_some() {
             let reason = loss.unwrap_or_else(|| {
-                let confirmed = matches!(*self.shared.lease.borrow(), LeaseStatus::Confirmed { until } if Instant::now() < until);
+                let confirmed =
+                    matches!(*self.shared.lease.borrow(), LeaseStatus::Confirmed { until } if Instant::now() < until);
                 match self.deposed {
                     Some(reason) => LossReason::Deposed(reason),
                     None if confirmed => LossReason::Unconfirmed,

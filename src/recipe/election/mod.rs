@@ -50,7 +50,8 @@ use crate::{
 
 /// How long a call waits for an election's state to be read.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long Transfer waits for the successor to be elected.
+/// How long Transfer waits for the successor to be elected, beyond the deposed leader's
+/// deposition grace (see [`watch::deposition_grace`]).
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Step-down refused: the candidacy still leads the term undeposed.
 const STILL_LEADS: &str = "the candidate still leads that term; Resign without stay_candidate gives it up";
@@ -648,6 +649,13 @@ impl Elections {
         record.leader = None;
         record.yielded = Some(Yielded { candidate_id: leader.candidate_id.clone(), lease_id: leader.lease_id });
         let (old_term, next_id) = (state.record.term, next.id.clone());
+        // Without the leader's acknowledgement the successor waits for its validity to run out.
+        let wait = TRANSFER_TIMEOUT
+            + state
+                .candidates
+                .get(&leader.candidate_id)
+                .and_then(|c| c.lease_ttl)
+                .map_or(Duration::ZERO, watch::deposition_grace);
         let path = layout::election(name);
         match crate::zk::traced(
             "set_data",
@@ -665,7 +673,7 @@ impl Elections {
         watch.poke();
         let mut receiver = watch.state.clone();
         let elected = tokio::time::timeout(
-            TRANSFER_TIMEOUT,
+            wait,
             receiver.wait_for(|s| s.generation != 0 && s.record.term > old_term && s.record.leader.is_some()),
         )
         .await

@@ -545,7 +545,12 @@ fn note_deposition(seen: &mut Option<(Deposition, tokio::time::Instant)>, state:
 ///
 /// # Cancellation safety
 /// One request: a cancelled write happened entirely or not at all (the watch then tells).
-pub(super) async fn write(client: &Client, name: &Name, state: &ElectionState, decision: Decision) -> Option<ElectionState> {
+pub(super) async fn write(
+    client: &Client,
+    name: &Name,
+    state: &ElectionState,
+    decision: Decision,
+) -> Option<ElectionState> {
     let mut record: ElectionRecord = state.record.clone();
     // Elect writes only while the elected candidacy is still the one read: the state
     // published after the write then names a candidacy that existed at the write's zxid

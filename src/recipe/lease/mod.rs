@@ -188,10 +188,8 @@ impl Inner {
         let generation = self.session.status().generation();
         // On failure the task retries arming; the lease stays unconfirmed until then.
         let home = local::Home { me: &self.me.name, attachment: record.attachment };
-        let watcher = local::arm(home, &record.health, client, &path, &mut version, &mut written_session)
-            .await
-            .ok()
-            .flatten();
+        let watcher =
+            local::arm(home, &record.health, client, &path, &mut version, &mut written_session).await.ok().flatten();
         if watcher.is_some() {
             lease.set_confirmed(generation);
         }
