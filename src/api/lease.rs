@@ -176,17 +176,20 @@ impl LeaseService {
         let elections = check::elections("elections", &request.elections)?;
         let proof = self.ctx.session.proven();
         let ack = lease.heartbeat(&health_from_pb(request.health.as_ref()), proof)?;
-        let leaderships = if ack.confirmed && !elections.is_empty() {
-            tenant.elections.leaderships(lease.id, &elections).await.into_iter().map(leadership).collect()
-        } else {
-            Vec::new()
+        // An answer that cannot tell whether the lease leads a named election is not confirmed:
+        // "confirmed, not listed" must mean "proven not the leader".
+        let leaderships = match (ack.confirmed, elections.is_empty()) {
+            (false, _) => None,
+            (true, true) => Some(Vec::new()),
+            (true, false) => tenant.elections.leaderships(lease.id, &elections).await,
         };
+        let confirmed = leaderships.is_some();
         Ok(pb::KeepAliveResponse {
             lease_id: lease.id,
             ttl_ms: millis(ack.remaining),
-            confirmed: ack.confirmed,
+            confirmed,
             instance: self.ctx.instance_id.clone(),
-            leaderships,
+            leaderships: leaderships.unwrap_or_default().into_iter().map(leadership).collect(),
         })
     }
 }

@@ -29,6 +29,7 @@ pub struct CampaignOptions {
     priority: i32,
     value: Vec<u8>,
     preempt: pb::PreemptPolicy,
+    acknowledge: bool,
 }
 
 impl CampaignOptions {
@@ -41,7 +42,18 @@ impl CampaignOptions {
             priority: 0,
             value: Vec::new(),
             preempt: pb::PreemptPolicy::Unspecified,
+            acknowledge: true,
         }
+    }
+
+    /// Leaves acknowledging a deposition to the application ([`LeaderElector::acknowledge`]),
+    /// for applications that need time to stop acting (e.g. a child process to terminate).
+    /// By default the elector acknowledges as soon as it has ended the leadership locally,
+    /// which is right when every action checks [`LeaderElector::leadership`] just before it.
+    /// Until acknowledged, the successor waits for this leadership's validity to run out.
+    pub fn manual_acknowledgement(mut self) -> Self {
+        self.acknowledge = false;
+        self
     }
 
     /// 0 (best) to 1000.
@@ -214,6 +226,7 @@ impl LeaderElector {
             events: events_tx,
             leading: None,
             deposed: None,
+            acknowledge: options.acknowledge,
         };
         let task = tokio::spawn(follow.run(first));
         Ok(Self { client: client.clone(), key, events, shared, task })
@@ -241,6 +254,17 @@ impl LeaderElector {
     /// Whether this candidate may act as leader now.
     pub fn is_leader(&self) -> bool {
         self.leadership().is_some()
+    }
+
+    /// Gives up `term` here (never acted on again) and tells zkcoord this candidate has stopped
+    /// acting as its leader, so that a deposition completes at once (Resign with
+    /// `stay_candidate`). Needed only with [`CampaignOptions::manual_acknowledgement`].
+    ///
+    /// # Errors
+    /// The Resign call's status (FAILED_PRECONDITION while zkcoord has not deposed it).
+    pub async fn acknowledge(&self, term: i64) -> Result<(), Error> {
+        self.shared.renounced.fetch_max(term, Ordering::SeqCst);
+        acknowledge(&self.client, &self.key, term).await
     }
 
     /// Withdraws the candidacy (a leader steps down; the next candidate is elected). The
@@ -305,6 +329,8 @@ struct Follow {
     leading: Option<(i64, u64)>,
     /// Why the last term ended, when a DEPOSED said so.
     deposed: Option<pb::DeposedReason>,
+    /// Whether to acknowledge depositions by itself.
+    acknowledge: bool,
 }
 
 /// How following one stream ended.
@@ -416,12 +442,16 @@ impl Follow {
                 self.deposed = Some(reason);
                 // Give the term up here first, then tell zkcoord (the successor is elected on
                 // that acknowledgement instead of after this term's validity runs out).
+                // Given up here at once in any case; acknowledged by this elector or the
+                // application.
                 self.shared.renounced.fetch_max(status.term, Ordering::SeqCst);
                 self.report(Some(LossReason::Deposed(reason)));
                 if matches!(reason, pb::DeposedReason::Resigned | pb::DeposedReason::LeaseExpired) {
                     return Some(StreamEnd::Over);
                 }
-                self.acknowledge(status.term);
+                if self.acknowledge {
+                    self.acknowledge_in_background(status.term);
+                }
             }
             pb::CandidateState::Unconfirmed | pb::CandidateState::Queued | pb::CandidateState::Unspecified => {}
         }
@@ -430,21 +460,27 @@ impl Follow {
 
     /// Tells zkcoord, in the background and retrying, that this candidate stopped leading
     /// `term` (Resign with `stay_candidate`).
-    fn acknowledge(&self, term: i64) {
+    fn acknowledge_in_background(&self, term: i64) {
         let client = self.client.clone();
         let key = self.key.clone();
         tokio::spawn(async move {
-            let request = pb::ResignRequest { key: Some(key), term, stay_candidate: true };
-            let acknowledged = client
-                .retrying(|channel| {
-                    let request = request.clone();
-                    async move { ElectionClient::new(channel).resign(request).await }
-                })
-                .await;
-            if let Err(status) = acknowledged {
-                tracing::debug!(%status, term, "deposition not acknowledged; the successor waits for this term's validity to run out");
+            if let Err(err) = acknowledge(&client, &key, term).await {
+                tracing::debug!(%err, term, "deposition not acknowledged; the successor waits for this term's validity to run out");
             }
         });
+    }
+
+    /// Whether the last confirmed heartbeat, still valid, named this election without listing
+    /// `term`: zkcoord withdrew that leadership.
+    fn withdrawn(&self, term: i64) -> bool {
+        let beat = self.shared.beat.borrow();
+        beat.as_ref().is_some_and(|beat| {
+            Instant::now() < beat.until
+                && beat.elections.iter().any(|e| *e == self.shared.election)
+                && !beat.leaderships.iter().any(|l| {
+                    l.election == self.shared.election && l.candidate_id == self.shared.candidate_id && l.term == term
+                })
+        })
     }
 
     /// Reports a change of leadership against the rule; `loss` is the reason to give if it
@@ -453,6 +489,16 @@ impl Follow {
         let now = self.shared.leadership(Instant::now()).map(|l| (l.term, l.fencing_token));
         if now == self.leading {
             return;
+        }
+        if let Some((term, _)) = self.leading
+            && self.withdrawn(term)
+        {
+            // zkcoord no longer lists it: deposed (its DEPOSED may never come, e.g. from a frozen
+            // instance) or ended. Give it up for good and say so.
+            self.shared.renounced.fetch_max(term, Ordering::SeqCst);
+            if self.acknowledge {
+                self.acknowledge_in_background(term);
+            }
         }
         if self.leading.is_some() {
             let reason = loss.unwrap_or_else(|| {
@@ -472,4 +518,16 @@ impl Follow {
         }
         self.leading = now;
     }
+}
+
+/// Resign with `stay_candidate` for `term`, retried on another endpoint while unavailable.
+async fn acknowledge(client: &Client, key: &pb::CandidateKey, term: i64) -> Result<(), Error> {
+    let request = pb::ResignRequest { key: Some(key.clone()), term, stay_candidate: true };
+    client
+        .retrying(|channel| {
+            let request = request.clone();
+            async move { ElectionClient::new(channel).resign(request).await }
+        })
+        .await?;
+    Ok(())
 }

@@ -93,16 +93,17 @@ impl Leaderships {
         Self { session, views: Mutex::new(HashMap::new()) }
     }
 
-    /// The leaderships of lease `lease_id` among `elections` that this instance can prove
-    /// now; empty when it has no valid session proof. Costs a ZooKeeper read only for a view
-    /// used for the first time or whose watch fired.
+    /// The leaderships of lease `lease_id` among `elections`, as this instance can prove them
+    /// now: `None` when it cannot tell for one of them (no valid session proof, a read
+    /// failed), so that an answer never says "not the leader" without knowing. Costs a
+    /// ZooKeeper read only for a view used for the first time or whose watch fired.
     ///
     /// # Cancellation safety
     /// Safe to cancel: a cancelled read leaves the view to be read again.
-    pub async fn of(&self, lease_id: i64, elections: &[Name]) -> Vec<Leadership> {
+    pub async fn of(&self, lease_id: i64, elections: &[Name]) -> Option<Vec<Leadership>> {
         let mut led = Vec::new();
-        let Some(proof) = self.session.proven() else { return led };
-        let Ok(client) = self.session.client() else { return led };
+        let proof = self.session.proven()?;
+        let client = self.session.client().ok()?;
         let window = self.session.proofs().timing().window;
         for election in elections {
             let view = self.view(election.as_str());
@@ -110,10 +111,12 @@ impl Leaderships {
             view.used = Some(Instant::now());
             if let Err(err) = refresh(&client, election, &mut view, proof).await {
                 tracing::debug!(election = %election, error = %err, "cannot read election for a heartbeat");
-                continue;
+                return None;
             }
-            let current = view.current_as_of.is_some_and(|t| Instant::now() < t + window);
-            if let (true, Some((record, token))) = (current, &view.record)
+            if !view.current_as_of.is_some_and(|t| Instant::now() < t + window) {
+                return None;
+            }
+            if let Some((record, token)) = &view.record
                 && let Some(leader) = &record.leader
                 && leader.lease_id == lease_id
             {
@@ -125,7 +128,7 @@ impl Leaderships {
                 });
             }
         }
-        led
+        Some(led)
     }
 
     fn view(&self, election: &str) -> Arc<tokio::sync::Mutex<View>> {

@@ -338,11 +338,12 @@ impl Elections {
     }
 
     /// The leaderships of lease `lease_id` among `elections` that this instance can prove now
-    /// (see [`leadership`]): what the lease's heartbeat answer lists.
+    /// (see [`leadership`]): what the lease's heartbeat answer lists; `None` when it cannot
+    /// tell (the answer is then not confirmed).
     ///
     /// # Cancellation safety
     /// Safe to cancel.
-    pub async fn leaderships(&self, lease_id: i64, elections: &[Name]) -> Vec<Leadership> {
+    pub async fn leaderships(&self, lease_id: i64, elections: &[Name]) -> Option<Vec<Leadership>> {
         self.shared.leaderships.of(lease_id, elections).await
     }
 
