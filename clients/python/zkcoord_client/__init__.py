@@ -17,9 +17,9 @@ monotonic clock. `LeaseKeeper.is_confirmed()` and `LeaderElector.is_leader()` ap
 """
 
 from zkcoord_client._client import DEFAULT_TIMEOUT, TENANT_HEADER, Client, Tls
-from zkcoord_client._election import BecameLeader, LeaderElector, LeadershipEvent, LostLeadership
+from zkcoord_client._election import BecameLeader, LeaderElector, Leadership, LeadershipEvent, LostLeadership
 from zkcoord_client._errors import LockBusy, ZkcoordError
-from zkcoord_client._lease import CONFIRMED, LOST, UNCONFIRMED, Check, LeaseKeeper, LeaseStatus
+from zkcoord_client._lease import CONFIRMED, LOST, UNCONFIRMED, Check, ConfirmedBeat, LeaseKeeper, LeaseStatus
 from zkcoord_client._lock import EXCLUSIVE, SHARED, LockGuard, lock, try_lock
 from zkcoord_client._pb import common_pb2, election_pb2, lease_pb2, lock_pb2
 
@@ -28,10 +28,12 @@ __all__ = [
     "CONFIRMED",
     "Check",
     "Client",
+    "ConfirmedBeat",
     "DEFAULT_TIMEOUT",
     "EXCLUSIVE",
     "LOST",
     "LeaderElector",
+    "Leadership",
     "LeadershipEvent",
     "LeaseKeeper",
     "LeaseStatus",
