@@ -289,7 +289,9 @@ async fn python_client_fails_over_between_instances() {
 
 /// A leader whose only instance freezes (SIGSTOP: no answer, no message) stops acting by the
 /// send time of its last confirmed heartbeat + ttl, reported by the elector's timer; the
-/// candidate on the other instance leads only after that.
+/// candidate on the other instance leads only after that. A leader whose Campaign stream is on
+/// the frozen instance (heartbeats elsewhere) and is transferred away stops when a confirmed
+/// heartbeat no longer lists it, and its acknowledgement lets the successor lead at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_leader_on_a_frozen_instance_stops_by_its_validity() {
     let zk = support::zk::shared();
