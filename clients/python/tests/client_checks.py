@@ -414,6 +414,11 @@ def scenario_transfer(endpoints: list) -> None:
     c.acknowledge(lost.term)  # late: the term is over, nothing to do
     print(f"  unacknowledged transfer c -> b: {result['took']:.3f} s", flush=True)
 
+    # Acknowledging a term still led undeposed is refused, and that term is not given up.
+    led = eventually(b.leadership, "b leads")
+    expect_error(lambda: b.acknowledge(led.term), grpc.StatusCode.FAILED_PRECONDITION)
+    eventually(lambda: b.leading() == (led.term, led.fencing_token), "b leads that term again")
+
     for elector in (a, b, c):
         elector.resign()
     for lease in (lease_a, lease_b, lease_c):

@@ -31,8 +31,8 @@ class LeaseStatus:
     """What the keeper knows about its lease.
 
     * `state == "confirmed"`: zkcoord confirmed the lease until `until`, a `time.monotonic()`
-      instant (send time of the last confirmed heartbeat + ttl). It silently stops being
-      true at `until`: use `LeaseKeeper.is_confirmed()`.
+      instant (send time of the last confirmed heartbeat + the granted ttl). It silently stops
+      being true at `until`: use `LeaseKeeper.is_confirmed()` / `valid_until()`.
     * `state == "unconfirmed"`: zkcoord cannot vouch for the lease right now (the stream is
       moving, or the instance lost ZooKeeper); the lease may still be alive.
     * `state == "lost"`: the lease has ended. Final.
@@ -246,7 +246,7 @@ class LeaseKeeper:
 
     def is_confirmed(self) -> bool:
         """Whether the lease is confirmed now: the safety rule (send time of the last
-        confirmed heartbeat + ttl, on the monotonic clock)."""
+        confirmed heartbeat + the granted ttl, on the monotonic clock)."""
         return self.status().confirmed_now()
 
     def valid_until(self) -> Optional[float]:
