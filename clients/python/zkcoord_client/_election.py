@@ -111,7 +111,8 @@ class LeaderElector:
     acknowledged to zkcoord (Resign with `stay_candidate`, retried in the background), so that
     the successor is elected at once instead of after this leadership's validity surely ran
     out (the ttl + about a second). A confirmed heartbeat that names the election but no longer
-    lists a leadership held ends it at once, and the term is acknowledged the same way.
+    lists a leadership held ends it at once: the term is given up and acknowledged the same
+    way (its DEPOSED may never come, e.g. from a frozen instance).
 
     Automatic acknowledgement assumes that the application checks `leadership()` right before
     each action (so it has stopped when the leadership ends here). An application that needs
@@ -153,9 +154,8 @@ class LeaderElector:
         # Terms up to this one were given up (deposed, acknowledged, resigned, closed): a late
         # heartbeat answer listing one of them is not acted on.
         self._renounced = 0
-        # Terms given up while their acknowledgement is unanswered (a confirmed answer stopped
-        # listing them): given up for good when zkcoord accepts, taken back when it answers
-        # that the term still leads undeposed.
+        # Terms given up by acknowledge() while zkcoord has not answered: given up for good
+        # when it accepts, taken back when it answers that the term still leads undeposed.
         self._pending: Set[int] = set()
         self._leading: Optional[Tuple[int, int]] = None  # the leadership last reported
         self._deposed: Optional[str] = None  # why the last term ended, when a DEPOSED said so
@@ -464,7 +464,7 @@ class LeaderElector:
             if reason in _FINAL_REASONS:
                 return _OVER
             if self._auto_acknowledge and status.term > 0:
-                self._acknowledge_in_background(status.term, tentative=False)
+                self._acknowledge_in_background(status.term)
         # UNCONFIRMED, QUEUED: nothing to do; the heartbeats decide.
         return None
 
@@ -472,58 +472,56 @@ class LeaderElector:
         """Reports a change of leadership against the rule; `loss` is the reason to give if
         it ended (the rule's own reason otherwise)."""
         now = self.leading()
-        acknowledge = None
+        withdrawn = None
         with self._lock:
             if now == self._leading:
                 return
             previous, self._leading = self._leading, now
+            if previous is not None and self._withdrawn(previous[0]):
+                # zkcoord no longer lists it: deposed (its DEPOSED may never come, e.g. from a
+                # frozen instance) or ended. Give it up for good, and say so below.
+                self._renounced = max(self._renounced, previous[0])
+                withdrawn = previous[0]
             if previous is not None:
-                reason = loss or self._deposed
-                if reason is None:
-                    reason, acknowledge = self._why_lost(previous[0])
+                reason = loss or self._deposed or ("unconfirmed" if self._lease.is_confirmed() else "lease-unconfirmed")
                 self._events.put(LostLeadership(reason=reason, term=previous[0]))
             if now is not None:
                 self._deposed = None
                 self._events.put(BecameLeader(term=now[0], fencing_token=now[1]))
-        if acknowledge is not None:
-            self._acknowledge_in_background(acknowledge, tentative=True)
+        if withdrawn is not None and self._auto_acknowledge and not self._stop.is_set():
+            self._acknowledge_in_background(withdrawn)
 
-    def _why_lost(self, term: int) -> Tuple[str, Optional[int]]:
-        """Why leadership of `term` ended without a message saying so (called holding the
-        lock): a confirmed answer stopped listing it ("unconfirmed"; the term is given up and
-        to be acknowledged, returned second) or the lease's confirmation ran out or was
-        suspended ("lease-unconfirmed")."""
-        status = self._lease.status()
+    def _withdrawn(self, term: int) -> bool:
+        """Whether the last confirmed heartbeat, still valid, named this election without
+        listing `term` for this candidate: zkcoord withdrew that leadership."""
         beat = self._lease.last_confirmed()
-        confirmed = status.state == CONFIRMED and status.until is not None and time.monotonic() < status.until
-        if not confirmed or time.monotonic() >= beat.until:
-            return "lease-unconfirmed", None
-        if beat.names(self._key.election) and beat.leadership(self._key.election, self._key.candidate_id) is None:
-            if self._auto_acknowledge and not self._stop.is_set() and term > self._renounced:
-                self._pending.add(term)
-                return "unconfirmed", term
-        return "unconfirmed", None
+        if time.monotonic() >= beat.until or not beat.names(self._key.election):
+            return False
+        listed = beat.leadership(self._key.election, self._key.candidate_id)
+        return listed is None or listed.term != term
 
     def _step_down(self, channel: grpc.Channel, term: int) -> None:
         request = election_pb2.ResignRequest(key=self.candidate_key(), term=term, stay_candidate=True)
         election_pb2_grpc.ElectionStub(channel).Resign(request, timeout=self._client.timeout)
 
     def _settle(self, term: int, tentative: bool, code: grpc.StatusCode) -> None:
-        """Records the answer to an acknowledgement of `term`."""
+        """Records zkcoord's answer to acknowledge(term); `tentative` when that call gave the
+        term up (it was not given up before)."""
         with self._lock:
             if code == grpc.StatusCode.OK:
                 self._renounced = max(self._renounced, term)
                 self._pending.discard(term)
             elif tentative and code == grpc.StatusCode.FAILED_PRECONDITION:
-                # It still leads that term undeposed: the answer that did not list it could
-                # not prove it then; a later one that lists it may be acted on.
+                # It still leads that term undeposed (acknowledged too early): a confirmed
+                # answer that lists it may be acted on again.
                 self._pending.discard(term)
             # Otherwise (no answer): the term stays given up.
         self._inbox.put(("lease",))  # report the change, if any
 
-    def _acknowledge_in_background(self, term: int, tentative: bool) -> None:
-        """Tells zkcoord, in a background thread and retrying, that this candidate stopped
-        leading `term` (Resign with `stay_candidate`)."""
+    def _acknowledge_in_background(self, term: int) -> None:
+        """Tells zkcoord, in a background thread and retrying (while no instance answers, up
+        to the ttl + 5 s), that this candidate stopped leading `term`, already given up here
+        (Resign with `stay_candidate`)."""
         deadline = time.monotonic() + self._lease.ttl_ms / 1000 + _ACK_PATIENCE
 
         def run() -> None:
@@ -545,6 +543,5 @@ class LeaderElector:
                 pause = min(pause * 2, 0.5)
             if code != grpc.StatusCode.OK:
                 _log.debug("deposition of term %s not acknowledged (%s); the successor waits for its validity to run out", term, code)
-            self._settle(term, tentative, code)
 
         threading.Thread(target=run, name=f"zkcoord-ack-{self._key.candidate_id}-{term}", daemon=True).start()
