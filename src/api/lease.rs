@@ -174,7 +174,7 @@ impl LeaseService {
     ) -> Result<pb::KeepAliveResponse, Status> {
         check::health(request.health.as_ref(), "health")?;
         let elections = check::elections("elections", &request.elections)?;
-        let proof = self.ctx.session.proven();
+        let proof = self.ctx.session.proven_soon().await;
         let ack = lease.heartbeat(&health_from_pb(request.health.as_ref()), proof)?;
         // An answer that cannot tell whether the lease leads a named election is not confirmed:
         // "confirmed, not listed" must mean "proven not the leader".

@@ -108,46 +108,62 @@ impl Proofs {
         self.latest.clone()
     }
 
-    /// Waits for a proof begun at or after `after` on connection `generation`, at most
-    /// `timeout`. `None` on timeout, a connection change or shutdown. Cancellation safe.
-    pub async fn after(&self, generation: u64, after: Instant, timeout: Duration) -> Option<Proof> {
+    /// The latest proof that counts on connection `generation()` (read anew at each
+    /// check), waiting at most `timeout` for one: a request that arrives between two proofs,
+    /// or just after a (re)connection, gets its answer from the next proof rather than an
+    /// unconfirmed one. Cancellation safe.
+    pub async fn within(&self, generation: impl Fn() -> u64, timeout: Duration) -> Option<Proof> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut latest = self.latest.clone();
-        let found = tokio::time::timeout(
-            timeout,
-            latest.wait_for(|p| p.is_some_and(|p| p.generation != generation || p.started >= after)),
-        )
-        .await
-        .ok()?
-        .ok()?
-        .filter(|p| p.generation == generation);
-        found
+        loop {
+            if let Some(proof) = self.valid(generation(), Instant::now()) {
+                return Some(proof);
+            }
+            tokio::time::timeout_at(deadline, latest.changed()).await.ok()?.ok()?;
+        }
     }
 }
 
-/// Starts the proof task over `current`, the session's status and client now; it stops with
-/// `cancel`.
-pub(super) fn start<F>(current: F, timing: ProofTiming, cancel: CancellationToken) -> Proofs
+/// Starts the proof task over `current`, the session's status and client now, woken by every
+/// change of `status`; it stops with `cancel`.
+pub(super) fn start<F>(
+    current: F,
+    status: watch::Receiver<SessionStatus>,
+    timing: ProofTiming,
+    cancel: CancellationToken,
+) -> Proofs
 where
     F: Fn() -> (SessionStatus, Option<zookeeper_client::Client>) + Send + 'static,
 {
     let (tx, latest) = watch::channel(None);
-    tokio::spawn(run(current, tx, timing, cancel));
+    tokio::spawn(run(current, status, tx, timing, cancel));
     Proofs { latest, timing }
 }
 
-async fn run<F>(current: F, tx: watch::Sender<Option<Proof>>, timing: ProofTiming, cancel: CancellationToken)
-where
+async fn run<F>(
+    current: F,
+    mut status: watch::Receiver<SessionStatus>,
+    tx: watch::Sender<Option<Proof>>,
+    timing: ProofTiming,
+    cancel: CancellationToken,
+) where
     F: Fn() -> (SessionStatus, Option<zookeeper_client::Client>),
 {
     let mut ticker = tokio::time::interval(timing.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The connection last tried: a new one is proven at once (its first confirmations wait
+    // for that), then every tick.
+    let mut tried = 0;
     loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
+        if current().0.generation() == tried || current().0.generation() == 0 {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+                changed = status.changed() => if changed.is_err() { return },
+            }
         }
-        let (status, client) = current();
-        let (SessionStatus::Connected { generation, .. }, Some(client)) = (status, client) else { continue };
+        let (SessionStatus::Connected { generation, .. }, Some(client)) = current() else { continue };
+        tried = generation;
         let started = Instant::now();
         // A sync slower than the window would prove nothing still usable: give up on it.
         match tokio::time::timeout(timing.window, client.sync("/")).await {

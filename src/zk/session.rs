@@ -150,6 +150,7 @@ impl ZkSession {
                 let shared = current.borrow();
                 (shared.status, shared.client.clone())
             },
+            status.clone(),
             timing,
             cancel.clone(),
         );
@@ -196,6 +197,13 @@ impl ZkSession {
     /// session is alive in the ensemble and views current as of its start (see [`proof`]).
     pub fn proven(&self) -> Option<Proof> {
         self.proofs.valid(self.status().generation(), Instant::now())
+    }
+
+    /// Like [`ZkSession::proven`], but waits up to one proof interval (plus a round trip's
+    /// allowance) for the next proof when none counts now. Cancellation safe.
+    pub async fn proven_soon(&self) -> Option<Proof> {
+        let timing = self.proofs.timing();
+        self.proofs.within(|| self.status().generation(), timing.interval + timing.window / 2).await
     }
 
     /// The current status.
