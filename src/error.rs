@@ -78,6 +78,10 @@ impl Error {
     }
 }
 
+/// Connection-level ZooKeeper errors are [`Error::Unavailable`]: the session's link failed, so
+/// the request's outcome is unknown (it may have been applied, e.g. a Lock's request queued)
+/// and the call may be retried, here or on another instance. Everything else is an answer
+/// about the request itself, mapped where it is expected, else [`Error::ZooKeeper`] (INTERNAL).
 impl From<zookeeper_client::Error> for Error {
     fn from(err: zookeeper_client::Error) -> Self {
         use zookeeper_client::Error as Zk;
@@ -89,7 +93,13 @@ impl From<zookeeper_client::Error> for Error {
             | Zk::NoHosts
             | Zk::ClientClosed
             | Zk::Throttled
-            | Zk::NotReadOnly => Self::Unavailable,
+            | Zk::NotReadOnly
+            // The client library fails every request in flight with the error that broke the
+            // connection: an I/O error ("Connection reset by peer" when a member is killed) or
+            // "no response from connection in <n>ms", both wrapped as `Custom`. The library
+            // makes `Custom` errors for nothing else a request can get (its other uses are
+            // TLS and SASL set-up, which only fail connecting).
+            | Zk::Custom(_) => Self::Unavailable,
             other => Self::ZooKeeper(other),
         }
     }
