@@ -235,3 +235,34 @@ async fn killing_the_zookeeper_leader_under_load_answers_unavailable_never_inter
     assert!(internal.is_empty(), "calls failed with other codes than UNAVAILABLE: {internal:?}");
     instance.shutdown().await;
 }
+
+/// A lease past its ttl is dead for its owner even before its home has deleted it (here its
+/// home cannot reach ZooKeeper, so it cannot; or it is within the expiry margin): Lock and
+/// TryLock with it answer NOT_FOUND "lease not found".
+#[tokio::test]
+async fn a_lease_past_its_ttl_locks_nothing_even_before_it_is_deleted() {
+    let zk = support::zk::shared();
+    let proxy = Proxy::start(zk.hosts().parse().unwrap()).await;
+    let instance = support::start_zkcoord(&proxy.addr.to_string(), &support::namespace("lock-ttl-over")).await;
+    let channel = support::channel(instance.addr()).await;
+    let ttl = Duration::from_secs(1);
+
+    // The home is cut off from ZooKeeper: the lease cannot be deleted, but its ttl runs out.
+    let locker = Locker::granted(&channel, "silent", ttl).await;
+    proxy.cut();
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let status = locker.lock(&["ttl-a"], EXCLUSIVE, 1000).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::NotFound, "lease not found"), "Lock: {status:?}");
+    let status = locker.try_lock(&["ttl-a"], EXCLUSIVE).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::NotFound, "lease not found"), "TryLock: {status:?}");
+    proxy.heal();
+    support::wait_serving(instance.addr()).await;
+
+    // Within the expiry margin (ttl .. ttl + 200 ms): the record still exists.
+    let locker = Locker::granted(&channel, "silent", ttl).await;
+    tokio::time::sleep(ttl + Duration::from_millis(20)).await;
+    let status = locker.lock(&["ttl-b"], EXCLUSIVE, 1000).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::NotFound, "lease not found"), "Lock: {status:?}");
+    assert!(locker.holders("ttl-", true).await.is_empty(), "nothing was queued");
+    instance.shutdown().await;
+}
