@@ -243,6 +243,9 @@ async fn timed_out_and_cancelled_lock_calls_leave_no_trace() {
     let started = Instant::now();
     let status = waiter.lock(&["job-2", "job-3"], EXCLUSIVE, 400).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // Told apart from a client's own deadline (also DEADLINE_EXCEEDED) by its reason.
+    let reason = status.metadata().get(zkcoord_client::REASON_METADATA).map(|v| v.to_str().unwrap());
+    assert_eq!(reason, Some(zkcoord_client::LOCK_WAIT_TIMEOUT), "{status:?}");
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert_eq!(queued(&zk_client, &ns, "job-2").await.len(), 1, "only the holder is queued");
     assert!(queued(&zk_client, &ns, "job-3").await.is_empty());

@@ -33,6 +33,7 @@ from zkcoord_client import (  # noqa: E402
     LeaderElector,
     LeaseKeeper,
     LockBusy,
+    LockWaitTimeout,
     LostLeadership,
     Tls,
     ZkcoordError,
@@ -299,7 +300,9 @@ def scenario_lock(endpoints: list) -> None:
         check(busy.holders("order-3") is None, busy.blocked)
     check(on_b.holders("order-3") == [], "a failed try_lock holds nothing")
     started = time.monotonic()
-    expect_error(lambda: lock(on_b, b, "order-1", timeout=0.3), grpc.StatusCode.DEADLINE_EXCEEDED)
+    timed_out = expect_error(lambda: lock(on_b, b, "order-1", timeout=0.3), grpc.StatusCode.DEADLINE_EXCEEDED)
+    # The server's wait ran out (nothing queued), told apart from a deadline of the call's own.
+    check(isinstance(timed_out, LockWaitTimeout), repr(timed_out))
     check(0.25 <= time.monotonic() - started < 3, "timed out after about 0.3 s")
     print("  exclusive: try_lock blocked by job-a, lock timed out", flush=True)
 

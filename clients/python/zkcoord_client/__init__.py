@@ -18,7 +18,7 @@ monotonic clock. `LeaseKeeper.is_confirmed()` and `LeaderElector.is_leader()` ap
 
 from zkcoord_client._client import DEFAULT_TIMEOUT, TENANT_HEADER, Client, Tls
 from zkcoord_client._election import BecameLeader, LeaderElector, LeadershipEvent, LostLeadership
-from zkcoord_client._errors import LockBusy, ZkcoordError
+from zkcoord_client._errors import LOCK_WAIT_TIMEOUT, REASON_METADATA, LockBusy, LockWaitTimeout, ZkcoordError
 from zkcoord_client._lease import CONFIRMED, LOST, UNCONFIRMED, Check, LeaseKeeper, LeaseStatus
 from zkcoord_client._lock import EXCLUSIVE, SHARED, LockGuard, lock, try_lock
 from zkcoord_client._pb import common_pb2, election_pb2, lease_pb2, lock_pb2
@@ -37,7 +37,10 @@ __all__ = [
     "LeaseStatus",
     "LockBusy",
     "LockGuard",
+    "LOCK_WAIT_TIMEOUT",
+    "LockWaitTimeout",
     "LostLeadership",
+    "REASON_METADATA",
     "SHARED",
     "TENANT_HEADER",
     "Tls",

@@ -53,7 +53,7 @@ impl LockOptions {
         Self { keys: keys.into_iter().map(Into::into).collect(), mode: LockMode::Shared, wait: None }
     }
 
-    /// Gives up after `wait` (DEADLINE_EXCEEDED), leaving nothing queued or held.
+    /// Gives up after `wait` ([`Error::LockWaitTimedOut`]), leaving nothing queued or held.
     pub fn timeout(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
         self
@@ -86,8 +86,8 @@ impl LockGuard {
     /// Acquires `options.keys` for `lease`, waiting for them (all or nothing).
     ///
     /// # Errors
-    /// DEADLINE_EXCEEDED when the timeout passed (nothing stays queued), INVALID_ARGUMENT for
-    /// bad keys, PERMISSION_DENIED / NOT_FOUND for a bad or ended lease.
+    /// [`Error::LockWaitTimedOut`] when the timeout passed (nothing stays queued),
+    /// INVALID_ARGUMENT for bad keys, PERMISSION_DENIED / NOT_FOUND for a bad or ended lease.
     ///
     /// # Cancellation
     /// Dropping the future cancels the call; zkcoord then withdraws the queued request.
