@@ -10,6 +10,7 @@ use std::time::Duration;
 use support::{
     ZkcoordProcess,
     lock::{EXCLUSIVE, Locker},
+    proxy::Proxy,
 };
 use zkcoord_client::{Client, Error, LeaseKeeper, LeaseOptions, LockGuard, LockOptions, pb};
 
@@ -98,5 +99,33 @@ async fn a_lock_wait_that_runs_out_is_lock_wait_timed_out() {
     assert_eq!(error.code(), Some(tonic::Code::DeadlineExceeded));
     assert!(lock_bindings(&client, lease.id()).await.is_empty());
     holder.unlock(&held.handle).await.unwrap();
+    instance.shutdown().await;
+}
+
+/// A guard dropped while zkcoord cannot reach ZooKeeper (every Unlock answers UNAVAILABLE) is
+/// released once it can again: the background release is retried, not tried once.
+#[tokio::test]
+async fn a_guard_dropped_during_an_outage_is_released_after_it() {
+    let zk = support::zk::shared();
+    let proxy = Proxy::start(zk.hosts().parse().unwrap()).await;
+    let instance = support::start_zkcoord(&proxy.addr.to_string(), &support::namespace("lock-client-drop")).await;
+    let client = Client::new([instance.addr().to_string()]).unwrap();
+    let lease = LeaseKeeper::grant(&client, LeaseOptions::new("dropper", Duration::from_secs(30))).await.unwrap();
+    let guard = LockGuard::acquire(&client, &lease, LockOptions::exclusive(["dropped"])).await.unwrap();
+    let handle = guard.handle().to_owned();
+
+    proxy.cut();
+    drop(guard);
+    // Long enough for the instance to notice the lost connection and answer UNAVAILABLE.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.heal();
+    support::eventually(Duration::from_secs(15), "the dropped guard's hold is released", || async {
+        client
+            .leases()
+            .time_to_live(pb::TimeToLiveRequest { lease_id: lease.id() })
+            .await
+            .is_ok_and(|r| !r.into_inner().bindings.iter().any(|b| b.id == handle))
+    })
+    .await;
     instance.shutdown().await;
 }

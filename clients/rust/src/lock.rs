@@ -121,8 +121,9 @@ impl LockOptions {
 }
 
 /// Held locks on a set of keys. Dropping the guard releases them in the background (on the
-/// current tokio runtime); [`LockGuard::unlock`] releases them and reports the outcome. Either
-/// way the locks also end with the lease.
+/// current tokio runtime, retrying while no instance answers until they are released or the
+/// lease is gone); [`LockGuard::unlock`] releases them and reports the outcome. Either way the
+/// locks also end with the lease.
 #[derive(Debug)]
 pub struct LockGuard {
     client: Client,
@@ -270,9 +271,19 @@ impl Drop for LockGuard {
             return;
         };
         let (client, lease, handle) = (self.client.clone(), self.lease.clone(), std::mem::take(&mut self.handle));
+        // Unwanted now: retried while no instance answers, until released or the lease is gone
+        // (one attempt during an outage would leave the hold behind for the lease's lifetime).
         runtime.spawn(async move {
-            if let Err(error) = unlock(&client, &lease, &handle).await {
-                tracing::warn!(%handle, %error, "releasing a dropped lock guard failed");
+            loop {
+                match unlock(&client, &lease, &handle).await {
+                    Ok(()) => return,
+                    Err(Error::Status(status)) if unreachable(&status) => tokio::time::sleep(RELEASE_PAUSE).await,
+                    Err(error) if error.code() == Some(tonic::Code::NotFound) => return,
+                    Err(error) => {
+                        tracing::warn!(%handle, %error, "releasing a dropped lock guard failed");
+                        return;
+                    }
+                }
             }
         });
     }
@@ -323,12 +334,8 @@ async fn release_orphans(client: &Client, lease: &pb::LeaseRef, keys: &BTreeSet<
     let task = tokio::spawn(async move {
         loop {
             let request = pb::TimeToLiveRequest { lease_id: lease.id };
-            let listed = client
-                .retrying(|channel| {
-                    let request = request.clone();
-                    async move { LeaseClient::new(channel).time_to_live(request).await }
-                })
-                .await;
+            let listed =
+                client.retrying(|channel| async move { LeaseClient::new(channel).time_to_live(request).await }).await;
             let bindings = match listed {
                 Ok(response) => response.into_inner().bindings,
                 Err(error) => match error.code() {
