@@ -260,7 +260,23 @@ def try_lock(
     Raises LockBusy (with `.blocked`, who holds each key that was in the way) when not
     acquired (nothing stays held or queued), or ZkcoordError as `lock()`."""
     request = lock_pb2.TryLockRequest(keys=_keys(keys), lease=lease.lease_ref(), mode=_mode(mode))
-    response = client.retrying(lambda ch: lock_pb2_grpc.LockStub(ch).TryLock(request, timeout=client.timeout))
+    lease_ref = lease.lease_ref()
+    at = client.current()
+    unavailable = 0
+    while True:
+        try:
+            response = lock_pb2_grpc.LockStub(client.channel(at)).TryLock(request, timeout=client.timeout)
+            break
+        except grpc.RpcError as rpc_error:
+            error = ZkcoordError.from_rpc(rpc_error)
+            if error.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise error from None
+            # The instance may have died between queueing and withdrawing the request.
+            _release_orphans(client, lease_ref, frozenset(request.keys))
+            unavailable += 1
+            if error.code == grpc.StatusCode.DEADLINE_EXCEEDED or unavailable >= len(client.endpoints):
+                raise error from None
+            at = client.rotate(at)
     if not response.acquired:
         raise LockBusy(response.blocked)
     return LockGuard(client, lease.lease_ref(), response.handle, response.tokens)

@@ -207,13 +207,24 @@ impl LockGuard {
             lease: Some(lease.lease_ref()),
             mode: pb::LockMode::from(options.mode).into(),
         };
-        let response = client
-            .retrying(|channel| {
-                let request = request.clone();
-                async move { LockClient::new(channel).try_lock(request).await }
-            })
-            .await?
-            .into_inner();
+        let (lease_ref, keys) = (lease.lease_ref(), options.keys.iter().cloned().collect());
+        let mut at = client.current();
+        let mut unavailable = 0;
+        let response = loop {
+            match LockClient::new(client.channel(at)).try_lock(request.clone()).await {
+                Ok(response) => break response.into_inner(),
+                // The instance may have died between queueing and withdrawing the request.
+                Err(status) if unreachable(&status) => {
+                    release_orphans(client, &lease_ref, &keys).await?;
+                    unavailable += 1;
+                    if unavailable >= client.endpoints() {
+                        return Err(status.into());
+                    }
+                    at = client.rotate(at);
+                }
+                Err(status) => return Err(status.into()),
+            }
+        };
         if response.acquired {
             Ok(Ok(Self::held(client, lease, response.handle, response.tokens)))
         } else {
