@@ -98,7 +98,7 @@ async fn invalid_input_is_rejected_before_reaching_zookeeper() {
         assert_invalid(elections.campaign(campaign).await, "key.election");
         let campaign = pb::CampaignRequest { key: key("e", bad), ..Default::default() };
         assert_invalid(elections.campaign(campaign).await, "key.candidate_id");
-        let resign = pb::ResignRequest { key: key(bad, "c"), term: 0 };
+        let resign = pb::ResignRequest { key: key(bad, "c"), term: 0, stay_candidate: false };
         assert_invalid(elections.resign(resign).await, "key.election");
         let transfer =
             pb::TransferRequest { election: "e".into(), target_candidate_id: bad.into(), ..Default::default() };

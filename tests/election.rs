@@ -8,20 +8,44 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::lease::{Keeper, grant, lease_ref};
-use tonic::{Code, Streaming, transport::Channel};
+use tonic::{Code, transport::Channel};
 use zkcoord::pb::v1::{self as pb, election_client::ElectionClient};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A candidate: its lease and its Campaign stream.
+/// A candidate: its lease and its Campaign stream, read in the background by a client that
+/// follows the rule: it acknowledges every DEPOSED at once (Resign with `stay_candidate`), as
+/// the client libraries do, so that its successor need not wait for its validity to run out.
 struct Candidate {
     id: String,
     lease: (i64, String),
-    stream: Streaming<pb::CampaignResponse>,
+    statuses: tokio::sync::mpsc::UnboundedReceiver<Option<pb::CampaignResponse>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Candidate {
+    fn drop(&mut self) {
+        self.reader.abort(); // closes the stream; no acknowledgement comes any more
+    }
 }
 
 fn key(election: &str, id: &str, lease: &(i64, String)) -> Option<pb::CandidateKey> {
     Some(pb::CandidateKey { election: election.into(), candidate_id: id.into(), lease: lease_ref(lease.0, &lease.1) })
+}
+
+fn campaign_request(
+    election: &str,
+    id: &str,
+    lease: &(i64, String),
+    priority: i32,
+    preempt: pb::PreemptPolicy,
+) -> pb::CampaignRequest {
+    pb::CampaignRequest {
+        key: key(election, id, lease),
+        value: format!("addr-of-{id}").into_bytes(),
+        priority,
+        preempt: preempt.into(),
+    }
 }
 
 async fn campaign(
@@ -32,26 +56,37 @@ async fn campaign(
     priority: i32,
     preempt: pb::PreemptPolicy,
 ) -> Candidate {
-    let stream = ElectionClient::new(channel.clone())
-        .campaign(pb::CampaignRequest {
-            key: key(election, id, &lease),
-            value: format!("addr-of-{id}").into_bytes(),
-            priority,
-            preempt: preempt.into(),
-        })
+    let mut stream = ElectionClient::new(channel.clone())
+        .campaign(campaign_request(election, id, &lease, priority, preempt))
         .await
         .unwrap()
         .into_inner();
-    Candidate { id: id.into(), lease, stream }
+    let (tx, statuses) = tokio::sync::mpsc::unbounded_channel();
+    let (channel, acknowledge) = (channel.clone(), key(election, id, &lease));
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(status)) = stream.message().await {
+            // Seen (and so acted on) first, acknowledged after.
+            let deposed = status.state() == pb::CandidateState::Deposed
+                && !matches!(status.reason(), pb::DeposedReason::Resigned | pb::DeposedReason::LeaseExpired);
+            let term = status.term;
+            let _ = tx.send(Some(status));
+            if deposed {
+                let request = pb::ResignRequest { key: acknowledge.clone(), term, stay_candidate: true };
+                ElectionClient::new(channel.clone()).resign(request).await.unwrap();
+            }
+        }
+        let _ = tx.send(None);
+    });
+    Candidate { id: id.into(), lease, statuses, reader }
 }
 
 impl Candidate {
     /// The next status, within [`WAIT`].
     async fn next(&mut self) -> pb::CampaignResponse {
-        tokio::time::timeout(WAIT, self.stream.message())
+        tokio::time::timeout(WAIT, self.statuses.recv())
             .await
             .unwrap_or_else(|_| panic!("{}: no status within {WAIT:?}", self.id))
-            .unwrap()
+            .flatten()
             .unwrap_or_else(|| panic!("{}: stream ended", self.id))
     }
 
@@ -99,7 +134,7 @@ async fn best_priority_leads_and_resign_elects_the_next() {
     assert_eq!((info.candidate_id.as_str(), info.value.as_slice(), info.term), ("standby", &b"addr-of-standby"[..], 1));
 
     ElectionClient::new(channel.clone())
-        .resign(pb::ResignRequest { key: key(e, "standby", &standby.lease), term: 1 })
+        .resign(pb::ResignRequest { key: key(e, "standby", &standby.lease), term: 1, stay_candidate: false })
         .await
         .unwrap();
     let deposed = standby.next().await;
@@ -107,7 +142,7 @@ async fn best_priority_leads_and_resign_elects_the_next() {
     let elected = master.until(pb::CandidateState::Elected).await;
     assert_eq!(elected.term, 2);
     assert!(elected.fencing_token > first.fencing_token, "fencing tokens grow");
-    assert!(standby.stream.message().await.unwrap().is_none(), "a resigned candidacy's stream ends");
+    assert_eq!(standby.statuses.recv().await, Some(None), "a resigned candidacy's stream ends");
 
     // Candidates: in election order.
     let candidates = ElectionClient::new(channel.clone())
@@ -294,10 +329,15 @@ async fn bad_requests_get_clear_statuses() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    let status =
-        client.resign(pb::ResignRequest { key: key(e, "follower", &other), term: elected.term }).await.unwrap_err();
+    let status = client
+        .resign(pb::ResignRequest { key: key(e, "follower", &other), term: elected.term, stay_candidate: false })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    let status = client.resign(pb::ResignRequest { key: key(e, "stranger", &other), term: 0 }).await.unwrap_err();
+    let status = client
+        .resign(pb::ResignRequest { key: key(e, "stranger", &other), term: 0, stay_candidate: false })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     // Proclaim by the leader works and is seen.
     client
@@ -349,7 +389,7 @@ async fn no_overlapping_leaders_and_growing_tokens_across_instances_and_restarts
     for mut candidate in [one, two] {
         let events = events_tx.clone();
         tokio::spawn(async move {
-            while let Ok(Some(status)) = candidate.stream.message().await {
+            while let Some(Some(status)) = candidate.statuses.recv().await {
                 let _ = events.send((candidate.id.clone(), status.state(), status.fencing_token, Instant::now()));
             }
         });
@@ -389,7 +429,6 @@ async fn no_overlapping_leaders_and_growing_tokens_across_instances_and_restarts
         pb::PreemptPolicy::Off,
     )
     .await;
-    drop((again, other));
     support::eventually(WAIT, "the leader is visible after the restart", || async { leader(&on_c, e).await.is_some() })
         .await;
     let response = ElectionClient::new(on_c.clone())
@@ -397,6 +436,7 @@ async fn no_overlapping_leaders_and_growing_tokens_across_instances_and_restarts
         .await
         .unwrap()
         .into_inner();
+    drop((again, other));
     assert!(response.leader.unwrap().fencing_token > before_restart.fencing_token, "tokens grow across restarts");
     c.shutdown().await;
 
@@ -433,11 +473,12 @@ async fn no_overlapping_leaders_and_growing_tokens_across_instances_and_restarts
     assert!(terms >= 20, "{terms} leaderships seen");
 }
 
-/// A leader whose Campaign stream closed keeps its candidacy (its lease lives on), and can
-/// still be deposed: the instance that held the stream sees nobody is left to tell and
-/// completes the deposition, so a Transfer elects the target instead of waiting forever.
+/// A deposed leader that never acknowledges (its Campaign stream closed, or its client is
+/// stuck) may still hold heartbeat answers listing its leadership: its successor is elected only
+/// once those can no longer be trusted — the deposition seen for its lease's ttl plus the proof
+/// window and a margin — and then surely (nobody waits forever for a silent leader).
 #[tokio::test]
-async fn a_leader_without_its_stream_can_still_be_deposed() {
+async fn a_deposed_leader_that_never_acknowledges_is_replaced_once_its_validity_ran_out() {
     let zk = support::zk::shared();
     let ns = support::namespace("election-streamless");
     let a = support::start_zkcoord(&zk.hosts(), &ns).await;
@@ -445,20 +486,15 @@ async fn a_leader_without_its_stream_can_still_be_deposed() {
     let on_a = support::channel(a.addr()).await;
     let on_b = support::channel(b.addr()).await;
     let e = "streamless";
-    let mut one = campaign(&on_a, e, "node-1", leased(&on_a, "1").await, 0, pb::PreemptPolicy::Off).await;
+    let ttl = Duration::from_secs(2);
+    let keeper = Keeper::start(vec![a.addr()], ttl, Duration::from_millis(300), None).await;
+    let lease_one = (keeper.id, keeper.secret.clone());
+    let mut one = campaign(&on_a, e, "node-1", lease_one.clone(), 0, pb::PreemptPolicy::Off).await;
     let first = one.until(pb::CandidateState::Elected).await;
     let mut two = campaign(&on_b, e, "node-2", leased(&on_b, "2").await, 1, pb::PreemptPolicy::Off).await;
     two.until(pb::CandidateState::Queued).await;
-    let lease_one = one.lease.clone();
-    drop(one);
-    // Instance a notices the closed stream when it next sends on it: a new value to report.
+    drop(one); // no acknowledgement will come
     tokio::time::sleep(Duration::from_millis(200)).await;
-    ElectionClient::new(on_a.clone())
-        .proclaim(pb::ProclaimRequest { key: key(e, "node-1", &lease_one), term: first.term, value: b"v2".to_vec() })
-        .await
-        .unwrap();
-    two.until(pb::CandidateState::Queued).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(leader(&on_b, e).await.unwrap().candidate_id, "node-1", "the candidacy outlives its stream");
 
     let started = Instant::now();
@@ -466,11 +502,20 @@ async fn a_leader_without_its_stream_can_still_be_deposed() {
         .transfer(pb::TransferRequest { election: e.into(), target_candidate_id: "node-2".into(), from: None, term: 0 })
         .await
         .expect("the transfer completes");
+    let took = started.elapsed();
     let new_leader = response.into_inner().leader.unwrap();
     assert_eq!(new_leader.candidate_id, "node-2");
     let elected = two.until(pb::CandidateState::Elected).await;
     assert!(elected.fencing_token > first.fencing_token);
-    assert!(started.elapsed() < Duration::from_secs(5), "transfer took {:?}", started.elapsed());
+    // ttl + 1 s window + 250 ms margin after the deposition; generous upper bound.
+    assert!(
+        took >= ttl + Duration::from_secs(1),
+        "successor elected after {took:?}: before the leader's validity ran out"
+    );
+    assert!(took < ttl + Duration::from_secs(8), "transfer took {took:?}");
+    // The lease never stopped heartbeating: the old leader's validity is what was waited for.
+    assert!(keeper.beats().iter().rev().take(3).all(|b| b.confirmed), "the deposed leader's lease stayed confirmed");
+    drop(keeper);
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -486,8 +531,12 @@ async fn a_campaign_stream_that_is_not_read_is_ended_when_too_far_behind() {
     let e = "behind";
     let mut one = campaign(&channel, e, "leader", leased(&channel, "1").await, 0, pb::PreemptPolicy::Off).await;
     let first = one.until(pb::CandidateState::Elected).await;
-    let mut idle = campaign(&channel, e, "idle", leased(&channel, "2").await, 1, pb::PreemptPolicy::Off).await;
-    idle.until(pb::CandidateState::Queued).await;
+    // This client does not read its stream (no background reader).
+    let mut idle = ElectionClient::new(channel.clone())
+        .campaign(campaign_request(e, "idle", &leased(&channel, "2").await, 1, pb::PreemptPolicy::Off))
+        .await
+        .unwrap()
+        .into_inner();
 
     // Each new leader value is a new status for the queued candidate, which does not read.
     let mut client = ElectionClient::new(channel.clone());
@@ -498,7 +547,7 @@ async fn a_campaign_stream_that_is_not_read_is_ended_when_too_far_behind() {
         client.proclaim(request).await.unwrap();
     }
     let ended = loop {
-        match tokio::time::timeout(WAIT, idle.stream.message()).await.expect("the stream moves") {
+        match tokio::time::timeout(WAIT, idle.message()).await.expect("the stream moves") {
             Ok(Some(_)) => continue,
             Ok(None) => panic!("the stream ended without a status"),
             Err(status) => break status,
@@ -510,41 +559,4 @@ async fn a_campaign_stream_that_is_not_read_is_ended_when_too_far_behind() {
     assert_eq!(leader(&channel, e).await.unwrap().term, first.term);
     drop(one);
     instance.shutdown().await;
-}
-
-/// The same when the candidacy's stream closed while it was only queued: elected later (its
-/// lease alive, its stream still recorded at instance a), it can be deposed again.
-#[tokio::test]
-async fn a_candidate_whose_stream_closed_while_queued_can_lead_and_be_deposed() {
-    let zk = support::zk::shared();
-    let ns = support::namespace("election-streamless-queued");
-    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
-    let b = support::start_zkcoord(&zk.hosts(), &ns).await;
-    let on_a = support::channel(a.addr()).await;
-    let on_b = support::channel(b.addr()).await;
-    let e = "streamless-queued";
-    let mut one = campaign(&on_b, e, "node-1", leased(&on_b, "1").await, 0, pb::PreemptPolicy::Off).await;
-    one.until(pb::CandidateState::Elected).await;
-    let mut two = campaign(&on_a, e, "node-2", leased(&on_a, "2").await, 1, pb::PreemptPolicy::Off).await;
-    two.until(pb::CandidateState::Queued).await;
-    drop(two);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let mut client = ElectionClient::new(on_b.clone());
-    let transfer = |target: &str| pb::TransferRequest {
-        election: e.into(),
-        target_candidate_id: target.into(),
-        from: None,
-        term: 0,
-    };
-    let to_two = client.transfer(transfer("node-2")).await.expect("transfer to the streamless candidate");
-    assert_eq!(to_two.into_inner().leader.unwrap().candidate_id, "node-2");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
-    let back = client.transfer(transfer("node-1")).await.expect("the streamless leader is deposed");
-    assert_eq!(back.into_inner().leader.unwrap().candidate_id, "node-1");
-    one.until(pb::CandidateState::Elected).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "transfer took {:?}", started.elapsed());
-    a.shutdown().await;
-    b.shutdown().await;
 }

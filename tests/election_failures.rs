@@ -144,7 +144,11 @@ async fn a_thousand_observers_see_every_change_in_order() {
     for term in 1..=CHANGES {
         let resigned = Instant::now();
         ElectionClient::new(channel.clone())
-            .resign(pb::ResignRequest { key: key(e, leader.1, (leader.2.lease_id, &leader.2.secret)), term })
+            .resign(pb::ResignRequest {
+                key: key(e, leader.1, (leader.2.lease_id, &leader.2.secret)),
+                term,
+                stay_candidate: false,
+            })
             .await
             .unwrap();
         let (elected, at) = until(&mut follower.0, pb::CandidateState::Elected).await;

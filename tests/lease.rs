@@ -51,7 +51,7 @@ async fn keep_alive(
 }
 
 fn beat(id: i64, secret: &str) -> pb::KeepAliveRequest {
-    pb::KeepAliveRequest { lease: lease_ref(id, secret), health: None }
+    pb::KeepAliveRequest { lease: lease_ref(id, secret), health: None, elections: vec![] }
 }
 
 #[tokio::test]

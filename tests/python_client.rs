@@ -247,6 +247,14 @@ async fn python_leader_elector_follows_leadership() {
     run_scenario("election").await;
 }
 
+/// Transfer: acknowledged automatically (at once), by the application after it stopped (at
+/// that moment) and not at all (after the deposed leader's validity ran out); the old
+/// leader's `leadership()` always ends before the new leader's begins (sampled in one process).
+#[tokio::test]
+async fn python_transfer_completes_on_the_deposed_leaders_acknowledgement() {
+    run_scenario("transfer").await;
+}
+
 /// Exclusive locks exclude (try_lock blocked, lock timing out), unlock hands keys to waiters
 /// with greater tokens, shared locks share, holds end with the lease.
 #[tokio::test]
@@ -293,6 +301,33 @@ async fn python_lock_completes_elsewhere_without_an_orphan_when_its_instance_is_
     let mut script = Script::spawn(&checks_script(), &["--endpoints", &endpoints, "--scenario", "lock_crash"]);
     assert_eq!(script.next_cue().await.as_deref(), Some("kill-first"));
     drop(first); // SIGKILL by PID, and reaped
+    script.done().await;
+    assert_eq!(script.next_cue().await, None);
+    assert_passed(&script.wait().await);
+    second.shutdown().await;
+}
+
+/// A leader whose only instance freezes (SIGSTOP: no answer, no message) stops acting by the
+/// send time of its last confirmed heartbeat + ttl, reported by the elector's timer; the
+/// candidate on the other instance leads only after that. A leader whose Campaign stream is on
+/// the frozen instance (heartbeats elsewhere) and is transferred away stops when a confirmed
+/// heartbeat no longer lists it, and its acknowledgement lets the successor lead at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_leader_on_a_frozen_instance_stops_by_its_validity() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("pyclient-frozen");
+    let first = ZkcoordProcess::spawn(&format!("{}{ns}", zk.hosts()), &[]);
+    support::wait_serving(first.addr).await;
+    let second = start_named(&zk.hosts(), &ns, "second").await;
+    let endpoints = format!("{},{}", first.addr, second.addr());
+    let mut script = Script::spawn(&checks_script(), &["--endpoints", &endpoints, "--scenario", "frozen"]);
+
+    assert_eq!(script.next_cue().await.as_deref(), Some("freeze-first"));
+    let pid = first.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success(), "kill -STOP {pid}");
+    script.done().await;
+    assert_eq!(script.next_cue().await.as_deref(), Some("kill-first"));
+    drop(first); // SIGKILL by PID (a stopped process too), and reaped
     script.done().await;
     assert_eq!(script.next_cue().await, None);
     assert_passed(&script.wait().await);

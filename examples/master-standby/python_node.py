@@ -1,6 +1,9 @@
 """One node of a master/standby pair, in Python (its twin in Rust is `rust_node.rs`): it
 campaigns for mastership and does "work" -- appends `<fencing token> <id>` to a shared file
-every 50 ms -- only while it leads.
+every 50 ms -- only while it leads: right before each unit of work it asks
+`elector.leadership()`, which is valid only while the lease's last confirmed heartbeat listed
+the leadership and only until that heartbeat's send time + the lease's ttl, and it writes with
+that leadership's fencing token.
 
     python examples/master-standby/python_node.py --endpoints 127.0.0.1:7710 --election ledger \\
         --id node-b --priority 1 --ttl-ms 2000 --work-file /tmp/work.log --preempt
@@ -81,12 +84,17 @@ def main() -> int:
         next_work += WORK_INTERVAL
         if next_work < time.monotonic():
             next_work = time.monotonic() + WORK_INTERVAL  # fell behind: do not catch up in a burst
-        # The safety rule: work only while leading on a confirmed lease, checked right before
-        # each unit of work (and only with the token announced as elected).
-        leading = elector.leading()
-        if leading is not None and leading == announced and not stop.is_set():
+        # The safety rule: work only while the leadership is valid, checked right before each
+        # unit of work, with its own fencing token (and only once it was announced). Longer
+        # units of work would also make sure to end before `leadership.valid_until`.
+        leadership = elector.leadership()
+        if (
+            leadership is not None
+            and (leadership.term, leadership.fencing_token) == announced
+            and not stop.is_set()
+        ):
             with open(args.work_file, "a") as work:
-                work.write(f"{leading[1]} {args.id}\n")
+                work.write(f"{leadership.fencing_token} {args.id}\n")
                 work.flush()
 
     elector.resign()

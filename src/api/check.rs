@@ -97,3 +97,22 @@ pub fn lock_mode(mode: i32) -> Result<pb::LockMode> {
         Ok(mode) => Ok(mode),
     }
 }
+
+/// Most elections one heartbeat may name.
+pub const MAX_HEARTBEAT_ELECTIONS: usize = 64;
+
+/// Validates the elections a heartbeat names (at most [`MAX_HEARTBEAT_ELECTIONS`] names;
+/// duplicates are ignored).
+pub fn elections(field: &'static str, names: &[String]) -> Result<Vec<Name>> {
+    if names.len() > MAX_HEARTBEAT_ELECTIONS {
+        return Err(Error::invalid(field, "names more than 64 elections"));
+    }
+    let mut parsed = Vec::with_capacity(names.len());
+    for name in names {
+        let name = Name::parse(field, name)?;
+        if !parsed.contains(&name) {
+            parsed.push(name);
+        }
+    }
+    Ok(parsed)
+}

@@ -224,7 +224,14 @@ impl election_server::Election for ElectionService {
         let req = request.into_inner();
         let key = candidate_key(req.key.as_ref(), &check::KEY)?;
         self.ctx.authorize(&caller, &tenant, Resource::Election, [&key.election])?;
-        tenant.elections.resign(&key, req.term).await?;
+        if req.stay_candidate {
+            if req.term == 0 {
+                return Err(Error::invalid("term", "is required with stay_candidate").into());
+            }
+            tenant.elections.step_down(&key, req.term).await?;
+        } else {
+            tenant.elections.resign(&key, req.term).await?;
+        }
         Ok(Response::new(pb::ResignResponse {}))
     }
 

@@ -11,7 +11,11 @@ use super::{
 use crate::{
     error::{Error, Result},
     pb::v1::{self as pb, lease_server},
-    recipe::lease::{Binding, GrantRequest, LeaseView, LocalLease, secret},
+    recipe::{
+        election::Leadership,
+        lease::{Binding, GrantRequest, LeaseView, LocalLease, secret},
+    },
+    tenant::Recipes,
     validate::{self, Name},
 };
 
@@ -80,7 +84,7 @@ impl lease_server::Lease for LeaseService {
         let credentials = check::lease_ref(first.lease.as_ref(), &check::LEASE)?;
         check::health(first.health.as_ref(), "health")?;
         let lease = tenant.leases.attach(credentials.id, &credentials.secret).await?;
-        let first_ack = self.ack(&lease, &first)?;
+        let first_ack = self.ack(&tenant, &lease, &first).await?;
 
         let (tx, stream) = super::stream_channel(KEEPALIVE_BUFFER);
         let ctx = self.ctx.clone();
@@ -97,7 +101,7 @@ impl lease_server::Lease for LeaseService {
                     end = lease.ended() => Err(end.error().into()),
                     () = ctx.shutdown.cancelled() => Err(Error::ShuttingDown.into()),
                     message = inbound.message() => match message {
-                        Ok(Some(request)) => service.heartbeat(&lease, &credentials, &request),
+                        Ok(Some(request)) => service.heartbeat(&tenant, &lease, &credentials, &request).await,
                         Ok(None) | Err(_) => return, // the client went away; the lease lives on until its ttl
                     },
                 };
@@ -142,8 +146,9 @@ impl lease_server::Lease for LeaseService {
 
 impl LeaseService {
     /// Answers one heartbeat of the stream attached to `lease`.
-    fn heartbeat(
+    async fn heartbeat(
         &self,
+        tenant: &Recipes,
         lease: &Arc<LocalLease>,
         credentials: &check::LeaseCredentials,
         request: &pb::KeepAliveRequest,
@@ -155,18 +160,46 @@ impl LeaseService {
         if presented.secret != credentials.secret && !secret::matches(&presented.secret, &lease.secret_sha256) {
             return Err(Error::WrongSecret.into());
         }
-        check::health(request.health.as_ref(), "health")?;
-        self.ack(lease, request)
+        self.ack(tenant, lease, request).await
     }
 
-    fn ack(&self, lease: &LocalLease, request: &pb::KeepAliveRequest) -> Result<pb::KeepAliveResponse, Status> {
-        let ack = lease.heartbeat(&health_from_pb(request.health.as_ref()), self.ctx.session.status())?;
+    /// Records the heartbeat and answers it: confirmed only on a valid session proof, with the
+    /// leaderships among the named elections proven on the same proof's terms (see
+    /// `recipe::election::leadership`).
+    async fn ack(
+        &self,
+        tenant: &Recipes,
+        lease: &LocalLease,
+        request: &pb::KeepAliveRequest,
+    ) -> Result<pb::KeepAliveResponse, Status> {
+        check::health(request.health.as_ref(), "health")?;
+        let elections = check::elections("elections", &request.elections)?;
+        let proof = self.ctx.session.proven_soon().await;
+        let ack = lease.heartbeat(&health_from_pb(request.health.as_ref()), proof)?;
+        // An answer that cannot tell whether the lease leads a named election is not confirmed:
+        // "confirmed, not listed" must mean "proven not the leader".
+        let leaderships = match (ack.confirmed, elections.is_empty()) {
+            (false, _) => None,
+            (true, true) => Some(Vec::new()),
+            (true, false) => tenant.elections.leaderships(lease.id, &elections).await,
+        };
+        let confirmed = leaderships.is_some();
         Ok(pb::KeepAliveResponse {
             lease_id: lease.id,
             ttl_ms: millis(ack.remaining),
-            confirmed: ack.confirmed,
+            confirmed,
             instance: self.ctx.instance_id.clone(),
+            leaderships: leaderships.unwrap_or_default().into_iter().map(leadership).collect(),
         })
+    }
+}
+
+fn leadership(leadership: Leadership) -> pb::Leadership {
+    pb::Leadership {
+        election: leadership.election,
+        candidate_id: leadership.candidate_id,
+        term: leadership.term,
+        fencing_token: leadership.token,
     }
 }
 

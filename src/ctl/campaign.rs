@@ -12,11 +12,14 @@
 //! - when the candidacy itself ends (its lease expired, or someone resigned it), stops CMD and
 //!   campaigns again with a new lease.
 //!
-//! A new leader may start its command while the old leader's command is still in its grace
-//! period (a transfer elects the target as soon as the old leader is told): commands must pass
-//! `ZKCOORD_FENCING_TOKEN` to what they write, which is what fencing tokens are for. When the
-//! campaign process itself is killed with SIGKILL, CMD is killed with it (see [`super::child`])
-//! and the lease expires after its ttl.
+//! It follows the client rule (see the crate `zkcoord-client`): CMD runs only while the lease's
+//! last confirmed heartbeat lists the leadership, and is SIGKILLed at the latest when that
+//! heartbeat's send time + ttl passes, whatever `--grace` says. On DEPOSED the campaign stops
+//! CMD and only then acknowledges the deposition, so the successor starts after CMD has stopped
+//! (or, without the acknowledgement, after this leadership's validity ran out). Commands should
+//! still pass `ZKCOORD_FENCING_TOKEN` to what they write: a paused process cannot be stopped in
+//! time by anyone. When the campaign process itself is killed with SIGKILL, CMD is killed with
+//! it (see [`super::child`]) and the lease expires after its ttl.
 //!
 //! Progress goes to stderr, one line per event (a JSON object per line with `--output json`);
 //! stdout and stdin are CMD's.
@@ -106,7 +109,7 @@ pub async fn run(args: CampaignArgs) -> Result<ExitCode, CtlError> {
             json!({ "priority": args.priority, "lease_id": lease.id().to_string() }),
             &format!("campaigning with priority {} on lease {}", args.priority, lease.id()),
         );
-        let round = Round { args: &args, report: &report, lease, elector, child: None };
+        let round = Round { args: &args, report: &report, lease, elector, child: None, term: None };
         match round.run(&mut signals).await? {
             RoundEnd::Exit(code) => return Ok(code),
             RoundEnd::CandidacyEnded => {
@@ -126,7 +129,8 @@ async fn candidacy(ctl: &Ctl, args: &CampaignArgs, id: &str) -> Result<(LeaseKee
     let lease = LeaseKeeper::grant(ctl.client(), options)
         .await
         .map_err(|err| ctl.error(err, format!("campaign {}: lease grant", args.name)))?;
-    let mut options = CampaignOptions::new(&args.name, id).priority(args.priority);
+    // Acknowledged only once CMD has stopped (see the module docs).
+    let mut options = CampaignOptions::new(&args.name, id).priority(args.priority).manual_acknowledgement();
     if args.preempt {
         options = options.preempt(true);
     }
@@ -166,6 +170,8 @@ struct Round<'a> {
     lease: LeaseKeeper,
     elector: LeaderElector,
     child: Option<Child>,
+    /// The term CMD runs for.
+    term: Option<i64>,
 }
 
 impl Round<'_> {
@@ -187,9 +193,15 @@ impl Round<'_> {
                         }
                     }
                     Some(LeadershipEvent::LostLeadership { reason }) => {
-                        let reason = loss_name(reason);
-                        self.report.event("deposed", json!({ "reason": reason }), &format!("lost leadership: {reason}"));
+                        let name = loss_name(reason);
+                        self.report.event("deposed", json!({ "reason": name }), &format!("lost leadership: {name}"));
                         self.stop_child().await;
+                        // zkcoord took it away (not merely unconfirmed for a moment): now that
+                        // CMD has stopped, say so, so the successor need not wait.
+                        let taken = matches!(reason, LossReason::Deposed(_) | LossReason::Unconfirmed);
+                        if let (true, Some(term)) = (taken, self.term.take()) {
+                            let _ = self.elector.acknowledge(term).await;
+                        }
                     }
                     None => {
                         self.stop_child().await;
@@ -228,14 +240,19 @@ impl Round<'_> {
             &format!("elected: term {term}, fencing token {fencing_token}; started the command (pid {})", child.pid()),
         );
         self.child = Some(child);
+        self.term = Some(term);
         Ok(())
     }
 
-    /// Stops the command, if it runs: SIGTERM, then SIGKILL after the grace period.
+    /// Stops the command, if it runs: SIGTERM, then SIGKILL after the grace period — or
+    /// sooner, when the last confirmed heartbeat's validity runs out first.
     async fn stop_child(&mut self) {
         let Some(mut child) = self.child.take() else { return };
         let pid = child.pid();
-        match child.stop(self.args.grace).await {
+        let now = tokio::time::Instant::now();
+        let valid_for =
+            self.lease.last_confirmed().map_or(Duration::ZERO, |beat| beat.until.saturating_duration_since(now));
+        match child.stop(self.args.grace.min(valid_for)).await {
             Ok((status, killed)) => {
                 let code = child::exit_code(status);
                 let how = if killed { "killed after the grace period" } else { "stopped" };

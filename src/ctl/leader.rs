@@ -81,7 +81,7 @@ pub async fn run(args: LeaderArgs) -> Result<ExitCode, CtlError> {
                 candidate_id: candidate.clone(),
                 lease: Some(pb::LeaseRef { id: lease, secret }),
             };
-            let request = pb::ResignRequest { key: Some(key), term: term.unwrap_or(0) };
+            let request = pb::ResignRequest { key: Some(key), term: term.unwrap_or(0), stay_candidate: false };
             ctl.call(format!("leader resign {name} --candidate {candidate}"), |channel| {
                 let request = request.clone();
                 async move { ElectionClient::new(channel).resign(request).await }

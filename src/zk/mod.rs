@@ -4,9 +4,11 @@
 pub mod acl;
 pub mod auth;
 pub mod layout;
+pub mod proof;
 pub mod session;
 
 pub use auth::ZkAuth;
+pub use proof::{Proof, ProofTiming, Proofs};
 pub use session::{SessionStatus, ZkSession};
 
 /// Runs one ZooKeeper request (`op` on `path`) inside its own `zookeeper` span, a child of the

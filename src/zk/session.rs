@@ -24,7 +24,10 @@ use zookeeper_client::{Acls, Client, CreateMode, SessionState};
 use crate::{
     config::ZkConfig,
     error::{Error, Result},
-    zk::{acl, layout},
+    zk::{
+        acl, layout,
+        proof::{self, Proof, ProofTiming, Proofs},
+    },
 };
 
 /// Shortest pause between two failed connection attempts.
@@ -101,6 +104,8 @@ pub struct ZkSession {
     /// The absolute chroot of a tenant's view ([`ZkSession::for_tenant`]); `None`: the
     /// namespace itself (the default tenant).
     scope: Option<Arc<str>>,
+    /// Proofs that the session is alive in the ensemble and reads are current (see [`proof`]).
+    proofs: Proofs,
 }
 
 impl ZkSession {
@@ -137,8 +142,19 @@ impl ZkSession {
             status: status_tx,
             cancel: cancel.clone(),
         };
+        let timing = ProofTiming::for_session(task.config.session_timeout);
         tokio::spawn(task.run());
-        Self { shared, status, cancel, acls, namespace, scope: None }
+        let current = shared.clone();
+        let proofs = proof::start(
+            move || {
+                let shared = current.borrow();
+                (shared.status, shared.client.clone())
+            },
+            status.clone(),
+            timing,
+            cancel.clone(),
+        );
+        Self { shared, status, cancel, acls, namespace, scope: None, proofs }
     }
 
     /// A view of this session for configured tenant `tenant` (one of `config.tenants`): the
@@ -170,6 +186,24 @@ impl ZkSession {
             (SessionStatus::Closed, _) => Err(Error::ShuttingDown),
             _ => Err(Error::Unavailable),
         }
+    }
+
+    /// The session's liveness proofs.
+    pub fn proofs(&self) -> &Proofs {
+        &self.proofs
+    }
+
+    /// The latest proof if it counts now on the current connection: while it does, the
+    /// session is alive in the ensemble and views current as of its start (see [`proof`]).
+    pub fn proven(&self) -> Option<Proof> {
+        self.proofs.valid(self.status().generation(), Instant::now())
+    }
+
+    /// Like [`ZkSession::proven`], but waits up to one proof interval (plus a round trip's
+    /// allowance) for the next proof when none counts now. Cancellation safe.
+    pub async fn proven_soon(&self) -> Option<Proof> {
+        let timing = self.proofs.timing();
+        self.proofs.within(|| self.status().generation(), timing.interval + timing.window / 2).await
     }
 
     /// The current status.

@@ -10,6 +10,7 @@ Exits 0 when every check passes; raises (exit 1) on the first that does not.
 import argparse
 import pathlib
 import tempfile
+import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -78,6 +79,37 @@ def check_zkcoord_rpcs(channel: grpc.Channel) -> None:
     assert len(answers) == 2 and all(a.confirmed and a.lease_id == granted.lease_id for a in answers), answers
     info = lease.TimeToLive(lease_pb2.TimeToLiveRequest(lease_id=granted.lease_id), timeout=10).lease
     assert info.owner == "python-node" and info.health.status == common_pb2.HEALTH_STATUS_DEGRADED, info
+
+    # The leadership is what a confirmed heartbeat naming the election lists.
+    key = election_pb2.CandidateKey(election="py-raw", candidate_id="python-node", lease=ref)
+    campaign = election.Campaign(election_pb2.CampaignRequest(key=key), timeout=30)
+    status = next(campaign)
+    while status.state == election_pb2.CANDIDATE_STATE_QUEUED:  # the first status may come before the election
+        status = next(campaign)
+    assert status.state == election_pb2.CANDIDATE_STATE_ELECTED and status.term > 0, status
+    wanted = [("py-raw", "python-node", status.term, status.fencing_token)]
+    listed = []
+    for _ in range(30):
+        beat = lease_pb2.KeepAliveRequest(lease=ref, health=health, elections=["py-raw"])
+        (answer,) = list(lease.KeepAlive(iter([beat]), timeout=10))
+        listed = [(l.election, l.candidate_id, l.term, l.fencing_token) for l in answer.leaderships]
+        if answer.confirmed and listed == wanted:
+            break
+        time.sleep(0.1)
+    assert listed == wanted, (listed, wanted)
+    # Acknowledging a deposition needs a term, and a term still led undeposed is refused.
+    expect_status(
+        lambda: election.Resign(election_pb2.ResignRequest(key=key, stay_candidate=True), timeout=10),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "term: ",
+    )
+    expect_status(
+        lambda: election.Resign(election_pb2.ResignRequest(key=key, term=status.term, stay_candidate=True), timeout=10),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "",
+    )
+    campaign.cancel()
+    print(f"KeepAlive(elections=[py-raw]) lists term {status.term}; Resign(stay_candidate) refused while it leads")
     lease.Revoke(lease_pb2.RevokeRequest(lease=ref), timeout=10)
     expect_status(
         lambda: lease.TimeToLive(lease_pb2.TimeToLiveRequest(lease_id=granted.lease_id), timeout=10),

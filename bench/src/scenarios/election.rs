@@ -90,7 +90,7 @@ impl ZkcCandidate {
     }
 
     async fn resign(&mut self, term: i64) -> Result<()> {
-        let request = pb::ResignRequest { key: Some(self.key()), term };
+        let request = pb::ResignRequest { key: Some(self.key()), term, stay_candidate: false };
         ElectionClient::new(self.channel.clone()).resign(request).await.map_err(ctx("resign"))?;
         self.stream = None;
         Ok(())

@@ -3,9 +3,11 @@
 Run by tests/python_client.rs:
     python clients/python/tests/client_checks.py --endpoints HOST:PORT,HOST:PORT --scenario lease
 
-Scenarios: lease, election, lock (two instances or more), failover (three instances: the
-first a process the driver kills on the cue `cue kill-first`, the second one it shuts down
-gracefully on `cue shutdown-second`; the driver answers each cue with a line `done` on stdin).
+Scenarios: lease, election, transfer, lock (two instances or more), failover (three
+instances: the first a process the driver kills on the cue `cue kill-first`, the second one it
+shuts down gracefully on `cue shutdown-second`), frozen (two instances: the first a process the
+driver freezes with SIGSTOP on `cue freeze-first` and kills on `cue kill-first`); the driver
+answers each cue with a line `done` on stdin.
 
 Prints `ok <scenario>` per scenario and `python client checks passed` at the end; any failed
 check raises (exit 1).
@@ -38,6 +40,7 @@ from zkcoord_client import (  # noqa: E402
     Tls,
     ZkcoordError,
     common_pb2,
+    election_pb2,
     lease_pb2,
     lock,
     lock_pb2,
@@ -199,6 +202,14 @@ def scenario_election(endpoints: list) -> None:
     a = LeaderElector(on_a, lease_a, name, "a", priority=0, value=b"10.0.0.1:9000")
     first = expect_event(a, BecameLeader)
     check(a.is_leader() and a.leading() == (first.term, first.fencing_token), a)
+    # The leadership comes from the last confirmed heartbeat: it listed this term, and it is
+    # valid until that heartbeat's send time + the granted ttl.
+    leadership = a.leadership()
+    beat = lease_a.last_confirmed()
+    check(leadership.term == first.term and leadership.fencing_token == first.fencing_token, leadership)
+    check(leadership.valid_until == beat.until and name in beat.elections, leadership, beat)
+    check(time.monotonic() < leadership.valid_until <= time.monotonic() + TTL_MS / 1000, leadership)
+    check([(l.election, l.candidate_id, l.term) for l in beat.leaderships] == [(name, "a", first.term)], beat)
     b = LeaderElector(on_b, lease_b, name, "b", priority=1, value="10.0.0.2:9000")
     no_event(b, 0.5)
     check(not b.is_leader(), b)
@@ -209,8 +220,9 @@ def scenario_election(endpoints: list) -> None:
     # Transfer: a hears it lost first, then b is elected with a greater term and token.
     new = a.transfer("b")
     check(new.candidate_id == "b", new)
-    expect_event(a, LostLeadership, "transferred")
-    check(not a.is_leader(), a)
+    lost = expect_event(a, LostLeadership, "transferred")
+    check(lost.term == first.term, lost)
+    check(not a.is_leader() and a.leadership() is None, a)
     second = expect_event(b, BecameLeader)
     check(second.term > first.term and second.fencing_token > first.fencing_token, first, second)
     check(b.is_leader() and not a.is_leader(), a, b)
@@ -276,6 +288,235 @@ def scenario_election(endpoints: list) -> None:
         lease.revoke()
     on_a.close()
     on_b.close()
+
+
+class Overlap:
+    """Samples two electors' `leadership()` in one process, new leader first, until stopped:
+    when each was last / first seen leading, and whether both ever were at once."""
+
+    def __init__(self, old: LeaderElector, new: LeaderElector):
+        self.old, self.new = old, new
+        self.old_last = None  # the last sample at which the old leader's leadership was valid
+        self.new_first = None  # the first sample at which the new leader's was
+        self.both = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            new = self.new.leadership()  # first: if the old one is still valid afterwards, both were
+            old = self.old.leadership()
+            now = time.monotonic()
+            if old is not None:
+                self.old_last = now
+                check(now < old.valid_until, "leadership() past its validity", old)
+            if new is not None and self.new_first is None:
+                self.new_first = now
+            if old is not None and new is not None and self.both is None:
+                self.both = (old, new)
+            time.sleep(0.0005)
+
+    def stop(self) -> "Overlap":
+        eventually(lambda: self.new_first is not None, "the new leader's leadership() is valid")
+        self._stop.set()
+        self._thread.join()
+        check(self.both is None, "two leaderships valid at once", self.both)
+        check(self.old_last is None or self.old_last < self.new_first, "the old leadership ended first", self.old_last, self.new_first)
+        return self
+
+
+def timed_transfer(elector: LeaderElector, target: str, result: dict) -> threading.Thread:
+    """Runs elector.transfer(target) in a thread; result gets "took" (seconds) and "leader"."""
+
+    def run():
+        started = time.monotonic()
+        result["leader"] = elector.transfer(target)
+        result["took"] = time.monotonic() - started
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def scenario_transfer(endpoints: list) -> None:
+    """Transfer with the deposed leader's acknowledgement (automatic, then by the application)
+    completes at once, and without it only after the deposed leader's validity ran out; the
+    old leader's leadership() always ends before the new leader's begins."""
+    ttl_ms = 3000  # without acknowledgement a transfer takes the ttl + about a second
+    ttl = ttl_ms / 1000
+    on_a = Client(endpoints)
+    on_b = Client(list(reversed(endpoints)))
+    lease_a = LeaseKeeper(on_a, "xfer-a", ttl_ms)
+    lease_b = LeaseKeeper(on_b, "xfer-b", ttl_ms)
+    lease_c = LeaseKeeper(on_a, "xfer-c", ttl_ms)
+    name = "py-transfer"
+    a = LeaderElector(on_a, lease_a, name, "a", priority=0)
+    first = expect_event(a, BecameLeader)
+    b = LeaderElector(on_b, lease_b, name, "b", priority=1)
+    c = LeaderElector(on_a, lease_c, name, "c", priority=2, auto_acknowledge=False)
+    no_event(b, 0.3)
+
+    # Acknowledged automatically: a's leadership ends (DEPOSED), a tells zkcoord, b is elected
+    # at once.
+    overlap = Overlap(a, b)
+    started = time.monotonic()
+    new = a.transfer("b")
+    took = time.monotonic() - started
+    check(new.candidate_id == "b" and new.term > first.term, new)
+    lost = expect_event(a, LostLeadership, "transferred")
+    check(lost.term == first.term, lost)
+    second = expect_event(b, BecameLeader)
+    check(second.term == new.term and second.fencing_token == new.fencing_token, second, new)
+    overlap.stop()
+    gap = overlap.new_first - overlap.old_last
+    check(took < ttl, f"an acknowledged transfer takes less than the ttl ({took:.3f} s)")
+    print(f"  acknowledged transfer a -> b: {took:.3f} s; a's leadership ended {gap * 1000:.1f} ms before b's began", flush=True)
+
+    # b hands over to c, which acknowledges nothing by itself.
+    new = b.transfer("c")
+    expect_event(b, LostLeadership, "transferred")
+    third = expect_event(c, BecameLeader)
+    check(third.term == new.term, third, new)
+
+    # c is transferred away and needs time to stop: it acknowledges after half a second, and
+    # b is elected then, not before.
+    overlap = Overlap(c, b)
+    result: dict = {}
+    thread = timed_transfer(c, "b", result)
+    lost = expect_event(c, LostLeadership, "transferred")
+    check(lost.term == third.term and c.leadership() is None, lost)
+    time.sleep(0.5)
+    check(b.leadership() is None and thread.is_alive(), "no successor before the acknowledgement")
+    acknowledged = time.monotonic()
+    c.acknowledge(lost.term)
+    thread.join(ttl + 5)
+    check("took" in result and result["leader"].candidate_id == "b", result)
+    fourth = expect_event(b, BecameLeader)
+    overlap.stop()
+    after = overlap.new_first - acknowledged
+    check(0.5 <= result["took"] < ttl, f"the transfer waited for the acknowledgement ({result['took']:.3f} s)")
+    print(f"  transfer c -> b acknowledged by the application after 0.5 s: {result['took']:.3f} s, b leading {after * 1000:.0f} ms after the acknowledgement", flush=True)
+
+    # Without any acknowledgement, the successor waits for the deposed leader's validity to
+    # run out (its ttl + about a second).
+    b.transfer("c")
+    expect_event(b, LostLeadership, "transferred")
+    fifth = expect_event(c, BecameLeader)
+    check(fifth.term > fourth.term, fourth, fifth)
+    overlap = Overlap(c, b)
+    result = {}
+    thread = timed_transfer(c, "b", result)
+    lost = expect_event(c, LostLeadership, "transferred")
+    thread.join(ttl + 5)
+    check("took" in result and result["took"] >= ttl, f"an unacknowledged transfer waits the ttl ({result.get('took')})")
+    expect_event(b, BecameLeader)
+    overlap.stop()
+    c.acknowledge(lost.term)  # late: the term is over, nothing to do
+    print(f"  unacknowledged transfer c -> b: {result['took']:.3f} s", flush=True)
+
+    # Acknowledging a term still led undeposed is refused, and that term is not given up.
+    led = eventually(b.leadership, "b leads")
+    expect_error(lambda: b.acknowledge(led.term), grpc.StatusCode.FAILED_PRECONDITION)
+    eventually(lambda: b.leading() == (led.term, led.fencing_token), "b leads that term again")
+
+    for elector in (a, b, c):
+        elector.resign()
+    for lease in (lease_a, lease_b, lease_c):
+        lease.revoke()
+    on_a.close()
+    on_b.close()
+
+
+def scenario_frozen(endpoints: list) -> None:
+    """A leader whose instance freezes (no answer, no message at all) stops acting by the send
+    time of its last confirmed heartbeat + ttl, reported by a timer; the successor leads only
+    after that. Then a leader whose Campaign stream is on the frozen instance (its heartbeats
+    go elsewhere) is transferred away: it never hears DEPOSED, but its next confirmed heartbeat
+    no longer lists the leadership, which ends it at once, and its acknowledgement lets the
+    successor lead at once."""
+    check(len(endpoints) == 2, "frozen needs two endpoints", endpoints)
+    on_first = Client(endpoints[:1])  # the leader can reach only the instance that freezes
+    on_second = Client(endpoints[1:])
+    lease_a = LeaseKeeper(on_first, "frozen-a", TTL_MS)
+    lease_b = LeaseKeeper(on_second, "frozen-b", TTL_MS)
+    name = "py-frozen"
+    a = LeaderElector(on_first, lease_a, name, "a", priority=0)
+    first = expect_event(a, BecameLeader)
+    b = LeaderElector(on_second, lease_b, name, "b", priority=1)
+    no_event(b, 0.3)
+    check(a.is_leader(), a)
+    # c's Campaign stream is on the first instance, its heartbeats on the second; short call
+    # deadlines let its acknowledgement move on from the frozen instance quickly.
+    c_ttl = 3
+    on_both = Client(endpoints, timeout=0.5)
+    lease_c = LeaseKeeper(on_second, "frozen-c", c_ttl * 1000)
+    lease_d = LeaseKeeper(on_second, "frozen-d", c_ttl * 1000)
+    other = "py-silent"
+    c = LeaderElector(on_both, lease_c, other, "c", priority=0)
+    c_first = expect_event(c, BecameLeader)
+    d = LeaderElector(on_second, lease_d, other, "d", priority=1)
+    no_event(d, 0.3)
+
+    cue("freeze-first")
+    frozen = time.monotonic()
+    beat = lease_a.last_confirmed()
+    check(beat.until - TTL_MS / 1000 <= frozen, "the last confirmed heartbeat was sent before the freeze", beat)
+    last_valid = None
+    valid_until = 0.0
+    lost = lost_at = None
+    elected = None
+    deadline = time.monotonic() + 30
+    while elected is None:
+        check(time.monotonic() < deadline, "b is elected within 30 s of the freeze")
+        new = b.leadership()
+        old = a.leadership()
+        now = time.monotonic()
+        if old is not None:
+            check(new is None, "two leaderships valid at once", old, new)
+            check(now < old.valid_until, "leadership() past its validity", old)
+            last_valid, valid_until = now, max(valid_until, old.valid_until)
+        if lost is None:
+            lost = a.next_event(0)
+            lost_at = time.monotonic() if lost is not None else None
+        if new is not None:
+            elected = now
+        time.sleep(0.001)
+    beat = lease_a.last_confirmed()  # nothing was confirmed after the freeze
+    check(lease_a.valid_until() is None and a.leadership() is None, lease_a)
+    check(last_valid is not None and last_valid < beat.until and valid_until <= beat.until, last_valid, valid_until, beat)
+    check(isinstance(lost, LostLeadership) and lost.reason == "lease-unconfirmed" and lost.term == first.term, lost)
+    check(lost_at <= beat.until + 0.5, "the loss is reported when the validity runs out", lost_at - beat.until)
+    check(elected > beat.until, "b leads only after a's validity ran out")
+    print(
+        f"  frozen instance: a's last confirmed heartbeat sent {(frozen - (beat.until - TTL_MS / 1000)) * 1000:.0f} ms before the freeze, "
+        f"a stopped {(beat.until - frozen) * 1000:.0f} ms after it (reported {(lost_at - beat.until) * 1000:+.0f} ms), "
+        f"b leading {(elected - frozen):.2f} s after it",
+        flush=True,
+    )
+
+    overlap = Overlap(c, d)
+    started = time.monotonic()
+    request = election_pb2.TransferRequest(election=other, target_candidate_id="d")
+    new = on_second.elections().Transfer(request, timeout=10).leader
+    took = time.monotonic() - started
+    check(new.candidate_id == "d" and new.term > c_first.term, new)
+    lost = expect_event(c, LostLeadership, "unconfirmed")
+    check(lost.term == c_first.term, lost)
+    expect_event(d, BecameLeader)
+    overlap.stop()
+    check(took < c_ttl, f"the silent leader's acknowledgement made the transfer fast ({took:.3f} s)")
+    print(f"  transfer away from a leader whose Campaign stream is frozen: {took:.3f} s (ttl {c_ttl} s)", flush=True)
+
+    cue("kill-first")
+    a.close()
+    lease_a.close()
+    for elector in (b, c, d):
+        elector.resign()
+    for lease in (lease_b, lease_c, lease_d):
+        lease.revoke()
+    for client in (on_first, on_second, on_both):
+        client.close()
 
 
 def scenario_lock(endpoints: list) -> None:
@@ -364,10 +605,12 @@ def scenario_failover(endpoints: list) -> None:
         check(client.current() == step, "the stream is on endpoint", step, client.current())
         cue(what)
         cut = time.monotonic()
-        # The elector loses leadership when its stream breaks, then campaigns again elsewhere
-        # and gets the same term back once the lease is confirmed there.
-        lost = expect_event(elector, LostLeadership, timeout=5)
-        check(lost.reason in ("stream-broken", "lease-unconfirmed"), lost)
+        # The elector loses leadership when its heartbeat stream breaks, then campaigns again
+        # elsewhere and gets the same term back once a confirmed heartbeat there lists it.
+        # (its heartbeats are unconfirmed while the keeper moves; the broken Campaign stream
+        # alone would not end the leadership)
+        lost = expect_event(elector, LostLeadership, "lease-unconfirmed", timeout=5)
+        check(lost.term == first.term, lost)
         again = expect_event(elector, BecameLeader, timeout=10)
         check(again == first, "the same term comes back", first, again)
         eventually(lambda: keeper.is_confirmed() and keeper.instance not in instances, "heartbeats confirmed elsewhere")
@@ -459,6 +702,8 @@ def scenario_tls(endpoints: list) -> None:
 SCENARIOS = {
     "lease": scenario_lease,
     "election": scenario_election,
+    "transfer": scenario_transfer,
+    "frozen": scenario_frozen,
     "lock": scenario_lock,
     "failover": scenario_failover,
     "lock_crash": scenario_lock_crash,

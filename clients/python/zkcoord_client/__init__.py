@@ -9,17 +9,21 @@ on the heartbeats, leader election as events, and soft locks held by a guard.
         write(guard.token("order-17"))
     elector = LeaderElector(client, lease, "ledger-master", "node-a", priority=0)
     for event in elector:
-        ...  # BecameLeader(term, fencing_token) / LostLeadership(reason)
+        ...  # BecameLeader(term, fencing_token) / LostLeadership(reason, term)
 
-Safety rule: act as leader (or on locked records) only while the lease is **confirmed**:
-until the send time of its last confirmed heartbeat plus its ttl, on this process's
-monotonic clock. `LeaseKeeper.is_confirmed()` and `LeaderElector.is_leader()` apply it.
+Safety rule, one for every ownership: act as the owner of something (the leader of a term,
+the holder of a lock) only while the lease's **last confirmed heartbeat** covered it, and
+only until that heartbeat's send time + the lease's granted ttl, on this process's monotonic
+clock. A leadership is covered only by a confirmed answer that lists it; a lock hold by every
+confirmed heartbeat from its grant until it is unlocked. `LeaderElector.leadership()` and
+`LeaseKeeper.valid_until()` apply it: check them right before each action and pass the
+fencing token along.
 """
 
 from zkcoord_client._client import DEFAULT_TIMEOUT, TENANT_HEADER, Client, Tls
-from zkcoord_client._election import BecameLeader, LeaderElector, LeadershipEvent, LostLeadership
+from zkcoord_client._election import BecameLeader, LeaderElector, Leadership, LeadershipEvent, LostLeadership
 from zkcoord_client._errors import LOCK_WAIT_TIMEOUT, REASON_METADATA, LockBusy, LockWaitTimeout, ZkcoordError
-from zkcoord_client._lease import CONFIRMED, LOST, UNCONFIRMED, Check, LeaseKeeper, LeaseStatus
+from zkcoord_client._lease import CONFIRMED, LOST, UNCONFIRMED, Check, ConfirmedBeat, LeaseKeeper, LeaseStatus
 from zkcoord_client._lock import EXCLUSIVE, SHARED, LockGuard, lock, try_lock
 from zkcoord_client._pb import common_pb2, election_pb2, lease_pb2, lock_pb2
 
@@ -28,10 +32,12 @@ __all__ = [
     "CONFIRMED",
     "Check",
     "Client",
+    "ConfirmedBeat",
     "DEFAULT_TIMEOUT",
     "EXCLUSIVE",
     "LOST",
     "LeaderElector",
+    "Leadership",
     "LeadershipEvent",
     "LeaseKeeper",
     "LeaseStatus",

@@ -7,7 +7,7 @@ import dataclasses
 import queue
 import threading
 import time
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import grpc
 
@@ -31,8 +31,8 @@ class LeaseStatus:
     """What the keeper knows about its lease.
 
     * `state == "confirmed"`: zkcoord confirmed the lease until `until`, a `time.monotonic()`
-      instant (send time of the last confirmed heartbeat + ttl). It silently stops being
-      true at `until`: use `LeaseKeeper.is_confirmed()`.
+      instant (send time of the last confirmed heartbeat + the granted ttl). It silently stops
+      being true at `until`: use `LeaseKeeper.is_confirmed()` / `valid_until()`.
     * `state == "unconfirmed"`: zkcoord cannot vouch for the lease right now (the stream is
       moving, or the instance lost ZooKeeper); the lease may still be alive.
     * `state == "lost"`: the lease has ended. Final.
@@ -49,6 +49,41 @@ class LeaseStatus:
         if self.state == CONFIRMED and self.until is not None:
             return f"confirmed for {max(0.0, self.until - time.monotonic()) * 1000:.0f} ms"
         return self.state
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmedBeat:
+    """The answer to the lease's last confirmed heartbeat: the authority for every ownership
+    (see the package's safety rule).
+
+    * `until`: the heartbeat's send time + the lease's granted ttl, a `time.monotonic()`
+      instant: nothing this heartbeat covered may be acted on from then on;
+    * `elections`: the elections the heartbeat named;
+    * `leaderships`: the leaderships its answer listed (zkcoord.v1.Leadership: `election`,
+      `candidate_id`, `term`, `fencing_token`), among `elections`.
+    """
+
+    until: float
+    elections: Tuple[str, ...] = ()
+    leaderships: Tuple[lease_pb2.Leadership, ...] = ()
+
+    def names(self, election: str) -> bool:
+        """Whether the heartbeat named `election`."""
+        return election in self.elections
+
+    def leadership(self, election: str, candidate_id: str) -> Optional[lease_pb2.Leadership]:
+        """The listed leadership of `candidate_id` in `election`, if any."""
+        for listed in self.leaderships:
+            if listed.election == election and listed.candidate_id == candidate_id:
+                return listed
+        return None
+
+
+#: How long heartbeats may go unconfirmed on one instance before the keeper moves to another,
+#: as a fraction of the ttl: long enough not to move during a ZooKeeper leader election (every
+#: instance answers unconfirmed then), short enough to move before the last confirmation runs
+#: out.
+UNCONFIRMED_PATIENCE_DIVISOR = 3
 
 
 def _truncate(message: str) -> str:
@@ -128,11 +163,15 @@ class LeaseKeeper:
 
     One KeepAlive stream at a time carries a heartbeat every ttl/3 with the health checks'
     results (each check bounded by ttl/6; a failing or slow check makes the lease report
-    NOT_SERVING, which deposes a leader but keeps the lease alive). When the stream breaks or
-    answers `confirmed=false`, the keeper moves to the next endpoint; NOT_FOUND means the lease
-    has ended (`status().state == "lost"`).
+    NOT_SERVING, which deposes a leader but keeps the lease alive) and the names of the
+    elections its `LeaderElector`s campaign in. When the stream breaks, or its answers stay
+    `confirmed=false` for a third of the ttl, the keeper moves to the next endpoint; NOT_FOUND
+    means the lease has ended (`status().state == "lost"`).
 
-    Safety rule: act on the lease (as leader, as lock holder) only while `is_confirmed()`.
+    Safety rule: act on what the lease covers only while its last confirmed heartbeat covered
+    it, and only until that heartbeat's send time + the granted ttl (`valid_until()`; for a
+    leadership use `LeaderElector.leadership()`). An unconfirmed answer suspends acting until
+    the next confirmed one.
 
     `checks` maps check names (e.g. "database") to callables: None/True means OK; a string
     (the reason), False, or an exception means failing. `close()` stops the heartbeats (the
@@ -156,6 +195,8 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._inbox: Optional[queue.Queue] = None
         self._call = None
+        self._elections: collections.Counter = collections.Counter()  # named in every heartbeat
+        self._beat_wanted = False  # a heartbeat asked for while no stream was open
         #: The health sent with the last heartbeat (zkcoord.v1.Health).
         self.last_health = self._checks.run(ttl_ms / 6000)
         request = lease_pb2.GrantRequest(ttl_ms=ttl_ms, owner=owner, metadata=dict(metadata or {}), health=self.last_health)
@@ -168,6 +209,7 @@ class LeaseKeeper:
         self._ttl_ms = granted.ttl_ms
         self._owner = owner
         self._status = LeaseStatus(CONFIRMED, sent + granted.ttl_ms / 1000)
+        self._last = ConfirmedBeat(sent + granted.ttl_ms / 1000)
         #: The id of the zkcoord instance that answered the last heartbeat.
         self.instance = granted.instance
         self._thread = threading.Thread(target=self._keep, name=f"zkcoord-lease-{self._id}", daemon=True)
@@ -204,8 +246,47 @@ class LeaseKeeper:
 
     def is_confirmed(self) -> bool:
         """Whether the lease is confirmed now: the safety rule (send time of the last
-        confirmed heartbeat + ttl, on the monotonic clock)."""
+        confirmed heartbeat + the granted ttl, on the monotonic clock)."""
         return self.status().confirmed_now()
+
+    def valid_until(self) -> Optional[float]:
+        """Until when what the lease covers (its lock holds) may be acted on: the send time
+        of the last confirmed heartbeat + the granted ttl, a `time.monotonic()` instant, if
+        that is still ahead and no unconfirmed answer came since; None when nothing may be
+        acted on now."""
+        status = self.status()
+        return status.until if status.confirmed_now() else None
+
+    def last_confirmed(self) -> ConfirmedBeat:
+        """The answer to the last confirmed heartbeat (at first: the grant, naming nothing)."""
+        with self._lock:
+            return self._last
+
+    def beat_now(self) -> None:
+        """Asks for a heartbeat now rather than at the next ttl/3 tick (an elector asks when
+        it is told ELECTED: only a confirmed answer listing the leadership lets it act)."""
+        with self._lock:
+            inbox = self._inbox
+            if inbox is None:
+                self._beat_wanted = True
+        if inbox is not None:
+            inbox.put(("beat", None))
+
+    def _name(self, election: str) -> None:
+        """Names `election` in every heartbeat from now on (once per call; see _forget)."""
+        with self._lock:
+            self._elections[election] += 1
+
+    def _forget(self, election: str) -> None:
+        """Undoes one _name(election)."""
+        with self._lock:
+            self._elections[election] -= 1
+            if self._elections[election] <= 0:
+                del self._elections[election]
+
+    def _named(self) -> Tuple[str, ...]:
+        with self._lock:
+            return tuple(sorted(self._elections))
 
     def is_lost(self) -> bool:
         """Whether the lease has ended."""
@@ -221,8 +302,8 @@ class LeaseKeeper:
         return True
 
     def subscribe(self, listener: Callable[[LeaseStatus], None]) -> None:
-        """Calls `listener(status)` from the keeper's thread on every status change (each
-        confirmed heartbeat is one). It must return quickly."""
+        """Calls `listener(status)` from the keeper's thread on every status change and every
+        confirmed heartbeat (after `last_confirmed()` shows it). It must return quickly."""
         with self._lock:
             self._listeners.append(listener)
 
@@ -289,6 +370,18 @@ class LeaseKeeper:
         for listener in listeners:
             listener(status)
 
+    def _confirm(self, beat: ConfirmedBeat) -> None:
+        """Records a confirmed answer and tells the listeners."""
+        status = LeaseStatus(CONFIRMED, beat.until)
+        with self._lock:
+            if self._status.state == LOST:
+                return
+            self._last = beat
+            self._status = status
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(status)
+
     def _keep(self) -> None:
         """Keeps one KeepAlive stream at a time, moving to the next endpoint when it breaks,
         until zkcoord says the lease has ended or the keeper is closed."""
@@ -313,13 +406,15 @@ class LeaseKeeper:
                 return  # every endpoint failed once: do not spin
 
     def _stream(self, at: int) -> str:
-        """One KeepAlive stream on endpoint `at`: a heartbeat every ttl/3 with the checks'
-        health, until it breaks, answers unconfirmed, or the lease ends."""
+        """One KeepAlive stream on endpoint `at`: a heartbeat every ttl/3 (and whenever one is
+        asked for) with the checks' health and the named elections, until it breaks, its
+        answers stay unconfirmed for ttl/3, or the lease ends."""
         ttl = self._ttl_ms / 1000
         interval = ttl / 3
+        patience = ttl / UNCONFIRMED_PATIENCE_DIVISOR
         requests: queue.Queue = queue.Queue()
         inbox: queue.Queue = queue.Queue()
-        sent: collections.deque = collections.deque()
+        sent: collections.deque = collections.deque()  # (send time, elections named)
         ref = self.lease_ref()
 
         def heartbeats():
@@ -331,15 +426,22 @@ class LeaseKeeper:
 
         def beat() -> None:
             self.last_health = self._checks.run(ttl / 6)
-            sent.append(time.monotonic())
-            requests.put(lease_pb2.KeepAliveRequest(lease=ref, health=self.last_health))
+            elections = self._named()
+            sent.append((time.monotonic(), elections))
+            requests.put(lease_pb2.KeepAliveRequest(lease=ref, health=self.last_health, elections=list(elections)))
 
         # The first heartbeat goes out with the stream.
+        with self._lock:
+            self._beat_wanted = False
         beat()
         if self._stop.is_set():
             return _STOPPED
         call = lease_pb2_grpc.LeaseStub(self._client.channel(at)).KeepAlive(heartbeats())
-        self._inbox, self._call = inbox, call
+        with self._lock:
+            self._inbox, self._call = inbox, call
+            if self._beat_wanted:
+                self._beat_wanted = False
+                inbox.put(("beat", None))
 
         def read():
             try:
@@ -351,6 +453,9 @@ class LeaseKeeper:
 
         threading.Thread(target=read, name=f"zkcoord-lease-{self._id}-reader", daemon=True).start()
         next_beat = time.monotonic() + interval
+        # Since when (send time) heartbeats here have been answered unconfirmed; None while
+        # the last answer was confirmed.
+        unconfirmed_since: Optional[float] = None
         try:
             while True:
                 if self._stop.is_set():
@@ -358,28 +463,41 @@ class LeaseKeeper:
                 try:
                     kind, value = inbox.get(timeout=max(0.0, next_beat - time.monotonic()))
                 except queue.Empty:
+                    kind, value = "tick", None
+                if kind in ("tick", "beat"):
                     if len(sent) >= 2:
                         return _MOVE  # two heartbeats unanswered: this instance is not keeping up
                     beat()
-                    next_beat = max(next_beat + interval, time.monotonic())
+                    if kind == "tick":
+                        next_beat = max(next_beat + interval, time.monotonic())
                     continue
                 if kind == "stop":
                     return _STOPPED
                 if kind == "answer":
                     if not sent:
                         continue
-                    sent_at = sent.popleft()
+                    sent_at, elections = sent.popleft()
                     self.instance = value.instance
                     if value.confirmed:
-                        self._set_status(LeaseStatus(CONFIRMED, sent_at + value.ttl_ms / 1000))
+                        unconfirmed_since = None
+                        # The granted ttl from the send time (the answer's ttl_ms counts from
+                        # receipt, which is later).
+                        self._confirm(ConfirmedBeat(sent_at + ttl, elections, tuple(value.leaderships)))
                     else:
                         self._set_status(LeaseStatus(UNCONFIRMED))
-                        return _MOVE  # move to an instance that can vouch for the lease
+                        # Move to an instance that can vouch for the lease, unless this one may
+                        # soon again (during a ZooKeeper leader election every instance answers
+                        # unconfirmed for a moment).
+                        if unconfirmed_since is None:
+                            unconfirmed_since = sent_at
+                        if time.monotonic() >= unconfirmed_since + patience:
+                            return _MOVE
                 elif kind == "end":
                     return _MOVE
                 else:
                     return _LOST if value.code() == grpc.StatusCode.NOT_FOUND else _MOVE
         finally:
-            self._inbox = self._call = None
+            with self._lock:
+                self._inbox = self._call = None
             requests.put(None)
             call.cancel()

@@ -1,6 +1,13 @@
-//! Leader election as a stream of events, with the lease's confirmation applied.
+//! Leader election as a stream of events, held to the rule that the lease's confirmed
+//! heartbeats are the authority.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{
     sync::{mpsc, watch},
@@ -10,6 +17,7 @@ use tokio::{
 
 use crate::{
     Client, Error, LeaseKeeper, LeaseStatus,
+    lease::{Beats, ConfirmedBeat},
     pb::{self, election_client::ElectionClient},
 };
 
@@ -21,6 +29,7 @@ pub struct CampaignOptions {
     priority: i32,
     value: Vec<u8>,
     preempt: pb::PreemptPolicy,
+    acknowledge: bool,
 }
 
 impl CampaignOptions {
@@ -33,7 +42,18 @@ impl CampaignOptions {
             priority: 0,
             value: Vec::new(),
             preempt: pb::PreemptPolicy::Unspecified,
+            acknowledge: true,
         }
+    }
+
+    /// Leaves acknowledging a deposition to the application ([`LeaderElector::acknowledge`]),
+    /// for applications that need time to stop acting (e.g. a child process to terminate).
+    /// By default the elector acknowledges as soon as it has ended the leadership locally,
+    /// which is right when every action checks [`LeaderElector::leadership`] just before it.
+    /// Until acknowledged, the successor waits for this leadership's validity to run out.
+    pub fn manual_acknowledgement(mut self) -> Self {
+        self.acknowledge = false;
+        self
     }
 
     /// 0 (best) to 1000.
@@ -60,20 +80,23 @@ impl CampaignOptions {
 pub enum LossReason {
     /// zkcoord deposed the leader (resigned, preempted, unhealthy, transferred, lease expired).
     Deposed(pb::DeposedReason),
-    /// The serving instance cannot confirm the leadership right now (it lost ZooKeeper).
+    /// A confirmed heartbeat answer no longer lists the leadership.
     Unconfirmed,
-    /// The lease is not confirmed any more (heartbeats unanswered past its ttl).
+    /// The last confirmed heartbeat's validity ran out (send time + ttl), or an answer was not
+    /// confirmed.
     LeaseUnconfirmed,
     /// The lease has ended.
     LeaseLost,
-    /// The Campaign stream broke; the elector campaigns again on another instance.
+    /// Kept for compatibility: a broken Campaign stream no longer ends a leadership (the
+    /// heartbeat is the authority); never reported.
     StreamBroken,
 }
 
 /// A change of this candidate's leadership.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeadershipEvent {
-    /// This candidate leads `term`; pass `fencing_token` to whatever it writes.
+    /// This candidate leads `term`; pass `fencing_token` to whatever it writes, and check
+    /// [`LeaderElector::leadership`] before each action.
     BecameLeader {
         /// The term.
         term: i64,
@@ -87,19 +110,69 @@ pub enum LeadershipEvent {
     },
 }
 
+/// A leadership this candidate may act on, and until when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// The term.
+    pub term: i64,
+    /// The term's fencing token.
+    pub fencing_token: u64,
+    /// Send time of the confirmed heartbeat that listed it + ttl: stop acting by then at the
+    /// latest (this client's monotonic clock).
+    pub valid_until: Instant,
+}
+
+/// What the elector and its task share.
+#[derive(Debug)]
+struct Shared {
+    election: String,
+    candidate_id: String,
+    beats: Arc<Beats>,
+    beat: watch::Receiver<Option<ConfirmedBeat>>,
+    lease: watch::Receiver<LeaseStatus>,
+    /// Terms up to this one were given up (deposed and acknowledged, or resigned): a late
+    /// heartbeat answer listing one of them is not acted on.
+    renounced: AtomicI64,
+}
+
+impl Shared {
+    /// The rule: the last confirmed heartbeat named this election and listed this candidate
+    /// as its leader, in a term not given up, and its validity has not run out.
+    fn leadership(&self, now: Instant) -> Option<Leadership> {
+        if !matches!(*self.lease.borrow(), LeaseStatus::Confirmed { until } if now < until) {
+            return None;
+        }
+        let beat = self.beat.borrow();
+        let beat = beat.as_ref()?;
+        if now >= beat.until || !beat.elections.iter().any(|e| *e == self.election) {
+            return None;
+        }
+        let listed =
+            beat.leaderships.iter().find(|l| l.election == self.election && l.candidate_id == self.candidate_id)?;
+        (listed.term > self.renounced.load(Ordering::SeqCst)).then_some(Leadership {
+            term: listed.term,
+            fencing_token: listed.fencing_token,
+            valid_until: beat.until,
+        })
+    }
+}
+
 /// A candidacy and the events of its leadership.
 ///
-/// It reports `BecameLeader` only while the Campaign stream says ELECTED **and** the lease is
-/// confirmed, and `LostLeadership` as soon as either stops being true — at the latest when the
-/// lease's confirmation runs out, before zkcoord could have elected anyone else. Dropping the
-/// elector stops following the election; the candidacy itself lives on with the lease until
+/// Leadership follows the crate's safety rule: it is held only while the lease's last
+/// confirmed heartbeat listed it, until that heartbeat's send time + ttl. The Campaign stream
+/// only notifies: ELECTED makes the lease keeper send a heartbeat at once, DEPOSED ends the
+/// leadership at once and is acknowledged to zkcoord (Resign with `stay_candidate`), so that
+/// the successor need not wait for this leadership's validity to run out. A stream that goes
+/// silent (a frozen instance) cannot keep this candidate leading. Dropping the elector stops
+/// following the election; the candidacy itself lives on with the lease until
 /// [`LeaderElector::resign`].
 #[derive(Debug)]
 pub struct LeaderElector {
     client: Client,
     key: pb::CandidateKey,
     events: mpsc::UnboundedReceiver<LeadershipEvent>,
-    leading: watch::Receiver<Option<(i64, u64)>>,
+    shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
 
@@ -121,25 +194,42 @@ impl LeaderElector {
             priority: options.priority,
             preempt: options.preempt.into(),
         };
+        let beats = lease.beats().clone();
+        beats.name(&options.election);
         let first = client
             .retrying(|channel| {
                 let request = request.clone();
                 async move { ElectionClient::new(channel).campaign(request).await }
             })
-            .await?
-            .into_inner();
+            .await;
+        let first = match first {
+            Ok(first) => first.into_inner(),
+            Err(status) => {
+                beats.forget(&options.election);
+                return Err(status.into());
+            }
+        };
+        let shared = Arc::new(Shared {
+            election: options.election.clone(),
+            candidate_id: options.candidate_id.clone(),
+            beat: beats.subscribe(),
+            beats,
+            lease: lease.watch(),
+            renounced: AtomicI64::new(0),
+        });
         let (events_tx, events) = mpsc::unbounded_channel();
-        let (leading_tx, leading) = watch::channel(None);
         let follow = Follow {
             client: client.clone(),
             request,
-            lease: lease.watch(),
+            key: key.clone(),
+            shared: shared.clone(),
             events: events_tx,
-            leading: leading_tx,
-            elected: None,
+            leading: None,
+            deposed: None,
+            acknowledge: options.acknowledge,
         };
         let task = tokio::spawn(follow.run(first));
-        Ok(Self { client: client.clone(), key, events, leading, task })
+        Ok(Self { client: client.clone(), key, events, shared, task })
     }
 
     /// The next event; `None` once the candidacy has ended (resigned, lease ended).
@@ -150,26 +240,46 @@ impl LeaderElector {
         self.events.recv().await
     }
 
+    /// The leadership this candidate may act on now, if any (the crate's safety rule). Check
+    /// it right before each action: it can end without an event having been read yet.
+    pub fn leadership(&self) -> Option<Leadership> {
+        self.shared.leadership(Instant::now())
+    }
+
     /// Whether this candidate may act as leader now, and with which (term, fencing token).
     pub fn leading(&self) -> Option<(i64, u64)> {
-        *self.leading.borrow()
+        self.leadership().map(|l| (l.term, l.fencing_token))
     }
 
     /// Whether this candidate may act as leader now.
     pub fn is_leader(&self) -> bool {
-        self.leading().is_some()
+        self.leadership().is_some()
     }
 
-    /// Withdraws the candidacy (a leader steps down; the next candidate is elected).
+    /// Gives up `term` here (never acted on again) and tells zkcoord this candidate has stopped
+    /// acting as its leader, so that a deposition completes at once (Resign with
+    /// `stay_candidate`). Needed only with [`CampaignOptions::manual_acknowledgement`].
+    ///
+    /// # Errors
+    /// The Resign call's status (FAILED_PRECONDITION while zkcoord has not deposed it).
+    pub async fn acknowledge(&self, term: i64) -> Result<(), Error> {
+        self.shared.renounced.fetch_max(term, Ordering::SeqCst);
+        acknowledge(&self.client, &self.key, term).await
+    }
+
+    /// Withdraws the candidacy (a leader steps down; the next candidate is elected). The
+    /// leadership ends here before the request is sent.
     ///
     /// # Errors
     /// The Resign call's status.
     pub async fn resign(self) -> Result<(), Error> {
         self.task.abort();
+        self.shared.renounced.store(i64::MAX, Ordering::SeqCst);
+        self.shared.beats.forget(&self.shared.election);
         let key = self.key.clone();
         self.client
             .retrying(|channel| {
-                let request = pb::ResignRequest { key: Some(key.clone()), term: 0 };
+                let request = pb::ResignRequest { key: Some(key.clone()), term: 0, stay_candidate: false };
                 async move { ElectionClient::new(channel).resign(request).await }
             })
             .await?;
@@ -177,7 +287,8 @@ impl LeaderElector {
     }
 
     /// Hands leadership to `target` (or the next eligible candidate when `None`), if this
-    /// candidate leads; returns the new leader once it is elected.
+    /// candidate leads; returns the new leader once it is elected. The leadership ends here
+    /// when zkcoord deposes it (DEPOSED, acknowledged by this elector).
     ///
     /// # Errors
     /// The Transfer call's status, e.g. FAILED_PRECONDITION when this candidate does not lead.
@@ -203,6 +314,7 @@ impl LeaderElector {
 impl Drop for LeaderElector {
     fn drop(&mut self) {
         self.task.abort();
+        self.shared.beats.forget(&self.shared.election);
     }
 }
 
@@ -210,11 +322,15 @@ impl Drop for LeaderElector {
 struct Follow {
     client: Client,
     request: pb::CampaignRequest,
-    lease: watch::Receiver<LeaseStatus>,
+    key: pb::CandidateKey,
+    shared: Arc<Shared>,
     events: mpsc::UnboundedSender<LeadershipEvent>,
-    leading: watch::Sender<Option<(i64, u64)>>,
-    /// What the Campaign stream last said: ELECTED with (term, token).
-    elected: Option<(i64, u64)>,
+    /// The leadership last reported (term, token).
+    leading: Option<(i64, u64)>,
+    /// Why the last term ended, when a DEPOSED said so.
+    deposed: Option<pb::DeposedReason>,
+    /// Whether to acknowledge depositions by itself.
+    acknowledge: bool,
 }
 
 /// How following one stream ended.
@@ -237,12 +353,12 @@ impl Follow {
                     match campaign.campaign(self.request.clone()).await {
                         Ok(stream) => stream.into_inner(),
                         Err(status) if status.code() == tonic::Code::NotFound => {
-                            self.lose(LossReason::LeaseLost);
+                            self.report(Some(LossReason::LeaseLost));
                             return;
                         }
                         Err(_) => {
                             at = self.client.rotate(at);
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            self.wait_a_little().await;
                             continue;
                         }
                     }
@@ -250,36 +366,50 @@ impl Follow {
             };
             match self.follow(current).await {
                 StreamEnd::Over => return,
-                StreamEnd::Broken => {
-                    self.elected = None;
-                    self.lose(LossReason::StreamBroken);
-                    at = self.client.rotate(at);
-                }
+                StreamEnd::Broken => at = self.client.rotate(at),
             }
         }
     }
 
-    /// Follows one Campaign stream together with the lease's status.
-    async fn follow(&mut self, mut stream: tonic::Streaming<pb::CampaignResponse>) -> StreamEnd {
+    /// Waits 100 ms while keeping the leadership events current.
+    async fn wait_a_little(&mut self) {
+        let pause = tokio::time::sleep(Duration::from_millis(100));
+        tokio::pin!(pause);
         loop {
-            let lease = *self.lease.borrow();
-            let confirmed_until = match lease {
-                LeaseStatus::Confirmed { until } => Some(until),
-                LeaseStatus::Unconfirmed => None,
-                LeaseStatus::Lost => {
-                    self.lose(LossReason::LeaseLost);
-                    return StreamEnd::Over;
-                }
-            };
-            let confirmed = confirmed_until.is_some_and(|until| Instant::now() < until);
-            match (self.elected, confirmed) {
-                (Some(elected), true) => self.lead(elected),
-                (Some(_), false) => self.lose(LossReason::LeaseUnconfirmed),
-                (None, _) => {}
+            self.report(None);
+            if self.shared.lease.borrow().eq(&LeaseStatus::Lost) {
+                return;
             }
-            // Wake up when the confirmation runs out, if nothing else happens first.
-            let expiry =
-                confirmed_until.filter(|_| confirmed).unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let expiry = self.expiry();
+            let mut beat = self.shared.beat.clone();
+            let mut lease = self.shared.lease.clone();
+            tokio::select! {
+                () = &mut pause => return,
+                _ = beat.changed() => {}
+                _ = lease.changed() => {}
+                () = tokio::time::sleep_until(expiry) => {}
+            }
+        }
+    }
+
+    /// When the current leadership's validity runs out (far ahead when there is none).
+    fn expiry(&self) -> Instant {
+        self.shared
+            .leadership(Instant::now())
+            .map_or_else(|| Instant::now() + Duration::from_secs(3600), |l| l.valid_until)
+    }
+
+    /// Follows one Campaign stream together with the lease's heartbeats.
+    async fn follow(&mut self, mut stream: tonic::Streaming<pb::CampaignResponse>) -> StreamEnd {
+        let mut beat = self.shared.beat.clone();
+        let mut lease = self.shared.lease.clone();
+        loop {
+            if *lease.borrow() == LeaseStatus::Lost {
+                self.report(Some(LossReason::LeaseLost));
+                return StreamEnd::Over;
+            }
+            self.report(None);
+            let expiry = self.expiry();
             tokio::select! {
                 message = stream.message() => match message {
                     Ok(Some(status)) => {
@@ -289,12 +419,14 @@ impl Follow {
                     }
                     Ok(None) | Err(_) => return StreamEnd::Broken,
                 },
-                changed = self.lease.changed() => {
-                    if changed.is_err() {
-                        self.lose(LossReason::LeaseLost);
-                        return StreamEnd::Over;
-                    }
-                }
+                changed = beat.changed() => if changed.is_err() {
+                    self.report(Some(LossReason::LeaseLost));
+                    return StreamEnd::Over;
+                },
+                changed = lease.changed() => if changed.is_err() {
+                    self.report(Some(LossReason::LeaseLost));
+                    return StreamEnd::Over;
+                },
                 () = tokio::time::sleep_until(expiry) => {}
             }
         }
@@ -303,40 +435,99 @@ impl Follow {
     /// Applies one Campaign status; `Some` when following must stop.
     fn on_status(&mut self, status: &pb::CampaignResponse) -> Option<StreamEnd> {
         match status.state() {
-            pb::CandidateState::Elected => {
-                self.elected = Some((status.term, status.fencing_token));
-            }
-            pb::CandidateState::Unconfirmed => {
-                self.elected = None;
-                self.lose(LossReason::Unconfirmed);
-            }
+            // Only a confirmed heartbeat listing it makes it a leadership: ask for one now.
+            pb::CandidateState::Elected => self.shared.beats.beat_now(),
             pb::CandidateState::Deposed => {
-                self.elected = None;
                 let reason = status.reason();
-                self.lose(LossReason::Deposed(reason));
+                self.deposed = Some(reason);
+                // Give the term up here first, then tell zkcoord (the successor is elected on
+                // that acknowledgement instead of after this term's validity runs out).
+                // Given up here at once in any case; acknowledged by this elector or the
+                // application.
+                self.shared.renounced.fetch_max(status.term, Ordering::SeqCst);
+                self.report(Some(LossReason::Deposed(reason)));
                 if matches!(reason, pb::DeposedReason::Resigned | pb::DeposedReason::LeaseExpired) {
                     return Some(StreamEnd::Over);
                 }
+                if self.acknowledge {
+                    self.acknowledge_in_background(status.term);
+                }
             }
-            pb::CandidateState::Queued | pb::CandidateState::Unspecified => {
-                self.elected = None;
-                self.lose(LossReason::StreamBroken);
-            }
+            pb::CandidateState::Unconfirmed | pb::CandidateState::Queued | pb::CandidateState::Unspecified => {}
         }
         None
     }
 
-    fn lead(&mut self, elected: (i64, u64)) {
-        if *self.leading.borrow() != Some(elected) {
-            self.leading.send_replace(Some(elected));
-            let _ = self.events.send(LeadershipEvent::BecameLeader { term: elected.0, fencing_token: elected.1 });
-        }
+    /// Tells zkcoord, in the background and retrying, that this candidate stopped leading
+    /// `term` (Resign with `stay_candidate`).
+    fn acknowledge_in_background(&self, term: i64) {
+        let client = self.client.clone();
+        let key = self.key.clone();
+        tokio::spawn(async move {
+            if let Err(err) = acknowledge(&client, &key, term).await {
+                tracing::debug!(%err, term, "deposition not acknowledged; the successor waits for this term's validity to run out");
+            }
+        });
     }
 
-    fn lose(&mut self, reason: LossReason) {
-        if self.leading.borrow().is_some() {
-            self.leading.send_replace(None);
+    /// Whether the last confirmed heartbeat, still valid, named this election without listing
+    /// `term`: zkcoord withdrew that leadership.
+    fn withdrawn(&self, term: i64) -> bool {
+        let beat = self.shared.beat.borrow();
+        beat.as_ref().is_some_and(|beat| {
+            Instant::now() < beat.until
+                && beat.elections.iter().any(|e| *e == self.shared.election)
+                && !beat.leaderships.iter().any(|l| {
+                    l.election == self.shared.election && l.candidate_id == self.shared.candidate_id && l.term == term
+                })
+        })
+    }
+
+    /// Reports a change of leadership against the rule; `loss` is the reason to give if it
+    /// ended (the rule's own reason otherwise).
+    fn report(&mut self, loss: Option<LossReason>) {
+        let now = self.shared.leadership(Instant::now()).map(|l| (l.term, l.fencing_token));
+        if now == self.leading {
+            return;
+        }
+        if let Some((term, _)) = self.leading
+            && self.withdrawn(term)
+        {
+            // zkcoord no longer lists it: deposed (its DEPOSED may never come, e.g. from a frozen
+            // instance) or ended. Give it up for good and say so.
+            self.shared.renounced.fetch_max(term, Ordering::SeqCst);
+            if self.acknowledge {
+                self.acknowledge_in_background(term);
+            }
+        }
+        if self.leading.is_some() {
+            let reason = loss.unwrap_or_else(|| {
+                let confirmed =
+                    matches!(*self.shared.lease.borrow(), LeaseStatus::Confirmed { until } if Instant::now() < until);
+                match self.deposed {
+                    Some(reason) => LossReason::Deposed(reason),
+                    None if confirmed => LossReason::Unconfirmed,
+                    None => LossReason::LeaseUnconfirmed,
+                }
+            });
             let _ = self.events.send(LeadershipEvent::LostLeadership { reason });
         }
+        if let Some((term, fencing_token)) = now {
+            self.deposed = None;
+            let _ = self.events.send(LeadershipEvent::BecameLeader { term, fencing_token });
+        }
+        self.leading = now;
     }
+}
+
+/// Resign with `stay_candidate` for `term`, retried on another endpoint while unavailable.
+async fn acknowledge(client: &Client, key: &pb::CandidateKey, term: i64) -> Result<(), Error> {
+    let request = pb::ResignRequest { key: Some(key.clone()), term, stay_candidate: true };
+    client
+        .retrying(|channel| {
+            let request = request.clone();
+            async move { ElectionClient::new(channel).resign(request).await }
+        })
+        .await?;
+    Ok(())
 }

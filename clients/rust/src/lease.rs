@@ -1,15 +1,15 @@
 //! A lease kept alive in the background, with health checks riding on its heartbeats.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{Notify, mpsc, watch},
     task::JoinHandle,
     time::Instant,
 };
@@ -85,6 +85,54 @@ pub enum LeaseStatus {
     Lost,
 }
 
+/// The answer to the last confirmed heartbeat: the authority for every ownership (see the
+/// crate's safety rule).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfirmedBeat {
+    /// Send time of the heartbeat + ttl: nothing it covered may be acted on after this.
+    pub until: Instant,
+    /// The elections the heartbeat named.
+    pub elections: Vec<String>,
+    /// The leaderships the answer listed (a subset of `elections`).
+    pub leaderships: Vec<pb::Leadership>,
+}
+
+/// What the keeper shares with electors: the elections to name in heartbeats, a way to ask
+/// for a heartbeat now, and the last confirmed answer.
+#[derive(Debug)]
+pub(crate) struct Beats {
+    elections: Mutex<BTreeSet<String>>,
+    now: Notify,
+    last: watch::Sender<Option<ConfirmedBeat>>,
+}
+
+impl Beats {
+    /// Names `election` in every heartbeat from now on.
+    pub(crate) fn name(&self, election: &str) {
+        crate::lock(&self.elections).insert(election.to_owned());
+    }
+
+    /// Stops naming `election`.
+    pub(crate) fn forget(&self, election: &str) {
+        crate::lock(&self.elections).remove(election);
+    }
+
+    /// Asks for a heartbeat now (e.g. just elected: only a confirmed answer listing the
+    /// leadership lets the candidate act).
+    pub(crate) fn beat_now(&self) {
+        self.now.notify_one();
+    }
+
+    /// The last confirmed answers.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<ConfirmedBeat>> {
+        self.last.subscribe()
+    }
+
+    fn named(&self) -> Vec<String> {
+        crate::lock(&self.elections).iter().cloned().collect()
+    }
+}
+
 /// A granted lease, kept alive by a background task until it is revoked or dropped.
 ///
 /// Dropping the keeper stops the heartbeats (the lease then expires after its ttl); call
@@ -96,6 +144,7 @@ pub struct LeaseKeeper {
     ttl: Duration,
     client: Client,
     status: watch::Receiver<LeaseStatus>,
+    beats: Arc<Beats>,
     task: JoinHandle<()>,
 }
 
@@ -126,6 +175,11 @@ impl LeaseKeeper {
         };
         let ttl = Duration::from_millis(granted.ttl_ms as u64);
         let (status_tx, status) = watch::channel(LeaseStatus::Confirmed { until: sent + ttl });
+        let beats = Arc::new(Beats {
+            elections: Mutex::new(BTreeSet::new()),
+            now: Notify::new(),
+            last: watch::channel(Some(ConfirmedBeat { until: sent + ttl, elections: vec![], leaderships: vec![] })).0,
+        });
         let keep = Keep {
             client: client.clone(),
             id: granted.lease_id,
@@ -133,9 +187,10 @@ impl LeaseKeeper {
             ttl,
             checks: options.checks,
             status: status_tx,
+            beats: beats.clone(),
         };
         let task = tokio::spawn(keep.run());
-        Ok(Self { id: granted.lease_id, secret: granted.secret, ttl, client: client.clone(), status, task })
+        Ok(Self { id: granted.lease_id, secret: granted.secret, ttl, client: client.clone(), status, beats, task })
     }
 
     /// The lease id.
@@ -171,7 +226,26 @@ impl LeaseKeeper {
 
     /// Whether the lease is confirmed now (see the crate's safety rule).
     pub fn is_confirmed(&self) -> bool {
-        matches!(self.status(), LeaseStatus::Confirmed { until } if Instant::now() < until)
+        self.valid_until().is_some()
+    }
+
+    /// Until when what the lease covers (its lock holds) may be acted on: the send time of the
+    /// last confirmed heartbeat + ttl, if that is still ahead; `None` when nothing may be
+    /// acted on now.
+    pub fn valid_until(&self) -> Option<Instant> {
+        match self.status() {
+            LeaseStatus::Confirmed { until } if Instant::now() < until => Some(until),
+            _ => None,
+        }
+    }
+
+    /// The answer to the last confirmed heartbeat.
+    pub fn last_confirmed(&self) -> Option<ConfirmedBeat> {
+        self.beats.last.borrow().clone()
+    }
+
+    pub(crate) fn beats(&self) -> &Arc<Beats> {
+        &self.beats
     }
 
     /// Ends the lease now, releasing everything bound to it.
@@ -227,7 +301,14 @@ struct Keep {
     ttl: Duration,
     checks: Vec<(String, Check)>,
     status: watch::Sender<LeaseStatus>,
+    beats: Arc<Beats>,
 }
+
+/// How long heartbeats may go unconfirmed on one instance before the keeper moves to another
+/// (as a fraction of the ttl): long enough not to move everyone during a ZooKeeper leader
+/// election (every instance answers unconfirmed then, and every move costs a claim write),
+/// short enough to move before the last confirmation runs out.
+const UNCONFIRMED_PATIENCE_DIVISOR: u32 = 3;
 
 impl Keep {
     /// Keeps one KeepAlive stream at a time, moving to the next endpoint when it breaks, until
@@ -242,7 +323,8 @@ impl Keep {
                     return;
                 }
                 Ok(()) | Err(_) => {
-                    // Not confirmed until a heartbeat on the next stream is.
+                    // Not confirmed until a heartbeat on the next stream is (the last
+                    // confirmed answer still counts until its `until`).
                     self.status.send_if_modified(|s| {
                         let changed = matches!(s, LeaseStatus::Confirmed { .. });
                         if changed {
@@ -270,9 +352,10 @@ impl Keep {
         let mut sent = VecDeque::new();
         // The first heartbeat goes out with the stream.
         let health = run_checks(&self.checks, self.ttl / 6).await;
-        sent.push_back(Instant::now());
+        let elections = self.beats.named();
+        sent.push_back((Instant::now(), elections.clone()));
         requests
-            .send(pb::KeepAliveRequest { lease: Some(lease.clone()), health: Some(health) })
+            .send(pb::KeepAliveRequest { lease: Some(lease.clone()), health: Some(health), elections })
             .await
             .map_err(|_| Error::LeaseLost)?;
         let mut responses = match tokio::time::timeout(interval, leases.keep_alive(ReceiverStream::new(receiver))).await
@@ -282,35 +365,55 @@ impl Keep {
             Err(_) => return Err(Error::Status(tonic::Status::unavailable("keepalive stream did not open"))),
         };
         let mut next_beat = Instant::now() + interval;
+        // Since when heartbeats here have been answered unconfirmed (None: the last was
+        // confirmed, or none answered yet).
+        let mut unconfirmed_since: Option<Instant> = None;
+        let patience = self.ttl / UNCONFIRMED_PATIENCE_DIVISOR;
         loop {
-            tokio::select! {
+            let beat = tokio::select! {
                 response = responses.message() => match response {
                     Ok(Some(answer)) => {
-                        let Some(sent_at) = sent.pop_front() else { continue };
+                        let Some((sent_at, elections)) = sent.pop_front() else { continue };
                         if answer.confirmed {
-                            let until = sent_at + Duration::from_millis(answer.ttl_ms as u64);
+                            unconfirmed_since = None;
+                            // The granted ttl (answers also carry it as `ttl_ms`, counted from
+                            // receipt, which is later than the send time: never longer).
+                            let until = sent_at + self.ttl;
                             self.status.send_replace(LeaseStatus::Confirmed { until });
+                            let leaderships = answer.leaderships;
+                            self.beats.last.send_replace(Some(ConfirmedBeat { until, elections, leaderships }));
                         } else {
                             self.status.send_replace(LeaseStatus::Unconfirmed);
-                            // Move to an instance that can vouch for the lease.
-                            return Ok(());
+                            // Move to an instance that can vouch for the lease, unless this one
+                            // may soon again (a ZooKeeper leader election makes every instance
+                            // answer unconfirmed for a moment).
+                            let since = *unconfirmed_since.get_or_insert(sent_at);
+                            if Instant::now() >= since + patience {
+                                return Ok(());
+                            }
                         }
+                        false
                     }
                     Ok(None) => return Ok(()),
                     Err(status) => return Err(lost_or(status)),
                 },
                 () = tokio::time::sleep_until(next_beat) => {
-                    if sent.len() >= 2 {
-                        // Two heartbeats unanswered: this instance is not keeping up.
-                        return Ok(());
-                    }
-                    let health = run_checks(&self.checks, self.ttl / 6).await;
-                    sent.push_back(Instant::now());
-                    let request = pb::KeepAliveRequest { lease: Some(lease.clone()), health: Some(health) };
-                    if requests.send(request).await.is_err() {
-                        return Ok(());
-                    }
                     next_beat += interval;
+                    true
+                }
+                () = self.beats.now.notified() => true,
+            };
+            if beat {
+                if sent.len() >= 2 {
+                    // Two heartbeats unanswered: this instance is not keeping up.
+                    return Ok(());
+                }
+                let health = run_checks(&self.checks, self.ttl / 6).await;
+                let elections = self.beats.named();
+                sent.push_back((Instant::now(), elections.clone()));
+                let request = pb::KeepAliveRequest { lease: Some(lease.clone()), health: Some(health), elections };
+                if requests.send(request).await.is_err() {
+                    return Ok(());
                 }
             }
         }

@@ -31,10 +31,17 @@
 //! ```
 //!
 //! # Safety rule
-//! An application acts as leader (or on locked records) only while the lease is **confirmed**:
-//! until the send time of its last confirmed heartbeat plus its ttl, on the application's own
-//! monotonic clock. [`LeaseKeeper::is_confirmed`] and [`LeaderElector`] apply that rule, so a
-//! leader stops before zkcoord could have given its leadership away.
+//! One rule for every ownership: an application acts as the owner of something — the leader of
+//! a term, the holder of a lock — only while the **last confirmed heartbeat** of its lease
+//! covered it, and only until that heartbeat's send time plus the lease's ttl, on the
+//! application's own monotonic clock. A leadership is covered when the heartbeat's answer
+//! listed it; a lock hold by every confirmed heartbeat from its grant until it is unlocked.
+//! [`LeaderElector::leadership`], [`LockGuard::valid_until`] and [`LeaseKeeper::valid_until`]
+//! apply that rule: check them right before each action, and pass the fencing token along.
+//! The Campaign stream only notifies (an ELECTED makes the keeper send a heartbeat at once; a
+//! DEPOSED ends the leadership at once and is acknowledged, so the successor need not wait).
+//! An answer that is not confirmed suspends acting until the next confirmed one; after a third
+//! of the ttl of such answers the keeper moves to another instance.
 
 mod client;
 mod election;
@@ -43,9 +50,9 @@ mod lease;
 mod lock;
 
 pub use client::{Client, TENANT_HEADER, TenantHeader, Tls, Transport, endpoint_of};
-pub use election::{CampaignOptions, LeaderElector, LeadershipEvent, LossReason};
+pub use election::{CampaignOptions, LeaderElector, Leadership, LeadershipEvent, LossReason};
 pub use error::{Error, LOCK_WAIT_TIMEOUT, REASON_METADATA};
-pub use lease::{CheckResult, LeaseKeeper, LeaseOptions, LeaseStatus};
+pub use lease::{CheckResult, ConfirmedBeat, LeaseKeeper, LeaseOptions, LeaseStatus};
 pub use lock::{LockGuard, LockMode, LockOptions};
 
 /// Generated protobuf and gRPC client code for `zkcoord.v1`, for calls this crate does not
@@ -53,4 +60,9 @@ pub use lock::{LockGuard, LockMode, LockOptions};
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
 pub mod pb {
     tonic::include_proto!("zkcoord.v1");
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

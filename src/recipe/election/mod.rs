@@ -19,6 +19,7 @@
 //!   UNCONFIRMED at once; nobody else can be elected before that instance's session expires
 //!   (its registration is what keeps electors from completing a deposition without it).
 
+pub mod leadership;
 pub mod record;
 pub mod state;
 pub mod watch;
@@ -29,7 +30,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError};
 
+pub use self::leadership::Leadership;
 use self::{
+    leadership::Leaderships,
     record::{CandidateRecord, DeposeReason, Deposition, ElectionRecord, Yielded},
     state::ElectionState,
     watch::{ElectionWatch, Registry},
@@ -47,8 +50,11 @@ use crate::{
 
 /// How long a call waits for an election's state to be read.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long Transfer waits for the successor to be elected.
+/// How long Transfer waits for the successor to be elected, beyond the deposed leader's
+/// deposition grace (see [`watch::deposition_grace`]).
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Step-down refused: the candidacy still leads the term undeposed.
+const STILL_LEADS: &str = "the candidate still leads that term; Resign without stay_candidate gives it up";
 /// How often a campaign write retries after a concurrent change.
 const MAX_ATTEMPTS: usize = 8;
 
@@ -255,6 +261,7 @@ pub(crate) struct Shared {
     me: Incarnation,
     shutdown: CancellationToken,
     registry: Registry,
+    leaderships: Leaderships,
 }
 
 /// What one instance knows of one election it follows (for metrics).
@@ -326,7 +333,18 @@ pub(crate) fn status_of(state: &ElectionState, id: &str, lease_id: i64, me: &str
 impl Elections {
     /// The election recipe for the instance `me`.
     pub fn new(session: ZkSession, me: Incarnation, shutdown: CancellationToken) -> Self {
-        Self { shared: Arc::new(Shared { session, me, shutdown, registry: Registry::default() }) }
+        let leaderships = Leaderships::new(session.clone());
+        Self { shared: Arc::new(Shared { session, me, shutdown, registry: Registry::default(), leaderships }) }
+    }
+
+    /// The leaderships of lease `lease_id` among `elections` that this instance can prove now
+    /// (see [`leadership`]): what the lease's heartbeat answer lists; `None` when it cannot
+    /// tell (the answer is then not confirmed).
+    ///
+    /// # Cancellation safety
+    /// Safe to cancel.
+    pub async fn leaderships(&self, lease_id: i64, elections: &[Name]) -> Option<Vec<Leadership>> {
+        self.shared.leaderships.of(lease_id, elections).await
     }
 
     /// The elections this instance follows now (because it serves a Campaign, Observe,
@@ -477,6 +495,47 @@ impl Elections {
         }
     }
 
+    /// Acknowledges that candidacy `key` has stopped acting as leader of `term` and stays a
+    /// candidate: a deposition of it from `term` completes now (its successor is elected) instead
+    /// of after its validity ran out. Succeeds too when the candidacy does not lead `term` any
+    /// more (the deposition completed meanwhile).
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] while it still leads `term` undeposed, or when it is not
+    /// a candidate; the lease errors; [`Error::Unavailable`].
+    ///
+    /// # Cancellation safety
+    /// Each write is one compare-and-set request; a cancelled call completed the deposition or
+    /// left it to its grace.
+    pub async fn step_down(&self, key: &CandidateKey, term: i64) -> Result<()> {
+        let client = self.shared.session.client()?;
+        lease::read_verified(&client, key.lease_id, &key.secret).await?;
+        let candidate_path = layout::candidate(&key.election, &key.candidate_id);
+        own_candidate(&client, &candidate_path, key.lease_id).await?;
+        for _ in 0..MAX_ATTEMPTS {
+            let (watch, state) = self.fresh_state(&key.election).await?;
+            let ours = |id: &str, lease_id: i64| id == key.candidate_id.as_str() && lease_id == key.lease_id;
+            if state.record.term != term {
+                return Ok(()); // that term is over
+            }
+            if let Some(leader) = &state.record.leader
+                && ours(&leader.candidate_id, leader.lease_id)
+            {
+                return Err(Error::FailedPrecondition(STILL_LEADS));
+            }
+            let Some(deposed) = state.record.deposed.clone().filter(|d| ours(&d.candidate_id, d.lease_id)) else {
+                return Ok(()); // deposed and succeeded already
+            };
+            let decision = state.successor(&deposed);
+            if watch::write(&client, &key.election, &state, decision).await.is_some() {
+                tracing::debug!(election = %key.election, candidate = %key.candidate_id, term, "deposition acknowledged");
+                watch.poke();
+                return Ok(());
+            }
+        }
+        Err(Error::Unavailable)
+    }
+
     /// Changes the leader's value; only the leader of `term` may.
     ///
     /// # Errors
@@ -591,6 +650,13 @@ impl Elections {
         record.leader = None;
         record.yielded = Some(Yielded { candidate_id: leader.candidate_id.clone(), lease_id: leader.lease_id });
         let (old_term, next_id) = (state.record.term, next.id.clone());
+        // Without the leader's acknowledgement the successor waits for its validity to run out.
+        let wait = TRANSFER_TIMEOUT
+            + state
+                .candidates
+                .get(&leader.candidate_id)
+                .and_then(|c| c.lease_ttl)
+                .map_or(Duration::ZERO, watch::deposition_grace);
         let path = layout::election(name);
         match crate::zk::traced(
             "set_data",
@@ -608,7 +674,7 @@ impl Elections {
         watch.poke();
         let mut receiver = watch.state.clone();
         let elected = tokio::time::timeout(
-            TRANSFER_TIMEOUT,
+            wait,
             receiver.wait_for(|s| s.generation != 0 && s.record.term > old_term && s.record.leader.is_some()),
         )
         .await

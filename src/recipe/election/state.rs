@@ -22,6 +22,8 @@ pub struct CandidateView {
     pub version: i32,
     /// Its lease's health (`None` when the lease record is gone or unknown).
     pub health: Option<Health>,
+    /// Its lease's granted ttl (`None` when the lease record is gone or unknown).
+    pub lease_ttl: Option<std::time::Duration>,
 }
 
 impl CandidateView {
@@ -124,19 +126,22 @@ impl ElectionState {
         u32::try_from(ahead).unwrap_or(u32::MAX)
     }
 
-    /// What the elector should write. `stream_host_gone(candidate)` tells whether the
-    /// instance holding a candidate's Campaign stream is gone (or it has none), in which case
-    /// nobody can tell it DEPOSED and the deposition may complete at once.
-    pub fn decide(&self, stream_host_gone: impl Fn(&CandidateView) -> bool) -> Decision {
+    /// What the elector should write. `validity_over(candidate)` tells whether a deposed
+    /// leader whose candidacy lives on can no longer act as leader: the deposition has been
+    /// seen for longer than its lease's ttl plus the proof window and a margin (see
+    /// `watch::deposition_grace`). Before that, only its acknowledgement (Resign) or the end
+    /// of its candidacy completes a deposition.
+    pub fn decide(&self, validity_over: impl Fn(&CandidateView) -> bool) -> Decision {
         if !self.exists {
             return Decision::Nothing;
         }
         if let Some(deposed) = &self.record.deposed {
-            // Phase 2 is normally written by the deposed leader's stream host after it told the
-            // leader; anyone may write it when that leader has no live stream host or is gone.
+            // Phase 2 follows the deposed leader's acknowledgement (Resign, which writes it), or
+            // the end of its candidacy (it resigned, or its lease ended: either way it cannot
+            // act as leader any more), or the end of its validity.
             let can_complete = match self.candidates.get(&deposed.candidate_id) {
                 None => true,
-                Some(candidate) => candidate.record.lease_id != deposed.lease_id || stream_host_gone(candidate),
+                Some(candidate) => candidate.record.lease_id != deposed.lease_id || validity_over(candidate),
             };
             return if can_complete { self.successor(deposed) } else { Decision::Nothing };
         }
@@ -196,6 +201,7 @@ mod tests {
             mzxid: czxid,
             version: 0,
             health: health.map(|status| Health { status, checks: vec![] }),
+            lease_ttl: Some(std::time::Duration::from_secs(1)),
         }
     }
 

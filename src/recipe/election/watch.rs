@@ -30,7 +30,7 @@ use crate::{
     recipe::lock,
     recipe::{instance::now_unix_ms, lease::record::LeaseRecord},
     validate::Name,
-    zk::layout,
+    zk::{layout, proof},
 };
 
 /// States kept for streams that fall behind; a stream further behind than this skips ahead.
@@ -42,15 +42,21 @@ const STATE_HISTORY: usize = 1024;
 pub(super) const CAMPAIGN_BACKLOG: usize = 256;
 /// Pause before retrying after a ZooKeeper failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
-/// How long the instance that told a deposed leader DEPOSED waits before electing its
-/// successor. "Told" means handed to the leader's stream, which still has to be polled, encoded
-/// and written to the socket; the successor's ELECTED travels through a ZooKeeper write, a watch
-/// and another instance. On an idle loopback the second path can win by a fraction of a
-/// millisecond, so the deposed leader's client would read DEPOSED after the successor read
-/// ELECTED. This wait makes that ordering hold in practice for a client that reads its stream;
-/// safety against a client that does not read (or a slow network) still rests on the fencing
-/// token and on the lease, as everywhere else.
-const TELL_GRACE: Duration = Duration::from_millis(20);
+/// Added to a deposed leader's ttl and the longest proof window before a deposition completes
+/// without the leader's acknowledgement: covers the watch and scheduling delays between a
+/// proof's arrival and the heartbeat answers it stands for, and clock-rate differences.
+const GRACE_MARGIN: Duration = Duration::from_millis(250);
+/// How long after it is first seen a deposition may complete without the deposed leader's
+/// acknowledgement, for a leader whose lease has ttl `ttl`: by then its owner has surely
+/// stopped acting as leader. A heartbeat answer lists a leadership only from a view current as
+/// of a proof begun at most [`proof::MAX_WINDOW`] earlier (`leadership`), so after the
+/// deposition `D` (which nobody sees before it happens) no answer lists it after
+/// `D + MAX_WINDOW`, and the owner trusts the last one listing it until that heartbeat's send
+/// time (earlier) + ttl.
+pub fn deposition_grace(ttl: Duration) -> Duration {
+    ttl + proof::MAX_WINDOW + GRACE_MARGIN
+}
+
 /// How many of its own writes in a row an election task acts on before reading again.
 const OWN_WRITE_ROUNDS: usize = 4;
 
@@ -210,6 +216,8 @@ impl Task {
         let mut status = self.shared.session.watch_status();
         let mut election_dirty = true;
         let mut children_dirty = true;
+        // The deposition in progress and when this task first saw it (its grace runs from then).
+        let mut deposition_seen: Option<(Deposition, tokio::time::Instant)> = None;
         loop {
             let generation = self.shared.session.status().generation();
             if generation != cache.generation {
@@ -232,23 +240,23 @@ impl Task {
                     election_dirty = false;
                     children_dirty = false;
                     let mut state = self.publish(ElectionState { generation, poked, ..state });
+                    note_deposition(&mut deposition_seen, &state);
                     // A successful write of this instance is the election's next state: act on
                     // it at once rather than after its watch event and a re-read (which follow,
                     // and then change nothing). Each round follows a successful compare-and-set
                     // write; a deposition takes at most three (depose, tell and elect, settle).
                     for _ in 0..OWN_WRITE_ROUNDS {
-                        let written = match self.drive_sinks(&state).await {
-                            Some(written) => Some(written),
-                            None => match self.shared.session.client() {
-                                Ok(client) => self.elect(&client, &state).await,
-                                Err(_) => None,
-                            },
+                        self.drive_sinks(&state).await;
+                        let written = match self.shared.session.client() {
+                            Ok(client) => self.elect(&client, &state, deposition_seen.as_ref()).await,
+                            Err(_) => None,
                         };
                         let Some(written) = written else { break };
                         if self.shared.session.status().generation() != written.generation {
                             break; // the connection changed: read again before telling anyone
                         }
                         state = self.publish(written);
+                        note_deposition(&mut deposition_seen, &state);
                     }
                 }
                 Err(err) => {
@@ -263,6 +271,11 @@ impl Task {
                 }
             }
             let retry = round_failed(&self.tx).then(|| tokio::time::sleep(RETRY_PAUSE));
+            // Wake when a deposition's grace runs out, to complete it.
+            let grace = deposition_seen.as_ref().and_then(|(deposed, seen)| {
+                let ttl = self.tx.borrow().candidates.get(&deposed.candidate_id).and_then(|c| c.lease_ttl)?;
+                Some(tokio::time::sleep_until(*seen + deposition_grace(ttl)))
+            });
             tokio::select! {
                 () = self.stop.cancelled() => break,
                 fired = watches.next(), if !watches.is_empty() => if let Some(fired) = fired {
@@ -281,6 +294,7 @@ impl Task {
                 _ = status.changed() => {}
                 () = self.poke.notified() => { election_dirty = true; children_dirty = true; }
                 () = async { retry.expect("guarded").await }, if retry.is_some() => {}
+                () = async { grace.expect("guarded").await }, if grace.is_some() => {}
             }
         }
         for sink in lock(&self.sinks).drain(..) {
@@ -326,7 +340,15 @@ impl Task {
                 Err(err) => return Err(err.into()),
             }
         }
-        if children_dirty || !previous.exists {
+        // A record naming a leader (or deposed leader) this task has not listed is newer than
+        // its candidate list: list again rather than take "not listed" for "its candidacy
+        // ended" (which would elect someone else while it leads).
+        let named = [
+            state.record.leader.as_ref().map(|l| &l.candidate_id),
+            state.record.deposed.as_ref().map(|d| &d.candidate_id),
+        ];
+        let unknown_named = named.into_iter().flatten().any(|id| !cache.candidates.contains_key(id));
+        if children_dirty || !previous.exists || unknown_named {
             let dir = layout::candidates(&self.name);
             let listed = if cache.pending.contains(&Fired::Children) {
                 crate::zk::traced("get_children", &dir, client.get_children(&dir)).await
@@ -372,6 +394,7 @@ impl Task {
                 Ok((data, stat)) => {
                     let record: CandidateRecord = record::decode(&data)?;
                     let health = cache.candidates.get(&id).and_then(|c| c.health.clone());
+                    let lease_ttl = cache.candidates.get(&id).and_then(|c| c.lease_ttl);
                     let changed_lease = cache.candidates.get(&id).is_none_or(|c| c.record.lease_id != record.lease_id);
                     if changed_lease {
                         cache.lease_dirty.insert(id.clone());
@@ -383,6 +406,7 @@ impl Task {
                         mzxid: stat.mzxid,
                         version: stat.version,
                         health,
+                        lease_ttl,
                     };
                     cache.candidates.insert(id.clone(), Arc::new(view));
                 }
@@ -400,8 +424,15 @@ impl Task {
             let read = read_data(client, &layout::lease(lease_id), Fired::Lease(lease_id), cache, watches).await;
             let Some(candidate) = cache.candidates.get_mut(&id).map(Arc::make_mut) else { continue };
             match read {
-                Ok((data, _)) => candidate.health = LeaseRecord::decode(&data).ok().map(|r| r.health),
-                Err(zookeeper_client::Error::NoNode) => candidate.health = None,
+                Ok((data, _)) => {
+                    let record = LeaseRecord::decode(&data).ok();
+                    candidate.lease_ttl = record.as_ref().map(LeaseRecord::ttl);
+                    candidate.health = record.map(|r| r.health);
+                }
+                Err(zookeeper_client::Error::NoNode) => {
+                    candidate.health = None;
+                    candidate.lease_ttl = None;
+                }
                 Err(err) => {
                     cache.lease_dirty.insert(id);
                     return Err(err.into());
@@ -413,9 +444,10 @@ impl Task {
     }
 
     /// Sends each local Campaign stream its status, if it changed. A deposed leader held here
-    /// is told first, then this instance completes the deposition (phase 2): the state after
-    /// that write is returned.
-    async fn drive_sinks(&self, state: &ElectionState) -> Option<ElectionState> {
+    /// hears DEPOSED; its successor is elected once it acknowledged (Resign), its candidacy
+    /// ended, or its validity ran out (see [`deposition_grace`]) — never merely because it was
+    /// told.
+    async fn drive_sinks(&self, state: &ElectionState) {
         // For candidacies that vanished, whether their lease ended (one read each, only then).
         let vanished: Vec<i64> = lock(&self.sinks)
             .iter()
@@ -433,164 +465,154 @@ impl Task {
                 }
             }
         }
-        let mut tell_then_complete: Option<Deposition> = None;
-        {
-            let mut sinks = lock(&self.sinks);
-            sinks.retain_mut(|sink| {
-                // A state read before this stream's own write knows nothing of it yet.
-                let fresh = match state.candidates.get(&sink.candidate_id) {
-                    Some(candidate) => candidate.mzxid >= sink.written_zxid,
-                    None => state.children_pzxid >= sink.written_zxid,
-                };
-                if !fresh {
-                    return true;
-                }
-                let lease_gone = gone_leases.contains(&sink.lease_id);
-                let status =
-                    super::status_of(state, &sink.candidate_id, sink.lease_id, &self.shared.me.name, lease_gone);
-                if sink.last.as_ref() != Some(&status) {
-                    match sink.tx.try_send(status.clone()) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            tracing::trace!(election = %self.name, candidate = %sink.candidate_id, "stream gone");
-                            return false;
-                        }
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            tracing::warn!(election = %self.name, candidate = %sink.candidate_id, "campaign stream fell behind; ending it");
-                            sink.end(super::StreamEnd::FellBehind);
-                            return false;
-                        }
-                    }
-                    sink.last = Some(status.clone());
-                }
-                if let Some(deposed) = &state.record.deposed
-                    && sink.is(&deposed.candidate_id, deposed.lease_id)
-                    && matches!(status, CandidateStatus::Deposed { .. })
-                {
-                    tell_then_complete = Some(deposed.clone());
-                }
-                let keep = !matches!(status, CandidateStatus::Ended(_) | CandidateStatus::Deposed { last: true, .. });
-                if !keep {
-                    tracing::trace!(election = %self.name, candidate = %sink.candidate_id, ?status, written = sink.written_zxid, pzxid = state.children_pzxid, candidates = state.candidates.len(), sequence = state.sequence, "stream ends");
-                }
-                keep
-            });
-            // A deposed leader whose stream this instance held, but holds no more (the client
-            // went away; a failed send of DEPOSED dropped it just above): nobody can be told,
-            // and by the client rule a leader without its stream has stopped acting. Complete
-            // the deposition now, or nobody would (other electors wait while this instance is
-            // registered). A Campaign re-taking the candidacy here meanwhile is not harmed: its
-            // stream starts from the state it finds.
-            let me = self.shared.me.name.as_str();
-            if tell_then_complete.is_none()
-                && let Some(deposed) = &state.record.deposed
-                && state.streamed_at(&deposed.candidate_id, deposed.lease_id, me)
-                && !sinks.iter().any(|sink| sink.is(&deposed.candidate_id, deposed.lease_id))
-            {
-                tracing::debug!(election = %self.name, candidate = %deposed.candidate_id, "deposed leader has no stream here; completing");
-                tell_then_complete = Some(deposed.clone());
+        let mut sinks = lock(&self.sinks);
+        sinks.retain_mut(|sink| {
+            // A state read before this stream's own write knows nothing of it yet.
+            let fresh = match state.candidates.get(&sink.candidate_id) {
+                Some(candidate) => candidate.mzxid >= sink.written_zxid,
+                None => state.children_pzxid >= sink.written_zxid,
+            };
+            if !fresh {
+                return true;
             }
-        }
-        tracing::trace!(election = %self.name, complete = ?tell_then_complete, "sinks driven");
-        if let Some(deposed) = tell_then_complete
-            && state.generation != 0
-        {
-            tokio::time::sleep(TELL_GRACE).await;
-            let client = self.shared.session.client().ok()?;
-            let decision = state.successor(&deposed);
-            return self.write(&client, state, decision).await;
-        }
-        None
+            let lease_gone = gone_leases.contains(&sink.lease_id);
+            let status = super::status_of(state, &sink.candidate_id, sink.lease_id, &self.shared.me.name, lease_gone);
+            if sink.last.as_ref() != Some(&status) {
+                match sink.tx.try_send(status.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        tracing::trace!(election = %self.name, candidate = %sink.candidate_id, "stream gone");
+                        return false;
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(election = %self.name, candidate = %sink.candidate_id, "campaign stream fell behind; ending it");
+                        sink.end(super::StreamEnd::FellBehind);
+                        return false;
+                    }
+                }
+                sink.last = Some(status.clone());
+            }
+            let keep = !matches!(status, CandidateStatus::Ended(_) | CandidateStatus::Deposed { last: true, .. });
+            if !keep {
+                tracing::trace!(election = %self.name, candidate = %sink.candidate_id, ?status, written = sink.written_zxid, pzxid = state.children_pzxid, candidates = state.candidates.len(), sequence = state.sequence, "stream ends");
+            }
+            keep
+        });
     }
 
     /// The elector: writes what [`ElectionState::decide`] asks for; the state after its write,
-    /// if it wrote.
-    async fn elect(&self, client: &Client, state: &ElectionState) -> Option<ElectionState> {
+    /// if it wrote. `deposition_seen` is the deposition in progress and when this task first
+    /// saw it.
+    async fn elect(
+        &self,
+        client: &Client,
+        state: &ElectionState,
+        deposition_seen: Option<&(Deposition, tokio::time::Instant)>,
+    ) -> Option<ElectionState> {
         if state.generation == 0 {
             return None;
         }
-        // Which instances are registered matters only while a deposition waits to complete
-        // (see `ElectionState::decide`): read it only then, not on every change.
-        let registered = if state.record.deposed.is_some() {
-            match crate::zk::traced("list_children", layout::INSTANCES, client.list_children(layout::INSTANCES)).await {
-                Ok(children) => children.into_iter().collect::<HashSet<String>>(),
-                Err(_) => return None,
-            }
-        } else {
-            HashSet::new()
-        };
-        let decision =
-            state.decide(|candidate| candidate.record.stream.as_ref().is_none_or(|host| !registered.contains(host)));
-        self.write(client, state, decision).await
+        let now = tokio::time::Instant::now();
+        let decision = state.decide(|candidate| {
+            deposition_seen.is_some_and(|(deposed, seen)| {
+                deposed.candidate_id == candidate.id
+                    && candidate.lease_ttl.is_none_or(|ttl| now >= *seen + deposition_grace(ttl))
+            })
+        });
+        if matches!(decision, Decision::Elect(_) | Decision::Vacate) && state.record.deposed.is_some() {
+            tracing::debug!(election = %self.name, deposed = ?state.record.deposed, "deposition completes without acknowledgement");
+        }
+        write(client, &self.name, state, decision).await
     }
+}
 
-    /// One compare-and-set write of the election record; losing the race is fine (the
-    /// winner's write fires our watch). Returns the state after the write when it succeeded:
-    /// `state` with the record written, its version and, as token, the write's zxid.
-    async fn write(&self, client: &Client, state: &ElectionState, decision: Decision) -> Option<ElectionState> {
-        let mut record: ElectionRecord = state.record.clone();
-        // Elect writes only while the elected candidacy is still the one read: the state
-        // published after the write then names a candidacy that existed at the write's zxid
-        // (not one resigned or expired meanwhile, which would be told ELECTED).
-        let mut elected: Option<(String, i32)> = None;
-        match decision {
-            Decision::Nothing => return None,
-            Decision::Elect(id) => {
-                let candidate = state.candidates.get(&id)?;
-                elected = Some((format!("{}/{id}", layout::candidates(&self.name)), candidate.version));
-                record.term += 1;
-                record.leader = Some(LeaderRecord {
-                    candidate_id: id,
-                    lease_id: candidate.record.lease_id,
-                    elected_unix_ms: now_unix_ms(),
-                });
-                record.deposed = None;
-            }
-            Decision::Vacate => {
-                if record.leader.is_none() && record.deposed.is_none() {
-                    return None;
-                }
-                record.leader = None;
-                record.deposed = None;
-            }
-            Decision::Depose(deposition) => {
-                record.leader = None;
-                record.deposed = Some(deposition);
+/// Remembers when this task first saw the deposition in `state` (a new one restarts the clock;
+/// none clears it).
+fn note_deposition(seen: &mut Option<(Deposition, tokio::time::Instant)>, state: &ElectionState) {
+    match &state.record.deposed {
+        None => *seen = None,
+        Some(deposed) => {
+            if seen.as_ref().is_none_or(|(known, _)| known != deposed) {
+                *seen = Some((deposed.clone(), tokio::time::Instant::now()));
             }
         }
-        let path = layout::election(&self.name);
-        let data = record::encode(&record);
-        let written = match &elected {
-            None => crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(state.version)))
-                .await
-                .map_err(|err| err.to_string()),
-            Some((candidate_path, candidate_version)) => {
-                let written = async {
-                    let mut multi = client.new_multi_writer();
-                    multi.add_set_data(&path, &data, Some(state.version)).map_err(|e| e.to_string())?;
-                    multi.add_check_version(candidate_path, *candidate_version).map_err(|e| e.to_string())?;
-                    let results = crate::zk::traced("multi", &path, multi.commit()).await.map_err(|e| e.to_string())?;
-                    results
-                        .into_iter()
-                        .find_map(|r| match r {
-                            zookeeper_client::MultiWriteResult::SetData { stat } => Some(stat),
-                            _ => None,
-                        })
-                        .ok_or_else(|| "no stat for the election record".to_owned())
-                };
-                written.await
+    }
+}
+
+/// One compare-and-set write of election `name`'s record; losing the race is fine (the
+/// winner's write fires our watch). Returns the state after the write when it succeeded:
+/// `state` with the record written, its version and, as token, the write's zxid.
+///
+/// # Cancellation safety
+/// One request: a cancelled write happened entirely or not at all (the watch then tells).
+pub(super) async fn write(
+    client: &Client,
+    name: &Name,
+    state: &ElectionState,
+    decision: Decision,
+) -> Option<ElectionState> {
+    let mut record: ElectionRecord = state.record.clone();
+    // Elect writes only while the elected candidacy is still the one read: the state
+    // published after the write then names a candidacy that existed at the write's zxid
+    // (not one resigned or expired meanwhile, which would be told ELECTED).
+    let mut elected: Option<(String, i32)> = None;
+    match decision {
+        Decision::Nothing => return None,
+        Decision::Elect(id) => {
+            let candidate = state.candidates.get(&id)?;
+            elected = Some((format!("{}/{id}", layout::candidates(&name)), candidate.version));
+            record.term += 1;
+            record.leader = Some(LeaderRecord {
+                candidate_id: id,
+                lease_id: candidate.record.lease_id,
+                elected_unix_ms: now_unix_ms(),
+            });
+            record.deposed = None;
+        }
+        Decision::Vacate => {
+            if record.leader.is_none() && record.deposed.is_none() {
+                return None;
             }
-        };
-        match written {
-            Ok(stat) => {
-                tracing::debug!(election = %self.name, term = record.term, leader = ?record.leader, deposed = ?record.deposed, "election written");
-                let token = u64::try_from(stat.mzxid).unwrap_or(0);
-                Some(ElectionState { exists: true, record, version: stat.version, token, ..state.clone() })
-            }
-            Err(err) => {
-                tracing::debug!(election = %self.name, error = %err, "election write lost or failed");
-                None
-            }
+            record.leader = None;
+            record.deposed = None;
+        }
+        Decision::Depose(deposition) => {
+            record.leader = None;
+            record.deposed = Some(deposition);
+        }
+    }
+    let path = layout::election(&name);
+    let data = record::encode(&record);
+    let written = match &elected {
+        None => crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(state.version)))
+            .await
+            .map_err(|err| err.to_string()),
+        Some((candidate_path, candidate_version)) => {
+            let written = async {
+                let mut multi = client.new_multi_writer();
+                multi.add_set_data(&path, &data, Some(state.version)).map_err(|e| e.to_string())?;
+                multi.add_check_version(candidate_path, *candidate_version).map_err(|e| e.to_string())?;
+                let results = crate::zk::traced("multi", &path, multi.commit()).await.map_err(|e| e.to_string())?;
+                results
+                    .into_iter()
+                    .find_map(|r| match r {
+                        zookeeper_client::MultiWriteResult::SetData { stat } => Some(stat),
+                        _ => None,
+                    })
+                    .ok_or_else(|| "no stat for the election record".to_owned())
+            };
+            written.await
+        }
+    };
+    match written {
+        Ok(stat) => {
+            tracing::debug!(election = %name, term = record.term, leader = ?record.leader, deposed = ?record.deposed, "election written");
+            let token = u64::try_from(stat.mzxid).unwrap_or(0);
+            Some(ElectionState { exists: true, record, version: stat.version, token, ..state.clone() })
+        }
+        Err(err) => {
+            tracing::debug!(election = %name, error = %err, "election write lost or failed");
+            None
         }
     }
 }

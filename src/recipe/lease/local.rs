@@ -51,7 +51,7 @@ use crate::{
     error::{Error, Result},
     recipe::health::Health,
     recipe::lock,
-    zk::{SessionStatus, layout},
+    zk::{Proof, layout},
 };
 
 /// How long past `ttl` the home waits before deleting an expired lease. Covers watch delivery
@@ -79,11 +79,14 @@ pub struct LocalLease {
     pub secret_sha256: String,
     /// The lease's owner.
     pub owner: String,
+    /// This attachment's number (see [`LeaseRecord::attachment`]): a record naming another is
+    /// not this attachment's to confirm, expire or write.
+    pub attachment: u64,
     liveness: Mutex<Liveness>,
     /// The health heartbeats reported last; written to the record when it differs.
     health: Mutex<Health>,
     health_changed: Notify,
-    /// The connection generation (see [`SessionStatus::Connected`]) on which the record was
+    /// The connection generation (see [`crate::zk::SessionStatus::Connected`]) on which the record was
     /// checked to name this instance, written by this instance in this session, and watched;
     /// 0 when none. Any reconnection changes the generation and so withdraws confirmation
     /// until the record is checked again.
@@ -112,6 +115,7 @@ impl LocalLease {
             ttl: record.ttl(),
             secret_sha256: record.secret_sha256.clone(),
             owner: record.owner.clone(),
+            attachment: record.attachment,
             liveness: Mutex::new(Liveness { last_heartbeat: Instant::now(), expiring: false }),
             health: Mutex::new(record.health.clone()),
             health_changed: Notify::new(),
@@ -126,7 +130,7 @@ impl LocalLease {
     /// [`Error::LeaseNotFound`] when its ttl ran out before this heartbeat (a late heartbeat
     /// never extends a lease); when the lease has ended here, the error for why (see
     /// [`End::error`]).
-    pub fn heartbeat(&self, health: &Health, session: SessionStatus) -> Result<HeartbeatAck> {
+    pub fn heartbeat(&self, health: &Health, proof: Option<Proof>) -> Result<HeartbeatAck> {
         if let Some(end) = *self.end.borrow() {
             return Err(end.error());
         }
@@ -149,15 +153,27 @@ impl LocalLease {
         if changed {
             self.health_changed.notify_one();
         }
-        Ok(HeartbeatAck { remaining: self.ttl, confirmed: self.is_confirmed(session) })
+        Ok(HeartbeatAck { remaining: self.ttl, confirmed: self.is_confirmed(proof) })
     }
 
-    /// Whether this instance can vouch for the lease now.
-    pub fn is_confirmed(&self, session: SessionStatus) -> bool {
-        let generation = session.generation();
-        generation != 0
-            && self.end.borrow().is_none()
-            && self.confirmed_generation.load(Ordering::Acquire) == generation
+    /// Whether this instance can vouch for the lease now, given the session's latest valid
+    /// proof (see [`crate::zk::proof`]; `None`: no proof counts now, so nothing is confirmed).
+    pub fn is_confirmed(&self, proof: Option<Proof>) -> bool {
+        proof.is_some_and(|proof| {
+            proof.generation != 0
+                && self.end.borrow().is_none()
+                && self.confirmed_generation.load(Ordering::Acquire) == proof.generation
+        })
+    }
+
+    /// Whether the lease is still within its ttl since the last heartbeat (or the grant or
+    /// claim) and not ended: past that it is dead for its owner, even before it is deleted.
+    pub fn is_alive(&self) -> bool {
+        if self.is_finished() {
+            return false;
+        }
+        let liveness = lock(&self.liveness);
+        !liveness.expiring && Instant::now() <= liveness.last_heartbeat + self.ttl
     }
 
     /// Time since the last heartbeat (or the grant or claim).
@@ -241,7 +257,8 @@ pub(super) async fn run(
             // Read before arming: if the connection changes meanwhile, this generation is
             // stale and confirms nothing.
             let generation = inner.session.status().generation();
-            match arm(&inner.me.name, &lease.health(), &client, &path, &mut version, &mut written_session).await {
+            let home = Home { me: &inner.me.name, attachment: lease.attachment };
+            match arm(home, &lease.health(), &client, &path, &mut version, &mut written_session).await {
                 Ok(Some(w)) => {
                     lease.set_confirmed(generation);
                     watcher = Some(Box::pin(w.changed()));
@@ -292,13 +309,29 @@ pub(super) async fn run(
     inner.forget(&lease);
 }
 
-/// Arms a watch on the record and makes sure it still names this instance as home; returns
+/// Which attachment a task acts for: this instance and the attachment number it wrote.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Home<'a> {
+    /// This instance's incarnation.
+    pub me: &'a str,
+    /// The attachment number.
+    pub attachment: u64,
+}
+
+impl Home<'_> {
+    /// Whether `record` belongs to this attachment.
+    pub fn owns(&self, record: &LeaseRecord) -> bool {
+        record.home == self.me && record.attachment == self.attachment
+    }
+}
+
+/// Arms a watch on the record and makes sure it still names this attachment as home; returns
 /// `None` when another instance is its home now. Costs one `exists` when nothing changed
 /// since this instance's last write in this session. In a session other than the one this
 /// instance last wrote the record in, it first re-writes the record (see the module docs,
 /// actor 3).
 pub(super) async fn arm(
-    me: &str,
+    home: Home<'_>,
     health: &Health,
     client: &Client,
     path: &str,
@@ -317,8 +350,13 @@ pub(super) async fn arm(
         // is already armed, so no later change goes unnoticed.
         let (data, stat) = crate::zk::traced("get_data", path, client.get_data(path)).await.map_err(not_found)?;
         let mut record = LeaseRecord::decode(&data)?;
-        if record.home != me {
+        if !home.owns(&record) {
             return Ok(None);
+        }
+        if record.ending {
+            // Being deleted in batches (see `zkops::delete_lease`): some of its holds may be
+            // released already. Never confirm it again.
+            return Err(Error::LeaseNotFound);
         }
         if *written_session == session_id {
             *version = stat.version;
@@ -359,7 +397,10 @@ async fn write_health(inner: &Inner, lease: &LocalLease, path: &str, version: &m
         Err(_) => return retry().await,
     };
     let Ok(mut record) = LeaseRecord::decode(&data) else { return };
-    if record.home != inner.me.name {
+    let home = Home { me: &inner.me.name, attachment: lease.attachment };
+    // Not ours any more (the watch handles that), or being deleted: a write would only make
+    // the batched deletion start over.
+    if !home.owns(&record) || record.ending {
         return;
     }
     record.health = lease.health();
@@ -383,15 +424,21 @@ async fn expire(inner: &Inner, lease: &LocalLease, path: &str, mut version: i32)
     // A negative version is one we never saw written (an ambiguous claim): look first, since
     // a delete with version -1 would delete any version — another home's live lease included.
     let mut known = version >= 0;
+    let home = Home { me: &inner.me.name, attachment: lease.attachment };
     loop {
         if inner.shutdown.is_cancelled() {
             return Some(End::ShuttingDown);
+        }
+        // Replaced by a newer attachment of the same lease here (the client came back after a
+        // claim elsewhere): that one's record is not ours to delete.
+        if lease.is_finished() {
+            return None;
         }
         if !known {
             match inner.session.client() {
                 Ok(client) => match crate::zk::traced("get_data", path, client.get_data(path)).await {
                     Ok((data, stat)) => match LeaseRecord::decode(&data) {
-                        Ok(record) if record.home == inner.me.name => {
+                        Ok(record) if home.owns(&record) => {
                             version = stat.version;
                             known = true;
                         }

@@ -187,10 +187,9 @@ impl Inner {
         let path = layout::lease(id);
         let generation = self.session.status().generation();
         // On failure the task retries arming; the lease stays unconfirmed until then.
-        let watcher = local::arm(&self.me.name, &record.health, client, &path, &mut version, &mut written_session)
-            .await
-            .ok()
-            .flatten();
+        let home = local::Home { me: &self.me.name, attachment: record.attachment };
+        let watcher =
+            local::arm(home, &record.health, client, &path, &mut version, &mut written_session).await.ok().flatten();
         if watcher.is_some() {
             lease.set_confirmed(generation);
         }
@@ -259,6 +258,7 @@ impl Leases {
                 granted_unix_ms: now_unix_ms(),
                 home: inner.me.name.clone(),
                 home_instance: inner.me.instance_id.clone(),
+                attachment: secret::new_attachment(),
                 health: request.health,
                 ending: false,
             };
@@ -460,16 +460,22 @@ async fn claim(inner: &Arc<Inner>, id: i64, secret: &str) -> Result<Arc<LocalLea
     let _serialized = inner.claims[id.unsigned_abs() as usize % CLAIM_SHARDS].lock().await;
     let client = inner.session.client()?;
     let path = layout::lease(id);
+    // The read that decides must be current: a follower cut off from its leader would show a
+    // record that says "home here" long after another instance claimed the lease (see
+    // `crate::zk::proof`).
+    crate::zk::traced("sync", &path, client.sync(&path)).await.map_err(Error::from)?;
     for _ in 0..MAX_CLAIM_ATTEMPTS {
         let (mut record, version) = read_verified(&client, id, secret).await?;
-        if record.home == inner.me.name
-            && let Some(lease) = inner.local(id)
+        if let Some(lease) = inner.local(id)
+            && record.home == inner.me.name
+            && record.attachment == lease.attachment
         {
-            // Already ours (its task re-checks and confirms it).
+            // Already this attachment's (its task re-checks and confirms it).
             return Ok(lease);
         }
         let previous = std::mem::replace(&mut record.home, inner.me.name.clone());
         record.home_instance = inner.me.instance_id.clone();
+        record.attachment = secret::new_attachment();
         match crate::zk::traced("set_data", &path, client.set_data(&path, &record.encode(), Some(version))).await {
             Ok(stat) => {
                 tracing::info!(lease = id, from = %previous, "lease claimed");

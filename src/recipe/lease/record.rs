@@ -29,6 +29,12 @@ pub struct LeaseRecord {
     pub home: String,
     /// That instance's id.
     pub home_instance: String,
+    /// Which attachment at `home` the lease belongs to: a random number each grant and claim
+    /// writes. An instance can attach the same lease twice (the client left and came back);
+    /// the older attachment's task must not act on the newer one's record (expire it, write
+    /// health into it) just because it names the same instance.
+    #[serde(default)]
+    pub attachment: u64,
     /// The owner's health as of its last change.
     #[serde(default)]
     pub health: Health,
@@ -73,6 +79,7 @@ mod tests {
             granted_unix_ms: 1,
             home: "i~1".into(),
             home_instance: "i".into(),
+            attachment: 7,
             health: Health {
                 status: HealthStatus::Degraded,
                 checks: vec![HealthCheck {

@@ -20,6 +20,13 @@ pub fn new_lease_id() -> i64 {
     id.max(1)
 }
 
+/// A new random attachment number (see `LeaseRecord::attachment`).
+pub fn new_attachment() -> u64 {
+    let mut buf = [0u8; 8];
+    fill_random(&mut buf);
+    u64::from_le_bytes(buf)
+}
+
 /// A new random secret: 32 bytes, hex-encoded.
 pub fn new_secret() -> String {
     let mut bytes = [0u8; 32];

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from zkcoord_client._pb import common_pb2 as zkcoord_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16zkcoord/v1/lease.proto\x12\nzkcoord.v1\x1a\x17zkcoord/v1/common.proto\"\xe8\x01\n\x0cGrantRequest\x12\x15\n\x06ttl_ms\x18\x01 \x01(\x03R\x05ttlMs\x12\x14\n\x05owner\x18\x02 \x01(\tR\x05owner\x12\x42\n\x08metadata\x18\x03 \x03(\x0b\x32&.zkcoord.v1.GrantRequest.MetadataEntryR\x08metadata\x12*\n\x06health\x18\x04 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"u\n\rGrantResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\x12\x15\n\x06ttl_ms\x18\x03 \x01(\x03R\x05ttlMs\x12\x1a\n\x08instance\x18\x04 \x01(\tR\x08instance\"j\n\x10KeepAliveRequest\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\x12*\n\x06health\x18\x02 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\"\x7f\n\x11KeepAliveResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x15\n\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12\x1c\n\tconfirmed\x18\x03 \x01(\x08R\tconfirmed\x12\x1a\n\x08instance\x18\x04 \x01(\tR\x08instance\";\n\rRevokeRequest\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\"\x10\n\x0eRevokeResponse\".\n\x11TimeToLiveRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\"r\n\x12TimeToLiveResponse\x12+\n\x05lease\x18\x01 \x01(\x0b\x32\x15.zkcoord.v1.LeaseInfoR\x05lease\x12/\n\x08\x62indings\x18\x02 \x03(\x0b\x32\x13.zkcoord.v1.BindingR\x08\x62indings\"\r\n\x0bListRequest\"=\n\x0cListResponse\x12-\n\x06leases\x18\x01 \x03(\x0b\x32\x15.zkcoord.v1.LeaseInfoR\x06leases\"\xa8\x03\n\tLeaseInfo\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x14\n\x05owner\x18\x02 \x01(\tR\x05owner\x12?\n\x08metadata\x18\x03 \x03(\x0b\x32#.zkcoord.v1.LeaseInfo.MetadataEntryR\x08metadata\x12$\n\x0egranted_ttl_ms\x18\x04 \x01(\x03R\x0cgrantedTtlMs\x12(\n\x10remaining_ttl_ms\x18\x05 \x01(\x03R\x0eremainingTtlMs\x12*\n\x06health\x18\x06 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x12,\n\x12since_heartbeat_ms\x18\x07 \x01(\x03R\x10sinceHeartbeatMs\x12\x1a\n\x08instance\x18\x08 \x01(\tR\x08instance\x12&\n\x0fgranted_unix_ms\x18\t \x01(\x03R\rgrantedUnixMs\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x9c\x01\n\x07\x42inding\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x18.zkcoord.v1.Binding.KindR\x04kind\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n\x02id\x18\x03 \x01(\tR\x02id\"?\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eKIND_CANDIDACY\x10\x01\x12\r\n\tKIND_LOCK\x10\x02\x32\xdc\x02\n\x05Lease\x12<\n\x05Grant\x12\x18.zkcoord.v1.GrantRequest\x1a\x19.zkcoord.v1.GrantResponse\x12L\n\tKeepAlive\x12\x1c.zkcoord.v1.KeepAliveRequest\x1a\x1d.zkcoord.v1.KeepAliveResponse(\x01\x30\x01\x12?\n\x06Revoke\x12\x19.zkcoord.v1.RevokeRequest\x1a\x1a.zkcoord.v1.RevokeResponse\x12K\n\nTimeToLive\x12\x1d.zkcoord.v1.TimeToLiveRequest\x1a\x1e.zkcoord.v1.TimeToLiveResponse\x12\x39\n\x04List\x12\x17.zkcoord.v1.ListRequest\x1a\x18.zkcoord.v1.ListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16zkcoord/v1/lease.proto\x12\nzkcoord.v1\x1a\x17zkcoord/v1/common.proto\"\xe8\x01\n\x0cGrantRequest\x12\x15\n\x06ttl_ms\x18\x01 \x01(\x03R\x05ttlMs\x12\x14\n\x05owner\x18\x02 \x01(\tR\x05owner\x12\x42\n\x08metadata\x18\x03 \x03(\x0b\x32&.zkcoord.v1.GrantRequest.MetadataEntryR\x08metadata\x12*\n\x06health\x18\x04 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"u\n\rGrantResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\x12\x15\n\x06ttl_ms\x18\x03 \x01(\x03R\x05ttlMs\x12\x1a\n\x08instance\x18\x04 \x01(\tR\x08instance\"\x88\x01\n\x10KeepAliveRequest\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\x12*\n\x06health\x18\x02 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x12\x1c\n\telections\x18\x03 \x03(\tR\telections\"\xb9\x01\n\x11KeepAliveResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x15\n\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12\x1c\n\tconfirmed\x18\x03 \x01(\x08R\tconfirmed\x12\x1a\n\x08instance\x18\x04 \x01(\tR\x08instance\x12\x38\n\x0bleaderships\x18\x05 \x03(\x0b\x32\x16.zkcoord.v1.LeadershipR\x0bleaderships\"\x84\x01\n\nLeadership\x12\x1a\n\x08\x65lection\x18\x01 \x01(\tR\x08\x65lection\x12!\n\x0c\x63\x61ndidate_id\x18\x02 \x01(\tR\x0b\x63\x61ndidateId\x12\x12\n\x04term\x18\x03 \x01(\x03R\x04term\x12#\n\rfencing_token\x18\x04 \x01(\x04R\x0c\x66\x65ncingToken\";\n\rRevokeRequest\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\"\x10\n\x0eRevokeResponse\".\n\x11TimeToLiveRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\"r\n\x12TimeToLiveResponse\x12+\n\x05lease\x18\x01 \x01(\x0b\x32\x15.zkcoord.v1.LeaseInfoR\x05lease\x12/\n\x08\x62indings\x18\x02 \x03(\x0b\x32\x13.zkcoord.v1.BindingR\x08\x62indings\"\r\n\x0bListRequest\"=\n\x0cListResponse\x12-\n\x06leases\x18\x01 \x03(\x0b\x32\x15.zkcoord.v1.LeaseInfoR\x06leases\"\xa8\x03\n\tLeaseInfo\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x14\n\x05owner\x18\x02 \x01(\tR\x05owner\x12?\n\x08metadata\x18\x03 \x03(\x0b\x32#.zkcoord.v1.LeaseInfo.MetadataEntryR\x08metadata\x12$\n\x0egranted_ttl_ms\x18\x04 \x01(\x03R\x0cgrantedTtlMs\x12(\n\x10remaining_ttl_ms\x18\x05 \x01(\x03R\x0eremainingTtlMs\x12*\n\x06health\x18\x06 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x12,\n\x12since_heartbeat_ms\x18\x07 \x01(\x03R\x10sinceHeartbeatMs\x12\x1a\n\x08instance\x18\x08 \x01(\tR\x08instance\x12&\n\x0fgranted_unix_ms\x18\t \x01(\x03R\rgrantedUnixMs\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x9c\x01\n\x07\x42inding\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x18.zkcoord.v1.Binding.KindR\x04kind\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n\x02id\x18\x03 \x01(\tR\x02id\"?\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eKIND_CANDIDACY\x10\x01\x12\r\n\tKIND_LOCK\x10\x02\x32\xdc\x02\n\x05Lease\x12<\n\x05Grant\x12\x18.zkcoord.v1.GrantRequest\x1a\x19.zkcoord.v1.GrantResponse\x12L\n\tKeepAlive\x12\x1c.zkcoord.v1.KeepAliveRequest\x1a\x1d.zkcoord.v1.KeepAliveResponse(\x01\x30\x01\x12?\n\x06Revoke\x12\x19.zkcoord.v1.RevokeRequest\x1a\x1a.zkcoord.v1.RevokeResponse\x12K\n\nTimeToLive\x12\x1d.zkcoord.v1.TimeToLiveRequest\x1a\x1e.zkcoord.v1.TimeToLiveResponse\x12\x39\n\x04List\x12\x17.zkcoord.v1.ListRequest\x1a\x18.zkcoord.v1.ListResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,30 +43,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GRANTREQUEST_METADATAENTRY']._serialized_end=296
   _globals['_GRANTRESPONSE']._serialized_start=298
   _globals['_GRANTRESPONSE']._serialized_end=415
-  _globals['_KEEPALIVEREQUEST']._serialized_start=417
-  _globals['_KEEPALIVEREQUEST']._serialized_end=523
-  _globals['_KEEPALIVERESPONSE']._serialized_start=525
-  _globals['_KEEPALIVERESPONSE']._serialized_end=652
-  _globals['_REVOKEREQUEST']._serialized_start=654
-  _globals['_REVOKEREQUEST']._serialized_end=713
-  _globals['_REVOKERESPONSE']._serialized_start=715
-  _globals['_REVOKERESPONSE']._serialized_end=731
-  _globals['_TIMETOLIVEREQUEST']._serialized_start=733
-  _globals['_TIMETOLIVEREQUEST']._serialized_end=779
-  _globals['_TIMETOLIVERESPONSE']._serialized_start=781
-  _globals['_TIMETOLIVERESPONSE']._serialized_end=895
-  _globals['_LISTREQUEST']._serialized_start=897
-  _globals['_LISTREQUEST']._serialized_end=910
-  _globals['_LISTRESPONSE']._serialized_start=912
-  _globals['_LISTRESPONSE']._serialized_end=973
-  _globals['_LEASEINFO']._serialized_start=976
-  _globals['_LEASEINFO']._serialized_end=1400
+  _globals['_KEEPALIVEREQUEST']._serialized_start=418
+  _globals['_KEEPALIVEREQUEST']._serialized_end=554
+  _globals['_KEEPALIVERESPONSE']._serialized_start=557
+  _globals['_KEEPALIVERESPONSE']._serialized_end=742
+  _globals['_LEADERSHIP']._serialized_start=745
+  _globals['_LEADERSHIP']._serialized_end=877
+  _globals['_REVOKEREQUEST']._serialized_start=879
+  _globals['_REVOKEREQUEST']._serialized_end=938
+  _globals['_REVOKERESPONSE']._serialized_start=940
+  _globals['_REVOKERESPONSE']._serialized_end=956
+  _globals['_TIMETOLIVEREQUEST']._serialized_start=958
+  _globals['_TIMETOLIVEREQUEST']._serialized_end=1004
+  _globals['_TIMETOLIVERESPONSE']._serialized_start=1006
+  _globals['_TIMETOLIVERESPONSE']._serialized_end=1120
+  _globals['_LISTREQUEST']._serialized_start=1122
+  _globals['_LISTREQUEST']._serialized_end=1135
+  _globals['_LISTRESPONSE']._serialized_start=1137
+  _globals['_LISTRESPONSE']._serialized_end=1198
+  _globals['_LEASEINFO']._serialized_start=1201
+  _globals['_LEASEINFO']._serialized_end=1625
   _globals['_LEASEINFO_METADATAENTRY']._serialized_start=237
   _globals['_LEASEINFO_METADATAENTRY']._serialized_end=296
-  _globals['_BINDING']._serialized_start=1403
-  _globals['_BINDING']._serialized_end=1559
-  _globals['_BINDING_KIND']._serialized_start=1496
-  _globals['_BINDING_KIND']._serialized_end=1559
-  _globals['_LEASE']._serialized_start=1562
-  _globals['_LEASE']._serialized_end=1910
+  _globals['_BINDING']._serialized_start=1628
+  _globals['_BINDING']._serialized_end=1784
+  _globals['_BINDING_KIND']._serialized_start=1721
+  _globals['_BINDING_KIND']._serialized_end=1784
+  _globals['_LEASE']._serialized_start=1787
+  _globals['_LEASE']._serialized_end=2135
 # @@protoc_insertion_point(module_scope)
