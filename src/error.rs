@@ -4,7 +4,8 @@
 //! never echoes client input or znode paths, so clients may match on it and no tenant learns
 //! about another's state from an error.
 
-use tonic::{Code, Status};
+use tonic::{Code, Status, metadata::MetadataValue};
+pub use zkcoord_client::{LOCK_WAIT_TIMEOUT, REASON_METADATA};
 
 /// Everything that can go wrong in a zkcoord call.
 #[non_exhaustive]
@@ -41,7 +42,8 @@ pub enum Error {
     /// The call is valid but the state does not allow it (not the leader, not the holder, ...).
     #[error("{0}")]
     FailedPrecondition(&'static str),
-    /// A Lock call's wait timed out; nothing was acquired.
+    /// A Lock call's wait timed out; nothing was acquired. Its status carries the metadata
+    /// [`REASON_METADATA`]: [`LOCK_WAIT_TIMEOUT`], unlike a client's own deadline.
     #[error("lock wait timed out")]
     DeadlineExceeded,
     /// The call was cancelled by its caller; nothing was done.
@@ -78,6 +80,10 @@ impl Error {
     }
 }
 
+/// Connection-level ZooKeeper errors are [`Error::Unavailable`]: the session's link failed, so
+/// the request's outcome is unknown (it may have been applied, e.g. a Lock's request queued)
+/// and the call may be retried, here or on another instance. Everything else is an answer
+/// about the request itself, mapped where it is expected, else [`Error::ZooKeeper`] (INTERNAL).
 impl From<zookeeper_client::Error> for Error {
     fn from(err: zookeeper_client::Error) -> Self {
         use zookeeper_client::Error as Zk;
@@ -89,7 +95,13 @@ impl From<zookeeper_client::Error> for Error {
             | Zk::NoHosts
             | Zk::ClientClosed
             | Zk::Throttled
-            | Zk::NotReadOnly => Self::Unavailable,
+            | Zk::NotReadOnly
+            // The client library fails every request in flight with the error that broke the
+            // connection: an I/O error ("Connection reset by peer" when a member is killed) or
+            // "no response from connection in <n>ms", both wrapped as `Custom`. The library
+            // makes `Custom` errors for nothing else a request can get (its other uses are
+            // TLS and SASL set-up, which only fail connecting).
+            | Zk::Custom(_) => Self::Unavailable,
             other => Self::ZooKeeper(other),
         }
     }
@@ -113,7 +125,12 @@ impl From<Error> for Status {
             tracing::error!(error = %err, "internal error");
             return Status::new(code, "internal error");
         }
-        Status::new(code, err.to_string())
+        let mut status = Status::new(code, err.to_string());
+        if let Error::DeadlineExceeded = err {
+            // The one way to tell it from a client's own deadline, which has the same code.
+            status.metadata_mut().insert(REASON_METADATA, MetadataValue::from_static(LOCK_WAIT_TIMEOUT));
+        }
+        status
     }
 }
 
@@ -156,6 +173,9 @@ mod tests {
             let status = Status::from(err);
             assert_eq!(status.code(), code);
             assert_eq!(status.message(), message);
+            let reason = status.metadata().get(REASON_METADATA).map(|v| v.to_str().expect("ascii"));
+            let expected = (code == Code::DeadlineExceeded).then_some(LOCK_WAIT_TIMEOUT);
+            assert_eq!(reason, expected, "{message}");
         }
     }
 }

@@ -243,6 +243,9 @@ async fn timed_out_and_cancelled_lock_calls_leave_no_trace() {
     let started = Instant::now();
     let status = waiter.lock(&["job-2", "job-3"], EXCLUSIVE, 400).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // Told apart from a client's own deadline (also DEADLINE_EXCEEDED) by its reason.
+    let reason = status.metadata().get(zkcoord_client::REASON_METADATA).map(|v| v.to_str().unwrap());
+    assert_eq!(reason, Some(zkcoord_client::LOCK_WAIT_TIMEOUT), "{status:?}");
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert_eq!(queued(&zk_client, &ns, "job-2").await.len(), 1, "only the holder is queued");
     assert!(queued(&zk_client, &ns, "job-3").await.is_empty());
@@ -532,5 +535,61 @@ async fn bad_handles_and_secrets_are_refused() {
     owner.unlock(&held.handle).await.unwrap();
     assert_eq!(owner.unlock(&held.handle).await.unwrap_err().code(), Code::NotFound, "already released");
     assert!(owner.holders("acct-", true).await.is_empty());
+    instance.shutdown().await;
+}
+
+/// Queues request `hold` of `locker`'s lease on `key` the way zkcoord does, but under a node
+/// name with sequence number `seq` of our choosing (formatted as ZooKeeper does, `%010d`): a
+/// key whose sequence counter passed 2^31 and wrapped to negative numbers.
+async fn queue_with_seq(zk: &zookeeper_client::Client, ns: &str, locker: &Locker, key: &str, hold: &str, seq: i32) {
+    let persistent = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    match zk.create(&format!("{ns}/locks/{key}"), &[], &persistent).await {
+        Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+        Err(err) => panic!("create key: {err}"),
+    }
+    let node = format!(r#"{{"lease_id":{},"owner":"wrapped","instance":"test"}}"#, locker.lease.0);
+    zk.create(&format!("{ns}/locks/{key}/x-{hold}-{seq:010}"), node.as_bytes(), &persistent).await.unwrap();
+    let binding = format!(r#"{{"exclusive":true,"keys":["{key}"]}}"#);
+    zk.create(&format!("{ns}/leases/{}/l~{hold}", locker.lease.0), binding.as_bytes(), &persistent).await.unwrap();
+}
+
+/// A key's sequence counter is a signed 32-bit number that wraps to negative after 2^31
+/// requests. Requests with negative numbers are seen (no hidden holder, no double grant) and
+/// ordered by creation across the wrap: from their names while their numbers are less than
+/// 2^31 apart, else by their creation zxid. (Reaching the wrap for real takes 2^31 writes: the
+/// names are made here, so a request zkcoord queues next would not get the number ZooKeeper
+/// would give it after them; the queue's order rules are unit-tested in `recipe::lock::queue`.)
+#[tokio::test]
+async fn requests_are_ordered_by_creation_across_the_sequence_wrap() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("lock-seq-wrap");
+    let instance = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let channel = support::channel(instance.addr()).await;
+    let direct = support::zk_client(&zk.hosts()).await;
+    // Names 2^31 - 1 then -2^31 (one apart): ordered by name. Names 0 then -2^31 (2^31
+    // apart): ordered by creation zxid.
+    for (key, seqs) in [("wrap-near", [i32::MAX, i32::MIN]), ("wrap-far", [0, i32::MIN])] {
+        let first = Locker::granted(&channel, "first", LONG).await;
+        let second = Locker::granted(&channel, "second", LONG).await;
+        let third = Locker::granted(&channel, "third", LONG).await;
+        let (first_hold, second_hold) = ("00000000000000f1", "00000000000000f2");
+        queue_with_seq(&direct, &ns, &first, key, first_hold, seqs[0]).await;
+        queue_with_seq(&direct, &ns, &second, key, second_hold, seqs[1]).await;
+
+        let holders = third.holders(key, false).await;
+        assert_eq!(holders.len(), 1, "{key}: {holders:?}");
+        assert_eq!(holders[0].holders.iter().map(|h| h.lease_id).collect::<Vec<_>>(), [first.lease.0], "{key}");
+        assert_eq!(holders[0].waiters, 1, "{key}: the wrapped request is seen");
+        assert!(!third.try_lock(&[key], EXCLUSIVE).await.unwrap().acquired, "{key}: held by the first");
+
+        first.unlock(first_hold).await.unwrap();
+        let holders = third.holders(key, false).await;
+        assert_eq!(holders[0].holders.iter().map(|h| h.lease_id).collect::<Vec<_>>(), [second.lease.0], "{key}");
+        assert!(!third.try_lock(&[key], EXCLUSIVE).await.unwrap().acquired, "{key}: held by the second");
+        second.unlock(second_hold).await.unwrap();
+        let got = third.try_lock(&[key], EXCLUSIVE).await.unwrap();
+        assert!(got.acquired, "{key}: free once both are released");
+        third.unlock(&got.handle).await.unwrap();
+    }
     instance.shutdown().await;
 }

@@ -15,6 +15,7 @@ use support::{
     lease::Keeper,
     lock::{EXCLUSIVE, Locker},
     owner::Owner,
+    proxy::Proxy,
     zk::Ensemble,
 };
 use tonic::Code;
@@ -161,5 +162,107 @@ async fn waiting_requests_survive_the_loss_of_zookeeper_members() {
     let got = tokio::time::timeout(Duration::from_secs(20), waiting).await.unwrap().unwrap().unwrap();
     assert!(got.tokens[0].fencing_token > held.tokens[0].fencing_token);
     waiter.unlock(&got.handle).await.unwrap();
+    instance.shutdown().await;
+}
+
+/// The ZooKeeper leader is SIGKILLed (twice) while Lock and Unlock calls are in flight: every
+/// call that fails for it fails as UNAVAILABLE (retryable), never INTERNAL. A killed member
+/// with unread requests resets its connections, which a plain kill does not produce on every
+/// run: the instance reaches the members through proxies that reset their connections at each
+/// kill ("Connection reset by peer").
+#[tokio::test]
+async fn killing_the_zookeeper_leader_under_load_answers_unavailable_never_internal() {
+    let mut ensemble = Ensemble::start(3);
+    let mut proxies = Vec::new();
+    for member in &ensemble.members {
+        proxies.push(Proxy::start(member.address().parse().unwrap()).await);
+    }
+    let hosts: Vec<String> = proxies.iter().map(|p| p.addr.to_string()).collect();
+    let instance = support::start_zkcoord(&hosts.join(","), &support::namespace("lock-zk-leader")).await;
+    let channel = support::channel(instance.addr()).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for n in 0..8 {
+        let locker = Locker::granted(&channel, "looper", LONG).await;
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let key = format!("loop-{n}");
+            let mut failures = Vec::new();
+            let mut cycles = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match locker.lock(&[&key], EXCLUSIVE, 2000).await {
+                    Ok(held) => loop {
+                        cycles += 1;
+                        match locker.unlock(&held.handle).await {
+                            Ok(()) => break,
+                            Err(status) if status.code() == Code::NotFound => break, // went through
+                            Err(status) => {
+                                failures.push(("unlock", status.code(), status.message().to_owned()));
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    },
+                    Err(status) => {
+                        failures.push(("lock", status.code(), status.message().to_owned()));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            (cycles, failures)
+        }));
+    }
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let leader = ensemble.leader();
+        proxies.iter().for_each(Proxy::reset);
+        ensemble.members[leader].kill();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ensemble.members[leader].spawn();
+        ensemble.members[leader].wait_serving();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut internal = Vec::new();
+    for worker in workers {
+        let (cycles, failures) = tokio::time::timeout(LONG, worker).await.unwrap().unwrap();
+        eprintln!("{cycles} lock/unlock cycles; failures: {failures:?}");
+        assert!(cycles > 0);
+        // A Lock may also wait out its 2 s while the ensemble has no quorum.
+        internal.extend(
+            failures.into_iter().filter(|(_, code, _)| !matches!(code, Code::Unavailable | Code::DeadlineExceeded)),
+        );
+    }
+    assert!(internal.is_empty(), "calls failed with other codes than UNAVAILABLE: {internal:?}");
+    instance.shutdown().await;
+}
+
+/// A lease past its ttl is dead for its owner even before its home has deleted it (here its
+/// home cannot reach ZooKeeper, so it cannot; or it is within the expiry margin): Lock and
+/// TryLock with it answer NOT_FOUND "lease not found".
+#[tokio::test]
+async fn a_lease_past_its_ttl_locks_nothing_even_before_it_is_deleted() {
+    let zk = support::zk::shared();
+    let proxy = Proxy::start(zk.hosts().parse().unwrap()).await;
+    let instance = support::start_zkcoord(&proxy.addr.to_string(), &support::namespace("lock-ttl-over")).await;
+    let channel = support::channel(instance.addr()).await;
+    let ttl = Duration::from_secs(1);
+
+    // The home is cut off from ZooKeeper: the lease cannot be deleted, but its ttl runs out.
+    let locker = Locker::granted(&channel, "silent", ttl).await;
+    proxy.cut();
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let status = locker.lock(&["ttl-a"], EXCLUSIVE, 1000).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::NotFound, "lease not found"), "Lock: {status:?}");
+    let status = locker.try_lock(&["ttl-a"], EXCLUSIVE).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::NotFound, "lease not found"), "TryLock: {status:?}");
+    proxy.heal();
+    support::wait_serving(instance.addr()).await;
+
+    // Within the expiry margin (ttl .. ttl + 200 ms): the record still exists.
+    let locker = Locker::granted(&channel, "silent", ttl).await;
+    tokio::time::sleep(ttl + Duration::from_millis(20)).await;
+    let status = locker.lock(&["ttl-b"], EXCLUSIVE, 1000).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::NotFound, "lease not found"), "Lock: {status:?}");
+    assert!(locker.holders("ttl-", true).await.is_empty(), "nothing was queued");
     instance.shutdown().await;
 }

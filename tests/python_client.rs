@@ -287,6 +287,26 @@ async fn python_client_fails_over_between_instances() {
     third.shutdown().await;
 }
 
+/// The instance serving a waiting Python `lock()` is killed (SIGKILL): the client releases the
+/// request left queued there under its lease before retrying on the other instance, so it gets
+/// the keys once their holder lets go and leaves no orphan hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_lock_completes_elsewhere_without_an_orphan_when_its_instance_is_killed() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("pyclient-lock-crash");
+    let first = ZkcoordProcess::spawn(&format!("{}{ns}", zk.hosts()), &[]);
+    support::wait_serving(first.addr).await;
+    let second = start_named(&zk.hosts(), &ns, "second").await;
+    let endpoints = format!("{},{}", first.addr, second.addr());
+    let mut script = Script::spawn(&checks_script(), &["--endpoints", &endpoints, "--scenario", "lock_crash"]);
+    assert_eq!(script.next_cue().await.as_deref(), Some("kill-first"));
+    drop(first); // SIGKILL by PID, and reaped
+    script.done().await;
+    assert_eq!(script.next_cue().await, None);
+    assert_passed(&script.wait().await);
+    second.shutdown().await;
+}
+
 /// A leader whose only instance freezes (SIGSTOP: no answer, no message) stops acting by the
 /// send time of its last confirmed heartbeat + ttl, reported by the elector's timer; the
 /// candidate on the other instance leads only after that. A leader whose Campaign stream is on

@@ -128,15 +128,19 @@ pub struct QueuedHold {
     pub exclusive: bool,
     /// The hold id.
     pub hold: String,
-    /// The sequence number: the queue order.
-    pub seq: u64,
+    /// The sequence number ZooKeeper appended: the parent's child version when the node was
+    /// created, a signed 32-bit counter that wraps from 2^31 - 1 to -2^31 (formatted `%010d`:
+    /// `-2147483648`, `-000000001`). The queue order, modulo 2^32 (see [`crate::recipe::lock::queue`]).
+    pub seq: i32,
 }
 
 /// Parses the name of a node in a key's queue; `None` for anything zkcoord did not create.
+/// Every sequence number ZooKeeper produces parses, negative ones included.
 pub fn queued_hold(node: &str) -> Option<QueuedHold> {
-    let mut parts = node.split('-');
-    let (mode, hold, seq) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !is_hold_id(hold) || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+    let (mode, rest) = node.split_once('-')?;
+    let (hold, seq) = rest.split_once('-')?;
+    let digits = seq.strip_prefix('-').unwrap_or(seq);
+    if !is_hold_id(hold) || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let exclusive = match mode {
@@ -195,9 +199,26 @@ mod tests {
         let parsed = queued_hold("s-00000000000000ab-0000000042").expect("valid");
         assert!(!parsed.exclusive);
         assert_eq!((parsed.hold.as_str(), parsed.seq), ("00000000000000ab", 42));
-        for bad in
-            ["x-00000000000000ab", "q-00000000000000ab-1", "x-ab-1", "x-00000000000000ab-1-2", "x-00000000000000ab-"]
-        {
+        // After 2^31 - 1 the counter wraps to negative numbers, still `%010d`.
+        for (name, seq) in [
+            ("x-00000000000000ab-2147483647", i32::MAX),
+            ("x-00000000000000ab--2147483648", i32::MIN),
+            ("x-00000000000000ab--000000001", -1),
+            ("x-00000000000000ab-0000000000", 0),
+        ] {
+            assert_eq!(queued_hold(name).map(|q| q.seq), Some(seq), "{name}");
+        }
+        for bad in [
+            "x-00000000000000ab",
+            "q-00000000000000ab-1",
+            "x-ab-1",
+            "x-00000000000000ab-1-2",
+            "x-00000000000000ab-",
+            "x-00000000000000ab--",
+            "x-00000000000000ab---1",
+            "x-00000000000000ab-+1",
+            "x-00000000000000ab-2147483648",
+        ] {
             assert_eq!(queued_hold(bad), None, "{bad}");
         }
     }

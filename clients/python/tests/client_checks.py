@@ -36,6 +36,7 @@ from zkcoord_client import (  # noqa: E402
     LeaderElector,
     LeaseKeeper,
     LockBusy,
+    LockWaitTimeout,
     LostLeadership,
     Tls,
     ZkcoordError,
@@ -560,7 +561,9 @@ def scenario_lock(endpoints: list) -> None:
         check(busy.holders("order-3") is None, busy.blocked)
     check(on_b.holders("order-3") == [], "a failed try_lock holds nothing")
     started = time.monotonic()
-    expect_error(lambda: lock(on_b, b, "order-1", timeout=0.3), grpc.StatusCode.DEADLINE_EXCEEDED)
+    timed_out = expect_error(lambda: lock(on_b, b, "order-1", timeout=0.3), grpc.StatusCode.DEADLINE_EXCEEDED)
+    # The server's wait ran out (nothing queued), told apart from a deadline of the call's own.
+    check(isinstance(timed_out, LockWaitTimeout), repr(timed_out))
     check(0.25 <= time.monotonic() - started < 3, "timed out after about 0.3 s")
     print("  exclusive: try_lock blocked by job-a, lock timed out", flush=True)
 
@@ -648,6 +651,45 @@ def scenario_failover(endpoints: list) -> None:
     on_last.close()
 
 
+def scenario_lock_crash(endpoints: list) -> None:
+    """The instance serving a waiting lock() is killed (cue kill-first): lock() releases the
+    request it left queued under the lease, retries on the other instance, and gets the key
+    once its holder lets go, leaving no orphan hold."""
+    check(len(endpoints) == 2, "lock_crash needs two endpoints", endpoints)
+    client = Client(endpoints)
+    keeper = LeaseKeeper(client, "py-lock-crash", ttl_ms=5000)
+    on_second = Client(endpoints[1:])
+    holder = LeaseKeeper(on_second, "py-lock-holder", ttl_ms=5000)
+    held = lock(on_second, holder, ["crash-1", "crash-2"], timeout=2)
+    got = {}
+
+    def acquire():
+        try:
+            got["guard"] = lock(client, keeper, ["crash-2", "crash-1"])
+        except Exception as error:  # reported by the checks below
+            got["error"] = error
+
+    waiter = threading.Thread(target=acquire, daemon=True)
+    waiter.start()
+    eventually(lambda: any(k.waiters == 1 for k in on_second.holders("crash-1")), "the request is queued")
+    cue("kill-first")
+    time.sleep(1.0)
+    check(waiter.is_alive(), "lock() waits while the keys are held", got)
+    held.unlock()
+    waiter.join(15)
+    check(not waiter.is_alive() and "guard" in got, "lock() completed on the other instance", got)
+    guard = got["guard"]
+    bindings = on_second.time_to_live(keeper.id).bindings
+    handles = {b.id for b in bindings if b.kind == lease_pb2.Binding.KIND_LOCK}
+    check(handles == {guard.handle}, "no orphan hold is left", handles, guard)
+    guard.unlock()
+    print("  the orphan was released; the retry got the keys", flush=True)
+    keeper.revoke()
+    holder.revoke()
+    client.close()
+    on_second.close()
+
+
 def scenario_tls(endpoints: list) -> None:
     """mTLS and a tenant: the certificates are in $ZKCOORD_TEST_TLS_DIR (ca.crt, client.crt,
     client.key); the instances serve mTLS with tenant "a" configured."""
@@ -681,6 +723,7 @@ SCENARIOS = {
     "frozen": scenario_frozen,
     "lock": scenario_lock,
     "failover": scenario_failover,
+    "lock_crash": scenario_lock_crash,
     "tls": scenario_tls,
 }
 

@@ -22,7 +22,7 @@ fencing token along.
 
 from zkcoord_client._client import DEFAULT_TIMEOUT, TENANT_HEADER, Client, Tls
 from zkcoord_client._election import BecameLeader, LeaderElector, Leadership, LeadershipEvent, LostLeadership
-from zkcoord_client._errors import LockBusy, ZkcoordError
+from zkcoord_client._errors import LOCK_WAIT_TIMEOUT, REASON_METADATA, LockBusy, LockWaitTimeout, ZkcoordError
 from zkcoord_client._lease import CONFIRMED, LOST, UNCONFIRMED, Check, ConfirmedBeat, LeaseKeeper, LeaseStatus
 from zkcoord_client._lock import EXCLUSIVE, SHARED, LockGuard, lock, try_lock
 from zkcoord_client._pb import common_pb2, election_pb2, lease_pb2, lock_pb2
@@ -43,7 +43,10 @@ __all__ = [
     "LeaseStatus",
     "LockBusy",
     "LockGuard",
+    "LOCK_WAIT_TIMEOUT",
+    "LockWaitTimeout",
     "LostLeadership",
+    "REASON_METADATA",
     "SHARED",
     "TENANT_HEADER",
     "Tls",

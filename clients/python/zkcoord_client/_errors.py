@@ -7,6 +7,21 @@ from typing import Optional
 import grpc
 
 
+#: The response metadata key (a trailer) with which zkcoord tells why a call failed where the
+#: status code alone cannot.
+REASON_METADATA = "zkcoord-reason"
+#: REASON_METADATA of a Lock call whose wait ran out on the server (see LockWaitTimeout).
+LOCK_WAIT_TIMEOUT = "lock-wait-timeout"
+
+
+def _reason(error: grpc.RpcError) -> Optional[str]:
+    trailing = getattr(error, "trailing_metadata", None)
+    for key, value in (trailing() if callable(trailing) else None) or ():
+        if key == REASON_METADATA:
+            return value
+    return None
+
+
 class ZkcoordError(Exception):
     """A zkcoord call failed: `code` is the gRPC status code, `details` zkcoord's message
     (stable, see the README's error table), e.g. NOT_FOUND / "lease not found"."""
@@ -18,10 +33,24 @@ class ZkcoordError(Exception):
 
     @classmethod
     def from_rpc(cls, error: grpc.RpcError) -> "ZkcoordError":
-        """Wraps a grpc.RpcError raised by a stub call."""
+        """Wraps a grpc.RpcError raised by a stub call (LockWaitTimeout when zkcoord's reason
+        says so)."""
         code = error.code() if hasattr(error, "code") else None
         details = error.details() if hasattr(error, "details") else None
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and _reason(error) == LOCK_WAIT_TIMEOUT:
+            return LockWaitTimeout(details or "lock wait timed out")
         return cls(code or grpc.StatusCode.UNKNOWN, details or str(error))
+
+
+class LockWaitTimeout(ZkcoordError):
+    """A lock's wait ran out on the server (DEADLINE_EXCEEDED with zkcoord-reason
+    lock-wait-timeout): nothing was acquired and nothing is left queued.
+
+    A deadline of the call itself is a plain ZkcoordError with DEADLINE_EXCEEDED: then the
+    request may still be queued, or even granted."""
+
+    def __init__(self, details: str = "lock wait timed out"):
+        super().__init__(grpc.StatusCode.DEADLINE_EXCEEDED, details)
 
 
 class LockBusy(ZkcoordError):

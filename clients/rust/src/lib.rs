@@ -51,7 +51,7 @@ mod lock;
 
 pub use client::{Client, TENANT_HEADER, TenantHeader, Tls, Transport, endpoint_of};
 pub use election::{CampaignOptions, LeaderElector, Leadership, LeadershipEvent, LossReason};
-pub use error::Error;
+pub use error::{Error, LOCK_WAIT_TIMEOUT, REASON_METADATA};
 pub use lease::{CheckResult, ConfirmedBeat, LeaseKeeper, LeaseOptions, LeaseStatus};
 pub use lock::{LockGuard, LockMode, LockOptions};
 

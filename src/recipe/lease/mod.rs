@@ -341,7 +341,8 @@ impl Leases {
     }
 
     /// Authenticates a call acting for lease `id` and returns the lease's owner and secret
-    /// digest. A lease attached here is checked without reading ZooKeeper; a caller that
+    /// digest. A lease attached here is checked without reading ZooKeeper, and is not found
+    /// once its ttl has run out since its last heartbeat (even if not deleted yet); a caller that
     /// binds something to the lease must still find its record there (a binding is created
     /// under it, so a deleted lease fails that write).
     ///
@@ -352,6 +353,9 @@ impl Leases {
     /// Read-only: safe to cancel.
     pub async fn authenticate(&self, id: i64, secret: &str) -> Result<(String, String)> {
         let (owner, digest) = match self.inner.local(id) {
+            // Past its ttl the lease is dead for its owner, even while its deletion waits (the
+            // expiry margin, or ZooKeeper out of reach): nothing may be bound to it any more.
+            Some(lease) if lease.remaining().is_zero() => return Err(Error::LeaseNotFound),
             Some(lease) => (lease.owner.clone(), lease.secret_sha256.clone()),
             None => {
                 let client = self.inner.session.client()?;

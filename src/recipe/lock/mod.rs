@@ -27,7 +27,12 @@
 //!   granted within the lease's expiry time plus one ZooKeeper round trip.
 //! * The instance serving a Lock call dies: holds stay (they belong to the lease, not to the
 //!   instance). A request that was still waiting stays queued until its lease ends or it is
-//!   unlocked with its handle, which its lease's bindings (Lease.TimeToLive) show.
+//!   unlocked with its handle, which its lease's bindings (Lease.TimeToLive) show; the clients
+//!   do that before they retry (`docs/locks.md`, "Client rules after an ambiguous answer").
+//! * ZooKeeper connection lost mid-call (a member died, a reset, no response in time): the
+//!   call answers UNAVAILABLE, never INTERNAL ([`Error`]'s mapping): its outcome is unknown.
+//! * The lease's ttl ran out but its home has not deleted it yet: Lock and TryLock answer
+//!   NOT_FOUND "lease not found" at once ([`Leases::authenticate`]).
 //! * ZooKeeper unreachable while waiting: the call keeps waiting (until its deadline); a
 //!   TryLock answers UNAVAILABLE at once instead. Withdrawing a request is retried in the
 //!   background for a minute, then left to the lease.

@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError, MultiWriteResult};
 
 use super::{
-    queue::Queue,
+    queue::{Queue, Unordered},
     record::{self, HoldRecord, NodeRecord},
 };
 use crate::{
@@ -173,17 +173,35 @@ pub async fn read_queues(client: &Client, keys: &[Name]) -> Result<Vec<Queue>> {
     join_all(keys.iter().map(|key| read_queue(client, key))).await.into_iter().collect()
 }
 
-/// Reads the queue of `key` (empty when the key has no znode).
+/// Reads the queue of `key` (empty when the key has no znode). One read; one more per request
+/// when their names cannot tell their order (see [`super::queue`]).
 ///
 /// # Cancellation safety
 /// Read-only: safe to cancel.
 pub async fn read_queue(client: &Client, key: &Name) -> Result<Queue> {
     let path = layout::lock(key);
-    match crate::zk::traced("list_children", &path, client.list_children(&path)).await {
-        Ok(children) => Ok(Queue::parse(&children)),
-        Err(zookeeper_client::Error::NoNode) => Ok(Queue::default()),
-        Err(err) => Err(err.into()),
+    let children = match crate::zk::traced("list_children", &path, client.list_children(&path)).await {
+        Ok(children) => children,
+        Err(zookeeper_client::Error::NoNode) => return Ok(Queue::default()),
+        Err(err) => return Err(err.into()),
+    };
+    let Unordered(nodes) = match Queue::parse(&children) {
+        Ok(queue) => return Ok(queue),
+        Err(unordered) => unordered,
+    };
+    let stats = join_all(nodes.iter().map(|n| {
+        let node = format!("{path}/{}", n.node);
+        async move { crate::zk::traced("check_stat", &node, client.check_stat(&node)).await }
+    }))
+    .await;
+    let mut created = Vec::with_capacity(nodes.len());
+    for (node, stat) in nodes.into_iter().zip(stats) {
+        // A request gone meanwhile is no longer queued.
+        if let Some(stat) = stat? {
+            created.push((node, stat.czxid));
+        }
     }
+    Ok(Queue::by_creation(created))
 }
 
 /// Finds the nodes of request `hold` of lease `lease_id` from its binding; `None` when it is
