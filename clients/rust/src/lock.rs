@@ -131,6 +131,8 @@ pub struct LockGuard {
     handle: String,
     tokens: BTreeMap<String, u64>,
     released: bool,
+    /// The lease's status: a hold is covered by its lease's confirmed heartbeats.
+    validity: tokio::sync::watch::Receiver<crate::LeaseStatus>,
 }
 
 impl LockGuard {
@@ -240,6 +242,17 @@ impl LockGuard {
             handle,
             tokens: tokens.into_iter().map(|t| (t.key, t.fencing_token)).collect(),
             released: false,
+            validity: lease.watch(),
+        }
+    }
+
+    /// Until when the holds may be acted on (the crate's safety rule): the send time of the
+    /// lease's last confirmed heartbeat + ttl, if still ahead; `None` when nothing may be done
+    /// with them now. Check it right before each write, and pass the key's token along.
+    pub fn valid_until(&self) -> Option<tokio::time::Instant> {
+        match *self.validity.borrow() {
+            crate::LeaseStatus::Confirmed { until } if tokio::time::Instant::now() < until => Some(until),
+            _ => None,
         }
     }
 
