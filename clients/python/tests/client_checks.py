@@ -80,7 +80,22 @@ def expect_error(call, code: grpc.StatusCode) -> ZkcoordError:
 
 
 def expect_event(elector: LeaderElector, kind, reason: str = None, timeout: float = 5.0):
-    event = elector.next_event(timeout)
+    """The elector's next event, which must be `kind` (with `reason`). A suspension in between
+    -- LostLeadership("lease-unconfirmed") and BecameLeader of the same term again: zkcoord
+    could not confirm one heartbeat, e.g. on a loaded machine -- is skipped (and printed),
+    unless that loss is what is expected."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = elector.next_event(max(0.0, deadline - time.monotonic()))
+        suspended = isinstance(event, LostLeadership) and event.reason == "lease-unconfirmed"
+        if not suspended or (kind is LostLeadership and reason in (None, "lease-unconfirmed")):
+            break
+        again = elector.next_event(max(0.0, deadline - time.monotonic()))
+        check(
+            isinstance(again, BecameLeader) and again.term == event.term,
+            f"{elector.candidate_id}: expected {kind.__name__}, got {event!r} then {again!r}",
+        )
+        print(f"  {elector.candidate_id}: (suspended: {event}, then {again})", flush=True)
     check(isinstance(event, kind), f"{elector.candidate_id}: expected {kind.__name__}, got {event!r}")
     if reason is not None:
         check(event.reason == reason, f"{elector.candidate_id}: expected reason {reason}, got {event!r}")
@@ -465,7 +480,7 @@ def scenario_frozen(endpoints: list) -> None:
     first = expect_event(a, BecameLeader)
     b = LeaderElector(on_second, lease_b, name, "b", priority=1)
     no_event(b, 0.3)
-    check(a.is_leader(), a)
+    eventually(a.is_leader, "a leads")
     # c's Campaign stream is on the first instance, its heartbeats on the second; short call
     # deadlines let its acknowledgement move on from the frozen instance quickly.
     c_ttl = 3
