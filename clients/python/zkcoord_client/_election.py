@@ -399,11 +399,12 @@ class LeaderElector:
             _log.exception("zkcoord elector %s/%s failed", self._key.election, self._key.candidate_id)
             with self._lock:
                 self._stop.set()
+                self._renounced = math.inf
             self._report("closed")
+            self._finish()
             raise
-        finally:
-            if self._over.is_set() or not self._stop.is_set():
-                self._finish()
+        if self._over.is_set() or not self._stop.is_set():
+            self._finish()
 
     def _follow(self, first) -> None:
         """Follows the Campaign stream (re-campaigning elsewhere when it breaks) together
