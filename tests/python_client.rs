@@ -331,7 +331,7 @@ async fn python_leader_on_a_frozen_instance_stops_by_its_validity() {
     support::wait_serving(first.addr).await;
     let second = start_named(&zk.hosts(), &ns, "second").await;
     let endpoints = format!("{},{}", first.addr, second.addr());
-    let mut script = Script::spawn(&checks_script(), &["--endpoints", &endpoints, "--scenario", "frozen"]);
+    let script = Script::spawn(&checks_script(), &["--endpoints", &endpoints, "--scenario", "frozen"]);
 
     let mut script = Some(script);
     if expect_cue(&mut script, "freeze-first").await {
