@@ -336,7 +336,10 @@ async fn python_leader_on_a_frozen_instance_stops_by_its_validity() {
     let mut script = Some(script);
     if expect_cue(&mut script, "freeze-first").await {
         let pid = first.pid().to_string();
-        assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success(), "kill -STOP {pid}");
+        assert!(
+            std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success(),
+            "kill -STOP {pid}"
+        );
         script.as_mut().unwrap().done().await;
     }
     if expect_cue(&mut script, "kill-first").await {
