@@ -204,9 +204,11 @@ async fn a_leadership_change_costs_constant_zookeeper_requests() {
     let channel = support::channel(instance.addr()).await;
     let e = "crowded";
     let mut streams = Vec::new();
+    let mut leases = std::collections::HashMap::new();
     for i in 0..CANDIDATES {
         let lease = grant(&channel, &format!("c{i}"), Duration::from_secs(120)).await;
         streams.push(campaign(&channel, e, &format!("c{i}"), (lease.lease_id, &lease.secret), 0).await);
+        leases.insert(format!("c{i}"), (lease.lease_id, lease.secret));
     }
     until(&mut streams[0], pb::CandidateState::Elected).await;
     let mut observer = ElectionClient::new(channel.clone())
@@ -214,7 +216,7 @@ async fn a_leadership_change_costs_constant_zookeeper_requests() {
         .await
         .unwrap()
         .into_inner();
-    observer.message().await.unwrap().unwrap();
+    let mut current = observer.message().await.unwrap().unwrap().leader.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await; // let everything settle
 
     let received = |zk: &Standalone| -> u64 {
@@ -224,8 +226,35 @@ async fn a_leadership_change_costs_constant_zookeeper_requests() {
     let before = received(&zk);
     let mut client = ElectionClient::new(channel.clone());
     for _ in 0..CHANGES {
-        client.transfer(pb::TransferRequest { election: e.into(), ..Default::default() }).await.unwrap();
-        observer.message().await.unwrap().unwrap();
+        let transfer = {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client.transfer(pb::TransferRequest { election: e.into(), ..Default::default() }).await
+            })
+        };
+        // The deposed leader acknowledges once deposed (as its client library would on
+        // DEPOSED): the observer shows the deposition as "no leader".
+        while observer.message().await.unwrap().unwrap().leader.is_some() {}
+        let (lease_id, secret) = leases[&current.candidate_id].clone();
+        let ack = pb::ResignRequest {
+            key: key(e, &current.candidate_id, (lease_id, &secret)),
+            term: current.term,
+            stay_candidate: true,
+        };
+        let acknowledged = Instant::now();
+        while let Err(status) = client.resign(ack.clone()).await {
+            assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}"); // not deposed yet
+            assert!(acknowledged.elapsed() < Duration::from_secs(10), "never deposed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        transfer.await.unwrap().unwrap();
+        current = loop {
+            if let Some(leader) = observer.message().await.unwrap().unwrap().leader
+                && leader.term > current.term
+            {
+                break leader;
+            }
+        };
     }
     let per_change = (received(&zk) - before - 1) / CHANGES; // the last srvr itself counts once
     println!("{per_change} zookeeper requests per leadership change with {CANDIDATES} candidates");

@@ -144,7 +144,7 @@ impl Shared {
         }
         let beat = self.beat.borrow();
         let beat = beat.as_ref()?;
-        if now >= beat.until || !beat.elections.iter().any(|e| *e == self.election) {
+        if now >= beat.until || !beat.elections.contains(&self.election) {
             return None;
         }
         let listed =
@@ -206,7 +206,7 @@ impl LeaderElector {
             Ok(first) => first.into_inner(),
             Err(status) => {
                 beats.forget(&options.election);
-                return Err(status.into());
+                return Err(status);
             }
         };
         let shared = Arc::new(Shared {
@@ -227,6 +227,7 @@ impl LeaderElector {
             leading: None,
             deposed: None,
             acknowledge: options.acknowledge,
+            held: None,
         };
         let task = tokio::spawn(follow.run(first));
         Ok(Self { client: client.clone(), key, events, shared, task })
@@ -263,8 +264,16 @@ impl LeaderElector {
     /// # Errors
     /// The Resign call's status (FAILED_PRECONDITION while zkcoord has not deposed it).
     pub async fn acknowledge(&self, term: i64) -> Result<(), Error> {
-        self.shared.renounced.fetch_max(term, Ordering::SeqCst);
-        acknowledge(&self.client, &self.key, term).await
+        let before = self.shared.renounced.fetch_max(term, Ordering::SeqCst);
+        let acknowledged = acknowledge(&self.client, &self.key, term).await;
+        if let Err(err) = &acknowledged
+            && err.code() == Some(tonic::Code::FailedPrecondition)
+            && before < term
+        {
+            // Still led undeposed: zkcoord did not take it away, so it is not given up either.
+            let _ = self.shared.renounced.compare_exchange(term, before, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        acknowledged
     }
 
     /// Withdraws the candidacy (a leader steps down; the next candidate is elected). The
@@ -331,6 +340,9 @@ struct Follow {
     deposed: Option<pb::DeposedReason>,
     /// Whether to acknowledge depositions by itself.
     acknowledge: bool,
+    /// The last term this candidate could act on and has not given up: acknowledged once a
+    /// confirmed heartbeat withdraws it, even if its validity lapsed meanwhile.
+    held: Option<i64>,
 }
 
 /// How following one stream ended.
@@ -445,6 +457,9 @@ impl Follow {
                 // Given up here at once in any case; acknowledged by this elector or the
                 // application.
                 self.shared.renounced.fetch_max(status.term, Ordering::SeqCst);
+                if self.held.is_some_and(|held| held <= status.term) {
+                    self.held = None;
+                }
                 self.report(Some(LossReason::Deposed(reason)));
                 if matches!(reason, pb::DeposedReason::Resigned | pb::DeposedReason::LeaseExpired) {
                     return Some(StreamEnd::Over);
@@ -461,6 +476,7 @@ impl Follow {
     /// Tells zkcoord, in the background and retrying, that this candidate stopped leading
     /// `term` (Resign with `stay_candidate`).
     fn acknowledge_in_background(&self, term: i64) {
+        tracing::debug!(term, election = %self.shared.election, "acknowledging the end of a leadership");
         let client = self.client.clone();
         let key = self.key.clone();
         tokio::spawn(async move {
@@ -476,7 +492,7 @@ impl Follow {
         let beat = self.shared.beat.borrow();
         beat.as_ref().is_some_and(|beat| {
             Instant::now() < beat.until
-                && beat.elections.iter().any(|e| *e == self.shared.election)
+                && beat.elections.contains(&self.shared.election)
                 && !beat.leaderships.iter().any(|l| {
                     l.election == self.shared.election && l.candidate_id == self.shared.candidate_id && l.term == term
                 })
@@ -486,19 +502,23 @@ impl Follow {
     /// Reports a change of leadership against the rule; `loss` is the reason to give if it
     /// ended (the rule's own reason otherwise).
     fn report(&mut self, loss: Option<LossReason>) {
-        let now = self.shared.leadership(Instant::now()).map(|l| (l.term, l.fencing_token));
-        if now == self.leading {
-            return;
-        }
-        if let Some((term, _)) = self.leading
+        if let Some(term) = self.held
             && self.withdrawn(term)
         {
             // zkcoord no longer lists it: deposed (its DEPOSED may never come, e.g. from a frozen
             // instance) or ended. Give it up for good and say so.
+            self.held = None;
             self.shared.renounced.fetch_max(term, Ordering::SeqCst);
             if self.acknowledge {
                 self.acknowledge_in_background(term);
             }
+        }
+        let now = self.shared.leadership(Instant::now()).map(|l| (l.term, l.fencing_token));
+        if let Some((term, _)) = now {
+            self.held = Some(term);
+        }
+        if now == self.leading {
+            return;
         }
         if self.leading.is_some() {
             let reason = loss.unwrap_or_else(|| {

@@ -113,7 +113,7 @@ impl Leaderships {
                 tracing::debug!(election = %election, error = %err, "cannot read election for a heartbeat");
                 return None;
             }
-            if !view.current_as_of.is_some_and(|t| Instant::now() < t + window) {
+            if view.current_as_of.is_none_or(|t| Instant::now() >= t + window) {
                 return None;
             }
             if let Some((record, token)) = &view.record

@@ -509,12 +509,25 @@ impl Elections {
     /// left it to its grace.
     pub async fn step_down(&self, key: &CandidateKey, term: i64) -> Result<()> {
         let client = self.shared.session.client()?;
-        lease::read_verified(&client, key.lease_id, &key.secret).await?;
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
-        own_candidate(&client, &candidate_path, key.lease_id).await?;
-        for _ in 0..MAX_ATTEMPTS {
-            let (watch, state) = self.fresh_state(&key.election).await?;
+        // Both reads in flight at once; judged in this order.
+        let (lease, own) = tokio::join!(
+            lease::read_verified(&client, key.lease_id, &key.secret),
+            own_candidate(&client, &candidate_path, key.lease_id)
+        );
+        lease?;
+        own?;
+        for attempt in 0..MAX_ATTEMPTS {
+            // The cached state first: the write is a compare-and-set of the record's version,
+            // so a stale cache costs a failed write, never a wrong one; then read afresh.
+            let (watch, state) =
+                if attempt == 0 { self.state(&key.election).await? } else { self.fresh_state(&key.election).await? };
             let ours = |id: &str, lease_id: i64| id == key.candidate_id.as_str() && lease_id == key.lease_id;
+            let deposed_here = state.record.term == term
+                && state.record.deposed.as_ref().is_some_and(|d| ours(&d.candidate_id, d.lease_id));
+            if attempt == 0 && !deposed_here {
+                continue; // the cache may lag: judge only on a fresh read
+            }
             if state.record.term != term {
                 return Ok(()); // that term is over
             }
@@ -527,6 +540,9 @@ impl Elections {
                 return Ok(()); // deposed and succeeded already
             };
             let decision = state.successor(&deposed);
+            if attempt == 0 && decision == state::Decision::Vacate {
+                continue; // nobody eligible in the cache: make sure on a fresh read
+            }
             if watch::write(&client, &key.election, &state, decision).await.is_some() {
                 tracing::debug!(election = %key.election, candidate = %key.candidate_id, term, "deposition acknowledged");
                 watch.poke();

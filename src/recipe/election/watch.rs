@@ -560,7 +560,7 @@ pub(super) async fn write(
         Decision::Nothing => return None,
         Decision::Elect(id) => {
             let candidate = state.candidates.get(&id)?;
-            elected = Some((format!("{}/{id}", layout::candidates(&name)), candidate.version));
+            elected = Some((format!("{}/{id}", layout::candidates(name)), candidate.version));
             record.term += 1;
             record.leader = Some(LeaderRecord {
                 candidate_id: id,
@@ -581,7 +581,7 @@ pub(super) async fn write(
             record.deposed = Some(deposition);
         }
     }
-    let path = layout::election(&name);
+    let path = layout::election(name);
     let data = record::encode(&record);
     let written = match &elected {
         None => crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(state.version)))
