@@ -58,7 +58,7 @@ pub struct ServeArgs {
     /// [default: 127.0.0.1:2181/zkcoord]
     #[arg(long, value_name = "HOST:PORT[,...][/NAMESPACE]")]
     pub zookeeper: Option<String>,
-    /// ZooKeeper session timeout, e.g. 6s [env: ZKCOORD_SESSION_TIMEOUT] [default: 6s]
+    /// ZooKeeper session timeout, e.g. 4s [env: ZKCOORD_SESSION_TIMEOUT] [default: 4s]
     #[arg(long, value_name = "DURATION")]
     pub session_timeout: Option<String>,
     /// Log filter, e.g. info or zkcoord=debug [env: ZKCOORD_LOG_LEVEL] [default: info]

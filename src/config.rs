@@ -26,7 +26,7 @@ pub const DEFAULT_ZOOKEEPER: &str = "127.0.0.1:2181/zkcoord";
 /// Namespace used when the connect string names no chroot.
 pub const DEFAULT_NAMESPACE: &str = "/zkcoord";
 /// Default ZooKeeper session timeout.
-pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(4);
 /// Shortest accepted session timeout.
 pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest accepted session timeout.
@@ -225,7 +225,7 @@ impl Config {
             fail("listen", src, format!("{v:?} is not an address of the form ip:port, e.g. 127.0.0.1:7710"))
         })?;
 
-        let (v, src) = setting("session_timeout", flags.session_timeout, file_settings.session_timeout, "6s");
+        let (v, src) = setting("session_timeout", flags.session_timeout, file_settings.session_timeout, "4s");
         let session_timeout = parse_duration(&v).map_err(|m| fail("session_timeout", src.clone(), m))?;
         if !(MIN_SESSION_TIMEOUT..=MAX_SESSION_TIMEOUT).contains(&session_timeout) {
             return Err(fail("session_timeout", src, "must be from 500ms to 120s".into()));

@@ -370,3 +370,51 @@ async fn the_janitor_expires_leases_whose_home_is_gone() {
     assert!(after <= ttl + Duration::from_secs(2), "expired {after:?} after its home left");
     survivor.shutdown().await;
 }
+
+/// When a lease's owner and its home instance die together (a host crash, zkcoord beside the
+/// node), the lease ends about `max(session timeout, ttl + 2·window + interval + 200 ms)` after
+/// the crash — not `session timeout + ttl`: the janitor, which saw the home registered, counts the last part of
+/// the home's session during which it confirmed nothing as already elapsed. Never before the
+/// owner's last confirmed heartbeat + ttl.
+#[tokio::test]
+async fn a_lease_whose_owner_and_home_die_together_ends_soon_after_its_ttl() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("host-crash");
+    // The janitor sorts first, so it is the janitor while the home is registered.
+    let janitor = zkcoord::server::start(zkcoord::config::Config {
+        instance_id: "a-janitor".into(),
+        ..support::test_config(&zk.hosts(), &ns)
+    })
+    .await
+    .unwrap();
+    janitor.session().wait_connected(Duration::from_secs(30)).await.unwrap();
+    let home =
+        ZkcoordProcess::spawn(&format!("{}{ns}", zk.hosts()), &["--session-timeout", "6s", "--instance-id", "b-home"]);
+    support::wait_serving(home.addr).await;
+    // ttl + lead > session timeout: the janitor's shortened wait is what bounds the end.
+    let ttl = Duration::from_secs(4);
+    let owner = Keeper::start(vec![home.addr], ttl, Duration::from_millis(300), None).await;
+    support::eventually(Duration::from_secs(10), "heartbeats are confirmed", || async {
+        owner.beats().iter().filter(|beat| beat.confirmed).count() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the janitor has read the home's registration
+
+    owner.stop();
+    drop(home); // SIGKILL, with its owner: the host is gone
+    let crashed = Instant::now();
+    let last_confirmed = owner.log.lock().unwrap().last_confirmed().unwrap();
+    let on_janitor = support::channel(janitor.addr()).await;
+    let (last_seen, gone) = wait_gone(&on_janitor, owner.id, Duration::from_secs(30)).await;
+    println!(
+        "crash at 0: last confirmed heartbeat sent {:?} before, lease last seen at {:?}, gone at {:?}",
+        crashed - last_confirmed,
+        last_seen - crashed,
+        gone - crashed
+    );
+    assert!(last_seen >= last_confirmed + ttl, "the lease ended before the owner's last confirmation ran out");
+    // 6 s session, 1 s window: max(6 s, ttl + 2.45 s), plus ZooKeeper's tick rounding and
+    // notifications — not 6 s + ttl + 0.2 s (10.2 s) as before.
+    assert!(gone - crashed < ttl + Duration::from_millis(3200), "ended {:?} after the crash", gone - crashed);
+    janitor.shutdown().await;
+}

@@ -184,6 +184,9 @@ impl LeaseService {
             (true, false) => tenant.elections.leaderships(lease.id, &elections).await,
         };
         let confirmed = leaderships.is_some();
+        if confirmed {
+            self.ctx.session.proofs().vouched();
+        }
         Ok(pb::KeepAliveResponse {
             lease_id: lease.id,
             ttl_ms: millis(ack.remaining),

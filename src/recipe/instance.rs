@@ -16,6 +16,10 @@ pub struct InstanceInfo {
     pub addr: String,
     /// When the process started, Unix epoch milliseconds.
     pub started_unix_ms: i64,
+    /// The ZooKeeper session timeout its current session negotiated (stamped by the session
+    /// when it registers; absent in registrations of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_timeout_ms: Option<u64>,
 }
 
 /// The identity of one zkcoord process.
@@ -40,8 +44,12 @@ impl Incarnation {
 
     /// The registration to create with every new session.
     pub fn registration(&self, addr: &str) -> Registration {
-        let info =
-            InstanceInfo { instance_id: self.instance_id.clone(), addr: addr.into(), started_unix_ms: now_unix_ms() };
+        let info = InstanceInfo {
+            instance_id: self.instance_id.clone(),
+            addr: addr.into(),
+            started_unix_ms: now_unix_ms(),
+            session_timeout_ms: None,
+        };
         Registration { path: layout::instance(&self.name), data: serde_json::to_vec(&info).unwrap_or_default() }
     }
 }

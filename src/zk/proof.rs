@@ -46,7 +46,10 @@
 //! One `sync` per `interval` per instance (not per lease, stream or request): 4 a second with
 //! the default 6 s session timeout.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +67,8 @@ pub struct Proof {
     pub generation: u64,
     /// When the `sync` was sent (before sending).
     pub started: Instant,
+    /// The timing of the session it proves (from its *negotiated* timeout).
+    pub timing: ProofTiming,
 }
 
 /// How often proofs are made and how long one counts.
@@ -73,6 +78,8 @@ pub struct ProofTiming {
     pub interval: Duration,
     /// How long after its start a proof counts.
     pub window: Duration,
+    /// The session timeout they are derived from.
+    pub session_timeout: Duration,
 }
 
 impl ProofTiming {
@@ -80,27 +87,60 @@ impl ProofTiming {
     /// `interval = window/4` (see the module docs for why that fits inside `S`).
     pub fn for_session(session_timeout: Duration) -> Self {
         let window = (session_timeout / 4).min(MAX_WINDOW);
-        Self { interval: window / 4, window }
+        Self { interval: window / 4, window, session_timeout }
+    }
+
+    /// [`ProofTiming::confirmation_lead`] of this timing's session.
+    pub fn lead(&self) -> Duration {
+        Self::confirmation_lead(self.session_timeout)
+    }
+
+    /// How long before its session can expire an instance with session timeout
+    /// `session_timeout` has surely stopped confirming anything: its last confirmation came
+    /// before `t0 + window` for its last proof `t0`, and the session cannot expire before
+    /// `t0 − interval − window + S` (see the module docs), so the lead is
+    /// `S − 2·window − interval`. Another instance that saw the session expire may count
+    /// this much as already elapsed (the janitor does).
+    pub fn confirmation_lead(session_timeout: Duration) -> Duration {
+        let timing = Self::for_session(session_timeout);
+        session_timeout.saturating_sub(timing.window * 2 + timing.interval)
     }
 }
 
-/// The latest proof and its timing; cheap to clone.
+/// The latest proof; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Proofs {
     latest: watch::Receiver<Option<Proof>>,
-    timing: ProofTiming,
+    /// The timing for the configured session timeout, until a connection negotiates its own.
+    configured: ProofTiming,
+    /// When this instance last vouched for something on the strength of a proof.
+    vouched: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Proofs {
-    /// The timing proofs are made with.
+    /// The timing of the latest proof's session (the configured one before any).
     pub fn timing(&self) -> ProofTiming {
-        self.timing
+        self.latest.borrow().map_or(self.configured, |p| p.timing)
     }
 
     /// The latest proof if it still counts at `now` on connection `generation`.
     pub fn valid(&self, generation: u64, now: Instant) -> Option<Proof> {
         let proof = (*self.latest.borrow())?;
-        (generation != 0 && proof.generation == generation && now < proof.started + self.timing.window).then_some(proof)
+        (generation != 0 && proof.generation == generation && now < proof.started + proof.timing.window)
+            .then_some(proof)
+    }
+
+    /// Records that something was just confirmed on the strength of a proof (see
+    /// [`Proofs::last_vouched`]).
+    pub fn vouched(&self) {
+        *self.vouched.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// When something was last confirmed: an instance closing its session on purpose waits
+    /// until [`ProofTiming::lead`] after it, since a janitor that sees the registration vanish
+    /// counts that much as elapsed (it cannot tell a close from an expiry).
+    pub fn last_vouched(&self) -> Option<Instant> {
+        *self.vouched.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A receiver that sees every new proof.
@@ -137,7 +177,7 @@ where
 {
     let (tx, latest) = watch::channel(None);
     tokio::spawn(run(current, status, tx, timing, cancel));
-    Proofs { latest, timing }
+    Proofs { latest, configured: timing, vouched: Arc::default() }
 }
 
 async fn run<F>(
@@ -164,16 +204,25 @@ async fn run<F>(
         }
         let (SessionStatus::Connected { generation, .. }, Some(client)) = current() else { continue };
         tried = generation;
+        // The negotiated timeout, which ZooKeeper may have made shorter than the configured.
+        let negotiated = ProofTiming::for_session(client.session_timeout());
+        if negotiated.interval != ticker.period() {
+            ticker = tokio::time::interval(negotiated.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.reset();
+        }
         let started = Instant::now();
         // A sync slower than the window would prove nothing still usable: give up on it.
-        match tokio::time::timeout(timing.window, client.sync("/")).await {
+        match tokio::time::timeout(negotiated.window, client.sync("/")).await {
             Ok(Ok(())) => {
                 if current().0.generation() == generation {
-                    tx.send_replace(Some(Proof { generation, started }));
+                    tx.send_replace(Some(Proof { generation, started, timing: negotiated }));
                 }
             }
             Ok(Err(err)) => tracing::debug!(error = %err, "zookeeper sync failed; no proof"),
-            Err(_) => tracing::debug!(window = ?timing.window, "zookeeper sync slower than the proof window; no proof"),
+            Err(_) => {
+                tracing::debug!(window = ?negotiated.window, "zookeeper sync slower than the proof window; no proof")
+            }
         }
     }
 }
@@ -191,17 +240,18 @@ mod tests {
             assert_eq!(t.interval, t.window / 4);
             // window + interval + a round trip as long as the window still leaves half of S.
             assert!(t.window * 2 + t.interval < s, "{t:?} for {s:?}");
+            assert_eq!(ProofTiming::confirmation_lead(s), s - t.window * 2 - t.interval);
         }
     }
 
     #[tokio::test]
     async fn a_proof_counts_only_on_its_connection_and_within_its_window() {
         let (tx, latest) = watch::channel(None);
-        let timing = ProofTiming { interval: Duration::from_millis(25), window: Duration::from_millis(100) };
-        let proofs = Proofs { latest, timing };
+        let timing = ProofTiming::for_session(Duration::from_millis(400));
+        let proofs = Proofs { latest, configured: timing, vouched: Arc::default() };
         let now = Instant::now();
         assert_eq!(proofs.valid(1, now), None);
-        tx.send_replace(Some(Proof { generation: 1, started: now }));
+        tx.send_replace(Some(Proof { generation: 1, started: now, timing }));
         assert!(proofs.valid(1, now + Duration::from_millis(99)).is_some());
         assert_eq!(proofs.valid(1, now + Duration::from_millis(100)), None);
         assert_eq!(proofs.valid(2, now), None);

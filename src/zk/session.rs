@@ -230,8 +230,16 @@ impl ZkSession {
     }
 
     /// Closes the session (its ephemerals vanish at once rather than at session expiry) and
-    /// stops reconnecting. Waits at most a few seconds for ZooKeeper to acknowledge.
+    /// stops reconnecting, no sooner than [`ProofTiming::lead`] after the last confirmation
+    /// (see [`Proofs::last_vouched`]). Waits at most a few seconds for ZooKeeper to
+    /// acknowledge.
     pub async fn close(&self) {
+        // Other instances cannot tell this close from an expiry, after which they count the
+        // confirmation lead as elapsed (see `recipe::lease::janitor`): let that much pass since
+        // the last confirmation first.
+        if let Some(last) = self.proofs.last_vouched() {
+            tokio::time::sleep_until((last + self.proofs.timing().lead()).into()).await;
+        }
         self.cancel.cancel();
         let mut status = self.status.clone();
         let _ = tokio::time::timeout(CLOSE_TIMEOUT * 2, status.wait_for(|s| *s == SessionStatus::Closed)).await;
@@ -375,7 +383,8 @@ async fn prepare(client: &Client, authenticated: bool, registration: Option<&Reg
     }
     let Some(registration) = registration else { return Ok(()) };
     let ephemeral = CreateMode::Ephemeral.with_acls(acl::for_session(authenticated));
-    match client.create(&registration.path, &registration.data, &ephemeral).await {
+    let data = stamp_session_timeout(&registration.data, client.session_timeout());
+    match client.create(&registration.path, &data, &ephemeral).await {
         Ok(_) => Ok(()),
         // A retried create that had succeeded: ours if our session owns it.
         Err(zookeeper_client::Error::NodeExists) => {
@@ -389,5 +398,19 @@ async fn prepare(client: &Client, authenticated: bool, registration: Option<&Reg
             "cannot register the instance (NoAuth): the namespace belongs to other ZooKeeper credentials; check zookeeper_auth".into(),
         )),
         Err(err) => Err(err.into()),
+    }
+}
+
+/// The registration's data with the session's negotiated timeout added (as
+/// `session_timeout_ms`, when the data is a JSON object): what other instances need to know how
+/// long before this session's expiry it stopped confirming (see
+/// [`ProofTiming::confirmation_lead`]).
+fn stamp_session_timeout(data: &[u8], timeout: Duration) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(data) {
+        Ok(serde_json::Value::Object(mut object)) => {
+            object.insert("session_timeout_ms".into(), (timeout.as_millis() as u64).into());
+            serde_json::to_vec(&object).unwrap_or_else(|_| data.to_vec())
+        }
+        _ => data.to_vec(),
     }
 }

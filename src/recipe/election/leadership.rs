@@ -104,7 +104,7 @@ impl Leaderships {
         let mut led = Vec::new();
         let proof = self.session.proven()?;
         let client = self.session.client().ok()?;
-        let window = self.session.proofs().timing().window;
+        let window = proof.timing.window;
         for election in elections {
             let view = self.view(election.as_str());
             let mut view = view.lock().await;
