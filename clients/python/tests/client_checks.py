@@ -563,6 +563,8 @@ def scenario_lock(endpoints: list) -> None:
     guard = lock(on_a, a, ["order-1", "order-2"], timeout=2)
     check(set(guard.tokens) == {"order-1", "order-2"} and guard.token("order-1") > 0, guard)
     check(guard.token("order-1") == guard.token("order-2"), "one request, one token", guard)
+    until = guard.valid_until()
+    check(until is not None and until == a.valid_until() and time.monotonic() < until, "a hold is covered by its lease", until)
 
     # Exclusive: b cannot have either key.
     try:
@@ -595,6 +597,7 @@ def scenario_lock(endpoints: list) -> None:
     check(waiter.is_alive() and "guard" not in got, "b still waits while a holds the key")
     guard.unlock()
     guard.unlock()  # once is enough; later calls do nothing
+    check(guard.valid_until() is None, "a released hold covers nothing")
     waiter.join(5)
     check(not waiter.is_alive() and "guard" in got, "b acquired after the unlock")
     check(got["guard"].token("order-1") > guard.token("order-1"), got["guard"], guard)

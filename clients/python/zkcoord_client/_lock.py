@@ -122,13 +122,17 @@ class LockGuard:
     """Held locks on a set of keys (all or nothing), with a fencing token per key.
 
     Release them with `unlock()` or by leaving the guard's `with` block; either way they also
-    end with the lease. A hold is only as good as its lease: stop working on the records when
-    `lease.is_confirmed()` turns false, and pass `token(key)` with every write.
+    end with the lease. A hold is covered by its lease's confirmed heartbeats (the client rule):
+    act on the records only while `valid_until()` is not None, until that moment at the latest,
+    and pass `token(key)` with every write.
     """
 
-    def __init__(self, client: Client, lease: common_pb2.LeaseRef, handle: str, tokens: Iterable):
+    def __init__(
+        self, client: Client, lease: common_pb2.LeaseRef, handle: str, tokens: Iterable, keeper: Optional[LeaseKeeper] = None
+    ):
         _remember(lease.id, handle)
         self._client = client
+        self._keeper = keeper
         self._lease = lease
         self._handle = handle
         self._tokens = {t.key: t.fencing_token for t in tokens}
@@ -153,6 +157,14 @@ class LockGuard:
     def released(self) -> bool:
         """Whether unlock() was called."""
         return self._released
+
+    def valid_until(self) -> Optional[float]:
+        """Until when (time.monotonic()) the holds may be acted on: the send time of the lease's
+        last confirmed heartbeat + ttl, if still ahead; None when nothing may be done with them
+        now (or they were released, or the guard was made without its LeaseKeeper)."""
+        if self._released or self._keeper is None:
+            return None
+        return self._keeper.valid_until()
 
     def unlock(self) -> None:
         """Releases the locks now (once; later calls do nothing).
@@ -245,7 +257,7 @@ def lock(
             ):
                 continue  # taken for an orphan by a concurrent clean-up: queue again
             raise error from None
-        return LockGuard(client, lease_ref, response.handle, response.tokens)
+        return LockGuard(client, lease_ref, response.handle, response.tokens, lease)
 
 
 def try_lock(
@@ -279,4 +291,4 @@ def try_lock(
             at = client.rotate(at)
     if not response.acquired:
         raise LockBusy(response.blocked)
-    return LockGuard(client, lease.lease_ref(), response.handle, response.tokens)
+    return LockGuard(client, lease.lease_ref(), response.handle, response.tokens, lease)

@@ -15,21 +15,27 @@
 //!    cannot delete before `claim + ttl + EXPIRY_MARGIN`, so this is safe while
 //!    δ < `EXPIRY_MARGIN`.
 //! 3. **The janitor**, for a lease whose home instance is no longer registered: only after it
-//!    has seen the home's registration ephemeral missing for `ttl + EXPIRY_MARGIN`. The
-//!    ephemeral vanishes when ZooKeeper expires the home's session, at the earliest one session
-//!    timeout `S` after the home's last contact with ZooKeeper. A home confirms only while its
-//!    session is *connected*, and the client library declares the connection lost after
-//!    2/5·S plus one tick (S/20), i.e. 9/20·S, without a server response; so the last
-//!    confirmation is sent before `last contact + 9/20·S < session expiry < janitor's
-//!    deletion - ttl`.
+//!    has seen the home's registration ephemeral missing for `ttl + EXPIRY_MARGIN − lead`
+//!    (`lead` = 0 unless it saw the home registered before; see `janitor`). The ephemeral
+//!    vanishes when ZooKeeper expires the home's session, at `E`. A home confirms only on a
+//!    session proof begun at most `window` earlier (see [`crate::zk::proof`]): a `sync` the
+//!    ZooKeeper leader answered, which also touched the session; the home is active every
+//!    `interval`, so `E ≥ t0 − interval − window + S` for its last proof `t0`, and its last
+//!    confirmation came before `t0 + window ≤ E − lead`. The client trusts it until at most
+//!    `E − lead + ttl`, before the janitor's deletion at `≥ E + ttl + EXPIRY_MARGIN − lead`.
+//!    A connected socket would not do: a ZooKeeper follower cut off from its leader keeps
+//!    answering pings while the leader expires the session.
 //!    After a *new* session the home re-writes the record (bumping its version) before it
 //!    confirms again, so a janitor that judged the lease orphaned during the gap fails its
 //!    versioned delete.
 //!
-//! Confirmation therefore requires: the session is connected; in *this* session the record was
-//! written by this instance; and on *this* connection (any reconnection withdraws confirmation
-//! until the record is checked again, so events missed while disconnected cannot be outrun)
-//! the record was seen to name this instance as home, and is watched.
+//! Confirmation therefore requires: a session proof that counts now (see
+//! [`crate::zk::proof`]); in *this* session the record was written by this attachment (an
+//! attachment number distinguishes two attachments of one lease to the same instance); and
+//! on *this* connection (any reconnection withdraws confirmation until the record is checked
+//! again) the record was seen to name this attachment as home, not `ending`, and is watched.
+//! The record's watch is handled by this lease's task; an event that arrives before a proof
+//! completes is handled within a scheduling delay, which `EXPIRY_MARGIN` covers (actor 2).
 
 use std::{
     sync::{
