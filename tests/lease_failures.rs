@@ -418,3 +418,36 @@ async fn a_lease_whose_owner_and_home_die_together_ends_soon_after_its_ttl() {
     assert!(gone - crashed < ttl + Duration::from_millis(3200), "ended {:?} after the crash", gone - crashed);
     janitor.shutdown().await;
 }
+
+/// An instance can attach the same lease twice (the client left and came back after a claim
+/// elsewhere). The older attachment, expiring while the instance was cut off from ZooKeeper,
+/// must not delete the record the newer attachment wrote, although it names the same instance
+/// as home: attachments are told apart by a number in the record.
+#[tokio::test]
+async fn an_old_attachment_never_expires_a_lease_its_instance_claimed_again() {
+    let zk = support::zk::shared();
+    let zk_addr: std::net::SocketAddr = zk.hosts().parse().unwrap();
+    let proxy = Proxy::start(zk_addr).await;
+    let ns = support::namespace("old-attachment");
+    let a = support::start_zkcoord(&proxy.addr.to_string(), &ns).await;
+    let ttl = Duration::from_secs(1);
+    let granted = support::lease::grant(&support::channel(a.addr()).await, "returning", ttl).await;
+    let raw = support::zk_client(&zk.hosts()).await.chroot(ns.as_str()).unwrap();
+    let path = zkcoord::zk::layout::lease(granted.lease_id);
+
+    // Cut off, the first attachment's ttl runs out: it wants to delete but cannot reach ZooKeeper.
+    proxy.cut();
+    tokio::time::sleep(ttl + Duration::from_millis(400)).await;
+    // Meanwhile a newer attachment of the same instance claimed the lease (as after the client
+    // moved away and came back): same home, another attachment number, a new version.
+    let (data, stat) = raw.get_data(&path).await.unwrap();
+    let mut record: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    let attachment = record["attachment"].as_u64().unwrap_or(0);
+    record["attachment"] = (attachment.wrapping_add(1)).into();
+    raw.set_data(&path, &serde_json::to_vec(&record).unwrap(), Some(stat.version)).await.unwrap();
+    proxy.heal();
+
+    tokio::time::sleep(Duration::from_secs(3)).await; // the old attachment reconnects and looks
+    assert!(raw.check_stat(&path).await.unwrap().is_some(), "the old attachment deleted the newer attachment's lease");
+    a.shutdown().await;
+}
