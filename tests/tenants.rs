@@ -253,7 +253,9 @@ async fn a_tenants_leases_expire_on_their_home_and_by_its_janitor() {
         time_to_live(&cy, Some("a"), orphan.0).await.is_err_and(|s| s.code() == Code::NotFound)
     })
     .await;
-    assert!(gone.elapsed() >= ttl - Duration::from_millis(500), "not long before its ttl: {:?}", gone.elapsed());
+    // The janitor counts the home's confirmation lead (0.875 s with 2 s sessions) as elapsed
+    // once it saw the home go; the home confirmed nothing for that lease.
+    assert!(gone.elapsed() >= ttl - Duration::from_millis(900), "not long before its ttl: {:?}", gone.elapsed());
     assert_eq!(leader(&cy, Some("a"), "ledger-master").await, None);
     y.shutdown().await;
 }

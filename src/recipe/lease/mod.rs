@@ -463,7 +463,13 @@ async fn claim(inner: &Arc<Inner>, id: i64, secret: &str) -> Result<Arc<LocalLea
     // The read that decides must be current: a follower cut off from its leader would show a
     // record that says "home here" long after another instance claimed the lease (see
     // `crate::zk::proof`).
-    crate::zk::traced("sync", &path, client.sync(&path)).await.map_err(Error::from)?;
+    // Bounded like a proof: a sync that cannot complete soon (no ZooKeeper leader) fails the
+    // claim at once, so the client tries another instance instead of waiting here.
+    let window = inner.session.proofs().timing().window;
+    tokio::time::timeout(window * 2, crate::zk::traced("sync", &path, client.sync(&path)))
+        .await
+        .map_err(|_| Error::Unavailable)?
+        .map_err(Error::from)?;
     for _ in 0..MAX_CLAIM_ATTEMPTS {
         let (mut record, version) = read_verified(&client, id, secret).await?;
         if let Some(lease) = inner.local(id)
