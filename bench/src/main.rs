@@ -106,7 +106,7 @@ fn main() -> ExitCode {
 }
 
 /// Scenario numbers in the order they are run (issue 7's priorities).
-const PRIORITY: [u32; 8] = [1, 4, 3, 2, 8, 6, 5, 7];
+const PRIORITY: [u32; 9] = [1, 4, 9, 3, 2, 8, 6, 5, 7];
 
 async fn run(args: Args) -> Result<(), String> {
     let started = std::time::SystemTime::now();
@@ -209,6 +209,7 @@ fn scenario_name(number: u32) -> String {
         6 => "6 lease keepalive",
         7 => "7 idle scale",
         8 => "8 overhead floor",
+        9 => "9 transfer → successor elected",
         _ => "unknown",
     }
     .to_owned()
@@ -284,6 +285,10 @@ async fn run_scenario(bench: &Bench, number: u32) -> Vec<Row> {
                 let result = scenarios::lease::idle(bench, n).await;
                 rows.push(outcome(&name, Sys::Zkcoord, &format!("{n} leases + {n} Observe streams"), result));
             }
+        }
+        9 => {
+            let n = if q { 10 } else { 300 };
+            rows.push(outcome(&name, Sys::Zkcoord, "", scenarios::election::transfer(bench, n).await));
         }
         _ => rows.push(Row::not_measured(&name, "all", "", "no such scenario")),
     }

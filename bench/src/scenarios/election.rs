@@ -559,3 +559,78 @@ async fn collect_observers(
     }
     Ok((lat, meter.stop()))
 }
+
+/// Scenario 9 name.
+const S9: &str = "9 transfer → successor elected";
+
+/// Scenario 9 (zkcoord only; etcd and ZooKeeper have no Transfer): a responsive leader is
+/// transferred away `n` times; the deposed leader acknowledges DEPOSED at once (Resign with
+/// `stay_candidate`, as the client libraries do), and the time from the Transfer call to the
+/// successor's ELECTED on its Campaign stream is measured. Without the acknowledgement the
+/// successor would wait the leader's ttl + 1.25 s.
+pub async fn transfer(bench: &Bench, n: usize) -> Result<Row> {
+    let warmup = (n / 20).clamp(3, 50);
+    let mut lat = Latencies::with_capacity(n);
+    let election = "s9";
+    let mut c = [
+        ZkcCandidate::new(bench, election, "a", CANDIDATE_TTL).await?,
+        ZkcCandidate::new(bench, election, "b", CANDIDATE_TTL).await?,
+    ];
+    let first = c[0].campaign().await?;
+    if first.state() != pb::CandidateState::Elected {
+        within("zkcoord first elected", c[0].wait_elected()).await?;
+    }
+    c[1].campaign().await?;
+    let channel = clients::channel(bench.zkcoord.addr).await?;
+    let mut leader = 0;
+    let mut meter = None;
+    for i in 0..warmup + n {
+        if i == warmup {
+            meter = Some(bench.meter(Sys::Zkcoord));
+        }
+        let (a, b) = pair(&mut c);
+        let (old, new) = if leader == 0 { (a, b) } else { (b, a) };
+        tokio::time::sleep(SETTLE).await;
+        let target = new.id.clone();
+        let mut elections = ElectionClient::new(channel.clone());
+        let start = Instant::now();
+        let transfer = async {
+            let request = pb::TransferRequest {
+                election: election.into(),
+                target_candidate_id: target,
+                from: None,
+                term: 0,
+            };
+            elections.transfer(request).await.map_err(ctx("transfer"))
+        };
+        let acknowledge = async {
+            loop {
+                let status = old.next().await?;
+                if status.state() == pb::CandidateState::Deposed {
+                    let request = pb::ResignRequest { key: Some(old.key()), term: status.term, stay_candidate: true };
+                    ElectionClient::new(old.channel.clone()).resign(request).await.map_err(ctx("acknowledge"))?;
+                    return Ok::<(), String>(());
+                }
+            }
+        };
+        let (transferred, acknowledged, elected) =
+            tokio::join!(transfer, within("zkcoord acknowledged", acknowledge), within("zkcoord elected", new.wait_elected()));
+        transferred?;
+        acknowledged?;
+        let (at, _) = elected?;
+        if i >= warmup {
+            lat.push(at - start);
+        }
+        leader = 1 - leader;
+    }
+    let cpu = meter.take().map(|m| m.stop());
+    let [a, b] = c;
+    a.retire().await?;
+    b.retire().await?;
+    let row = Row::new(S9, Sys::Zkcoord.name(), "Transfer → successor's Campaign stream ELECTED (leader acknowledges)")
+        .latencies(&mut lat, false);
+    Ok(match cpu {
+        Some(cpu) => row.cpu(cpu),
+        None => row,
+    })
+}
