@@ -95,9 +95,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
             },
             _ = work.tick() => {
-                // The safety rule: work only while leading on a confirmed lease, checked right
-                // before each unit of work.
-                if let Some((_, token)) = elector.leading().filter(|_| lease.is_confirmed()) {
+                // The client rule: work only on a leadership the last confirmed heartbeat
+                // listed, before its validity runs out — checked right before each unit of
+                // work — and pass its fencing token along.
+                if let Some(leadership) = elector.leadership() {
+                    let token = leadership.fencing_token;
                     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&args.work_file)?;
                     file.write_all(format!("{token} {}\n", args.id).as_bytes())?;
                 }
