@@ -234,7 +234,7 @@ fn describe(i: &Interval, t0: u64) -> String {
 /// Checks a history (all processes' events, the store's accepted writes).
 pub fn check(events: &[Event], accepted: &[Accepted], bounds: Bounds) -> Report {
     let mut report = Report::default();
-    let t0 = run_time(events, "start").unwrap_or_else(|| events.iter().map(event_time).min().unwrap_or(0));
+    let t0 = origin(events);
     let faults = faults_of(events);
     let all = intervals(events);
     let mut by_res: BTreeMap<&str, Vec<&Interval>> = BTreeMap::new();
@@ -269,6 +269,12 @@ pub fn check(events: &[Event], accepted: &[Accepted], bounds: Bounds) -> Report 
     }
     report.violations = v;
     report
+}
+
+/// The time reports count from: the run's `begin` (when the orchestrator started the
+/// clients), else the earliest event.
+pub fn origin(events: &[Event]) -> u64 {
+    run_time(events, "begin").unwrap_or_else(|| events.iter().map(event_time).min().unwrap_or(0))
 }
 
 fn run_time(events: &[Event], which: &str) -> Option<u64> {
@@ -387,7 +393,9 @@ fn check_liveness(
         })
         .max()
         .unwrap_or(0);
-    // Leaderless gaps between t0 and the end.
+    // Leaderless gaps between the end of the warm-up and the end.
+    let t0_report = t0;
+    let t0 = run_time(events, "start").unwrap_or(t0);
     let mut leads: Vec<(u64, u64)> = all.iter().filter(|i| i.res == ELECTION).map(|i| (i.start, i.end)).collect();
     leads.sort_unstable();
     let mut covered = t0;
@@ -401,6 +409,7 @@ fn check_liveness(
     if end > covered && end - covered > longest.0 {
         longest = (end - covered, covered);
     }
+    let t0 = t0_report;
     notes.push(format!(
         "longest leaderless gap: {:.0} ms from +{:.3}s (largest ttl {ttl_ms} ms)",
         ms(longest.0),

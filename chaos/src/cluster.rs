@@ -124,6 +124,7 @@ struct Cluster {
     clients: BTreeMap<String, ClientProc>,
     rec: Recorder,
     until_ns: u64,
+    begin_ns: u64,
     preemptors: usize,
 }
 
@@ -153,14 +154,7 @@ pub fn run(opts: RunOptions) -> std::io::Result<check::Report> {
     let events = crate::history::load(&cluster.opts.dir)?;
     let accepted = Store::accepted(&cluster.opts.dir)?;
     let report = check::check(&events, &accepted, check::Bounds::default());
-    let t0 = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Run { t, phase } if phase == "start" => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(0);
-    let text = report.render(t0);
+    let text = report.render(check::origin(&events));
     fs::write(cluster.opts.dir.join("report.txt"), &text)?;
     println!("zkcoord-chaos: seed {}\n{text}", cluster.opts.seed);
     Ok(report)
@@ -194,9 +188,20 @@ impl Cluster {
             instance.spawn(&opts.zkcoord)?;
             instances.push(instance);
         }
-        let until_ns = now_ns() + opts.duration.as_nanos() as u64;
-        let mut cluster =
-            Self { opts, runtime, ensemble, instances, clients: BTreeMap::new(), rec, until_ns, preemptors: 0 };
+        let begin_ns = now_ns();
+        let until_ns = begin_ns + opts.duration.as_nanos() as u64;
+        let mut cluster = Self {
+            opts,
+            runtime,
+            ensemble,
+            instances,
+            clients: BTreeMap::new(),
+            rec,
+            until_ns,
+            begin_ns,
+            preemptors: 0,
+        };
+        cluster.rec.record(&Event::Run { t: begin_ns, phase: "begin".into() });
         let mut rng = Rng::new(cluster.opts.seed);
         for i in 0..cluster.opts.candidates {
             let ttl = rng.range(1000, 3000);
@@ -250,9 +255,9 @@ impl Cluster {
         println!("zkcoord-chaos: +{:>6.1}s {phase:5} {kind} {target}", self.elapsed());
     }
 
+    /// Seconds since `begin`, as the checker's report counts.
     fn elapsed(&self) -> f64 {
-        let start = self.until_ns - self.opts.duration.as_nanos() as u64;
-        (now_ns() as f64 - start as f64) / 1e9
+        (now_ns() as f64 - self.begin_ns as f64) / 1e9
     }
 
     fn note(&self, what: String) {
@@ -462,6 +467,7 @@ impl Cluster {
 
     /// An admin client to the instances directly (not through the clients' proxies).
     fn admin(&self) -> Option<Client> {
+        let _entered = self.runtime.enter();
         Client::new(self.instances.iter().map(|i| i.addr.to_string())).ok()
     }
 

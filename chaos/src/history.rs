@@ -35,7 +35,8 @@ pub enum Event {
     /// A fault began (`start`) or was healed (`heal`); `target` names what it hit (e.g.
     /// `zkcoord-1`, `zk-2`, `cand-0`, `lock-3->zkcoord-1`).
     Fault { t: u64, kind: String, target: String, phase: String },
-    /// The run: `start` (after warm-up), `quiet` (last fault healed), `end`.
+    /// The run: `begin` (clients started; reports count from here), `start` (warm-up over,
+    /// faults begin), `quiet` (last fault healed), `end`.
     Run { t: u64, phase: String },
 }
 

@@ -142,14 +142,7 @@ fn main() -> ExitCode {
                 Ok((check::check(&events, &accepted, check::Bounds::default()), events))
             });
             report.map(|(report, events)| {
-                let t0 = events
-                    .iter()
-                    .find_map(|e| match e {
-                        history::Event::Run { t, phase } if phase == "start" => Some(*t),
-                        _ => None,
-                    })
-                    .unwrap_or(0);
-                println!("{}", report.render(t0));
+                println!("{}", report.render(check::origin(&events)));
                 report.ok()
             })
         }
