@@ -232,7 +232,7 @@ impl Cluster {
             .args(["--name", name, "--dir"])
             .arg(&self.opts.dir)
             .args(["--endpoints", &endpoints.join(",")])
-            .args(["--seed", &(self.opts.seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9)).to_string()])
+            .args(["--seed", &(self.opts.seed ^ fnv1a(name)).to_string()])
             .args(["--until-ns", &self.until_ns.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -537,4 +537,9 @@ impl Cluster {
             member.kill();
         }
     }
+}
+
+/// FNV-1a of `name`: each process's own seed from the run's.
+fn fnv1a(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }

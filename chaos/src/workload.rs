@@ -69,6 +69,16 @@ impl Ctx {
 
     /// Runs `call` with a deadline of `deadline + HANG_MARGIN` and records how it ended.
     async fn call<T>(&self, rpc: &str, deadline: Duration, call: impl Future<Output = Result<T, Error>>) -> Option<T> {
+        self.call_coded(rpc, deadline, call).await.ok()
+    }
+
+    /// [`Ctx::call`], with the code it ended with on failure.
+    async fn call_coded<T>(
+        &self,
+        rpc: &str,
+        deadline: Duration,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, String> {
         let t0 = now_ns();
         let outcome = timeout(deadline + HANG_MARGIN, call).await;
         let (code, message, value) = match outcome {
@@ -82,11 +92,11 @@ impl Ctx {
             t1: now_ns(),
             owner: self.name.clone(),
             rpc: rpc.to_owned(),
-            code,
+            code: code.clone(),
             message,
             deadline_ms: deadline.as_millis() as u64,
         });
-        value
+        value.ok_or(code)
     }
 
     fn status(&self, what: String) {
@@ -312,14 +322,33 @@ pub async fn locker(common: Common, ttl: Duration) -> std::io::Result<()> {
         };
         let options = if exclusive { LockOptions::exclusive(keys.clone()) } else { LockOptions::shared(keys.clone()) };
         let rpc = if exclusive { "Lock.Lock(exclusive)" } else { "Lock.Lock(shared)" };
-        let Some(guard) =
-            ctx.call(rpc, LOCK_WAIT, LockGuard::acquire(&client, held_lease, options.timeout(LOCK_WAIT))).await
-        else {
-            sleep(Duration::from_millis(rng.range(5, 50))).await;
-            continue;
+        let acquire = LockGuard::acquire(&client, held_lease, options.timeout(LOCK_WAIT));
+        let guard = match ctx.call_coded(rpc, LOCK_WAIT, acquire).await {
+            Ok(guard) => guard,
+            Err(code) => {
+                if !matches!(code.as_str(), "DeadlineExceeded" | "NotFound" | "PermissionDenied") {
+                    // The README's rule: a failed Lock may have been served (held or queued)
+                    // by an instance that died mid-call. This client cleans up by ending the
+                    // lease, which releases everything bound to it.
+                    ctx.status(format!("ending the lease after an uncertain Lock ({code})"));
+                    if let Some(lease) = lease.take() {
+                        ctx.call("Lease.Revoke", CALL_DEADLINE, lease.revoke()).await;
+                    }
+                }
+                sleep(Duration::from_millis(rng.range(5, 50))).await;
+                continue;
+            }
         };
         hold(&ctx, &mut rng, held_lease, &guard, exclusive).await;
-        ctx.call("Lock.Unlock", CALL_DEADLINE, guard.unlock()).await;
+        if let Err(code) = ctx.call_coded("Lock.Unlock", CALL_DEADLINE, guard.unlock()).await
+            && code != "NotFound"
+        {
+            // The hold may still be there: it ends with the lease.
+            ctx.status(format!("ending the lease after a failed Unlock ({code})"));
+            if let Some(lease) = lease.take() {
+                ctx.call("Lease.Revoke", CALL_DEADLINE, lease.revoke()).await;
+            }
+        }
         sleep(Duration::from_millis(rng.range(0, 10))).await;
     }
     if let Some(lease) = lease {
