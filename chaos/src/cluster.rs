@@ -111,6 +111,8 @@ impl Instance {
 /// A client process (candidate, locker, preempting candidate).
 struct ClientProc {
     child: Child,
+    /// The instance (and, for instances, the ZooKeeper member) it starts on.
+    home: usize,
     /// Its links to the instances, by instance index.
     links: Vec<Proxy>,
 }
@@ -241,7 +243,7 @@ impl Cluster {
             cmd.arg("--broken");
         }
         let child = procs::spawn(cmd)?;
-        self.clients.insert(name.to_owned(), ClientProc { child, links });
+        self.clients.insert(name.to_owned(), ClientProc { child, home: index % 3, links });
         Ok(())
     }
 
@@ -295,7 +297,7 @@ impl Cluster {
         let mut pick = Rng::new(p.pick);
         match kind {
             FaultKind::InstanceKill => {
-                let k = pick.below(self.instances.len());
+                let k = self.near_leader(&mut pick).unwrap_or_else(|| pick.below(self.instances.len()));
                 let target = self.instances[k].name.clone();
                 self.fault(kind, &target, "start");
                 if let Some(mut child) = self.instances[k].child.take() {
@@ -316,7 +318,7 @@ impl Cluster {
                 self.fault(kind, &target, "heal");
             }
             FaultKind::InstanceFreeze => {
-                let k = pick.below(self.instances.len());
+                let k = self.near_leader(&mut pick).unwrap_or_else(|| pick.below(self.instances.len()));
                 let target = self.instances[k].name.clone();
                 let pid = self.instances[k].pid();
                 self.fault(kind, &target, "start");
@@ -326,7 +328,7 @@ impl Cluster {
                 self.fault(kind, &target, "heal");
             }
             FaultKind::InstanceZkCut => {
-                let k = pick.below(self.instances.len());
+                let k = self.near_leader(&mut pick).unwrap_or_else(|| pick.below(self.instances.len()));
                 let target = self.instances[k].name.clone();
                 self.fault(kind, &target, "start");
                 self.instances[k].zk_links.iter().for_each(|l| l.stall(Direction::Both));
@@ -375,7 +377,11 @@ impl Cluster {
                 self.fault(kind, &target, "heal");
             }
             FaultKind::ZkFollowerIsolate => {
-                let Some(m) = self.zk_member("follower", &mut pick) else {
+                // Mostly the member the leader's instance prefers, when it is a follower.
+                let preferred = self
+                    .near_leader(&mut pick)
+                    .filter(|&k| self.ensemble.members[k].mode().as_deref() == Some("follower"));
+                let Some(m) = preferred.or_else(|| self.zk_member("follower", &mut pick)) else {
                     self.note(format!("{kind}: no follower found; skipped"));
                     return Ok(());
                 };
@@ -455,6 +461,15 @@ impl Cluster {
             false,
         )?;
         Ok(name)
+    }
+
+    /// Half the time, the instance the current leader's client starts on (likely the one
+    /// holding its Campaign stream; instance k also prefers ZooKeeper member k).
+    fn near_leader(&self, pick: &mut Rng) -> Option<usize> {
+        if !pick.chance(50) {
+            return None;
+        }
+        self.leader().and_then(|l| self.clients.get(&l)).map(|c| c.home)
     }
 
     /// The index of a ZooKeeper member in `mode` (`leader`, `follower`).
