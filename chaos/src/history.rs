@@ -18,8 +18,9 @@ pub const ELECTION: &str = "election";
 #[serde(tag = "ev", rename_all = "snake_case")]
 pub enum Event {
     /// A passing check: `owner` may act on `res` as hold `hold` (a term, a lock handle) with
-    /// `token`, until `until`. Recorded at the first check of a hold and whenever `until`
-    /// moved.
+    /// `token`, until `until`. Candidates record every passing check; lockers the first one
+    /// of a hold and each one whose `until` moved (the checker needs only the first check,
+    /// the last `until` and the stop).
     Cert { t: u64, until: u64, owner: String, res: String, hold: String, token: u64, exclusive: bool },
     /// `owner` decided to stop acting on `res` as `hold` (a failed check, an unlock, the end).
     Stop { t: u64, owner: String, res: String, hold: String },
