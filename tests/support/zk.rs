@@ -229,6 +229,11 @@ impl Ensemble {
     /// binds them), the others' entries are the ports of its proxies to them. ZooKeeper 3.8
     /// accepts such differing static configs with `reconfigEnabled=false` (the config version
     /// stays 0, nothing is rewritten).
+    ///
+    /// Caveat: a lower-id member that accepts an election connection from a higher-id one
+    /// closes it and dials back the election address the other announced (its real port), so
+    /// some election traffic bypasses the proxies. The quorum (data) links do not: an isolated
+    /// follower cannot sync with the leader.
     pub fn start_with_quorum_proxies(n: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut ensemble = Self::start_in(dir.path(), n, true);
