@@ -7,6 +7,7 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use tokio::{
@@ -49,6 +50,14 @@ impl Proxy {
     /// Starts forwarding to `target` on `runtime` (callable outside any runtime, e.g. from a
     /// thread that then blocks: the proxy keeps working as long as `runtime` runs).
     pub fn start_on(runtime: &Handle, target: SocketAddr) -> Self {
+        Self::start_patient(runtime, target, Duration::ZERO)
+    }
+
+    /// [`Proxy::start_on`], retrying the connection to `target` for up to `patience` when it is
+    /// refused (the accepted connection waits meanwhile). A proxy accepts at once, so without
+    /// patience a peer that is about to listen (a freshly elected ZooKeeper leader) looks like
+    /// an established connection that is reset at once, not like a refused one to retry.
+    pub fn start_patient(runtime: &Handle, target: SocketAddr, patience: Duration) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         listener.set_nonblocking(true).expect("nonblocking proxy listener");
         let addr = listener.local_addr().expect("proxy addr");
@@ -62,7 +71,16 @@ impl Proxy {
             while let Ok((inbound, _)) = listener.accept().await {
                 let (up, down) = (up_rx.clone(), down_rx.clone());
                 let task = tokio::spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(target).await else { return };
+                    let deadline = tokio::time::Instant::now() + patience;
+                    let outbound = loop {
+                        match TcpStream::connect(target).await {
+                            Ok(outbound) => break outbound,
+                            Err(_) if tokio::time::Instant::now() < deadline => {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            Err(_) => return,
+                        }
+                    };
                     let _ = inbound.set_nodelay(true);
                     let _ = outbound.set_nodelay(true);
                     let (ri, wi) = inbound.into_split();

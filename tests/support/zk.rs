@@ -24,6 +24,10 @@ const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
 const SLF4J_JAR: &str = "/usr/share/java/slf4j-simple.jar";
 /// How long a server may take to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a quorum proxy retries a refused connection to a peer (see
+/// `Proxy::start_patient`): a follower connecting to a leader that is not listening yet waits
+/// instead of being reset and starting a new election.
+const PEER_PATIENCE: Duration = Duration::from_secs(2);
 /// ZooKeeper's tick: short, so that sessions as short as 400 ms can be negotiated in tests.
 pub const TICK_MS: u64 = 200;
 
@@ -268,10 +272,9 @@ impl Ensemble {
                 let mut row = Vec::new();
                 for (j, &(_, quorum_port, election_port)) in real.iter().enumerate() {
                     row.push((i != j).then(|| {
-                        [
-                            super::proxy::Proxy::start_on(&handle, ([127, 0, 0, 1], quorum_port).into()),
-                            super::proxy::Proxy::start_on(&handle, ([127, 0, 0, 1], election_port).into()),
-                        ]
+                        [quorum_port, election_port].map(|port| {
+                            super::proxy::Proxy::start_patient(&handle, ([127, 0, 0, 1], port).into(), PEER_PATIENCE)
+                        })
                     }));
                 }
                 quorum.push(row);
