@@ -20,10 +20,11 @@ const CI_SEED: u64 = 20_261_202;
 // (chaos/README.md, "Findings on today's tree"):
 // - transfer-while-paused, preempt-while-paused: overlap (the new leader acts while the paused
 //   old leader's last confirmed heartbeat is still valid);
-// - zk-leader-kill, zk-follower-kill, zk-follower-isolate, instance-zk-cut, instance-freeze:
-//   Lock / Unlock end INTERNAL ("zookeeper error: no response from connection in 800ms" is
-//   not mapped to UNAVAILABLE).
-const CI_FAULTS: &str = "instance-kill,client-pause,client-link-stall,transfer,preempt,health-flip";
+// - zk-follower-isolate, instance-zk-cut, instance-freeze: Lock / Unlock / Revoke end
+//   INTERNAL ("zookeeper error: no response from connection in 800ms" is not mapped to
+//   UNAVAILABLE).
+const CI_FAULTS: &str =
+    "instance-kill,client-pause,client-link-stall,zk-leader-kill,zk-follower-kill,transfer,preempt,health-flip";
 
 fn chaos() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_zkcoord-chaos"))
