@@ -114,6 +114,10 @@ impl Report {
                 let _ = writeln!(out, "first [{}] at +{:.3}s: {}", v.kind, rel(v.t, t0), v.what);
             }
         }
+        let _ = writeln!(out, "all violations (at most 20):");
+        for v in self.violations.iter().take(20) {
+            let _ = writeln!(out, "  +{:.3}s [{}] {}", rel(v.t, t0), v.kind, v.what);
+        }
         let _ = writeln!(out, "context of the first violation:\n{}", self.context);
         out
     }
