@@ -1,6 +1,8 @@
 //! Real ZooKeeper servers for tests, started from the Debian `zookeeper` package's jars as
 //! child processes on free loopback ports: standalone or a 3-node ensemble, with kill -9 and
-//! restart of any member by PID.
+//! restart of any member by PID, and optionally quorum links through pausable proxies
+//! ([`Ensemble::start_with_quorum_proxies`]) so that one member can be cut off from its peers
+//! while its clients stay connected to it.
 
 #![allow(unsafe_code)] // prctl(PR_SET_PDEATHSIG) in pre_exec, so no JVM outlives its test.
 
@@ -11,7 +13,7 @@ use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::OnceLock,
+    sync::{OnceLock, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -22,6 +24,10 @@ const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
 const SLF4J_JAR: &str = "/usr/share/java/slf4j-simple.jar";
 /// How long a server may take to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a quorum proxy retries a refused connection to a peer (see
+/// `Proxy::start_patient`): a follower connecting to a leader that is not listening yet waits
+/// instead of being reset and starting a new election.
+const PEER_PATIENCE: Duration = Duration::from_secs(2);
 /// ZooKeeper's tick: short, so that sessions as short as 400 ms can be negotiated in tests.
 pub const TICK_MS: u64 = 200;
 
@@ -57,6 +63,11 @@ fn config_text(data_dir: &Path, port: u16, peers: &[(u32, u16, u16)]) -> String 
 }
 
 impl ZkServer {
+    /// The server's directory (its `zoo.cfg`, `zk.log` and `data/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn prepare(dir: PathBuf, id: u32, port: u16, peers: &[(u32, u16, u16)]) -> Self {
         let data = dir.join("data");
         fs::create_dir_all(&data).expect("create data dir");
@@ -197,21 +208,125 @@ impl Standalone {
 #[derive(Debug)]
 pub struct Ensemble {
     pub members: Vec<ZkServer>,
-    _dir: tempfile::TempDir,
+    /// `quorum[i][j]`: the quorum and election proxies member `i + 1` reaches member `j + 1`
+    /// through (empty without quorum proxies; `None` on the diagonal).
+    quorum: Vec<Vec<Option<[super::proxy::Proxy; 2]>>>,
+    /// Keeps the runtime the quorum proxies run on alive (it stops when this is dropped).
+    _proxy_runtime: Option<mpsc::Sender<()>>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Ensemble {
     /// Starts `n` members and waits until all serve.
     pub fn start(n: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut ensemble = Self::start_in(dir.path(), n, false);
+        ensemble._dir = Some(dir);
+        ensemble
+    }
+
+    /// Starts `n` members whose quorum and election links all go through proxies (one per
+    /// ordered pair of members), so [`Ensemble::isolate`] can cut one member off from its
+    /// peers while its client port stays open. Waits until all serve.
+    ///
+    /// Each member gets its own `zoo.cfg`: its own `server.i` entry has its real ports (it
+    /// binds them), the others' entries are the ports of its proxies to them. ZooKeeper 3.8
+    /// accepts such differing static configs with `reconfigEnabled=false` (the config version
+    /// stays 0, nothing is rewritten).
+    ///
+    /// Caveat: a lower-id member that accepts an election connection from a higher-id one
+    /// closes it and dials back the election address the other announced (its real port), so
+    /// some election traffic bypasses the proxies. The quorum (data) links do not: an isolated
+    /// follower cannot sync with the leader.
+    pub fn start_with_quorum_proxies(n: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ensemble = Self::start_in(dir.path(), n, true);
+        ensemble._dir = Some(dir);
+        ensemble
+    }
+
+    /// [`Ensemble::start`] or [`Ensemble::start_with_quorum_proxies`] in `dir` (kept after
+    /// the ensemble is dropped, e.g. for its logs).
+    pub fn start_in(dir: &Path, n: usize, quorum_proxies: bool) -> Self {
         let ports = free_ports(3 * n);
-        let peers: Vec<(u32, u16, u16)> = (0..n).map(|i| (i as u32 + 1, ports[3 * i + 1], ports[3 * i + 2])).collect();
-        let mut members: Vec<ZkServer> = (0..n)
-            .map(|i| ZkServer::prepare(dir.path().join(format!("zk{}", i + 1)), i as u32 + 1, ports[3 * i], &peers))
-            .collect();
+        let real: Vec<(u32, u16, u16)> = (0..n).map(|i| (i as u32 + 1, ports[3 * i + 1], ports[3 * i + 2])).collect();
+        let mut quorum = Vec::new();
+        let mut proxy_runtime = None;
+        let mut members: Vec<ZkServer> = Vec::new();
+        if quorum_proxies {
+            let (stop_tx, stop_rx) = mpsc::channel::<()>();
+            let (handle_tx, handle_rx) = mpsc::channel();
+            thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the quorum proxies");
+                handle_tx.send(runtime.handle().clone()).expect("hand over the proxy runtime");
+                // Runs the proxies until the ensemble is dropped (the sender goes away).
+                runtime.block_on(async move {
+                    let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                });
+            });
+            let handle = handle_rx.recv().expect("the proxy runtime started");
+            for i in 0..n {
+                let mut row = Vec::new();
+                for (j, &(_, quorum_port, election_port)) in real.iter().enumerate() {
+                    row.push((i != j).then(|| {
+                        [quorum_port, election_port].map(|port| {
+                            super::proxy::Proxy::start_patient(&handle, ([127, 0, 0, 1], port).into(), PEER_PATIENCE)
+                        })
+                    }));
+                }
+                quorum.push(row);
+            }
+            proxy_runtime = Some(stop_tx);
+        }
+        for i in 0..n {
+            let peers: Vec<(u32, u16, u16)> = real
+                .iter()
+                .enumerate()
+                .map(|(j, &(id, q, e))| {
+                    match quorum.get(i).and_then(|row: &Vec<Option<[super::proxy::Proxy; 2]>>| row[j].as_ref()) {
+                        Some([qp, ep]) => (id, qp.addr.port(), ep.addr.port()),
+                        None => (id, q, e),
+                    }
+                })
+                .collect();
+            members.push(ZkServer::prepare(dir.join(format!("zk{}", i + 1)), i as u32 + 1, ports[3 * i], &peers));
+        }
         members.iter_mut().for_each(ZkServer::spawn);
         members.iter_mut().for_each(ZkServer::wait_serving);
-        Self { members, _dir: dir }
+        Self { members, quorum, _proxy_runtime: proxy_runtime, _dir: None }
+    }
+
+    /// The proxies on every quorum and election link to or from member index `member`.
+    fn links_of(&self, member: usize) -> impl Iterator<Item = &super::proxy::Proxy> {
+        assert!(!self.quorum.is_empty(), "isolate/heal need Ensemble::start_with_quorum_proxies");
+        self.quorum.iter().enumerate().flat_map(move |(i, row)| {
+            row.iter()
+                .enumerate()
+                .filter(move |(j, _)| i == member || *j == member)
+                .filter_map(|(_, pair)| pair.as_ref())
+                .flatten()
+        })
+    }
+
+    /// Cuts member index `member` off from its peers: every quorum and election link to or
+    /// from it stalls silently (nothing is closed). Its client port stays open: it keeps
+    /// clients connected until it notices it lost the quorum (`syncLimit` ticks), then stops
+    /// serving (`srvr` says it is not serving requests) and looks for a leader it cannot reach.
+    pub fn isolate(&self, member: usize) {
+        self.links_of(member).for_each(|p| p.stall(super::proxy::Direction::Both));
+    }
+
+    /// Reconnects member index `member` to its peers (undoes [`Ensemble::isolate`]).
+    pub fn heal(&self, member: usize) {
+        self.links_of(member).for_each(super::proxy::Proxy::resume);
+    }
+
+    /// Whether member index `member` is isolated.
+    pub fn is_isolated(&self, member: usize) -> bool {
+        self.links_of(member).any(super::proxy::Proxy::is_stalled)
     }
 
     /// The connect string of all members (no chroot).
