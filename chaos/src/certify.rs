@@ -1,14 +1,11 @@
 //! "May I act now, with which token, until when": the one place the workload decides whether
-//! it is owner. Everything else (recording, writing to the store) follows this decision, so
-//! switching to the client's coming API (issue 12: `LeaderElector::leadership()`,
-//! `LockGuard::valid_until()`, `LeaseKeeper::valid_until()`) is an edit of this module only.
+//! it is owner. Everything else (recording, writing to the store) follows this decision.
 //!
-//! Today's rule (README, *Rules a candidate must follow* / *a lock holder*): act as leader
-//! only while the Campaign stream says ELECTED and the lease is confirmed, trusting a
-//! confirmed heartbeat until its send time + ttl; act on a lock hold only while its lease is
-//! confirmed. `LeaderElector::leading()` is `Some` only while the stream says ELECTED and the
-//! lease is confirmed; `LeaseStatus::Confirmed { until }` is the send time of the last
-//! confirmed heartbeat + ttl.
+//! The client rule (README, *The client rule*): act as owner only while the lease's last
+//! confirmed heartbeat covered it, until that heartbeat's send time + ttl.
+//! `LeaderElector::leadership()` is that for a leadership (listed by the last confirmed
+//! answer), `LockGuard::valid_until()` for a lock hold (covered by every confirmed heartbeat
+//! of its lease).
 //!
 //! The broken mode (`--broken`, for testing the checker) ignores validity: once certified, it
 //! keeps certifying until `grace` past the last real confirmation's end.
@@ -16,7 +13,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use zkcoord_client::{LeaderElector, LeaseKeeper, LeaseStatus, LockGuard};
+use zkcoord_client::{LeaderElector, LeaseKeeper, LockGuard};
 
 /// A passing check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,10 +49,13 @@ impl Certifier {
     /// Whether this candidate may act as leader now.
     pub fn leadership(&mut self, lease: &LeaseKeeper, elector: &LeaderElector) -> Option<Certificate> {
         let now = Instant::now();
-        let honest = match (elector.leading(), confirmed_until(lease, now)) {
-            (Some((term, token)), Some(until)) => Some(Certificate { term, token, checked: now, valid_until: until }),
-            _ => None,
-        };
+        let _ = lease; // the elector applies the lease's heartbeats itself
+        let honest = elector.leadership().map(|leadership| Certificate {
+            term: leadership.term,
+            token: leadership.fencing_token,
+            checked: now,
+            valid_until: leadership.valid_until,
+        });
         self.apply(now, honest)
     }
 
@@ -64,8 +64,8 @@ impl Certifier {
     pub fn hold(&mut self, lease: &LeaseKeeper, guard: &LockGuard) -> Option<Certificate> {
         let now = Instant::now();
         let token = guard.tokens().values().next().copied().unwrap_or_default();
-        let honest =
-            confirmed_until(lease, now).map(|until| Certificate { term: 0, token, checked: now, valid_until: until });
+        let _ = lease; // the guard follows its lease's heartbeats itself
+        let honest = guard.valid_until().map(|until| Certificate { term: 0, token, checked: now, valid_until: until });
         self.apply(now, honest)
     }
 
@@ -85,13 +85,5 @@ impl Certifier {
             }
             _ => None,
         }
-    }
-}
-
-/// The end of the lease's confirmation, if it is confirmed now.
-fn confirmed_until(lease: &LeaseKeeper, now: Instant) -> Option<Instant> {
-    match lease.status() {
-        LeaseStatus::Confirmed { until } if now < until => Some(until),
-        _ => None,
     }
 }
