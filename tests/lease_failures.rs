@@ -451,3 +451,65 @@ async fn an_old_attachment_never_expires_a_lease_its_instance_claimed_again() {
     assert!(raw.check_stat(&path).await.unwrap().is_some(), "the old attachment deleted the newer attachment's lease");
     a.shutdown().await;
 }
+
+/// An instance connected to a ZooKeeper follower that is cut off from its quorum peers keeps
+/// a connected socket — the follower answers pings and reads for `syncLimit` ticks — while the
+/// ZooKeeper leader expires the instance's session and another instance's janitor ends its
+/// leases. The instance must stop confirming at once (no `sync` completes), so that the client,
+/// trusting its last confirmed heartbeat until send time + ttl, never trusts a lease that is
+/// being expired. (Before session proofs it kept confirming until the follower gave up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_on_a_follower_cut_off_from_its_quorum_confirms_nothing() {
+    let ensemble = Ensemble::start_with_quorum_proxies(3);
+    let follower = ensemble.follower();
+    let others: Vec<usize> = (0..3).filter(|&i| i != follower).collect();
+    let ns = support::namespace("isolated-follower");
+    // The janitor sorts first (it is the janitor while the cut-off instance is registered) and
+    // talks to the majority; the cut-off instance talks to the follower only, with a session
+    // shorter than the follower's syncLimit × tickTime (2 s), as in many deployments.
+    let majority = format!("{},{}", ensemble.members[others[0]].address(), ensemble.members[others[1]].address());
+    let janitor = zkcoord::server::start(zkcoord::config::Config {
+        instance_id: "a-janitor".into(),
+        ..support::test_config(&majority, &ns)
+    })
+    .await
+    .unwrap();
+    janitor.session().wait_connected(Duration::from_secs(30)).await.unwrap();
+    let mut config = support::test_config(&ensemble.members[follower].address(), &ns);
+    config.instance_id = "b-cut-off".into();
+    config.zookeeper.session_timeout = Duration::from_millis(1000);
+    let cut_off = zkcoord::server::start(config).await.unwrap();
+    cut_off.session().wait_connected(Duration::from_secs(30)).await.unwrap();
+    let ttl = Duration::from_secs(2);
+    // A stubborn client: it only ever talks to the cut-off instance.
+    let keeper = Keeper::start(vec![cut_off.addr()], ttl, Duration::from_millis(100), None).await;
+    support::eventually(Duration::from_secs(10), "heartbeats are confirmed", || async {
+        keeper.beats().iter().filter(|beat| beat.confirmed).count() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the janitor has read the registration
+
+    ensemble.isolate(follower);
+    let cut = Instant::now();
+    let on_janitor = support::channel(janitor.addr()).await;
+    let (last_seen, gone) = wait_gone(&on_janitor, keeper.id, Duration::from_secs(30)).await;
+    let beats = keeper.beats();
+    let last_confirmed = beats.iter().rev().find(|beat| beat.confirmed).unwrap().sent;
+    println!(
+        "cut at 0; last confirmed heartbeat sent at {:?}; believed until {:?}; lease last seen at {:?}, gone at {:?}",
+        last_confirmed.saturating_duration_since(cut),
+        (last_confirmed + ttl).saturating_duration_since(cut),
+        last_seen - cut,
+        gone - cut
+    );
+    assert!(last_confirmed + ttl < last_seen, "the client trusted its lease after it may have been expired");
+    assert!(
+        last_confirmed < cut + Duration::from_millis(600),
+        "the cut-off instance kept confirming {:?} after the cut",
+        last_confirmed.saturating_duration_since(cut)
+    );
+    ensemble.heal(follower);
+    drop(keeper);
+    cut_off.shutdown().await;
+    janitor.shutdown().await;
+}

@@ -595,12 +595,8 @@ pub async fn transfer(bench: &Bench, n: usize) -> Result<Row> {
         let mut elections = ElectionClient::new(channel.clone());
         let start = Instant::now();
         let transfer = async {
-            let request = pb::TransferRequest {
-                election: election.into(),
-                target_candidate_id: target,
-                from: None,
-                term: 0,
-            };
+            let request =
+                pb::TransferRequest { election: election.into(), target_candidate_id: target, from: None, term: 0 };
             elections.transfer(request).await.map_err(ctx("transfer"))
         };
         let acknowledge = async {
@@ -613,8 +609,11 @@ pub async fn transfer(bench: &Bench, n: usize) -> Result<Row> {
                 }
             }
         };
-        let (transferred, acknowledged, elected) =
-            tokio::join!(transfer, within("zkcoord acknowledged", acknowledge), within("zkcoord elected", new.wait_elected()));
+        let (transferred, acknowledged, elected) = tokio::join!(
+            transfer,
+            within("zkcoord acknowledged", acknowledge),
+            within("zkcoord elected", new.wait_elected())
+        );
         transferred?;
         acknowledged?;
         let (at, _) = elected?;
