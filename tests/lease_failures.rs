@@ -513,3 +513,41 @@ async fn an_instance_on_a_follower_cut_off_from_its_quorum_confirms_nothing() {
     cut_off.shutdown().await;
     janitor.shutdown().await;
 }
+
+/// A lease too large for one deletion transaction is first marked `ending`, then released in
+/// batches (its lock holds may already be granted to others). Its home must never confirm it
+/// again once it sees the mark — not revive it, not write health into it — and its stream ends
+/// NOT_FOUND.
+#[tokio::test]
+async fn the_home_never_confirms_a_lease_marked_ending() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("ending");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let ttl = Duration::from_secs(3);
+    let keeper = Keeper::start(vec![a.addr()], ttl, Duration::from_millis(100), None).await;
+    support::eventually(Duration::from_secs(10), "heartbeats are confirmed", || async {
+        keeper.beats().iter().any(|beat| beat.confirmed)
+    })
+    .await;
+
+    // What `zkops::delete_lease` does first for a large lease (here written directly).
+    let raw = support::zk_client(&zk.hosts()).await.chroot(ns.as_str()).unwrap();
+    let path = zkcoord::zk::layout::lease(keeper.id);
+    let (data, stat) = raw.get_data(&path).await.unwrap();
+    let mut record: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    record["ending"] = true.into();
+    raw.set_data(&path, &serde_json::to_vec(&record).unwrap(), Some(stat.version)).await.unwrap();
+    let marked = Instant::now();
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let beats = keeper.beats();
+    // One answer may have been on its way when the mark landed.
+    let late: Vec<_> = beats.iter().filter(|b| b.confirmed && b.sent > marked + Duration::from_millis(300)).collect();
+    assert!(late.is_empty(), "heartbeats confirmed after the lease was marked ending: {late:?}");
+    assert!(keeper.log.lock().unwrap().lost, "the stream ends NOT_FOUND");
+    let (after, after_stat) = raw.get_data(&path).await.unwrap();
+    assert_eq!(after_stat.version, stat.version + 1, "the home wrote into an ending record");
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&after).unwrap()["ending"], true);
+    drop(keeper);
+    a.shutdown().await;
+}
