@@ -233,11 +233,13 @@ async fn an_elector_never_replaces_a_leader_it_has_not_listed_yet() {
         current.deposed = None;
         let candidacy = CandidateRecord { lease_id: second.id, priority: 5, value_hex: String::new(), stream: None };
         let persistent = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+        // The record first: its watch event reaches this instance before the candidates
+        // directory's, so it reads a record naming a candidate it has not listed.
         let mut multi = zk_client.new_multi_writer();
+        multi.add_set_data(&election_path, &record::encode(&current), Some(stat.version)).unwrap();
         multi.add_create(&layout::candidate(&name, &candidate), &record::encode(&candidacy), &persistent).unwrap();
         let binding = format!("{}/{}", layout::lease(second.id), layout::candidacy_binding(&name, &candidate));
         multi.add_create(&binding, &[], &persistent).unwrap();
-        multi.add_set_data(&election_path, &record::encode(&current), Some(stat.version)).unwrap();
         multi.commit().await.unwrap();
         let written_term = current.term;
         tokio::time::sleep(Duration::from_millis(300)).await;
