@@ -340,14 +340,19 @@ impl Task {
                 Err(err) => return Err(err.into()),
             }
         }
-        // A record naming a leader (or deposed leader) this task has not listed is newer than
-        // its candidate list: list again rather than take "not listed" for "its candidacy
-        // ended" (which would elect someone else while it leads).
+        // A record naming a leader (or deposed leader) this task has not listed may be newer
+        // than its candidate list: list again rather than take "not listed" for "its candidacy
+        // ended" (which would elect someone else while it leads). Only when the listing is older
+        // than the record: a candidacy named by a record existed when the record was written
+        // (Elect checks it in the same transaction), so a listing whose last child change
+        // (`pzxid`) is at or after the record's write, and lacks it, saw it end.
         let named = [
             state.record.leader.as_ref().map(|l| &l.candidate_id),
             state.record.deposed.as_ref().map(|d| &d.candidate_id),
         ];
-        let unknown_named = named.into_iter().flatten().any(|id| !cache.candidates.contains_key(id));
+        let record_zxid = i64::try_from(state.token).unwrap_or(i64::MAX);
+        let unknown_named = state.children_pzxid < record_zxid
+            && named.into_iter().flatten().any(|id| !cache.candidates.contains_key(id));
         if children_dirty || !previous.exists || unknown_named {
             let dir = layout::candidates(&self.name);
             let listed = if cache.pending.contains(&Fired::Children) {
