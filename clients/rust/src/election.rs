@@ -110,6 +110,9 @@ pub enum LeadershipEvent {
     },
 }
 
+/// How long past the lease's ttl a background acknowledgement keeps trying.
+const ACKNOWLEDGE_SLACK: Duration = Duration::from_secs(5);
+
 /// A leadership this candidate may act on, and until when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Leadership {
@@ -133,6 +136,8 @@ struct Shared {
     /// Terms up to this one were given up (deposed and acknowledged, or resigned): a late
     /// heartbeat answer listing one of them is not acted on.
     renounced: AtomicI64,
+    /// The lease's granted ttl.
+    ttl: Duration,
 }
 
 impl Shared {
@@ -216,6 +221,7 @@ impl LeaderElector {
             beats,
             lease: lease.watch(),
             renounced: AtomicI64::new(0),
+            ttl: lease.ttl(),
         });
         let (events_tx, events) = mpsc::unbounded_channel();
         let follow = Follow {
@@ -475,13 +481,31 @@ impl Follow {
 
     /// Tells zkcoord, in the background and retrying, that this candidate stopped leading
     /// `term` (Resign with `stay_candidate`).
+    /// Retried while no instance answers, until the lease's ttl + 5 s has passed (by then the
+    /// successor has been elected without it).
     fn acknowledge_in_background(&self, term: i64) {
         tracing::debug!(term, election = %self.shared.election, "acknowledging the end of a leadership");
         let client = self.client.clone();
         let key = self.key.clone();
+        let give_up = Instant::now() + self.shared.ttl + ACKNOWLEDGE_SLACK;
         tokio::spawn(async move {
-            if let Err(err) = acknowledge(&client, &key, term).await {
-                tracing::debug!(%err, term, "deposition not acknowledged; the successor waits for this term's validity to run out");
+            loop {
+                match acknowledge(&client, &key, term).await {
+                    Ok(()) => return,
+                    Err(err)
+                        if Instant::now() < give_up
+                            && matches!(
+                                err.code(),
+                                Some(tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded)
+                            ) =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(err) => {
+                        tracing::debug!(%err, term, "deposition not acknowledged; the successor waits for this term's validity to run out");
+                        return;
+                    }
+                }
             }
         });
     }
