@@ -178,10 +178,10 @@ impl LeaseService {
         let ack = lease.heartbeat(&health_from_pb(request.health.as_ref()), proof)?;
         // An answer that cannot tell whether the lease leads a named election is not confirmed:
         // "confirmed, not listed" must mean "proven not the leader".
-        let leaderships = match (ack.confirmed, elections.is_empty()) {
-            (false, _) => None,
-            (true, true) => Some(Vec::new()),
-            (true, false) => tenant.elections.leaderships(lease.id, &elections).await,
+        let leaderships = match proof.filter(|_| ack.confirmed) {
+            None => None,
+            Some(_) if elections.is_empty() => Some(Vec::new()),
+            Some(proof) => tenant.elections.leaderships(lease.id, &elections, proof).await,
         };
         let confirmed = leaderships.is_some();
         if confirmed {

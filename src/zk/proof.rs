@@ -143,11 +143,6 @@ impl Proofs {
         *self.vouched.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A receiver that sees every new proof.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Proof>> {
-        self.latest.clone()
-    }
-
     /// The latest proof that counts on connection `generation()` (read anew at each
     /// check), waiting at most `timeout` for one: a request that arrives between two proofs,
     /// or just after a (re)connection, gets its answer from the next proof rather than an

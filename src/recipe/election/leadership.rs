@@ -94,15 +94,15 @@ impl Leaderships {
     }
 
     /// The leaderships of lease `lease_id` among `elections`, as this instance can prove them
-    /// now: `None` when it cannot tell for one of them (no valid session proof, a read
-    /// failed), so that an answer never says "not the leader" without knowing. Costs a
-    /// ZooKeeper read only for a view used for the first time or whose watch fired.
+    /// on `proof` (the session proof the heartbeat's answer stands on): `None` when it cannot
+    /// tell for one of them (a read failed, a view is not current within the proof's window),
+    /// so that an answer never says "not the leader" without knowing. Costs a ZooKeeper read
+    /// only for a view used for the first time or whose watch fired.
     ///
     /// # Cancellation safety
     /// Safe to cancel: a cancelled read leaves the view to be read again.
-    pub async fn of(&self, lease_id: i64, elections: &[Name]) -> Option<Vec<Leadership>> {
+    pub async fn of(&self, lease_id: i64, elections: &[Name], proof: Proof) -> Option<Vec<Leadership>> {
         let mut led = Vec::new();
-        let proof = self.session.proven()?;
         let client = self.session.client().ok()?;
         let window = proof.timing.window;
         for election in elections {

@@ -11,13 +11,12 @@
 //!   election runs one [`watch::ElectionWatch`] for it, which follows the election with O(1)
 //!   reads per change and acts as an elector (compare-and-set writes; losing races is fine).
 //! * A leader whose lease lives on (Transfer, preemption, health gating) is deposed in two
-//!   phases: the record first names it `deposed` with no leader; the instance holding its
-//!   Campaign stream tells it DEPOSED and only then elects the successor. When it has no live
-//!   stream host, any elector completes the deposition. So a new leader is announced ELECTED
-//!   only after the previous one was told DEPOSED, its stream is gone, or its lease ended.
-//! * When the instance holding a leader's Campaign stream loses ZooKeeper, it tells the leader
-//!   UNCONFIRMED at once; nobody else can be elected before that instance's session expires
-//!   (its registration is what keeps electors from completing a deposition without it).
+//!   phases: the record first names it `deposed` with no leader (the instance holding its
+//!   Campaign stream tells it DEPOSED); the successor is elected once it acknowledged
+//!   ([`Elections::step_down`]), its candidacy ended, or the deposition was seen for
+//!   [`watch::deposition_grace`] (its validity can no longer hold).
+//! * Who may act as leader is decided by the lease's heartbeat answers, which list only
+//!   leaderships proven current ([`leadership`]); Campaign streams only notify.
 
 pub mod leadership;
 pub mod record;
@@ -45,7 +44,7 @@ use crate::{
         lease::{self, secret},
     },
     validate::Name,
-    zk::{ZkSession, layout},
+    zk::{Proof, ZkSession, layout},
 };
 
 /// How long a call waits for an election's state to be read.
@@ -191,10 +190,10 @@ pub struct Campaign {
 
 impl Drop for Campaign {
     /// The candidacy outlives its stream. While it exists with its stream recorded here (and
-    /// no newer Campaign stream of it runs here), this instance keeps following the election:
-    /// should the candidacy lead and be deposed, this instance is the one elector that can see
-    /// that nobody is left to tell, and completes the deposition (see
-    /// `watch::Task::drive_sinks`); the others wait for it while it is registered.
+    /// no newer Campaign stream of it runs here), this instance keeps following the election,
+    /// so that at least one elector is there to complete a deposition of it once its grace
+    /// has run out (nobody will acknowledge it), even when no other instance follows the
+    /// election.
     fn drop(&mut self) {
         // This stream's own sink counts as gone from now on (see `has_sink` below).
         self.statuses.close();
@@ -337,14 +336,14 @@ impl Elections {
         Self { shared: Arc::new(Shared { session, me, shutdown, registry: Registry::default(), leaderships }) }
     }
 
-    /// The leaderships of lease `lease_id` among `elections` that this instance can prove now
-    /// (see [`leadership`]): what the lease's heartbeat answer lists; `None` when it cannot
-    /// tell (the answer is then not confirmed).
+    /// The leaderships of lease `lease_id` among `elections` that this instance can prove on
+    /// session proof `proof` (see [`leadership`]): what the lease's heartbeat answer lists;
+    /// `None` when it cannot tell (the answer is then not confirmed).
     ///
     /// # Cancellation safety
     /// Safe to cancel.
-    pub async fn leaderships(&self, lease_id: i64, elections: &[Name]) -> Option<Vec<Leadership>> {
-        self.shared.leaderships.of(lease_id, elections).await
+    pub async fn leaderships(&self, lease_id: i64, elections: &[Name], proof: Proof) -> Option<Vec<Leadership>> {
+        self.shared.leaderships.of(lease_id, elections, proof).await
     }
 
     /// The elections this instance follows now (because it serves a Campaign, Observe,

@@ -21,7 +21,8 @@ pub enum DeposeReason {
     Transferred,
 }
 
-/// A deposition in progress: the leader must be told DEPOSED before anyone is elected.
+/// A deposition in progress: the successor is elected once the deposed leader acknowledged,
+/// its candidacy ended, or its validity can no longer hold (see `watch::deposition_grace`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deposition {
     /// The deposed leader's candidate id.

@@ -271,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn a_deposition_completes_only_once_the_leader_was_told_or_cannot_be() {
+    fn a_deposition_completes_only_once_the_leaders_validity_is_over_or_it_is_gone() {
         let mut s = state(vec![candidate("a", 0, 1, OK), candidate("b", 1, 2, OK)], None, false);
         s.record.deposed = Some(Deposition {
             candidate_id: "a".into(),
@@ -279,10 +279,10 @@ mod tests {
             reason: DeposeReason::Transferred,
             target: Some("b".into()),
         });
-        assert_eq!(s.decide(|_| false), Decision::Nothing, "its stream host must tell it first");
+        assert_eq!(s.decide(|_| false), Decision::Nothing, "its validity may still hold");
         assert_eq!(s.decide(|_| true), Decision::Elect("b".into()));
         s.candidates.remove("a");
-        assert_eq!(s.decide(|_| false), Decision::Elect("b".into()), "a gone: nothing to tell");
+        assert_eq!(s.decide(|_| false), Decision::Elect("b".into()), "a gone: it cannot act");
     }
 
     #[test]

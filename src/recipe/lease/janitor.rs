@@ -17,8 +17,9 @@
 //! passed: it deletes `ttl + EXPIRY_MARGIN − lead` after it noticed. So when a node and the
 //! zkcoord instance beside it die together (a host crash), its lease ends about
 //! `ttl + 2·window + interval + EXPIRY_MARGIN` after the crash (plus ZooKeeper's tick rounding
-//! and the janitor's notification) instead of `S + ttl + EXPIRY_MARGIN`: with the default 6 s
-//! session and 1 s proof window, `ttl + 2.45 s` rather than `ttl + 6.2 s`. A home this janitor
+//! and the janitor's notification), but never before the session expired, instead of
+//! `S + ttl + EXPIRY_MARGIN`: with the default 4 s session and 1 s proof window,
+//! `max(4 s, ttl + 2.45 s)` rather than `ttl + 4.2 s`. A home this janitor
 //! never saw registered (it may have registered after the janitor listed the instances, and
 //! claimed the lease since) gets the full wait.
 

@@ -172,14 +172,9 @@ impl LocalLease {
         })
     }
 
-    /// Whether the lease is still within its ttl since the last heartbeat (or the grant or
-    /// claim) and not ended: past that it is dead for its owner, even before it is deleted.
-    pub fn is_alive(&self) -> bool {
-        if self.is_finished() {
-            return false;
-        }
-        let liveness = lock(&self.liveness);
-        !liveness.expiring && Instant::now() <= liveness.last_heartbeat + self.ttl
+    /// This attachment, on instance `me`.
+    pub(super) fn home<'a>(&self, me: &'a str) -> Home<'a> {
+        Home { me, attachment: self.attachment }
     }
 
     /// Time since the last heartbeat (or the grant or claim).
@@ -263,8 +258,9 @@ pub(super) async fn run(
             // Read before arming: if the connection changes meanwhile, this generation is
             // stale and confirms nothing.
             let generation = inner.session.status().generation();
-            let home = Home { me: &inner.me.name, attachment: lease.attachment };
-            match arm(home, &lease.health(), &client, &path, &mut version, &mut written_session).await {
+            match arm(lease.home(&inner.me.name), &lease.health(), &client, &path, &mut version, &mut written_session)
+                .await
+            {
                 Ok(Some(w)) => {
                     lease.set_confirmed(generation);
                     watcher = Some(Box::pin(w.changed()));
@@ -403,7 +399,7 @@ async fn write_health(inner: &Inner, lease: &LocalLease, path: &str, version: &m
         Err(_) => return retry().await,
     };
     let Ok(mut record) = LeaseRecord::decode(&data) else { return };
-    let home = Home { me: &inner.me.name, attachment: lease.attachment };
+    let home = lease.home(&inner.me.name);
     // Not ours any more (the watch handles that), or being deleted: a write would only make
     // the batched deletion start over.
     if !home.owns(&record) || record.ending {
@@ -430,7 +426,7 @@ async fn expire(inner: &Inner, lease: &LocalLease, path: &str, mut version: i32)
     // A negative version is one we never saw written (an ambiguous claim): look first, since
     // a delete with version -1 would delete any version — another home's live lease included.
     let mut known = version >= 0;
-    let home = Home { me: &inner.me.name, attachment: lease.attachment };
+    let home = lease.home(&inner.me.name);
     loop {
         if inner.shutdown.is_cancelled() {
             return Some(End::ShuttingDown);
