@@ -7,7 +7,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::lease::{Keeper, grant, lease_ref};
+use support::{
+    leader,
+    lease::{Keeper, grant, lease_ref},
+};
 use tonic::{Code, transport::Channel};
 use zkcoord::pb::v1::{self as pb, election_client::ElectionClient};
 
@@ -104,15 +107,6 @@ impl Candidate {
 async fn leased(channel: &Channel, owner: &str) -> (i64, String) {
     let granted = grant(channel, owner, Duration::from_secs(60)).await;
     (granted.lease_id, granted.secret)
-}
-
-async fn leader(channel: &Channel, election: &str) -> Option<pb::LeaderInfo> {
-    ElectionClient::new(channel.clone())
-        .leader(pb::LeaderRequest { election: election.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .leader
 }
 
 #[tokio::test]

@@ -14,8 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{ZkcoordProcess, lease::Keeper};
-use tonic::transport::Channel;
+use support::{ZkcoordProcess, leader, lease::Keeper, signal};
 use zkcoord::{
     pb::v1::{self as pb, election_client::ElectionClient},
     recipe::election::record::{self, CandidateRecord, ElectionRecord, LeaderRecord},
@@ -25,19 +24,6 @@ use zkcoord::{
 use zkcoord_client::{CampaignOptions, Client, LeaderElector, LeaseKeeper, LeaseOptions};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn signal(pid: u32, signal: &str) {
-    assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success(), "kill {signal} {pid}");
-}
-
-async fn leader(channel: &Channel, election: &str) -> Option<pb::LeaderInfo> {
-    ElectionClient::new(channel.clone())
-        .leader(pb::LeaderRequest { election: election.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .leader
-}
 
 /// `zkcoord campaign` as a separate process: a leader client that follows the rule.
 struct CampaignProcess(Child);

@@ -8,7 +8,6 @@ mod support;
 
 use std::{
     io::BufRead,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -17,6 +16,7 @@ use support::{
     lease::Keeper,
     owner::Owner,
     proxy::Proxy,
+    signal,
     zk::{Ensemble, Standalone},
 };
 use tonic::{Code, transport::Channel};
@@ -46,10 +46,6 @@ async fn wait_gone(channel: &Channel, id: i64, timeout: Duration) -> (Instant, I
         assert!(Instant::now() < deadline, "lease {id} still exists after {timeout:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-fn signal(pid: u32, signal: &str) {
-    assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success());
 }
 
 /// (a) An owner killed with SIGKILL: its lease ends within ttl + 500 ms, and not before its

@@ -5,10 +5,7 @@
 
 mod support;
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use support::{
     ZkcoordProcess,
@@ -16,15 +13,12 @@ use support::{
     lock::{EXCLUSIVE, Locker},
     owner::Owner,
     proxy::Proxy,
+    signal,
     zk::Ensemble,
 };
 use tonic::Code;
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn signal(pid: u32, signal: &str) {
-    assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success());
-}
 
 /// (d) The holder's client is SIGKILLed: its keys go to the next waiter within ttl + 500 ms.
 #[tokio::test]

@@ -211,3 +211,18 @@ impl Drop for ZkcoordProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Sends `signal` (e.g. `-STOP`, `-CONT`, `-KILL`) to process `pid` with `kill`.
+pub fn signal(pid: u32, signal: &str) {
+    assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success(), "kill {signal} {pid}");
+}
+
+/// The leader of `election` (default tenant) as the instance behind `channel` sees it.
+pub async fn leader(channel: &Channel, election: &str) -> Option<zkcoord::pb::v1::LeaderInfo> {
+    zkcoord::pb::v1::election_client::ElectionClient::new(channel.clone())
+        .leader(zkcoord::pb::v1::LeaderRequest { election: election.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .leader
+}
