@@ -7,6 +7,7 @@
 //! identity = "ledger-node-*"   # the client certificate's identity; a trailing * is a prefix
 //! elections = ["ledger-*"]     # elections it may Campaign, Proclaim, Resign and Transfer in
 //! locks = ["orders:*"]         # lock keys it may Lock and TryLock
+//! shard_groups = ["flows"]     # shard groups it may Join, Leave, Release, Watch, Drain, Undrain
 //! tenant = "ledger"            # optional: the tenant these names are in (default tenant if absent)
 //! ```
 //!
@@ -35,6 +36,8 @@ pub enum Resource {
     Election,
     /// A lock key.
     LockKey,
+    /// A shard group.
+    ShardGroup,
 }
 
 /// The rules of an `authz_file`.
@@ -52,6 +55,7 @@ struct Rule {
     identity: Pattern,
     elections: Vec<Pattern>,
     locks: Vec<Pattern>,
+    shard_groups: Vec<Pattern>,
     tenant: Option<String>,
 }
 
@@ -103,6 +107,8 @@ struct RawRule {
     elections: Vec<String>,
     #[serde(default)]
     locks: Vec<String>,
+    #[serde(default)]
+    shard_groups: Vec<String>,
     tenant: Option<String>,
 }
 
@@ -148,6 +154,7 @@ impl Authz {
                     identity: Pattern::parse(&raw.identity).map_err(|e| format!("allow[{i}].identity: {e}"))?,
                     elections: patterns("elections", raw.elections)?,
                     locks: patterns("locks", raw.locks)?,
+                    shard_groups: patterns("shard_groups", raw.shard_groups)?,
                     tenant: raw.tenant,
                 })
             })
@@ -201,6 +208,7 @@ impl Authz {
                 let patterns = match resource {
                     Resource::Election => &rule.elections,
                     Resource::LockKey => &rule.locks,
+                    Resource::ShardGroup => &rule.shard_groups,
                 };
                 patterns.iter().any(|p| p.matches(name))
             });

@@ -26,6 +26,9 @@ pub enum Error {
     /// The named lock handle does not exist (never issued or already released).
     #[error("lock handle not found")]
     HandleNotFound,
+    /// Something the call names does not exist (a shard group, a member). The message is fixed.
+    #[error("{0}")]
+    NotFound(&'static str),
     /// The lease secret does not match the lease.
     #[error("wrong lease secret")]
     WrongSecret,
@@ -111,7 +114,7 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = match &err {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::LeaseNotFound | Error::HandleNotFound => Code::NotFound,
+            Error::LeaseNotFound | Error::HandleNotFound | Error::NotFound(_) => Code::NotFound,
             Error::WrongSecret | Error::NotAuthorized { .. } | Error::TenantNotAllowed => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable | Error::ShuttingDown => Code::Unavailable,

@@ -11,14 +11,17 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::util::MapResponseLayer;
 
 use crate::{
-    api::{Context, election::ElectionService, lease::LeaseService, lock::LockService},
+    api::{Context, election::ElectionService, lease::LeaseService, lock::LockService, shards::ShardsService},
     authz::live::LiveAuthz,
     config::Config,
     limits,
     metrics::{self, Metrics, Sources, rpc_layer::RpcMetricsLayer},
     pb::{
         self,
-        v1::{election_server::ElectionServer, lease_server::LeaseServer, lock_server::LockServer},
+        v1::{
+            election_server::ElectionServer, lease_server::LeaseServer, lock_server::LockServer,
+            shards_server::ShardsServer,
+        },
     },
     recipe::{instance::Incarnation, lease::Leases},
     tenant::{Recipes, Tenants},
@@ -131,7 +134,8 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         .add_service(
             ElectionServer::new(ElectionService::new(ctx.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
         )
-        .add_service(LockServer::new(LockService::new(ctx)).max_decoding_message_size(MAX_REQUEST_BYTES));
+        .add_service(LockServer::new(LockService::new(ctx.clone())).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(ShardsServer::new(ShardsService::new(ctx)).max_decoding_message_size(MAX_REQUEST_BYTES));
     let stop = shutdown.clone();
     let server = match &tls {
         Some(tls) => {

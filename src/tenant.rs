@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::{Error, Result},
-    recipe::{election::Elections, instance::Incarnation, lease::Leases, lock::Locks},
+    recipe::{election::Elections, instance::Incarnation, lease::Leases, lock::Locks, shards::Shards},
     validate::Name,
     zk::ZkSession,
 };
@@ -38,6 +38,8 @@ pub struct Recipes {
     pub elections: Elections,
     /// Locks.
     pub locks: Locks,
+    /// Shard groups.
+    pub shards: Shards,
 }
 
 impl Recipes {
@@ -51,8 +53,9 @@ impl Recipes {
     ) -> Self {
         let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone());
         let leases = Leases::start(session.clone(), incarnation.clone(), shutdown.clone());
+        let shards = Shards::start(session.clone(), shutdown.clone());
         let locks = Locks::new(session, incarnation, leases.clone(), shutdown);
-        Self { tenant, leases, elections, locks }
+        Self { tenant, leases, elections, locks, shards }
     }
 }
 

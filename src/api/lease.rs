@@ -14,6 +14,7 @@ use crate::{
     recipe::{
         election::Leadership,
         lease::{Binding, GrantRequest, LeaseView, LocalLease, secret},
+        shards::ShardOwnership,
     },
     tenant::Recipes,
     validate::{self, Name},
@@ -174,6 +175,7 @@ impl LeaseService {
     ) -> Result<pb::KeepAliveResponse, Status> {
         check::health(request.health.as_ref(), "health")?;
         let elections = check::elections("elections", &request.elections)?;
+        let groups = shard_groups(&request.shard_groups)?;
         let proof = self.ctx.session.proven_soon().await;
         let ack = lease.heartbeat(&health_from_pb(request.health.as_ref()), proof)?;
         // An answer that cannot tell whether the lease leads a named election is not confirmed:
@@ -183,7 +185,13 @@ impl LeaseService {
             Some(_) if elections.is_empty() => Some(Vec::new()),
             Some(proof) => tenant.elections.leaderships(lease.id, &elections, proof).await,
         };
-        let confirmed = leaderships.is_some();
+        // Likewise for shard groups: "confirmed, not listed" must mean "proven not the owner".
+        let shards = match proof.filter(|_| ack.confirmed && leaderships.is_some()) {
+            None => None,
+            Some(_) if groups.is_empty() => Some(Vec::new()),
+            Some(proof) => tenant.shards.ownerships(lease.id, &groups, proof).await,
+        };
+        let confirmed = leaderships.is_some() && shards.is_some();
         if confirmed {
             self.ctx.session.proofs().vouched();
         }
@@ -192,8 +200,29 @@ impl LeaseService {
             ttl_ms: millis(ack.remaining),
             confirmed,
             instance: self.ctx.instance_id.clone(),
-            leaderships: leaderships.unwrap_or_default().into_iter().map(leadership).collect(),
+            leaderships: if confirmed {
+                leaderships.unwrap_or_default().into_iter().map(leadership).collect()
+            } else {
+                Vec::new()
+            },
+            shards: shards.unwrap_or_default().into_iter().map(ownership).collect(),
         })
+    }
+}
+
+/// The shard groups a heartbeat names: at most 64 names.
+fn shard_groups(names: &[String]) -> Result<Vec<Name>> {
+    if names.len() > 64 {
+        return Err(Error::invalid("shard_groups", "names more than 64 groups"));
+    }
+    names.iter().map(|name| Name::parse("shard_groups", name)).collect()
+}
+
+fn ownership(owned: ShardOwnership) -> pb::ShardOwnership {
+    pb::ShardOwnership {
+        group: owned.group,
+        member_id: owned.member_id,
+        ranges: owned.ranges.into_iter().map(|(first, last, epoch)| pb::OwnedShards { first, last, epoch }).collect(),
     }
 }
 

@@ -6,6 +6,7 @@ mod convert;
 pub mod election;
 pub mod lease;
 pub mod lock;
+pub mod shards;
 pub mod tenant;
 
 use std::{pin::Pin, sync::Arc};
@@ -75,6 +76,7 @@ impl Context {
         let resource = match resource {
             Resource::Election => "election",
             Resource::LockKey => "lock key",
+            Resource::ShardGroup => "shard group",
         };
         tracing::debug!(identity = caller.0.as_deref(), resource, "not authorized");
         Err(Error::NotAuthorized { resource })
@@ -104,5 +106,13 @@ impl<T> StreamSender<T> {
     /// Cancelling before the item is queued drops it.
     pub async fn send(&self, item: Result<T, tonic::Status>) -> Result<(), ()> {
         self.0.send(Box::new(item)).await.map_err(|_| ())
+    }
+
+    /// Completes once the client has gone away (the stream was dropped).
+    ///
+    /// # Cancellation safety
+    /// Safe to cancel.
+    pub async fn closed(&self) {
+        self.0.closed().await;
     }
 }

@@ -206,6 +206,7 @@ fn binding_kind(binding: &pb::Binding) -> &'static str {
     match binding.kind() {
         pb::binding::Kind::Candidacy => "candidacy",
         pb::binding::Kind::Lock => "lock",
+        pb::binding::Kind::ShardMember => "shard-member",
         pb::binding::Kind::Unspecified => "unknown",
     }
 }

@@ -6,6 +6,7 @@ pub mod health;
 pub mod instance;
 pub mod lease;
 pub mod lock;
+pub mod shards;
 
 /// Locks a std mutex, ignoring poisoning: every critical section in the recipes leaves its
 /// data consistent, so a panic elsewhere must not wedge the instance.

@@ -8,7 +8,9 @@
 //! <namespace>/locks/<key>              container: the queue of one lock key
 //! <namespace>/locks/<key>/<m>-<hold>-<seq>   sequential: one request (held or waiting);
 //!                                       <m> is x (exclusive) or s (shared)
-//! <namespace>/tenants/<tenant>/...      the same four directories for each configured tenant
+//! <namespace>/shards/<group>           shard group record (JSON): shard count, drained, table
+//! <namespace>/shards/<group>/members/<member-id>   member record (JSON)
+//! <namespace>/tenants/<tenant>/...      the same five directories for each configured tenant
 //! ```
 //!
 //! The default tenant's state is directly under the namespace; each other tenant's is under
@@ -32,8 +34,11 @@ pub const ELECTIONS: &str = "/elections";
 /// Directory of lock keys.
 pub const LOCKS: &str = "/locks";
 
+/// Directory of shard groups.
+pub const SHARDS: &str = "/shards";
+
 /// The directories created at start-up, under the namespace (and under each tenant's root).
-pub const DIRECTORIES: [&str; 4] = [INSTANCES, LEASES, ELECTIONS, LOCKS];
+pub const DIRECTORIES: [&str; 5] = [INSTANCES, LEASES, ELECTIONS, LOCKS, SHARDS];
 /// Directory of the tenants' roots: `<namespace>/tenants/<tenant>` holds a tenant's own
 /// `instances/`, `leases/`, `elections/` and `locks/`, laid out as above.
 pub const TENANTS: &str = "/tenants";
@@ -154,6 +159,26 @@ pub fn queued_hold(node: &str) -> Option<QueuedHold> {
 /// The znode of one lock key.
 pub fn lock(key: &Name) -> String {
     format!("{LOCKS}/{key}")
+}
+
+/// The znode of one shard group (its record: shard count, drained members, table).
+pub fn shard_group(group: &Name) -> String {
+    format!("{SHARDS}/{group}")
+}
+
+/// The directory of a shard group's members.
+pub fn shard_members(group: &Name) -> String {
+    format!("{SHARDS}/{group}/members")
+}
+
+/// The znode of one member of a shard group (bound to its lease).
+pub fn shard_member(group: &Name, member_id: &Name) -> String {
+    format!("{SHARDS}/{group}/members/{member_id}")
+}
+
+/// The name of the binding that ties a shard group membership to its lease.
+pub fn membership_binding(group: &Name, member_id: &Name) -> String {
+    format!("s~{group}~{member_id}")
 }
 
 /// The record znode of one lease; its children are the lease's bindings.

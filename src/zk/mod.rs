@@ -5,6 +5,7 @@ pub mod acl;
 pub mod auth;
 pub mod layout;
 pub mod proof;
+pub mod proven;
 pub mod session;
 
 pub use auth::ZkAuth;

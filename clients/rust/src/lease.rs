@@ -355,7 +355,12 @@ impl Keep {
         let elections = self.beats.named();
         sent.push_back((Instant::now(), elections.clone()));
         requests
-            .send(pb::KeepAliveRequest { lease: Some(lease.clone()), health: Some(health), elections })
+            .send(pb::KeepAliveRequest {
+                lease: Some(lease.clone()),
+                health: Some(health),
+                elections,
+                shard_groups: Vec::new(),
+            })
             .await
             .map_err(|_| Error::LeaseLost)?;
         let mut responses = match tokio::time::timeout(interval, leases.keep_alive(ReceiverStream::new(receiver))).await
@@ -411,7 +416,12 @@ impl Keep {
                 let health = run_checks(&self.checks, self.ttl / 6).await;
                 let elections = self.beats.named();
                 sent.push_back((Instant::now(), elections.clone()));
-                let request = pb::KeepAliveRequest { lease: Some(lease.clone()), health: Some(health), elections };
+                let request = pb::KeepAliveRequest {
+                    lease: Some(lease.clone()),
+                    health: Some(health),
+                    elections,
+                    shard_groups: Vec::new(),
+                };
                 if requests.send(request).await.is_err() {
                     return Ok(());
                 }

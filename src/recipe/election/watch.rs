@@ -30,7 +30,7 @@ use crate::{
     recipe::lock,
     recipe::{instance::now_unix_ms, lease::record::LeaseRecord},
     validate::Name,
-    zk::{layout, proof},
+    zk::layout,
 };
 
 /// States kept for streams that fall behind; a stream further behind than this skips ahead.
@@ -42,19 +42,13 @@ const STATE_HISTORY: usize = 1024;
 pub(super) const CAMPAIGN_BACKLOG: usize = 256;
 /// Pause before retrying after a ZooKeeper failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
-/// Added to a deposed leader's ttl and the longest proof window before a deposition completes
-/// without the leader's acknowledgement: covers the watch and scheduling delays between a
-/// proof's arrival and the heartbeat answers it stands for, and clock-rate differences.
-const GRACE_MARGIN: Duration = Duration::from_millis(250);
 /// How long after it is first seen a deposition may complete without the deposed leader's
 /// acknowledgement, for a leader whose lease has ttl `ttl`: by then its owner has surely
-/// stopped acting as leader. A heartbeat answer lists a leadership only from a view current as
-/// of a proof begun at most [`proof::MAX_WINDOW`] earlier (`leadership`), so after the
-/// deposition `D` (which nobody sees before it happens) no answer lists it after
-/// `D + MAX_WINDOW`, and the owner trusts the last one listing it until that heartbeat's send
-/// time (earlier) + ttl.
+/// stopped acting as leader (see [`crate::recipe::lease::validity_grace`]; a heartbeat answer
+/// lists a leadership only from a view current as of a proof begun at most
+/// [`crate::zk::proof::MAX_WINDOW`] earlier, `leadership`).
 pub fn deposition_grace(ttl: Duration) -> Duration {
-    ttl + proof::MAX_WINDOW + GRACE_MARGIN
+    crate::recipe::lease::validity_grace(ttl)
 }
 
 /// How many of its own writes in a row an election task acts on before reading again.

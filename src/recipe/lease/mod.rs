@@ -25,6 +25,7 @@
 //!   for the timing argument); clients move to another instance, or their leases end.
 //! * ZooKeeper member dies: the session moves to another member; nothing is lost.
 
+pub mod binding;
 pub mod janitor;
 pub mod local;
 pub mod record;
@@ -504,4 +505,20 @@ async fn claim(inner: &Arc<Inner>, id: i64, secret: &str) -> Result<Arc<LocalLea
         }
     }
     Err(Error::Unavailable)
+}
+
+/// Added to an owner's ttl and the longest proof window before an ownership withdrawn from it
+/// is handed on without its acknowledgement: covers the watch and scheduling delays between a
+/// proof's arrival and the heartbeat answers it stands for, and clock-rate differences.
+const GRACE_MARGIN: Duration = Duration::from_millis(250);
+
+/// How long after a withdrawal of an ownership (a deposition, a shard revocation) is first seen
+/// it may be handed on without the owner's acknowledgement, for an owner whose lease has ttl
+/// `ttl`: by then the owner has surely stopped acting on it. A heartbeat answer lists an
+/// ownership only from a view current as of a proof begun at most [`crate::zk::proof::MAX_WINDOW`]
+/// earlier ([`crate::zk::proven`]), so after the withdrawal `D` (which nobody sees before it
+/// happens) no answer lists it after `D + MAX_WINDOW`, and the owner trusts the last one
+/// listing it until that heartbeat's send time (earlier) + ttl.
+pub fn validity_grace(ttl: Duration) -> Duration {
+    ttl + crate::zk::proof::MAX_WINDOW + GRACE_MARGIN
 }

@@ -1,0 +1,522 @@
+//! One task per (instance, group) in use: it follows the group in ZooKeeper (the group record,
+//! the member list, each member's record and lease record), publishes the state to Watch and
+//! Observe streams, and acts as an assigner: it writes the next table ([`Table::plan`]) with a
+//! compare-and-set on the record's version, so any number of instances may follow one group
+//! and the one whose write lands decides (losing a race is fine: it reads again).
+//!
+//! # Timing argument (handoffs without a release)
+//! A handoff written at `D` is seen by no task before `D`. A task completes it without the
+//! owner's Release only after it has seen it for [`crate::recipe::lease::validity_grace`] of
+//! the owner's ttl: by then no heartbeat answer has listed the shard for the owner since
+//! `D + window` ([`super::ownership`]), and the owner trusted the last one only until its send
+//! time + ttl.
+//!
+//! Reads per change, per instance: the record whose watch fired (group record, member list, one
+//! member's record or lease record); members already known are not read again.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use zookeeper_client::Client;
+
+use super::{
+    Shared,
+    record::{self, GroupRecord, MemberRecord},
+    table::{Candidate, Owner, Table},
+};
+use crate::{
+    error::Result,
+    recipe::{health::Health, lease::record::LeaseRecord, lock},
+    validate::Name,
+    zk::layout,
+};
+
+/// Pause before retrying after a ZooKeeper failure.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How many of its own writes in a row a task acts on before reading again.
+const OWN_WRITE_ROUNDS: usize = 4;
+
+/// A member as the task knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    /// The member id.
+    pub id: String,
+    /// Its record.
+    pub record: MemberRecord,
+    /// The record's version.
+    pub version: i32,
+    /// Its lease's health; `None` when the lease has ended (or is ending).
+    pub health: Option<Health>,
+    /// Its lease's ttl; `None` when the lease has ended.
+    pub lease_ttl: Option<Duration>,
+}
+
+impl MemberView {
+    /// Its membership.
+    pub fn owner(&self) -> Owner {
+        Owner { member: self.id.clone(), lease_id: self.record.lease_id }
+    }
+
+    /// Whether its lease lives.
+    pub fn is_live(&self) -> bool {
+        self.health.is_some()
+    }
+}
+
+/// A group as one instance knows it.
+#[derive(Clone, Debug, Default)]
+pub struct GroupState {
+    /// The connection generation it was read on; 0 when not current (a read failed).
+    pub generation: u64,
+    /// Whether the group exists.
+    pub exists: bool,
+    /// The table (epochs resolved).
+    pub table: Option<Arc<Table>>,
+    /// The group record's version and `mzxid`.
+    pub version: i32,
+    /// The `mzxid` of the group record.
+    pub mzxid: u64,
+    /// The members, by id.
+    pub members: BTreeMap<String, Arc<MemberView>>,
+    /// The member list's `pzxid`.
+    pub members_pzxid: i64,
+}
+
+impl GroupState {
+    /// The planner's view of the members: live ones, by id.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.members
+            .values()
+            .filter(|m| m.is_live())
+            .map(|m| Candidate {
+                owner: m.owner(),
+                weight: m.record.weight.max(1),
+                eligible: !m.record.leaving && m.health.as_ref().is_some_and(Health::is_eligible),
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Fired {
+    Group,
+    Members,
+    Member(String),
+    Lease(i64),
+}
+
+type WatchFuture = Pin<Box<dyn Future<Output = Fired> + Send>>;
+
+/// Handle to the task of one group; the task stops when the last handle is dropped.
+#[derive(Debug)]
+pub struct GroupWatch {
+    /// The published state (the latest).
+    pub state: watch::Receiver<Arc<GroupState>>,
+    poke: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+}
+
+impl Drop for GroupWatch {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl GroupWatch {
+    fn start(shared: Arc<Shared>, name: Name) -> Self {
+        let (tx, state) = watch::channel(Arc::new(GroupState::default()));
+        let poke = Arc::new(tokio::sync::Notify::new());
+        let stop = shared.shutdown.child_token();
+        let task = Task { shared, name, tx, poke: poke.clone(), stop: stop.clone() };
+        tokio::spawn(task.run());
+        Self { state, poke, stop }
+    }
+
+    /// Asks the task to read the group again (after this instance wrote something).
+    pub fn poke(&self) {
+        self.poke.notify_one();
+    }
+}
+
+struct Task {
+    shared: Arc<Shared>,
+    name: Name,
+    tx: watch::Sender<Arc<GroupState>>,
+    poke: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+}
+
+/// What the task keeps between rounds.
+#[derive(Default)]
+struct Cache {
+    dirty: HashSet<String>,
+    lease_dirty: HashSet<String>,
+    pending: HashSet<Fired>,
+    generation: u64,
+    /// Handoffs in progress — (shard, owner lease, epoch) — and when this task first saw them.
+    handoffs: HashMap<(u32, i64, u64), tokio::time::Instant>,
+}
+
+impl Task {
+    async fn run(self) {
+        let mut cache = Cache::default();
+        let mut watches: FuturesUnordered<WatchFuture> = FuturesUnordered::new();
+        let mut status = self.shared.session.watch_status();
+        let mut group_dirty = true;
+        let mut members_dirty = true;
+        loop {
+            let generation = self.shared.session.status().generation();
+            if generation != cache.generation {
+                cache.generation = generation;
+                group_dirty = true;
+                members_dirty = true;
+                let known: Vec<String> = self.tx.borrow().members.keys().cloned().collect();
+                cache.dirty.extend(known.iter().cloned());
+                cache.lease_dirty.extend(known);
+            }
+            let round = match self.shared.session.client() {
+                Ok(client) if generation != 0 => {
+                    self.refresh(&client, &mut cache, &mut watches, group_dirty, members_dirty).await
+                }
+                _ => Err(crate::Error::Unavailable),
+            };
+            match round {
+                Ok(state) => {
+                    group_dirty = false;
+                    members_dirty = false;
+                    let mut state = self.publish(GroupState { generation, ..state });
+                    for _ in 0..OWN_WRITE_ROUNDS {
+                        note_handoffs(&mut cache.handoffs, &state);
+                        let Ok(client) = self.shared.session.client() else { break };
+                        match self.act(&client, &state, &cache.handoffs).await {
+                            Ok(Some(next)) if self.shared.session.status().generation() == generation => {
+                                state = self.publish(next);
+                            }
+                            Ok(_) => break,
+                            Err(err) => {
+                                tracing::debug!(group = %self.name, error = %err, "shard assignment write failed");
+                                group_dirty = true;
+                                members_dirty = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(group = %self.name, error = %err, "shard group state unavailable");
+                    let stale = GroupState { generation: 0, ..(**self.tx.borrow()).clone() };
+                    self.publish(stale);
+                    group_dirty = true;
+                    members_dirty = true;
+                }
+            }
+            let retry = (self.tx.borrow().generation == 0).then(|| tokio::time::sleep(RETRY_PAUSE));
+            let grace = self.next_grace(&cache.handoffs).map(tokio::time::sleep_until);
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                fired = watches.next(), if !watches.is_empty() => if let Some(fired) = fired {
+                    cache.pending.remove(&fired);
+                    match fired {
+                        Fired::Group => group_dirty = true,
+                        Fired::Members => members_dirty = true,
+                        Fired::Member(id) => { cache.dirty.insert(id); }
+                        Fired::Lease(lease_id) => {
+                            let ids = self.tx.borrow().members.values().filter(|m| m.record.lease_id == lease_id).map(|m| m.id.clone()).collect::<Vec<_>>();
+                            cache.lease_dirty.extend(ids);
+                        }
+                    }
+                },
+                _ = status.changed() => {}
+                () = self.poke.notified() => { group_dirty = true; members_dirty = true; }
+                () = async { retry.expect("guarded").await }, if retry.is_some() => {}
+                () = async { grace.expect("guarded").await }, if grace.is_some() => {}
+            }
+        }
+    }
+
+    fn publish(&self, state: GroupState) -> Arc<GroupState> {
+        let state = Arc::new(state);
+        self.tx.send_replace(state.clone());
+        state
+    }
+
+    /// When the earliest handoff in progress runs out.
+    fn next_grace(&self, handoffs: &HashMap<(u32, i64, u64), tokio::time::Instant>) -> Option<tokio::time::Instant> {
+        let state = self.tx.borrow();
+        handoffs.iter().filter_map(|((_, lease_id, _), seen)| Some(*seen + grace(&state, *lease_id)?)).min()
+    }
+
+    /// Writes the group's next table, or ends a leaving member that owns nothing; returns the
+    /// state after the write, or `None` when there was nothing to do (or a race was lost).
+    async fn act(
+        &self,
+        client: &Client,
+        state: &GroupState,
+        handoffs: &HashMap<(u32, i64, u64), tokio::time::Instant>,
+    ) -> Result<Option<GroupState>> {
+        let Some(table) = state.table.as_ref().filter(|_| state.exists && state.generation != 0) else {
+            return Ok(None);
+        };
+        let now = tokio::time::Instant::now();
+        let handoff_over = |shard: u32, owner: &Owner, epoch: u64| {
+            handoffs
+                .get(&(shard, owner.lease_id, epoch))
+                .zip(grace(state, owner.lease_id))
+                .is_some_and(|(seen, grace)| now >= *seen + grace)
+        };
+        if let Some(next) = table.plan(&state.candidates(), handoff_over) {
+            let path = layout::shard_group(&self.name);
+            let data = record::encode(&GroupRecord::of(&next))?;
+            return match crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(state.version))).await
+            {
+                Ok(stat) => {
+                    let mzxid = u64::try_from(stat.mzxid).unwrap_or(0);
+                    let mut next = next;
+                    next.resolve(mzxid);
+                    Ok(Some(GroupState { table: Some(Arc::new(next)), version: stat.version, mzxid, ..state.clone() }))
+                }
+                Err(zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode) => Ok(None),
+                Err(err) => Err(err.into()),
+            };
+        }
+        // Leaving members that own nothing any more end their membership.
+        for member in state.members.values().filter(|m| m.record.leaving) {
+            let owner = member.owner();
+            if table.owned_by(&owner).is_empty() && table.revoking(&owner).is_empty() {
+                super::end_membership(client, &self.name, member).await?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Re-reads what changed and returns the new state.
+    async fn refresh(
+        &self,
+        client: &Client,
+        cache: &mut Cache,
+        watches: &mut FuturesUnordered<WatchFuture>,
+        group_dirty: bool,
+        members_dirty: bool,
+    ) -> Result<GroupState> {
+        let previous = self.tx.borrow().clone();
+        let mut state = (*previous).clone();
+        let path = layout::shard_group(&self.name);
+        if group_dirty || !previous.exists {
+            match read_data(client, &path, Fired::Group, cache, watches).await {
+                Ok((data, stat)) => {
+                    let mzxid = u64::try_from(stat.mzxid).unwrap_or(0);
+                    let record: GroupRecord = record::decode(&data)?;
+                    state.exists = true;
+                    state.table = Some(Arc::new(record.table(mzxid)?));
+                    state.version = stat.version;
+                    state.mzxid = mzxid;
+                }
+                Err(zookeeper_client::Error::NoNode) => {
+                    arm_exists(client, &path, Fired::Group, cache, watches).await?;
+                    return Ok(GroupState::default());
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        // A table naming an owner this task has not listed may be newer than its member list:
+        // list again rather than take "not listed" for "its membership ended" (see the election
+        // watch for the same rule).
+        let unknown_owner = state.members_pzxid < i64::try_from(state.mzxid).unwrap_or(i64::MAX)
+            && state.table.as_ref().is_some_and(|t| t.owners.iter().any(|o| !state.members.contains_key(&o.member)));
+        if members_dirty || !previous.exists || unknown_owner {
+            let dir = layout::shard_members(&self.name);
+            let listed = if cache.pending.contains(&Fired::Members) {
+                crate::zk::traced("get_children", &dir, client.get_children(&dir)).await
+            } else {
+                crate::zk::traced("get_and_watch_children", &dir, client.get_and_watch_children(&dir)).await.map(
+                    |(children, stat, watcher)| {
+                        cache.pending.insert(Fired::Members);
+                        watches.push(Box::pin(async move {
+                            watcher.changed().await;
+                            Fired::Members
+                        }));
+                        (children, stat)
+                    },
+                )
+            };
+            let children = match listed {
+                Ok((children, stat)) => {
+                    state.members_pzxid = stat.pzxid;
+                    children
+                }
+                Err(zookeeper_client::Error::NoNode) => Vec::new(),
+                Err(err) => return Err(err.into()),
+            };
+            let present: HashSet<&String> = children.iter().collect();
+            state.members.retain(|id, _| present.contains(id));
+            cache.dirty.retain(|id| present.contains(id));
+            for id in children {
+                if !state.members.contains_key(&id) {
+                    cache.dirty.insert(id.clone());
+                    cache.lease_dirty.insert(id);
+                }
+            }
+        }
+        for id in std::mem::take(&mut cache.dirty) {
+            let Ok(member_id) = Name::parse("member", &id) else { continue };
+            let member_path = layout::shard_member(&self.name, &member_id);
+            match read_data(client, &member_path, Fired::Member(id.clone()), cache, watches).await {
+                Ok((data, stat)) => {
+                    let record: MemberRecord = record::decode(&data)?;
+                    let old = state.members.get(&id);
+                    if old.is_none_or(|m| m.record.lease_id != record.lease_id) {
+                        cache.lease_dirty.insert(id.clone());
+                    }
+                    let (health, lease_ttl) = old.map_or((None, None), |m| (m.health.clone(), m.lease_ttl));
+                    let view = MemberView { id: id.clone(), record, version: stat.version, health, lease_ttl };
+                    state.members.insert(id, Arc::new(view));
+                }
+                Err(zookeeper_client::Error::NoNode) => {
+                    state.members.remove(&id);
+                }
+                Err(err) => {
+                    cache.dirty.insert(id);
+                    return Err(err.into());
+                }
+            }
+        }
+        for id in std::mem::take(&mut cache.lease_dirty) {
+            let Some(lease_id) = state.members.get(&id).map(|m| m.record.lease_id) else { continue };
+            let read = read_data(client, &layout::lease(lease_id), Fired::Lease(lease_id), cache, watches).await;
+            let Some(member) = state.members.get_mut(&id).map(Arc::make_mut) else { continue };
+            match read {
+                Ok((data, _)) => {
+                    let record = LeaseRecord::decode(&data).ok().filter(|r| !r.ending);
+                    member.lease_ttl = record.as_ref().map(LeaseRecord::ttl);
+                    member.health = record.map(|r| r.health);
+                }
+                Err(zookeeper_client::Error::NoNode) => {
+                    member.health = None;
+                    member.lease_ttl = None;
+                }
+                Err(err) => {
+                    cache.lease_dirty.insert(id);
+                    return Err(err.into());
+                }
+            }
+        }
+        Ok(state)
+    }
+}
+
+/// How long after it is first seen a handoff from a member of lease `lease_id` may complete
+/// without its release; `None` when the member is not known.
+fn grace(state: &GroupState, lease_id: i64) -> Option<Duration> {
+    let ttl = state.members.values().find(|m| m.record.lease_id == lease_id).and_then(|m| m.lease_ttl)?;
+    Some(crate::recipe::lease::validity_grace(ttl))
+}
+
+/// Records when each handoff in `state` was first seen; forgets those no longer in progress.
+fn note_handoffs(handoffs: &mut HashMap<(u32, i64, u64), tokio::time::Instant>, state: &GroupState) {
+    let Some(table) = state.table.as_ref() else {
+        handoffs.clear();
+        return;
+    };
+    let now = tokio::time::Instant::now();
+    let mut current = HashSet::new();
+    for (shard, slot) in table.slots.iter().enumerate() {
+        if let super::table::Slot::HandingOff { owner, epoch, .. } = *slot
+            && let Some(owner) = table.owner(owner)
+        {
+            current.insert((shard as u32, owner.lease_id, epoch));
+        }
+    }
+    handoffs.retain(|key, _| current.contains(key));
+    for key in current {
+        handoffs.entry(key).or_insert(now);
+    }
+}
+
+/// Reads a znode's data, arming a watch on it unless one is already pending (see the election
+/// watch for why).
+async fn read_data(
+    client: &Client,
+    path: &str,
+    key: Fired,
+    cache: &mut Cache,
+    watches: &mut FuturesUnordered<WatchFuture>,
+) -> std::result::Result<(Vec<u8>, zookeeper_client::Stat), zookeeper_client::Error> {
+    if cache.pending.contains(&key) {
+        return crate::zk::traced("get_data", path, client.get_data(path)).await;
+    }
+    let (data, stat, watcher) = crate::zk::traced("get_and_watch_data", path, client.get_and_watch_data(path)).await?;
+    cache.pending.insert(key.clone());
+    watches.push(Box::pin(async move {
+        watcher.changed().await;
+        key
+    }));
+    Ok((data, stat))
+}
+
+/// Arms an existence watch on a missing znode, unless a watch on it is pending.
+async fn arm_exists(
+    client: &Client,
+    path: &str,
+    key: Fired,
+    cache: &mut Cache,
+    watches: &mut FuturesUnordered<WatchFuture>,
+) -> Result<()> {
+    if cache.pending.contains(&key) {
+        return Ok(());
+    }
+    let (_, watcher) = crate::zk::traced("check_and_watch_stat", path, client.check_and_watch_stat(path)).await?;
+    cache.pending.insert(key.clone());
+    watches.push(Box::pin(async move {
+        watcher.changed().await;
+        key
+    }));
+    Ok(())
+}
+
+/// The group watches of one instance, shared by all streams and calls; groups named by
+/// heartbeats are kept followed for a while after the last one (so that some instance assigns
+/// while members live, even with no stream open).
+#[derive(Debug, Default)]
+pub(super) struct Registry {
+    watches: Mutex<HashMap<String, std::sync::Weak<GroupWatch>>>,
+    kept: Mutex<HashMap<String, (Arc<GroupWatch>, std::time::Instant)>>,
+}
+
+/// How long a group named by a heartbeat stays followed.
+const KEEP: Duration = Duration::from_secs(60);
+
+impl Registry {
+    /// The watch of group `name`, started on first use.
+    pub(super) fn get(&self, shared: &Arc<Shared>, name: &Name) -> Arc<GroupWatch> {
+        let mut watches = lock(&self.watches);
+        if let Some(existing) = watches.get(name.as_str()).and_then(std::sync::Weak::upgrade) {
+            return existing;
+        }
+        watches.retain(|_, w| w.strong_count() > 0);
+        let watch = Arc::new(GroupWatch::start(shared.clone(), name.clone()));
+        watches.insert(name.as_str().to_owned(), Arc::downgrade(&watch));
+        watch
+    }
+
+    /// Keeps group `name` followed for [`KEEP`] from now.
+    pub(super) fn keep(&self, shared: &Arc<Shared>, name: &Name) {
+        let watch = self.get(shared, name);
+        let now = std::time::Instant::now();
+        let mut kept = lock(&self.kept);
+        kept.retain(|_, (_, at)| now < *at + KEEP);
+        kept.insert(name.as_str().to_owned(), (watch, now));
+    }
+
+    /// The groups followed now.
+    pub(super) fn all(&self) -> Vec<(String, Arc<GroupWatch>)> {
+        lock(&self.watches).iter().filter_map(|(name, w)| Some((name.clone(), w.upgrade()?))).collect()
+    }
+}
