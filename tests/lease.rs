@@ -51,7 +51,7 @@ async fn keep_alive(
 }
 
 fn beat(id: i64, secret: &str) -> pb::KeepAliveRequest {
-    pb::KeepAliveRequest { lease: lease_ref(id, secret), health: None, elections: vec![] }
+    pb::KeepAliveRequest { lease: lease_ref(id, secret), health: None, elections: vec![], shard_groups: vec![] }
 }
 
 #[tokio::test]

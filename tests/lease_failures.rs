@@ -231,8 +231,12 @@ async fn heartbeats_cost_no_zookeeper_writes_and_one_session() {
             (lease.lease_id, lease.secret.clone(), confirmed.clone(), answered.clone());
         beats.spawn(async move {
             let (tx, rx) = tokio::sync::mpsc::channel(2);
-            let request =
-                pb::KeepAliveRequest { lease: support::lease::lease_ref(id, &secret), health: None, elections: vec![] };
+            let request = pb::KeepAliveRequest {
+                lease: support::lease::lease_ref(id, &secret),
+                health: None,
+                elections: vec![],
+                shard_groups: vec![],
+            };
             tx.send(request.clone()).await.unwrap();
             let mut answers = LeaseClient::new(channel)
                 .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))

@@ -150,7 +150,9 @@ async fn tenants_are_independent_and_isolated() {
     assert_eq!(revoke.unwrap_err().code(), Code::NotFound);
     assert_eq!(lock(&channel, b, "order-2", &lease_a).await.unwrap_err().code(), Code::NotFound);
     let (tx, rx) = mpsc::channel(1);
-    tx.send(pb::KeepAliveRequest { lease: lease_ref(&lease_a), health: None, elections: vec![] }).await.unwrap();
+    tx.send(pb::KeepAliveRequest { lease: lease_ref(&lease_a), health: None, elections: vec![], shard_groups: vec![] })
+        .await
+        .unwrap();
     let keep_alive = LeaseClient::new(channel.clone()).keep_alive(req(b, ReceiverStream::new(rx))).await;
     let code = match keep_alive {
         Err(status) => status.code(),

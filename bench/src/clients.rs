@@ -91,7 +91,8 @@ pub async fn grant(channel: &Channel, owner: &str, ttl: Duration) -> Result<pb::
 /// every `every` in a background task.
 pub async fn spawn_keepalive(channel: Channel, lease: pb::LeaseRef, every: Duration) -> Result<JoinHandle<()>> {
     let (tx, rx) = mpsc::channel(4);
-    let heartbeat = pb::KeepAliveRequest { lease: Some(lease), health: Some(serving()), elections: vec![] };
+    let heartbeat =
+        pb::KeepAliveRequest { lease: Some(lease), health: Some(serving()), elections: vec![], shard_groups: vec![] };
     tx.send(heartbeat.clone()).await.map_err(ctx("keepalive"))?;
     let mut answers =
         LeaseClient::new(channel).keep_alive(ReceiverStream::new(rx)).await.map_err(ctx("keepalive"))?.into_inner();

@@ -136,10 +136,18 @@ impl shards_server::Shards for ShardsService {
         let req = request.into_inner();
         let key = member_key(req.key.as_ref())?;
         self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, [&key.group])?;
-        if req.epoch == 0 {
-            return Err(Error::invalid("epoch", "is required").into());
+        if req.shards.is_empty() || req.shards.len() > shards::MAX_SHARDS as usize {
+            return Err(Error::invalid("shards", "must list 1 to 65536 shards").into());
         }
-        tenant.shards.release(&key, req.shard, req.epoch).await?;
+        let mut released: Vec<(u32, u64)> = req.shards.iter().map(|s| (s.shard, s.epoch)).collect();
+        if released.iter().any(|(_, epoch)| *epoch == 0) {
+            return Err(Error::invalid("shards.epoch", "is required").into());
+        }
+        released.sort_unstable();
+        if released.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(Error::invalid("shards", "lists a shard twice").into());
+        }
+        tenant.shards.release(&key, &released).await?;
         Ok(Response::new(pb::ReleaseResponse {}))
     }
 

@@ -153,7 +153,8 @@ async fn one_stream(
     log: &Mutex<Log>,
 ) -> (Code, String) {
     let (tx, rx) = mpsc::channel(4);
-    let request = pb::KeepAliveRequest { lease: lease_ref(id, secret), health, elections: vec![] };
+    let request =
+        pb::KeepAliveRequest { lease: lease_ref(id, secret), health, elections: vec![], shard_groups: vec![] };
     let mut sent = Instant::now();
     if tx.send(request.clone()).await.is_err() {
         return (Code::Internal, "send".into());

@@ -119,6 +119,7 @@ async fn zkc_heartbeater(
         lease: Some(lease),
         health: Some(pb::Health { status: pb::HealthStatus::Serving as i32, checks: Vec::new() }),
         elections: Vec::new(),
+        shard_groups: Vec::new(),
     };
     tx.send(heartbeat.clone()).await.map_err(ctx("keepalive"))?;
     let mut answers =

@@ -297,8 +297,8 @@ impl Shards {
         Ok(gone.is_ok())
     }
 
-    /// Acknowledges the revocation of `shard` (held with `epoch`): its next owner is assigned
-    /// in the same write.
+    /// Acknowledges the revocation of `shards` (each `(shard, epoch held with)`): their next
+    /// owners are assigned in the same write, all or none.
     ///
     /// # Errors
     /// [`Error::LeaseNotFound`], [`Error::WrongSecret`], [`Error::NotFound`] (no such group),
@@ -307,7 +307,7 @@ impl Shards {
     ///
     /// # Cancellation safety
     /// One compare-and-set write: a cancelled call released the shard or did nothing.
-    pub async fn release(&self, key: &MemberKey, shard: u32, epoch: u64) -> Result<()> {
+    pub async fn release(&self, key: &MemberKey, shards: &[(u32, u64)]) -> Result<()> {
         let client = self.shared.session.client()?;
         lease::read_verified(&client, key.lease_id, &key.secret).await?;
         let owner = Owner { member: key.member_id.as_str().to_owned(), lease_id: key.lease_id };
@@ -315,13 +315,15 @@ impl Shards {
         let path = layout::shard_group(&key.group);
         for _ in 0..MAX_ATTEMPTS {
             let (mut table, version) = read_table(&client, &key.group).await?;
-            if shard >= table.slots.len() as u32 {
-                return Err(Error::FailedPrecondition(NO_SUCH_SHARD));
+            for &(shard, epoch) in shards {
+                if shard >= table.slots.len() as u32 {
+                    return Err(Error::FailedPrecondition(NO_SUCH_SHARD));
+                }
+                table.release(&owner, shard, epoch).map_err(|refused| match refused {
+                    table::ReleaseRefused::NotRevoked => Error::FailedPrecondition(NOT_REVOKED),
+                    table::ReleaseRefused::NotOwner => Error::FailedPrecondition(OLD_EPOCH),
+                })?;
             }
-            table.release(&owner, shard, epoch).map_err(|refused| match refused {
-                table::ReleaseRefused::NotRevoked => Error::FailedPrecondition(NOT_REVOKED),
-                table::ReleaseRefused::NotOwner => Error::FailedPrecondition(OLD_EPOCH),
-            })?;
             // Assign the released shard in the same write, on this instance's view of the
             // members (a member that ended meanwhile is corrected by the next assigner).
             let members = watch.state.borrow().candidates();
