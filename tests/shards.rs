@@ -335,6 +335,7 @@ async fn a_crashed_members_shards_move_and_no_other_shard_does() {
     support::eventually(WAIT, "15/15", || async { owned_counts(&[&m1, &m2]).await == vec![15, 15] }).await;
     let took = crashed.elapsed();
     eprintln!("a crashed member's shards were re-owned {took:?} after its last heartbeat (ttl {TTL:?})");
+    assert!(took < TTL + Duration::from_secs(3), "re-owned only after {took:?}");
     for (kept, now) in [(kept1, m1.valid()), (kept2, m2.valid())] {
         for (shard, epoch) in kept {
             assert_eq!(now.get(&shard), Some(&epoch), "shard {shard} of a live member moved");
@@ -399,4 +400,31 @@ async fn bad_input_gets_clear_statuses() {
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     let status = shards.drain(pb::DrainRequest { group: "missing".into(), member_id: "m".into() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}
+
+/// Leave hands a cooperating member's shards off first, then ends its membership; its lease
+/// lives on.
+#[tokio::test]
+async fn leave_hands_off_then_ends_the_membership() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("shards-leave");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let ca = support::channel(a.addr()).await;
+    let group = "leaving";
+    let m1 = Member::join(&ca, group, "l1", 6, 1, true).await;
+    let m2 = Member::join(&ca, group, "l2", 6, 1, true).await;
+    let stop = CancellationToken::new();
+    let checker = check_exclusive(vec![m1.validity.clone(), m2.validity.clone()], stop.clone());
+    support::eventually(WAIT, "3/3", || async { owned_counts(&[&m1, &m2]).await == vec![3, 3] }).await;
+    let mut shards = ShardsClient::new(ca.clone());
+    let left = shards.leave(pb::LeaveRequest { key: Some(m1.key(group)), wait_ms: 10_000 }).await.unwrap().into_inner();
+    assert!(left.left);
+    support::eventually(WAIT, "l2 owns all", || async { owned_counts(&[&m1, &m2]).await == vec![0, 6] }).await;
+    let members = shards.members(pb::MembersRequest { group: group.into() }).await.unwrap().into_inner();
+    assert_eq!(members.members.iter().map(|m| m.member_id.as_str()).collect::<Vec<_>>(), vec!["l2"]);
+    // Idempotent.
+    let again = shards.leave(pb::LeaveRequest { key: Some(m1.key(group)), wait_ms: 100 }).await.unwrap().into_inner();
+    assert!(again.left);
+    stop.cancel();
+    assert!(checker.await.unwrap() > 10);
 }

@@ -287,10 +287,15 @@ impl Task {
                 Err(err) => Err(err.into()),
             };
         }
-        // Leaving members that own nothing any more end their membership.
-        for member in state.members.values().filter(|m| m.record.leaving) {
+        // Leaving members that own nothing any more end their membership; so do members whose
+        // lease has ended (their binding is gone; an instance of an older version, which does not
+        // know shard bindings, may have deleted it alone).
+        for member in state.members.values() {
             let owner = member.owner();
-            if table.owned_by(&owner).is_empty() && table.revoking(&owner).is_empty() {
+            let ended = !member.is_live() && member.lease_ttl.is_none();
+            if ended
+                || (member.record.leaving && table.owned_by(&owner).is_empty() && table.revoking(&owner).is_empty())
+            {
                 super::end_membership(client, &self.name, member).await?;
             }
         }

@@ -478,7 +478,8 @@ async fn ensure_group(client: &Client, session: &ZkSession, group: &Name, shards
     }
 }
 
-/// Ends a leaving member's membership (its record and its binding), if unchanged since read.
+/// Ends a membership (its record and its binding), if its record is unchanged since read; a
+/// binding already gone (the lease ended) leaves the record to delete alone.
 async fn end_membership(client: &Client, group: &Name, member: &MemberView) -> Result<()> {
     let Ok(member_id) = Name::parse("member", &member.id) else { return Ok(()) };
     let path = layout::shard_member(group, &member_id);
@@ -489,6 +490,12 @@ async fn end_membership(client: &Client, group: &Name, member: &MemberView) -> R
     multi.add_delete(&binding, None)?;
     match crate::zk::traced("multi", &path, multi.commit()).await {
         Ok(_) => Ok(()),
+        Err(MultiWriteError::OperationFailed { index: 1, source: zookeeper_client::Error::NoNode }) => {
+            match crate::zk::traced("delete", &path, client.delete(&path, Some(member.version))).await {
+                Ok(()) | Err(zookeeper_client::Error::NoNode | zookeeper_client::Error::BadVersion) => Ok(()),
+                Err(err) => Err(err.into()),
+            }
+        }
         Err(MultiWriteError::OperationFailed {
             source: zookeeper_client::Error::NoNode | zookeeper_client::Error::BadVersion,
             ..
