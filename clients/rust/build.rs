@@ -6,6 +6,7 @@ const PROTOS: &[&str] = &[
     "../../proto/zkcoord/v1/lease.proto",
     "../../proto/zkcoord/v1/election.proto",
     "../../proto/zkcoord/v1/lock.proto",
+    "../../proto/zkcoord/v1/shards.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

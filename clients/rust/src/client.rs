@@ -230,8 +230,9 @@ impl Client {
         LockClient::new(self.channel(self.current()))
     }
 
-    /// Runs `call` on the current endpoint and, while it answers UNAVAILABLE, on each next
-    /// one (every endpoint once). Only for calls that are safe to repeat.
+    /// Runs `call` on the current endpoint and, while it answers UNAVAILABLE or its connection
+    /// fails (an instance killed mid-call), on each next one (every endpoint once). Only for
+    /// calls that are safe to repeat.
     ///
     /// # Errors
     /// The last endpoint's status.
@@ -245,7 +246,7 @@ impl Client {
         for _ in 0..self.endpoints() {
             match call(self.channel(at)).await {
                 Ok(value) => return Ok(value),
-                Err(status) if status.code() == tonic::Code::Unavailable => {
+                Err(status) if status.code() == tonic::Code::Unavailable || is_transport_failure(&status) => {
                     last = Some(status);
                     at = self.rotate(at);
                 }
@@ -254,4 +255,16 @@ impl Client {
         }
         Err(last.map_or(Error::NoEndpoints, Error::from))
     }
+}
+
+/// Whether `status` reports a failed connection rather than an answer of the instance.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::transport::Error>() || err.is::<std::io::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }

@@ -87,7 +87,7 @@ pub enum LeaseStatus {
 
 /// The answer to the last confirmed heartbeat: the authority for every ownership (see the
 /// crate's safety rule).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConfirmedBeat {
     /// Send time of the heartbeat + ttl: nothing it covered may be acted on after this.
     pub until: Instant,
@@ -95,6 +95,10 @@ pub struct ConfirmedBeat {
     pub elections: Vec<String>,
     /// The leaderships the answer listed (a subset of `elections`).
     pub leaderships: Vec<pb::Leadership>,
+    /// The shard groups the heartbeat named.
+    pub shard_groups: Vec<String>,
+    /// The shard ownerships the answer listed (in groups of `shard_groups`).
+    pub shards: Vec<pb::ShardOwnership>,
 }
 
 /// What the keeper shares with electors: the elections to name in heartbeats, a way to ask
@@ -102,6 +106,7 @@ pub struct ConfirmedBeat {
 #[derive(Debug)]
 pub(crate) struct Beats {
     elections: Mutex<BTreeSet<String>>,
+    groups: Mutex<BTreeSet<String>>,
     now: Notify,
     last: watch::Sender<Option<ConfirmedBeat>>,
 }
@@ -117,6 +122,16 @@ impl Beats {
         crate::lock(&self.elections).remove(election);
     }
 
+    /// Names shard group `group` in every heartbeat from now on.
+    pub(crate) fn name_group(&self, group: &str) {
+        crate::lock(&self.groups).insert(group.to_owned());
+    }
+
+    /// Stops naming shard group `group`.
+    pub(crate) fn forget_group(&self, group: &str) {
+        crate::lock(&self.groups).remove(group);
+    }
+
     /// Asks for a heartbeat now (e.g. just elected: only a confirmed answer listing the
     /// leadership lets the candidate act).
     pub(crate) fn beat_now(&self) {
@@ -128,8 +143,8 @@ impl Beats {
         self.last.subscribe()
     }
 
-    fn named(&self) -> Vec<String> {
-        crate::lock(&self.elections).iter().cloned().collect()
+    fn named(&self) -> (Vec<String>, Vec<String>) {
+        (crate::lock(&self.elections).iter().cloned().collect(), crate::lock(&self.groups).iter().cloned().collect())
     }
 }
 
@@ -177,8 +192,16 @@ impl LeaseKeeper {
         let (status_tx, status) = watch::channel(LeaseStatus::Confirmed { until: sent + ttl });
         let beats = Arc::new(Beats {
             elections: Mutex::new(BTreeSet::new()),
+            groups: Mutex::new(BTreeSet::new()),
             now: Notify::new(),
-            last: watch::channel(Some(ConfirmedBeat { until: sent + ttl, elections: vec![], leaderships: vec![] })).0,
+            last: watch::channel(Some(ConfirmedBeat {
+                until: sent + ttl,
+                elections: vec![],
+                leaderships: vec![],
+                shard_groups: vec![],
+                shards: vec![],
+            }))
+            .0,
         });
         let keep = Keep {
             client: client.clone(),
@@ -352,15 +375,10 @@ impl Keep {
         let mut sent = VecDeque::new();
         // The first heartbeat goes out with the stream.
         let health = run_checks(&self.checks, self.ttl / 6).await;
-        let elections = self.beats.named();
-        sent.push_back((Instant::now(), elections.clone()));
+        let (elections, shard_groups) = self.beats.named();
+        sent.push_back((Instant::now(), elections.clone(), shard_groups.clone()));
         requests
-            .send(pb::KeepAliveRequest {
-                lease: Some(lease.clone()),
-                health: Some(health),
-                elections,
-                shard_groups: Vec::new(),
-            })
+            .send(pb::KeepAliveRequest { lease: Some(lease.clone()), health: Some(health), elections, shard_groups })
             .await
             .map_err(|_| Error::LeaseLost)?;
         let mut responses = match tokio::time::timeout(interval, leases.keep_alive(ReceiverStream::new(receiver))).await
@@ -378,15 +396,20 @@ impl Keep {
             let beat = tokio::select! {
                 response = responses.message() => match response {
                     Ok(Some(answer)) => {
-                        let Some((sent_at, elections)) = sent.pop_front() else { continue };
+                        let Some((sent_at, elections, shard_groups)) = sent.pop_front() else { continue };
                         if answer.confirmed {
                             unconfirmed_since = None;
                             // The granted ttl (answers also carry it as `ttl_ms`, counted from
                             // receipt, which is later than the send time: never longer).
                             let until = sent_at + self.ttl;
                             self.status.send_replace(LeaseStatus::Confirmed { until });
-                            let leaderships = answer.leaderships;
-                            self.beats.last.send_replace(Some(ConfirmedBeat { until, elections, leaderships }));
+                            self.beats.last.send_replace(Some(ConfirmedBeat {
+                                until,
+                                elections,
+                                leaderships: answer.leaderships,
+                                shard_groups,
+                                shards: answer.shards,
+                            }));
                         } else {
                             self.status.send_replace(LeaseStatus::Unconfirmed);
                             // Move to an instance that can vouch for the lease, unless this one
@@ -414,14 +437,10 @@ impl Keep {
                     return Ok(());
                 }
                 let health = run_checks(&self.checks, self.ttl / 6).await;
-                let elections = self.beats.named();
-                sent.push_back((Instant::now(), elections.clone()));
-                let request = pb::KeepAliveRequest {
-                    lease: Some(lease.clone()),
-                    health: Some(health),
-                    elections,
-                    shard_groups: Vec::new(),
-                };
+                let (elections, shard_groups) = self.beats.named();
+                sent.push_back((Instant::now(), elections.clone(), shard_groups.clone()));
+                let request =
+                    pb::KeepAliveRequest { lease: Some(lease.clone()), health: Some(health), elections, shard_groups };
                 if requests.send(request).await.is_err() {
                     return Ok(());
                 }

@@ -48,12 +48,14 @@ mod election;
 mod error;
 mod lease;
 mod lock;
+mod shards;
 
 pub use client::{Client, TENANT_HEADER, TenantHeader, Tls, Transport, endpoint_of};
 pub use election::{CampaignOptions, LeaderElector, Leadership, LeadershipEvent, LossReason};
 pub use error::{Error, LOCK_WAIT_TIMEOUT, REASON_METADATA};
 pub use lease::{CheckResult, ConfirmedBeat, LeaseKeeper, LeaseOptions, LeaseStatus};
 pub use lock::{LockGuard, LockMode, LockOptions};
+pub use shards::{OwnedShard, ShardEvent, ShardMember, ShardOptions};
 
 /// Generated protobuf and gRPC client code for `zkcoord.v1`, for calls this crate does not
 /// wrap.

@@ -177,52 +177,46 @@ impl Table {
         let weights: Vec<Weight> = eligible.iter().map(|m| Weight(m.weight.max(1))).collect();
         let desired = assign(&weights, &current);
 
-        let mut next = Table { drained: self.drained.clone(), owners: Vec::new(), slots: Vec::new() };
-        let mut intern = |owner: &Owner, owners: &mut Vec<Owner>| -> u32 {
-            match owners.iter().position(|o| o == owner) {
-                Some(i) => i as u32,
-                None => {
-                    owners.push(owner.clone());
-                    (owners.len() - 1) as u32
-                }
-            }
-        };
+        let mut owners: Vec<Owner> = Vec::new();
         let mut slots = Vec::with_capacity(self.slots.len());
         for (shard, (slot, want)) in self.slots.iter().zip(&desired).enumerate() {
             let want = want.map(|i| &eligible[i].owner);
-            let assigned = |owners: &mut Vec<Owner>, intern: &mut dyn FnMut(&Owner, &mut Vec<Owner>) -> u32| match want
-            {
-                Some(w) => Slot::Owned { owner: intern(w, owners), epoch: NEW },
-                None => Slot::Unassigned,
+            let holder = match *slot {
+                Slot::Unassigned => None,
+                Slot::Owned { owner, .. } | Slot::HandingOff { owner, .. } => self.owner(owner),
             };
-            let next_slot = match *slot {
-                Slot::Unassigned => assigned(&mut next.owners, &mut intern),
-                Slot::Owned { owner, epoch } => {
-                    let holder = self.owner(owner).expect("slots refer to owners");
-                    if !live(holder) {
-                        assigned(&mut next.owners, &mut intern)
-                    } else if want == Some(holder) {
-                        Slot::Owned { owner: intern(holder, &mut next.owners), epoch }
-                    } else {
-                        let target = want.map_or(NONE, |w| intern(w, &mut next.owners));
-                        Slot::HandingOff { owner: intern(holder, &mut next.owners), epoch, target }
+            let next_slot = match (*slot, holder) {
+                // Kept: still live and still wanted.
+                (Slot::Owned { epoch, .. }, Some(holder)) if live(holder) && want == Some(holder) => {
+                    Slot::Owned { owner: intern(&mut owners, holder), epoch }
+                }
+                // To move: the holder lives, so it is told first (REVOKE); the target waits.
+                (Slot::Owned { epoch, .. }, Some(holder)) if live(holder) => Slot::HandingOff {
+                    owner: intern(&mut owners, holder),
+                    epoch,
+                    target: want.map_or(NONE, |w| intern(&mut owners, w)),
+                },
+                // A handoff still running: the holder lives, has not released it, its grace has
+                // not run out, and it is not wanted back (then it is given it again with a new
+                // epoch: it was told REVOKE and may have stopped).
+                (Slot::HandingOff { epoch, .. }, Some(holder))
+                    if live(holder) && !handoff_over(shard as u32, holder, epoch) && want != Some(holder) =>
+                {
+                    Slot::HandingOff {
+                        owner: intern(&mut owners, holder),
+                        epoch,
+                        target: want.map_or(NONE, |w| intern(&mut owners, w)),
                     }
                 }
-                Slot::HandingOff { owner, epoch, .. } => {
-                    let holder = self.owner(owner).expect("slots refer to owners");
-                    if !live(holder) || handoff_over(shard as u32, holder, epoch) || want == Some(holder) {
-                        // Released, ended or run out — or wanted back by its owner, who is given
-                        // it again with a new epoch (it was told REVOKE and may have stopped).
-                        assigned(&mut next.owners, &mut intern)
-                    } else {
-                        let target = want.map_or(NONE, |w| intern(w, &mut next.owners));
-                        Slot::HandingOff { owner: intern(holder, &mut next.owners), epoch, target }
-                    }
-                }
+                // Free: unassigned, released, ended, run out: assigned at once, with a new epoch.
+                _ => match want {
+                    Some(w) => Slot::Owned { owner: intern(&mut owners, w), epoch: NEW },
+                    None => Slot::Unassigned,
+                },
             };
             slots.push(next_slot);
         }
-        next.slots = slots;
+        let next = Table { drained: self.drained.clone(), owners, slots };
         (!self.same_as(&next)).then_some(next)
     }
 
@@ -242,6 +236,17 @@ impl Table {
             ) => x == y && self.owner(a) == other.owner(b) && self.owner(s) == other.owner(t),
             _ => false,
         })
+    }
+}
+
+/// The index of `owner` in `owners`, added when missing.
+fn intern(owners: &mut Vec<Owner>, owner: &Owner) -> u32 {
+    match owners.iter().position(|o| o == owner) {
+        Some(i) => i as u32,
+        None => {
+            owners.push(owner.clone());
+            (owners.len() - 1) as u32
+        }
     }
 }
 
@@ -370,7 +375,7 @@ mod tests {
         let a = member("a", 1);
         let b = member("b", 2);
         let mut zxid = 10;
-        let mut last = vec![0u64; 16];
+        let mut last = [0u64; 16];
         let mut table = Table::new(16);
         for round in 0..6 {
             let members: Vec<Candidate> = if round % 2 == 0 { vec![a.clone(), b.clone()] } else { vec![b.clone()] };
