@@ -7,9 +7,7 @@ use crate::{
     authz::Resource,
     error::{Error, Result},
     pb::v1::{self as pb, election_server},
-    recipe::election::{
-        self, CampaignRequest, CandidateKey, CandidateStatus, Deposed, LeaderView, state::ElectionState,
-    },
+    recipe::election::{self, CampaignRequest, CandidateKey, CandidateStatus, Deposed, LeaderView, Observed},
     validate::{self, Name},
 };
 
@@ -111,9 +109,8 @@ fn campaign_response(status: CandidateStatus) -> (Result<pb::CampaignResponse, S
     (Ok(response), false)
 }
 
-/// The Observe view of a state: `None` while the state is not current.
-fn observed(state: &ElectionState) -> Option<(i64, Option<LeaderView>)> {
-    (state.generation != 0).then(|| (state.record.term, election::leader_view(state)))
+fn observe_response(observed: Observed) -> pb::ObserveResponse {
+    pb::ObserveResponse { sequence: observed.sequence, term: observed.term, leader: observed.leader.map(leader_info) }
 }
 
 #[tonic::async_trait]
@@ -168,51 +165,22 @@ impl election_server::Election for ElectionService {
     async fn observe(&self, request: Request<pb::ObserveRequest>) -> Result<Response<Self::ObserveStream>, Status> {
         let tenant = self.ctx.recipes(&request)?;
         let name = Name::parse("election", &request.get_ref().election)?;
-        let (watch, _) = tenant.elections.state(&name).await?;
+        let mut observation = tenant.elections.observe(&name).await?;
         let (tx, stream) = super::stream_channel(STREAM_BUFFER);
         let shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
-            // Every state this instance reads, in order: the current one, then each later one.
-            let (mut states, current) = watch.subscribe();
-            let mut sequence = 0u64;
-            let mut seen = 0u64;
-            let mut last: Option<(i64, Option<LeaderView>)> = None;
-            let mut next = Some(current);
             loop {
-                if let Some(state) = next.take()
-                    && state.sequence > seen
-                {
-                    seen = state.sequence;
-                    if let Some(current) = observed(&state)
-                        && last.as_ref() != Some(&current)
-                    {
-                        sequence += 1;
-                        let response = pb::ObserveResponse {
-                            sequence,
-                            term: current.0,
-                            leader: current.1.clone().map(leader_info),
-                        };
-                        last = Some(current);
-                        if tx.send(Ok(response)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                next = tokio::select! {
-                    received = states.recv() => match received {
-                        Ok(state) => Some(state),
-                        // Too far behind: skip to the latest (no term is reported twice).
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(watch.state.borrow().clone()),
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            let _ = tx.send(Err(Error::ShuttingDown.into())).await;
-                            return;
-                        }
+                let item = tokio::select! {
+                    observed = observation.next() => match observed {
+                        Some(observed) => Ok(observe_response(observed)),
+                        None => Err(Error::ShuttingDown.into()),
                     },
-                    () = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Error::ShuttingDown.into())).await;
-                        return;
-                    }
+                    () = shutdown.cancelled() => Err(Error::ShuttingDown.into()),
                 };
+                let last = item.is_err();
+                if tx.send(item).await.is_err() || last {
+                    return; // the client left, or the stream ended
+                }
             }
         });
         Ok(Response::new(stream))

@@ -10,6 +10,7 @@
 //! * Every instance that serves a Campaign, Observe, Leader, Candidates or Transfer call for an
 //!   election runs one [`watch::ElectionWatch`] for it, which follows the election with O(1)
 //!   reads per change and acts as an elector (compare-and-set writes; losing races is fine).
+//!   Observe streams number and de-duplicate the states it publishes ([`observe`]).
 //! * A leader whose lease lives on (Transfer, preemption, health gating) is deposed in two
 //!   phases: the record first names it `deposed` with no leader (the instance holding its
 //!   Campaign stream tells it DEPOSED); the successor is elected once it acknowledged
@@ -19,6 +20,7 @@
 //!   leaderships proven current ([`leadership`]); Campaign streams only notify.
 
 pub mod leadership;
+pub mod observe;
 pub mod record;
 pub mod state;
 pub mod watch;
@@ -29,7 +31,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError};
 
-pub use self::leadership::Leadership;
+pub use self::{
+    leadership::Leadership,
+    observe::{Observation, Observed},
+};
 use self::{
     leadership::Leaderships,
     record::{CandidateRecord, DeposeReason, Deposition, ElectionRecord, Yielded},
@@ -598,6 +603,21 @@ impl Elections {
             .map_err(|_| Error::ShuttingDown)?
             .clone();
         Ok((watch, state))
+    }
+
+    /// Observes the leadership of `name`: its current term and leader, then each change (see
+    /// [`observe`]).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the election cannot be read in time,
+    /// [`Error::ShuttingDown`].
+    ///
+    /// # Cancellation safety
+    /// Safe to cancel: it only reads (the election stays followed while an observation of it
+    /// or another user lasts).
+    pub async fn observe(&self, name: &Name) -> Result<Observation> {
+        let (watch, _) = self.state(name).await?;
+        Ok(Observation::new(watch))
     }
 
     /// Like [`Elections::state`], but read after this call began: the watch re-reads the
