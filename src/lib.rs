@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pb;
 pub mod recipe;
 pub mod server;
+mod sync_util;
 pub mod telemetry;
 pub mod tenant;
 pub mod tls;

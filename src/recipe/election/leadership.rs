@@ -35,7 +35,7 @@ use zookeeper_client::Client;
 use super::record::{self, ElectionRecord};
 use crate::{
     error::Result,
-    recipe::lock,
+    sync_util::lock,
     validate::Name,
     zk::{Proof, ZkSession, layout},
 };

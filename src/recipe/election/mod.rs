@@ -233,7 +233,7 @@ impl Campaign {
     pub async fn next(&mut self) -> Option<CandidateStatus> {
         match self.statuses.recv().await {
             Some(status) => Some(status),
-            None => crate::recipe::lock(&self.end).take().map(CandidateStatus::Ended),
+            None => crate::sync_util::lock(&self.end).take().map(CandidateStatus::Ended),
         }
     }
 }

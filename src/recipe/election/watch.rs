@@ -27,8 +27,8 @@ use super::{
 };
 use crate::{
     error::Result,
-    recipe::lock,
     recipe::{instance::now_unix_ms, lease::record::LeaseRecord},
+    sync_util::lock,
     validate::Name,
     zk::{layout, proof},
 };

@@ -56,7 +56,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     recipe::health::Health,
-    recipe::lock,
+    sync_util::lock,
     zk::{Proof, layout},
 };
 

@@ -61,6 +61,7 @@ use self::acquire::{Outcome, Wait};
 use crate::{
     error::{Error, Result},
     recipe::{instance::Incarnation, lease::Leases, lease::secret},
+    sync_util::lock,
     validate::Name,
     zk::{ZkSession, layout},
 };
@@ -252,16 +253,16 @@ impl Drop for InProgress<'_> {
 
 impl Inner {
     fn remember(&self, handle: &str, hold: CachedHold) {
-        super::lock(&self.cache).remember(handle, hold);
+        lock(&self.cache).remember(handle, hold);
     }
 
     fn cached(&self, handle: &str) -> Option<CachedHold> {
-        super::lock(&self.cache).get(handle)
+        lock(&self.cache).get(handle)
     }
 
     fn forget(&self, handle: &str) {
         // Its place in `order` goes when it reaches the front.
-        super::lock(&self.cache).forget(handle);
+        lock(&self.cache).forget(handle);
     }
 }
 
