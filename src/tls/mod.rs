@@ -65,10 +65,11 @@ impl TlsError {
 /// TLS for one listener: the current configuration, replaced when the files change.
 #[derive(Clone)]
 pub struct ServerTls {
-    shared: Arc<Shared>,
+    shared: Arc<LoadedTls>,
 }
 
-struct Shared {
+/// The files of a [`ServerTls`], the configuration loaded from them and how their reloads went.
+struct LoadedTls {
     files: TlsConfig,
     config: RwLock<Arc<ServerConfig>>,
     reloads: AtomicU64,
@@ -93,7 +94,7 @@ impl ServerTls {
     pub fn load(files: TlsConfig) -> Result<Self, TlsError> {
         let config = reload::load(&files)?;
         Ok(Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(LoadedTls {
                 files,
                 config: RwLock::new(Arc::new(config)),
                 reloads: AtomicU64::new(0),

@@ -76,8 +76,9 @@ impl SessionStatus {
     }
 }
 
+/// The session's status, with the client to use while it is connected.
 #[derive(Clone, Debug)]
-struct Shared {
+struct Connection {
     status: SessionStatus,
     client: Option<Client>,
 }
@@ -94,7 +95,7 @@ pub struct Registration {
 /// Handle to the instance's ZooKeeper session. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ZkSession {
-    shared: watch::Receiver<Shared>,
+    shared: watch::Receiver<Connection>,
     status: watch::Receiver<SessionStatus>,
     cancel: CancellationToken,
     /// The ACL of every znode created through this session ([`acl::for_session`]).
@@ -130,7 +131,7 @@ impl ZkSession {
                 "zookeeper_auth is not set: zkcoord's znodes get an open ACL and any ZooKeeper client can modify them"
             ),
         }
-        let (shared_tx, shared) = watch::channel(Shared { status: SessionStatus::Connecting, client: None });
+        let (shared_tx, shared) = watch::channel(Connection { status: SessionStatus::Connecting, client: None });
         let (status_tx, status) = watch::channel(SessionStatus::Connecting);
         let cancel = CancellationToken::new();
         let namespace: Arc<str> = config.namespace.as_str().into();
@@ -250,7 +251,7 @@ struct SessionTask {
     generation: std::sync::atomic::AtomicU64,
     config: ZkConfig,
     registration: Option<Registration>,
-    shared: watch::Sender<Shared>,
+    shared: watch::Sender<Connection>,
     status: watch::Sender<SessionStatus>,
     cancel: CancellationToken,
 }
@@ -260,7 +261,7 @@ impl SessionTask {
         if *self.status.borrow() != status {
             tracing::info!(?status, "zookeeper session status");
         }
-        self.shared.send_replace(Shared { status, client });
+        self.shared.send_replace(Connection { status, client });
         self.status.send_replace(status);
     }
 

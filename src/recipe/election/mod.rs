@@ -259,8 +259,11 @@ pub struct CandidateInfo {
     pub leader: bool,
 }
 
+/// What every election followed by one instance needs: the session, the instance, its
+/// shutdown, the registry of election watches and the leadership proofs; shared by the clones
+/// of [`Elections`] and the election watches' tasks.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct ElectionContext {
     session: ZkSession,
     me: Incarnation,
     shutdown: CancellationToken,
@@ -282,7 +285,7 @@ pub struct ElectionSummary {
 /// The election recipe of one instance. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Elections {
-    shared: Arc<Shared>,
+    shared: Arc<ElectionContext>,
 }
 
 /// The leader of `state`, if any, as clients see it.
@@ -338,7 +341,7 @@ impl Elections {
     /// The election recipe for the instance `me`.
     pub fn new(session: ZkSession, me: Incarnation, shutdown: CancellationToken) -> Self {
         let leaderships = Leaderships::new(session.clone());
-        Self { shared: Arc::new(Shared { session, me, shutdown, registry: Registry::default(), leaderships }) }
+        Self { shared: Arc::new(ElectionContext { session, me, shutdown, registry: Registry::default(), leaderships }) }
     }
 
     /// The leaderships of lease `lease_id` among `elections` that this instance can prove on

@@ -146,11 +146,13 @@ pub struct LeaseView {
 /// The lease recipe of one instance. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Leases {
-    inner: Arc<Inner>,
+    inner: Arc<LeasesState>,
 }
 
+/// The state of one instance's lease recipe (the leases attached here, the claim locks), shared
+/// by the clones of [`Leases`], the local leases' tasks and the janitor.
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub(crate) struct LeasesState {
     session: ZkSession,
     me: Incarnation,
     local: Mutex<HashMap<i64, Arc<LocalLease>>>,
@@ -159,7 +161,7 @@ pub(crate) struct Inner {
     shutdown: CancellationToken,
 }
 
-impl Inner {
+impl LeasesState {
     /// The lease attached here, unless it has ended.
     fn local(&self, id: i64) -> Option<Arc<LocalLease>> {
         let local = lock(&self.local);
@@ -209,7 +211,7 @@ impl Leases {
     /// The lease recipe for the instance `me`; starts its janitor. Everything stops when
     /// `shutdown` is cancelled.
     pub fn start(session: ZkSession, me: Incarnation, shutdown: CancellationToken) -> Self {
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(LeasesState {
             session,
             me,
             local: Mutex::new(HashMap::new()),
@@ -457,7 +459,7 @@ async fn read(client: &zookeeper_client::Client, path: &str) -> Result<(LeaseRec
 }
 
 /// Makes this instance the home of lease `id` with a versioned write.
-async fn claim(inner: &Arc<Inner>, id: i64, secret: &str) -> Result<Arc<LocalLease>> {
+async fn claim(inner: &Arc<LeasesState>, id: i64, secret: &str) -> Result<Arc<LocalLease>> {
     let _serialized = inner.claims[id.unsigned_abs() as usize % CLAIM_SHARDS].lock().await;
     let client = inner.session.client()?;
     let path = layout::lease(id);

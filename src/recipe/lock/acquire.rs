@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use zookeeper_client::WatchedEvent;
 
 use super::{
-    Acquired, CachedHold, Inner, LockRequest,
+    Acquired, CachedHold, LockRequest, LocksState,
     queue::{Queue, Standing},
     record::NodeRecord,
     zkops::{self, QueueError},
@@ -70,7 +70,7 @@ pub enum Outcome {
 /// # Cancellation safety
 /// Not cancellation safe: run it in its own task and signal `cancel` instead.
 pub(super) async fn run(
-    inner: Arc<Inner>,
+    inner: Arc<LocksState>,
     request: LockRequest,
     owner: String,
     digest: String,
@@ -146,7 +146,7 @@ type EventFuture = Pin<Box<dyn Future<Output = WatchedEvent> + Send>>;
 /// waits only for requests queued before it, by earlier transactions, on every key alike, so
 /// the waits form no cycle (no deadlock, whatever the key order of overlapping requests).
 async fn wait_for_grant(
-    inner: &Inner,
+    inner: &LocksState,
     hold: &str,
     lease_id: i64,
     keys: &[Name],
@@ -279,7 +279,7 @@ async fn pause(deadline: Option<Instant>, cancel: &CancellationToken) {
 /// trying in the background for [`CLEANUP_FOR`] or until the instance shuts down (after that
 /// the lease's end withdraws it). The background task is one of the lock tasks
 /// [`super::Locks::drain`] waits for.
-pub(super) async fn withdraw(inner: &Arc<Inner>, lease_id: i64, hold: &str, nodes: Option<&[String]>) {
+pub(super) async fn withdraw(inner: &Arc<LocksState>, lease_id: i64, hold: &str, nodes: Option<&[String]>) {
     let attempt = async {
         let client = inner.session.client()?;
         zkops::release(&client, lease_id, hold, nodes).await

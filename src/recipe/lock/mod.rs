@@ -203,8 +203,10 @@ impl HoldCache {
     }
 }
 
+/// The state of one instance's lock recipe (remembered holds, counts, call tasks), shared by
+/// the clones of [`Locks`] and the tasks of its calls.
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub(crate) struct LocksState {
     session: ZkSession,
     me: Incarnation,
     leases: Leases,
@@ -251,7 +253,7 @@ impl Drop for InProgress<'_> {
     }
 }
 
-impl Inner {
+impl LocksState {
     fn remember(&self, handle: &str, hold: CachedHold) {
         lock(&self.cache).remember(handle, hold);
     }
@@ -269,14 +271,14 @@ impl Inner {
 /// The lock recipe of one instance. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Locks {
-    inner: Arc<Inner>,
+    inner: Arc<LocksState>,
 }
 
 impl Locks {
     /// The lock recipe for the instance `me`.
     pub fn new(session: ZkSession, me: Incarnation, leases: Leases, shutdown: CancellationToken) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(LocksState {
                 session,
                 me,
                 leases,
