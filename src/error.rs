@@ -23,9 +23,10 @@ pub enum Error {
     /// The named lease does not exist (never granted, expired or revoked).
     #[error("lease not found")]
     LeaseNotFound,
-    /// The named lock handle does not exist (never issued or already released).
+    /// The named lock hold does not exist (never issued or already released). The message
+    /// says "handle", the hold id's name in the API.
     #[error("lock handle not found")]
-    HandleNotFound,
+    HoldNotFound,
     /// The lease secret does not match the lease.
     #[error("wrong lease secret")]
     WrongSecret,
@@ -111,7 +112,7 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = match &err {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::LeaseNotFound | Error::HandleNotFound => Code::NotFound,
+            Error::LeaseNotFound | Error::HoldNotFound => Code::NotFound,
             Error::WrongSecret | Error::NotAuthorized { .. } | Error::TenantNotAllowed => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable | Error::ShuttingDown => Code::Unavailable,
@@ -152,7 +153,7 @@ mod tests {
             (Error::LeaseNotFound, Code::NotFound, "lease not found"),
             (Error::WrongSecret, Code::PermissionDenied, "wrong lease secret"),
             (Error::TenantNotAllowed, Code::PermissionDenied, "tenant not allowed"),
-            (Error::HandleNotFound, Code::NotFound, "lock handle not found"),
+            (Error::HoldNotFound, Code::NotFound, "lock handle not found"),
             (
                 Error::NotAuthorized { resource: "election" },
                 Code::PermissionDenied,

@@ -211,8 +211,8 @@ fn binding(binding: &Binding) -> pb::Binding {
         Binding::Candidacy { election, candidate_id } => {
             pb::Binding { kind: pb::binding::Kind::Candidacy.into(), name: election.clone(), id: candidate_id.clone() }
         }
-        Binding::Lock { key, handle } => {
-            pb::Binding { kind: pb::binding::Kind::Lock.into(), name: key.clone(), id: handle.clone() }
+        Binding::Lock { key, hold } => {
+            pb::Binding { kind: pb::binding::Kind::Lock.into(), name: key.clone(), id: hold.clone() }
         }
     }
 }

@@ -32,7 +32,7 @@ fn check_handle(handle: &str) -> Result<()> {
         return Err(Error::invalid("handle", "must not be empty"));
     }
     if handle.len() > MAX_HANDLE_LEN || !handle.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::HandleNotFound);
+        return Err(Error::HoldNotFound);
     }
     Ok(())
 }
@@ -77,7 +77,7 @@ impl lock_server::Lock for LockService {
         // No select on the shutdown token here: the recipe answers ShuttingDown itself, after
         // withdrawing the request, and a grant that came first is answered as a grant.
         let acquired = tenant.locks.lock(request, wait).await?;
-        Ok(Response::new(pb::LockResponse { tokens: tokens(&keys, &acquired), handle: acquired.handle }))
+        Ok(Response::new(pb::LockResponse { tokens: tokens(&keys, &acquired), handle: acquired.hold }))
     }
 
     async fn try_lock(&self, request: Request<pb::TryLockRequest>) -> Result<Response<pb::TryLockResponse>, Status> {
@@ -91,7 +91,7 @@ impl lock_server::Lock for LockService {
             TryOutcome::Acquired(acquired) => pb::TryLockResponse {
                 acquired: true,
                 tokens: tokens(&keys, &acquired),
-                handle: acquired.handle,
+                handle: acquired.hold,
                 blocked: Vec::new(),
             },
             TryOutcome::Blocked(blocked) => {

@@ -122,8 +122,8 @@ pub enum Binding {
     Lock {
         /// The key.
         key: String,
-        /// The lock handle.
-        handle: String,
+        /// The hold id (the lock handle of the API).
+        hold: String,
     },
 }
 
@@ -427,7 +427,7 @@ async fn bindings(client: &Client, path: &str, children: &[String]) -> Result<Ve
                     Err(err) => return Err(err.into()),
                 };
                 let record: crate::recipe::lock::record::HoldRecord = crate::recipe::lock::record::decode(&data)?;
-                bindings.extend(record.keys.into_iter().map(|key| Binding::Lock { key, handle: hold.clone() }));
+                bindings.extend(record.keys.into_iter().map(|key| Binding::Lock { key, hold: hold.clone() }));
             }
             None => {}
         }

@@ -115,7 +115,7 @@ pub(super) async fn run(
                 inner.tasks.spawn(async move { zkops::mark_acquired(&client, &nodes, &node).await });
             }
             let cached = CachedHold { lease_id, digest, nodes: queued.nodes.into() };
-            Ok(Outcome::Acquired(Acquired { handle: hold, token }, cached))
+            Ok(Outcome::Acquired(Acquired { hold, token }, cached))
         }
         Ok((Grant::Blocked(blocked), _)) => {
             withdraw(&inner, lease_id, &hold, Some(&queued.nodes)).await;
