@@ -1,5 +1,7 @@
-//! Validation of the protobuf types shared by several services. Every function names the
-//! offending field in its [`Error::InvalidArgument`].
+//! The rules of protobuf messages: the types several services share (`LeaseRef`,
+//! `CandidateKey`, `Health`, enums) and the rules that relate fields of one request. Every
+//! function names the offending field in its [`Error::InvalidArgument`]. The services in
+//! `api` only translate what passed into recipe types.
 
 use crate::{
     error::{Error, Result},
@@ -17,9 +19,13 @@ pub struct LeaseCredentials {
 }
 
 /// Field names of one `LeaseRef` occurrence.
+#[derive(Clone, Copy, Debug)]
 pub struct LeaseFields {
+    /// The `LeaseRef` itself.
     pub missing: &'static str,
+    /// Its `id`.
     pub id: &'static str,
+    /// Its `secret`.
     pub secret: &'static str,
 }
 
@@ -57,10 +63,15 @@ pub struct Candidate {
 }
 
 /// Field names of one `CandidateKey` occurrence.
+#[derive(Clone, Copy, Debug)]
 pub struct CandidateFields {
+    /// The `CandidateKey` itself.
     pub missing: &'static str,
+    /// Its `election`.
     pub election: &'static str,
+    /// Its `candidate_id`.
     pub candidate_id: &'static str,
+    /// Its `lease`.
     pub lease: LeaseFields,
 }
 
@@ -98,21 +109,60 @@ pub fn lock_mode(mode: i32) -> Result<pb::LockMode> {
     }
 }
 
-/// Most elections one heartbeat may name.
-pub const MAX_HEARTBEAT_ELECTIONS: usize = 64;
-
-/// Validates the elections a heartbeat names (at most [`MAX_HEARTBEAT_ELECTIONS`] names;
-/// duplicates are ignored).
-pub fn elections(field: &'static str, names: &[String]) -> Result<Vec<Name>> {
-    if names.len() > MAX_HEARTBEAT_ELECTIONS {
-        return Err(Error::invalid(field, "names more than 64 elections"));
+/// Validates a preemption policy: `None` for UNSPECIFIED (accept the election's).
+pub fn preempt(policy: i32) -> Result<Option<bool>> {
+    match pb::PreemptPolicy::try_from(policy) {
+        Ok(pb::PreemptPolicy::Unspecified) => Ok(None),
+        Ok(pb::PreemptPolicy::Off) => Ok(Some(false)),
+        Ok(pb::PreemptPolicy::On) => Ok(Some(true)),
+        Err(_) => Err(Error::invalid("preempt", "is not a known policy")),
     }
-    let mut parsed = Vec::with_capacity(names.len());
-    for name in names {
-        let name = Name::parse(field, name)?;
-        if !parsed.contains(&name) {
-            parsed.push(name);
+}
+
+/// Validates the term of a Resign that stays a candidate (`stay_candidate`): it is required.
+pub fn step_down_term(term: i64) -> Result<i64> {
+    if term == 0 {
+        return Err(Error::invalid("term", "is required with stay_candidate"));
+    }
+    Ok(term)
+}
+
+/// Validates the `from` of a Transfer of election `election`: absent, or a key of that election.
+pub fn transfer_from(from: Option<&pb::CandidateKey>, election: &Name) -> Result<Option<Candidate>> {
+    let Some(from) = from else { return Ok(None) };
+    let from = candidate_key(Some(from), &FROM)?;
+    if from.election != *election {
+        return Err(Error::invalid("from.election", "must equal election"));
+    }
+    Ok(Some(from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(election: &str) -> pb::CandidateKey {
+        pb::CandidateKey {
+            election: election.into(),
+            candidate_id: "c".into(),
+            lease: Some(pb::LeaseRef { id: 1, secret: "s".into() }),
         }
     }
-    Ok(parsed)
+
+    #[test]
+    fn request_rules() {
+        assert_eq!(preempt(pb::PreemptPolicy::Unspecified.into()).ok(), Some(None));
+        assert_eq!(preempt(pb::PreemptPolicy::On.into()).ok(), Some(Some(true)));
+        assert!(matches!(preempt(99), Err(Error::InvalidArgument { field: "preempt", .. })));
+        assert!(matches!(step_down_term(0), Err(Error::InvalidArgument { field: "term", .. })));
+        assert_eq!(step_down_term(3).ok(), Some(3));
+        let election = Name::parse("election", "e").expect("valid");
+        assert!(matches!(transfer_from(None, &election), Ok(None)));
+        assert!(matches!(transfer_from(Some(&key("e")), &election), Ok(Some(_))));
+        let other = transfer_from(Some(&key("f")), &election);
+        assert!(matches!(other, Err(Error::InvalidArgument { field: "from.election", .. })));
+        let missing = candidate_key(None, &KEY);
+        assert!(matches!(missing, Err(Error::InvalidArgument { field: "key", reason: "is required" })));
+        assert!(lock_mode(pb::LockMode::Unspecified.into()).is_err());
+    }
 }
