@@ -13,7 +13,7 @@ pub mod proto;
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
-use crate::error::{Error, Result};
+use crate::error::{AT_MOST_128_BYTES, EMPTY, Error, Result};
 
 /// The longest name, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
@@ -76,10 +76,10 @@ impl fmt::Display for Name {
 fn check_name(field: &'static str, value: &str) -> Result<()> {
     let bytes = value.as_bytes();
     let Some(first) = bytes.first() else {
-        return Err(Error::invalid(field, "must not be empty"));
+        return Err(Error::invalid(field, EMPTY));
     };
     if bytes.len() > MAX_NAME_LEN {
-        return Err(Error::invalid(field, "must be at most 128 bytes"));
+        return Err(Error::invalid(field, AT_MOST_128_BYTES));
     }
     if !first.is_ascii_alphanumeric() {
         return Err(Error::invalid(field, "must start with an ASCII letter or digit"));
@@ -121,10 +121,10 @@ pub fn lease_id(field: &'static str, id: i64) -> Result<i64> {
 /// [`Error::InvalidArgument`] when it is empty or too long.
 pub fn secret(field: &'static str, secret: &str) -> Result<()> {
     if secret.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
+        return Err(Error::invalid(field, EMPTY));
     }
     if secret.len() > MAX_SECRET_LEN {
-        return Err(Error::invalid(field, "must be at most 128 bytes"));
+        return Err(Error::invalid(field, AT_MOST_128_BYTES));
     }
     Ok(())
 }
@@ -251,7 +251,7 @@ pub fn elections(field: &'static str, names: &[String]) -> Result<Vec<Name>> {
 /// has a character other than printable ASCII (no such hold can exist).
 pub fn hold(field: &'static str, hold: &str) -> Result<()> {
     if hold.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
+        return Err(Error::invalid(field, EMPTY));
     }
     if hold.len() > MAX_HOLD_LEN || !hold.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Error::HoldNotFound);

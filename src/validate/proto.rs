@@ -4,7 +4,7 @@
 //! `api` only translate what passed into recipe types.
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, REQUIRED, Result},
     pb::v1 as pb,
     validate::{self, Name},
 };
@@ -34,7 +34,7 @@ pub const LEASE: LeaseFields = LeaseFields { missing: "lease", id: "lease.id", s
 
 /// Validates a `LeaseRef`.
 pub fn lease_ref(lease: Option<&pb::LeaseRef>, fields: &LeaseFields) -> Result<LeaseCredentials> {
-    let lease = lease.ok_or(Error::invalid(fields.missing, "is required"))?;
+    let lease = lease.ok_or(Error::invalid(fields.missing, REQUIRED))?;
     let id = validate::lease_id(fields.id, lease.id)?;
     validate::secret(fields.secret, &lease.secret)?;
     Ok(LeaseCredentials { id, secret: lease.secret.clone() })
@@ -93,7 +93,7 @@ pub const FROM: CandidateFields = CandidateFields {
 
 /// Validates a `CandidateKey`.
 pub fn candidate_key(key: Option<&pb::CandidateKey>, fields: &CandidateFields) -> Result<Candidate> {
-    let key = key.ok_or(Error::invalid(fields.missing, "is required"))?;
+    let key = key.ok_or(Error::invalid(fields.missing, REQUIRED))?;
     Ok(Candidate {
         election: Name::parse(fields.election, &key.election)?,
         candidate_id: Name::parse(fields.candidate_id, &key.candidate_id)?,

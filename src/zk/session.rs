@@ -36,6 +36,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a graceful close waits for ZooKeeper to acknowledge it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The log detail of a tenant root the client library refuses as a chroot (never expected:
+/// tenant names are validated).
+const BAD_TENANT_ROOT: &str = "bad tenant root";
 
 /// The status of zkcoord's ZooKeeper session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,9 +183,7 @@ impl ZkSession {
         match (&shared.status, &shared.client) {
             (SessionStatus::Connected { .. }, Some(client)) => match &self.scope {
                 None => Ok(client.clone()),
-                Some(root) => {
-                    client.clone().chroot(root.as_ref()).map_err(|_| Error::Internal("bad tenant root".into()))
-                }
+                Some(root) => client.clone().chroot(root.as_ref()).map_err(|_| Error::Internal(BAD_TENANT_ROOT.into())),
             },
             (SessionStatus::Closed, _) => Err(Error::ShuttingDown),
             _ => Err(Error::Unavailable),
@@ -365,7 +366,7 @@ async fn connect(config: &ZkConfig, registration: Option<&Registration>) -> Resu
             async move {
                 acl::ensure_directory(&client, &layout::tenant(tenant), authenticated).await?;
                 let root = format!("{}{}", config.namespace, layout::tenant(tenant));
-                let client = client.chroot(root).map_err(|_| Error::Internal("bad tenant root".into()))?;
+                let client = client.chroot(root).map_err(|_| Error::Internal(BAD_TENANT_ROOT.into()))?;
                 prepare(&client, authenticated, registration).await
             }
         });

@@ -77,7 +77,7 @@ impl End {
     pub fn error(self) -> Error {
         match self {
             End::Expired | End::Gone => Error::LeaseNotFound,
-            End::Moved => Error::FailedPrecondition("lease was claimed by a KeepAlive stream on another instance"),
+            End::Moved => Error::FailedPrecondition(crate::error::LEASE_CLAIMED),
             End::ShuttingDown => Error::ShuttingDown,
         }
     }

@@ -17,7 +17,7 @@ use super::{
     zkops::{self, QueueError},
 };
 use crate::{
-    error::{Error, Result},
+    error::{Error, LOCK_REQUEST_RELEASED, Result},
     validate::Name,
     zk::layout,
 };
@@ -63,7 +63,7 @@ pub enum Outcome {
 /// # Errors
 /// [`Error::DeadlineExceeded`] when the wait timed out, [`Error::Cancelled`] when `cancel`
 /// fired, [`Error::LeaseNotFound`] when the lease ended, [`Error::FailedPrecondition`] when an
-/// Unlock with the request's handle released it (message [`RELEASED`]), [`Error::ShuttingDown`],
+/// Unlock with the request's handle released it (message [`LOCK_REQUEST_RELEASED`]), [`Error::ShuttingDown`],
 /// [`Error::Unavailable`]. In every error case the request has been withdrawn, or its
 /// withdrawal goes on in the background (ZooKeeper unreachable), bounded by the lease.
 ///
@@ -244,14 +244,11 @@ async fn wait_for_grant(
 async fn gone(client: &zookeeper_client::Client, lease_id: i64) -> Error {
     let lease = layout::lease(lease_id);
     match crate::zk::traced("check_stat", &lease, client.check_stat(&lease)).await {
-        Ok(Some(_)) => Error::FailedPrecondition(RELEASED),
+        Ok(Some(_)) => Error::FailedPrecondition(LOCK_REQUEST_RELEASED),
         Ok(None) => Error::LeaseNotFound,
         Err(err) => err.into(),
     }
 }
-
-/// The message of a call whose request was released by an Unlock with its handle.
-const RELEASED: &str = "lock request was released";
 
 enum Step {
     Granted,
