@@ -6,7 +6,7 @@
 //! reported in term or leader view, so that no change is reported twice; the reports are
 //! numbered 1, 2, 3, ... per observation. A consumer that falls more than the watch's state
 //! history behind skips ahead to the latest state: the intermediate changes are lost, but no
-//! term is reported twice and the numbers stay consecutive ([`Changes`] holds the rule, unit
+//! term is reported twice and the numbers stay consecutive (`Changes` holds the rule, unit
 //! tested without ZooKeeper).
 
 use std::sync::Arc;
