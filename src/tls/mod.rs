@@ -17,6 +17,7 @@ pub mod reload;
 use std::{
     fmt, io,
     net::SocketAddr,
+    path::PathBuf,
     pin::Pin,
     sync::{
         Arc, PoisonError, RwLock,
@@ -37,7 +38,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
-use crate::config::TlsConfig;
+/// TLS for the gRPC listener: PEM files, re-read when they change (see [`ServerTls`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The server certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The server certificate's private key.
+    pub key: PathBuf,
+    /// CA certificates client certificates must chain to; when set, clients must present one
+    /// (mTLS). `None`: no client certificates.
+    pub client_ca: Option<PathBuf>,
+}
 
 /// How long a client gets to complete the TLS handshake after connecting.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

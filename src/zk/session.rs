@@ -22,10 +22,9 @@ use tokio_util::sync::CancellationToken;
 use zookeeper_client::{Acls, Client, CreateMode, SessionState};
 
 use crate::{
-    config::ZkConfig,
     error::{Error, Result},
     zk::{
-        acl, layout,
+        ZkAuth, acl, layout,
         proof::{self, Proof, ProofTiming, Proofs},
     },
 };
@@ -36,6 +35,23 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a graceful close waits for ZooKeeper to acknowledge it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How to reach ZooKeeper and where zkcoord's state lives there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZkConfig {
+    /// Comma-separated `host:port` list, without chroot.
+    pub hosts: String,
+    /// Absolute znode path under which all of zkcoord's state lives, e.g. `/zkcoord`.
+    pub namespace: String,
+    /// Requested ZooKeeper session timeout (the ensemble may negotiate another).
+    pub session_timeout: Duration,
+    /// Credentials the session authenticates with (`zookeeper_auth` or `zookeeper_auth_file`);
+    /// `None`: unauthenticated, znodes with an open ACL.
+    pub auth: Option<ZkAuth>,
+    /// The tenants besides the default one (`tenants`), each with its state under
+    /// `<namespace>/tenants/<name>`; empty: only the default tenant.
+    pub tenants: Vec<String>,
+}
 
 /// The status of zkcoord's ZooKeeper session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
