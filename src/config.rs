@@ -469,7 +469,7 @@ fn parse_connect_string(value: &str) -> Result<(String, String), String> {
 ///
 /// # Errors
 /// A message for the config error.
-pub fn parse_tenants(value: &str) -> Result<Vec<String>, String> {
+fn parse_tenants(value: &str) -> Result<Vec<String>, String> {
     let mut tenants: Vec<String> = Vec::new();
     for tenant in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         if Name::parse("tenants", tenant).is_err() {

@@ -101,7 +101,7 @@ impl ServerTls {
     ///
     /// # Errors
     /// A [`TlsError`] naming the setting whose file is unreadable or unusable.
-    pub fn load(files: TlsConfig) -> Result<Self, TlsError> {
+    pub(crate) fn load(files: TlsConfig) -> Result<Self, TlsError> {
         let config = reload::load(&files)?;
         Ok(Self {
             shared: Arc::new(Shared {
@@ -114,7 +114,7 @@ impl ServerTls {
     }
 
     /// Whether clients must present a certificate (mTLS).
-    pub fn requires_client_certificates(&self) -> bool {
+    pub(crate) fn requires_client_certificates(&self) -> bool {
         self.shared.files.client_ca.is_some()
     }
 
@@ -133,13 +133,13 @@ impl ServerTls {
     }
 
     /// Starts watching the files for changes, until `shutdown`.
-    pub fn spawn_reloader(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn_reloader(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(reload::watch(self.shared.clone(), shutdown))
     }
 
     /// The established TLS connections on `listener`, until `shutdown` (or until the stream
     /// is dropped). Failed handshakes are logged at debug level and never appear.
-    pub fn incoming(
+    pub(crate) fn incoming(
         &self,
         listener: TcpListener,
         shutdown: CancellationToken,

@@ -8,7 +8,7 @@ pub mod proof;
 pub mod session;
 
 pub use auth::ZkAuth;
-pub use proof::{Proof, ProofTiming, Proofs};
+pub use proof::{Proof, ProofTiming};
 pub use session::{SessionStatus, ZkConfig, ZkSession};
 
 /// Runs one ZooKeeper request (`op` on `path`) inside its own `zookeeper` span, a child of the
