@@ -73,7 +73,7 @@ pub enum SessionStatus {
         /// When the connection was lost.
         since: Instant,
     },
-    /// The session was closed by [`ZkSession::close`].
+    /// The session was closed (`ZkSession::close`, at shutdown).
     Closed,
 }
 
