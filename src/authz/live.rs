@@ -51,12 +51,15 @@ impl LiveAuthz {
         self.shared.rules.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// How many times the changed file was loaded and put in force.
+    /// How many times the changed file was loaded and put in force (read by the tests).
+    #[cfg(test)]
     pub fn reloads(&self) -> u64 {
         self.shared.reloads.load(Ordering::Relaxed)
     }
 
-    /// How many times the changed file could not be used (the previous rules stayed).
+    /// How many times the changed file could not be used (the previous rules stayed; read by
+    /// the tests).
+    #[cfg(test)]
     pub fn reload_failures(&self) -> u64 {
         self.shared.reload_failures.load(Ordering::Relaxed)
     }

@@ -18,8 +18,8 @@ use rustls::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{LoadedTls, TlsError};
-use crate::{config::TlsConfig, file_change::Poller};
+use super::{LoadedTls, TlsConfig, TlsError};
+use crate::file_change::Poller;
 
 /// Builds the server configuration from the files named in `files`.
 ///

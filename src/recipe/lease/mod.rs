@@ -40,7 +40,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 use zookeeper_client::{Client, CreateMode};
 
-pub use self::local::{HeartbeatAck, LocalLease};
+pub use self::local::LocalLease;
 use self::{record::LeaseRecord, zkops::DeleteOutcome};
 use crate::{
     error::{Error, Result},
@@ -220,11 +220,6 @@ impl Leases {
         });
         tokio::spawn(janitor::run(inner.clone()));
         Self { inner }
-    }
-
-    /// This instance's incarnation.
-    pub fn incarnation(&self) -> &Incarnation {
-        &self.inner.me
     }
 
     /// The number of leases attached to this instance.

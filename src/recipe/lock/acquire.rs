@@ -318,9 +318,8 @@ fn rand_u64() -> u64 {
 mod tests {
     use super::*;
     use crate::{
-        config::ZkConfig,
         recipe::{instance::Incarnation, lease::Leases, lock::Locks},
-        zk::ZkSession,
+        zk::{ZkConfig, ZkSession},
     };
 
     /// A TryLock whose reads fail with a retryable error (here: no ZooKeeper at all) answers
