@@ -4,6 +4,10 @@
 //! environment variable, the optional TOML file (`--config` / `ZKCOORD_CONFIG`), the default.
 //! Invalid configuration is a [`ConfigError`] that names the setting and where its value came
 //! from; `main` prints it on one line and exits with [`EX_USAGE`].
+//!
+//! Parsing and validating settings happens here; the typed settings of a layer live with that
+//! layer ([`ZkConfig`] and [`ZkAuth`] in `zk`, [`TlsConfig`] in `tls`, [`Authz`] in `authz`),
+//! re-exported here, so that no layer below depends on this module.
 
 use std::{
     collections::BTreeMap,
@@ -15,7 +19,12 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::authz::Authz;
+use crate::validate::Name;
+pub use crate::{
+    authz::Authz,
+    tls::TlsConfig,
+    zk::{ZkAuth, ZkConfig},
+};
 
 /// Exit code for invalid configuration or usage (BSD `sysexits.h` `EX_USAGE`).
 pub const EX_USAGE: i32 = 64;
@@ -42,6 +51,9 @@ pub const DEFAULT_MAX_CALLS_PER_CONNECTION: &str = "1000";
 
 /// Longest accepted instance id.
 pub const MAX_INSTANCE_ID_LEN: usize = 64;
+/// The most tenants one deployment may configure: each costs every instance a registration, a
+/// janitor and a few ZooKeeper round trips whenever its session is (re-)established.
+pub const MAX_TENANTS: usize = 256;
 
 /// The resolved configuration of one zkcoord instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,35 +78,6 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Which election names and lock keys each client identity may use; `None`: all.
     pub authz: Option<Authz>,
-}
-
-/// TLS for the gRPC listener: PEM files, re-read when they change (see [`crate::tls`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// The server certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// The server certificate's private key.
-    pub key: PathBuf,
-    /// CA certificates client certificates must chain to; when set, clients must present one
-    /// (mTLS). `None`: no client certificates.
-    pub client_ca: Option<PathBuf>,
-}
-
-/// How to reach ZooKeeper and where zkcoord's state lives there.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ZkConfig {
-    /// Comma-separated `host:port` list, without chroot.
-    pub hosts: String,
-    /// Absolute znode path under which all of zkcoord's state lives, e.g. `/zkcoord`.
-    pub namespace: String,
-    /// Requested ZooKeeper session timeout (the ensemble may negotiate another).
-    pub session_timeout: Duration,
-    /// Credentials the session authenticates with (`zookeeper_auth` or `zookeeper_auth_file`);
-    /// `None`: unauthenticated, znodes with an open ACL.
-    pub auth: Option<crate::zk::ZkAuth>,
-    /// The tenants besides the default one (`tenants`), each with its state under
-    /// `<namespace>/tenants/<name>`; empty: only the default tenant.
-    pub tenants: Vec<String>,
 }
 
 /// Log output format.
@@ -251,7 +234,7 @@ impl Config {
 
         let instance_id = match pick("instance_id", flags.instance_id, file_settings.instance_id) {
             Some((id, src)) => {
-                if id.len() > MAX_INSTANCE_ID_LEN || crate::validate::Name::parse("instance_id", &id).is_err() {
+                if id.len() > MAX_INSTANCE_ID_LEN || Name::parse("instance_id", &id).is_err() {
                     return Err(fail(
                         "instance_id",
                         src,
@@ -287,7 +270,7 @@ impl Config {
         };
 
         let (v, src) = setting("tenants", flags.tenants, file_settings.tenants, "");
-        let tenants = crate::tenant::parse_tenants(&v).map_err(|m| fail("tenants", src, m))?;
+        let tenants = parse_tenants(&v).map_err(|m| fail("tenants", src, m))?;
 
         let (tls, authz) = resolve_tls(
             pick("tls_cert", flags.tls_cert, file_settings.tls_cert),
@@ -389,7 +372,7 @@ fn resolve_tls(
 fn resolve_zookeeper_auth(
     value: Option<(String, Source)>,
     file: Option<(String, Source)>,
-) -> Result<Option<crate::zk::ZkAuth>, ConfigError> {
+) -> Result<Option<ZkAuth>, ConfigError> {
     match (value, file) {
         (None, None) => Ok(None),
         (Some(_), Some((_, source))) => Err(ConfigError {
@@ -397,7 +380,7 @@ fn resolve_zookeeper_auth(
             source,
             message: "set either zookeeper_auth or zookeeper_auth_file, not both".into(),
         }),
-        (Some((value, source)), None) => crate::zk::ZkAuth::parse(&value).map(Some).map_err(|message| ConfigError {
+        (Some((value, source)), None) => ZkAuth::parse(&value).map(Some).map_err(|message| ConfigError {
             setting: "zookeeper_auth",
             source,
             message,
@@ -406,7 +389,7 @@ fn resolve_zookeeper_auth(
             let fail =
                 |message: String| ConfigError { setting: "zookeeper_auth_file", source: source.clone(), message };
             let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("cannot read {path}: {e}")))?;
-            crate::zk::ZkAuth::parse(&text).map(Some).map_err(|m| fail(format!("{path}: {m}")))
+            ZkAuth::parse(&text).map(Some).map_err(|m| fail(format!("{path}: {m}")))
         }
     }
 }
@@ -469,7 +452,7 @@ fn parse_connect_string(value: &str) -> Result<(String, String), String> {
         return Err("the namespace must not be the ZooKeeper root; use e.g. /zkcoord".into());
     }
     for segment in namespace[1..].split('/') {
-        if crate::validate::Name::parse("zookeeper", segment).is_err() {
+        if Name::parse("zookeeper", segment).is_err() {
             return Err(format!(
                 "namespace {namespace:?} must be /-separated names of ASCII letters, digits and . _ - : @"
             ));
@@ -479,6 +462,30 @@ fn parse_connect_string(value: &str) -> Result<(String, String), String> {
         return Err("the namespace must not be under /zookeeper, which ZooKeeper reserves".into());
     }
     Ok((hosts.to_owned(), namespace.to_owned()))
+}
+
+/// Parses the `tenants` setting: comma-separated names (the rules of every zkcoord name, see
+/// [`Name`]), no duplicates, at most [`MAX_TENANTS`]; empty: none.
+///
+/// # Errors
+/// A message for the config error.
+fn parse_tenants(value: &str) -> Result<Vec<String>, String> {
+    let mut tenants: Vec<String> = Vec::new();
+    for tenant in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if Name::parse("tenants", tenant).is_err() {
+            return Err(format!(
+                "{tenant:?} is not a tenant name: 1 to 128 ASCII letters, digits and . _ - : @, starting with a letter or digit"
+            ));
+        }
+        if tenants.iter().any(|t| t == tenant) {
+            return Err(format!("{tenant:?} is listed twice"));
+        }
+        tenants.push(tenant.to_owned());
+    }
+    if tenants.len() > MAX_TENANTS {
+        return Err(format!("at most {MAX_TENANTS} tenants"));
+    }
+    Ok(tenants)
 }
 
 fn generated_instance_id() -> String {
@@ -508,7 +515,7 @@ mod tests {
         assert_eq!(config.zookeeper.namespace, "/zkcoord");
         assert_eq!(config.zookeeper.session_timeout, DEFAULT_SESSION_TIMEOUT);
         assert_eq!(config.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
-        assert!(crate::validate::Name::parse("id", &config.instance_id).is_ok(), "{}", config.instance_id);
+        assert!(Name::parse("id", &config.instance_id).is_ok(), "{}", config.instance_id);
     }
 
     #[test]
@@ -576,6 +583,17 @@ mod tests {
         let err = Config::resolve(RawSettings::default(), Some(dir.path().join("missing.toml")), no_env)
             .expect_err("missing");
         assert!(err.to_string().contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn tenant_lists() {
+        assert_eq!(parse_tenants(""), Ok(vec![]));
+        assert_eq!(parse_tenants(" a , b-2,"), Ok(vec!["a".to_string(), "b-2".to_string()]));
+        for bad in ["a/b", "..", "a,a", ".x", "a b"] {
+            assert!(parse_tenants(bad).is_err(), "{bad}");
+        }
+        let many = (0..=MAX_TENANTS).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",");
+        assert!(parse_tenants(&many).is_err());
     }
 
     #[test]

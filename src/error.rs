@@ -7,6 +7,47 @@
 use tonic::{Code, Status, metadata::MetadataValue};
 pub use zkcoord_client::{LOCK_WAIT_TIMEOUT, REASON_METADATA};
 
+// The messages of `Error::FailedPrecondition`, part of the API: clients match on them.
+
+/// Campaign: the candidate id is bound to another lease.
+pub const CANDIDATE_ID_TAKEN: &str = "the candidate id is taken by another lease";
+/// Campaign: an existing election has the other preemption policy.
+pub const OTHER_PREEMPT_POLICY: &str = "the election has a different preempt policy";
+/// Campaign: the stream ends because another Campaign stream took the candidacy.
+pub const TAKEN_OVER: &str = "the candidacy was taken over by another Campaign stream";
+/// Proclaim, Resign: the key does not lead the term given.
+pub const NOT_LEADER_OF_TERM: &str = "not the leader of that term";
+/// Resign: the candidacy changed between its read and the write.
+pub const CANDIDACY_CHANGED: &str = "the candidacy changed meanwhile; retry";
+/// Resign with `stay_candidate`: the key is not a candidate.
+pub const NOT_A_CANDIDATE: &str = "not a candidate";
+/// Resign with `stay_candidate`: refused, the candidacy still leads the term undeposed.
+pub const STILL_LEADS: &str = "the candidate still leads that term; Resign without stay_candidate gives it up";
+/// Transfer: there is no leader to transfer from.
+pub const NO_LEADER: &str = "the election has no leader";
+/// Transfer: `from` is not the leader.
+pub const NOT_LEADER: &str = "not the leader";
+/// Transfer: `term` is not the current one.
+pub const NOT_CURRENT_TERM: &str = "not the current term";
+/// Transfer: no candidate to hand leadership to.
+pub const NO_TRANSFER_TARGET: &str = "the transfer target is unknown, not eligible or already the leader";
+/// Transfer: the election record changed between its read and the write.
+pub const LEADERSHIP_CHANGED: &str = "the leadership changed meanwhile; retry";
+/// KeepAlive: the stream ends because a stream on another instance claimed the lease.
+pub const LEASE_CLAIMED: &str = "lease was claimed by a KeepAlive stream on another instance";
+/// Lock: the request was released by an Unlock with its handle while it waited (the lease
+/// lives).
+pub const LOCK_REQUEST_RELEASED: &str = "lock request was released";
+
+// `Error::InvalidArgument` reasons that several rules share.
+
+/// A message field is absent.
+pub const REQUIRED: &str = "is required";
+/// A string field is empty.
+pub const EMPTY: &str = "must not be empty";
+/// A name or a secret is too long.
+pub const AT_MOST_128_BYTES: &str = "must be at most 128 bytes";
+
 /// Everything that can go wrong in a zkcoord call.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +64,10 @@ pub enum Error {
     /// The named lease does not exist (never granted, expired or revoked).
     #[error("lease not found")]
     LeaseNotFound,
-    /// The named lock handle does not exist (never issued or already released).
+    /// The named lock hold does not exist (never issued or already released). The message
+    /// says "handle", the hold id's name in the API.
     #[error("lock handle not found")]
-    HandleNotFound,
+    HoldNotFound,
     /// Something the call names does not exist (a shard group, a member). The message is fixed.
     #[error("{0}")]
     NotFound(&'static str),
@@ -114,7 +156,7 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = match &err {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::LeaseNotFound | Error::HandleNotFound | Error::NotFound(_) => Code::NotFound,
+            Error::LeaseNotFound | Error::HoldNotFound | Error::NotFound(_) => Code::NotFound,
             Error::WrongSecret | Error::NotAuthorized { .. } | Error::TenantNotAllowed => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable | Error::ShuttingDown => Code::Unavailable,
@@ -155,7 +197,7 @@ mod tests {
             (Error::LeaseNotFound, Code::NotFound, "lease not found"),
             (Error::WrongSecret, Code::PermissionDenied, "wrong lease secret"),
             (Error::TenantNotAllowed, Code::PermissionDenied, "tenant not allowed"),
-            (Error::HandleNotFound, Code::NotFound, "lock handle not found"),
+            (Error::HoldNotFound, Code::NotFound, "lock handle not found"),
             (
                 Error::NotAuthorized { resource: "election" },
                 Code::PermissionDenied,
@@ -168,7 +210,7 @@ mod tests {
             ),
             (Error::DeadlineExceeded, Code::DeadlineExceeded, "lock wait timed out"),
             (Error::FellBehind, Code::ResourceExhausted, "stream fell too far behind"),
-            (Error::FailedPrecondition("not the leader"), Code::FailedPrecondition, "not the leader"),
+            (Error::FailedPrecondition(NOT_LEADER), Code::FailedPrecondition, "not the leader"),
             (zookeeper_client::Error::ConnectionLoss.into(), Code::Unavailable, "zookeeper unavailable"),
             (zookeeper_client::Error::NoAuth.into(), Code::Internal, "internal error"),
         ];
@@ -179,6 +221,33 @@ mod tests {
             let reason = status.metadata().get(REASON_METADATA).map(|v| v.to_str().expect("ascii"));
             let expected = (code == Code::DeadlineExceeded).then_some(LOCK_WAIT_TIMEOUT);
             assert_eq!(reason, expected, "{message}");
+        }
+    }
+
+    /// The fixed messages are part of the API: clients and tests match on them byte for byte.
+    #[test]
+    fn fixed_messages_do_not_change() {
+        let messages = [
+            (CANDIDATE_ID_TAKEN, "the candidate id is taken by another lease"),
+            (OTHER_PREEMPT_POLICY, "the election has a different preempt policy"),
+            (TAKEN_OVER, "the candidacy was taken over by another Campaign stream"),
+            (NOT_LEADER_OF_TERM, "not the leader of that term"),
+            (CANDIDACY_CHANGED, "the candidacy changed meanwhile; retry"),
+            (NOT_A_CANDIDATE, "not a candidate"),
+            (STILL_LEADS, "the candidate still leads that term; Resign without stay_candidate gives it up"),
+            (NO_LEADER, "the election has no leader"),
+            (NOT_LEADER, "not the leader"),
+            (NOT_CURRENT_TERM, "not the current term"),
+            (NO_TRANSFER_TARGET, "the transfer target is unknown, not eligible or already the leader"),
+            (LEADERSHIP_CHANGED, "the leadership changed meanwhile; retry"),
+            (LEASE_CLAIMED, "lease was claimed by a KeepAlive stream on another instance"),
+            (LOCK_REQUEST_RELEASED, "lock request was released"),
+            (REQUIRED, "is required"),
+            (EMPTY, "must not be empty"),
+            (AT_MOST_128_BYTES, "must be at most 128 bytes"),
+        ];
+        for (message, expected) in messages {
+            assert_eq!(Status::from(Error::FailedPrecondition(message)).message(), expected);
         }
     }
 }

@@ -1,5 +1,8 @@
 //! One zkcoord instance: the gRPC server (zkcoord services, `grpc.health.v1`, reflection v1
 //! and v1alpha), its ZooKeeper session, and graceful shutdown.
+//!
+//! Besides [`start`] and [`Instance`], the constants a client or test of the wire API needs:
+//! service names, limits, the tenant header, stable messages.
 
 use std::{io, net::SocketAddr, time::Duration};
 
@@ -10,6 +13,12 @@ use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::util::MapResponseLayer;
 
+pub use crate::{
+    api::tenant::TENANT_HEADER,
+    limits::TOO_LARGE_MESSAGE,
+    tls::ServerTls,
+    zk::{SessionStatus, ZkSession},
+};
 use crate::{
     api::{Context, election::ElectionService, lease::LeaseService, lock::LockService, shards::ShardsService},
     authz::live::LiveAuthz,
@@ -23,10 +32,8 @@ use crate::{
             shards_server::ShardsServer,
         },
     },
-    recipe::{instance::Incarnation, lease::Leases},
+    recipe::instance::Incarnation,
     tenant::{Recipes, Tenants},
-    tls::ServerTls,
-    zk::{SessionStatus, ZkSession},
 };
 
 /// The largest request message accepted, in bytes (1,000 lock keys of 128 bytes fit easily).
@@ -199,9 +206,9 @@ impl Instance {
         &self.session
     }
 
-    /// The instance's lease recipe.
-    pub fn leases(&self) -> &Leases {
-        &self.tenants.default_tenant().leases
+    /// How many leases are attached to this instance (in the default tenant).
+    pub fn local_lease_count(&self) -> usize {
+        self.tenants.default_tenant().leases.local_count()
     }
 
     /// Stops the instance gracefully: health turns NOT_SERVING, streams end with UNAVAILABLE

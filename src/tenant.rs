@@ -19,13 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     error::{Error, Result},
     recipe::{election::Elections, instance::Incarnation, lease::Leases, lock::Locks, shards::Shards},
-    validate::Name,
     zk::ZkSession,
 };
-
-/// The most tenants one deployment may configure: each costs every instance a registration, a
-/// janitor and a few ZooKeeper round trips whenever its session is (re-)established.
-pub const MAX_TENANTS: usize = 256;
 
 /// One tenant's coordination recipes.
 #[derive(Clone, Debug)]
@@ -108,45 +103,5 @@ impl Tenants {
         let mut named: Vec<&Arc<Recipes>> = self.named.values().collect();
         named.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         std::iter::once(&self.default).chain(named).cloned().collect()
-    }
-}
-
-/// Parses the `tenants` setting: comma-separated names (the rules of every zkcoord name, see
-/// [`Name`]), no duplicates, at most [`MAX_TENANTS`]; empty: none.
-///
-/// # Errors
-/// A message for the config error.
-pub fn parse_tenants(value: &str) -> Result<Vec<String>, String> {
-    let mut tenants: Vec<String> = Vec::new();
-    for tenant in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        if Name::parse("tenants", tenant).is_err() {
-            return Err(format!(
-                "{tenant:?} is not a tenant name: 1 to 128 ASCII letters, digits and . _ - : @, starting with a letter or digit"
-            ));
-        }
-        if tenants.iter().any(|t| t == tenant) {
-            return Err(format!("{tenant:?} is listed twice"));
-        }
-        tenants.push(tenant.to_owned());
-    }
-    if tenants.len() > MAX_TENANTS {
-        return Err(format!("at most {MAX_TENANTS} tenants"));
-    }
-    Ok(tenants)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tenant_lists() {
-        assert_eq!(parse_tenants(""), Ok(vec![]));
-        assert_eq!(parse_tenants(" a , b-2,"), Ok(vec!["a".to_string(), "b-2".to_string()]));
-        for bad in ["a/b", "..", "a,a", ".x", "a b"] {
-            assert!(parse_tenants(bad).is_err(), "{bad}");
-        }
-        let many = (0..=MAX_TENANTS).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",");
-        assert!(parse_tenants(&many).is_err());
     }
 }

@@ -17,9 +17,10 @@ use std::{
 use support::{ZkcoordProcess, leader, lease::Keeper, signal};
 use zkcoord::{
     pb::v1::{self as pb, election_client::ElectionClient},
-    recipe::election::record::{self, CandidateRecord, ElectionRecord, LeaderRecord},
-    validate::Name,
-    zk::layout,
+    testing::{
+        Name, layout,
+        record::{self, CandidateRecord, ElectionRecord, LeaderRecord},
+    },
 };
 use zkcoord_client::{CampaignOptions, Client, LeaderElector, LeaseKeeper, LeaseOptions};
 

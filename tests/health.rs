@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use support::zk::{Ensemble, Standalone};
 use tonic_health::pb::health_check_response::ServingStatus;
-use zkcoord::zk::SessionStatus;
+use zkcoord::server::SessionStatus;
 
 const GENEROUS: Duration = Duration::from_secs(30);
 

@@ -278,7 +278,7 @@ async fn heartbeats_cost_no_zookeeper_writes_and_one_session() {
         cons.lines().filter_map(|l| l.split("sid=").nth(1)).map(|s| s.split([',', ')']).next().unwrap_or(s)).collect();
     println!("cons at {LEASES} leases:\n{cons}");
     assert_eq!(sessions.len(), 1, "zookeeper sessions with {LEASES} leases: {sessions:?}");
-    assert_eq!(instance.leases().local_count(), LEASES);
+    assert_eq!(instance.local_lease_count(), LEASES);
     instance.shutdown().await;
 }
 
@@ -433,7 +433,7 @@ async fn an_old_attachment_never_expires_a_lease_its_instance_claimed_again() {
     let ttl = Duration::from_secs(1);
     let granted = support::lease::grant(&support::channel(a.addr()).await, "returning", ttl).await;
     let raw = support::zk_client(&zk.hosts()).await.chroot(ns.as_str()).unwrap();
-    let path = zkcoord::zk::layout::lease(granted.lease_id);
+    let path = zkcoord::testing::layout::lease(granted.lease_id);
 
     // Cut off, the first attachment's ttl runs out: it wants to delete but cannot reach ZooKeeper.
     proxy.cut();
@@ -532,7 +532,7 @@ async fn the_home_never_confirms_a_lease_marked_ending() {
 
     // What `zkops::delete_lease` does first for a large lease (here written directly).
     let raw = support::zk_client(&zk.hosts()).await.chroot(ns.as_str()).unwrap();
-    let path = zkcoord::zk::layout::lease(keeper.id);
+    let path = zkcoord::testing::layout::lease(keeper.id);
     let (data, stat) = raw.get_data(&path).await.unwrap();
     let mut record: serde_json::Value = serde_json::from_slice(&data).unwrap();
     record["ending"] = true.into();

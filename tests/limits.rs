@@ -63,7 +63,7 @@ async fn an_oversized_request_is_refused_and_changes_nothing() {
     };
     let refused = leases.grant(request).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    assert_eq!(refused.message(), zkcoord::limits::TOO_LARGE_MESSAGE);
+    assert_eq!(refused.message(), zkcoord::server::TOO_LARGE_MESSAGE);
     assert!(leases.list(pb::ListRequest {}).await.unwrap().into_inner().leases.is_empty(), "no lease was granted");
     instance.shutdown().await;
 }

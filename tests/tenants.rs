@@ -16,10 +16,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Status, transport::Channel};
 use zkcoord::{
-    api::tenant::TENANT_HEADER,
     config::{Config, RawSettings},
     pb::v1::{self as pb, election_client::ElectionClient, lease_client::LeaseClient, lock_client::LockClient},
-    server::Instance,
+    server::{Instance, TENANT_HEADER},
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -282,7 +281,7 @@ async fn a_tenants_state_gets_zkcoords_acl() {
     let ns = support::namespace("tenants-acl");
     let mut config = support::test_config(&zk.hosts(), &ns);
     config.zookeeper.tenants = vec!["a".into()];
-    config.zookeeper.auth = Some(zkcoord::zk::ZkAuth::parse("digest:zkcoord:pw").unwrap());
+    config.zookeeper.auth = Some(zkcoord::config::ZkAuth::parse("digest:zkcoord:pw").unwrap());
     let instance = support::start_configured(config).await;
     let channel = support::channel(instance.addr()).await;
     let lease = grant(&channel, Some("a"), Duration::from_secs(30)).await.unwrap();
@@ -294,7 +293,7 @@ async fn a_tenants_state_gets_zkcoords_acl() {
         format!("{ns}/tenants/a/leases/{}", lease.0),
     ] {
         let (acl, _) = direct.get_acl(&path).await.unwrap();
-        assert!(!zkcoord::zk::acl::world_writable(&acl), "{path}: {acl:?}");
+        assert!(!zkcoord::testing::world_writable(&acl), "{path}: {acl:?}");
     }
     assert_eq!(
         direct.delete(&format!("{ns}/tenants/a/leases/{}", lease.0), None).await,

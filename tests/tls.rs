@@ -24,8 +24,7 @@ use tonic::{
 };
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use zkcoord::{
-    authz::Authz,
-    config::{Config, TlsConfig},
+    config::{Authz, Config, TlsConfig},
     pb::v1::{self as pb, election_client::ElectionClient, lease_client::LeaseClient},
     server::{self, Instance},
 };
@@ -533,12 +532,12 @@ async fn an_identity_bound_to_a_tenant_sees_and_touches_only_that_tenant() {
     assert!(leader.leader.is_none(), "tenant b's election 'master' has no leader");
     // team-a cannot name tenant b.
     let mut request = tonic::Request::new(pb::ListRequest {});
-    request.metadata_mut().insert(zkcoord::api::tenant::TENANT_HEADER, "b".parse().unwrap());
+    request.metadata_mut().insert(zkcoord::server::TENANT_HEADER, "b".parse().unwrap());
     let denied = LeaseClient::new(team_a.clone()).list(request).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     // With its own tenant named explicitly, it finds its lease.
     let mut request = tonic::Request::new(pb::TimeToLiveRequest { lease_id: lease.0 });
-    request.metadata_mut().insert(zkcoord::api::tenant::TENANT_HEADER, "a".parse().unwrap());
+    request.metadata_mut().insert(zkcoord::server::TENANT_HEADER, "a".parse().unwrap());
     LeaseClient::new(team_a).time_to_live(request).await.unwrap();
     instance.shutdown().await;
 }

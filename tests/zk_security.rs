@@ -17,10 +17,9 @@ use support::{
 };
 use tonic::{Code, transport::Channel};
 use zkcoord::{
-    config::{Config, RawSettings},
+    config::{Config, RawSettings, ZkAuth},
     pb::v1::{self as pb, election_client::ElectionClient, lease_client::LeaseClient},
-    server::{self, Instance},
-    zk::{SessionStatus, ZkAuth},
+    server::{self, Instance, SessionStatus},
 };
 use zookeeper_client::{Acl, Client, CreateMode, Permission};
 
@@ -187,7 +186,7 @@ async fn existing_open_directories_are_restricted_when_auth_is_turned_on() {
     for dir in ["", "/instances", "/leases", "/elections", "/locks"] {
         let path = format!("{ns}{dir}");
         let (acl, _) = anonymous.get_acl(&path).await.unwrap();
-        assert!(!zkcoord::zk::acl::world_writable(&acl), "{path}: {acl:?}");
+        assert!(!zkcoord::testing::world_writable(&acl), "{path}: {acl:?}");
         let intruder = anonymous
             .create(&format!("{path}/x"), b"", &CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all()))
             .await;
@@ -211,7 +210,7 @@ async fn still_works(channel: &Channel, zk: &Client, ns: &str, round: &str) {
     let _campaign = elected(channel, &format!("election-{round}"), &lease).await;
     Locker::with_lease(channel, lease.clone()).lock(&[&format!("key-{round}")], EXCLUSIVE, 5000).await.expect("lock");
     let (acl, _) = zk.get_acl(&format!("{ns}/leases/{}", lease.0)).await.unwrap();
-    assert!(!zkcoord::zk::acl::world_writable(&acl) && acl.iter().any(|a| a.scheme() == "digest"), "{round}: {acl:?}");
+    assert!(!zkcoord::testing::world_writable(&acl) && acl.iter().any(|a| a.scheme() == "digest"), "{round}: {acl:?}");
 }
 
 #[tokio::test]

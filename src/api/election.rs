@@ -2,15 +2,16 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Caller, Context, ResponseStream, check, convert::health_to_pb};
+use super::{Caller, Context, ResponseStream, convert::health_to_pb};
 use crate::{
     authz::Resource,
     error::{Error, Result},
     pb::v1::{self as pb, election_server},
-    recipe::election::{
-        self, CampaignRequest, CandidateKey, CandidateStatus, Deposed, LeaderView, state::ElectionState,
+    recipe::election::{self, CampaignRequest, CandidateKey, CandidateStatus, Deposed, LeaderView, Observed},
+    validate::{
+        self, Name,
+        proto::{self, Candidate},
     },
-    validate::{self, Name},
 };
 
 /// Responses buffered per stream before the client must read.
@@ -29,26 +30,20 @@ impl ElectionService {
     }
 }
 
-fn candidate_key(key: Option<&pb::CandidateKey>, fields: &check::CandidateFields) -> Result<CandidateKey> {
-    let c = check::candidate_key(key, fields)?;
-    Ok(CandidateKey {
-        election: c.election,
-        candidate_id: c.candidate_id,
-        lease_id: c.lease.id,
-        secret: c.lease.secret,
-    })
+fn candidate_key(c: Candidate) -> CandidateKey {
+    CandidateKey { election: c.election, candidate_id: c.candidate_id, lease_id: c.lease.id, secret: c.lease.secret }
+}
+
+/// The validated `key` of a request.
+fn key(key: Option<&pb::CandidateKey>) -> Result<CandidateKey> {
+    Ok(candidate_key(proto::candidate_key(key, &proto::KEY)?))
 }
 
 fn campaign_request(req: pb::CampaignRequest) -> Result<CampaignRequest> {
-    let key = candidate_key(req.key.as_ref(), &check::KEY)?;
+    let key = key(req.key.as_ref())?;
     validate::value("value", &req.value)?;
     let priority = validate::priority("priority", req.priority)?;
-    let preempt = match pb::PreemptPolicy::try_from(req.preempt) {
-        Ok(pb::PreemptPolicy::Unspecified) => None,
-        Ok(pb::PreemptPolicy::Off) => Some(false),
-        Ok(pb::PreemptPolicy::On) => Some(true),
-        Err(_) => return Err(Error::invalid("preempt", "is not a known policy")),
-    };
+    let preempt = proto::preempt(req.preempt)?;
     Ok(CampaignRequest { key, value: req.value, priority, preempt })
 }
 
@@ -111,9 +106,8 @@ fn campaign_response(status: CandidateStatus) -> (Result<pb::CampaignResponse, S
     (Ok(response), false)
 }
 
-/// The Observe view of a state: `None` while the state is not current.
-fn observed(state: &ElectionState) -> Option<(i64, Option<LeaderView>)> {
-    (state.generation != 0).then(|| (state.record.term, election::leader_view(state)))
+fn observe_response(observed: Observed) -> pb::ObserveResponse {
+    pb::ObserveResponse { sequence: observed.sequence, term: observed.term, leader: observed.leader.map(leader_info) }
 }
 
 #[tonic::async_trait]
@@ -149,7 +143,7 @@ impl election_server::Election for ElectionService {
         let tenant = self.ctx.recipes(&request)?;
         let caller = Caller::of(&request);
         let req = request.into_inner();
-        let key = candidate_key(req.key.as_ref(), &check::KEY)?;
+        let key = key(req.key.as_ref())?;
         validate::value("value", &req.value)?;
         self.ctx.authorize(&caller, &tenant, Resource::Election, [&key.election])?;
         tenant.elections.proclaim(&key, req.term, &req.value).await?;
@@ -168,51 +162,22 @@ impl election_server::Election for ElectionService {
     async fn observe(&self, request: Request<pb::ObserveRequest>) -> Result<Response<Self::ObserveStream>, Status> {
         let tenant = self.ctx.recipes(&request)?;
         let name = Name::parse("election", &request.get_ref().election)?;
-        let (watch, _) = tenant.elections.state(&name).await?;
+        let mut observation = tenant.elections.observe(&name).await?;
         let (tx, stream) = super::stream_channel(STREAM_BUFFER);
         let shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
-            // Every state this instance reads, in order: the current one, then each later one.
-            let (mut states, current) = watch.subscribe();
-            let mut sequence = 0u64;
-            let mut seen = 0u64;
-            let mut last: Option<(i64, Option<LeaderView>)> = None;
-            let mut next = Some(current);
             loop {
-                if let Some(state) = next.take()
-                    && state.sequence > seen
-                {
-                    seen = state.sequence;
-                    if let Some(current) = observed(&state)
-                        && last.as_ref() != Some(&current)
-                    {
-                        sequence += 1;
-                        let response = pb::ObserveResponse {
-                            sequence,
-                            term: current.0,
-                            leader: current.1.clone().map(leader_info),
-                        };
-                        last = Some(current);
-                        if tx.send(Ok(response)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                next = tokio::select! {
-                    received = states.recv() => match received {
-                        Ok(state) => Some(state),
-                        // Too far behind: skip to the latest (no term is reported twice).
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(watch.state.borrow().clone()),
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            let _ = tx.send(Err(Error::ShuttingDown.into())).await;
-                            return;
-                        }
+                let item = tokio::select! {
+                    observed = observation.next() => match observed {
+                        Some(observed) => Ok(observe_response(observed)),
+                        None => Err(Error::ShuttingDown.into()),
                     },
-                    () = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Error::ShuttingDown.into())).await;
-                        return;
-                    }
+                    () = shutdown.cancelled() => Err(Error::ShuttingDown.into()),
                 };
+                let last = item.is_err();
+                if tx.send(item).await.is_err() || last {
+                    return; // the client left, or the stream ended
+                }
             }
         });
         Ok(Response::new(stream))
@@ -222,13 +187,11 @@ impl election_server::Election for ElectionService {
         let tenant = self.ctx.recipes(&request)?;
         let caller = Caller::of(&request);
         let req = request.into_inner();
-        let key = candidate_key(req.key.as_ref(), &check::KEY)?;
+        let key = key(req.key.as_ref())?;
         self.ctx.authorize(&caller, &tenant, Resource::Election, [&key.election])?;
         if req.stay_candidate {
-            if req.term == 0 {
-                return Err(Error::invalid("term", "is required with stay_candidate").into());
-            }
-            tenant.elections.step_down(&key, req.term).await?;
+            let term = proto::step_down_term(req.term)?;
+            tenant.elections.step_down(&key, term).await?;
         } else {
             tenant.elections.resign(&key, req.term).await?;
         }
@@ -244,16 +207,7 @@ impl election_server::Election for ElectionService {
             "" => None,
             id => Some(Name::parse("target_candidate_id", id)?),
         };
-        let from = match &req.from {
-            Some(from) => {
-                let from = candidate_key(Some(from), &check::FROM)?;
-                if from.election != name {
-                    return Err(Error::invalid("from.election", "must equal election").into());
-                }
-                Some(from)
-            }
-            None => None,
-        };
+        let from = proto::transfer_from(req.from.as_ref(), &name)?.map(candidate_key);
         self.ctx.authorize(&caller, &tenant, Resource::Election, [&name])?;
         let leader = tenant.elections.transfer(&name, target.as_ref(), from.as_ref(), req.term).await?;
         Ok(Response::new(pb::TransferResponse { leader: Some(leader_info(leader)) }))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    Context, ResponseStream, check,
+    Context, ResponseStream,
     convert::{health_from_pb, health_to_pb, millis},
 };
 use crate::{
@@ -17,7 +17,10 @@ use crate::{
         shards::ShardOwnership,
     },
     tenant::Recipes,
-    validate::{self, Name},
+    validate::{
+        self, Name,
+        proto::{self, LeaseCredentials},
+    },
 };
 
 /// Responses buffered per KeepAlive stream before the client must read.
@@ -40,7 +43,7 @@ fn grant_request(req: pb::GrantRequest) -> Result<GrantRequest> {
     let ttl = validate::ttl("ttl_ms", req.ttl_ms)?;
     Name::parse("owner", &req.owner)?;
     validate::metadata("metadata", &req.metadata)?;
-    check::health(req.health.as_ref(), "health")?;
+    proto::health(req.health.as_ref(), "health")?;
     Ok(GrantRequest { owner: req.owner, ttl, metadata: req.metadata, health: health_from_pb(req.health.as_ref()) })
 }
 
@@ -82,8 +85,8 @@ impl lease_server::Lease for LeaseService {
         let mut inbound = request.into_inner();
         let first =
             inbound.message().await?.ok_or(Error::invalid("lease", "the stream must start with a heartbeat"))?;
-        let credentials = check::lease_ref(first.lease.as_ref(), &check::LEASE)?;
-        check::health(first.health.as_ref(), "health")?;
+        let credentials = proto::lease_ref(first.lease.as_ref(), &proto::LEASE)?;
+        proto::health(first.health.as_ref(), "health")?;
         let lease = tenant.leases.attach(credentials.id, &credentials.secret).await?;
         let first_ack = self.ack(&tenant, &lease, &first).await?;
 
@@ -122,7 +125,7 @@ impl lease_server::Lease for LeaseService {
 
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
-        let credentials = check::lease_ref(request.get_ref().lease.as_ref(), &check::LEASE)?;
+        let credentials = proto::lease_ref(request.get_ref().lease.as_ref(), &proto::LEASE)?;
         tenant.leases.revoke(credentials.id, &credentials.secret).await?;
         Ok(Response::new(pb::RevokeResponse {}))
     }
@@ -151,10 +154,10 @@ impl LeaseService {
         &self,
         tenant: &Recipes,
         lease: &Arc<LocalLease>,
-        credentials: &check::LeaseCredentials,
+        credentials: &LeaseCredentials,
         request: &pb::KeepAliveRequest,
     ) -> Result<pb::KeepAliveResponse, Status> {
-        let presented = check::lease_ref(request.lease.as_ref(), &check::LEASE)?;
+        let presented = proto::lease_ref(request.lease.as_ref(), &proto::LEASE)?;
         if presented.id != credentials.id {
             return Err(Error::invalid("lease.id", "must name the lease the stream started with").into());
         }
@@ -173,8 +176,8 @@ impl LeaseService {
         lease: &LocalLease,
         request: &pb::KeepAliveRequest,
     ) -> Result<pb::KeepAliveResponse, Status> {
-        check::health(request.health.as_ref(), "health")?;
-        let elections = check::elections("elections", &request.elections)?;
+        proto::health(request.health.as_ref(), "health")?;
+        let elections = validate::elections("elections", &request.elections)?;
         let groups = shard_groups(&request.shard_groups)?;
         let proof = self.ctx.session.proven_soon().await;
         let ack = lease.heartbeat(&health_from_pb(request.health.as_ref()), proof)?;
@@ -240,8 +243,8 @@ fn binding(binding: &Binding) -> pb::Binding {
         Binding::Candidacy { election, candidate_id } => {
             pb::Binding { kind: pb::binding::Kind::Candidacy.into(), name: election.clone(), id: candidate_id.clone() }
         }
-        Binding::Lock { key, handle } => {
-            pb::Binding { kind: pb::binding::Kind::Lock.into(), name: key.clone(), id: handle.clone() }
+        Binding::Lock { key, hold } => {
+            pb::Binding { kind: pb::binding::Kind::Lock.into(), name: key.clone(), id: hold.clone() }
         }
     }
 }

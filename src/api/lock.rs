@@ -2,13 +2,13 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Caller, Context, check};
+use super::{Caller, Context};
 use crate::{
     authz::Resource,
-    error::{Error, Result},
+    error::Result,
     pb::v1::{self as pb, lock_server},
     recipe::lock::{Acquired, KeyHolders, LockRequest, TryOutcome},
-    validate::{self, Name},
+    validate::{self, Name, proto},
 };
 
 /// The Lock service.
@@ -24,24 +24,11 @@ impl LockService {
     }
 }
 
-/// The longest lock handle, in bytes.
-const MAX_HANDLE_LEN: usize = 256;
-
-fn check_handle(handle: &str) -> Result<()> {
-    if handle.is_empty() {
-        return Err(Error::invalid("handle", "must not be empty"));
-    }
-    if handle.len() > MAX_HANDLE_LEN || !handle.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::HandleNotFound);
-    }
-    Ok(())
-}
-
 /// Validates the fields Lock and TryLock share.
 fn lock_request(keys: &[String], lease: Option<&pb::LeaseRef>, mode: i32) -> Result<LockRequest> {
     let keys = validate::lock_keys("keys", keys)?;
-    let lease = check::lease_ref(lease, &check::LEASE)?;
-    let mode = check::lock_mode(mode)?;
+    let lease = proto::lease_ref(lease, &proto::LEASE)?;
+    let mode = proto::lock_mode(mode)?;
     Ok(LockRequest { keys, lease_id: lease.id, secret: lease.secret, exclusive: mode == pb::LockMode::Exclusive })
 }
 
@@ -77,7 +64,7 @@ impl lock_server::Lock for LockService {
         // No select on the shutdown token here: the recipe answers ShuttingDown itself, after
         // withdrawing the request, and a grant that came first is answered as a grant.
         let acquired = tenant.locks.lock(request, wait).await?;
-        Ok(Response::new(pb::LockResponse { tokens: tokens(&keys, &acquired), handle: acquired.handle }))
+        Ok(Response::new(pb::LockResponse { tokens: tokens(&keys, &acquired), handle: acquired.hold }))
     }
 
     async fn try_lock(&self, request: Request<pb::TryLockRequest>) -> Result<Response<pb::TryLockResponse>, Status> {
@@ -91,7 +78,7 @@ impl lock_server::Lock for LockService {
             TryOutcome::Acquired(acquired) => pb::TryLockResponse {
                 acquired: true,
                 tokens: tokens(&keys, &acquired),
-                handle: acquired.handle,
+                handle: acquired.hold,
                 blocked: Vec::new(),
             },
             TryOutcome::Blocked(blocked) => {
@@ -106,8 +93,8 @@ impl lock_server::Lock for LockService {
     async fn unlock(&self, request: Request<pb::UnlockRequest>) -> Result<Response<pb::UnlockResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
         let req = request.get_ref();
-        check_handle(&req.handle)?;
-        let lease = check::lease_ref(req.lease.as_ref(), &check::LEASE)?;
+        validate::hold("handle", &req.handle)?;
+        let lease = proto::lease_ref(req.lease.as_ref(), &proto::LEASE)?;
         tenant.locks.unlock(lease.id, &lease.secret, &req.handle).await?;
         Ok(Response::new(pb::UnlockResponse {}))
     }
@@ -115,10 +102,7 @@ impl lock_server::Lock for LockService {
     async fn holders(&self, request: Request<pb::HoldersRequest>) -> Result<Response<pb::HoldersResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
         let req = request.get_ref();
-        // An empty prefix lists every key; a non-empty prefix must itself be a valid name start.
-        if !(req.prefix && req.key.is_empty()) {
-            Name::parse("key", &req.key)?;
-        }
+        validate::holders_key("key", &req.key, req.prefix)?;
         let keys = tenant.locks.holders(&req.key, req.prefix).await?;
         Ok(Response::new(pb::HoldersResponse { keys: keys.into_iter().map(key_holders).collect() }))
     }

@@ -1,7 +1,6 @@
 //! The gRPC services: each handler validates its request, calls the coordination logic and
 //! copies the result into protobuf. Nothing here talks to ZooKeeper directly.
 
-mod check;
 mod convert;
 pub mod election;
 pub mod lease;

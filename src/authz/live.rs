@@ -20,11 +20,12 @@ use crate::file_change::Poller;
 /// The rules in force. Cheap to clone; clones share the rules.
 #[derive(Clone, Debug)]
 pub struct LiveAuthz {
-    shared: Arc<Shared>,
+    shared: Arc<RulesInForce>,
 }
 
+/// The rules in force and how their reloads went, shared by the clones of a [`LiveAuthz`].
 #[derive(Debug)]
-struct Shared {
+struct RulesInForce {
     rules: RwLock<Arc<Authz>>,
     /// The configured tenants: reloaded rules may name only these.
     tenants: Vec<String>,
@@ -36,7 +37,7 @@ impl LiveAuthz {
     /// Starts with `rules`; they follow their file ([`Authz::source`]) once
     /// [`LiveAuthz::spawn_reloader`] runs. Reloaded rules may name only `tenants`.
     pub fn new(rules: Authz, tenants: Vec<String>) -> Self {
-        let shared = Shared {
+        let shared = RulesInForce {
             rules: RwLock::new(Arc::new(rules)),
             tenants,
             reloads: AtomicU64::new(0),
@@ -50,12 +51,15 @@ impl LiveAuthz {
         self.shared.rules.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// How many times the changed file was loaded and put in force.
+    /// How many times the changed file was loaded and put in force (read by the tests).
+    #[cfg(test)]
     pub fn reloads(&self) -> u64 {
         self.shared.reloads.load(Ordering::Relaxed)
     }
 
-    /// How many times the changed file could not be used (the previous rules stayed).
+    /// How many times the changed file could not be used (the previous rules stayed; read by
+    /// the tests).
+    #[cfg(test)]
     pub fn reload_failures(&self) -> u64 {
         self.shared.reload_failures.load(Ordering::Relaxed)
     }

@@ -52,6 +52,7 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// `zkcoord campaign NAME [flags] -- CMD ARGS...`.
 #[derive(Debug, Args)]
 pub struct CampaignArgs {
+    /// Where the zkcoord instances are and how to talk to them.
     #[command(flatten)]
     pub client: ClientArgs,
     /// The election's name.

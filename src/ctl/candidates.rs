@@ -14,6 +14,7 @@ use super::{
 /// `zkcoord candidates NAME`.
 #[derive(Debug, Args)]
 pub struct CandidatesArgs {
+    /// Where the zkcoord instances are and how to talk to them.
     #[command(flatten)]
     pub client: ClientArgs,
     /// The election's name.

@@ -57,7 +57,7 @@ pub fn run_child(args: RunChildArgs) -> ExitCode {
 
 /// A running command.
 #[derive(Debug)]
-pub struct Child {
+pub(crate) struct Child {
     process: tokio::process::Child,
     pid: u32,
 }
@@ -121,7 +121,7 @@ impl Child {
 }
 
 /// The exit code a shell would give for `status`: the code, or 128 + the signal number.
-pub fn exit_code(status: ExitStatus) -> u8 {
+pub(crate) fn exit_code(status: ExitStatus) -> u8 {
     match (status.code(), status.signal()) {
         (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(1),
         (None, Some(signal)) => u8::try_from((128 + signal) & 0xff).unwrap_or(1),

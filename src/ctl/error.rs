@@ -44,7 +44,7 @@ pub enum CtlError {
 impl CtlError {
     /// Classifies a failed call: a status made on this side of the wire (no response headers)
     /// with code UNAVAILABLE means the endpoints could not be reached.
-    pub fn from_call(err: zkcoord_client::Error, endpoints: &str, what: impl Into<String>) -> Self {
+    pub(crate) fn from_call(err: zkcoord_client::Error, endpoints: &str, what: impl Into<String>) -> Self {
         match err {
             zkcoord_client::Error::Status(status) if is_unreachable(&status) => {
                 Self::Unreachable { endpoints: endpoints.to_owned(), detail: transport_detail(&status) }
@@ -58,7 +58,7 @@ impl CtlError {
     }
 
     /// The process exit code for this failure.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Self::Unreachable { .. } => EX_UNAVAILABLE,
             Self::Status { status, .. } => match status.code() {

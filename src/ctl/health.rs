@@ -23,6 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// `zkcoord health`.
 #[derive(Debug, Args)]
 pub struct HealthArgs {
+    /// Where the zkcoord instances are and how to talk to them.
     #[command(flatten)]
     pub client: ClientArgs,
 }

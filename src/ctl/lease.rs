@@ -15,8 +15,10 @@ use super::{
 /// `zkcoord lease ...`.
 #[derive(Debug, Args)]
 pub struct LeaseArgs {
+    /// Where the zkcoord instances are and how to talk to them.
     #[command(flatten)]
     pub client: ClientArgs,
+    /// What to do.
     #[command(subcommand)]
     pub command: LeaseCommand,
 }

@@ -14,8 +14,10 @@ use super::{
 /// `zkcoord lock ...`.
 #[derive(Debug, Args)]
 pub struct LockArgs {
+    /// Where the zkcoord instances are and how to talk to them.
     #[command(flatten)]
     pub client: ClientArgs,
+    /// What to do.
     #[command(subcommand)]
     pub command: LockCommand,
 }

@@ -2,7 +2,7 @@
 //! `health`, `campaign`): each talks to running zkcoord instances through `zkcoord-client` and
 //! prints an aligned table (default) or JSON (`--output json`).
 //!
-//! One module per command group; [`output`] formats, [`error`] turns failures into a message
+//! One module per command group; `output` formats, `error` turns failures into a message
 //! on stderr and an exit code. Exit codes: 0 success, 1 any other failure (e.g.
 //! FAILED_PRECONDITION, a health check not SERVING), 64 bad usage or INVALID_ARGUMENT,
 //! 66 NOT_FOUND, 69 zkcoord unreachable or UNAVAILABLE, 77 PERMISSION_DENIED (wrong secret);
@@ -11,12 +11,12 @@
 pub mod campaign;
 pub mod candidates;
 pub mod child;
-pub mod error;
+mod error;
 pub mod health;
 pub mod leader;
 pub mod lease;
 pub mod lock;
-pub mod output;
+mod output;
 
 use std::{future::Future, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -26,7 +26,8 @@ use zkcoord_client::{Client, Tls, Transport};
 pub use campaign::CampaignArgs;
 pub use candidates::CandidatesArgs;
 pub use child::RunChildArgs;
-pub use error::{CtlError, EX_NOINPUT, EX_NOPERM, EX_UNAVAILABLE};
+pub use error::CtlError;
+use error::EX_UNAVAILABLE;
 pub use health::HealthArgs;
 pub use leader::{LeaderArgs, LeaderCommand};
 pub use lease::{LeaseArgs, LeaseCommand};
@@ -34,7 +35,7 @@ pub use lock::{LockArgs, LockCommand};
 pub use output::Format;
 
 /// The endpoints used when neither `--endpoints` nor `ZKCOORD_ENDPOINTS` is given.
-pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7710";
+pub(crate) const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7710";
 
 /// Flags every client subcommand takes.
 #[derive(Clone, Debug, Args)]
@@ -75,7 +76,7 @@ impl ClientArgs {
     ///
     /// # Errors
     /// [`CtlError::Usage`] for an endpoint that is not a `host:port` or URI.
-    pub fn client(&self) -> Result<Client, CtlError> {
+    pub(crate) fn client(&self) -> Result<Client, CtlError> {
         let endpoints = self.endpoints.iter().filter(|e| !e.trim().is_empty());
         let client = match self.tls()? {
             Some(tls) => Client::with_tls(endpoints, &tls),
@@ -93,7 +94,7 @@ impl ClientArgs {
     /// # Errors
     /// [`CtlError::Usage`] for an unreadable file, or `--cert`/`--key` without the other or
     /// without `--ca-cert`.
-    pub fn tls(&self) -> Result<Option<Tls>, CtlError> {
+    pub(crate) fn tls(&self) -> Result<Option<Tls>, CtlError> {
         let read = |flag: &str, path: &PathBuf| {
             std::fs::read(path)
                 .map_err(|err| CtlError::Usage(format!("--{flag}: cannot read {}: {err}", path.display())))
@@ -117,7 +118,7 @@ impl ClientArgs {
     }
 
     /// The endpoints as given, for messages.
-    pub fn endpoint_list(&self) -> String {
+    pub(crate) fn endpoint_list(&self) -> String {
         self.endpoints.join(",")
     }
 }
@@ -219,7 +220,7 @@ where
 ///
 /// # Errors
 /// A message naming the expected form.
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(value: &str) -> Result<Duration, String> {
     let bad = || format!("{value:?} is not a duration such as 500ms, 3s, 2m or 1h");
     let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (number, unit) = value.split_at(split);

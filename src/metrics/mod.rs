@@ -72,11 +72,12 @@ pub struct Sources {
 /// The instance's metrics. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    inner: Arc<Inner>,
+    inner: Arc<Instruments>,
 }
 
+/// The registry and the metric families registered in it, shared by the clones of [`Metrics`].
 #[derive(Debug)]
-struct Inner {
+struct Instruments {
     registry: Registry,
     known_methods: HashSet<String>,
     rpc_requests: Family<RpcLabels, Counter>,
@@ -149,7 +150,7 @@ impl Metrics {
         let lock_released = Family::<TenantLabels, Counter>::default();
         registry.register("lock_released", "Holds released through this instance (Unlock)", lock_released.clone());
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Instruments {
                 registry,
                 known_methods: known_methods(),
                 rpc_requests,

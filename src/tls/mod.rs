@@ -17,6 +17,7 @@ pub mod reload;
 use std::{
     fmt, io,
     net::SocketAddr,
+    path::PathBuf,
     pin::Pin,
     sync::{
         Arc, PoisonError, RwLock,
@@ -37,7 +38,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
-use crate::config::TlsConfig;
+/// TLS for the gRPC listener: PEM files, re-read when they change (see [`ServerTls`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The server certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The server certificate's private key.
+    pub key: PathBuf,
+    /// CA certificates client certificates must chain to; when set, clients must present one
+    /// (mTLS). `None`: no client certificates.
+    pub client_ca: Option<PathBuf>,
+}
 
 /// How long a client gets to complete the TLS handshake after connecting.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,10 +76,11 @@ impl TlsError {
 /// TLS for one listener: the current configuration, replaced when the files change.
 #[derive(Clone)]
 pub struct ServerTls {
-    shared: Arc<Shared>,
+    shared: Arc<LoadedTls>,
 }
 
-struct Shared {
+/// The files of a [`ServerTls`], the configuration loaded from them and how their reloads went.
+struct LoadedTls {
     files: TlsConfig,
     config: RwLock<Arc<ServerConfig>>,
     reloads: AtomicU64,
@@ -90,10 +102,10 @@ impl ServerTls {
     ///
     /// # Errors
     /// A [`TlsError`] naming the setting whose file is unreadable or unusable.
-    pub fn load(files: TlsConfig) -> Result<Self, TlsError> {
+    pub(crate) fn load(files: TlsConfig) -> Result<Self, TlsError> {
         let config = reload::load(&files)?;
         Ok(Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(LoadedTls {
                 files,
                 config: RwLock::new(Arc::new(config)),
                 reloads: AtomicU64::new(0),
@@ -103,7 +115,7 @@ impl ServerTls {
     }
 
     /// Whether clients must present a certificate (mTLS).
-    pub fn requires_client_certificates(&self) -> bool {
+    pub(crate) fn requires_client_certificates(&self) -> bool {
         self.shared.files.client_ca.is_some()
     }
 
@@ -122,13 +134,13 @@ impl ServerTls {
     }
 
     /// Starts watching the files for changes, until `shutdown`.
-    pub fn spawn_reloader(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn_reloader(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(reload::watch(self.shared.clone(), shutdown))
     }
 
     /// The established TLS connections on `listener`, until `shutdown` (or until the stream
     /// is dropped). Failed handshakes are logged at debug level and never appear.
-    pub fn incoming(
+    pub(crate) fn incoming(
         &self,
         listener: TcpListener,
         shutdown: CancellationToken,

@@ -18,8 +18,8 @@ use rustls::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Shared, TlsError};
-use crate::{config::TlsConfig, file_change::Poller};
+use super::{LoadedTls, TlsConfig, TlsError};
+use crate::file_change::Poller;
 
 /// Builds the server configuration from the files named in `files`.
 ///
@@ -84,14 +84,14 @@ fn pem_error(err: &rustls::pki_types::pem::Error) -> String {
 
 /// Polls the files until `shutdown`, swapping in a new configuration after each change.
 /// Watching starts when this is called, not when the future is first polled.
-pub(super) fn watch(shared: Arc<Shared>, shutdown: CancellationToken) -> impl Future<Output = ()> {
+pub(super) fn watch(shared: Arc<LoadedTls>, shutdown: CancellationToken) -> impl Future<Output = ()> {
     let files = &shared.files;
     let paths = [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()];
     let poller = Poller::new(paths.into_iter().flatten().cloned().collect());
     follow(shared, poller, shutdown)
 }
 
-async fn follow(shared: Arc<Shared>, mut poller: Poller, shutdown: CancellationToken) {
+async fn follow(shared: Arc<LoadedTls>, mut poller: Poller, shutdown: CancellationToken) {
     while poller.changed(&shutdown).await {
         let files = shared.files.clone();
         let loaded = tokio::task::spawn_blocking(move || load(&files)).await;

@@ -9,8 +9,8 @@ pub mod proven;
 pub mod session;
 
 pub use auth::ZkAuth;
-pub use proof::{Proof, ProofTiming, Proofs};
-pub use session::{SessionStatus, ZkSession};
+pub use proof::{Proof, ProofTiming};
+pub use session::{SessionStatus, ZkConfig, ZkSession};
 
 /// Runs one ZooKeeper request (`op` on `path`) inside its own `zookeeper` span, a child of the
 /// current span (the RPC's, when there is one), so traces show each request below its call.

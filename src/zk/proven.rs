@@ -28,7 +28,7 @@ use zookeeper_client::Client;
 
 use crate::{
     error::Result,
-    recipe::lock,
+    sync_util::lock,
     zk::{Proof, ZkSession},
 };
 

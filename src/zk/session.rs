@@ -22,10 +22,9 @@ use tokio_util::sync::CancellationToken;
 use zookeeper_client::{Acls, Client, CreateMode, SessionState};
 
 use crate::{
-    config::ZkConfig,
     error::{Error, Result},
     zk::{
-        acl, layout,
+        ZkAuth, acl, layout,
         proof::{self, Proof, ProofTiming, Proofs},
     },
 };
@@ -36,6 +35,26 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a graceful close waits for ZooKeeper to acknowledge it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The log detail of a tenant root the client library refuses as a chroot (never expected:
+/// tenant names are validated).
+const BAD_TENANT_ROOT: &str = "bad tenant root";
+
+/// How to reach ZooKeeper and where zkcoord's state lives there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZkConfig {
+    /// Comma-separated `host:port` list, without chroot.
+    pub hosts: String,
+    /// Absolute znode path under which all of zkcoord's state lives, e.g. `/zkcoord`.
+    pub namespace: String,
+    /// Requested ZooKeeper session timeout (the ensemble may negotiate another).
+    pub session_timeout: Duration,
+    /// Credentials the session authenticates with (`zookeeper_auth` or `zookeeper_auth_file`);
+    /// `None`: unauthenticated, znodes with an open ACL.
+    pub auth: Option<ZkAuth>,
+    /// The tenants besides the default one (`tenants`), each with its state under
+    /// `<namespace>/tenants/<name>`; empty: only the default tenant.
+    pub tenants: Vec<String>,
+}
 
 /// The status of zkcoord's ZooKeeper session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +76,7 @@ pub enum SessionStatus {
         /// When the connection was lost.
         since: Instant,
     },
-    /// The session was closed by [`ZkSession::close`].
+    /// The session was closed (`ZkSession::close`, at shutdown).
     Closed,
 }
 
@@ -76,8 +95,9 @@ impl SessionStatus {
     }
 }
 
+/// The session's status, with the client to use while it is connected.
 #[derive(Clone, Debug)]
-struct Shared {
+struct Connection {
     status: SessionStatus,
     client: Option<Client>,
 }
@@ -94,7 +114,7 @@ pub struct Registration {
 /// Handle to the instance's ZooKeeper session. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ZkSession {
-    shared: watch::Receiver<Shared>,
+    shared: watch::Receiver<Connection>,
     status: watch::Receiver<SessionStatus>,
     cancel: CancellationToken,
     /// The ACL of every znode created through this session ([`acl::for_session`]).
@@ -118,7 +138,7 @@ impl ZkSession {
     /// With `config.auth`, every (re)connection authenticates with it, and everything the
     /// session creates is writable only by that identity (see [`acl`]); without, a warning
     /// says that zkcoord's state is writable by any ZooKeeper client.
-    pub fn start(config: ZkConfig, registration: Option<Registration>) -> Self {
+    pub(crate) fn start(config: ZkConfig, registration: Option<Registration>) -> Self {
         let acls = acl::for_session(config.auth.is_some());
         match &config.auth {
             Some(auth) => tracing::info!(
@@ -130,7 +150,7 @@ impl ZkSession {
                 "zookeeper_auth is not set: zkcoord's znodes get an open ACL and any ZooKeeper client can modify them"
             ),
         }
-        let (shared_tx, shared) = watch::channel(Shared { status: SessionStatus::Connecting, client: None });
+        let (shared_tx, shared) = watch::channel(Connection { status: SessionStatus::Connecting, client: None });
         let (status_tx, status) = watch::channel(SessionStatus::Connecting);
         let cancel = CancellationToken::new();
         let namespace: Arc<str> = config.namespace.as_str().into();
@@ -160,13 +180,13 @@ impl ZkSession {
     /// A view of this session for configured tenant `tenant` (one of `config.tenants`): the
     /// same session, status and ACL, but [`ZkSession::client`] is chrooted to the tenant's
     /// root, so recipes over it see only the tenant's state, with the usual layout.
-    pub fn for_tenant(&self, tenant: &str) -> Self {
+    pub(crate) fn for_tenant(&self, tenant: &str) -> Self {
         let root = format!("{}{}", self.namespace, layout::tenant(tenant));
         Self { scope: Some(root.into()), ..self.clone() }
     }
 
     /// The ACL to create znodes with: the one choice of [`acl::for_session`].
-    pub fn acls(&self) -> Acls<'static> {
+    pub(crate) fn acls(&self) -> Acls<'static> {
         self.acls
     }
 
@@ -174,14 +194,12 @@ impl ZkSession {
     ///
     /// # Errors
     /// [`Error::Unavailable`] while there is no connected session.
-    pub fn client(&self) -> Result<Client> {
+    pub(crate) fn client(&self) -> Result<Client> {
         let shared = self.shared.borrow();
         match (&shared.status, &shared.client) {
             (SessionStatus::Connected { .. }, Some(client)) => match &self.scope {
                 None => Ok(client.clone()),
-                Some(root) => {
-                    client.clone().chroot(root.as_ref()).map_err(|_| Error::Internal("bad tenant root".into()))
-                }
+                Some(root) => client.clone().chroot(root.as_ref()).map_err(|_| Error::Internal(BAD_TENANT_ROOT.into())),
             },
             (SessionStatus::Closed, _) => Err(Error::ShuttingDown),
             _ => Err(Error::Unavailable),
@@ -189,19 +207,15 @@ impl ZkSession {
     }
 
     /// The session's liveness proofs.
-    pub fn proofs(&self) -> &Proofs {
+    pub(crate) fn proofs(&self) -> &Proofs {
         &self.proofs
     }
 
-    /// The latest proof if it counts now on the current connection: while it does, the
-    /// session is alive in the ensemble and views current as of its start (see [`proof`]).
-    pub fn proven(&self) -> Option<Proof> {
-        self.proofs.valid(self.status().generation(), Instant::now())
-    }
-
-    /// Like [`ZkSession::proven`], but waits up to one proof interval (plus a round trip's
-    /// allowance) for the next proof when none counts now. Cancellation safe.
-    pub async fn proven_soon(&self) -> Option<Proof> {
+    /// The latest proof if it counts now on the current connection (while it does, the session
+    /// is alive in the ensemble and views current as of its start, see [`proof`]); otherwise
+    /// waits up to one proof interval (plus a round trip's allowance) for the next proof.
+    /// Cancellation safe.
+    pub(crate) async fn proven_soon(&self) -> Option<Proof> {
         let timing = self.proofs.timing();
         self.proofs.within(|| self.status().generation(), timing.interval + timing.window / 2).await
     }
@@ -212,7 +226,7 @@ impl ZkSession {
     }
 
     /// A receiver that sees every status change.
-    pub fn watch_status(&self) -> watch::Receiver<SessionStatus> {
+    pub(crate) fn watch_status(&self) -> watch::Receiver<SessionStatus> {
         self.status.clone()
     }
 
@@ -233,7 +247,7 @@ impl ZkSession {
     /// stops reconnecting, no sooner than [`ProofTiming::lead`] after the last confirmation
     /// (see [`Proofs::last_vouched`]). Waits at most a few seconds for ZooKeeper to
     /// acknowledge.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         // Other instances cannot tell this close from an expiry, after which they count the
         // confirmation lead as elapsed (see `recipe::lease::janitor`): let that much pass since
         // the last confirmation first.
@@ -250,7 +264,7 @@ struct SessionTask {
     generation: std::sync::atomic::AtomicU64,
     config: ZkConfig,
     registration: Option<Registration>,
-    shared: watch::Sender<Shared>,
+    shared: watch::Sender<Connection>,
     status: watch::Sender<SessionStatus>,
     cancel: CancellationToken,
 }
@@ -260,7 +274,7 @@ impl SessionTask {
         if *self.status.borrow() != status {
             tracing::info!(?status, "zookeeper session status");
         }
-        self.shared.send_replace(Shared { status, client });
+        self.shared.send_replace(Connection { status, client });
         self.status.send_replace(status);
     }
 
@@ -364,7 +378,7 @@ async fn connect(config: &ZkConfig, registration: Option<&Registration>) -> Resu
             async move {
                 acl::ensure_directory(&client, &layout::tenant(tenant), authenticated).await?;
                 let root = format!("{}{}", config.namespace, layout::tenant(tenant));
-                let client = client.chroot(root).map_err(|_| Error::Internal("bad tenant root".into()))?;
+                let client = client.chroot(root).map_err(|_| Error::Internal(BAD_TENANT_ROOT.into()))?;
                 prepare(&client, authenticated, registration).await
             }
         });

@@ -10,6 +10,7 @@
 //! * Every instance that serves a Campaign, Observe, Leader, Candidates or Transfer call for an
 //!   election runs one [`watch::ElectionWatch`] for it, which follows the election with O(1)
 //!   reads per change and acts as an elector (compare-and-set writes; losing races is fine).
+//!   Observe streams number and de-duplicate the states it publishes ([`observe`]).
 //! * A leader whose lease lives on (Transfer, preemption, health gating) is deposed in two
 //!   phases: the record first names it `deposed` with no leader (the instance holding its
 //!   Campaign stream tells it DEPOSED); the successor is elected once it acknowledged
@@ -19,6 +20,7 @@
 //!   leaderships proven current ([`leadership`]); Campaign streams only notify.
 
 pub mod leadership;
+pub mod observe;
 pub mod record;
 pub mod state;
 pub mod watch;
@@ -29,7 +31,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError};
 
-pub use self::leadership::Leadership;
+pub use self::{
+    leadership::Leadership,
+    observe::{Observation, Observed},
+};
 use self::{
     leadership::Leaderships,
     record::{CandidateRecord, DeposeReason, Deposition, ElectionRecord, Yielded},
@@ -37,7 +42,11 @@ use self::{
     watch::{ElectionWatch, Registry},
 };
 use crate::{
-    error::{Error, Result},
+    error::{
+        CANDIDACY_CHANGED, CANDIDATE_ID_TAKEN, Error, LEADERSHIP_CHANGED, NO_LEADER, NO_TRANSFER_TARGET,
+        NOT_A_CANDIDATE, NOT_CURRENT_TERM, NOT_LEADER, NOT_LEADER_OF_TERM, OTHER_PREEMPT_POLICY, Result, STILL_LEADS,
+        TAKEN_OVER,
+    },
     recipe::{
         health::Health,
         instance::Incarnation,
@@ -52,8 +61,6 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long Transfer waits for the successor to be elected, beyond the deposed leader's
 /// deposition grace (see [`watch::deposition_grace`]).
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Step-down refused: the candidacy still leads the term undeposed.
-const STILL_LEADS: &str = "the candidate still leads that term; Resign without stay_candidate gives it up";
 /// How often a campaign write retries after a concurrent change.
 const MAX_ATTEMPTS: usize = 8;
 
@@ -143,7 +150,7 @@ impl StreamEnd {
     /// The status the stream ends with.
     pub fn error(self) -> Error {
         match self {
-            Self::TakenOver => Error::FailedPrecondition("the candidacy was taken over by another Campaign stream"),
+            Self::TakenOver => Error::FailedPrecondition(TAKEN_OVER),
             Self::ShuttingDown => Error::ShuttingDown,
             Self::FellBehind => Error::FellBehind,
         }
@@ -228,7 +235,7 @@ impl Campaign {
     pub async fn next(&mut self) -> Option<CandidateStatus> {
         match self.statuses.recv().await {
             Some(status) => Some(status),
-            None => crate::recipe::lock(&self.end).take().map(CandidateStatus::Ended),
+            None => crate::sync_util::lock(&self.end).take().map(CandidateStatus::Ended),
         }
     }
 }
@@ -254,8 +261,11 @@ pub struct CandidateInfo {
     pub leader: bool,
 }
 
+/// What every election followed by one instance needs: the session, the instance, its
+/// shutdown, the registry of election watches and the leadership proofs; shared by the clones
+/// of [`Elections`] and the election watches' tasks.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct ElectionContext {
     session: ZkSession,
     me: Incarnation,
     shutdown: CancellationToken,
@@ -277,7 +287,7 @@ pub struct ElectionSummary {
 /// The election recipe of one instance. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Elections {
-    shared: Arc<Shared>,
+    shared: Arc<ElectionContext>,
 }
 
 /// The leader of `state`, if any, as clients see it.
@@ -333,7 +343,7 @@ impl Elections {
     /// The election recipe for the instance `me`.
     pub fn new(session: ZkSession, me: Incarnation, shutdown: CancellationToken) -> Self {
         let leaderships = Leaderships::new(session.clone());
-        Self { shared: Arc::new(Shared { session, me, shutdown, registry: Registry::default(), leaderships }) }
+        Self { shared: Arc::new(ElectionContext { session, me, shutdown, registry: Registry::default(), leaderships }) }
     }
 
     /// The leaderships of lease `lease_id` among `elections` that this instance can prove on
@@ -418,7 +428,7 @@ impl Elections {
                         };
                     let existing: CandidateRecord = record::decode(&existing)?;
                     if existing.lease_id != key.lease_id {
-                        return Err(Error::FailedPrecondition("the candidate id is taken by another lease"));
+                        return Err(Error::FailedPrecondition(CANDIDATE_ID_TAKEN));
                     }
                     match crate::zk::traced(
                         "set_data",
@@ -485,11 +495,9 @@ impl Elections {
         match crate::zk::traced("multi", "", multi.commit()).await {
             Ok(_) => Ok(()),
             Err(MultiWriteError::OperationFailed { index: 0, .. }) if leads.is_some() => {
-                Err(Error::FailedPrecondition("not the leader of that term"))
+                Err(Error::FailedPrecondition(NOT_LEADER_OF_TERM))
             }
-            Err(MultiWriteError::OperationFailed { .. }) => {
-                Err(Error::FailedPrecondition("the candidacy changed meanwhile; retry"))
-            }
+            Err(MultiWriteError::OperationFailed { .. }) => Err(Error::FailedPrecondition(CANDIDACY_CHANGED)),
             Err(MultiWriteError::RequestFailed { source }) => Err(source.into()),
         }
     }
@@ -558,7 +566,7 @@ impl Elections {
     pub async fn proclaim(&self, key: &CandidateKey, term: i64, value: &[u8]) -> Result<()> {
         let client = self.shared.session.client()?;
         lease::read_verified(&client, key.lease_id, &key.secret).await?;
-        let not_leader = Error::FailedPrecondition("not the leader of that term");
+        let not_leader = Error::FailedPrecondition(NOT_LEADER_OF_TERM);
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
         for _ in 0..MAX_ATTEMPTS {
             let election_version = check_leads(&client, key, term).await?;
@@ -600,6 +608,21 @@ impl Elections {
         Ok((watch, state))
     }
 
+    /// Observes the leadership of `name`: its current term and leader, then each change (see
+    /// [`observe`]).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the election cannot be read in time,
+    /// [`Error::ShuttingDown`].
+    ///
+    /// # Cancellation safety
+    /// Safe to cancel: it only reads (the election stays followed while an observation of it
+    /// or another user lasts).
+    pub async fn observe(&self, name: &Name) -> Result<Observation> {
+        let (watch, _) = self.state(name).await?;
+        Ok(Observation::new(watch))
+    }
+
     /// Like [`Elections::state`], but read after this call began: the watch re-reads the
     /// election record and candidate list first (a few reads), so decisions taken on it do not
     /// lag changes made through other instances.
@@ -638,13 +661,13 @@ impl Elections {
         }
         let (watch, state) = self.fresh_state(name).await?;
         let Some((leader, _)) = state.leader() else {
-            return Err(Error::FailedPrecondition("the election has no leader"));
+            return Err(Error::FailedPrecondition(NO_LEADER));
         };
         if from.is_some_and(|f| f.candidate_id.as_str() != leader.candidate_id || f.lease_id != leader.lease_id) {
-            return Err(Error::FailedPrecondition("not the leader"));
+            return Err(Error::FailedPrecondition(NOT_LEADER));
         }
         if term != 0 && term != state.record.term {
-            return Err(Error::FailedPrecondition("not the current term"));
+            return Err(Error::FailedPrecondition(NOT_CURRENT_TERM));
         }
         let next = match target {
             Some(target) => state
@@ -654,7 +677,7 @@ impl Elections {
                 .filter(|c| c.eligible() && c.id != leader.candidate_id),
             None => state.best_eligible(Some(&leader.candidate_id)),
         }
-        .ok_or(Error::FailedPrecondition("the transfer target is unknown, not eligible or already the leader"))?;
+        .ok_or(Error::FailedPrecondition(NO_TRANSFER_TARGET))?;
         let mut record: ElectionRecord = state.record.clone();
         record.deposed = Some(Deposition {
             candidate_id: leader.candidate_id.clone(),
@@ -682,7 +705,7 @@ impl Elections {
         {
             Ok(_) => {}
             Err(zookeeper_client::Error::BadVersion) => {
-                return Err(Error::FailedPrecondition("the leadership changed meanwhile; retry"));
+                return Err(Error::FailedPrecondition(LEADERSHIP_CHANGED));
             }
             Err(err) => return Err(err.into()),
         }
@@ -744,9 +767,7 @@ async fn ensure_election(client: &Client, acls: Acls<'_>, name: &Name, preempt: 
             let (data, _) = crate::zk::traced("get_data", &path, client.get_data(&path)).await?;
             let existing: ElectionRecord = record::decode(&data)?;
             match preempt {
-                Some(wanted) if wanted != existing.preempt => {
-                    Err(Error::FailedPrecondition("the election has a different preempt policy"))
-                }
+                Some(wanted) if wanted != existing.preempt => Err(Error::FailedPrecondition(OTHER_PREEMPT_POLICY)),
                 _ => Ok(()),
             }
         }
@@ -761,11 +782,11 @@ async fn own_candidate(client: &Client, path: &str, lease_id: i64) -> Result<i32
         Ok((data, stat)) => {
             let record: CandidateRecord = record::decode(&data)?;
             if record.lease_id != lease_id {
-                return Err(Error::FailedPrecondition("not a candidate"));
+                return Err(Error::FailedPrecondition(NOT_A_CANDIDATE));
             }
             Ok(stat.version)
         }
-        Err(zookeeper_client::Error::NoNode) => Err(Error::FailedPrecondition("not a candidate")),
+        Err(zookeeper_client::Error::NoNode) => Err(Error::FailedPrecondition(NOT_A_CANDIDATE)),
         Err(err) => Err(err.into()),
     }
 }
@@ -773,7 +794,7 @@ async fn own_candidate(client: &Client, path: &str, lease_id: i64) -> Result<i32
 /// Checks that `key` leads `term` now; returns the election record's version, for a write that
 /// must happen only while that holds.
 async fn check_leads(client: &Client, key: &CandidateKey, term: i64) -> Result<i32> {
-    let not_leader = Error::FailedPrecondition("not the leader of that term");
+    let not_leader = Error::FailedPrecondition(NOT_LEADER_OF_TERM);
     let path = layout::election(&key.election);
     let (data, stat) = match crate::zk::traced("get_data", &path, client.get_data(&path)).await {
         Ok(found) => found,

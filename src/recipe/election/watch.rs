@@ -21,14 +21,14 @@ use tokio_util::sync::CancellationToken;
 use zookeeper_client::Client;
 
 use super::{
-    CandidateStatus, Shared,
+    CandidateStatus, ElectionContext,
     record::{self, CandidateRecord, Deposition, ElectionRecord, LeaderRecord},
     state::{CandidateView, Decision, ElectionState},
 };
 use crate::{
     error::Result,
-    recipe::lock,
     recipe::{instance::now_unix_ms, lease::record::LeaseRecord},
+    sync_util::lock,
     validate::Name,
     zk::layout,
 };
@@ -112,14 +112,14 @@ impl Drop for ElectionWatch {
 }
 
 impl ElectionWatch {
-    pub(super) fn start(shared: Arc<Shared>, name: Name) -> Self {
+    pub(super) fn start(shared: Arc<ElectionContext>, name: Name) -> Self {
         let (tx, state) = watch::channel(Arc::new(ElectionState::default()));
         let (states, _) = broadcast::channel(STATE_HISTORY);
         let sinks = Arc::new(Mutex::new(Vec::new()));
         let poke = Arc::new(tokio::sync::Notify::new());
         let pokes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = shared.shutdown.child_token();
-        let task = Task {
+        let task = WatchTask {
             shared,
             name,
             tx,
@@ -180,8 +180,9 @@ impl ElectionWatch {
     }
 }
 
-struct Task {
-    shared: Arc<Shared>,
+/// The task behind an [`ElectionWatch`]: follows one election and publishes its states.
+struct WatchTask {
+    shared: Arc<ElectionContext>,
     name: Name,
     tx: watch::Sender<Arc<ElectionState>>,
     states: broadcast::Sender<Arc<ElectionState>>,
@@ -203,7 +204,7 @@ struct Cache {
     generation: u64,
 }
 
-impl Task {
+impl WatchTask {
     async fn run(self) {
         let mut cache = Cache::default();
         let mut watches: FuturesUnordered<WatchFuture> = FuturesUnordered::new();
@@ -676,7 +677,7 @@ impl Registry {
     }
 
     /// The watch of election `name`, started on first use.
-    pub(super) fn get(&self, shared: &Arc<Shared>, name: &Name) -> Arc<ElectionWatch> {
+    pub(super) fn get(&self, shared: &Arc<ElectionContext>, name: &Name) -> Arc<ElectionWatch> {
         let mut watches = lock(&self.watches);
         if let Some(existing) = watches.get(name.as_str()).and_then(std::sync::Weak::upgrade) {
             return existing;

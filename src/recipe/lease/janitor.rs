@@ -31,7 +31,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::{Inner, local::EXPIRY_MARGIN, zkops};
+use super::{LeasesState, local::EXPIRY_MARGIN, zkops};
 use crate::{
     error::Result,
     recipe::instance::InstanceInfo,
@@ -50,7 +50,7 @@ struct Orphan {
 }
 
 /// Runs until shutdown.
-pub(super) async fn run(inner: Arc<Inner>) {
+pub(super) async fn run(inner: Arc<LeasesState>) {
     let mut orphans: HashMap<i64, Orphan> = HashMap::new();
     // Each instance seen registered while this one was the janitor: its confirmation lead.
     let mut leads: HashMap<String, Duration> = HashMap::new();
@@ -87,7 +87,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
 /// One round: if this instance is the janitor, refresh the orphans and expire the due ones.
 /// Returns the membership watcher to wait on.
 async fn step(
-    inner: &Inner,
+    inner: &LeasesState,
     orphans: &mut HashMap<i64, Orphan>,
     leads: &mut HashMap<String, Duration>,
 ) -> Result<zookeeper_client::OneshotWatcher> {

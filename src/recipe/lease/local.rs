@@ -49,14 +49,14 @@ use tokio::sync::{Notify, watch};
 use zookeeper_client::{Client, EventType};
 
 use super::{
-    End, Inner,
+    End, LeasesState,
     record::LeaseRecord,
     zkops::{self, DeleteOutcome},
 };
 use crate::{
     error::{Error, Result},
     recipe::health::Health,
-    recipe::lock,
+    sync_util::lock,
     zk::{Proof, layout},
 };
 
@@ -236,7 +236,7 @@ impl LocalLease {
 /// The task of one local lease. `version` is the record version this instance last wrote,
 /// in session `written_session`; `watcher`, when given, is already armed in that session.
 pub(super) async fn run(
-    inner: Arc<Inner>,
+    inner: Arc<LeasesState>,
     lease: Arc<LocalLease>,
     mut version: i32,
     mut written_session: i64,
@@ -386,7 +386,13 @@ fn not_found(err: zookeeper_client::Error) -> Error {
 
 /// Writes the latest reported health into the record (versioned: a claim by another instance
 /// wins and is noticed through the watch).
-async fn write_health(inner: &Inner, lease: &LocalLease, path: &str, version: &mut i32, written_session: &mut i64) {
+async fn write_health(
+    inner: &LeasesState,
+    lease: &LocalLease,
+    path: &str,
+    version: &mut i32,
+    written_session: &mut i64,
+) {
     // Any failure but "moved" (which the watch handles) asks for another attempt.
     let retry = || async {
         lease.health_changed.notify_one();
@@ -421,7 +427,7 @@ async fn write_health(inner: &Inner, lease: &LocalLease, path: &str, version: &m
 
 /// Deletes the expired lease and what is bound to it. Retries while ZooKeeper is unreachable
 /// (the lease is already dead for its owner: heartbeats are refused).
-async fn expire(inner: &Inner, lease: &LocalLease, path: &str, mut version: i32) -> Option<End> {
+async fn expire(inner: &LeasesState, lease: &LocalLease, path: &str, mut version: i32) -> Option<End> {
     lease.confirmed_generation.store(0, Ordering::Release);
     // A negative version is one we never saw written (an ambiguous claim): look first, since
     // a delete with version -1 would delete any version — another home's live lease included.

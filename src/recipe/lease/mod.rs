@@ -41,7 +41,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 use zookeeper_client::{Client, CreateMode};
 
-pub use self::local::{HeartbeatAck, LocalLease};
+pub use self::local::LocalLease;
 use self::{record::LeaseRecord, zkops::DeleteOutcome};
 use crate::{
     error::{Error, Result},
@@ -49,6 +49,7 @@ use crate::{
         health::Health,
         instance::{Incarnation, now_unix_ms},
     },
+    sync_util::lock,
     zk::{ZkSession, layout},
 };
 
@@ -77,7 +78,7 @@ impl End {
     pub fn error(self) -> Error {
         match self {
             End::Expired | End::Gone => Error::LeaseNotFound,
-            End::Moved => Error::FailedPrecondition("lease was claimed by a KeepAlive stream on another instance"),
+            End::Moved => Error::FailedPrecondition(crate::error::LEASE_CLAIMED),
             End::ShuttingDown => Error::ShuttingDown,
         }
     }
@@ -122,8 +123,8 @@ pub enum Binding {
     Lock {
         /// The key.
         key: String,
-        /// The lock handle.
-        handle: String,
+        /// The hold id (the lock handle of the API).
+        hold: String,
     },
 }
 
@@ -146,11 +147,13 @@ pub struct LeaseView {
 /// The lease recipe of one instance. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Leases {
-    inner: Arc<Inner>,
+    inner: Arc<LeasesState>,
 }
 
+/// The state of one instance's lease recipe (the leases attached here, the claim locks), shared
+/// by the clones of [`Leases`], the local leases' tasks and the janitor.
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub(crate) struct LeasesState {
     session: ZkSession,
     me: Incarnation,
     local: Mutex<HashMap<i64, Arc<LocalLease>>>,
@@ -159,16 +162,16 @@ pub(crate) struct Inner {
     shutdown: CancellationToken,
 }
 
-impl Inner {
+impl LeasesState {
     /// The lease attached here, unless it has ended.
     fn local(&self, id: i64) -> Option<Arc<LocalLease>> {
-        let local = super::lock(&self.local);
+        let local = lock(&self.local);
         local.get(&id).filter(|l| !l.is_finished()).cloned()
     }
 
     /// Removes `lease` from the local map, unless it was already replaced.
     fn forget(&self, lease: &Arc<LocalLease>) {
-        let mut local = super::lock(&self.local);
+        let mut local = lock(&self.local);
         if local.get(&lease.id).is_some_and(|l| Arc::ptr_eq(l, lease)) {
             local.remove(&lease.id);
         }
@@ -194,7 +197,7 @@ impl Inner {
         if watcher.is_some() {
             lease.set_confirmed(generation);
         }
-        let previous = super::lock(&self.local).insert(id, lease.clone());
+        let previous = lock(&self.local).insert(id, lease.clone());
         if let Some(previous) = previous {
             // A stale attachment (it had not noticed the lease moving away): it must not
             // expire the lease on its own clock.
@@ -209,7 +212,7 @@ impl Leases {
     /// The lease recipe for the instance `me`; starts its janitor. Everything stops when
     /// `shutdown` is cancelled.
     pub fn start(session: ZkSession, me: Incarnation, shutdown: CancellationToken) -> Self {
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(LeasesState {
             session,
             me,
             local: Mutex::new(HashMap::new()),
@@ -220,20 +223,15 @@ impl Leases {
         Self { inner }
     }
 
-    /// This instance's incarnation.
-    pub fn incarnation(&self) -> &Incarnation {
-        &self.inner.me
-    }
-
     /// The number of leases attached to this instance.
     pub fn local_count(&self) -> usize {
-        super::lock(&self.inner.local).len()
+        lock(&self.inner.local).len()
     }
 
     /// The number of leases attached to this instance and the longest time since one of them
     /// had a heartbeat (zero when there are none).
     pub fn local_stats(&self) -> (usize, Duration) {
-        let local = super::lock(&self.inner.local);
+        let local = lock(&self.inner.local);
         let lag = local.values().map(|l| l.since_heartbeat()).max().unwrap_or_default();
         (local.len(), lag)
     }
@@ -425,7 +423,7 @@ async fn bindings(client: &Client, path: &str, children: &[String]) -> Result<Ve
                     Err(err) => return Err(err.into()),
                 };
                 let record: crate::recipe::lock::record::HoldRecord = crate::recipe::lock::record::decode(&data)?;
-                bindings.extend(record.keys.into_iter().map(|key| Binding::Lock { key, handle: hold.clone() }));
+                bindings.extend(record.keys.into_iter().map(|key| Binding::Lock { key, hold: hold.clone() }));
             }
             None => {}
         }
@@ -457,7 +455,7 @@ async fn read(client: &zookeeper_client::Client, path: &str) -> Result<(LeaseRec
 }
 
 /// Makes this instance the home of lease `id` with a versioned write.
-async fn claim(inner: &Arc<Inner>, id: i64, secret: &str) -> Result<Arc<LocalLease>> {
+async fn claim(inner: &Arc<LeasesState>, id: i64, secret: &str) -> Result<Arc<LocalLease>> {
     let _serialized = inner.claims[id.unsigned_abs() as usize % CLAIM_SHARDS].lock().await;
     let client = inner.session.client()?;
     let path = layout::lease(id);

@@ -11,13 +11,13 @@ use tokio_util::sync::CancellationToken;
 use zookeeper_client::WatchedEvent;
 
 use super::{
-    Acquired, CachedHold, Inner, LockRequest,
+    Acquired, CachedHold, LockRequest, LocksState,
     queue::{Queue, Standing},
     record::NodeRecord,
     zkops::{self, QueueError},
 };
 use crate::{
-    error::{Error, Result},
+    error::{Error, LOCK_REQUEST_RELEASED, Result},
     validate::Name,
     zk::layout,
 };
@@ -63,14 +63,14 @@ pub enum Outcome {
 /// # Errors
 /// [`Error::DeadlineExceeded`] when the wait timed out, [`Error::Cancelled`] when `cancel`
 /// fired, [`Error::LeaseNotFound`] when the lease ended, [`Error::FailedPrecondition`] when an
-/// Unlock with the request's handle released it (message [`RELEASED`]), [`Error::ShuttingDown`],
+/// Unlock with the request's handle released it (message [`LOCK_REQUEST_RELEASED`]), [`Error::ShuttingDown`],
 /// [`Error::Unavailable`]. In every error case the request has been withdrawn, or its
 /// withdrawal goes on in the background (ZooKeeper unreachable), bounded by the lease.
 ///
 /// # Cancellation safety
 /// Not cancellation safe: run it in its own task and signal `cancel` instead.
 pub(super) async fn run(
-    inner: Arc<Inner>,
+    inner: Arc<LocksState>,
     request: LockRequest,
     owner: String,
     digest: String,
@@ -115,7 +115,7 @@ pub(super) async fn run(
                 inner.tasks.spawn(async move { zkops::mark_acquired(&client, &nodes, &node).await });
             }
             let cached = CachedHold { lease_id, digest, nodes: queued.nodes.into() };
-            Ok(Outcome::Acquired(Acquired { handle: hold, token }, cached))
+            Ok(Outcome::Acquired(Acquired { hold, token }, cached))
         }
         Ok((Grant::Blocked(blocked), _)) => {
             withdraw(&inner, lease_id, &hold, Some(&queued.nodes)).await;
@@ -146,7 +146,7 @@ type EventFuture = Pin<Box<dyn Future<Output = WatchedEvent> + Send>>;
 /// waits only for requests queued before it, by earlier transactions, on every key alike, so
 /// the waits form no cycle (no deadlock, whatever the key order of overlapping requests).
 async fn wait_for_grant(
-    inner: &Inner,
+    inner: &LocksState,
     hold: &str,
     lease_id: i64,
     keys: &[Name],
@@ -244,14 +244,11 @@ async fn wait_for_grant(
 async fn gone(client: &zookeeper_client::Client, lease_id: i64) -> Error {
     let lease = layout::lease(lease_id);
     match crate::zk::traced("check_stat", &lease, client.check_stat(&lease)).await {
-        Ok(Some(_)) => Error::FailedPrecondition(RELEASED),
+        Ok(Some(_)) => Error::FailedPrecondition(LOCK_REQUEST_RELEASED),
         Ok(None) => Error::LeaseNotFound,
         Err(err) => err.into(),
     }
 }
-
-/// The message of a call whose request was released by an Unlock with its handle.
-const RELEASED: &str = "lock request was released";
 
 enum Step {
     Granted,
@@ -279,7 +276,7 @@ async fn pause(deadline: Option<Instant>, cancel: &CancellationToken) {
 /// trying in the background for [`CLEANUP_FOR`] or until the instance shuts down (after that
 /// the lease's end withdraws it). The background task is one of the lock tasks
 /// [`super::Locks::drain`] waits for.
-pub(super) async fn withdraw(inner: &Arc<Inner>, lease_id: i64, hold: &str, nodes: Option<&[String]>) {
+pub(super) async fn withdraw(inner: &Arc<LocksState>, lease_id: i64, hold: &str, nodes: Option<&[String]>) {
     let attempt = async {
         let client = inner.session.client()?;
         zkops::release(&client, lease_id, hold, nodes).await
@@ -321,9 +318,8 @@ fn rand_u64() -> u64 {
 mod tests {
     use super::*;
     use crate::{
-        config::ZkConfig,
         recipe::{instance::Incarnation, lease::Leases, lock::Locks},
-        zk::ZkSession,
+        zk::{ZkConfig, ZkSession},
     };
 
     /// A TryLock whose reads fail with a retryable error (here: no ZooKeeper at all) answers

@@ -61,6 +61,7 @@ use self::acquire::{Outcome, Wait};
 use crate::{
     error::{Error, Result},
     recipe::{instance::Incarnation, lease::Leases, lease::secret},
+    sync_util::lock,
     validate::Name,
     zk::{ZkSession, layout},
 };
@@ -93,8 +94,8 @@ pub struct LockRequest {
 /// An acquired hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Acquired {
-    /// The handle for Unlock (the hold id).
-    pub handle: String,
+    /// The hold id: the handle for Unlock.
+    pub hold: String,
     /// The fencing token, the same for every key of the hold.
     pub token: u64,
 }
@@ -146,7 +147,7 @@ pub struct CachedHold {
 #[derive(Debug)]
 struct HoldCache {
     holds: HashMap<String, CachedHold>,
-    /// Handles in the order remembered; forgotten ones stay until they reach the front.
+    /// Hold ids in the order remembered; forgotten ones stay until they reach the front.
     order: VecDeque<String>,
     /// The number of nodes of the holds in `holds`.
     nodes: usize,
@@ -173,10 +174,10 @@ impl HoldCache {
         }
     }
 
-    /// Remembers `hold` under `handle`, forgetting the oldest holds to make room; a hold with
+    /// Remembers `cached` under its id `hold`, forgetting the oldest holds to make room; a hold with
     /// more than `max_nodes_per_hold` nodes is not remembered.
-    fn remember(&mut self, handle: &str, hold: CachedHold) {
-        let size = hold.nodes.len();
+    fn remember(&mut self, hold: &str, cached: CachedHold) {
+        let size = cached.nodes.len();
         if size > self.max_nodes_per_hold {
             return;
         }
@@ -184,26 +185,28 @@ impl HoldCache {
             let Some(old) = self.order.pop_front() else { break };
             self.forget(&old);
         }
-        self.order.push_back(handle.to_owned());
-        if let Some(replaced) = self.holds.insert(handle.to_owned(), hold) {
+        self.order.push_back(hold.to_owned());
+        if let Some(replaced) = self.holds.insert(hold.to_owned(), cached) {
             self.nodes -= replaced.nodes.len();
         }
         self.nodes += size;
     }
 
-    fn get(&self, handle: &str) -> Option<CachedHold> {
-        self.holds.get(handle).cloned()
+    fn get(&self, hold: &str) -> Option<CachedHold> {
+        self.holds.get(hold).cloned()
     }
 
-    fn forget(&mut self, handle: &str) {
-        if let Some(forgotten) = self.holds.remove(handle) {
+    fn forget(&mut self, hold: &str) {
+        if let Some(forgotten) = self.holds.remove(hold) {
             self.nodes -= forgotten.nodes.len();
         }
     }
 }
 
+/// The state of one instance's lock recipe (remembered holds, counts, call tasks), shared by
+/// the clones of [`Locks`] and the tasks of its calls.
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub(crate) struct LocksState {
     session: ZkSession,
     me: Incarnation,
     leases: Leases,
@@ -250,32 +253,32 @@ impl Drop for InProgress<'_> {
     }
 }
 
-impl Inner {
-    fn remember(&self, handle: &str, hold: CachedHold) {
-        super::lock(&self.cache).remember(handle, hold);
+impl LocksState {
+    fn remember(&self, hold: &str, cached: CachedHold) {
+        lock(&self.cache).remember(hold, cached);
     }
 
-    fn cached(&self, handle: &str) -> Option<CachedHold> {
-        super::lock(&self.cache).get(handle)
+    fn cached(&self, hold: &str) -> Option<CachedHold> {
+        lock(&self.cache).get(hold)
     }
 
-    fn forget(&self, handle: &str) {
+    fn forget(&self, hold: &str) {
         // Its place in `order` goes when it reaches the front.
-        super::lock(&self.cache).forget(handle);
+        lock(&self.cache).forget(hold);
     }
 }
 
 /// The lock recipe of one instance. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Locks {
-    inner: Arc<Inner>,
+    inner: Arc<LocksState>,
 }
 
 impl Locks {
     /// The lock recipe for the instance `me`.
     pub fn new(session: ZkSession, me: Incarnation, leases: Leases, shutdown: CancellationToken) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(LocksState {
                 session,
                 me,
                 leases,
@@ -344,31 +347,31 @@ impl Locks {
             let outcome = acquire::run(inner.clone(), request, owner, digest, wait, cancel).await;
             if let Ok(Outcome::Acquired(acquired, cached)) = &outcome {
                 inner.stats.acquired.fetch_add(1, Ordering::Relaxed);
-                inner.remember(&acquired.handle, cached.clone());
+                inner.remember(&acquired.hold, cached.clone());
             }
             if let Err(Ok(Outcome::Acquired(acquired, cached))) = sender.send(outcome) {
                 // The caller went away just as the keys were acquired: nobody has the handle.
-                inner.forget(&acquired.handle);
-                acquire::withdraw(&inner, lease_id, &acquired.handle, Some(&cached.nodes)).await;
+                inner.forget(&acquired.hold);
+                acquire::withdraw(&inner, lease_id, &acquired.hold, Some(&cached.nodes)).await;
             }
         }));
         receiver.await.map_err(|_| Error::Internal("lock task ended without an answer".into()))?
     }
 
-    /// Releases the hold `handle` of lease `lease_id`.
+    /// Releases the hold `hold` (its id, the handle of Unlock) of lease `lease_id`.
     ///
     /// # Errors
-    /// [`Error::HandleNotFound`] when no such hold exists (never acquired, released, or
+    /// [`Error::HoldNotFound`] when no such hold exists (never acquired, released, or
     /// released with its lease), [`Error::LeaseNotFound`], [`Error::WrongSecret`],
     /// [`Error::Unavailable`].
     ///
     /// # Cancellation safety
     /// One transaction: a cancelled call released the hold or did nothing.
-    pub async fn unlock(&self, lease_id: i64, secret: &str, handle: &str) -> Result<()> {
-        if !layout::is_hold_id(handle) {
-            return Err(Error::HandleNotFound);
+    pub async fn unlock(&self, lease_id: i64, secret: &str, hold: &str) -> Result<()> {
+        if !layout::is_hold_id(hold) {
+            return Err(Error::HoldNotFound);
         }
-        let cached = self.inner.cached(handle).filter(|c| c.lease_id == lease_id);
+        let cached = self.inner.cached(hold).filter(|c| c.lease_id == lease_id);
         let nodes = match &cached {
             Some(cached) if secret::matches(secret, &cached.digest) => Some(cached.nodes.clone()),
             Some(_) => return Err(Error::WrongSecret),
@@ -378,10 +381,10 @@ impl Locks {
             }
         };
         let client = self.inner.session.client()?;
-        let released = zkops::release(&client, lease_id, handle, nodes.as_deref()).await?;
-        self.inner.forget(handle);
+        let released = zkops::release(&client, lease_id, hold, nodes.as_deref()).await?;
+        self.inner.forget(hold);
         if !released {
-            return Err(Error::HandleNotFound);
+            return Err(Error::HoldNotFound);
         }
         self.inner.stats.released.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -482,8 +485,8 @@ mod tests {
     #[test]
     fn the_hold_cache_is_bounded_in_holds_and_nodes() {
         let mut cache = HoldCache::new(3, 10, 4);
-        for handle in ["a", "b", "c", "d"] {
-            cache.remember(handle, hold(1));
+        for id in ["a", "b", "c", "d"] {
+            cache.remember(id, hold(1));
         }
         assert!(cache.get("a").is_none(), "the oldest is forgotten at the hold limit");
         assert!(["b", "c", "d"].iter().all(|h| cache.get(h).is_some()));

@@ -34,7 +34,8 @@ use super::{
 };
 use crate::{
     error::Result,
-    recipe::{health::Health, lease::record::LeaseRecord, lock},
+    recipe::{health::Health, lease::record::LeaseRecord},
+    sync_util::lock,
     validate::Name,
     zk::layout,
 };
@@ -518,10 +519,5 @@ impl Registry {
         let mut kept = lock(&self.kept);
         kept.retain(|_, (_, at)| now < *at + KEEP);
         kept.insert(name.as_str().to_owned(), (watch, now));
-    }
-
-    /// The groups followed now.
-    pub(super) fn all(&self) -> Vec<(String, Arc<GroupWatch>)> {
-        lock(&self.watches).iter().filter_map(|(name, w)| Some((name.clone(), w.upgrade()?))).collect()
     }
 }

@@ -134,11 +134,6 @@ impl Shards {
         self.shared.registry.get(&self.shared, group)
     }
 
-    /// The groups this instance follows now (for metrics), with their latest state.
-    pub fn followed(&self) -> Vec<(String, Arc<GroupState>)> {
-        self.shared.registry.all().into_iter().map(|(name, w)| (name, w.state.borrow().clone())).collect()
-    }
-
     /// The shards lease `lease_id` owns in `groups`, as this instance can prove them on
     /// `proof` (see [`ownership`]): `None` when it cannot tell. Keeps the groups followed, so
     /// that handoffs complete while members heartbeat here.

@@ -5,10 +5,15 @@
 //! `/`, no control characters and cannot spell `.` or `..`: 1 to [`MAX_NAME_LEN`] bytes of
 //! ASCII letters, digits and `. _ - : @`, starting with a letter or a digit. A validated
 //! [`Name`] is therefore always exactly one path segment inside zkcoord's namespace.
+//!
+//! This module holds the rules of single values; [`proto`] those of protobuf messages. The
+//! gRPC services apply them and only translate what passed.
+
+pub mod proto;
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
-use crate::error::{Error, Result};
+use crate::error::{AT_MOST_128_BYTES, EMPTY, Error, Result};
 
 /// The longest name, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
@@ -36,6 +41,10 @@ pub const MAX_PRIORITY: i32 = 1000;
 pub const MAX_LOCK_KEYS: usize = 1000;
 /// The longest lease secret, in bytes.
 pub const MAX_SECRET_LEN: usize = 128;
+/// The longest hold id (lock handle) looked up, in bytes.
+pub const MAX_HOLD_LEN: usize = 256;
+/// Most elections one heartbeat may name.
+pub const MAX_HEARTBEAT_ELECTIONS: usize = 64;
 
 /// A validated name: exactly one safe znode path segment.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -67,10 +76,10 @@ impl fmt::Display for Name {
 fn check_name(field: &'static str, value: &str) -> Result<()> {
     let bytes = value.as_bytes();
     let Some(first) = bytes.first() else {
-        return Err(Error::invalid(field, "must not be empty"));
+        return Err(Error::invalid(field, EMPTY));
     };
     if bytes.len() > MAX_NAME_LEN {
-        return Err(Error::invalid(field, "must be at most 128 bytes"));
+        return Err(Error::invalid(field, AT_MOST_128_BYTES));
     }
     if !first.is_ascii_alphanumeric() {
         return Err(Error::invalid(field, "must start with an ASCII letter or digit"));
@@ -112,10 +121,10 @@ pub fn lease_id(field: &'static str, id: i64) -> Result<i64> {
 /// [`Error::InvalidArgument`] when it is empty or too long.
 pub fn secret(field: &'static str, secret: &str) -> Result<()> {
     if secret.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
+        return Err(Error::invalid(field, EMPTY));
     }
     if secret.len() > MAX_SECRET_LEN {
-        return Err(Error::invalid(field, "must be at most 128 bytes"));
+        return Err(Error::invalid(field, AT_MOST_128_BYTES));
     }
     Ok(())
 }
@@ -219,6 +228,50 @@ pub fn wait_timeout(field: &'static str, timeout_ms: i64) -> Result<Option<Durat
     }
 }
 
+/// Validates the elections a heartbeat names (at most [`MAX_HEARTBEAT_ELECTIONS`] names;
+/// duplicates are ignored).
+pub fn elections(field: &'static str, names: &[String]) -> Result<Vec<Name>> {
+    if names.len() > MAX_HEARTBEAT_ELECTIONS {
+        return Err(Error::invalid(field, "names more than 64 elections"));
+    }
+    let mut parsed = Vec::with_capacity(names.len());
+    for name in names {
+        let name = Name::parse(field, name)?;
+        if !parsed.contains(&name) {
+            parsed.push(name);
+        }
+    }
+    Ok(parsed)
+}
+
+/// Validates a hold id (the handle of Unlock) to look up.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when it is empty; [`Error::HoldNotFound`] when it is too long or
+/// has a character other than printable ASCII (no such hold can exist).
+pub fn hold(field: &'static str, hold: &str) -> Result<()> {
+    if hold.is_empty() {
+        return Err(Error::invalid(field, EMPTY));
+    }
+    if hold.len() > MAX_HOLD_LEN || !hold.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::HoldNotFound);
+    }
+    Ok(())
+}
+
+/// Validates the key of a Holders call: a name, or with `prefix` the start of one; an empty
+/// prefix lists every key.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when it is neither.
+pub fn holders_key(field: &'static str, key: &str, prefix: bool) -> Result<()> {
+    // A non-empty prefix must itself be a valid name start.
+    if !(prefix && key.is_empty()) {
+        Name::parse(field, key)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +358,14 @@ mod tests {
         assert!(secret("s", "").is_err());
         let dup = [("db", ""), ("db", "")];
         assert!(health_checks("checks", dup.into_iter()).is_err());
+        assert!(matches!(hold("handle", ""), Err(Error::InvalidArgument { field: "handle", .. })));
+        assert!(matches!(hold("handle", "a b"), Err(Error::HoldNotFound)));
+        assert!(matches!(hold("handle", &"0".repeat(MAX_HOLD_LEN + 1)), Err(Error::HoldNotFound)));
+        assert!(hold("handle", "00000000000000ff").is_ok());
+        assert!(holders_key("key", "", true).is_ok(), "an empty prefix lists every key");
+        assert!(holders_key("key", "", false).is_err());
+        assert!(holders_key("key", "../", true).is_err());
+        assert_eq!(elections("elections", &["a".into(), "a".into()]).map(|v| v.len()).ok(), Some(1));
+        assert!(elections("elections", &vec!["a".to_owned(); MAX_HEARTBEAT_ELECTIONS + 1]).is_err());
     }
 }
