@@ -13,6 +13,7 @@ pub mod config;
 pub mod ctl;
 pub mod error;
 pub mod file_change;
+pub mod id;
 pub mod limits;
 pub mod metrics;
 pub mod pb;

@@ -38,11 +38,7 @@ use self::{
 };
 use crate::{
     error::{Error, Result},
-    recipe::{
-        health::Health,
-        instance::Incarnation,
-        lease::{self, secret},
-    },
+    recipe::{health::Health, instance::Incarnation, lease},
     validate::Name,
     zk::{Proof, ZkSession, layout},
 };
@@ -384,7 +380,7 @@ impl Elections {
         let record = CandidateRecord {
             lease_id: key.lease_id,
             priority: request.priority,
-            value_hex: secret::hex(&request.value),
+            value_hex: crate::id::hex(&request.value),
             stream: Some(self.shared.me.name.clone()),
         };
         let data = record::encode(&record);
@@ -569,7 +565,7 @@ impl Elections {
                     Err(err) => return Err(err.into()),
                 };
             let mut record: CandidateRecord = record::decode(&data)?;
-            record.value_hex = secret::hex(value);
+            record.value_hex = crate::id::hex(value);
             // Written only while the election record still names this leader of `term`.
             let mut multi = client.new_multi_writer();
             multi.add_check_version(&layout::election(&key.election), election_version)?;

@@ -120,12 +120,7 @@ mod tests {
     #[test]
     fn values_round_trip_through_hex() {
         let value = vec![0u8, 1, 127, 128, 255];
-        let record = CandidateRecord {
-            lease_id: 1,
-            priority: 0,
-            value_hex: crate::recipe::lease::secret::hex(&value),
-            stream: None,
-        };
+        let record = CandidateRecord { lease_id: 1, priority: 0, value_hex: crate::id::hex(&value), stream: None };
         let decoded: CandidateRecord = decode(&encode(&record)).expect("decodes");
         assert_eq!(decoded.value(), value);
         let election = ElectionRecord {
