@@ -2,7 +2,7 @@
 //!
 //! A binding is a child of a lease record, `/leases/<id>/<name>`, created in the same
 //! transaction as the znodes it stands for and deleted with them: by its recipe (Resign,
-//! Unlock) or with its lease (Revoke, expiry: [`super::zkops::delete_lease`]), so those znodes
+//! Unlock) or with its lease (Revoke, expiry: `zkops::delete_lease`), so those znodes
 //! exist exactly while the binding does. Its name is the owning recipe's (opaque here, unique
 //! per lease; see [`crate::zk::layout`]). Its data is a [`BindingRecord`] (JSON), which says all
 //! the lease needs to know:
@@ -34,7 +34,7 @@
 //! record. So while both versions run:
 //! * an old instance deletes and lists what a new one bound: it goes by these names and reads
 //!   the mode and keys (ignoring the fields it does not know);
-//! * a new instance reads what an old one bound through [`legacy`], the one place that knows
+//! * a new instance reads what an old one bound through `legacy`, the one place that knows
 //!   those formats (only for data without `owns`).
 //!
 //! An old instance would delete the binding of a recipe it does not know (a name it cannot
@@ -146,7 +146,7 @@ fn in_recipe_directory(path: &str) -> bool {
 
 /// What the binding named `name` with data `data` means: `None` for one zkcoord did not
 /// write (it owns nothing and shows nothing; deleted alone with its lease). Data that is a
-/// JSON object with `owns` is a binding record; anything else goes to the [`legacy`] decoder.
+/// JSON object with `owns` is a binding record; anything else goes to the `legacy` decoder.
 ///
 /// # Errors
 /// [`Error::Internal`] when the data has `owns` but is no valid binding record (one that owns
