@@ -35,7 +35,7 @@ use zookeeper_client::Client;
 use super::record::{self, ElectionRecord};
 use crate::{
     error::Result,
-    recipe::lock,
+    recipe::locked,
     validate::Name,
     zk::{Proof, ZkSession, layout},
 };
@@ -132,7 +132,7 @@ impl Leaderships {
     }
 
     fn view(&self, election: &str) -> Arc<tokio::sync::Mutex<View>> {
-        let mut views = lock(&self.views);
+        let mut views = locked(&self.views);
         if let Some(view) = views.get(election) {
             return view.clone();
         }

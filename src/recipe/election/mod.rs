@@ -224,7 +224,7 @@ impl Campaign {
     pub async fn next(&mut self) -> Option<CandidateStatus> {
         match self.statuses.recv().await {
             Some(status) => Some(status),
-            None => crate::recipe::lock(&self.end).take().map(CandidateStatus::Ended),
+            None => crate::recipe::locked(&self.end).take().map(CandidateStatus::Ended),
         }
     }
 }

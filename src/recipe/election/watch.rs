@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     error::Result,
-    recipe::lock,
+    recipe::locked,
     recipe::{instance::now_unix_ms, lease::record::LeaseRecord},
     validate::Name,
     zk::{layout, proof},
@@ -94,7 +94,7 @@ impl Sink {
     /// Ends the stream with `why` once its client has read what was sent; the caller drops
     /// the sink (and so the sender).
     fn end(&self, why: super::StreamEnd) {
-        *lock(&self.end) = Some(why);
+        *locked(&self.end) = Some(why);
     }
 }
 
@@ -150,7 +150,7 @@ impl ElectionWatch {
     ) -> (mpsc::Receiver<CandidateStatus>, Arc<Mutex<Option<super::StreamEnd>>>) {
         let (tx, rx) = mpsc::channel(CAMPAIGN_BACKLOG);
         let end = Arc::new(Mutex::new(None));
-        let mut sinks = lock(&self.sinks);
+        let mut sinks = locked(&self.sinks);
         sinks.retain(|old| {
             let replaced = old.is(&candidate_id, lease_id);
             if replaced {
@@ -166,7 +166,7 @@ impl ElectionWatch {
 
     /// Whether a Campaign stream of candidacy `candidate_id` (with `lease_id`) runs here.
     pub(super) fn has_sink(&self, candidate_id: &str, lease_id: i64) -> bool {
-        lock(&self.sinks).iter().any(|s| s.is(candidate_id, lease_id) && !s.tx.is_closed())
+        locked(&self.sinks).iter().any(|s| s.is(candidate_id, lease_id) && !s.tx.is_closed())
     }
 
     /// Every state from now on: a receiver of the published states and the current one. A
@@ -297,7 +297,7 @@ impl Task {
                 () = async { grace.expect("guarded").await }, if grace.is_some() => {}
             }
         }
-        for sink in lock(&self.sinks).drain(..) {
+        for sink in locked(&self.sinks).drain(..) {
             sink.end(super::StreamEnd::ShuttingDown);
         }
     }
@@ -454,7 +454,7 @@ impl Task {
     /// told.
     async fn drive_sinks(&self, state: &ElectionState) {
         // For candidacies that vanished, whether their lease ended (one read each, only then).
-        let vanished: Vec<i64> = lock(&self.sinks)
+        let vanished: Vec<i64> = locked(&self.sinks)
             .iter()
             .filter(|sink| state.candidates.get(&sink.candidate_id).is_none_or(|c| c.record.lease_id != sink.lease_id))
             .map(|sink| sink.lease_id)
@@ -470,7 +470,7 @@ impl Task {
                 }
             }
         }
-        let mut sinks = lock(&self.sinks);
+        let mut sinks = locked(&self.sinks);
         sinks.retain_mut(|sink| {
             // A state read before this stream's own write knows nothing of it yet.
             let fresh = match state.candidates.get(&sink.candidate_id) {
@@ -678,12 +678,12 @@ pub(super) struct Registry {
 impl Registry {
     /// The watches running now, by election name.
     pub(super) fn all(&self) -> Vec<(String, Arc<ElectionWatch>)> {
-        lock(&self.watches).iter().filter_map(|(name, w)| Some((name.clone(), w.upgrade()?))).collect()
+        locked(&self.watches).iter().filter_map(|(name, w)| Some((name.clone(), w.upgrade()?))).collect()
     }
 
     /// The watch of election `name`, started on first use.
     pub(super) fn get(&self, shared: &Arc<Shared>, name: &Name) -> Arc<ElectionWatch> {
-        let mut watches = lock(&self.watches);
+        let mut watches = locked(&self.watches);
         if let Some(existing) = watches.get(name.as_str()).and_then(std::sync::Weak::upgrade) {
             return existing;
         }

@@ -56,7 +56,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     recipe::health::Health,
-    recipe::lock,
+    recipe::locked,
     zk::{Proof, layout},
 };
 
@@ -141,7 +141,7 @@ impl LocalLease {
             return Err(end.error());
         }
         {
-            let mut liveness = lock(&self.liveness);
+            let mut liveness = locked(&self.liveness);
             let now = Instant::now();
             if liveness.expiring || now > liveness.last_heartbeat + self.ttl {
                 return Err(Error::LeaseNotFound);
@@ -149,7 +149,7 @@ impl LocalLease {
             liveness.last_heartbeat = now;
         }
         let changed = {
-            let mut current = lock(&self.health);
+            let mut current = locked(&self.health);
             let changed = *current != *health;
             if changed {
                 *current = health.clone();
@@ -179,7 +179,7 @@ impl LocalLease {
 
     /// Time since the last heartbeat (or the grant or claim).
     pub fn since_heartbeat(&self) -> Duration {
-        lock(&self.liveness).last_heartbeat.elapsed()
+        locked(&self.liveness).last_heartbeat.elapsed()
     }
 
     /// Time left before the lease expires unless kept alive.
@@ -189,7 +189,7 @@ impl LocalLease {
 
     /// The health reported last.
     pub fn health(&self) -> Health {
-        lock(&self.health).clone()
+        locked(&self.health).clone()
     }
 
     /// Resolves when the lease has ended here, with why. Cancellation safe.
@@ -222,7 +222,7 @@ impl LocalLease {
     /// The moment the lease expires unless a heartbeat comes first; `None` when that moment
     /// has passed, in which case the lease is marked expiring and no heartbeat can extend it.
     fn deadline_or_expire(&self) -> Option<Instant> {
-        let mut liveness = lock(&self.liveness);
+        let mut liveness = locked(&self.liveness);
         let deadline = liveness.last_heartbeat + self.ttl + EXPIRY_MARGIN;
         if Instant::now() >= deadline {
             liveness.expiring = true;

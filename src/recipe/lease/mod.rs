@@ -143,13 +143,13 @@ pub(crate) struct Inner {
 impl Inner {
     /// The lease attached here, unless it has ended.
     fn local(&self, id: i64) -> Option<Arc<LocalLease>> {
-        let local = super::lock(&self.local);
+        let local = super::locked(&self.local);
         local.get(&id).filter(|l| !l.is_finished()).cloned()
     }
 
     /// Removes `lease` from the local map, unless it was already replaced.
     fn forget(&self, lease: &Arc<LocalLease>) {
-        let mut local = super::lock(&self.local);
+        let mut local = super::locked(&self.local);
         if local.get(&lease.id).is_some_and(|l| Arc::ptr_eq(l, lease)) {
             local.remove(&lease.id);
         }
@@ -175,7 +175,7 @@ impl Inner {
         if watcher.is_some() {
             lease.set_confirmed(generation);
         }
-        let previous = super::lock(&self.local).insert(id, lease.clone());
+        let previous = super::locked(&self.local).insert(id, lease.clone());
         if let Some(previous) = previous {
             // A stale attachment (it had not noticed the lease moving away): it must not
             // expire the lease on its own clock.
@@ -208,13 +208,13 @@ impl Leases {
 
     /// The number of leases attached to this instance.
     pub fn local_count(&self) -> usize {
-        super::lock(&self.inner.local).len()
+        super::locked(&self.inner.local).len()
     }
 
     /// The number of leases attached to this instance and the longest time since one of them
     /// had a heartbeat (zero when there are none).
     pub fn local_stats(&self) -> (usize, Duration) {
-        let local = super::lock(&self.inner.local);
+        let local = super::locked(&self.inner.local);
         let lag = local.values().map(|l| l.since_heartbeat()).max().unwrap_or_default();
         (local.len(), lag)
     }

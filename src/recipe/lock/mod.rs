@@ -252,16 +252,16 @@ impl Drop for InProgress<'_> {
 
 impl Inner {
     fn remember(&self, handle: &str, hold: CachedHold) {
-        super::lock(&self.cache).remember(handle, hold);
+        super::locked(&self.cache).remember(handle, hold);
     }
 
     fn cached(&self, handle: &str) -> Option<CachedHold> {
-        super::lock(&self.cache).get(handle)
+        super::locked(&self.cache).get(handle)
     }
 
     fn forget(&self, handle: &str) {
         // Its place in `order` goes when it reaches the front.
-        super::lock(&self.cache).forget(handle);
+        super::locked(&self.cache).forget(handle);
     }
 }
 
