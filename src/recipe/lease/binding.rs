@@ -236,8 +236,8 @@ pub(super) async fn owned(client: &Client, record: &BindingRecord) -> Result<Vec
 /// LEGACY: bindings written by versions before [`BindingRecord`], whose meaning is in their
 /// name (see the module docs, "Rolling upgrades"). The only code here that knows what
 /// elections and locks bind. Removable once no instance older than the binding record can run
-/// and no lease bound by one is left (bindings live as long as their lease: at most its ttl
-/// after the last such instance stopped, unless kept alive).
+/// and no binding one of them wrote is left (a binding lives as long as its lease or until its
+/// recipe releases it).
 mod legacy {
     use serde::Deserialize;
 
