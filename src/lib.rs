@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod config;
 pub mod ctl;
+mod id;
 pub mod pb;
 pub mod server;
 mod sync_util;

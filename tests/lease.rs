@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, transport::Channel};
 use zkcoord::pb::v1::{self as pb, lease_client::LeaseClient};
+use zookeeper_client::{Acls, CreateMode};
 
 async fn ttl(channel: &Channel, id: i64) -> Result<pb::LeaseInfo, tonic::Status> {
     let response = LeaseClient::new(channel.clone()).time_to_live(pb::TimeToLiveRequest { lease_id: id }).await?;
@@ -154,6 +155,112 @@ async fn revoke_releases_a_lease_bound_to_thousands_of_lock_nodes() {
     })
     .await;
     assert_eq!(ttl(&channel, short.lease_id).await.unwrap_err().code(), Code::NotFound);
+    instance.shutdown().await;
+}
+
+/// The bindings of lease `id`, as TimeToLive lists them (sorted).
+async fn listed_bindings(
+    channel: &Channel,
+    id: i64,
+) -> Result<Vec<(pb::binding::Kind, String, String)>, tonic::Status> {
+    let response = LeaseClient::new(channel.clone()).time_to_live(pb::TimeToLiveRequest { lease_id: id }).await?;
+    let mut listed: Vec<_> =
+        response.into_inner().bindings.into_iter().map(|b| (b.kind(), b.name.clone(), b.id.clone())).collect();
+    listed.sort();
+    Ok(listed)
+}
+
+/// Rolling upgrade: bindings written by versions before the binding record (their meaning in
+/// their name: `e~<election>~<candidate>` without data, `l~<hold>` with the request's mode and
+/// keys) are listed by TimeToLive and deleted with their lease, with what they stand for. So
+/// is the binding record of a recipe the lease has never heard of (under any name; TimeToLive
+/// leaves out a kind the API cannot name), and a child zkcoord did not write.
+#[tokio::test]
+async fn bindings_of_older_versions_and_of_other_recipes_end_with_their_lease() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("lease-bindings");
+    let instance = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let channel = support::channel(instance.addr()).await;
+    let granted = grant(&channel, "upgrading", Duration::from_secs(60)).await;
+    let raw = support::zk_client(&zk.hosts()).await.chroot(ns.as_str()).unwrap();
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let lease = zkcoord::testing::layout::lease(granted.lease_id);
+    let hold = "00000000000000c1";
+    let lock_node = format!("/locks/old-k/x-{hold}-0000000000");
+    let node = format!(r#"{{"lease_id":{},"owner":"upgrading","instance":"old"}}"#, granted.lease_id);
+    let shard = r#"{"owns":[{"path":"/elections/old/candidates/c2"}],"shows":[{"kind":"shard","name":"s","id":"7"}]}"#;
+    for (path, data) in [
+        ("/elections/old", ""),
+        ("/elections/old/candidates", ""),
+        ("/elections/old/candidates/c1", ""),
+        ("/elections/old/candidates/c2", ""),
+        (&format!("{lease}/e~old~c1"), ""),
+        ("/locks/old-k", ""),
+        (&lock_node, &node),
+        (&format!("{lease}/l~{hold}"), r#"{"exclusive":true,"keys":["old-k"]}"#),
+        (&format!("{lease}/s~7"), shard),
+        (&format!("{lease}/not-ours"), "whatever"),
+    ] {
+        raw.create(path, data.as_bytes(), &persistent).await.unwrap();
+    }
+    let handle = hold.to_owned();
+    assert_eq!(
+        listed_bindings(&channel, granted.lease_id).await.unwrap(),
+        [(pb::binding::Kind::Candidacy, "old".into(), "c1".into()), (pb::binding::Kind::Lock, "old-k".into(), handle)]
+    );
+    // The lock request bound by the older version holds its key.
+    let next = support::lock::Locker::granted(&channel, "next", Duration::from_secs(60)).await;
+    assert!(!next.try_lock(&["old-k"], support::lock::EXCLUSIVE).await.unwrap().acquired);
+
+    LeaseClient::new(channel.clone())
+        .revoke(pb::RevokeRequest { lease: lease_ref(granted.lease_id, &granted.secret) })
+        .await
+        .unwrap();
+    for gone in [lease.as_str(), "/elections/old/candidates/c1", "/elections/old/candidates/c2", &lock_node] {
+        assert_eq!(raw.check_stat(gone).await.unwrap(), None, "{gone} is deleted with the lease");
+    }
+    let got = next.try_lock(&["old-k"], support::lock::EXCLUSIVE).await.unwrap();
+    assert!(got.acquired, "the key is free");
+    instance.shutdown().await;
+}
+
+/// A binding record that claims a znode outside the recipe directories (another lease's
+/// record, an instance registration, through `..` or not) is refused: its lease's Revoke and
+/// TimeToLive fail INTERNAL and delete nothing; once it is gone, the Revoke succeeds.
+#[tokio::test]
+async fn a_binding_owning_anything_outside_the_recipe_directories_is_refused() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("lease-bad-binding");
+    let instance = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let channel = support::channel(instance.addr()).await;
+    let victim = grant(&channel, "victim", Duration::from_secs(60)).await;
+    let bad = grant(&channel, "bad", Duration::from_secs(60)).await;
+    let raw = support::zk_client(&zk.hosts()).await.chroot(ns.as_str()).unwrap();
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let registration = format!("/instances/{}", raw.list_children("/instances").await.unwrap()[0]);
+    let victim_path = zkcoord::testing::layout::lease(victim.lease_id);
+    let binding = format!("{}/x~1", zkcoord::testing::layout::lease(bad.lease_id));
+    let mut leases = LeaseClient::new(channel.clone());
+    for owns in [
+        format!(r#"{{"path":"{victim_path}"}}"#),
+        format!(r#"{{"path":"/elections/..{victim_path}"}}"#),
+        format!(r#"{{"parent":"/leases","prefix":"{}"}}"#, victim.lease_id),
+        format!(r#"{{"path":"{registration}"}}"#),
+        format!(r#"{{"path":"/locks/../..{registration}"}}"#),
+    ] {
+        let data = format!(r#"{{"owns":[{{"path":"/locks/k/x"}},{owns}]}}"#);
+        raw.create(&binding, data.as_bytes(), &persistent).await.unwrap();
+        let status =
+            leases.revoke(pb::RevokeRequest { lease: lease_ref(bad.lease_id, &bad.secret) }).await.unwrap_err();
+        assert_eq!(status.code(), Code::Internal, "{owns}: {status:?}");
+        assert_eq!(listed_bindings(&channel, bad.lease_id).await.unwrap_err().code(), Code::Internal, "{owns}");
+        assert!(raw.check_stat(&victim_path).await.unwrap().is_some(), "{owns}");
+        assert!(raw.check_stat(&registration).await.unwrap().is_some(), "{owns}");
+        assert!(raw.check_stat(&binding).await.unwrap().is_some(), "{owns}");
+        raw.delete(&binding, None).await.unwrap();
+    }
+    leases.revoke(pb::RevokeRequest { lease: lease_ref(bad.lease_id, &bad.secret) }).await.unwrap();
+    assert_eq!(ttl(&channel, victim.lease_id).await.unwrap().owner, "victim");
     instance.shutdown().await;
 }
 

@@ -395,6 +395,36 @@ async fn holds_are_bound_to_their_lease_and_visible_everywhere() {
     b.shutdown().await;
 }
 
+/// The largest request — 1,000 keys of 128 bytes, by an owner with a 128-byte name — is queued
+/// in one transaction (its binding carries the binding record beside its mode and keys, all
+/// within ZooKeeper's `jute.maxbuffer`), listed by TimeToLive once per key, and released.
+#[tokio::test]
+async fn the_largest_request_is_queued_listed_and_released() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("lock-largest");
+    let instance = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let channel = support::channel(instance.addr()).await;
+    let locker = Locker::granted(&channel, &"o".repeat(128), LONG).await;
+    let keys: Vec<String> = (0..1000).map(|i| format!("{i:04}{}", "k".repeat(124))).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let held = locker.lock(&keys, EXCLUSIVE, 30_000).await.expect("1,000 keys of 128 bytes locked");
+    let ttl = LeaseClient::new(channel.clone())
+        .time_to_live(pb::TimeToLiveRequest { lease_id: locker.lease.0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let listed: Vec<(pb::binding::Kind, &str, &str)> =
+        ttl.bindings.iter().map(|b| (b.kind(), b.name.as_str(), b.id.as_str())).collect();
+    let expected: Vec<(pb::binding::Kind, &str, &str)> =
+        keys.iter().map(|k| (pb::binding::Kind::Lock, *k, held.handle.as_str())).collect();
+    assert_eq!(listed, expected);
+    locker.unlock(&held.handle).await.unwrap();
+    let direct = support::zk_client(&zk.hosts()).await;
+    assert!(bindings(&direct, &ns, locker.lease.0).await.is_empty());
+    assert!(queued(&direct, &ns, keys[999]).await.is_empty());
+    instance.shutdown().await;
+}
+
 /// A waiting request released by an Unlock with its handle (read from its lease's bindings):
 /// the waiting call gets FAILED_PRECONDITION, not NOT_FOUND (its lease lives).
 #[tokio::test]

@@ -428,3 +428,34 @@ async fn leave_hands_off_then_ends_the_membership() {
     stop.cancel();
     assert!(checker.await.unwrap() > 10);
 }
+
+/// A membership is bound to its lease: TimeToLive lists it, and revoking the lease ends it.
+#[tokio::test]
+async fn a_membership_is_bound_to_its_lease() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("shards-bound");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let ca = support::channel(a.addr()).await;
+    let group = "bound";
+    let m1 = Member::join(&ca, group, "b1", 4, 1, true).await;
+    let m2 = Member::join(&ca, group, "b2", 4, 1, true).await;
+    support::eventually(WAIT, "2/2", || async { owned_counts(&[&m1, &m2]).await == vec![2, 2] }).await;
+    let mut leases = LeaseClient::new(ca.clone());
+    let ttl = leases.time_to_live(pb::TimeToLiveRequest { lease_id: m1.lease_id }).await.unwrap().into_inner();
+    assert_eq!(
+        ttl.bindings,
+        vec![pb::Binding { kind: pb::binding::Kind::ShardMember.into(), name: group.into(), id: "b1".into() }]
+    );
+    m1.crash();
+    leases.revoke(pb::RevokeRequest { lease: support::lease::lease_ref(m1.lease_id, &m1.secret) }).await.unwrap();
+    support::eventually(WAIT, "b1's membership ended with its lease", || async {
+        let members = ShardsClient::new(ca.clone())
+            .members(pb::MembersRequest { group: group.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        members.members.iter().map(|m| m.member_id.clone()).collect::<Vec<_>>() == vec!["b2".to_owned()]
+    })
+    .await;
+    support::eventually(WAIT, "b2 owns all", || async { m2.valid().len() == 4 }).await;
+}

@@ -12,9 +12,10 @@ use crate::{
     error::{Error, Result},
     pb::v1::{self as pb, lease_server},
     recipe::{
-        election::Leadership,
-        lease::{Binding, GrantRequest, LeaseView, LocalLease, secret},
-        shards::ShardOwnership,
+        election::{self, Leadership},
+        lease::{GrantRequest, LeaseView, LocalLease, binding::Shown, secret},
+        lock,
+        shards::{self, ShardOwnership},
     },
     tenant::Recipes,
     validate::{
@@ -137,7 +138,7 @@ impl lease_server::Lease for LeaseService {
         let tenant = self.ctx.recipes(&request)?;
         let id = validate::lease_id("lease_id", request.get_ref().lease_id)?;
         let view = tenant.leases.time_to_live(id).await?;
-        let bindings = view.bindings.iter().map(binding).collect();
+        let bindings = view.bindings.iter().filter_map(binding).collect();
         Ok(Response::new(pb::TimeToLiveResponse { lease: Some(lease_info(view)), bindings }))
     }
 
@@ -238,13 +239,14 @@ fn leadership(leadership: Leadership) -> pb::Leadership {
     }
 }
 
-fn binding(binding: &Binding) -> pb::Binding {
-    match binding {
-        Binding::Candidacy { election, candidate_id } => {
-            pb::Binding { kind: pb::binding::Kind::Candidacy.into(), name: election.clone(), id: candidate_id.clone() }
-        }
-        Binding::Lock { key, hold } => {
-            pb::Binding { kind: pb::binding::Kind::Lock.into(), name: key.clone(), id: hold.clone() }
-        }
-    }
+/// A binding as TimeToLive lists it; `None` for a kind the API cannot name (`KIND_UNSPECIFIED`
+/// is never sent).
+fn binding(shown: &Shown) -> Option<pb::Binding> {
+    let kind = match shown.kind.as_str() {
+        election::record::BINDING_KIND => pb::binding::Kind::Candidacy,
+        lock::record::BINDING_KIND => pb::binding::Kind::Lock,
+        shards::BINDING_KIND => pb::binding::Kind::ShardMember,
+        _ => return None,
+    };
+    Some(pb::Binding { kind: kind.into(), name: shown.name.clone(), id: shown.id.clone() })
 }

@@ -35,11 +35,8 @@ impl Incarnation {
     /// A fresh incarnation of `instance_id`.
     pub fn new(instance_id: &str) -> Self {
         let mut suffix = [0u8; 6];
-        crate::recipe::lease::secret::fill_random(&mut suffix);
-        Self {
-            name: format!("{instance_id}~{}", crate::recipe::lease::secret::hex(&suffix)),
-            instance_id: instance_id.into(),
-        }
+        crate::id::fill_random(&mut suffix);
+        Self { name: format!("{instance_id}~{}", crate::id::hex(&suffix)), instance_id: instance_id.into() }
     }
 
     /// The registration to create with every new session.

@@ -3,6 +3,7 @@
 //! ```text
 //! <namespace>/instances/<instance-id>   ephemeral: one per live zkcoord instance
 //! <namespace>/leases/<id>              lease record (JSON); children: what is bound to it
+//! <namespace>/leases/<id>/<binding>    binding record (JSON): the znodes that end with the lease
 //! <namespace>/elections/<name>          election record (JSON)
 //! <namespace>/elections/<name>/candidates/<candidate-id>   candidate record (JSON)
 //! <namespace>/locks/<key>              container: the queue of one lock key
@@ -17,8 +18,11 @@
 //! its root, which is the chroot of every path the tenant's recipes use
 //! ([`crate::zk::ZkSession::for_tenant`]), so the paths below are the same for every tenant.
 //!
-//! Bindings (children of a lease record): `e~<election>~<candidate>` for a candidacy,
-//! `l~<hold>` for a lock request (its data lists the keys).
+//! Bindings (children of a lease record, see [`crate::recipe::lease::binding`]): each holds a
+//! binding record naming the znodes it owns, all inside [`RECIPE_DIRECTORIES`]. Their names are
+//! the owning recipe's: `e~<election>~<candidate>` for a candidacy, `l~<hold>` for a lock
+//! request (its data also lists the request's mode and keys; older versions go by these
+//! names), `s~<group>~<member>` for a shard group membership.
 //!
 //! Paths are built only from validated [`Name`]s, each exactly one segment, so no client input
 //! can address a znode outside these directories.
@@ -39,6 +43,9 @@ pub const SHARDS: &str = "/shards";
 
 /// The directories created at start-up, under the namespace (and under each tenant's root).
 pub const DIRECTORIES: [&str; 5] = [INSTANCES, LEASES, ELECTIONS, LOCKS, SHARDS];
+/// The directories of the recipes' znodes: the only ones a binding may own znodes in (see
+/// [`crate::recipe::lease::binding`]).
+pub const RECIPE_DIRECTORIES: [&str; 3] = [ELECTIONS, LOCKS, SHARDS];
 /// Directory of the tenants' roots: `<namespace>/tenants/<tenant>` holds a tenant's own
 /// `instances/`, `leases/`, `elections/` and `locks/`, laid out as above.
 pub const TENANTS: &str = "/tenants";
@@ -74,34 +81,9 @@ pub fn hold_binding(hold: &str) -> String {
     format!("l~{hold}")
 }
 
-/// What a binding (a child of a lease record) stands for; it is deleted with it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BindingKind {
-    /// A candidacy: the candidate znode.
-    Candidacy {
-        /// The election.
-        election: Name,
-        /// The candidate id.
-        candidate_id: Name,
-    },
-    /// A lock request: its nodes in the queues of the keys its data lists.
-    Hold {
-        /// The hold id (the lock handle).
-        hold: String,
-    },
-}
-
-/// Parses a binding name; `None` for anything zkcoord did not create.
-pub fn binding_kind(binding: &str) -> Option<BindingKind> {
-    let mut parts = binding.split('~');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("e"), Some(election), Some(candidate), None) => Some(BindingKind::Candidacy {
-            election: Name::parse("binding", election).ok()?,
-            candidate_id: Name::parse("binding", candidate).ok()?,
-        }),
-        (Some("l"), Some(hold), None, None) if is_hold_id(hold) => Some(BindingKind::Hold { hold: hold.to_owned() }),
-        _ => None,
-    }
+/// The path of binding `name` of lease `lease_id`.
+pub fn binding(lease_id: i64, name: &str) -> String {
+    format!("{}/{name}", lease(lease_id))
 }
 
 /// The length of a hold id: 16 lowercase hex digits.
@@ -120,8 +102,13 @@ pub fn is_hold_id(s: &str) -> bool {
 /// The prefix ZooKeeper appends a sequence number to for a request of `hold` in a key's
 /// queue; `exclusive` selects the mode letter.
 pub fn hold_node_prefix(key: &Name, hold: &str, exclusive: bool) -> String {
+    format!("{LOCKS}/{key}/{}", hold_node_name_prefix(hold, exclusive))
+}
+
+/// How the name of every node of request `hold` in a key's queue begins: `<m>-<hold>-`.
+pub fn hold_node_name_prefix(hold: &str, exclusive: bool) -> String {
     let mode = if exclusive { 'x' } else { 's' };
-    format!("{LOCKS}/{key}/{mode}-{hold}-")
+    format!("{mode}-{hold}-")
 }
 
 /// One request in a key's queue, parsed from its node name.
@@ -205,18 +192,12 @@ mod tests {
         let name = Name::parse("n", "a.b:c@d").expect("valid");
         assert_eq!(election(&name), "/elections/a.b:c@d");
         assert_eq!(lock(&name), "/locks/a.b:c@d");
-        let binding = candidacy_binding(&name, &name);
-        assert_eq!(
-            binding_kind(&binding),
-            Some(BindingKind::Candidacy { election: name.clone(), candidate_id: name.clone() })
-        );
-        assert_eq!(binding_kind("e~../x~y"), None);
-        assert_eq!(binding_kind("x~a~b"), None);
+        assert_eq!(binding(7, &candidacy_binding(&name, &name)), "/leases/7/e~a.b:c@d~a.b:c@d");
         let hold = hold_id(0xab);
         assert_eq!(hold, "00000000000000ab");
-        assert_eq!(binding_kind(&hold_binding(&hold)), Some(BindingKind::Hold { hold: hold.clone() }));
-        assert_eq!(binding_kind("l~../../x"), None);
+        assert_eq!(binding(7, &hold_binding(&hold)), "/leases/7/l~00000000000000ab");
         assert_eq!(hold_node_prefix(&name, &hold, true), "/locks/a.b:c@d/x-00000000000000ab-");
+        assert_eq!(hold_node_name_prefix(&hold, false), "s-00000000000000ab-");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //!   and a deposition in progress. It is written only on leadership changes, so its `mzxid` is
 //!   the sitting leader's fencing token.
 //! * `/elections/<name>/candidates/<id>` holds each [`record::CandidateRecord`], bound to a
-//!   lease by a binding child of the lease record: the candidacy ends with the lease, in the
-//!   same transaction.
+//!   lease by a binding child of the lease record ([`record::candidacy_binding`]: it owns the
+//!   candidate znode): the candidacy ends with the lease, in the same transaction.
 //! * Every instance that serves a Campaign, Observe, Leader, Candidates or Transfer call for an
 //!   election runs one [`watch::ElectionWatch`] for it, which follows the election with O(1)
 //!   reads per change and acts as an elector (compare-and-set writes; losing races is fine).
@@ -47,11 +47,7 @@ use crate::{
         NOT_A_CANDIDATE, NOT_CURRENT_TERM, NOT_LEADER, NOT_LEADER_OF_TERM, OTHER_PREEMPT_POLICY, Result, STILL_LEADS,
         TAKEN_OVER,
     },
-    recipe::{
-        health::Health,
-        instance::Incarnation,
-        lease::{self, secret},
-    },
+    recipe::{health::Health, instance::Incarnation, lease},
     validate::Name,
     zk::{Proof, ZkSession, layout},
 };
@@ -389,12 +385,12 @@ impl Elections {
         let key = &request.key;
         ensure_election(&client, self.shared.session.acls(), &key.election, request.preempt).await?;
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
-        let binding_path =
-            format!("{}/{}", layout::lease(key.lease_id), layout::candidacy_binding(&key.election, &key.candidate_id));
+        let binding_path = layout::binding(key.lease_id, &layout::candidacy_binding(&key.election, &key.candidate_id));
+        let binding_data = record::candidacy_binding(&key.election, &key.candidate_id).encode();
         let record = CandidateRecord {
             lease_id: key.lease_id,
             priority: request.priority,
-            value_hex: secret::hex(&request.value),
+            value_hex: crate::id::hex(&request.value),
             stream: Some(self.shared.me.name.clone()),
         };
         let data = record::encode(&record);
@@ -405,7 +401,7 @@ impl Elections {
             let mut multi = client.new_multi_writer();
             multi.add_check_version(&layout::lease(key.lease_id), lease_version)?;
             multi.add_create(&candidate_path, &data, &persistent)?;
-            multi.add_create(&binding_path, &[], &persistent)?;
+            multi.add_create(&binding_path, &binding_data, &persistent)?;
             match crate::zk::traced("multi", "", multi.commit()).await {
                 Ok(_) => {
                     // A create inside a multi reports no usable stat: read the zxid back (a
@@ -484,8 +480,7 @@ impl Elections {
         );
         lease?;
         let (version, leads) = (version?, leads?);
-        let binding_path =
-            format!("{}/{}", layout::lease(key.lease_id), layout::candidacy_binding(&key.election, &key.candidate_id));
+        let binding_path = layout::binding(key.lease_id, &layout::candidacy_binding(&key.election, &key.candidate_id));
         let mut multi = client.new_multi_writer();
         if let Some(election_version) = leads {
             multi.add_check_version(&layout::election(&key.election), election_version)?;
@@ -577,7 +572,7 @@ impl Elections {
                     Err(err) => return Err(err.into()),
                 };
             let mut record: CandidateRecord = record::decode(&data)?;
-            record.value_hex = secret::hex(value);
+            record.value_hex = crate::id::hex(value);
             // Written only while the election record still names this leader of `term`.
             let mut multi = client.new_multi_writer();
             multi.add_check_version(&layout::election(&key.election), election_version)?;

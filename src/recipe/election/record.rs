@@ -4,10 +4,31 @@
 //! leader deposed), so while it names a leader its `mzxid` is the zxid of the write that
 //! elected that leader: the term's fencing token. zxids only grow, so tokens grow across terms,
 //! instances, restarts, and even re-creation of the election.
+//!
+//! A candidacy's binding `/leases/<id>/e~<election>~<candidate>` holds a
+//! [`BindingRecord`] ([`candidacy_binding`]): it owns the candidate znode, which so ends with
+//! the lease.
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    recipe::lease::binding::{BindingRecord, Owned, Shown},
+    validate::Name,
+    zk::layout,
+};
+
+/// The kind TimeToLive shows a candidacy as (named by the election, with the candidate id).
+pub const BINDING_KIND: &str = "candidacy";
+
+/// The record of the binding that ties candidacy `candidate_id` in `election` to its lease
+/// (named [`layout::candidacy_binding`]): it owns the candidate znode.
+pub fn candidacy_binding(election: &Name, candidate_id: &Name) -> BindingRecord {
+    BindingRecord {
+        owns: vec![Owned::Node { path: layout::candidate(election, candidate_id) }],
+        shows: vec![Shown { kind: BINDING_KIND.into(), name: election.to_string(), id: candidate_id.to_string() }],
+    }
+}
 
 /// Why a leader was deposed while its lease lives on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,12 +141,7 @@ mod tests {
     #[test]
     fn values_round_trip_through_hex() {
         let value = vec![0u8, 1, 127, 128, 255];
-        let record = CandidateRecord {
-            lease_id: 1,
-            priority: 0,
-            value_hex: crate::recipe::lease::secret::hex(&value),
-            stream: None,
-        };
+        let record = CandidateRecord { lease_id: 1, priority: 0, value_hex: crate::id::hex(&value), stream: None };
         let decoded: CandidateRecord = decode(&encode(&record)).expect("decodes");
         assert_eq!(decoded.value(), value);
         let election = ElectionRecord {
@@ -141,5 +157,18 @@ mod tests {
             yielded: Some(Yielded { candidate_id: "a".into(), lease_id: 2 }),
         };
         assert_eq!(decode::<ElectionRecord>(&encode(&election)).expect("decodes"), election);
+    }
+
+    /// A candidacy's binding means the same to the lease as the name-only binding of versions
+    /// before the binding record, and older versions, which go by the name, still find the
+    /// candidate from it.
+    #[test]
+    fn candidacy_bindings_own_their_candidate_as_older_versions_read_them() {
+        use crate::recipe::lease::binding;
+        let (election, candidate) = (Name::parse("e", "e-1").expect("valid"), Name::parse("c", "c:1").expect("valid"));
+        let name = layout::candidacy_binding(&election, &candidate);
+        let record = candidacy_binding(&election, &candidate);
+        assert_eq!(binding::decode(&name, &record.encode()).expect("decodes"), Some(record.clone()));
+        assert_eq!(binding::decode(&name, b"").expect("decodes"), Some(record));
     }
 }

@@ -3,8 +3,9 @@
 //! # Design
 //! * A lease is a persistent znode `/leases/<id>` ([`record::LeaseRecord`]): owner, ttl,
 //!   metadata, the secret's SHA-256, health, and its **home**: the incarnation of the instance
-//!   its liveness lives in. Its children are what is bound to it (candidacies, lock holds);
-//!   they are deleted with it in one transaction.
+//!   its liveness lives in. Its children are what is bound to it (candidacies, lock holds),
+//!   each a [`binding::BindingRecord`] naming the znodes it owns; they are deleted with it in
+//!   one transaction. The lease knows no recipe: what a binding owns is in its record.
 //! * Liveness is kept **in memory** by the home instance ([`local`]): a heartbeat updates a
 //!   timestamp and costs no ZooKeeper write. Only health *changes* are written.
 //! * A client may send its KeepAlive stream to any instance. An instance that is not the home
@@ -108,26 +109,6 @@ pub struct Granted {
     pub ttl: Duration,
 }
 
-/// Something bound to a lease (a child of its record).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Binding {
-    /// A candidacy in `election`.
-    Candidacy {
-        /// The election.
-        election: String,
-        /// The candidate id.
-        candidate_id: String,
-    },
-    /// A lock request (held or waiting) on `key`; a request on several keys is listed once
-    /// per key.
-    Lock {
-        /// The key.
-        key: String,
-        /// The hold id (the lock handle of the API).
-        hold: String,
-    },
-}
-
 /// What zkcoord knows about a live lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseView {
@@ -140,8 +121,8 @@ pub struct LeaseView {
     pub liveness: Option<(Duration, Duration)>,
     /// The health: the latest heartbeat's when attached here, else the stored one.
     pub health: Health,
-    /// What is bound to it.
-    pub bindings: Vec<Binding>,
+    /// What is bound to it, as its bindings show it (see [`binding::Shown`]).
+    pub bindings: Vec<binding::Shown>,
 }
 
 /// The lease recipe of one instance. Cheap to clone.
@@ -368,10 +349,12 @@ impl Leases {
         Ok((owner, digest))
     }
 
-    /// Describes lease `id`.
+    /// Describes lease `id`, with what its bindings show ([`binding::BindingRecord::shows`]).
+    /// Bindings gone meanwhile and ones zkcoord did not write are left out.
     ///
     /// # Errors
-    /// [`Error::LeaseNotFound`], [`Error::Unavailable`].
+    /// [`Error::LeaseNotFound`], [`Error::Unavailable`]; [`Error::Internal`] for a binding
+    /// that is invalid (see [`binding::decode`]).
     pub async fn time_to_live(&self, id: i64) -> Result<LeaseView> {
         let client = self.inner.session.client()?;
         let path = layout::lease(id);
@@ -382,7 +365,8 @@ impl Leases {
             })
         })?;
         let mut view = self.view(id, record.0);
-        view.bindings = bindings(&client, &path, &children).await?;
+        view.bindings =
+            binding::read(&client, &path, &children).await?.into_iter().flat_map(|b| b.record.shows).collect();
         Ok(view)
     }
 
@@ -403,32 +387,6 @@ impl Leases {
         let health = local.map_or_else(|| record.health.clone(), |l| l.health());
         LeaseView { id, record, liveness, health, bindings: Vec::new() }
     }
-}
-
-/// What the bindings named `children` of the lease record at `path` stand for. Bindings gone
-/// meanwhile and names zkcoord did not create are left out.
-async fn bindings(client: &Client, path: &str, children: &[String]) -> Result<Vec<Binding>> {
-    let mut bindings = Vec::new();
-    for child in children {
-        match layout::binding_kind(child) {
-            Some(layout::BindingKind::Candidacy { election, candidate_id }) => bindings.push(Binding::Candidacy {
-                election: election.as_str().to_owned(),
-                candidate_id: candidate_id.as_str().to_owned(),
-            }),
-            Some(layout::BindingKind::Hold { hold }) => {
-                let binding = format!("{path}/{child}");
-                let data = match crate::zk::traced("get_data", &binding, client.get_data(&binding)).await {
-                    Ok((data, _)) => data,
-                    Err(zookeeper_client::Error::NoNode) => continue,
-                    Err(err) => return Err(err.into()),
-                };
-                let record: crate::recipe::lock::record::HoldRecord = crate::recipe::lock::record::decode(&data)?;
-                bindings.extend(record.keys.into_iter().map(|key| Binding::Lock { key, hold: hold.clone() }));
-            }
-            None => {}
-        }
-    }
-    Ok(bindings)
 }
 
 /// Reads lease `id` and checks `secret` against it; returns the record and its version.

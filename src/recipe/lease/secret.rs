@@ -1,30 +1,19 @@
-//! Lease ids and secrets: random, from the operating system's CSPRNG. Only the SHA-256 of a
-//! secret is stored in ZooKeeper.
+//! Lease ids and secrets: random, from the operating system's CSPRNG ([`crate::id`]). Only
+//! the SHA-256 of a secret is stored in ZooKeeper.
 
 use sha2::{Digest, Sha256};
 
-/// Fills `buf` with random bytes.
-///
-/// # Panics
-/// When the operating system has no randomness to give, which zkcoord cannot work without.
-pub fn fill_random(buf: &mut [u8]) {
-    #[allow(clippy::expect_used)]
-    getrandom::fill(buf).expect("the operating system's random number generator");
-}
+use crate::id::{fill_random, hex, random_u64};
 
 /// A random positive lease id (63 bits).
 pub fn new_lease_id() -> i64 {
-    let mut bytes = [0u8; 8];
-    fill_random(&mut bytes);
-    let id = (u64::from_le_bytes(bytes) >> 1) as i64;
+    let id = (random_u64() >> 1) as i64;
     id.max(1)
 }
 
 /// A new random attachment number (see `LeaseRecord::attachment`).
 pub fn new_attachment() -> u64 {
-    let mut buf = [0u8; 8];
-    fill_random(&mut buf);
-    u64::from_le_bytes(buf)
+    random_u64()
 }
 
 /// A new random secret: 32 bytes, hex-encoded.
@@ -37,11 +26,6 @@ pub fn new_secret() -> String {
 /// The hex SHA-256 of a secret, as stored in the lease record.
 pub fn digest(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether `secret` matches `stored_digest`, compared in constant time.

@@ -2,11 +2,8 @@
 
 use zookeeper_client::{Client, MultiWriteError};
 
-use super::record::LeaseRecord;
-use crate::{
-    error::Result,
-    zk::layout::{self, BindingKind},
-};
+use super::{binding, record::LeaseRecord};
+use crate::{error::Result, zk::layout};
 
 /// How a lease deletion ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,9 +26,10 @@ const MAX_MULTI_BYTES: usize = 256 * 1024;
 const OP_BYTES: usize = 16;
 
 /// Deletes the lease record at `path`, all its children (its bindings) and what each binding
-/// stands for (a candidate znode, a lock request's nodes) in one transaction, only if the record's version is
-/// `version` (any version when `None`). Bindings and their targets are always created and
-/// deleted together, so a binding's target exists exactly while the binding does.
+/// owns (a candidate znode, a lock request's nodes: see [`binding`]) in one transaction, only if
+/// the record's version is `version` (any version when `None`). Bindings and their targets are
+/// always created and deleted together, so a binding's target exists exactly while the binding
+/// does.
 ///
 /// A lease bound to more than one transaction can carry ([`MAX_MULTI_BYTES`]) is first marked
 /// `ending` with a versioned write (from then on no instance claims it and nothing new binds
@@ -58,11 +56,11 @@ pub async fn delete_lease(client: &Client, path: &str, mut version: Option<i32>)
             Err(zookeeper_client::Error::NoNode) => return Ok(DeleteOutcome::Missing),
             Err(err) => return Err(err.into()),
         };
-        let mut groups = Vec::with_capacity(children.len());
-        for child in &children {
-            let binding = format!("{path}/{child}");
-            let mut group = binding_targets(client, &binding, child).await?;
-            group.push(binding);
+        let bound = binding::read(client, path, &children).await?;
+        let mut groups = Vec::with_capacity(bound.len());
+        for binding in bound {
+            let mut group = binding::owned(client, &binding.record).await?;
+            group.push(binding.path);
             groups.push(group);
         }
         let bytes: usize = groups.iter().flatten().map(|p| p.len() + OP_BYTES).sum();
@@ -169,17 +167,6 @@ async fn release_in_batches(
         }
     }
     Ok(None)
-}
-
-/// The znodes the binding `binding` (named `name`) stands for.
-async fn binding_targets(client: &Client, binding: &str, name: &str) -> Result<Vec<String>> {
-    match layout::binding_kind(name) {
-        Some(BindingKind::Candidacy { election, candidate_id }) => {
-            Ok(vec![layout::candidate(&election, &candidate_id)])
-        }
-        Some(BindingKind::Hold { hold }) => crate::recipe::lock::zkops::binding_targets(client, binding, &hold).await,
-        None => Ok(Vec::new()),
-    }
 }
 
 /// Reads every lease record, ordered by id, with its version. Records deleted meanwhile are

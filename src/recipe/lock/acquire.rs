@@ -90,7 +90,7 @@ pub(super) async fn run(
             return Ok(Outcome::Blocked(blocked));
         }
     }
-    let hold = layout::hold_id(rand_u64());
+    let hold = layout::hold_id(crate::id::random_u64());
     let node = NodeRecord { lease_id, owner, instance: inner.me.name.clone(), acquired_unix_ms: None };
     let queued = match zkops::queue(&client, inner.session.acls(), &hold, lease_id, &keys, exclusive, &node).await {
         Ok(queued) => queued,
@@ -306,12 +306,6 @@ pub(super) async fn withdraw(inner: &Arc<LocksState>, lease_id: i64, hold: &str,
         }
         Err(err) => tracing::warn!(error = %err, lease = lease_id, "could not withdraw a lock request"),
     }
-}
-
-fn rand_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    crate::recipe::lease::secret::fill_random(&mut bytes);
-    u64::from_le_bytes(bytes)
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ pub enum QueueError {
 
 /// The binding path of `hold` under lease `lease_id`.
 pub fn binding_path(lease_id: i64, hold: &str) -> String {
-    format!("{}/{}", layout::lease(lease_id), layout::hold_binding(hold))
+    layout::binding(lease_id, &layout::hold_binding(hold))
 }
 
 /// Queues request `hold` of lease `lease_id` on `keys` in one transaction, creating what it
@@ -69,8 +69,7 @@ pub async fn queue(
     node: &NodeRecord,
 ) -> Result<Queued, QueueError> {
     let node_data = record::encode(node);
-    let binding_data =
-        record::encode(&HoldRecord { exclusive, keys: keys.iter().map(|k| k.as_str().to_owned()).collect() });
+    let binding_data = record::hold_binding(hold, exclusive, keys);
     let sequential = CreateMode::PersistentSequential.with_acls(acls);
     let persistent = CreateMode::Persistent.with_acls(acls);
     let binding = binding_path(lease_id, hold);
@@ -210,12 +209,8 @@ pub async fn read_queue(client: &Client, key: &Name) -> Result<Queue> {
 /// # Cancellation safety
 /// Read-only: safe to cancel.
 pub async fn hold_nodes(client: &Client, lease_id: i64, hold: &str) -> Result<Option<Vec<String>>> {
-    nodes_of_binding(client, &binding_path(lease_id, hold), hold).await
-}
-
-/// The nodes of request `hold` whose binding is `binding`; `None` when there is no binding.
-async fn nodes_of_binding(client: &Client, binding: &str, hold: &str) -> Result<Option<Vec<String>>> {
-    let data = match crate::zk::traced("get_data", binding, client.get_data(binding)).await {
+    let binding = binding_path(lease_id, hold);
+    let data = match crate::zk::traced("get_data", &binding, client.get_data(&binding)).await {
         Ok((data, _)) => data,
         Err(zookeeper_client::Error::NoNode) => return Ok(None),
         Err(err) => return Err(err.into()),
@@ -285,14 +280,6 @@ pub async fn mark_acquired(client: &Client, nodes: &[String], node: &NodeRecord)
             tracing::debug!(error = %err, "could not record a lock's acquisition time");
         }
     }
-}
-
-/// The znodes the hold binding `binding` (of request `hold`) stands for, deleted with it.
-///
-/// # Cancellation safety
-/// Read-only: safe to cancel.
-pub async fn binding_targets(client: &Client, binding: &str, hold: &str) -> Result<Vec<String>> {
-    Ok(nodes_of_binding(client, binding, hold).await?.unwrap_or_default())
 }
 
 /// One holder of a key, as read from its node.

@@ -41,6 +41,8 @@ use crate::{
     zk::{Proof, ZkSession, layout},
 };
 
+/// The kind of a membership's binding, as TimeToLive shows it.
+pub const BINDING_KIND: &str = "shard-member";
 /// The largest shard count.
 pub const MAX_SHARDS: u32 = 65_536;
 /// The largest member weight.
@@ -171,7 +173,7 @@ impl Shards {
         let binding_data = BindingRecord {
             owns: vec![Owned::Node { path: path.clone() }],
             shows: vec![Shown {
-                kind: "shard-member".to_owned(),
+                kind: BINDING_KIND.to_owned(),
                 name: key.group.as_str().to_owned(),
                 id: key.member_id.as_str().to_owned(),
             }],
