@@ -1,13 +1,15 @@
 //! Shared integration-test support: real ZooKeeper servers ([`zk`]) and zkcoord instances,
 //! in-process ([`start_zkcoord`]) or as the built binary ([`ZkcoordProcess`]).
 
-#![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a different part.
+#![allow(clippy::unwrap_used)]
 
 pub mod certs;
 pub mod lease;
 pub mod lock;
 pub mod owner;
+#[allow(dead_code)] // Shared with chaos/ (chaos/src/harness.rs), which uses parts the tests do not.
 pub mod proxy;
+#[allow(dead_code)] // Likewise.
 pub mod zk;
 
 use std::{
