@@ -32,7 +32,7 @@ use zkcoord::{
 /// lost connections quickly.
 pub const TEST_SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A namespace no other test (in any test binary, any run) uses: `/test-<name>-<pid>-<n>`.
+/// A namespace no other test (in this process or any other run) uses: `/test-<name>-<pid>-<n>`.
 pub fn namespace(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!("/test-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))

@@ -345,8 +345,8 @@ impl Ensemble {
     }
 }
 
-/// One standalone server shared by all tests of a test binary that do not kill ZooKeeper;
-/// each test uses its own namespace. It is spawned from a thread that lives as long as the
+/// One standalone server shared by every integration test (all in one test binary) that does
+/// not kill ZooKeeper; each test uses its own namespace. It is spawned from a thread that lives as long as the
 /// test process, so it dies with the process (PR_SET_PDEATHSIG).
 pub fn shared() -> &'static Standalone {
     static SHARED: OnceLock<Standalone> = OnceLock::new();
