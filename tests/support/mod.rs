@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod certs;
+pub mod four_letter;
 pub mod lease;
 pub mod lock;
 pub mod owner;
