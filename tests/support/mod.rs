@@ -161,6 +161,29 @@ impl ZkcoordProcess {
 
     /// [`ZkcoordProcess::spawn`] with extra environment variables.
     pub fn spawn_with_env(hosts_and_namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_inner(hosts_and_namespace, args, env, Stdio::inherit())
+    }
+
+    /// [`ZkcoordProcess::spawn_with_env`] with its log (stderr) captured: every line is echoed to
+    /// the test's output and sent to the returned receiver.
+    pub fn spawn_with_log(
+        hosts_and_namespace: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Self, std::sync::mpsc::Receiver<String>) {
+        let mut process = Self::spawn_inner(hosts_and_namespace, args, env, Stdio::piped());
+        let stderr = process.child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let _ = tx.send(line);
+            }
+        });
+        (process, rx)
+    }
+
+    fn spawn_inner(hosts_and_namespace: &str, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut child = zkcoord_command()
             .envs(env.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0", "--zookeeper", hosts_and_namespace])
@@ -169,7 +192,7 @@ impl ZkcoordProcess {
             .args(args)
             .env_remove("ZKCOORD_CONFIG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn zkcoord");
         let stdout = child.stdout.take().unwrap();
