@@ -488,12 +488,20 @@ fn parse_tenants(value: &str) -> Result<Vec<String>, String> {
     Ok(tenants)
 }
 
+/// This machine's hostname for generated names (instance and candidate ids): see [`name_safe`].
+pub(crate) fn name_safe_hostname(max_chars: usize) -> String {
+    name_safe(&std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default(), max_chars)
+}
+
+/// `host` cut to ASCII letters, digits and `-` (characters every name allows) and to at most
+/// `max_chars` of them; `zkcoord` when nothing is left.
+fn name_safe(host: &str, max_chars: usize) -> String {
+    let safe: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(max_chars).collect();
+    if safe.is_empty() { "zkcoord".into() } else { safe }
+}
+
 fn generated_instance_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect::<String>())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "zkcoord".into());
+    let host = name_safe_hostname(40);
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{host}-{}-{nanos:08x}", std::process::id())
@@ -505,6 +513,14 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn hostnames_are_cut_to_name_characters() {
+        assert_eq!(name_safe("node_7.example.com\n", 40), "node7examplecom");
+        assert_eq!(name_safe("rack-12-node-3", 6), "rack-1");
+        assert_eq!(name_safe("  \n", 40), "zkcoord");
+        assert_eq!(name_safe("_._", 40), "zkcoord");
     }
 
     #[test]

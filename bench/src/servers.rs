@@ -6,10 +6,14 @@
 
 #![allow(unsafe_code)] // prctl(PR_SET_PDEATHSIG) in pre_exec, so no server outlives the bench.
 
+/// The integration tests' four-letter-word client, shared as-is.
+#[path = "../../tests/support/four_letter.rs"]
+mod four_letter;
+
 use std::{
     fs,
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
     os::unix::process::CommandExt,
     path::Path,
     process::{Child, Command, Stdio},
@@ -137,15 +141,9 @@ impl ZooKeeper {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Sends a four-letter word and returns the answer.
+    /// Sends a four-letter word and returns the answer (within 5 s).
     pub fn four_letter(&self, word: &str) -> Option<String> {
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        stream.write_all(word.as_bytes()).ok()?;
-        let mut out = String::new();
-        stream.read_to_string(&mut out).ok()?;
-        Some(out)
+        four_letter::four_letter(([127, 0, 0, 1], self.port).into(), word, Duration::from_secs(5))
     }
 
     /// The last zxid (from `srvr`): the number of writes, within one epoch.

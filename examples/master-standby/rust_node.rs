@@ -53,7 +53,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs the node with `args` (the program name first) until SIGTERM or the end of its
-/// candidacy. `tests/master_standby.rs` includes this file and calls it in a process of its own.
+/// candidacy. `tests/it/master_standby.rs` includes this file and calls it in a process of its own.
 pub fn node_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let args = Args::parse_from(args);
     let runtime = match tokio::runtime::Runtime::new() {

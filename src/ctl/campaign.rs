@@ -366,10 +366,5 @@ fn loss_name(reason: LossReason) -> &'static str {
 
 /// `HOSTNAME-PID`, with the hostname cut to the characters names allow.
 fn default_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(64).collect::<String>())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "zkcoord".into());
-    format!("{host}-{}", std::process::id())
+    format!("{}-{}", crate::config::name_safe_hostname(64), std::process::id())
 }

@@ -1,7 +1,7 @@
 """Cross-language proof: a Python grpcio client, with stubs generated from proto/ by
 grpcio-tools, talks to a running zkcoord.
 
-Run by tests/python.rs against a real zkcoord and ZooKeeper:
+Run by tests/it/python.rs against a real zkcoord and ZooKeeper:
     python tests/python/cross_language.py --addr 127.0.0.1:PORT
 
 Exits 0 when every check passes; raises (exit 1) on the first that does not.

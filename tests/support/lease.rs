@@ -12,6 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, transport::Channel};
 use zkcoord::pb::v1::{self as pb, lease_client::LeaseClient};
 
+use super::ZkcoordProcess;
+
 /// One heartbeat's outcome.
 #[derive(Clone, Debug)]
 pub struct Beat {
@@ -51,6 +53,20 @@ pub struct Keeper {
     /// What happened so far.
     pub log: Arc<Mutex<Log>>,
     task: JoinHandle<()>,
+}
+
+/// Two zkcoord processes serving one fresh namespace (`name`) of the shared ZooKeeper, both
+/// SERVING, and a lease with `ttl` granted on the first and kept alive every 250 ms through it
+/// (through the second when its stream fails): the setup of the tests that kill the instance a
+/// client heartbeats to. Returns (first, second, keeper).
+pub async fn kept_on_two_instances(name: &str, ttl: Duration) -> (ZkcoordProcess, ZkcoordProcess, Keeper) {
+    let target = format!("{}{}", super::zk::shared().hosts(), super::namespace(name));
+    let a = ZkcoordProcess::spawn(&target, &[]);
+    let b = ZkcoordProcess::spawn(&target, &[]);
+    super::wait_serving(a.addr).await;
+    super::wait_serving(b.addr).await;
+    let keeper = Keeper::start(vec![a.addr, b.addr], ttl, Duration::from_millis(250), None).await;
+    (a, b, keeper)
 }
 
 /// Grants a lease with `ttl` on `endpoints[0]`.

@@ -1,13 +1,16 @@
 //! Shared integration-test support: real ZooKeeper servers ([`zk`]) and zkcoord instances,
 //! in-process ([`start_zkcoord`]) or as the built binary ([`ZkcoordProcess`]).
 
-#![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a different part.
+#![allow(clippy::unwrap_used)]
 
 pub mod certs;
+pub mod four_letter;
 pub mod lease;
 pub mod lock;
 pub mod owner;
+#[allow(dead_code)] // Shared with chaos/ (chaos/src/harness.rs), which uses parts the tests do not.
 pub mod proxy;
+#[allow(dead_code)] // Likewise.
 pub mod zk;
 
 use std::{
@@ -30,7 +33,7 @@ use zkcoord::{
 /// lost connections quickly.
 pub const TEST_SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A namespace no other test (in any test binary, any run) uses: `/test-<name>-<pid>-<n>`.
+/// A namespace no other test (in this process or any other run) uses: `/test-<name>-<pid>-<n>`.
 pub fn namespace(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!("/test-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
@@ -158,6 +161,29 @@ impl ZkcoordProcess {
 
     /// [`ZkcoordProcess::spawn`] with extra environment variables.
     pub fn spawn_with_env(hosts_and_namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_inner(hosts_and_namespace, args, env, Stdio::inherit())
+    }
+
+    /// [`ZkcoordProcess::spawn_with_env`] with its log (stderr) captured: every line is echoed to
+    /// the test's output and sent to the returned receiver.
+    pub fn spawn_with_log(
+        hosts_and_namespace: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Self, std::sync::mpsc::Receiver<String>) {
+        let mut process = Self::spawn_inner(hosts_and_namespace, args, env, Stdio::piped());
+        let stderr = process.child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let _ = tx.send(line);
+            }
+        });
+        (process, rx)
+    }
+
+    fn spawn_inner(hosts_and_namespace: &str, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut child = zkcoord_command()
             .envs(env.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0", "--zookeeper", hosts_and_namespace])
@@ -166,7 +192,7 @@ impl ZkcoordProcess {
             .args(args)
             .env_remove("ZKCOORD_CONFIG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn zkcoord");
         let stdout = child.stdout.take().unwrap();

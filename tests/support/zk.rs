@@ -8,8 +8,7 @@
 
 use std::{
     fs,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::TcpListener,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -149,15 +148,10 @@ impl ZkServer {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Sends a four-letter word and returns the answer, or `None` if the server does not answer.
+    /// Sends a four-letter word and returns the answer, or `None` if the server does not answer
+    /// (within 2 s).
     pub fn four_letter(&self, word: &str) -> Option<String> {
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        stream.write_all(word.as_bytes()).ok()?;
-        let mut out = String::new();
-        stream.read_to_string(&mut out).ok()?;
-        Some(out)
+        super::four_letter::four_letter(([127, 0, 0, 1], self.port).into(), word, Duration::from_secs(2))
     }
 
     /// The server's `Mode:` (`standalone`, `leader`, `follower`), if it serves.
@@ -345,8 +339,8 @@ impl Ensemble {
     }
 }
 
-/// One standalone server shared by all tests of a test binary that do not kill ZooKeeper;
-/// each test uses its own namespace. It is spawned from a thread that lives as long as the
+/// One standalone server shared by every integration test (all in one test binary) that does
+/// not kill ZooKeeper; each test uses its own namespace. It is spawned from a thread that lives as long as the
 /// test process, so it dies with the process (PR_SET_PDEATHSIG).
 pub fn shared() -> &'static Standalone {
     static SHARED: OnceLock<Standalone> = OnceLock::new();

@@ -1,6 +1,6 @@
 """Checks of the zkcoord_client package against running zkcoord instances (and ZooKeeper).
 
-Run by tests/python_client.rs:
+Run by tests/it/python_client.rs:
     python clients/python/tests/client_checks.py --endpoints HOST:PORT,HOST:PORT --scenario lease
 
 Scenarios: lease, election, transfer, lock (two instances or more), failover (three

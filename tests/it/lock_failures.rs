@@ -3,12 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
 use support::{
-    ZkcoordProcess,
     lease::Keeper,
     lock::{EXCLUSIVE, Locker},
     owner::Owner,
@@ -59,14 +58,8 @@ async fn keys_of_a_killed_holder_go_to_the_next_waiter_within_ttl_plus_half_a_se
 /// within ttl: it keeps its locks, and can unlock them there.
 #[tokio::test]
 async fn a_holder_that_reattaches_after_its_instance_died_keeps_its_locks() {
-    let zk = support::zk::shared();
-    let target = format!("{}{}", zk.hosts(), support::namespace("lock-instance-crash"));
-    let a = ZkcoordProcess::spawn(&target, &[]);
-    let b = ZkcoordProcess::spawn(&target, &[]);
-    support::wait_serving(a.addr).await;
-    support::wait_serving(b.addr).await;
     let ttl = Duration::from_secs(3);
-    let keeper = Keeper::start(vec![a.addr, b.addr], ttl, Duration::from_millis(250), None).await;
+    let (a, b, keeper) = support::lease::kept_on_two_instances("lock-instance-crash", ttl).await;
     let on_a = support::channel(a.addr).await;
     let on_b = support::channel(b.addr).await;
     let holder = Locker::with_lease(&on_a, (keeper.id, keeper.secret.clone()));

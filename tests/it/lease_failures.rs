@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::{
     io::BufRead,
@@ -104,14 +104,8 @@ async fn lease_of_a_frozen_owner_expires_and_the_owner_is_told() {
 /// and well beyond.
 #[tokio::test]
 async fn killing_a_zkcoord_instance_loses_no_lease() {
-    let zk = support::zk::shared();
-    let target = format!("{}{}", zk.hosts(), support::namespace("instance-crash"));
-    let a = ZkcoordProcess::spawn(&target, &[]);
-    let b = ZkcoordProcess::spawn(&target, &[]);
-    support::wait_serving(a.addr).await;
-    support::wait_serving(b.addr).await;
     let ttl = Duration::from_secs(3);
-    let keeper = Keeper::start(vec![a.addr, b.addr], ttl, Duration::from_millis(250), None).await;
+    let (a, b, keeper) = support::lease::kept_on_two_instances("instance-crash", ttl).await;
     support::eventually(Duration::from_secs(10), "heartbeats on a are confirmed", || async {
         keeper.beats().iter().any(|beat| beat.confirmed && beat.endpoint == 0)
     })

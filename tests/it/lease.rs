@@ -1,10 +1,10 @@
 //! Leases against real ZooKeeper: grant, keep alive, describe, revoke; health; bad input.
 //! (Failure behaviour — expiry, instance and ZooKeeper crashes, partitions, write and session
-//! counts — is in tests/lease_failures.rs.)
+//! counts — is in tests/it/lease_failures.rs.)
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -12,10 +12,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 #[allow(dead_code)] // its `main` is the example binary's
-#[path = "../examples/master-standby/rust_node.rs"]
+#[path = "../../examples/master-standby/rust_node.rs"]
 mod rust_node;
 
 /// The environment variable carrying the node's arguments (one per line) to [`rust_node_process`].
@@ -97,7 +97,9 @@ impl Node {
     /// The Rust node (`examples/master-standby/rust_node.rs`), in a process of its own.
     fn rust(name: &'static str, priority: u8, endpoints: &str, work: &Path) -> Self {
         let mut command = Command::new(std::env::current_exe().unwrap());
-        command.args(["rust_node_process", "--exact", "--ignored", "--nocapture", "--quiet", "--test-threads=1"]);
+        // The test's name in this binary: its module path without the crate's name.
+        let test = concat!(module_path!(), "::rust_node_process").split_once("::").expect("a module path").1;
+        command.args([test, "--exact", "--ignored", "--nocapture", "--quiet", "--test-threads=1"]);
         Self::start(name, command, priority, endpoints, work)
     }
 

@@ -5,21 +5,23 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::{
+    ZkcoordProcess,
     lease::{grant, lease_ref},
     lock::{EXCLUSIVE, Locker},
     proxy::Proxy,
     zk::Standalone,
 };
 use tonic::{Code, transport::Channel};
+use tonic_health::pb::health_check_response::ServingStatus;
 use zkcoord::{
     config::{Config, RawSettings, ZkAuth},
     pb::v1::{self as pb, election_client::ElectionClient, lease_client::LeaseClient},
-    server::{self, Instance, SessionStatus},
+    server::{Instance, SessionStatus},
 };
 use zookeeper_client::{Acl, Client, CreateMode, Permission};
 
@@ -156,19 +158,41 @@ async fn other_clients_can_read_but_not_touch_zkcoords_state() {
     b.shutdown().await;
 }
 
+/// An instance with other credentials than the namespace's owner is refused by ZooKeeper
+/// itself: registering the instance gets NoAuth, the instance logs why, and it does not serve.
 #[tokio::test]
 async fn an_instance_with_other_credentials_is_locked_out() {
     let zk = support::zk::shared();
     let ns = support::namespace("zksec-other");
     let owner = start_authenticated(&zk.hosts(), &ns, CREDENTIALS).await;
-    let mut config = support::test_config(&zk.hosts(), &ns);
-    config.zookeeper.auth = Some(ZkAuth::parse("digest:intruder:pw").unwrap());
-    let intruder = server::start(config).await.expect("start");
-    // It cannot register itself in a namespace that belongs to other credentials: it never
-    // reports connected, so it never serves.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!intruder.session().status().is_connected(), "{:?}", intruder.session().status());
-    intruder.shutdown().await;
+    // The built binary, so that the test reads its log.
+    let (intruder, log) = ZkcoordProcess::spawn_with_log(
+        &format!("{}{ns}", zk.hosts()),
+        &[],
+        &[("ZKCOORD_ZOOKEEPER_AUTH", "digest:intruder:pw")],
+    );
+    // Its first attempt, at once, is refused (then retried with backoff, refused again).
+    let refusal = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains("cannot establish zookeeper session") => return (line, seen),
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no refusal logged within 10 s; the log: {seen:#?}"),
+            }
+        }
+    });
+    let (refusal, before) = refusal.await.unwrap();
+    assert!(
+        refusal.contains("cannot register the instance (NoAuth): the namespace belongs to other ZooKeeper credentials"),
+        "the refusal names ZooKeeper's NoAuth: {refusal}"
+    );
+    assert!(!before.iter().any(|line| line.contains("zookeeper session established")), "{before:#?}");
+    let channel = support::channel(intruder.addr).await;
+    assert_eq!(support::health(&channel, "").await, ServingStatus::NotServing, "the intruder does not serve");
+    drop(intruder);
     owner.shutdown().await;
 }
 

@@ -3,14 +3,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    time::Duration,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
+use rustls::{
+    AlertDescription, CertificateError,
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
+};
 use support::{
     certs::{Ca, Leaf},
     eventually,
@@ -18,6 +23,7 @@ use support::{
     lock::{EXCLUSIVE, Locker},
     zk, zkcoord_command,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{
     Code,
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
@@ -33,6 +39,9 @@ use zkcoord::{
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a reload may take to be seen (files are polled every second).
 const RELOAD_WAIT: Duration = Duration::from_secs(15);
+/// How long a refused connection may take to fail: well below [`CALL_TIMEOUT`], so that one
+/// that merely hangs is never taken for a refusal.
+const REFUSAL_TIME: Duration = Duration::from_secs(3);
 
 /// The files of one instance's TLS setup.
 struct Files {
@@ -113,7 +122,8 @@ async fn health(channel: &Channel) -> Result<ServingStatus, String> {
     let call = client.check(HealthCheckRequest { service: String::new() });
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(Ok(response)) => Ok(response.into_inner().status()),
-        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+        // With its source: the transport error, if that is what failed the call.
+        Ok(Err(status)) => Err(format!("{status:?}")),
         Err(_) => Err("health call timed out".into()),
     }
 }
@@ -122,6 +132,64 @@ async fn health(channel: &Channel) -> Result<ServingStatus, String> {
 async fn health_over(addr: SocketAddr, tls: ClientTlsConfig) -> Result<ServingStatus, String> {
     health(&connect(addr, tls).await?).await
 }
+
+/// What a bare TLS client (rustls, trusting `server_ca`, presenting `client` if any) is told
+/// when it connects to `addr` and, handshake done, waits for the server's first word without
+/// sending any: the TLS error that ends the connection — its own verdict on the server's
+/// certificate, or the server's alert about its own. Unlike a gRPC client, it cannot lose the
+/// server's alert to a write on a closed connection. Panics when no TLS error comes within
+/// [`REFUSAL_TIME`].
+async fn tls_error(addr: SocketAddr, server_ca: &Ca, client: Option<&Leaf>) -> rustls::Error {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(server_ca.pem.as_bytes()).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some(leaf) => config
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(leaf.cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => config.with_no_client_auth(),
+    };
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("TCP connects");
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        tls.read(&mut [0; 1]).await
+    };
+    let ended = tokio::time::timeout(REFUSAL_TIME, attempt).await;
+    let err = match ended {
+        Err(_) => panic!("no TLS error within {REFUSAL_TIME:?}: the connection hangs"),
+        Ok(Ok(n)) => panic!("the connection ended without a TLS error (read {n} bytes)"),
+        Ok(Err(err)) => err,
+    };
+    match err.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(tls) => tls.clone(),
+        None => panic!("not a TLS error: {err:?}"),
+    }
+}
+
+/// Asserts that TLS refuses a client trusting `server_ca` and presenting `client`, and why:
+/// a bare TLS client gets `expected` ([`tls_error`]), and a gRPC call fails at the transport
+/// (not with a status from zkcoord), quickly (not a timeout).
+async fn assert_tls_refuses(addr: SocketAddr, server_ca: &Ca, client: Option<&Leaf>, expected: rustls::Error) {
+    assert_eq!(tls_error(addr, server_ca, client).await, expected);
+    let started = Instant::now();
+    let result = health_over(addr, client_tls(server_ca, client)).await;
+    let failed_after = started.elapsed();
+    let err = result.expect_err("the refused client was served");
+    assert!(failed_after < REFUSAL_TIME, "the gRPC call took {failed_after:?} to fail: {err}");
+    assert!(err.contains("tonic::transport::Error(Transport"), "not a transport error: {err}");
+}
+
+/// The server does not trust the client's certificate (unknown issuer).
+const UNKNOWN_CA: rustls::Error = rustls::Error::AlertReceived(AlertDescription::UnknownCA);
+/// The client does not trust the server's certificate.
+const UNTRUSTED_SERVER: rustls::Error = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_and_plaintext_is_refused() {
@@ -136,18 +204,27 @@ async fn tls_serves_and_plaintext_is_refused() {
     })
     .await;
 
-    // A plaintext HTTP/2 client gets no answer from the TLS port.
+    // A plaintext HTTP/2 client gets no answer from the TLS port: its first bytes are answered
+    // with a TLS alert record (content type 21) and the connection is closed, at once.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(REFUSAL_TIME, tcp.read_to_end(&mut answer)).await.expect("closed at once").unwrap();
+    assert_eq!(answer.first(), Some(&21), "a TLS alert: {answer:?}");
+    let started = Instant::now();
     let plaintext = async {
         let channel =
             Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.map_err(|e| e.to_string())?;
         health(&channel).await
     };
     let result = tokio::time::timeout(CALL_TIMEOUT, plaintext).await.expect("plaintext attempt ends");
-    assert!(result.is_err(), "plaintext call to the TLS port succeeded: {result:?}");
+    let err = result.expect_err("a plaintext call to the TLS port succeeded");
+    assert!(started.elapsed() < REFUSAL_TIME, "the plaintext call took {:?} to fail", started.elapsed());
+    assert!(err.contains("tonic::transport::Error(Transport"), "not a transport error: {err}");
 
     // A client that does not trust the server's CA refuses it.
     let other = Ca::new("other ca");
-    assert!(health_over(addr, client_tls(&other, None)).await.is_err());
+    assert_tls_refuses(addr, &other, None, UNTRUSTED_SERVER).await;
 
     // TLS still works after all that.
     assert_eq!(health_over(addr, client_tls(&ca, None)).await, Ok(ServingStatus::Serving));
@@ -191,16 +268,15 @@ async fn mtls_requires_a_client_certificate_from_the_client_ca() {
     })
     .await;
 
-    let without = health_over(addr, client_tls(&server_ca, None)).await;
-    assert!(without.is_err(), "a client without a certificate was served: {without:?}");
+    let certificate_required = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);
+    assert_tls_refuses(addr, &server_ca, None, certificate_required).await;
 
     let stranger = Ca::new("unknown ca").client("ledger-node-a");
-    let unknown = health_over(addr, client_tls(&server_ca, Some(&stranger))).await;
-    assert!(unknown.is_err(), "a client certificate from an unknown CA was accepted: {unknown:?}");
+    assert_tls_refuses(addr, &server_ca, Some(&stranger), UNKNOWN_CA).await;
 
     // A certificate from the server's CA is not a client certificate either: only tls_client_ca counts.
     let wrong_ca = server_ca.client("ledger-node-a");
-    assert!(health_over(addr, client_tls(&server_ca, Some(&wrong_ca))).await.is_err());
+    assert_tls_refuses(addr, &server_ca, Some(&wrong_ca), UNKNOWN_CA).await;
 
     assert_eq!(health(&channel).await, Ok(ServingStatus::Serving));
     instance.shutdown().await;
@@ -362,7 +438,8 @@ async fn changed_certificate_files_are_used_for_new_connections() {
 
     let established = connect(addr, old_client()).await.unwrap();
     assert!(health(&established).await.is_ok());
-    assert!(health_over(addr, new_client()).await.is_err(), "the new CA is not in use yet");
+    // The new CA is not in use yet.
+    assert_tls_refuses(addr, &new_ca, Some(&me), UNTRUSTED_SERVER).await;
 
     // Replace the server certificate with one from another CA.
     files.replace_server(&new_ca.server());
@@ -371,7 +448,8 @@ async fn changed_certificate_files_are_used_for_new_connections() {
     })
     .await;
     assert!(tls.reloads() >= 1);
-    assert!(health_over(addr, old_client()).await.is_err(), "new connections still get the old certificate");
+    // New connections no longer get the old certificate.
+    assert_tls_refuses(addr, &old_ca, Some(&me), UNTRUSTED_SERVER).await;
     // Connections made before the reload keep working.
     assert!(health(&established).await.is_ok());
 
