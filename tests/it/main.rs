@@ -26,6 +26,8 @@ mod master_standby;
 mod metrics;
 mod python;
 mod python_client;
+mod shard_member;
+mod shards;
 mod tenants;
 mod tls;
 mod traces;
