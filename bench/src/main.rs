@@ -106,7 +106,7 @@ fn main() -> ExitCode {
 }
 
 /// Scenario numbers in the order they are run (issue 7's priorities).
-const PRIORITY: [u32; 9] = [1, 4, 9, 3, 2, 8, 6, 5, 7];
+const PRIORITY: [u32; 10] = [1, 4, 9, 3, 2, 8, 6, 10, 5, 7];
 
 async fn run(args: Args) -> Result<(), String> {
     let started = std::time::SystemTime::now();
@@ -210,6 +210,7 @@ fn scenario_name(number: u32) -> String {
         7 => "7 idle scale",
         8 => "8 overhead floor",
         9 => "9 transfer → successor elected",
+        10 => "10 shard rebalance",
         _ => "unknown",
     }
     .to_owned()
@@ -289,6 +290,10 @@ async fn run_scenario(bench: &Bench, number: u32) -> Vec<Row> {
         9 => {
             let n = if q { 10 } else { 300 };
             rows.push(outcome(&name, Sys::Zkcoord, "", scenarios::election::transfer(bench, n).await));
+        }
+        10 => {
+            let (n, m) = if q { (64, 5) } else { (1024, 100) };
+            rows.push(outcome(&name, Sys::Zkcoord, "", scenarios::shards::rebalance(bench, n, m).await));
         }
         _ => rows.push(Row::not_measured(&name, "all", "", "no such scenario")),
     }

@@ -4,6 +4,7 @@ pub mod election;
 pub mod floor;
 pub mod lease;
 pub mod lock;
+pub mod shards;
 
 use crate::{
     clients::Result,
