@@ -321,10 +321,17 @@ impl Shards {
                     table::ReleaseRefused::NotOwner => Error::FailedPrecondition(OLD_EPOCH),
                 })?;
             }
-            // Assign the released shard in the same write, on this instance's view of the
-            // members (a member that ended meanwhile is corrected by the next assigner).
-            let members = watch.state.borrow().candidates();
-            let next = table.plan(&members, |_, _, _| false).unwrap_or(table);
+            // Assign the released shards in the same write, on this instance's view of the
+            // members — only when that view is of this very table version (a view of another
+            // version could lack members the table names, and would revoke their shards); a
+            // member that ended meanwhile is corrected by the next assigner. Otherwise the
+            // shards are left unassigned for the assigners.
+            let state = watch.state.borrow().clone();
+            let next = if state.generation != 0 && state.exists && state.version == version {
+                table.plan(&state.candidates(), |_, _, _| false).unwrap_or(table)
+            } else {
+                table
+            };
             let data = record::encode(&GroupRecord::of(&next))?;
             match crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(version))).await {
                 Ok(_) => {
