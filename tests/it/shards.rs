@@ -43,6 +43,7 @@ struct Member {
     lease_id: i64,
     secret: String,
     validity: Arc<Mutex<Validity>>,
+    serving: Arc<std::sync::atomic::AtomicBool>,
     stop: CancellationToken,
 }
 
@@ -60,11 +61,12 @@ impl Member {
             .unwrap();
         let validity = Arc::new(Mutex::new(Validity::default()));
         let stop = CancellationToken::new();
-        tokio::spawn(heartbeats(channel.clone(), key.clone(), validity.clone(), stop.clone()));
+        let serving = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        tokio::spawn(heartbeats(channel.clone(), key.clone(), validity.clone(), serving.clone(), stop.clone()));
         if releases {
             tokio::spawn(release_revoked(channel.clone(), key, validity.clone(), stop.clone()));
         }
-        Self { id: id.into(), lease_id: lease.lease_id, secret: lease.secret, validity, stop }
+        Self { id: id.into(), lease_id: lease.lease_id, secret: lease.secret, validity, serving, stop }
     }
 
     fn key(&self, group: &str) -> pb::MemberKey {
@@ -91,11 +93,26 @@ impl Drop for Member {
     }
 }
 
-async fn heartbeats(channel: Channel, key: pb::MemberKey, validity: Arc<Mutex<Validity>>, stop: CancellationToken) {
+async fn heartbeats(
+    channel: Channel,
+    key: pb::MemberKey,
+    validity: Arc<Mutex<Validity>>,
+    serving: Arc<std::sync::atomic::AtomicBool>,
+    stop: CancellationToken,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let request = |key: &pb::MemberKey| pb::KeepAliveRequest {
         lease: key.lease.clone(),
         shard_groups: vec![key.group.clone()],
+        health: Some(pb::Health {
+            status: if serving.load(std::sync::atomic::Ordering::SeqCst) {
+                pb::HealthStatus::Serving
+            } else {
+                pb::HealthStatus::NotServing
+            }
+            .into(),
+            checks: vec![],
+        }),
         ..Default::default()
     };
     // The server answers the call once it has the first heartbeat: send it before awaiting.
@@ -458,4 +475,26 @@ async fn a_membership_is_bound_to_its_lease() {
     })
     .await;
     support::eventually(WAIT, "b2 owns all", || async { m2.valid().len() == 4 }).await;
+}
+
+/// A member that reports NOT_SERVING gets no shards and has its shards handed off; healthy
+/// again, it gets its share back.
+#[tokio::test]
+async fn an_unhealthy_member_hands_its_shards_off_and_gets_them_back_when_healthy() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("shards-health");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let ca = support::channel(a.addr()).await;
+    let group = "health";
+    let m1 = Member::join(&ca, group, "h1", 8, 1, true).await;
+    let m2 = Member::join(&ca, group, "h2", 8, 1, true).await;
+    let stop = CancellationToken::new();
+    let checker = check_exclusive(vec![m1.validity.clone(), m2.validity.clone()], stop.clone());
+    support::eventually(WAIT, "4/4", || async { owned_counts(&[&m1, &m2]).await == vec![4, 4] }).await;
+    m1.serving.store(false, std::sync::atomic::Ordering::SeqCst);
+    support::eventually(WAIT, "h2 owns all", || async { owned_counts(&[&m1, &m2]).await == vec![0, 8] }).await;
+    m1.serving.store(true, std::sync::atomic::Ordering::SeqCst);
+    support::eventually(WAIT, "4/4 again", || async { owned_counts(&[&m1, &m2]).await == vec![4, 4] }).await;
+    stop.cancel();
+    assert!(checker.await.unwrap() > 10);
 }
