@@ -498,3 +498,31 @@ async fn an_unhealthy_member_hands_its_shards_off_and_gets_them_back_when_health
     stop.cancel();
     assert!(checker.await.unwrap() > 10);
 }
+
+/// A ZooKeeper member crash (the leader of the ensemble) changes no assignment: owners and
+/// epochs stay, and no shard is ever valid for two members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zookeeper_member_crash_changes_no_assignment() {
+    let mut ensemble = support::zk::Ensemble::start(3);
+    let ns = support::namespace("shards-zk-crash");
+    let a = support::start_zkcoord(&ensemble.hosts(), &ns).await;
+    let b = support::start_zkcoord(&ensemble.hosts(), &ns).await;
+    let (ca, cb) = (support::channel(a.addr()).await, support::channel(b.addr()).await);
+    let group = "zk-crash";
+    let m1 = Member::join(&ca, group, "z1", 16, 1, true).await;
+    let m2 = Member::join(&cb, group, "z2", 16, 1, true).await;
+    support::eventually(WAIT, "8/8", || async { owned_counts(&[&m1, &m2]).await == vec![8, 8] }).await;
+    let stop = CancellationToken::new();
+    let checker = check_exclusive(vec![m1.validity.clone(), m2.validity.clone()], stop.clone());
+    let before = assignment(&ca, group).await.ranges;
+    let leader = ensemble.leader();
+    ensemble.members[leader].kill();
+    // Past a re-election of the ensemble and the members' ttl: confirmed again, same table.
+    tokio::time::sleep(TTL * 2).await;
+    support::eventually(WAIT, "both confirmed again", || async { owned_counts(&[&m1, &m2]).await == vec![8, 8] }).await;
+    let after = assignment(&cb, group).await.ranges;
+    assert_eq!(before, after, "a ZooKeeper member crash moved shards");
+    stop.cancel();
+    assert!(checker.await.unwrap() > 10);
+    ensemble.members[leader].restart();
+}
