@@ -24,6 +24,13 @@ ensure_zookeeper() {
     apt_install zookeeper default-jre-headless
 }
 
+# SQLite's headers and shared library (libsqlite3-dev), which the flow-workers example and its
+# test link through rusqlite (the system's libsqlite3, not a bundled copy).
+ensure_sqlite() {
+    if [ -f /usr/include/sqlite3.h ]; then return 0; fi
+    apt_install libsqlite3-dev
+}
+
 # etcd 3.4 (/usr/bin/etcd from Debian's etcd-server), the benchmark's (bench/) point of comparison.
 ensure_etcd() {
     if [ -x /usr/bin/etcd ]; then return 0; fi

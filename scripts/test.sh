@@ -3,7 +3,7 @@
 # against real ZooKeeper servers (standalone and 3-node ensembles, started by the tests
 # themselves on loopback ports) including the Python grpcio cross-language test.
 # Installs what it needs when missing: ZooKeeper and a JRE, etcd (the benchmark's smoke test
-# compares against it) — Debian packages — and a Python venv with grpcio (PyPI) in
+# compares against it), libsqlite3-dev (the flow-workers example) — Debian packages — and a Python venv with grpcio (PyPI) in
 # target/pyvenv. No protoc: every .proto is compiled by protox (pure Rust) at build time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ source scripts/lib.sh
 
 ensure_zookeeper
 ensure_etcd
+ensure_sqlite
 ZKCOORD_TEST_PYTHON="$(ensure_python_venv)"
 export ZKCOORD_TEST_PYTHON
 

@@ -15,6 +15,7 @@ mod deploy;
 mod election;
 mod election_failures;
 mod election_safety;
+mod flow_workers;
 mod health;
 mod lease;
 mod lease_failures;

@@ -318,6 +318,30 @@ async fn python_lock_completes_elsewhere_without_an_orphan_when_its_instance_is_
     second.shutdown().await;
 }
 
+/// `ShardMember`: shards shared between members on two instances, released automatically
+/// (at once) or manually (drained, undrained, leaving), nothing moving when the first instance
+/// is killed (SIGKILL), a member whose heartbeats stop owning nothing after its validity and
+/// its shards moving only then; every member's `owned()` sampled all along, never two owners
+/// of a shard at once, epochs growing with every move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_shard_members_share_shards_and_never_overlap() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("pyclient-shards");
+    let first = ZkcoordProcess::spawn(&format!("{}{ns}", zk.hosts()), &[]);
+    support::wait_serving(first.addr).await;
+    let second = start_named(&zk.hosts(), &ns, "second").await;
+    let endpoints = format!("{},{}", first.addr, second.addr());
+    let mut script = Some(Script::spawn(&checks_script(), &["--endpoints", &endpoints, "--scenario", "shards"]));
+    if expect_cue(&mut script, "kill-first").await {
+        drop(first); // SIGKILL by PID, and reaped
+        script.as_mut().unwrap().done().await;
+    }
+    let mut script = script.expect("the script is running");
+    assert_eq!(script.next_cue().await, None);
+    assert_passed(&script.wait().await);
+    second.shutdown().await;
+}
+
 /// A leader whose only instance freezes (SIGSTOP: no answer, no message) stops acting by the
 /// send time of its last confirmed heartbeat + ttl, reported by the elector's timer; the
 /// candidate on the other instance leads only after that. A leader whose Campaign stream is on

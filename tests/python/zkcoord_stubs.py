@@ -7,7 +7,7 @@ from grpc_tools import protoc
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PROTO_DIR = REPO / "proto"
-PROTOS = ["zkcoord/v1/common.proto", "zkcoord/v1/lease.proto", "zkcoord/v1/election.proto", "zkcoord/v1/lock.proto"]
+PROTOS = ["zkcoord/v1/common.proto", "zkcoord/v1/lease.proto", "zkcoord/v1/election.proto", "zkcoord/v1/lock.proto", "zkcoord/v1/shards.proto"]
 
 
 def generate_stubs(out_dir: pathlib.Path) -> None:

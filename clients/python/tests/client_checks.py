@@ -6,8 +6,9 @@ Run by tests/it/python_client.rs:
 Scenarios: lease, election, transfer, lock (two instances or more), failover (three
 instances: the first a process the driver kills on the cue `cue kill-first`, the second one it
 shuts down gracefully on `cue shutdown-second`), frozen (two instances: the first a process the
-driver freezes with SIGSTOP on `cue freeze-first` and kills on `cue kill-first`); the driver
-answers each cue with a line `done` on stdin.
+driver freezes with SIGSTOP on `cue freeze-first` and kills on `cue kill-first`), lock_crash
+and shards (two instances: the first a process the driver kills on `cue kill-first`); the
+driver answers each cue with a line `done` on stdin.
 
 Prints `ok <scenario>` per scenario and `python client checks passed` at the end; any failed
 check raises (exit 1).
@@ -32,12 +33,15 @@ from zkcoord_client import (  # noqa: E402
     LOST,
     SHARED,
     BecameLeader,
+    Assigned,
     Client,
     LeaderElector,
     LeaseKeeper,
     LockBusy,
     LockWaitTimeout,
     LostLeadership,
+    Revoked,
+    ShardMember,
     Tls,
     ZkcoordError,
     common_pb2,
@@ -45,6 +49,7 @@ from zkcoord_client import (  # noqa: E402
     lease_pb2,
     lock,
     lock_pb2,
+    shards_pb2,
     try_lock,
 )
 
@@ -734,6 +739,208 @@ def scenario_tls(endpoints: list) -> None:
         c.close()
 
 
+class Pump:
+    """Takes a ShardMember's events in a thread, as an application does (so that, unless the
+    member releases manually, revoked shards are released when the next event is asked for),
+    and keeps them."""
+
+    def __init__(self, member: ShardMember):
+        self.member = member
+        self.events: list = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self.member.over:
+            event = self.member.next_event(0.01)
+            if event is not None:
+                self.events.append(event)
+
+    def revoked(self) -> set:
+        return {(e.shard, e.epoch) for e in self.events if isinstance(e, Revoked)}
+
+    def assigned(self) -> dict:
+        """{shard: epoch} of the Assigned events, the last per shard."""
+        return {e.shard: e.epoch for e in self.events if isinstance(e, Assigned)}
+
+
+class Exclusive:
+    """Samples the `owned()` of every member added, one after the other, every millisecond,
+    until stopped, and fails on a shard valid for two members at once: member X's ownership
+    sampled at t1 (valid until u1) and member Y's sampled later at t2 overlap when u1 > t2.
+    Also checks that a shard's epoch grows whenever its owner changes."""
+
+    def __init__(self):
+        self.members: list = []
+        self.samples = 0
+        self.failure = None
+        self._last: dict = {}  # shard -> (member id, epoch) last seen owning it
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def add(self, member: ShardMember) -> None:
+        self.members = self.members + [member]
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                seen: dict = {}  # shard -> (member id, sampled at, valid until)
+                for member in self.members:
+                    at = time.monotonic()
+                    for owned in member.owned():
+                        check(at < owned.valid_until, "owned() past its validity", member.member_id, owned)
+                        other = seen.get(owned.shard)
+                        if other is not None:
+                            check(
+                                other[2] <= at,
+                                f"shard {owned.shard} valid for {other[0]} (until {other[2]:.3f}) and {member.member_id} (at {at:.3f})",
+                            )
+                        seen[owned.shard] = (member.member_id, at, owned.valid_until)
+                        last = self._last.get(owned.shard)
+                        if last is not None and last[0] != member.member_id:
+                            check(owned.epoch > last[1], f"shard {owned.shard} moved from {last} to {member.member_id} with epoch {owned.epoch}")
+                        self._last[owned.shard] = (member.member_id, owned.epoch)
+                self.samples += 1
+                time.sleep(0.001)
+        except AssertionError as error:
+            self.failure = error
+
+    def stop(self) -> int:
+        """Stops sampling; raises the first failure; returns the number of samples."""
+        self._stop.set()
+        self._thread.join()
+        if self.failure is not None:
+            raise self.failure
+        return self.samples
+
+
+def counts(*members: ShardMember) -> list:
+    return [len(m.owned()) for m in members]
+
+
+def scenario_shards(endpoints: list) -> None:
+    """ShardMember: one member owns every shard; a second gets half at once (the first
+    released them automatically, with newer epochs for the mover); joins refused for another
+    shard count or a taken member id; a manually releasing member that is drained keeps its
+    shards handing off until it releases them, gets its share back when undrained, and leaves;
+    the first instance is killed (cue kill-first) and nothing moves; a member whose heartbeats
+    stop stops owning by its validity, and only then do its shards move. Every member's
+    owned() is sampled all along: no shard valid for two members at once."""
+    check(len(endpoints) == 2, "shards needs two endpoints", endpoints)
+    ttl_ms = 2000
+    ttl = ttl_ms / 1000
+    n = 12
+    group = "py-shards"
+    on_a = Client(endpoints)  # the first instance, killed on the cue
+    on_b = Client(list(reversed(endpoints)))
+    lease_a = LeaseKeeper(on_a, "shard-a", ttl_ms)
+    a = ShardMember(on_a, lease_a, group, "a", n)
+    check(a.shard_count == n and a.group == group and a.member_id == "a", a)
+    pump_a = Pump(a)
+    exclusive = Exclusive()
+    exclusive.add(a)
+    eventually(lambda: len(a.owned()) == n, "a owns every shard")
+    first = {o.shard: o.epoch for o in a.owned()}
+    eventually(lambda: pump_a.assigned() == first, "the events say what a owns")
+    beat = lease_a.last_confirmed()
+    check(beat.names_group(group) and beat.owned_shards(group, "a") == first, beat)
+    check(a.owns(3).epoch == first[3] and a.owns(3).valid_until <= time.monotonic() + ttl, a.owns(3))
+    check(a.owns(n) is None, "no shard beyond the count")
+    print(f"  a owns {n} shards, epochs {sorted(set(first.values()))}", flush=True)
+
+    # Refused joins name nothing in the heartbeats; a release of a shard not being revoked
+    # is refused (here with a wrong epoch, which gives nothing real up).
+    lease_x = LeaseKeeper(on_b, "shard-x", ttl_ms)
+    expect_error(lambda: ShardMember(on_b, lease_x, group, "x", n + 1), grpc.StatusCode.FAILED_PRECONDITION)
+    expect_error(lambda: ShardMember(on_b, lease_x, group, "a", n), grpc.StatusCode.FAILED_PRECONDITION)
+    expect_error(lambda: ShardMember(on_b, lease_x, group, "x", 0), grpc.StatusCode.INVALID_ARGUMENT)
+    check(lease_x._named() == ((), ()), "refused joins name no group", lease_x._named())
+    lease_x.revoke()
+    expect_error(lambda: a.release([(0, first[0] + 1)]), grpc.StatusCode.FAILED_PRECONDITION)
+    check(a.owns(0) is not None, "a still owns shard 0")
+
+    # b joins through the other instance: half the shards move at once (released
+    # automatically, not after a's validity ran out), with newer epochs; a keeps the others.
+    lease_b = LeaseKeeper(on_b, "shard-b", ttl_ms)
+    started = time.monotonic()
+    b = ShardMember(on_b, lease_b, group, "b", n)
+    pump_b = Pump(b)
+    exclusive.add(b)
+    eventually(lambda: counts(a, b) == [6, 6], "a and b own 6 each", timeout=10)
+    took = time.monotonic() - started
+    check(took < ttl, f"the handoff took {took:.3f} s: a released at once")
+    moved = {o.shard: o.epoch for o in b.owned()}
+    check(all(moved[s] > first[s] for s in moved), "moved shards have newer epochs", first, moved)
+    check(len(set(moved.values())) == 1, "released together, assigned together with one epoch", moved)
+    check({(s, first[s]) for s in moved} <= pump_a.revoked(), "a was told", pump_a.events)
+    check(all(o.epoch == first[o.shard] for o in a.owned()), "a's other shards kept their epochs", a.owned())
+    print(f"  b joined: 6 shards moved in {took:.3f} s", flush=True)
+
+    # c releases manually. Drained, it is told to give its shards up and the heartbeats stop
+    # listing them at once, but they move only when it releases them.
+    lease_c = LeaseKeeper(on_a, "shard-c", ttl_ms)
+    c = ShardMember(on_a, lease_c, group, "c", n, manual_release=True)
+    pump_c = Pump(c)
+    exclusive.add(c)
+    eventually(lambda: counts(a, b, c) == [4, 4, 4], "4 each", timeout=10)
+    held = {o.shard: o.epoch for o in c.owned()}
+    on_b.drain(group, "c")
+    eventually(lambda: set(held.items()) <= pump_c.revoked(), "c is told to give its shards up")
+    eventually(lambda: not c.owned(), "c's heartbeats stop listing them")
+    time.sleep(ttl / 4)
+    check(counts(a, b) == [4, 4], "nothing moves before c releases", counts(a, b))
+    table = on_b.shard_assignment(group)
+    handing = {s for r in table.ranges if r.state == shards_pb2.SHARD_STATE_HANDING_OFF and r.owner == "c" for s in range(r.first, r.last + 1)}
+    check(handing == set(held), "c's shards are handing off", table)
+    released = time.monotonic()
+    c.release(sorted(held.items()))
+    eventually(lambda: counts(a, b) == [6, 6], "c's shards moved", timeout=ttl)
+    took = time.monotonic() - released
+    info = {m.member_id: m for m in on_b.shard_members(group).members}
+    check(info["c"].drained and info["c"].owned == 0 and list(on_b.shard_members(group).drained) == ["c"], info)
+    print(f"  c drained: its shards moved {took:.3f} s after its release", flush=True)
+    on_b.undrain(group, "c")
+    eventually(lambda: counts(a, b, c) == [4, 4, 4], "c gets its share back", timeout=10)
+    check(c.leave(10), "c left")
+    check(c.owned() == [], c)
+    eventually(lambda: c.over, "c's events end")
+    eventually(lambda: counts(a, b) == [6, 6], "a and b own everything again", timeout=10)
+    check("c" not in {m.member_id for m in on_b.shard_members(group).members}, "c is no member")
+    print("  c undrained, got 4 shards back, left", flush=True)
+
+    # The first instance dies: memberships and assignments live in ZooKeeper; a's heartbeats
+    # and Watch stream move to the other instance, and nothing moves.
+    before = [{o.shard: o.epoch for o in m.owned()} for m in (a, b)]
+    cue("kill-first")
+    eventually(lambda: lease_a.instance != "" and on_a.current() == 1 and lease_a.is_confirmed(), "a's heartbeats moved", timeout=10)
+    eventually(lambda: [{o.shard: o.epoch for o in m.owned()} for m in (a, b)] == before, "a and b own the same shards", timeout=10)
+    events = len(pump_a.events)
+    time.sleep(0.5)
+    check(len(pump_a.events) == events, "no event after the move", pump_a.events[events:])
+    print("  first instance killed: nothing moved", flush=True)
+
+    # a's heartbeats stop (a stuck process): a stops owning by its last confirmed heartbeat's
+    # send time + ttl, and its shards move only after that.
+    lease_a.close()
+    until = lease_a.last_confirmed().until
+    eventually(lambda: not a.owned(), "a stops owning", timeout=ttl + 1)
+    check(time.monotonic() >= until - 0.05 or not lease_a.is_confirmed(), "a owned until its validity ran out")
+    eventually(lambda: len(b.owned()) == n, "b owns every shard", timeout=3 * ttl + 5)
+    moved_at = time.monotonic()
+    check(moved_at > until, "b got a's shards after a's validity ran out")
+    print(f"  a's heartbeats stopped: b got its shards {moved_at - until:.2f} s after a's validity ran out", flush=True)
+    samples = exclusive.stop()
+    check(samples > 100, "sampled", samples)
+    check(b.leave(10), "b left")
+    lease_b.revoke()
+    lease_c.revoke()
+    a.close()
+    print(f"  {samples} samples of every member's owned(): never two owners at once", flush=True)
+    for client in (on_a, on_b):
+        client.close()
+
+
 SCENARIOS = {
     "lease": scenario_lease,
     "election": scenario_election,
@@ -743,6 +950,7 @@ SCENARIOS = {
     "failover": scenario_failover,
     "lock_crash": scenario_lock_crash,
     "tls": scenario_tls,
+    "shards": scenario_shards,
 }
 
 

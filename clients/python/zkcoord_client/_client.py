@@ -18,6 +18,8 @@ from zkcoord_client._pb import (
     lease_pb2_grpc,
     lock_pb2,
     lock_pb2_grpc,
+    shards_pb2,
+    shards_pb2_grpc,
 )
 
 T = TypeVar("T")
@@ -183,6 +185,10 @@ class Client:
         """A raw zkcoord.v1.Lock stub on endpoint `index` (default: the current one)."""
         return lock_pb2_grpc.LockStub(self.channel(index))
 
+    def shards(self, index: Union[int, None] = None) -> shards_pb2_grpc.ShardsStub:
+        """A raw zkcoord.v1.Shards stub on endpoint `index` (default: the current one)."""
+        return shards_pb2_grpc.ShardsStub(self.channel(index))
+
     def retrying(self, call: Callable[[grpc.Channel], T]) -> T:
         """Runs `call(channel)` on the current endpoint and, while it raises UNAVAILABLE, on
         each next one (every endpoint once). Only for calls that are safe to repeat.
@@ -224,6 +230,27 @@ class Client:
         request = lock_pb2.HoldersRequest(key=key, prefix=prefix)
         response = self.retrying(lambda ch: lock_pb2_grpc.LockStub(ch).Holders(request, timeout=self.timeout))
         return list(response.keys)
+
+    def shard_members(self, group: str) -> shards_pb2.MembersResponse:
+        """Shards.Members: a shard group's members (and its drained member ids)."""
+        request = shards_pb2.MembersRequest(group=group)
+        return self.retrying(lambda ch: shards_pb2_grpc.ShardsStub(ch).Members(request, timeout=self.timeout))
+
+    def shard_assignment(self, group: str) -> shards_pb2.AssignmentResponse:
+        """Shards.Assignment: a shard group's table, as ranges (zkcoord.v1.ShardRange)."""
+        request = shards_pb2.AssignmentRequest(group=group)
+        return self.retrying(lambda ch: shards_pb2_grpc.ShardsStub(ch).Assignment(request, timeout=self.timeout))
+
+    def drain(self, group: str, member_id: str) -> None:
+        """Shards.Drain: takes every shard away from `member_id` and gives it none until
+        `undrain` (idempotent)."""
+        request = shards_pb2.DrainRequest(group=group, member_id=member_id)
+        self.retrying(lambda ch: shards_pb2_grpc.ShardsStub(ch).Drain(request, timeout=self.timeout))
+
+    def undrain(self, group: str, member_id: str) -> None:
+        """Shards.Undrain: undoes `drain` (idempotent)."""
+        request = shards_pb2.UndrainRequest(group=group, member_id=member_id)
+        self.retrying(lambda ch: shards_pb2_grpc.ShardsStub(ch).Undrain(request, timeout=self.timeout))
 
     def close(self) -> None:
         """Closes the channels (calls in flight fail with CANCELLED)."""

@@ -60,16 +60,35 @@ class ConfirmedBeat:
       instant: nothing this heartbeat covered may be acted on from then on;
     * `elections`: the elections the heartbeat named;
     * `leaderships`: the leaderships its answer listed (zkcoord.v1.Leadership: `election`,
-      `candidate_id`, `term`, `fencing_token`), among `elections`.
+      `candidate_id`, `term`, `fencing_token`), among `elections`;
+    * `shard_groups`: the shard groups the heartbeat named;
+    * `shards`: the shard ownerships its answer listed (zkcoord.v1.ShardOwnership: `group`,
+      `member_id`, `ranges` of `first`, `last`, `epoch`), in `shard_groups`.
     """
 
     until: float
     elections: Tuple[str, ...] = ()
     leaderships: Tuple[lease_pb2.Leadership, ...] = ()
+    shard_groups: Tuple[str, ...] = ()
+    shards: Tuple[lease_pb2.ShardOwnership, ...] = ()
 
     def names(self, election: str) -> bool:
         """Whether the heartbeat named `election`."""
         return election in self.elections
+
+    def names_group(self, group: str) -> bool:
+        """Whether the heartbeat named shard group `group`."""
+        return group in self.shard_groups
+
+    def owned_shards(self, group: str, member_id: str) -> Dict[int, int]:
+        """The shards the answer listed for `member_id` in `group`, as {shard: epoch}."""
+        owned: Dict[int, int] = {}
+        for listed in self.shards:
+            if listed.group == group and listed.member_id == member_id:
+                for run in listed.ranges:
+                    for shard in range(run.first, run.last + 1):
+                        owned[shard] = run.epoch
+        return owned
 
     def leadership(self, election: str, candidate_id: str) -> Optional[lease_pb2.Leadership]:
         """The listed leadership of `candidate_id` in `election`, if any."""
@@ -163,15 +182,16 @@ class LeaseKeeper:
 
     One KeepAlive stream at a time carries a heartbeat every ttl/3 with the health checks'
     results (each check bounded by ttl/6; a failing or slow check makes the lease report
-    NOT_SERVING, which deposes a leader but keeps the lease alive) and the names of the
-    elections its `LeaderElector`s campaign in. When the stream breaks, or its answers stay
-    `confirmed=false` for a third of the ttl, the keeper moves to the next endpoint; NOT_FOUND
-    means the lease has ended (`status().state == "lost"`).
+    NOT_SERVING, which deposes a leader but keeps the lease alive), the names of the
+    elections its `LeaderElector`s campaign in and the names of the shard groups its
+    `ShardMember`s belong to. When the stream breaks, or its answers stay `confirmed=false`
+    for a third of the ttl, the keeper moves to the next endpoint; NOT_FOUND means the lease
+    has ended (`status().state == "lost"`).
 
     Safety rule: act on what the lease covers only while its last confirmed heartbeat covered
     it, and only until that heartbeat's send time + the granted ttl (`valid_until()`; for a
-    leadership use `LeaderElector.leadership()`). An unconfirmed answer suspends acting until
-    the next confirmed one.
+    leadership use `LeaderElector.leadership()`, for a shard `ShardMember.owns()`). An
+    unconfirmed answer suspends acting until the next confirmed one.
 
     `checks` maps check names (e.g. "database") to callables: None/True means OK; a string
     (the reason), False, or an exception means failing. `close()` stops the heartbeats (the
@@ -196,6 +216,7 @@ class LeaseKeeper:
         self._inbox: Optional[queue.Queue] = None
         self._call = None
         self._elections: collections.Counter = collections.Counter()  # named in every heartbeat
+        self._shard_groups: collections.Counter = collections.Counter()  # named in every heartbeat
         self._beat_wanted = False  # a heartbeat asked for while no stream was open
         #: The health sent with the last heartbeat (zkcoord.v1.Health).
         self.last_health = self._checks.run(ttl_ms / 6000)
@@ -264,7 +285,8 @@ class LeaseKeeper:
 
     def beat_now(self) -> None:
         """Asks for a heartbeat now rather than at the next ttl/3 tick (an elector asks when
-        it is told ELECTED: only a confirmed answer listing the leadership lets it act)."""
+        it is told ELECTED, a shard member when it is told ASSIGNED: only a confirmed answer
+        listing the leadership or the shard lets it act)."""
         with self._lock:
             inbox = self._inbox
             if inbox is None:
@@ -284,9 +306,23 @@ class LeaseKeeper:
             if self._elections[election] <= 0:
                 del self._elections[election]
 
-    def _named(self) -> Tuple[str, ...]:
+    def _name_group(self, group: str) -> None:
+        """Names shard group `group` in every heartbeat from now on (once per call; see
+        _forget_group)."""
         with self._lock:
-            return tuple(sorted(self._elections))
+            self._shard_groups[group] += 1
+
+    def _forget_group(self, group: str) -> None:
+        """Undoes one _name_group(group)."""
+        with self._lock:
+            self._shard_groups[group] -= 1
+            if self._shard_groups[group] <= 0:
+                del self._shard_groups[group]
+
+    def _named(self) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        """The elections and the shard groups to name in the next heartbeat."""
+        with self._lock:
+            return tuple(sorted(self._elections)), tuple(sorted(self._shard_groups))
 
     def is_lost(self) -> bool:
         """Whether the lease has ended."""
@@ -414,7 +450,7 @@ class LeaseKeeper:
         patience = ttl / UNCONFIRMED_PATIENCE_DIVISOR
         requests: queue.Queue = queue.Queue()
         inbox: queue.Queue = queue.Queue()
-        sent: collections.deque = collections.deque()  # (send time, elections named)
+        sent: collections.deque = collections.deque()  # (send time, elections named, groups named)
         ref = self.lease_ref()
 
         def heartbeats():
@@ -426,9 +462,13 @@ class LeaseKeeper:
 
         def beat() -> None:
             self.last_health = self._checks.run(ttl / 6)
-            elections = self._named()
-            sent.append((time.monotonic(), elections))
-            requests.put(lease_pb2.KeepAliveRequest(lease=ref, health=self.last_health, elections=list(elections)))
+            elections, groups = self._named()
+            sent.append((time.monotonic(), elections, groups))
+            requests.put(
+                lease_pb2.KeepAliveRequest(
+                    lease=ref, health=self.last_health, elections=list(elections), shard_groups=list(groups)
+                )
+            )
 
         # The first heartbeat goes out with the stream.
         with self._lock:
@@ -476,13 +516,15 @@ class LeaseKeeper:
                 if kind == "answer":
                     if not sent:
                         continue
-                    sent_at, elections = sent.popleft()
+                    sent_at, elections, groups = sent.popleft()
                     self.instance = value.instance
                     if value.confirmed:
                         unconfirmed_since = None
                         # The granted ttl from the send time (the answer's ttl_ms counts from
                         # receipt, which is later).
-                        self._confirm(ConfirmedBeat(sent_at + ttl, elections, tuple(value.leaderships)))
+                        self._confirm(
+                            ConfirmedBeat(sent_at + ttl, elections, tuple(value.leaderships), groups, tuple(value.shards))
+                        )
                     else:
                         self._set_status(LeaseStatus(UNCONFIRMED))
                         # Move to an instance that can vouch for the lease, unless this one may

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from zkcoord_client._pb import common_pb2 as zkcoord_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16zkcoord/v1/lease.proto\x12\nzkcoord.v1\x1a\x17zkcoord/v1/common.proto\"\xe8\x01\n\x0cGrantRequest\x12\x15\n\x06ttl_ms\x18\x01 \x01(\x03R\x05ttlMs\x12\x14\n\x05owner\x18\x02 \x01(\tR\x05owner\x12\x42\n\x08metadata\x18\x03 \x03(\x0b\x32&.zkcoord.v1.GrantRequest.MetadataEntryR\x08metadata\x12*\n\x06health\x18\x04 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"u\n\rGrantResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\x12\x15\n\x06ttl_ms\x18\x03 \x01(\x03R\x05ttlMs\x12\x1a\n\x08instance\x18\x04 \x01(\tR\x08instance\"\x88\x01\n\x10KeepAliveRequest\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\x12*\n\x06health\x18\x02 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x12\x1c\n\telections\x18\x03 \x03(\tR\telections\"\xb9\x01\n\x11KeepAliveResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x15\n\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12\x1c\n\tconfirmed\x18\x03 \x01(\x08R\tconfirmed\x12\x1a\n\x08instance\x18\x04 \x01(\tR\x08instance\x12\x38\n\x0bleaderships\x18\x05 \x03(\x0b\x32\x16.zkcoord.v1.LeadershipR\x0bleaderships\"\x84\x01\n\nLeadership\x12\x1a\n\x08\x65lection\x18\x01 \x01(\tR\x08\x65lection\x12!\n\x0c\x63\x61ndidate_id\x18\x02 \x01(\tR\x0b\x63\x61ndidateId\x12\x12\n\x04term\x18\x03 \x01(\x03R\x04term\x12#\n\rfencing_token\x18\x04 \x01(\x04R\x0c\x66\x65ncingToken\";\n\rRevokeRequest\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\"\x10\n\x0eRevokeResponse\".\n\x11TimeToLiveRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\"r\n\x12TimeToLiveResponse\x12+\n\x05lease\x18\x01 \x01(\x0b\x32\x15.zkcoord.v1.LeaseInfoR\x05lease\x12/\n\x08\x62indings\x18\x02 \x03(\x0b\x32\x13.zkcoord.v1.BindingR\x08\x62indings\"\r\n\x0bListRequest\"=\n\x0cListResponse\x12-\n\x06leases\x18\x01 \x03(\x0b\x32\x15.zkcoord.v1.LeaseInfoR\x06leases\"\xa8\x03\n\tLeaseInfo\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x14\n\x05owner\x18\x02 \x01(\tR\x05owner\x12?\n\x08metadata\x18\x03 \x03(\x0b\x32#.zkcoord.v1.LeaseInfo.MetadataEntryR\x08metadata\x12$\n\x0egranted_ttl_ms\x18\x04 \x01(\x03R\x0cgrantedTtlMs\x12(\n\x10remaining_ttl_ms\x18\x05 \x01(\x03R\x0eremainingTtlMs\x12*\n\x06health\x18\x06 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x12,\n\x12since_heartbeat_ms\x18\x07 \x01(\x03R\x10sinceHeartbeatMs\x12\x1a\n\x08instance\x18\x08 \x01(\tR\x08instance\x12&\n\x0fgranted_unix_ms\x18\t \x01(\x03R\rgrantedUnixMs\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x9c\x01\n\x07\x42inding\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x18.zkcoord.v1.Binding.KindR\x04kind\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n\x02id\x18\x03 \x01(\tR\x02id\"?\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eKIND_CANDIDACY\x10\x01\x12\r\n\tKIND_LOCK\x10\x02\x32\xdc\x02\n\x05Lease\x12<\n\x05Grant\x12\x18.zkcoord.v1.GrantRequest\x1a\x19.zkcoord.v1.GrantResponse\x12L\n\tKeepAlive\x12\x1c.zkcoord.v1.KeepAliveRequest\x1a\x1d.zkcoord.v1.KeepAliveResponse(\x01\x30\x01\x12?\n\x06Revoke\x12\x19.zkcoord.v1.RevokeRequest\x1a\x1a.zkcoord.v1.RevokeResponse\x12K\n\nTimeToLive\x12\x1d.zkcoord.v1.TimeToLiveRequest\x1a\x1e.zkcoord.v1.TimeToLiveResponse\x12\x39\n\x04List\x12\x17.zkcoord.v1.ListRequest\x1a\x18.zkcoord.v1.ListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16zkcoord/v1/lease.proto\x12\nzkcoord.v1\x1a\x17zkcoord/v1/common.proto\"\xe8\x01\n\x0cGrantRequest\x12\x15\n\x06ttl_ms\x18\x01 \x01(\x03R\x05ttlMs\x12\x14\n\x05owner\x18\x02 \x01(\tR\x05owner\x12\x42\n\x08metadata\x18\x03 \x03(\x0b\x32&.zkcoord.v1.GrantRequest.MetadataEntryR\x08metadata\x12*\n\x06health\x18\x04 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"u\n\rGrantResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\x12\x15\n\x06ttl_ms\x18\x03 \x01(\x03R\x05ttlMs\x12\x1a\n\x08instance\x18\x04 \x01(\tR\x08instance\"\xab\x01\n\x10KeepAliveRequest\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\x12*\n\x06health\x18\x02 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x12\x1c\n\telections\x18\x03 \x03(\tR\telections\x12!\n\x0cshard_groups\x18\x04 \x03(\tR\x0bshardGroups\"\xed\x01\n\x11KeepAliveResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x15\n\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12\x1c\n\tconfirmed\x18\x03 \x01(\x08R\tconfirmed\x12\x1a\n\x08instance\x18\x04 \x01(\tR\x08instance\x12\x38\n\x0bleaderships\x18\x05 \x03(\x0b\x32\x16.zkcoord.v1.LeadershipR\x0bleaderships\x12\x32\n\x06shards\x18\x06 \x03(\x0b\x32\x1a.zkcoord.v1.ShardOwnershipR\x06shards\"t\n\x0eShardOwnership\x12\x14\n\x05group\x18\x01 \x01(\tR\x05group\x12\x1b\n\tmember_id\x18\x02 \x01(\tR\x08memberId\x12/\n\x06ranges\x18\x03 \x03(\x0b\x32\x17.zkcoord.v1.OwnedShardsR\x06ranges\"M\n\x0bOwnedShards\x12\x14\n\x05\x66irst\x18\x01 \x01(\rR\x05\x66irst\x12\x12\n\x04last\x18\x02 \x01(\rR\x04last\x12\x14\n\x05\x65poch\x18\x03 \x01(\x04R\x05\x65poch\"\x84\x01\n\nLeadership\x12\x1a\n\x08\x65lection\x18\x01 \x01(\tR\x08\x65lection\x12!\n\x0c\x63\x61ndidate_id\x18\x02 \x01(\tR\x0b\x63\x61ndidateId\x12\x12\n\x04term\x18\x03 \x01(\x03R\x04term\x12#\n\rfencing_token\x18\x04 \x01(\x04R\x0c\x66\x65ncingToken\";\n\rRevokeRequest\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\"\x10\n\x0eRevokeResponse\".\n\x11TimeToLiveRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\"r\n\x12TimeToLiveResponse\x12+\n\x05lease\x18\x01 \x01(\x0b\x32\x15.zkcoord.v1.LeaseInfoR\x05lease\x12/\n\x08\x62indings\x18\x02 \x03(\x0b\x32\x13.zkcoord.v1.BindingR\x08\x62indings\"\r\n\x0bListRequest\"=\n\x0cListResponse\x12-\n\x06leases\x18\x01 \x03(\x0b\x32\x15.zkcoord.v1.LeaseInfoR\x06leases\"\xa8\x03\n\tLeaseInfo\x12\x19\n\x08lease_id\x18\x01 \x01(\x03R\x07leaseId\x12\x14\n\x05owner\x18\x02 \x01(\tR\x05owner\x12?\n\x08metadata\x18\x03 \x03(\x0b\x32#.zkcoord.v1.LeaseInfo.MetadataEntryR\x08metadata\x12$\n\x0egranted_ttl_ms\x18\x04 \x01(\x03R\x0cgrantedTtlMs\x12(\n\x10remaining_ttl_ms\x18\x05 \x01(\x03R\x0eremainingTtlMs\x12*\n\x06health\x18\x06 \x01(\x0b\x32\x12.zkcoord.v1.HealthR\x06health\x12,\n\x12since_heartbeat_ms\x18\x07 \x01(\x03R\x10sinceHeartbeatMs\x12\x1a\n\x08instance\x18\x08 \x01(\tR\x08instance\x12&\n\x0fgranted_unix_ms\x18\t \x01(\x03R\rgrantedUnixMs\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xb3\x01\n\x07\x42inding\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x18.zkcoord.v1.Binding.KindR\x04kind\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n\x02id\x18\x03 \x01(\tR\x02id\"V\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eKIND_CANDIDACY\x10\x01\x12\r\n\tKIND_LOCK\x10\x02\x12\x15\n\x11KIND_SHARD_MEMBER\x10\x03\x32\xdc\x02\n\x05Lease\x12<\n\x05Grant\x12\x18.zkcoord.v1.GrantRequest\x1a\x19.zkcoord.v1.GrantResponse\x12L\n\tKeepAlive\x12\x1c.zkcoord.v1.KeepAliveRequest\x1a\x1d.zkcoord.v1.KeepAliveResponse(\x01\x30\x01\x12?\n\x06Revoke\x12\x19.zkcoord.v1.RevokeRequest\x1a\x1a.zkcoord.v1.RevokeResponse\x12K\n\nTimeToLive\x12\x1d.zkcoord.v1.TimeToLiveRequest\x1a\x1e.zkcoord.v1.TimeToLiveResponse\x12\x39\n\x04List\x12\x17.zkcoord.v1.ListRequest\x1a\x18.zkcoord.v1.ListResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,31 +44,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GRANTRESPONSE']._serialized_start=298
   _globals['_GRANTRESPONSE']._serialized_end=415
   _globals['_KEEPALIVEREQUEST']._serialized_start=418
-  _globals['_KEEPALIVEREQUEST']._serialized_end=554
-  _globals['_KEEPALIVERESPONSE']._serialized_start=557
-  _globals['_KEEPALIVERESPONSE']._serialized_end=742
-  _globals['_LEADERSHIP']._serialized_start=745
-  _globals['_LEADERSHIP']._serialized_end=877
-  _globals['_REVOKEREQUEST']._serialized_start=879
-  _globals['_REVOKEREQUEST']._serialized_end=938
-  _globals['_REVOKERESPONSE']._serialized_start=940
-  _globals['_REVOKERESPONSE']._serialized_end=956
-  _globals['_TIMETOLIVEREQUEST']._serialized_start=958
-  _globals['_TIMETOLIVEREQUEST']._serialized_end=1004
-  _globals['_TIMETOLIVERESPONSE']._serialized_start=1006
-  _globals['_TIMETOLIVERESPONSE']._serialized_end=1120
-  _globals['_LISTREQUEST']._serialized_start=1122
-  _globals['_LISTREQUEST']._serialized_end=1135
-  _globals['_LISTRESPONSE']._serialized_start=1137
-  _globals['_LISTRESPONSE']._serialized_end=1198
-  _globals['_LEASEINFO']._serialized_start=1201
-  _globals['_LEASEINFO']._serialized_end=1625
+  _globals['_KEEPALIVEREQUEST']._serialized_end=589
+  _globals['_KEEPALIVERESPONSE']._serialized_start=592
+  _globals['_KEEPALIVERESPONSE']._serialized_end=829
+  _globals['_SHARDOWNERSHIP']._serialized_start=831
+  _globals['_SHARDOWNERSHIP']._serialized_end=947
+  _globals['_OWNEDSHARDS']._serialized_start=949
+  _globals['_OWNEDSHARDS']._serialized_end=1026
+  _globals['_LEADERSHIP']._serialized_start=1029
+  _globals['_LEADERSHIP']._serialized_end=1161
+  _globals['_REVOKEREQUEST']._serialized_start=1163
+  _globals['_REVOKEREQUEST']._serialized_end=1222
+  _globals['_REVOKERESPONSE']._serialized_start=1224
+  _globals['_REVOKERESPONSE']._serialized_end=1240
+  _globals['_TIMETOLIVEREQUEST']._serialized_start=1242
+  _globals['_TIMETOLIVEREQUEST']._serialized_end=1288
+  _globals['_TIMETOLIVERESPONSE']._serialized_start=1290
+  _globals['_TIMETOLIVERESPONSE']._serialized_end=1404
+  _globals['_LISTREQUEST']._serialized_start=1406
+  _globals['_LISTREQUEST']._serialized_end=1419
+  _globals['_LISTRESPONSE']._serialized_start=1421
+  _globals['_LISTRESPONSE']._serialized_end=1482
+  _globals['_LEASEINFO']._serialized_start=1485
+  _globals['_LEASEINFO']._serialized_end=1909
   _globals['_LEASEINFO_METADATAENTRY']._serialized_start=237
   _globals['_LEASEINFO_METADATAENTRY']._serialized_end=296
-  _globals['_BINDING']._serialized_start=1628
-  _globals['_BINDING']._serialized_end=1784
-  _globals['_BINDING_KIND']._serialized_start=1721
-  _globals['_BINDING_KIND']._serialized_end=1784
-  _globals['_LEASE']._serialized_start=1787
-  _globals['_LEASE']._serialized_end=2135
+  _globals['_BINDING']._serialized_start=1912
+  _globals['_BINDING']._serialized_end=2091
+  _globals['_BINDING_KIND']._serialized_start=2005
+  _globals['_BINDING_KIND']._serialized_end=2091
+  _globals['_LEASE']._serialized_start=2094
+  _globals['_LEASE']._serialized_end=2442
 # @@protoc_insertion_point(module_scope)
