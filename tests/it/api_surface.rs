@@ -12,6 +12,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Status};
 use zkcoord::pb::v1::{
     self as pb, election_client::ElectionClient, lease_client::LeaseClient, lock_client::LockClient,
+    shards_client::ShardsClient,
 };
 
 #[tokio::test]
@@ -85,7 +86,8 @@ async fn invalid_input_is_rejected_before_reaching_zookeeper() {
     let channel = support::channel(instance.addr()).await;
     let mut leases = LeaseClient::new(channel.clone());
     let mut elections = ElectionClient::new(channel.clone());
-    let mut locks = LockClient::new(channel);
+    let mut locks = LockClient::new(channel.clone());
+    let mut shards = ShardsClient::new(channel);
     let zxid_before = zk.server.zxid().expect("zxid");
 
     for bad in BAD_NAMES.iter().copied().chain([&*"n".repeat(129)]) {
@@ -148,14 +150,41 @@ async fn invalid_input_is_rejected_before_reaching_zookeeper() {
     let request = pb::LockRequest { keys: many, lease: lease(1, "s"), mode: 1, wait_timeout_ms: 0 };
     assert_invalid(locks.lock(request).await, "keys");
 
+    let member = |group: &str, member: &str| pb::MemberKey {
+        group: group.into(),
+        member_id: member.into(),
+        lease: lease(1, "secret-secret-secret-s"),
+    };
+    for bad in BAD_NAMES.iter().copied().chain([&*"n".repeat(129)]) {
+        let join = |key| pb::JoinRequest { key: Some(key), shard_count: 4, weight: 1, labels: Default::default() };
+        assert_invalid(shards.join(join(member(bad, "m"))).await, "key.group");
+        assert_invalid(shards.join(join(member("g", bad))).await, "key.member_id");
+        assert_invalid(shards.drain(pb::DrainRequest { group: bad.into(), member_id: "m".into() }).await, "group");
+    }
+    let join = |count, weight| pb::JoinRequest {
+        key: Some(member("g", "m")),
+        shard_count: count,
+        weight,
+        labels: Default::default(),
+    };
+    assert_invalid(shards.join(join(0, 1)).await, "shard_count");
+    assert_invalid(shards.join(join(65_537, 1)).await, "shard_count");
+    assert_invalid(shards.join(join(4, 1001)).await, "weight");
+    let release =
+        |released: Vec<pb::ReleasedShard>| pb::ReleaseRequest { key: Some(member("g", "m")), shards: released };
+    assert_invalid(shards.release(release(vec![])).await, "shards");
+    assert_invalid(shards.release(release(vec![pb::ReleasedShard { shard: 1, epoch: 0 }])).await, "shards.epoch");
+    let twice = vec![pb::ReleasedShard { shard: 1, epoch: 5 }, pb::ReleasedShard { shard: 1, epoch: 6 }];
+    assert_invalid(shards.release(release(twice)).await, "shards");
+
     // Nothing was written: the zxid did not move and the namespace holds only what start-up made.
     assert_eq!(zk.server.zxid(), Some(zxid_before), "no write reached zookeeper");
     let client = support::zk_client(&zk.hosts()).await;
     let mut children = client.list_children(&ns).await.unwrap();
     children.sort();
-    assert_eq!(children, ["elections", "instances", "leases", "locks"]);
-    // The 4 directories and the instance's own registration.
+    assert_eq!(children, ["elections", "instances", "leases", "locks", "shards"]);
+    // The 5 directories and the instance's own registration.
     assert_eq!(client.list_children(&format!("{ns}/instances")).await.unwrap().len(), 1);
-    assert_eq!(client.count_descendants_number(&ns).await.unwrap(), 5);
+    assert_eq!(client.count_descendants_number(&ns).await.unwrap(), 6);
     instance.shutdown().await;
 }
