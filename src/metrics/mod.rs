@@ -1,6 +1,6 @@
 //! Prometheus metrics: what the instance serves (RPCs by method and code, with latencies),
-//! what it holds (leases, elections followed, lock calls), and how its ZooKeeper session is
-//! doing (connected, round-trip time). Exposed as OpenMetrics text on `GET /metrics` at
+//! what it holds (leases, elections and shard groups followed, lock calls), and how its
+//! ZooKeeper session is doing (connected, round-trip time). Exposed as OpenMetrics text on `GET /metrics` at
 //! `metrics_listen` ([`endpoint`]).
 //!
 //! RPC figures are recorded by a tower layer ([`rpc_layer`]); ZooKeeper round trips by a probe

@@ -15,7 +15,8 @@
 //! member's record or lease record); members already known are not read again.
 //!
 //! # Figures for the metrics
-//! Besides the state, each task keeps plain numbers the metrics read ([`GroupWatch::timing`]):
+//! Besides the state, each task keeps plain numbers the metrics read
+//! ([`GroupWatch::unowned_shard_seconds`], [`GroupWatch::take_completed_handoffs`]):
 //! when it first saw each handoff in progress, how long the handoffs its instance's writes
 //! completed had taken since (first seen → the write that completed them), and the group's
 //! unowned shard-seconds (time × shards unassigned or being handed off, by the table this task
