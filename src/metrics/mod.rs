@@ -1,7 +1,7 @@
 //! Prometheus metrics: what the instance serves (RPCs by method and code, with latencies),
 //! what it holds (leases, elections and shard groups followed, lock calls), and how its
-//! ZooKeeper session is doing (connected, round-trip time). Exposed as OpenMetrics text on `GET /metrics` at
-//! `metrics_listen` ([`endpoint`]).
+//! ZooKeeper session is doing (connected, round-trip time). Exposed as OpenMetrics text on
+//! `GET /metrics` at `metrics_listen` ([`endpoint`]).
 //!
 //! RPC figures are recorded by a tower layer ([`rpc_layer`]); ZooKeeper round trips by a probe
 //! ([`zk_probe`]); everything else is sampled from the recipes when scraped, from memory (a
