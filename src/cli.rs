@@ -35,6 +35,8 @@ pub enum Command {
     Lease(ctl::LeaseArgs),
     /// Show who holds and who waits for soft locks.
     Lock(ctl::LockArgs),
+    /// Show, watch and drain shard groups.
+    Shards(ctl::ShardsArgs),
     /// Check the grpc.health.v1 status of zkcoord instances (exit 0 only when all SERVING).
     Health(ctl::HealthArgs),
     /// Run a command only while leading an election; stop it when leadership is lost.

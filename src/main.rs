@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::Candidates(args) => ctl::run(ctl::candidates::run(args)),
         Command::Lease(args) => ctl::run(ctl::lease::run(args)),
         Command::Lock(args) => ctl::run(ctl::lock::run(args)),
+        Command::Shards(args) => ctl::run(ctl::shards::run(args)),
         Command::Health(args) => ctl::run(ctl::health::run(args)),
         Command::Campaign(args) => ctl::run(ctl::campaign::run(args)),
         Command::RunChild(args) => ctl::child::run_child(args),

@@ -1,5 +1,5 @@
 //! The client subcommands of the `zkcoord` binary (`leader`, `candidates`, `lease`, `lock`,
-//! `health`, `campaign`): each talks to running zkcoord instances through `zkcoord-client` and
+//! `shards`, `health`, `campaign`): each talks to running zkcoord instances through `zkcoord-client` and
 //! prints an aligned table (default) or JSON (`--output json`).
 //!
 //! One module per command group; `output` formats, `error` turns failures into a message
@@ -17,6 +17,7 @@ pub mod leader;
 pub mod lease;
 pub mod lock;
 mod output;
+pub mod shards;
 
 use std::{future::Future, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -33,6 +34,7 @@ pub use leader::{LeaderArgs, LeaderCommand};
 pub use lease::{LeaseArgs, LeaseCommand};
 pub use lock::{LockArgs, LockCommand};
 pub use output::Format;
+pub use shards::{ShardsArgs, ShardsCommand};
 
 /// The endpoints used when neither `--endpoints` nor `ZKCOORD_ENDPOINTS` is given.
 pub(crate) const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7710";

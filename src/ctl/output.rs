@@ -1,9 +1,9 @@
 //! Output of the client subcommands: aligned tables for people, stable JSON for scripts.
 //!
-//! JSON field names are the protobuf field names (snake_case). 64-bit ids and fencing tokens
-//! (`lease_id`, `fencing_token`) are strings, as in the protobuf JSON mapping, so that tools
-//! that read numbers as doubles (JavaScript, older jq) keep every digit; counts, terms and
-//! durations in milliseconds are numbers. Values (`value`) are shown as UTF-8 text.
+//! JSON field names are the protobuf field names (snake_case). 64-bit ids, fencing tokens and
+//! shard epochs (`lease_id`, `fencing_token`, `epoch`) are strings, as in the protobuf JSON
+//! mapping, so that tools that read numbers as doubles (JavaScript, older jq) keep every digit;
+//! counts, terms and durations in milliseconds are numbers. Values (`value`) are shown as UTF-8 text.
 
 use std::{
     fmt,

@@ -1,17 +1,27 @@
 //! Prometheus metrics: what the instance serves (RPCs by method and code, with latencies),
-//! what it holds (leases, elections followed, lock calls), and how its ZooKeeper session is
-//! doing (connected, round-trip time). Exposed as OpenMetrics text on `GET /metrics` at
-//! `metrics_listen` ([`endpoint`]).
+//! what it holds (leases, elections and shard groups followed, lock calls), and how its
+//! ZooKeeper session is doing (connected, round-trip time). Exposed as OpenMetrics text on
+//! `GET /metrics` at `metrics_listen` ([`endpoint`]).
 //!
 //! RPC figures are recorded by a tower layer ([`rpc_layer`]); ZooKeeper round trips by a probe
 //! ([`zk_probe`]); everything else is sampled from the recipes when scraped, from memory (a
 //! scrape never reads ZooKeeper).
+//!
+//! Label cardinality is bounded by what the instance serves: `tenant` by the configured
+//! tenants, `method` by the served methods, `election` and `group` by the elections and shard
+//! groups this instance follows *now* (their series disappear when it stops following them),
+//! and `member` by the members of those groups (one series per member of a followed group;
+//! a group of a thousand members followed here has a thousand).
 
 pub mod endpoint;
 pub mod rpc_layer;
 pub mod zk_probe;
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -25,7 +35,7 @@ use prometheus_client::{
 };
 use prost::Message;
 
-use crate::{tenant::Tenants, zk::ZkSession};
+use crate::{recipe::shards::GroupWatch, sync_util::lock, tenant::Tenants, zk::ZkSession};
 
 /// Label of RPC counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,7 +63,30 @@ struct ElectionLabels {
     election: String,
 }
 
+/// Label of per-shard-group figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    tenant: String,
+    group: String,
+}
+
+/// Label of per-member figures of a shard group.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabels {
+    tenant: String,
+    group: String,
+    member: String,
+}
+
 type Seconds = Family<MethodLabels, Histogram, fn() -> Histogram>;
+type GroupSeconds = Family<GroupLabels, Histogram, fn() -> Histogram>;
+type FloatCounter = Counter<f64, std::sync::atomic::AtomicU64>;
+
+/// Handoff duration buckets: 5 ms (a prompt Release) to about 160 s (a ttl of a minute or two
+/// run out without a Release).
+fn handoff_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 16))
+}
 
 /// Latency buckets: 0.25 ms to about 8 s.
 fn latency_histogram() -> Histogram {
@@ -91,6 +124,14 @@ struct Instruments {
     lock_calls_in_progress: Family<TenantLabels, Gauge>,
     lock_acquired: Family<TenantLabels, Counter>,
     lock_released: Family<TenantLabels, Counter>,
+    shard_group_members: Family<GroupLabels, Gauge>,
+    shard_group_owned_shards: Family<MemberLabels, Gauge>,
+    shard_group_handoffs: Family<GroupLabels, Gauge>,
+    shard_group_handoff_seconds: GroupSeconds,
+    shard_group_unowned_shard_seconds: Family<GroupLabels, FloatCounter>,
+    /// The group watch each per-group counter and histogram mirrors: a group followed again
+    /// (a new watch) starts its series again from zero.
+    shard_group_watches: Mutex<HashMap<GroupLabels, u64>>,
 }
 
 impl Default for Metrics {
@@ -149,6 +190,36 @@ impl Metrics {
         registry.register("lock_acquired", "Lock requests granted through this instance", lock_acquired.clone());
         let lock_released = Family::<TenantLabels, Counter>::default();
         registry.register("lock_released", "Holds released through this instance (Unlock)", lock_released.clone());
+        let shard_group_members = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "shard_group_members",
+            "Members per shard group this instance follows",
+            shard_group_members.clone(),
+        );
+        let shard_group_owned_shards = Family::<MemberLabels, Gauge>::default();
+        registry.register(
+            "shard_group_owned_shards",
+            "Shards each member of a followed shard group owns (not being handed off)",
+            shard_group_owned_shards.clone(),
+        );
+        let shard_group_handoffs = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "shard_group_handoffs",
+            "Shards being handed off (HANDING_OFF) per followed shard group",
+            shard_group_handoffs.clone(),
+        );
+        let shard_group_handoff_seconds: GroupSeconds = Family::new_with_constructor(handoff_histogram);
+        registry.register(
+            "shard_group_handoff_duration_seconds",
+            "Per shard: from when this instance first saw a handoff to the write of this instance that completed it",
+            shard_group_handoff_seconds.clone(),
+        );
+        let shard_group_unowned_shard_seconds = Family::<GroupLabels, FloatCounter>::default();
+        registry.register(
+            "shard_group_unowned_shard_seconds",
+            "Time x shards UNASSIGNED or HANDING_OFF in a followed shard group, as this instance saw it while following it",
+            shard_group_unowned_shard_seconds.clone(),
+        );
         Self {
             inner: Arc::new(Instruments {
                 registry,
@@ -164,6 +235,12 @@ impl Metrics {
                 lock_calls_in_progress,
                 lock_acquired,
                 lock_released,
+                shard_group_members,
+                shard_group_owned_shards,
+                shard_group_handoffs,
+                shard_group_handoff_seconds,
+                shard_group_unowned_shard_seconds,
+                shard_group_watches: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -180,6 +257,41 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Samples one followed shard group: members, shards owned per member, handoffs in
+    /// progress; moves its counter and histogram on.
+    fn sample_group(&self, labels: &GroupLabels, watch: &GroupWatch) {
+        let inner = &self.inner;
+        let state = watch.state.borrow().clone();
+        let table = state.table.as_ref().filter(|_| state.exists);
+        let members = if table.is_some() { state.members.len() } else { 0 };
+        inner.shard_group_members.get_or_create(labels).set(i64::try_from(members).unwrap_or(i64::MAX));
+        let counts = table.map(|t| t.counts()).unwrap_or_default();
+        inner.shard_group_handoffs.get_or_create(labels).set(i64::from(counts.handing_off));
+        if let Some(table) = table {
+            for member in state.members.values() {
+                let owner = member.owner();
+                let owned = table.owners.iter().position(|o| *o == owner).and_then(|i| counts.owned.get(i).copied());
+                let member_labels = MemberLabels {
+                    tenant: labels.tenant.clone(),
+                    group: labels.group.clone(),
+                    member: member.id.clone(),
+                };
+                inner.shard_group_owned_shards.get_or_create(&member_labels).set(i64::from(owned.unwrap_or(0)));
+            }
+        }
+        let unowned = inner.shard_group_unowned_shard_seconds.get_or_create(labels);
+        let total = watch.unowned_shard_seconds();
+        if total > unowned.get() {
+            unowned.inc_by(total - unowned.get());
+        }
+        let histogram = inner.shard_group_handoff_seconds.get_or_create(labels);
+        for completed in watch.take_completed_handoffs() {
+            for _ in 0..completed.shards {
+                histogram.observe(completed.duration.as_secs_f64());
+            }
+        }
+    }
+
     /// Records one ZooKeeper round trip.
     pub fn record_zk_rtt(&self, elapsed: Duration) {
         self.inner.zk_rtt_seconds.observe(elapsed.as_secs_f64());
@@ -191,6 +303,11 @@ impl Metrics {
         inner.zk_connected.set(i64::from(sources.session.status().is_connected()));
         inner.election_candidates.clear();
         inner.election_has_leader.clear();
+        inner.shard_group_members.clear();
+        inner.shard_group_owned_shards.clear();
+        inner.shard_group_handoffs.clear();
+        let mut watches = lock(&inner.shard_group_watches);
+        let mut followed = HashSet::new();
         for recipes in sources.tenants.all() {
             let tenant = recipes.tenant.clone().unwrap_or_default();
             let labels = TenantLabels { tenant: tenant.clone() };
@@ -210,7 +327,25 @@ impl Metrics {
                 .set(i64::try_from(locks.in_progress).unwrap_or(i64::MAX));
             catch_up(&inner.lock_acquired.get_or_create(&labels), locks.acquired);
             catch_up(&inner.lock_released.get_or_create(&labels), locks.released);
+            for (group, watch) in recipes.shards.followed() {
+                let labels = GroupLabels { tenant: tenant.clone(), group };
+                if watches.insert(labels.clone(), watch.id()) != Some(watch.id()) {
+                    inner.shard_group_unowned_shard_seconds.remove(&labels);
+                    inner.shard_group_handoff_seconds.remove(&labels);
+                }
+                self.sample_group(&labels, &watch);
+                followed.insert(labels);
+            }
         }
+        watches.retain(|labels, _| {
+            let keep = followed.contains(labels);
+            if !keep {
+                inner.shard_group_unowned_shard_seconds.remove(labels);
+                inner.shard_group_handoff_seconds.remove(labels);
+            }
+            keep
+        });
+        drop(watches);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &inner.registry);

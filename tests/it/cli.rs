@@ -1,10 +1,13 @@
 //! The client subcommands of the built `zkcoord` binary against a real ZooKeeper and an
 //! in-process zkcoord: table and JSON output, error messages and exit codes, `leader watch`,
-//! and `campaign -- CMD` running its command only while leading.
+//! `shards` (show, watch, drain), and `campaign -- CMD` running its command only while leading.
 
 #![allow(clippy::unwrap_used)]
 
-use crate::support;
+use crate::{
+    shards::{Member, check_exclusive},
+    support,
+};
 
 use std::{
     path::{Path, PathBuf},
@@ -14,6 +17,7 @@ use std::{
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
 use zkcoord_client::{
     CampaignOptions, Client, LeaderElector, LeadershipEvent, LeaseKeeper, LeaseOptions, LockGuard, LockOptions,
 };
@@ -304,6 +308,8 @@ async fn unreachable_service_exits_69_with_a_clear_message() {
         &["lease", "ttl", "42"][..],
         &["lock", "holders", "k"][..],
         &["leader", "transfer", "ledger"][..],
+        &["shards", "show", "flows"][..],
+        &["shards", "drain", "flows", "w1"][..],
     ] {
         let run = zkcoord(&closed, args).await;
         assert_eq!(run.code, Some(EX_UNAVAILABLE), "{args:?}: {run:?}");
@@ -469,6 +475,133 @@ async fn leader_watch_prints_each_change_and_stops_after_count() {
         "{line}"
     );
     lease_a.revoke().await.unwrap();
+    instance.shutdown().await;
+}
+
+// ---- shards ----
+
+/// `shards members|show|watch|drain|undrain` against one instance and a group of two members,
+/// one of which never releases (so its handoffs stay visible for its ttl + about a second);
+/// no shard is valid for two members at any sampled moment.
+#[tokio::test]
+async fn shards_commands_show_members_ranges_handoffs_and_drain() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("cli-shards")).await;
+    let endpoints = instance.addr().to_string();
+    let channel = support::channel(instance.addr()).await;
+    let group = "flows";
+    let d1 = Member::join(&channel, group, "d1", 8, 1, false).await;
+    support::eventually(WAIT, "d1 owns all", || async { d1.valid().len() == 8 }).await;
+    let d2 = Member::join(&channel, group, "d2", 8, 1, true).await;
+    let stop = CancellationToken::new();
+    let checker = check_exclusive(vec![d1.validity.clone(), d2.validity.clone()], stop.clone());
+    support::eventually(WAIT, "4/4", || async { d1.valid().len() == 4 && d2.valid().len() == 4 }).await;
+    let (epoch1, epoch2) = (d1.valid()[&0].to_string(), d2.valid()[&4].to_string());
+    assert_eq!(d1.valid().keys().copied().collect::<Vec<_>>(), [0, 1, 2, 3], "sticky: d1 kept its lowest");
+
+    // members
+    let run = zkcoord(&endpoints, &["shards", "members", group]).await;
+    let lines = run.lines();
+    assert_eq!(header(lines[0]), ["MEMBER", "LEASE", "WEIGHT", "HEALTH", "DRAINED", "LEAVING", "OWNED", "LABELS"]);
+    assert_eq!(cells(lines[1]), ["d1", &d1.lease_id.to_string(), "1", "SERVING", "no", "no", "4", "-"]);
+    assert_eq!(cells(lines[2])[..1], ["d2"]);
+    assert_eq!(lines.len(), 3, "{run:?}");
+    let json = zkcoord(&endpoints, &["shards", "members", group, "-o", "json"]).await.json();
+    assert_eq!(json["group"], group);
+    assert_eq!(json["shard_count"], 8);
+    assert_eq!(json["members"][0]["member_id"], "d1");
+    assert_eq!(json["members"][0]["lease_id"], d1.lease_id.to_string());
+    assert_eq!(json["members"][0]["owned"], 4);
+    assert_eq!(json["members"][0]["health"]["status"], "SERVING");
+    assert_eq!(json["members"][1]["drained"], false);
+    assert_eq!(json["drained"], serde_json::json!([]));
+
+    // show
+    let run = zkcoord(&endpoints, &["shards", "show", group]).await;
+    let lines = run.lines();
+    assert_eq!(header(lines[0]), ["MEMBER", "HEALTH", "DRAINED", "LEAVING", "OWNED", "HANDING OFF", "SHARDS"]);
+    assert_eq!(cells(lines[1]), ["d1", "SERVING", "no", "no", "4", "0", "0-3"]);
+    assert_eq!(cells(lines[2]), ["d2", "SERVING", "no", "no", "4", "0", "4-7"]);
+    assert_eq!(lines[3], "");
+    assert_eq!(header(lines[4]), ["SHARDS", "STATE", "OWNER", "EPOCH", "TARGET"]);
+    assert_eq!(cells(lines[5]), ["0-3", "OWNED", "d1", &epoch1, "-"]);
+    assert_eq!(cells(lines[6]), ["4-7", "OWNED", "d2", &epoch2, "-"]);
+    assert_eq!(lines.len(), 7, "{run:?}");
+    let json = zkcoord(&endpoints, &["shards", "show", group, "-o", "json"]).await.json();
+    assert_eq!(json["shard_count"], 8);
+    assert_eq!((json["handing_off"].as_u64(), json["unassigned"].as_u64()), (Some(0), Some(0)), "{json}");
+    assert_eq!(json["members"][0]["shards"], serde_json::json!([{ "first": 0, "last": 3, "epoch": epoch1 }]));
+    assert_eq!(json["ranges"][1]["owner"], "d2");
+    assert_eq!(json["ranges"][1]["state"], "OWNED");
+    assert_eq!(json["ranges"][1]["epoch"], epoch2);
+
+    // watch, then drain d1: its shards are handed off (it never releases), then d2 owns all.
+    let mut watch = command()
+        .args(["shards", "watch", group, "--count", "3", "-o", "json", "--endpoints", &endpoints])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watched = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(WAIT, watched.next_line()).await.expect("a change in time").unwrap();
+        serde_json::from_str(&line.expect("a line, not the end")).unwrap()
+    };
+    let first = next().await;
+    assert_eq!(first["group"], group);
+    assert_eq!(first["sequence"], 1);
+    assert_eq!(first["ranges"].as_array().map(Vec::len), Some(2), "{first}");
+    let run = zkcoord(&endpoints, &["shards", "drain", group, "d1"]).await;
+    assert_eq!(run.lines(), ["member d1 of group flows drained"]);
+    let second = next().await;
+    let handing_off = &second["ranges"][0];
+    assert_eq!(
+        [&handing_off["state"], &handing_off["owner"], &handing_off["target"]],
+        ["HANDING_OFF", "d1", "d2"],
+        "{second}"
+    );
+    assert_eq!(handing_off["last"], 3, "{second}");
+    // While the handoff runs (d1's ttl + about a second).
+    let json = zkcoord(&endpoints, &["shards", "show", group, "-o", "json"]).await.json();
+    if json["handing_off"] == 4 {
+        assert_eq!(json["members"][0]["handing_off"], 4, "{json}");
+        assert_eq!(json["members"][0]["drained"], true, "{json}");
+        assert_eq!(json["members"][0]["owned"], 0, "{json}");
+    } else {
+        eprintln!("the handoff completed before `shards show` ran: {json}");
+    }
+    let third = next().await;
+    let owners: Vec<(&Value, &Value)> =
+        third["ranges"].as_array().unwrap().iter().map(|r| (&r["state"], &r["owner"])).collect();
+    assert!(owners.iter().all(|(state, owner)| *state == "OWNED" && *owner == "d2"), "{third}");
+    let status = tokio::time::timeout(WAIT, watch.wait()).await.expect("watch exits after 3 changes").unwrap();
+    assert_eq!(status.code(), Some(0));
+    support::eventually(WAIT, "d2 owns all", || async { d2.valid().len() == 8 && d1.valid().is_empty() }).await;
+    let run = zkcoord(&endpoints, &["shards", "show", group]).await;
+    assert_eq!(cells(run.lines()[1]), ["d1", "SERVING", "yes", "no", "0", "0", "-"], "{run:?}");
+
+    // undrain: d2 releases at once, d1 gets its share back.
+    let json = zkcoord(&endpoints, &["shards", "undrain", group, "d1", "-o", "json"]).await.json();
+    assert_eq!(json, serde_json::json!({ "group": group, "member_id": "d1", "drained": false }));
+    support::eventually(WAIT, "4/4 again", || async { d1.valid().len() == 4 && d2.valid().len() == 4 }).await;
+    let run = zkcoord(&endpoints, &["shards", "watch", group, "--count", "1"]).await;
+    let line = run.lines()[0].to_owned();
+    assert!(line.starts_with("flows (8 shards): 0-3 d2 (epoch "), "{line}");
+    assert!(line.contains("; 4-7 d1 (epoch "), "{line}");
+
+    // A group that does not exist, a bad name.
+    let run = zkcoord(&endpoints, &["shards", "show", "nothing-here"]).await;
+    assert_eq!(run.code, Some(EX_NOINPUT), "{run:?}");
+    assert_eq!(run.stderr.trim(), "error: shards show nothing-here: not found: shard group not found");
+    let run = zkcoord(&endpoints, &["shards", "drain", "nothing-here", "d1"]).await;
+    assert_eq!(run.code, Some(EX_NOINPUT), "{run:?}");
+    let run = zkcoord(&endpoints, &["shards", "watch", "nothing-here", "--count", "1"]).await;
+    assert_eq!(run.lines(), ["group nothing-here does not exist"]);
+    let run = zkcoord(&endpoints, &["shards", "members", "bad/name"]).await;
+    assert_eq!(run.code, Some(EX_USAGE), "{run:?}");
+
+    stop.cancel();
+    assert!(checker.await.unwrap() > 10);
+    drop((d1, d2));
     instance.shutdown().await;
 }
 

@@ -1,19 +1,28 @@
 //! The Prometheus endpoint: scraped over HTTP while the instance serves real calls against a
 //! real ZooKeeper; every figure moves with what happens (calls by method and code, leases,
-//! elections, lock calls, the ZooKeeper session and its round trips).
+//! elections, lock calls, shard groups, the ZooKeeper session and its round trips).
 
 #![allow(clippy::unwrap_used)]
 
-use crate::support;
+use crate::{
+    shards::{Member, TTL, check_exclusive},
+    support,
+};
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use support::{
     lock::{EXCLUSIVE, Locker},
     zk::Standalone,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zkcoord::pb::v1::{self as pb, election_client::ElectionClient, lease_client::LeaseClient};
+use tokio_util::sync::CancellationToken;
+use zkcoord::pb::v1::{
+    self as pb, election_client::ElectionClient, lease_client::LeaseClient, shards_client::ShardsClient,
+};
 
 /// GETs `path` from `addr`: (status line, body).
 async fn get(addr: SocketAddr, path: &str) -> (String, String) {
@@ -117,5 +126,84 @@ async fn metrics_follow_calls_leases_elections_locks_and_the_zookeeper_session()
         sample(&scrape(metrics).await, "zkcoord_zookeeper_connected") == 0.0
     })
     .await;
+    instance.shutdown().await;
+}
+
+/// The series of a shard group this instance follows: members, shards owned per member,
+/// handoffs in progress, the handoff duration histogram and unowned shard-seconds. A member
+/// that never releases makes its handoffs last its ttl + about a second; one that releases
+/// makes them quick. No shard is valid for two members at any sampled moment.
+#[tokio::test]
+async fn shard_group_metrics_follow_members_ownership_and_handoffs() {
+    let zk = support::zk::shared();
+    let mut config = support::test_config(&zk.hosts(), &support::namespace("metrics-shards"));
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let instance = zkcoord::server::start(config).await.unwrap();
+    instance.session().wait_connected(Duration::from_secs(30)).await.unwrap();
+    let metrics = instance.metrics_addr().unwrap();
+    let channel = support::channel(instance.addr()).await;
+    let wait = Duration::from_secs(30);
+    let series = |name: &str, extra: &str| format!(r#"zkcoord_shard_group_{name}{{tenant="",group="flows"{extra}}}"#);
+    let owned = |member: &str| series("owned_shards", &format!(r#",member="{member}""#));
+    let handoffs = series("handoffs", "");
+    let count = series("handoff_duration_seconds_count", "");
+    let sum = series("handoff_duration_seconds_sum", "");
+    let unowned = series("unowned_shard_seconds_total", "");
+
+    let started = Instant::now();
+    let m1 = Member::join(&channel, "flows", "m1", 8, 1, false).await;
+    support::eventually(wait, "m1 owns all", || async { m1.valid().len() == 8 }).await;
+    let text = scrape(metrics).await;
+    assert_eq!(sample(&text, &series("members", "")), 1.0, "{text}");
+    assert_eq!(sample(&text, &owned("m1")), 8.0, "{text}");
+    assert_eq!(sample(&text, &handoffs), 0.0);
+    assert!(text.contains("# TYPE zkcoord_shard_group_handoff_duration_seconds histogram"), "{text}");
+    assert!(text.contains("# TYPE zkcoord_shard_group_unowned_shard_seconds counter"), "{text}");
+
+    // m2 joins: m1 (which never releases) hands 4 shards off, for its ttl + about a second.
+    let m2 = Member::join(&channel, "flows", "m2", 8, 1, true).await;
+    let stop = CancellationToken::new();
+    let checker = check_exclusive(vec![m1.validity.clone(), m2.validity.clone()], stop.clone());
+    support::eventually(wait, "4 handoffs in progress", || async {
+        let text = scrape(metrics).await;
+        sample(&text, &handoffs) == 4.0 && sample(&text, &series("members", "")) == 2.0
+    })
+    .await;
+    let text = scrape(metrics).await;
+    assert_eq!(sample(&text, &owned("m1")), 4.0, "shards being handed off are not owned: {text}");
+    assert_eq!(sample(&text, &owned("m2")), 0.0, "{text}");
+    support::eventually(wait, "the handoffs completed", || async {
+        let text = scrape(metrics).await;
+        sample(&text, &handoffs) == 0.0 && sample(&text, &owned("m2")) == 4.0
+    })
+    .await;
+    let text = scrape(metrics).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(sample(&text, &count), 4.0, "one observation per shard: {text}");
+    let waited = sample(&text, &sum);
+    assert!(waited >= 4.0 * TTL.as_secs_f64() && waited <= 4.0 * elapsed, "sum {waited} s, {elapsed} s in");
+    let unowned_1 = sample(&text, &unowned);
+    assert!(
+        unowned_1 >= 4.0 * TTL.as_secs_f64() && unowned_1 <= 8.0 * elapsed,
+        "4 shards handed off for ttl + 1 s each: {unowned_1} shard-seconds, {elapsed} s in"
+    );
+
+    // m2 drained: it releases at once, so these 4 handoffs are quick.
+    ShardsClient::new(channel.clone())
+        .drain(pb::DrainRequest { group: "flows".into(), member_id: "m2".into() })
+        .await
+        .unwrap();
+    support::eventually(wait, "m1 owns all again", || async { m1.valid().len() == 8 }).await;
+    support::eventually(wait, "8 handoffs timed", || async { sample(&scrape(metrics).await, &count) == 8.0 }).await;
+    let text = scrape(metrics).await;
+    let quick =
+        sample(&text, r#"zkcoord_shard_group_handoff_duration_seconds_bucket{le="2.56",tenant="",group="flows"}"#);
+    assert_eq!(quick, 4.0, "released handoffs complete at once, the others after the ttl: {text}");
+    assert_eq!(sample(&text, &owned("m2")), 0.0);
+    assert!(sample(&text, &unowned) >= unowned_1, "a counter");
+
+    stop.cancel();
+    assert!(checker.await.unwrap() > 10);
+    drop((m1, m2));
     instance.shutdown().await;
 }

@@ -18,13 +18,14 @@ use tonic::{Code, transport::Channel};
 use zkcoord::pb::v1::{self as pb, lease_client::LeaseClient, shards_client::ShardsClient};
 
 const WAIT: Duration = Duration::from_secs(30);
-const TTL: Duration = Duration::from_secs(2);
+/// The members' lease ttl.
+pub(crate) const TTL: Duration = Duration::from_secs(2);
 
 /// What a member may act on: `(shard → epoch)` from its last confirmed heartbeat, valid until
 /// `until` — except what it released: a client that released `(shard, epoch)` never acts on it
 /// again, whatever a heartbeat answer in flight still lists (the client rule of Release).
 #[derive(Clone, Debug, Default)]
-struct Validity {
+pub(crate) struct Validity {
     shards: BTreeMap<u32, u64>,
     until: Option<Instant>,
     released: std::collections::HashSet<(u32, u64)>,
@@ -37,18 +38,25 @@ impl Validity {
 }
 
 /// A test member: its lease, a heartbeat loop naming the group, and (unless it ignores
-/// revocations) a Watch stream that releases every revoked shard.
-struct Member {
+/// revocations) a Watch stream that releases every revoked shard. Other areas' tests use it too.
+pub(crate) struct Member {
     id: String,
-    lease_id: i64,
+    pub(crate) lease_id: i64,
     secret: String,
-    validity: Arc<Mutex<Validity>>,
+    pub(crate) validity: Arc<Mutex<Validity>>,
     serving: Arc<std::sync::atomic::AtomicBool>,
     stop: CancellationToken,
 }
 
 impl Member {
-    async fn join(channel: &Channel, group: &str, id: &str, shards: u32, weight: u32, releases: bool) -> Self {
+    pub(crate) async fn join(
+        channel: &Channel,
+        group: &str,
+        id: &str,
+        shards: u32,
+        weight: u32,
+        releases: bool,
+    ) -> Self {
         let lease = support::lease::grant(channel, id, TTL).await;
         let key = pb::MemberKey {
             group: group.into(),
@@ -77,7 +85,7 @@ impl Member {
         }
     }
 
-    fn valid(&self) -> BTreeMap<u32, u64> {
+    pub(crate) fn valid(&self) -> BTreeMap<u32, u64> {
         self.validity.lock().unwrap().valid_now()
     }
 
@@ -197,7 +205,10 @@ async fn release_revoked(
 
 /// Samples every member's valid ownerships every 5 ms until stopped; fails on any shard valid
 /// for two members at once (the per-shard check of the fault-injection suite's checker).
-fn check_exclusive(members: Vec<Arc<Mutex<Validity>>>, stop: CancellationToken) -> tokio::task::JoinHandle<usize> {
+pub(crate) fn check_exclusive(
+    members: Vec<Arc<Mutex<Validity>>>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<usize> {
     tokio::spawn(async move {
         let mut samples = 0;
         while !stop.is_cancelled() {

@@ -13,6 +13,14 @@
 //!
 //! Reads per change, per instance: the record whose watch fired (group record, member list, one
 //! member's record or lease record); members already known are not read again.
+//!
+//! # Figures for the metrics
+//! Besides the state, each task keeps plain numbers the metrics read
+//! ([`GroupWatch::unowned_shard_seconds`], [`GroupWatch::take_completed_handoffs`]):
+//! when it first saw each handoff in progress, how long the handoffs its instance's writes
+//! completed had taken since (first seen → the write that completed them), and the group's
+//! unowned shard-seconds (time × shards unassigned or being handed off, by the table this task
+//! last read) since the task started.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -30,7 +38,7 @@ use zookeeper_client::Client;
 use super::{
     Shared,
     record::{self, GroupRecord, MemberRecord},
-    table::{Candidate, Owner, Table},
+    table::{Candidate, Owner, Slot, Table},
 };
 use crate::{
     error::Result,
@@ -44,6 +52,12 @@ use crate::{
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How many of its own writes in a row a task acts on before reading again.
 const OWN_WRITE_ROUNDS: usize = 4;
+/// The most completed-handoff records kept between two [`GroupWatch::take_completed_handoffs`]
+/// (each record is one write's handoffs first seen at one moment); later ones are not kept.
+pub const MAX_COMPLETED_RECORDS: usize = 1_024;
+
+/// A handoff in progress: (shard, owner's lease, epoch).
+type HandoffKey = (u32, i64, u64);
 
 /// A member as the task knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +130,71 @@ enum Fired {
 
 type WatchFuture = Pin<Box<dyn Future<Output = Fired> + Send>>;
 
+/// Handoffs completed by one write of this instance, first seen by its task at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompletedHandoffs {
+    /// From when this instance's task first saw them to the write that completed them.
+    pub duration: Duration,
+    /// How many shards.
+    pub shards: u32,
+}
+
+/// What a task measures of its group (see the module docs), shared with its handle.
+#[derive(Debug)]
+struct Timing {
+    /// Handoffs in progress and when this task first saw them.
+    seen: HashMap<HandoffKey, tokio::time::Instant>,
+    /// Handoffs completed by this instance's writes, not yet taken (at most
+    /// [`MAX_COMPLETED_RECORDS`]).
+    completed: Vec<CompletedHandoffs>,
+    /// Shard-seconds unowned until `since`.
+    unowned_total: f64,
+    /// Shards unowned since `since`.
+    unowned_now: u32,
+    since: tokio::time::Instant,
+}
+
+impl Timing {
+    fn new() -> Self {
+        Self {
+            seen: HashMap::new(),
+            completed: Vec::new(),
+            unowned_total: 0.0,
+            unowned_now: 0,
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Counts the shards unowned in `state` from now on.
+    fn unowned_from_now(&mut self, state: &GroupState) {
+        let now = tokio::time::Instant::now();
+        self.unowned_total += now.duration_since(self.since).as_secs_f64() * f64::from(self.unowned_now);
+        self.since = now;
+        self.unowned_now = state.table.as_ref().filter(|_| state.exists).map_or(0, |t| {
+            let counts = t.counts();
+            counts.handing_off + counts.unassigned
+        });
+    }
+
+    /// Records the handoffs of `before` that `after`, just written by this instance, completed
+    /// (those this task saw; the others are not timed).
+    fn completed(&mut self, before: &Table, after: &Table) {
+        let now = tokio::time::Instant::now();
+        let mut by_seen: BTreeMap<tokio::time::Instant, u32> = BTreeMap::new();
+        for (shard, owner, epoch) in before.handoffs_completed_by(after) {
+            if let Some(seen) = self.seen.get(&(shard, owner.lease_id, epoch)) {
+                *by_seen.entry(*seen).or_default() += 1;
+            }
+        }
+        for (seen, shards) in by_seen {
+            if self.completed.len() >= MAX_COMPLETED_RECORDS {
+                break;
+            }
+            self.completed.push(CompletedHandoffs { duration: now.saturating_duration_since(seen), shards });
+        }
+    }
+}
+
 /// Handle to the task of one group; the task stops when the last handle is dropped.
 #[derive(Debug)]
 pub struct GroupWatch {
@@ -123,6 +202,8 @@ pub struct GroupWatch {
     pub state: watch::Receiver<Arc<GroupState>>,
     poke: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
+    timing: Arc<Mutex<Timing>>,
+    id: u64,
 }
 
 impl Drop for GroupWatch {
@@ -133,17 +214,48 @@ impl Drop for GroupWatch {
 
 impl GroupWatch {
     fn start(shared: Arc<Shared>, name: Name) -> Self {
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let (tx, state) = watch::channel(Arc::new(GroupState::default()));
         let poke = Arc::new(tokio::sync::Notify::new());
         let stop = shared.shutdown.child_token();
-        let task = Task { shared, name, tx, poke: poke.clone(), stop: stop.clone() };
+        let timing = Arc::new(Mutex::new(Timing::new()));
+        let task = Task { shared, name, tx, poke: poke.clone(), stop: stop.clone(), timing: timing.clone() };
         tokio::spawn(task.run());
-        Self { state, poke, stop }
+        Self { state, poke, stop, timing, id: STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }
     }
 
     /// Asks the task to read the group again (after this instance wrote something).
     pub fn poke(&self) {
         self.poke.notify_one();
+    }
+
+    /// Distinguishes the watches this process started: a group followed again gets a new id
+    /// (and its figures start again from zero).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The group's unowned shard-seconds since this watch started: time × shards unassigned or
+    /// being handed off, by the table its task last read (0 while the group does not exist).
+    /// Each instance following a group counts it on its own.
+    pub fn unowned_shard_seconds(&self) -> f64 {
+        let timing = lock(&self.timing);
+        let open = tokio::time::Instant::now().saturating_duration_since(timing.since).as_secs_f64();
+        timing.unowned_total + open * f64::from(timing.unowned_now)
+    }
+
+    /// Takes the handoffs this instance's writes completed since the last call (one consumer:
+    /// the metrics), with how long each took from when this instance first saw it. Handoffs it
+    /// never saw in progress are not recorded; past [`MAX_COMPLETED_RECORDS`] records between
+    /// two calls, later ones are dropped.
+    pub fn take_completed_handoffs(&self) -> Vec<CompletedHandoffs> {
+        std::mem::take(&mut lock(&self.timing).completed)
+    }
+
+    /// Records that this instance wrote `after` over `before`: the handoffs it completed are
+    /// timed.
+    pub(super) fn wrote(&self, before: &Table, after: &Table) {
+        lock(&self.timing).completed(before, after);
     }
 }
 
@@ -153,6 +265,7 @@ struct Task {
     tx: watch::Sender<Arc<GroupState>>,
     poke: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
+    timing: Arc<Mutex<Timing>>,
 }
 
 /// What the task keeps between rounds.
@@ -162,8 +275,6 @@ struct Cache {
     lease_dirty: HashSet<String>,
     pending: HashSet<Fired>,
     generation: u64,
-    /// Handoffs in progress — (shard, owner lease, epoch) — and when this task first saw them.
-    handoffs: HashMap<(u32, i64, u64), tokio::time::Instant>,
 }
 
 impl Task {
@@ -195,9 +306,8 @@ impl Task {
                     members_dirty = false;
                     let mut state = self.publish(GroupState { generation, ..state });
                     for _ in 0..OWN_WRITE_ROUNDS {
-                        note_handoffs(&mut cache.handoffs, &state);
                         let Ok(client) = self.shared.session.client() else { break };
-                        match self.act(&client, &state, &cache.handoffs).await {
+                        match self.act(&client, &state).await {
                             Ok(Some(next)) if self.shared.session.status().generation() == generation => {
                                 state = self.publish(next);
                             }
@@ -220,7 +330,7 @@ impl Task {
                 }
             }
             let retry = (self.tx.borrow().generation == 0).then(|| tokio::time::sleep(RETRY_PAUSE));
-            let grace = self.next_grace(&cache.handoffs).map(tokio::time::sleep_until);
+            let grace = self.next_grace().map(tokio::time::sleep_until);
             tokio::select! {
                 () = self.stop.cancelled() => break,
                 fired = watches.next(), if !watches.is_empty() => if let Some(fired) = fired {
@@ -243,37 +353,45 @@ impl Task {
         }
     }
 
+    /// Publishes `state`, after noting its handoffs and unowned shards (so that a handoff is
+    /// timed from before anyone could see it here).
     fn publish(&self, state: GroupState) -> Arc<GroupState> {
+        {
+            let mut timing = lock(&self.timing);
+            note_handoffs(&mut timing.seen, &state);
+            timing.unowned_from_now(&state);
+        }
         let state = Arc::new(state);
         self.tx.send_replace(state.clone());
         state
     }
 
     /// When the earliest handoff in progress runs out.
-    fn next_grace(&self, handoffs: &HashMap<(u32, i64, u64), tokio::time::Instant>) -> Option<tokio::time::Instant> {
+    fn next_grace(&self) -> Option<tokio::time::Instant> {
         let state = self.tx.borrow();
-        handoffs.iter().filter_map(|((_, lease_id, _), seen)| Some(*seen + grace(&state, *lease_id)?)).min()
+        let timing = lock(&self.timing);
+        timing.seen.iter().filter_map(|((_, lease_id, _), seen)| Some(*seen + grace(&state, *lease_id)?)).min()
     }
 
     /// Writes the group's next table, or ends a leaving member that owns nothing; returns the
     /// state after the write, or `None` when there was nothing to do (or a race was lost).
-    async fn act(
-        &self,
-        client: &Client,
-        state: &GroupState,
-        handoffs: &HashMap<(u32, i64, u64), tokio::time::Instant>,
-    ) -> Result<Option<GroupState>> {
+    async fn act(&self, client: &Client, state: &GroupState) -> Result<Option<GroupState>> {
         let Some(table) = state.table.as_ref().filter(|_| state.exists && state.generation != 0) else {
             return Ok(None);
         };
         let now = tokio::time::Instant::now();
-        let handoff_over = |shard: u32, owner: &Owner, epoch: u64| {
-            handoffs
-                .get(&(shard, owner.lease_id, epoch))
-                .zip(grace(state, owner.lease_id))
-                .is_some_and(|(seen, grace)| now >= *seen + grace)
+        let planned = {
+            let timing = lock(&self.timing);
+            let handoff_over = |shard: u32, owner: &Owner, epoch: u64| {
+                timing
+                    .seen
+                    .get(&(shard, owner.lease_id, epoch))
+                    .zip(grace(state, owner.lease_id))
+                    .is_some_and(|(seen, grace)| now >= *seen + grace)
+            };
+            table.plan(&state.candidates(), handoff_over)
         };
-        if let Some(next) = table.plan(&state.candidates(), handoff_over) {
+        if let Some(next) = planned {
             let path = layout::shard_group(&self.name);
             let data = record::encode(&GroupRecord::of(&next))?;
             return match crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(state.version))).await
@@ -282,6 +400,7 @@ impl Task {
                     let mzxid = u64::try_from(stat.mzxid).unwrap_or(0);
                     let mut next = next;
                     next.resolve(mzxid);
+                    lock(&self.timing).completed(table, &next);
                     Ok(Some(GroupState { table: Some(Arc::new(next)), version: stat.version, mzxid, ..state.clone() }))
                 }
                 Err(zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode) => Ok(None),
@@ -426,7 +545,7 @@ fn grace(state: &GroupState, lease_id: i64) -> Option<Duration> {
 }
 
 /// Records when each handoff in `state` was first seen; forgets those no longer in progress.
-fn note_handoffs(handoffs: &mut HashMap<(u32, i64, u64), tokio::time::Instant>, state: &GroupState) {
+fn note_handoffs(handoffs: &mut HashMap<HandoffKey, tokio::time::Instant>, state: &GroupState) {
     let Some(table) = state.table.as_ref() else {
         handoffs.clear();
         return;
@@ -434,7 +553,7 @@ fn note_handoffs(handoffs: &mut HashMap<(u32, i64, u64), tokio::time::Instant>, 
     let now = tokio::time::Instant::now();
     let mut current = HashSet::new();
     for (shard, slot) in table.slots.iter().enumerate() {
-        if let super::table::Slot::HandingOff { owner, epoch, .. } = *slot
+        if let Slot::HandingOff { owner, epoch, .. } = *slot
             && let Some(owner) = table.owner(owner)
         {
             current.insert((shard as u32, owner.lease_id, epoch));
@@ -510,6 +629,15 @@ impl Registry {
         let watch = Arc::new(GroupWatch::start(shared.clone(), name.clone()));
         watches.insert(name.as_str().to_owned(), Arc::downgrade(&watch));
         watch
+    }
+
+    /// The groups followed now (a watch alive), by name.
+    pub(super) fn all(&self) -> Vec<(String, Arc<GroupWatch>)> {
+        let watches = lock(&self.watches);
+        let mut all: Vec<(String, Arc<GroupWatch>)> =
+            watches.iter().filter_map(|(name, w)| Some((name.clone(), w.upgrade()?))).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Keeps group `name` followed for [`KEEP`] from now.

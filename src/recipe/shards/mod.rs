@@ -136,6 +136,14 @@ impl Shards {
         self.shared.registry.get(&self.shared, group)
     }
 
+    /// The groups this instance follows now (for a call, a stream or heartbeats of their
+    /// members), by name, with their watches: the latest state and the figures its task keeps
+    /// ([`GroupWatch::unowned_shard_seconds`], [`GroupWatch::take_completed_handoffs`]). Reads
+    /// memory only.
+    pub fn followed(&self) -> Vec<(String, Arc<GroupWatch>)> {
+        self.shared.registry.all()
+    }
+
     /// The shards lease `lease_id` owns in `groups`, as this instance can prove them on
     /// `proof` (see [`ownership`]): `None` when it cannot tell. Keeps the groups followed, so
     /// that handoffs complete while members heartbeat here.
@@ -312,6 +320,7 @@ impl Shards {
         let path = layout::shard_group(&key.group);
         for _ in 0..MAX_ATTEMPTS {
             let (mut table, version) = read_table(&client, &key.group).await?;
+            let before = table.clone();
             for &(shard, epoch) in shards {
                 if shard >= table.slots.len() as u32 {
                     return Err(Error::FailedPrecondition(NO_SUCH_SHARD));
@@ -335,6 +344,7 @@ impl Shards {
             let data = record::encode(&GroupRecord::of(&next))?;
             match crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(version))).await {
                 Ok(_) => {
+                    watch.wrote(&before, &next);
                     watch.poke();
                     return Ok(());
                 }

@@ -84,6 +84,17 @@ pub struct Candidate {
     pub eligible: bool,
 }
 
+/// Shard counts of a table (see [`Table::counts`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotCounts {
+    /// Shards owned (not being handed off), by owner index.
+    pub owned: Vec<u32>,
+    /// Shards being handed off.
+    pub handing_off: u32,
+    /// Shards nobody owns.
+    pub unassigned: u32,
+}
+
 /// Why a release was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReleaseRefused {
@@ -220,6 +231,49 @@ impl Table {
         (!self.same_as(&next)).then_some(next)
     }
 
+    /// How many shards each owner (by index into [`Table::owners`]) owns, and how many are
+    /// being handed off or unassigned: one pass over the slots.
+    pub fn counts(&self) -> SlotCounts {
+        let mut counts = SlotCounts { owned: vec![0; self.owners.len()], handing_off: 0, unassigned: 0 };
+        for slot in &self.slots {
+            match *slot {
+                Slot::Owned { owner, .. } => {
+                    if let Some(n) = counts.owned.get_mut(owner as usize) {
+                        *n += 1;
+                    }
+                }
+                Slot::HandingOff { .. } => counts.handing_off += 1,
+                Slot::Unassigned => counts.unassigned += 1,
+            }
+        }
+        counts
+    }
+
+    /// The handoffs in progress: `(shard, owner, epoch)` of every `HandingOff` slot.
+    pub fn handoffs(&self) -> Vec<(u32, &Owner, u64)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(shard, slot)| match *slot {
+                Slot::HandingOff { owner, epoch, .. } => Some((shard as u32, self.owner(owner)?, epoch)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The handoffs of this table that `next` (a later table) no longer has: the shard was
+    /// released and assigned, moved after its grace, or was given back; as `(shard, owner,
+    /// epoch)` of the handoff.
+    pub fn handoffs_completed_by(&self, next: &Table) -> Vec<(u32, &Owner, u64)> {
+        self.handoffs()
+            .into_iter()
+            .filter(|&(shard, owner, epoch)| match next.slots.get(shard as usize) {
+                Some(&Slot::HandingOff { owner: o, epoch: e, .. }) => e != epoch || next.owner(o) != Some(owner),
+                _ => true,
+            })
+            .collect()
+    }
+
     /// Whether two tables say the same (owner indices may differ).
     pub fn same_as(&self, other: &Table) -> bool {
         if self.drained != other.drained || self.slots.len() != other.slots.len() {
@@ -326,6 +380,32 @@ mod tests {
         last.resolve(104);
         assert_eq!(last.owned_by(&b.owner), vec![(2, 103), (3, 104)]);
         assert!(last.revoking(&a.owner).is_empty());
+    }
+
+    #[test]
+    fn counts_and_completed_handoffs_follow_the_two_phases() {
+        let a = member("a", 1);
+        let b = member("b", 2);
+        let mut zxid = 100;
+        let table = settle(Table::new(4), std::slice::from_ref(&a), never, &mut zxid);
+        assert_eq!(table.counts(), SlotCounts { owned: vec![4], handing_off: 0, unassigned: 0 });
+        assert!(Table::new(4).handoffs_completed_by(&table).is_empty(), "no handoff before");
+        let members = [a.clone(), b.clone()];
+        let mut step = table.plan(&members, never).expect("a change");
+        step.resolve(102);
+        let counts = step.counts();
+        assert_eq!((counts.handing_off, counts.unassigned, counts.owned.iter().sum::<u32>()), (2, 0, 2));
+        assert_eq!(step.handoffs(), vec![(2, &a.owner, 101), (3, &a.owner, 101)]);
+        assert!(table.handoffs_completed_by(&step).is_empty());
+        let mut released = step.clone();
+        released.release(&a.owner, 2, 101).expect("released");
+        let mut after = released.plan(&members, never).expect("assigns the released shard");
+        after.resolve(103);
+        assert_eq!(step.handoffs_completed_by(&after), vec![(2, &a.owner, 101)], "shard 3 still waits");
+        assert_eq!(after.counts().handing_off, 1);
+        let last = after.plan(&members, |_, _, _| true).expect("moves");
+        assert_eq!(after.handoffs_completed_by(&last), vec![(3, &a.owner, 101)]);
+        assert_eq!(last.counts(), SlotCounts { owned: vec![2, 2], handing_off: 0, unassigned: 0 });
     }
 
     #[test]
