@@ -287,6 +287,8 @@ async fn joins_converge_to_a_balanced_sticky_assignment_with_one_valid_owner_per
         let old = before.iter().find_map(|b| b.get(&shard)).copied().unwrap();
         assert!(epoch > old, "shard {shard}: new epoch {epoch} not above {old}");
     }
+    // Keep sampling until every validity from before the handoffs has run out.
+    tokio::time::sleep(TTL).await;
     stop.cancel();
     stop4.cancel();
     assert!(checker.await.unwrap() > 10);
