@@ -30,14 +30,13 @@ use std::{
 };
 
 use futures_util::FutureExt;
-use zookeeper_client::Client;
 
 use super::record::{self, ElectionRecord};
 use crate::{
     error::Result,
     sync_util::lock,
     validate::Name,
-    zk::{Proof, ZkSession, layout},
+    zk::{Proof, Zk, ZkSession, layout},
 };
 
 /// A view not asked about for this long is dropped (its watch is then ignored).
@@ -149,7 +148,7 @@ impl Leaderships {
 /// Brings `view` up to `proof` (see the module docs): keeps it when its watch, armed before
 /// the proof began, has not fired; otherwise reads the record again (after the proof arrived,
 /// so the read is current as of its start) and re-arms the watch.
-async fn refresh(client: &Client, election: &Name, view: &mut View, proof: Proof) -> Result<()> {
+async fn refresh(client: &Zk, election: &Name, view: &mut View, proof: Proof) -> Result<()> {
     if view.generation != proof.generation {
         view.watch = None;
         view.current_as_of = None;
@@ -172,19 +171,16 @@ async fn refresh(client: &Client, election: &Name, view: &mut View, proof: Proof
         }
     }
     let path = layout::election(election);
-    let (record, watch): (Option<(ElectionRecord, u64)>, Armed) =
-        match crate::zk::traced("get_and_watch_data", &path, client.get_and_watch_data(&path)).await {
-            Ok((data, stat, watcher)) => {
-                let record: ElectionRecord = record::decode(&data)?;
-                (Some((record, u64::try_from(stat.mzxid).unwrap_or(0))), Box::pin(watcher.changed()))
-            }
-            Err(zookeeper_client::Error::NoNode) => {
-                let (_, watcher) =
-                    crate::zk::traced("check_and_watch_stat", &path, client.check_and_watch_stat(&path)).await?;
-                (None, Box::pin(watcher.changed()))
-            }
-            Err(err) => return Err(err.into()),
-        };
+    let (record, watch): (Option<(ElectionRecord, u64)>, Armed) = match client.get_and_watch_data(&path).await? {
+        Some((data, stat, watcher)) => {
+            let record: ElectionRecord = record::decode(&data)?;
+            (Some((record, u64::try_from(stat.mzxid).unwrap_or(0))), Box::pin(watcher.changed()))
+        }
+        None => {
+            let (_, watcher) = client.check_and_watch_stat(&path).await?;
+            (None, Box::pin(watcher.changed()))
+        }
+    };
     view.record = record;
     view.watch = Some(watch);
     view.generation = proof.generation;
