@@ -15,9 +15,9 @@
 //! Cancellation safety is the request's own: a request is sent when the method is called, so a
 //! write whose future is dropped may have happened or not.
 //!
-//! Requests outside any RPC that run several times a second (the session's liveness `sync` in
-//! [`super::proof`], the round-trip probe in `metrics::zk_probe`) use the raw client: traced,
-//! each would export a trace of its own.
+//! One request bypasses it: the session's liveness `sync` ([`super::proof`], several a second,
+//! outside any RPC), which traced would export a trace of its own each time. Requests outside
+//! an RPC (session set-up, the janitor, the round-trip probe every 5 s) are root spans.
 
 use std::{future::Future, time::Duration};
 

@@ -380,9 +380,9 @@ async fn connect(config: &ZkConfig, registration: Option<&Registration>) -> Resu
         acl::ensure_directory(&zk, layout::TENANTS, authenticated).await?;
         // Tenants are independent: prepare them concurrently.
         let tenants = config.tenants.iter().map(|tenant| {
-            let client = client.clone();
+            let (client, zk) = (client.clone(), &zk);
             async move {
-                acl::ensure_directory(&Zk::new(client.clone()), &layout::tenant(tenant), authenticated).await?;
+                acl::ensure_directory(zk, &layout::tenant(tenant), authenticated).await?;
                 let root = format!("{}{}", config.namespace, layout::tenant(tenant));
                 let client = client.chroot(root).map_err(|_| Error::Internal(BAD_TENANT_ROOT.into()))?;
                 prepare(&Zk::new(client), authenticated, registration).await
