@@ -9,9 +9,12 @@
 //!
 //! Recipes take the ACL from [`crate::zk::ZkSession::acls`], which calls [`for_session`].
 
-use zookeeper_client::{Acl, Acls, Client, CreateMode, Permission};
+use zookeeper_client::{Acl, Acls, CreateMode, Permission};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    zk::Zk,
+};
 
 /// `auth` ALL for zkcoord's own identity, `world:anyone` READ.
 static OWNER_ALL_WORLD_READ: [Acl; 2] =
@@ -37,7 +40,7 @@ pub fn world_writable(acl: &[Acl]) -> bool {
 /// # Errors
 /// ZooKeeper errors; [`Error::Internal`] naming the problem when the directory belongs to
 /// other credentials (`NoAuth`).
-pub async fn ensure_directory(client: &Client, path: &str, authenticated: bool) -> Result<()> {
+pub async fn ensure_directory(client: &Zk, path: &str, authenticated: bool) -> Result<()> {
     let acls = for_session(authenticated);
     let no_auth = |what: &str| {
         Error::Internal(format!(
@@ -46,23 +49,20 @@ pub async fn ensure_directory(client: &Client, path: &str, authenticated: bool) 
     };
     // Look before creating: creating an existing znode needs CREATE on its parent, which may
     // belong to someone else (the namespace's parent).
-    let (current, stat) = match client.get_acl(path).await {
-        Ok(found) => found,
-        Err(zookeeper_client::Error::NoNode) => {
-            return match client.create(path, &[], &CreateMode::Persistent.with_acls(acls)).await {
-                Ok(_) | Err(zookeeper_client::Error::NodeExists) => Ok(()),
-                Err(zookeeper_client::Error::NoAuth) => Err(no_auth("create")),
-                Err(err) => Err(err.into()),
-            };
-        }
-        Err(err) => return Err(err.into()),
+    let Some((current, stat)) = client.get_acl(path).await? else {
+        return match client.create(path, &[], &CreateMode::Persistent.with_acls(acls)).await {
+            Ok(_) => Ok(()),
+            Err(zookeeper_client::Error::NoAuth) => Err(no_auth("create")),
+            Err(err) => Err(err.into()),
+        };
     };
     if !authenticated {
         return Ok(());
     }
     if world_writable(&current) {
         match client.set_acl(path, &acls, Some(stat.aversion)).await {
-            Ok(_) => tracing::info!(path, "restricted the ACL of a directory that was writable by anyone"),
+            Ok(Some(_)) => tracing::info!(path, "restricted the ACL of a directory that was writable by anyone"),
+            Ok(None) => return Err(zookeeper_client::Error::NoNode.into()),
             Err(zookeeper_client::Error::BadVersion) => {} // someone else did it meanwhile
             Err(zookeeper_client::Error::NoAuth) => return Err(no_auth("restrict the ACL of")),
             Err(err) => return Err(err.into()),

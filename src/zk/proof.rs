@@ -208,6 +208,7 @@ async fn run<F>(
         }
         let started = Instant::now();
         // A sync slower than the window would prove nothing still usable: give up on it.
+        // Untraced, unlike requests through `ops::Zk`: one every `interval`, outside any RPC.
         match tokio::time::timeout(negotiated.window, client.sync("/")).await {
             Ok(Ok(())) => {
                 if current().0.generation() == generation {

@@ -24,12 +24,11 @@ use std::{
 };
 
 use futures_util::FutureExt;
-use zookeeper_client::Client;
 
 use crate::{
     error::Result,
     sync_util::lock,
-    zk::{Proof, ZkSession},
+    zk::{Proof, Zk, ZkSession},
 };
 
 /// A view not asked about for this long is dropped (its watch is then ignored).
@@ -116,7 +115,7 @@ impl<T: Send + Sync + 'static> ProvenViews<T> {
 /// Brings `view` up to `proof` (see the module docs): keeps it when its watch, armed before
 /// the proof began, has not fired; otherwise reads the znode again (after the proof arrived,
 /// so the read is current as of its start) and re-arms the watch.
-async fn refresh<T>(client: &Client, path: &str, view: &mut View<T>, proof: Proof, decode: Decode<T>) -> Result<()> {
+async fn refresh<T>(client: &Zk, path: &str, view: &mut View<T>, proof: Proof, decode: Decode<T>) -> Result<()> {
     if view.generation != proof.generation {
         view.watch = None;
         view.current_as_of = None;
@@ -138,19 +137,16 @@ async fn refresh<T>(client: &Client, path: &str, view: &mut View<T>, proof: Proo
             return Ok(());
         }
     }
-    let (value, watch): (Option<Arc<T>>, Armed) =
-        match crate::zk::traced("get_and_watch_data", path, client.get_and_watch_data(path)).await {
-            Ok((data, stat, watcher)) => {
-                let value = decode(&data, u64::try_from(stat.mzxid).unwrap_or(0))?;
-                (Some(Arc::new(value)), Box::pin(watcher.changed()))
-            }
-            Err(zookeeper_client::Error::NoNode) => {
-                let (_, watcher) =
-                    crate::zk::traced("check_and_watch_stat", path, client.check_and_watch_stat(path)).await?;
-                (None, Box::pin(watcher.changed()))
-            }
-            Err(err) => return Err(err.into()),
-        };
+    let (value, watch): (Option<Arc<T>>, Armed) = match client.get_and_watch_data(path).await? {
+        Some((data, stat, watcher)) => {
+            let value = decode(&data, u64::try_from(stat.mzxid).unwrap_or(0))?;
+            (Some(Arc::new(value)), Box::pin(watcher.changed()))
+        }
+        None => {
+            let (_, watcher) = client.check_and_watch_stat(path).await?;
+            (None, Box::pin(watcher.changed()))
+        }
+    };
     view.value = value;
     view.watch = Some(watch);
     view.generation = proof.generation;

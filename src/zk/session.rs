@@ -24,7 +24,7 @@ use zookeeper_client::{Acls, Client, CreateMode, SessionState};
 use crate::{
     error::{Error, Result},
     zk::{
-        ZkAuth, acl, layout,
+        Zk, ZkAuth, acl, layout,
         proof::{self, Proof, ProofTiming, Proofs},
     },
 };
@@ -194,12 +194,16 @@ impl ZkSession {
     ///
     /// # Errors
     /// [`Error::Unavailable`] while there is no connected session.
-    pub(crate) fn client(&self) -> Result<Client> {
+    pub(crate) fn client(&self) -> Result<Zk> {
         let shared = self.shared.borrow();
         match (&shared.status, &shared.client) {
             (SessionStatus::Connected { .. }, Some(client)) => match &self.scope {
-                None => Ok(client.clone()),
-                Some(root) => client.clone().chroot(root.as_ref()).map_err(|_| Error::Internal(BAD_TENANT_ROOT.into())),
+                None => Ok(Zk::new(client.clone())),
+                Some(root) => client
+                    .clone()
+                    .chroot(root.as_ref())
+                    .map(Zk::new)
+                    .map_err(|_| Error::Internal(BAD_TENANT_ROOT.into())),
             },
             (SessionStatus::Closed, _) => Err(Error::ShuttingDown),
             _ => Err(Error::Unavailable),
@@ -359,8 +363,9 @@ async fn connect(config: &ZkConfig, registration: Option<&Registration>) -> Resu
     let acls = acl::for_session(authenticated);
     // Creating an existing node needs CREATE on its parent, which may belong to someone else:
     // look first.
-    if client.check_stat(&config.namespace).await?.is_none() {
-        match client.mkdir(&config.namespace, &CreateMode::Persistent.with_acls(acls)).await {
+    let unrooted = Zk::new(client.clone());
+    if unrooted.check_stat(&config.namespace).await?.is_none() {
+        match unrooted.mkdir(&config.namespace, &CreateMode::Persistent.with_acls(acls)).await {
             Ok(()) => {}
             Err(zookeeper_client::Error::NoAuth) => {
                 return Err(Error::Internal("cannot create the namespace: its parent is not writable (NoAuth)".into()));
@@ -369,17 +374,18 @@ async fn connect(config: &ZkConfig, registration: Option<&Registration>) -> Resu
         }
     }
     let client = client.chroot(config.namespace.as_str()).map_err(|_| Error::Internal("bad namespace".into()))?;
-    prepare(&client, authenticated, registration).await?;
+    let zk = Zk::new(client.clone());
+    prepare(&zk, authenticated, registration).await?;
     if !config.tenants.is_empty() {
-        acl::ensure_directory(&client, layout::TENANTS, authenticated).await?;
+        acl::ensure_directory(&zk, layout::TENANTS, authenticated).await?;
         // Tenants are independent: prepare them concurrently.
         let tenants = config.tenants.iter().map(|tenant| {
-            let client = client.clone();
+            let (client, zk) = (client.clone(), &zk);
             async move {
-                acl::ensure_directory(&client, &layout::tenant(tenant), authenticated).await?;
+                acl::ensure_directory(zk, &layout::tenant(tenant), authenticated).await?;
                 let root = format!("{}{}", config.namespace, layout::tenant(tenant));
                 let client = client.chroot(root).map_err(|_| Error::Internal(BAD_TENANT_ROOT.into()))?;
-                prepare(&client, authenticated, registration).await
+                prepare(&Zk::new(client), authenticated, registration).await
             }
         });
         futures_util::future::try_join_all(tenants).await?;
@@ -390,7 +396,7 @@ async fn connect(config: &ZkConfig, registration: Option<&Registration>) -> Resu
 
 /// Under `client`'s chroot (the namespace, or a tenant's root, which must exist): the
 /// directories and the instance's registration.
-async fn prepare(client: &Client, authenticated: bool, registration: Option<&Registration>) -> Result<()> {
+async fn prepare(client: &Zk, authenticated: bool, registration: Option<&Registration>) -> Result<()> {
     acl::ensure_directory(client, "/", authenticated).await?;
     for path in layout::DIRECTORIES {
         acl::ensure_directory(client, path, authenticated).await?;
@@ -399,9 +405,9 @@ async fn prepare(client: &Client, authenticated: bool, registration: Option<&Reg
     let ephemeral = CreateMode::Ephemeral.with_acls(acl::for_session(authenticated));
     let data = stamp_session_timeout(&registration.data, client.session_timeout());
     match client.create(&registration.path, &data, &ephemeral).await {
-        Ok(_) => Ok(()),
+        Ok(Some(_)) => Ok(()),
         // A retried create that had succeeded: ours if our session owns it.
-        Err(zookeeper_client::Error::NodeExists) => {
+        Ok(None) => {
             let owner = client.check_stat(&registration.path).await?.map(|stat| stat.ephemeral_owner);
             if owner != Some(client.session_id().0) {
                 return Err(Error::Internal("instance registration owned by another session".into()));

@@ -51,6 +51,15 @@ fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
     spans.iter().filter(|s| s.name == name).collect()
 }
 
+/// The string value of `span`'s attribute `key`, if it has one.
+fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        Value::StringValue(value) => Some(value.as_str()),
+        _ => None,
+    })
+}
+
 /// The spans whose parent is `parent`, in its trace.
 fn children<'a>(spans: &'a [Span], parent: &Span) -> Vec<&'a Span> {
     spans.iter().filter(|s| s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id).collect()
@@ -103,6 +112,10 @@ async fn rpcs_and_the_zookeeper_requests_below_them_arrive_as_parent_and_child_s
                 "{rpc}'s child {} starts inside it",
                 child.name
             );
+            // Every request names its operation and a path (a transaction: its first one's).
+            assert_eq!(attribute(child, "zk.op"), Some(child.name.as_str()), "{rpc}'s child {}", child.name);
+            let path = attribute(child, "zk.path").unwrap_or_default();
+            assert!(path.starts_with('/'), "{rpc}'s child {} has zk.path {path:?}", child.name);
         }
     }
     server.abort();

@@ -29,7 +29,10 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError};
+use zookeeper_client::{
+    Acls, CreateMode,
+    Error::{BadVersion, NoNode, NodeExists},
+};
 
 pub use self::{
     leadership::Leadership,
@@ -49,7 +52,7 @@ use crate::{
     },
     recipe::{health::Health, instance::Incarnation, lease},
     validate::Name,
-    zk::{Proof, ZkSession, layout},
+    zk::{OpFailed, Proof, Zk, ZkSession, layout},
 };
 
 /// How long a call waits for an election's state to be read.
@@ -398,51 +401,35 @@ impl Elections {
         let mut written_zxid = None;
         for _ in 0..MAX_ATTEMPTS {
             let (_, lease_version) = lease::read_verified(&client, key.lease_id, &key.secret).await?;
-            let mut multi = client.new_multi_writer();
+            let mut multi = client.multi();
             multi.add_check_version(&layout::lease(key.lease_id), lease_version)?;
             multi.add_create(&candidate_path, &data, &persistent)?;
             multi.add_create(&binding_path, &binding_data, &persistent)?;
-            match crate::zk::traced("multi", "", multi.commit()).await {
+            match multi.commit().await? {
                 Ok(_) => {
                     // A create inside a multi reports no usable stat: read the zxid back (a
                     // candidacy already gone again counts as "anything after this is news").
-                    written_zxid = Some(
-                        crate::zk::traced("check_stat", &candidate_path, client.check_stat(&candidate_path))
-                            .await?
-                            .map_or(0, |stat| stat.mzxid),
-                    );
+                    written_zxid = Some(client.check_stat(&candidate_path).await?.map_or(0, |stat| stat.mzxid));
                     break;
                 }
-                Err(MultiWriteError::OperationFailed { index: 0, .. }) => continue, // the lease changed: verify again
-                Err(MultiWriteError::OperationFailed { index: 1, source: zookeeper_client::Error::NodeExists }) => {
+                Err(OpFailed { index: 0, .. }) => continue, // the lease changed: verify again
+                Err(OpFailed { index: 1, error: NodeExists }) => {
                     // Taking back an existing candidacy.
-                    let (existing, stat) =
-                        match crate::zk::traced("get_data", &candidate_path, client.get_data(&candidate_path)).await {
-                            Ok(found) => found,
-                            Err(zookeeper_client::Error::NoNode) => continue,
-                            Err(err) => return Err(err.into()),
-                        };
+                    let Some((existing, stat)) = client.get_data(&candidate_path).await? else { continue };
                     let existing: CandidateRecord = record::decode(&existing)?;
                     if existing.lease_id != key.lease_id {
                         return Err(Error::FailedPrecondition(CANDIDATE_ID_TAKEN));
                     }
-                    match crate::zk::traced(
-                        "set_data",
-                        &candidate_path,
-                        client.set_data(&candidate_path, &data, Some(stat.version)),
-                    )
-                    .await
-                    {
-                        Ok(stat) => {
+                    match client.set_data(&candidate_path, &data, Some(stat.version)).await {
+                        Ok(Some(stat)) => {
                             written_zxid = Some(stat.mzxid);
                             break;
                         }
-                        Err(zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode) => continue,
+                        Ok(None) | Err(BadVersion) => continue,
                         Err(err) => return Err(err.into()),
                     }
                 }
-                Err(MultiWriteError::OperationFailed { source, .. }) => return Err(source.into()),
-                Err(MultiWriteError::RequestFailed { source }) => return Err(source.into()),
+                Err(OpFailed { error, .. }) => return Err(error.into()),
             }
         }
         let written_zxid = written_zxid.ok_or(Error::Unavailable)?;
@@ -481,19 +468,16 @@ impl Elections {
         lease?;
         let (version, leads) = (version?, leads?);
         let binding_path = layout::binding(key.lease_id, &layout::candidacy_binding(&key.election, &key.candidate_id));
-        let mut multi = client.new_multi_writer();
+        let mut multi = client.multi();
         if let Some(election_version) = leads {
             multi.add_check_version(&layout::election(&key.election), election_version)?;
         }
         multi.add_delete(&candidate_path, Some(version))?;
         multi.add_delete(&binding_path, None)?;
-        match crate::zk::traced("multi", "", multi.commit()).await {
+        match multi.commit().await? {
             Ok(_) => Ok(()),
-            Err(MultiWriteError::OperationFailed { index: 0, .. }) if leads.is_some() => {
-                Err(Error::FailedPrecondition(NOT_LEADER_OF_TERM))
-            }
-            Err(MultiWriteError::OperationFailed { .. }) => Err(Error::FailedPrecondition(CANDIDACY_CHANGED)),
-            Err(MultiWriteError::RequestFailed { source }) => Err(source.into()),
+            Err(OpFailed { index: 0, .. }) if leads.is_some() => Err(Error::FailedPrecondition(NOT_LEADER_OF_TERM)),
+            Err(OpFailed { .. }) => Err(Error::FailedPrecondition(CANDIDACY_CHANGED)),
         }
     }
 
@@ -565,24 +549,18 @@ impl Elections {
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
         for _ in 0..MAX_ATTEMPTS {
             let election_version = check_leads(&client, key, term).await?;
-            let (data, stat) =
-                match crate::zk::traced("get_data", &candidate_path, client.get_data(&candidate_path)).await {
-                    Ok(found) => found,
-                    Err(zookeeper_client::Error::NoNode) => return Err(not_leader),
-                    Err(err) => return Err(err.into()),
-                };
+            let Some((data, stat)) = client.get_data(&candidate_path).await? else { return Err(not_leader) };
             let mut record: CandidateRecord = record::decode(&data)?;
             record.value_hex = crate::id::hex(value);
             // Written only while the election record still names this leader of `term`.
-            let mut multi = client.new_multi_writer();
+            let mut multi = client.multi();
             multi.add_check_version(&layout::election(&key.election), election_version)?;
             multi.add_set_data(&candidate_path, &record::encode(&record), Some(stat.version))?;
-            match crate::zk::traced("multi", "", multi.commit()).await {
+            match multi.commit().await? {
                 Ok(_) => return Ok(()),
                 // The election or the candidacy changed: look again (a deposition is then seen
                 // by `check_leads`, a vanished candidacy by the read).
-                Err(MultiWriteError::OperationFailed { .. }) => continue,
-                Err(MultiWriteError::RequestFailed { source }) => return Err(source.into()),
+                Err(OpFailed { .. }) => continue,
             }
         }
         Err(Error::Unavailable)
@@ -691,17 +669,10 @@ impl Elections {
                 .and_then(|c| c.lease_ttl)
                 .map_or(Duration::ZERO, watch::deposition_grace);
         let path = layout::election(name);
-        match crate::zk::traced(
-            "set_data",
-            &path,
-            client.set_data(&path, &record::encode(&record), Some(state.version)),
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(zookeeper_client::Error::BadVersion) => {
-                return Err(Error::FailedPrecondition(LEADERSHIP_CHANGED));
-            }
+        match client.set_data(&path, &record::encode(&record), Some(state.version)).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(NoNode.into()),
+            Err(BadVersion) => return Err(Error::FailedPrecondition(LEADERSHIP_CHANGED)),
             Err(err) => return Err(err.into()),
         }
         watch.poke();
@@ -749,53 +720,44 @@ impl Elections {
 
 /// Creates the election with `preempt` (off when unspecified) unless it exists; an explicit
 /// policy must match an existing election's.
-async fn ensure_election(client: &Client, acls: Acls<'_>, name: &Name, preempt: Option<bool>) -> Result<()> {
+async fn ensure_election(client: &Zk, acls: Acls<'_>, name: &Name, preempt: Option<bool>) -> Result<()> {
     let path = layout::election(name);
     let record = ElectionRecord { preempt: preempt.unwrap_or(false), ..Default::default() };
     let persistent = CreateMode::Persistent.with_acls(acls);
-    let mut multi = client.new_multi_writer();
+    let mut multi = client.multi();
     multi.add_create(&path, &record::encode(&record), &persistent)?;
     multi.add_create(&layout::candidates(name), &[], &persistent)?;
-    match crate::zk::traced("multi", "", multi.commit()).await {
+    match multi.commit().await? {
         Ok(_) => Ok(()),
-        Err(MultiWriteError::OperationFailed { index: 0, source: zookeeper_client::Error::NodeExists }) => {
-            let (data, _) = crate::zk::traced("get_data", &path, client.get_data(&path)).await?;
+        Err(OpFailed { index: 0, error: NodeExists }) => {
+            let (data, _) = client.get_data(&path).await?.ok_or(NoNode)?;
             let existing: ElectionRecord = record::decode(&data)?;
             match preempt {
                 Some(wanted) if wanted != existing.preempt => Err(Error::FailedPrecondition(OTHER_PREEMPT_POLICY)),
                 _ => Ok(()),
             }
         }
-        Err(MultiWriteError::OperationFailed { source, .. }) => Err(source.into()),
-        Err(MultiWriteError::RequestFailed { source }) => Err(source.into()),
+        Err(OpFailed { error, .. }) => Err(error.into()),
     }
 }
 
 /// The version of the candidate znode, if it is bound to `lease_id`.
-async fn own_candidate(client: &Client, path: &str, lease_id: i64) -> Result<i32> {
-    match crate::zk::traced("get_data", path, client.get_data(path)).await {
-        Ok((data, stat)) => {
-            let record: CandidateRecord = record::decode(&data)?;
-            if record.lease_id != lease_id {
-                return Err(Error::FailedPrecondition(NOT_A_CANDIDATE));
-            }
-            Ok(stat.version)
-        }
-        Err(zookeeper_client::Error::NoNode) => Err(Error::FailedPrecondition(NOT_A_CANDIDATE)),
-        Err(err) => Err(err.into()),
+async fn own_candidate(client: &Zk, path: &str, lease_id: i64) -> Result<i32> {
+    let not_a_candidate = || Error::FailedPrecondition(NOT_A_CANDIDATE);
+    let (data, stat) = client.get_data(path).await?.ok_or_else(not_a_candidate)?;
+    let record: CandidateRecord = record::decode(&data)?;
+    if record.lease_id != lease_id {
+        return Err(not_a_candidate());
     }
+    Ok(stat.version)
 }
 
 /// Checks that `key` leads `term` now; returns the election record's version, for a write that
 /// must happen only while that holds.
-async fn check_leads(client: &Client, key: &CandidateKey, term: i64) -> Result<i32> {
+async fn check_leads(client: &Zk, key: &CandidateKey, term: i64) -> Result<i32> {
     let not_leader = Error::FailedPrecondition(NOT_LEADER_OF_TERM);
     let path = layout::election(&key.election);
-    let (data, stat) = match crate::zk::traced("get_data", &path, client.get_data(&path)).await {
-        Ok(found) => found,
-        Err(zookeeper_client::Error::NoNode) => return Err(not_leader),
-        Err(err) => return Err(err.into()),
-    };
+    let Some((data, stat)) = client.get_data(&path).await? else { return Err(not_leader) };
     let record: ElectionRecord = record::decode(&data)?;
     match record.leader {
         Some(leader)

@@ -18,7 +18,6 @@ use std::{
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use zookeeper_client::Client;
 
 use super::{
     CandidateStatus, ElectionContext,
@@ -30,7 +29,7 @@ use crate::{
     recipe::{instance::now_unix_ms, lease::record::LeaseRecord},
     sync_util::lock,
     validate::Name,
-    zk::layout,
+    zk::{RETRY_PAUSE, Zk, ZkResult, layout},
 };
 
 /// States kept for streams that fall behind; a stream further behind than this skips ahead.
@@ -40,8 +39,6 @@ const STATE_HISTORY: usize = 1024;
 /// that a stuck client cannot grow the instance's memory. Statuses are only sent when they
 /// change, so this takes hundreds of leadership or leader-health changes.
 pub(super) const CAMPAIGN_BACKLOG: usize = 256;
-/// Pause before retrying after a ZooKeeper failure.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long after it is first seen a deposition may complete without the deposed leader's
 /// acknowledgement, for a leader whose lease has ttl `ttl`: by then its owner has surely
 /// stopped acting as leader (see [`crate::recipe::lease::validity_grace`]; a heartbeat answer
@@ -310,7 +307,7 @@ impl WatchTask {
     /// Re-reads what changed and returns the new state.
     async fn refresh(
         &self,
-        client: &Client,
+        client: &Zk,
         cache: &mut Cache,
         watches: &mut FuturesUnordered<WatchFuture>,
         election_dirty: bool,
@@ -321,13 +318,13 @@ impl WatchTask {
         let mut state = ElectionState { candidates: BTreeMap::new(), ..(*previous).clone() };
         if election_dirty || !previous.exists {
             match read_data(client, &path, Fired::Election, cache, watches).await {
-                Ok((data, stat)) => {
+                Ok(Some((data, stat))) => {
                     state.exists = true;
                     state.record = record::decode(&data)?;
                     state.version = stat.version;
                     state.token = u64::try_from(stat.mzxid).unwrap_or(0);
                 }
-                Err(zookeeper_client::Error::NoNode) => {
+                Ok(None) => {
                     arm_exists(client, &path, Fired::Election, cache, watches).await?;
                     cache.candidates.clear();
                     return Ok(ElectionState::default());
@@ -351,25 +348,25 @@ impl WatchTask {
         if children_dirty || !previous.exists || unknown_named {
             let dir = layout::candidates(&self.name);
             let listed = if cache.pending.contains(&Fired::Children) {
-                crate::zk::traced("get_children", &dir, client.get_children(&dir)).await
+                client.get_children(&dir).await
             } else {
-                crate::zk::traced("get_and_watch_children", &dir, client.get_and_watch_children(&dir)).await.map(
-                    |(children, stat, watcher)| {
+                client.get_and_watch_children(&dir).await.map(|listed| {
+                    listed.map(|(children, stat, watcher)| {
                         cache.pending.insert(Fired::Children);
                         watches.push(Box::pin(async move {
                             watcher.changed().await;
                             Fired::Children
                         }));
                         (children, stat)
-                    },
-                )
+                    })
+                })
             };
             let children = match listed {
-                Ok((children, stat)) => {
+                Ok(Some((children, stat))) => {
                     state.children_pzxid = stat.pzxid;
                     children
                 }
-                Err(zookeeper_client::Error::NoNode) => {
+                Ok(None) => {
                     arm_exists(client, &dir, Fired::Children, cache, watches).await?;
                     Vec::new()
                 }
@@ -391,7 +388,7 @@ impl WatchTask {
             let Ok(candidate_id) = Name::parse("candidate", &id) else { continue };
             let candidate_path = layout::candidate(&self.name, &candidate_id);
             match read_data(client, &candidate_path, Fired::Candidate(id.clone()), cache, watches).await {
-                Ok((data, stat)) => {
+                Ok(Some((data, stat))) => {
                     let record: CandidateRecord = record::decode(&data)?;
                     let health = cache.candidates.get(&id).and_then(|c| c.health.clone());
                     let lease_ttl = cache.candidates.get(&id).and_then(|c| c.lease_ttl);
@@ -410,7 +407,7 @@ impl WatchTask {
                     };
                     cache.candidates.insert(id.clone(), Arc::new(view));
                 }
-                Err(zookeeper_client::Error::NoNode) => {
+                Ok(None) => {
                     cache.candidates.remove(&id);
                 }
                 Err(err) => {
@@ -424,12 +421,12 @@ impl WatchTask {
             let read = read_data(client, &layout::lease(lease_id), Fired::Lease(lease_id), cache, watches).await;
             let Some(candidate) = cache.candidates.get_mut(&id).map(Arc::make_mut) else { continue };
             match read {
-                Ok((data, _)) => {
+                Ok(Some((data, _))) => {
                     let record = LeaseRecord::decode(&data).ok();
                     candidate.lease_ttl = record.as_ref().map(LeaseRecord::ttl);
                     candidate.health = record.map(|r| r.health);
                 }
-                Err(zookeeper_client::Error::NoNode) => {
+                Ok(None) => {
                     candidate.health = None;
                     candidate.lease_ttl = None;
                 }
@@ -460,7 +457,7 @@ impl WatchTask {
         {
             for lease_id in vanished {
                 let path = layout::lease(lease_id);
-                if matches!(crate::zk::traced("check_stat", &path, client.check_stat(&path)).await, Ok(None)) {
+                if matches!(client.check_stat(&path).await, Ok(None)) {
                     gone_leases.insert(lease_id);
                 }
             }
@@ -505,7 +502,7 @@ impl WatchTask {
     /// saw it.
     async fn elect(
         &self,
-        client: &Client,
+        client: &Zk,
         state: &ElectionState,
         deposition_seen: Option<&(Deposition, tokio::time::Instant)>,
     ) -> Option<ElectionState> {
@@ -546,7 +543,7 @@ fn note_deposition(seen: &mut Option<(Deposition, tokio::time::Instant)>, state:
 /// # Cancellation safety
 /// One request: a cancelled write happened entirely or not at all (the watch then tells).
 pub(super) async fn write(
-    client: &Client,
+    client: &Zk,
     name: &Name,
     state: &ElectionState,
     decision: Decision,
@@ -584,15 +581,21 @@ pub(super) async fn write(
     let path = layout::election(name);
     let data = record::encode(&record);
     let written = match &elected {
-        None => crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(state.version)))
-            .await
-            .map_err(|err| err.to_string()),
+        None => match client.set_data(&path, &data, Some(state.version)).await {
+            Ok(Some(stat)) => Ok(stat),
+            Ok(None) => Err(zookeeper_client::Error::NoNode.to_string()),
+            Err(err) => Err(err.to_string()),
+        },
         Some((candidate_path, candidate_version)) => {
             let written = async {
-                let mut multi = client.new_multi_writer();
+                let mut multi = client.multi();
                 multi.add_set_data(&path, &data, Some(state.version)).map_err(|e| e.to_string())?;
                 multi.add_check_version(candidate_path, *candidate_version).map_err(|e| e.to_string())?;
-                let results = crate::zk::traced("multi", &path, multi.commit()).await.map_err(|e| e.to_string())?;
+                let results = multi
+                    .commit()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|failed| format!("operation at index {} failed: {}", failed.index, failed.error))?;
                 results
                     .into_iter()
                     .find_map(|r| match r {
@@ -621,27 +624,27 @@ pub(super) async fn write(
 /// registered while one is pending could be consumed by the event the first one is waiting
 /// for, and the next change would then go unnoticed.
 async fn read_data(
-    client: &Client,
+    client: &Zk,
     path: &str,
     key: Fired,
     cache: &mut Cache,
     watches: &mut FuturesUnordered<WatchFuture>,
-) -> std::result::Result<(Vec<u8>, zookeeper_client::Stat), zookeeper_client::Error> {
+) -> ZkResult<Option<(Vec<u8>, zookeeper_client::Stat)>> {
     if cache.pending.contains(&key) {
-        return crate::zk::traced("get_data", path, client.get_data(path)).await;
+        return client.get_data(path).await;
     }
-    let (data, stat, watcher) = crate::zk::traced("get_and_watch_data", path, client.get_and_watch_data(path)).await?;
+    let Some((data, stat, watcher)) = client.get_and_watch_data(path).await? else { return Ok(None) };
     cache.pending.insert(key.clone());
     watches.push(Box::pin(async move {
         watcher.changed().await;
         key
     }));
-    Ok((data, stat))
+    Ok(Some((data, stat)))
 }
 
 /// Arms an existence watch on a missing znode, unless a watch on it is pending.
 async fn arm_exists(
-    client: &Client,
+    client: &Zk,
     path: &str,
     key: Fired,
     cache: &mut Cache,
@@ -650,7 +653,7 @@ async fn arm_exists(
     if cache.pending.contains(&key) {
         return Ok(());
     }
-    let (_, watcher) = crate::zk::traced("check_and_watch_stat", path, client.check_and_watch_stat(path)).await?;
+    let (_, watcher) = client.check_and_watch_stat(path).await?;
     cache.pending.insert(key.clone());
     watches.push(Box::pin(async move {
         watcher.changed().await;

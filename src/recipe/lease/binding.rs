@@ -44,12 +44,11 @@
 
 use futures_util::future::{join_all, try_join_all};
 use serde::{Deserialize, Serialize};
-use zookeeper_client::Client;
 
 use crate::{
     error::{Error, Result},
     validate::Name,
-    zk::layout,
+    zk::{Zk, layout},
 };
 
 /// The data of a binding.
@@ -181,19 +180,15 @@ pub(super) struct Bound {
 ///
 /// # Cancellation safety
 /// Read-only: safe to cancel.
-pub(super) async fn read(client: &Client, lease: &str, children: &[String]) -> Result<Vec<Bound>> {
+pub(super) async fn read(client: &Zk, lease: &str, children: &[String]) -> Result<Vec<Bound>> {
     let reads = children.iter().map(|child| async move {
         let path = format!("{lease}/{child}");
-        let read = crate::zk::traced("get_data", &path, client.get_data(&path)).await;
+        let read = client.get_data(&path).await;
         (child, path, read)
     });
     let mut bound = Vec::with_capacity(children.len());
     for (name, path, read) in join_all(reads).await {
-        let data = match read {
-            Ok((data, _)) => data,
-            Err(zookeeper_client::Error::NoNode) => continue,
-            Err(err) => return Err(err.into()),
-        };
+        let Some((data, _)) = read? else { continue };
         let record = decode(name, &data)
             .map_err(|err| match err {
                 Error::Internal(why) => Error::Internal(format!("binding {path}: {why}")),
@@ -213,21 +208,18 @@ pub(super) async fn read(client: &Client, lease: &str, children: &[String]) -> R
 ///
 /// # Cancellation safety
 /// Read-only: safe to cancel.
-pub(super) async fn owned(client: &Client, record: &BindingRecord) -> Result<Vec<String>> {
+pub(super) async fn owned(client: &Zk, record: &BindingRecord) -> Result<Vec<String>> {
     let resolved = try_join_all(record.owns.iter().map(|owned| async move {
         match owned {
-            Owned::Node { path } => Ok(vec![path.clone()]),
-            Owned::Children { parent, prefix } => {
-                match crate::zk::traced("list_children", parent, client.list_children(parent)).await {
-                    Ok(children) => Ok(children
-                        .into_iter()
-                        .filter(|child| child.starts_with(prefix.as_str()))
-                        .map(|child| format!("{parent}/{child}"))
-                        .collect()),
-                    Err(zookeeper_client::Error::NoNode) => Ok(Vec::new()),
-                    Err(err) => Err(Error::from(err)),
-                }
-            }
+            Owned::Node { path } => Ok::<_, Error>(vec![path.clone()]),
+            Owned::Children { parent, prefix } => Ok(client
+                .list_children(parent)
+                .await?
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|child| child.starts_with(prefix.as_str()))
+                .map(|child| format!("{parent}/{child}"))
+                .collect()),
         }
     }))
     .await?;

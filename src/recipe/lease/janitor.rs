@@ -40,8 +40,11 @@ use crate::{
 
 /// How often the janitor re-reads all lease records even without a membership change.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
-/// Pause before retrying after a ZooKeeper failure.
-const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Pause before retrying after a ZooKeeper failure: longer than [`crate::zk::RETRY_PAUSE`]
+/// (100 ms), which RPCs and confirmations wait on. Nothing waits on the janitor (an orphan's
+/// deadline is `ttl + margin` away, not a matter of milliseconds), and when ZooKeeper fails,
+/// every instance's janitor retries at once: a slower pause loads a recovering ensemble less.
+const JANITOR_RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 #[derive(Debug)]
 struct Orphan {
@@ -77,7 +80,7 @@ pub(super) async fn run(inner: Arc<LeasesState>) {
                 tracing::debug!(error = %err, "janitor cannot work yet");
                 tokio::select! {
                     () = inner.shutdown.cancelled() => return,
-                    () = tokio::time::sleep(RETRY_PAUSE) => {}
+                    () = tokio::time::sleep(JANITOR_RETRY_PAUSE) => {}
                 }
             }
         }
@@ -92,12 +95,8 @@ async fn step(
     leads: &mut HashMap<String, Duration>,
 ) -> Result<zookeeper_client::OneshotWatcher> {
     let client = inner.session.client()?;
-    let (instances, watcher) = crate::zk::traced(
-        "list_and_watch_children",
-        layout::INSTANCES,
-        client.list_and_watch_children(layout::INSTANCES),
-    )
-    .await?;
+    let (instances, watcher) =
+        client.list_and_watch_children(layout::INSTANCES).await?.ok_or(zookeeper_client::Error::NoNode)?;
     let registered: HashSet<String> = instances.into_iter().collect();
     if registered.iter().min() != Some(&inner.me.name) {
         orphans.clear();
@@ -108,13 +107,12 @@ async fn step(
     let new: Vec<String> = registered.iter().filter(|name| !leads.contains_key(*name)).cloned().collect();
     for name in new {
         let path = layout::instance(&name);
-        let lead = match crate::zk::traced("get_data", &path, client.get_data(&path)).await {
-            Ok((data, _)) => serde_json::from_slice::<InstanceInfo>(&data)
+        let lead = match client.get_data(&path).await? {
+            Some((data, _)) => serde_json::from_slice::<InstanceInfo>(&data)
                 .ok()
                 .and_then(|info| info.session_timeout_ms)
                 .map_or(Duration::ZERO, |ms| ProofTiming::confirmation_lead(Duration::from_millis(ms))),
-            Err(zookeeper_client::Error::NoNode) => Duration::ZERO, // gone already
-            Err(err) => return Err(err.into()),
+            None => Duration::ZERO, // gone already
         };
         leads.insert(name, lead);
     }

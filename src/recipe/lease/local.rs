@@ -46,7 +46,7 @@ use std::{
 };
 
 use tokio::sync::{Notify, watch};
-use zookeeper_client::{Client, EventType};
+use zookeeper_client::EventType;
 
 use super::{
     End, LeasesState,
@@ -57,14 +57,12 @@ use crate::{
     error::{Error, Result},
     recipe::health::Health,
     sync_util::lock,
-    zk::{Proof, layout},
+    zk::{Proof, RETRY_PAUSE, Zk, layout},
 };
 
 /// How long past `ttl` the home waits before deleting an expired lease. Covers watch delivery
 /// delay (see the module docs) and stays well inside the promised `ttl + 500 ms`.
 pub const EXPIRY_MARGIN: Duration = Duration::from_millis(200);
-/// Pause before retrying a ZooKeeper operation that failed for lack of a connection.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Liveness of a lease attached here.
 #[derive(Debug)]
@@ -335,22 +333,21 @@ impl Home<'_> {
 pub(super) async fn arm(
     home: Home<'_>,
     health: &Health,
-    client: &Client,
+    client: &Zk,
     path: &str,
     version: &mut i32,
     written_session: &mut i64,
 ) -> Result<Option<zookeeper_client::OneshotWatcher>> {
     let session_id = client.session_id().0;
     loop {
-        let (stat, watcher) =
-            crate::zk::traced("check_and_watch_stat", path, client.check_and_watch_stat(path)).await?;
+        let (stat, watcher) = client.check_and_watch_stat(path).await?;
         let stat = stat.ok_or(Error::LeaseNotFound)?;
         if stat.version == *version && *written_session == session_id {
             return Ok(Some(watcher));
         }
         // Changed since our last write, or a new session: look at the record itself. The watch
         // is already armed, so no later change goes unnoticed.
-        let (data, stat) = crate::zk::traced("get_data", path, client.get_data(path)).await.map_err(not_found)?;
+        let (data, stat) = client.get_data(path).await?.ok_or(Error::LeaseNotFound)?;
         let mut record = LeaseRecord::decode(&data)?;
         if !home.owns(&record) {
             return Ok(None);
@@ -365,22 +362,16 @@ pub(super) async fn arm(
             return Ok(Some(watcher));
         }
         record.health = health.clone(); // the latest, in case a health write was lost
-        match crate::zk::traced("set_data", path, client.set_data(path, &record.encode(), Some(stat.version))).await {
-            Ok(stat) => {
+        match client.set_data(path, &record.encode(), Some(stat.version)).await {
+            Ok(Some(stat)) => {
                 *version = stat.version;
                 *written_session = session_id;
                 // The watch just armed fires for this write; the loop arms a fresh one.
             }
+            Ok(None) => return Err(Error::LeaseNotFound),
             Err(zookeeper_client::Error::BadVersion) => {}
-            Err(err) => return Err(not_found(err)),
+            Err(err) => return Err(err.into()),
         }
-    }
-}
-
-fn not_found(err: zookeeper_client::Error) -> Error {
-    match err {
-        zookeeper_client::Error::NoNode => Error::LeaseNotFound,
-        other => other.into(),
     }
 }
 
@@ -399,9 +390,9 @@ async fn write_health(
         tokio::time::sleep(RETRY_PAUSE).await;
     };
     let Ok(client) = inner.session.client() else { return retry().await };
-    let (data, stat) = match crate::zk::traced("get_data", path, client.get_data(path)).await {
-        Ok(found) => found,
-        Err(zookeeper_client::Error::NoNode) => return,
+    let (data, stat) = match client.get_data(path).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return,
         Err(_) => return retry().await,
     };
     let Ok(mut record) = LeaseRecord::decode(&data) else { return };
@@ -412,12 +403,12 @@ async fn write_health(
         return;
     }
     record.health = lease.health();
-    match crate::zk::traced("set_data", path, client.set_data(path, &record.encode(), Some(stat.version))).await {
-        Ok(stat) => {
+    match client.set_data(path, &record.encode(), Some(stat.version)).await {
+        Ok(Some(stat)) => {
             *version = stat.version;
             *written_session = client.session_id().0;
         }
-        Err(zookeeper_client::Error::NoNode) => {}
+        Ok(None) => {}
         Err(err) => {
             tracing::debug!(lease = lease.id, error = %err, "health write failed; retrying");
             retry().await;
@@ -444,15 +435,15 @@ async fn expire(inner: &LeasesState, lease: &LocalLease, path: &str, mut version
         }
         if !known {
             match inner.session.client() {
-                Ok(client) => match crate::zk::traced("get_data", path, client.get_data(path)).await {
-                    Ok((data, stat)) => match LeaseRecord::decode(&data) {
+                Ok(client) => match client.get_data(path).await {
+                    Ok(Some((data, stat))) => match LeaseRecord::decode(&data) {
                         Ok(record) if home.owns(&record) => {
                             version = stat.version;
                             known = true;
                         }
                         _ => return Some(End::Moved),
                     },
-                    Err(zookeeper_client::Error::NoNode) => return Some(End::Gone),
+                    Ok(None) => return Some(End::Gone),
                     Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
                 },
                 Err(_) => tokio::time::sleep(RETRY_PAUSE).await,

@@ -40,7 +40,7 @@ use std::{
 };
 
 use tokio_util::sync::CancellationToken;
-use zookeeper_client::{Client, CreateMode};
+use zookeeper_client::CreateMode;
 
 pub use self::local::LocalLease;
 use self::{record::LeaseRecord, zkops::DeleteOutcome};
@@ -51,7 +51,7 @@ use crate::{
         instance::{Incarnation, now_unix_ms},
     },
     sync_util::lock,
-    zk::{ZkSession, layout},
+    zk::{Zk, ZkSession, layout},
 };
 
 /// How many random ids a grant tries before giving up (a collision is astronomically rare).
@@ -160,13 +160,7 @@ impl LeasesState {
 
     /// Starts tracking a lease this instance just wrote (as `version`) as its home. Arms the
     /// record's watch first, so that the first heartbeat can already be confirmed.
-    async fn adopt(
-        self: &Arc<Self>,
-        id: i64,
-        record: &LeaseRecord,
-        mut version: i32,
-        client: &Client,
-    ) -> Arc<LocalLease> {
+    async fn adopt(self: &Arc<Self>, id: i64, record: &LeaseRecord, mut version: i32, client: &Zk) -> Arc<LocalLease> {
         let lease = Arc::new(LocalLease::new(id, record));
         let mut written_session = client.session_id().0;
         let path = layout::lease(id);
@@ -247,13 +241,13 @@ impl Leases {
             for _ in 0..MAX_ID_ATTEMPTS {
                 let id = secret::new_lease_id();
                 let path = layout::lease(id);
-                match crate::zk::traced("create", &path, client.create(&path, &data, &mode)).await {
-                    Ok((stat, _)) => {
+                match client.create(&path, &data, &mode).await {
+                    Ok(Some(stat)) => {
                         inner.adopt(id, &record, stat.version, &client).await;
                         tracing::debug!(lease = id, owner = %record.owner, "lease granted");
                         return Ok(Granted { id, secret, ttl: request.ttl });
                     }
-                    Err(zookeeper_client::Error::NodeExists) => continue,
+                    Ok(None) => continue, // the id is taken
                     Err(err) => {
                         let err = Error::from(err);
                         if err.is_retryable() {
@@ -359,10 +353,7 @@ impl Leases {
         let client = self.inner.session.client()?;
         let path = layout::lease(id);
         let (record, children) = tokio::try_join!(read(&client, &path), async {
-            crate::zk::traced("list_children", &path, client.list_children(&path)).await.map_err(|e| match e {
-                zookeeper_client::Error::NoNode => Error::LeaseNotFound,
-                other => other.into(),
-            })
+            client.list_children(&path).await?.ok_or(Error::LeaseNotFound)
         })?;
         let mut view = self.view(id, record.0);
         view.bindings =
@@ -393,7 +384,7 @@ impl Leases {
 ///
 /// # Errors
 /// [`Error::LeaseNotFound`], [`Error::WrongSecret`], [`Error::Unavailable`].
-pub async fn read_verified(client: &Client, id: i64, secret: &str) -> Result<(LeaseRecord, i32)> {
+pub async fn read_verified(client: &Zk, id: i64, secret: &str) -> Result<(LeaseRecord, i32)> {
     let (record, version) = read(client, &layout::lease(id)).await?;
     if !secret::matches(secret, &record.secret_sha256) {
         return Err(Error::WrongSecret);
@@ -404,12 +395,9 @@ pub async fn read_verified(client: &Client, id: i64, secret: &str) -> Result<(Le
     Ok((record, version))
 }
 
-async fn read(client: &zookeeper_client::Client, path: &str) -> Result<(LeaseRecord, i32)> {
-    match crate::zk::traced("get_data", path, client.get_data(path)).await {
-        Ok((data, stat)) => Ok((LeaseRecord::decode(&data)?, stat.version)),
-        Err(zookeeper_client::Error::NoNode) => Err(Error::LeaseNotFound),
-        Err(err) => Err(err.into()),
-    }
+async fn read(client: &Zk, path: &str) -> Result<(LeaseRecord, i32)> {
+    let (data, stat) = client.get_data(path).await?.ok_or(Error::LeaseNotFound)?;
+    Ok((LeaseRecord::decode(&data)?, stat.version))
 }
 
 /// Makes this instance the home of lease `id` with a versioned write.
@@ -423,10 +411,7 @@ async fn claim(inner: &Arc<LeasesState>, id: i64, secret: &str) -> Result<Arc<Lo
     // Bounded like a proof: a sync that cannot complete soon (no ZooKeeper leader) fails the
     // claim at once, so the client tries another instance instead of waiting here.
     let window = inner.session.proofs().timing().window;
-    tokio::time::timeout(window * 2, crate::zk::traced("sync", &path, client.sync(&path)))
-        .await
-        .map_err(|_| Error::Unavailable)?
-        .map_err(Error::from)?;
+    tokio::time::timeout(window * 2, client.sync(&path)).await.map_err(|_| Error::Unavailable)?.map_err(Error::from)?;
     for _ in 0..MAX_CLAIM_ATTEMPTS {
         let (mut record, version) = read_verified(&client, id, secret).await?;
         if let Some(lease) = inner.local(id)
@@ -439,13 +424,13 @@ async fn claim(inner: &Arc<LeasesState>, id: i64, secret: &str) -> Result<Arc<Lo
         let previous = std::mem::replace(&mut record.home, inner.me.name.clone());
         record.home_instance = inner.me.instance_id.clone();
         record.attachment = secret::new_attachment();
-        match crate::zk::traced("set_data", &path, client.set_data(&path, &record.encode(), Some(version))).await {
-            Ok(stat) => {
+        match client.set_data(&path, &record.encode(), Some(version)).await {
+            Ok(Some(stat)) => {
                 tracing::info!(lease = id, from = %previous, "lease claimed");
                 return Ok(inner.adopt(id, &record, stat.version, &client).await);
             }
+            Ok(None) => return Err(Error::LeaseNotFound),
             Err(zookeeper_client::Error::BadVersion) => continue,
-            Err(zookeeper_client::Error::NoNode) => return Err(Error::LeaseNotFound),
             Err(err) => {
                 let err = Error::from(err);
                 if err.is_retryable() {

@@ -1,9 +1,12 @@
 //! ZooKeeper operations on lease records shared by the home instance, Revoke and the janitor.
 
-use zookeeper_client::{Client, MultiWriteError};
+use zookeeper_client::Error::{BadVersion, NoNode, NotEmpty};
 
 use super::{binding, record::LeaseRecord};
-use crate::{error::Result, zk::layout};
+use crate::{
+    error::Result,
+    zk::{OpFailed, Zk, layout},
+};
 
 /// How a lease deletion ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,16 +49,12 @@ const OP_BYTES: usize = 16;
 /// Each transaction is atomic. A lease deleted in one transaction is deleted entirely or not
 /// at all; a large lease cancelled half-way is left marked `ending` with some bindings
 /// released (nothing can claim or bind to it any more; the next deletion finishes it).
-pub async fn delete_lease(client: &Client, path: &str, mut version: Option<i32>) -> Result<DeleteOutcome> {
+pub async fn delete_lease(client: &Zk, path: &str, mut version: Option<i32>) -> Result<DeleteOutcome> {
     // Without a version from the caller (Revoke), a version this call set by marking the
     // record is only ours: losing it to another write (a health change) means "again".
     let any_version = version.is_none();
     for _ in 0..MAX_ATTEMPTS {
-        let children = match crate::zk::traced("list_children", path, client.list_children(path)).await {
-            Ok(children) => children,
-            Err(zookeeper_client::Error::NoNode) => return Ok(DeleteOutcome::Missing),
-            Err(err) => return Err(err.into()),
-        };
+        let Some(children) = client.list_children(path).await? else { return Ok(DeleteOutcome::Missing) };
         let bound = binding::read(client, path, &children).await?;
         let mut groups = Vec::with_capacity(bound.len());
         for binding in bound {
@@ -77,24 +76,23 @@ pub async fn delete_lease(client: &Client, path: &str, mut version: Option<i32>)
                 None => continue, // released: list again, then delete the rest in one
             }
         }
-        let mut multi = client.new_multi_writer();
+        let mut multi = client.multi();
         let mut ops = 0;
         for target in groups.iter().flatten() {
             multi.add_delete(target, None)?;
             ops += 1;
         }
         multi.add_delete(path, version)?;
-        match crate::zk::traced("multi", "", multi.commit()).await {
+        match multi.commit().await? {
             Ok(_) => return Ok(DeleteOutcome::Deleted),
-            Err(MultiWriteError::OperationFailed { index, source }) => match source {
-                zookeeper_client::Error::BadVersion if index == ops && any_version => continue,
-                zookeeper_client::Error::BadVersion if index == ops => return Ok(DeleteOutcome::VersionChanged),
-                zookeeper_client::Error::NoNode if index == ops => return Ok(DeleteOutcome::Missing),
+            Err(OpFailed { index, error }) => match error {
+                BadVersion if index == ops && any_version => continue,
+                BadVersion if index == ops => return Ok(DeleteOutcome::VersionChanged),
+                NoNode if index == ops => return Ok(DeleteOutcome::Missing),
                 // A binding vanished or appeared meanwhile: list again.
-                zookeeper_client::Error::NoNode | zookeeper_client::Error::NotEmpty => continue,
+                NoNode | NotEmpty => continue,
                 other => return Err(other.into()),
             },
-            Err(MultiWriteError::RequestFailed { source }) => return Err(source.into()),
         }
     }
     // Bindings kept changing: let the caller retry later.
@@ -103,12 +101,8 @@ pub async fn delete_lease(client: &Client, path: &str, mut version: Option<i32>)
 
 /// Marks the record at `path` `ending` if its version is `version` (any when `None`); the
 /// record's new version, or how the lease deletion ends (it changed, or it is gone).
-async fn mark_ending(client: &Client, path: &str, version: Option<i32>) -> Result<Result<i32, DeleteOutcome>> {
-    let (data, stat) = match crate::zk::traced("get_data", path, client.get_data(path)).await {
-        Ok(found) => found,
-        Err(zookeeper_client::Error::NoNode) => return Ok(Err(DeleteOutcome::Missing)),
-        Err(err) => return Err(err.into()),
-    };
+async fn mark_ending(client: &Zk, path: &str, version: Option<i32>) -> Result<Result<i32, DeleteOutcome>> {
+    let Some((data, stat)) = client.get_data(path).await? else { return Ok(Err(DeleteOutcome::Missing)) };
     if version.is_some_and(|v| v != stat.version) {
         return Ok(Err(DeleteOutcome::VersionChanged));
     }
@@ -117,11 +111,10 @@ async fn mark_ending(client: &Client, path: &str, version: Option<i32>) -> Resul
         return Ok(Ok(stat.version));
     }
     record.ending = true;
-    let written = client.set_data(path, &record.encode(), Some(stat.version));
-    match crate::zk::traced("set_data", path, written).await {
-        Ok(stat) => Ok(Ok(stat.version)),
-        Err(zookeeper_client::Error::BadVersion) => Ok(Err(DeleteOutcome::VersionChanged)),
-        Err(zookeeper_client::Error::NoNode) => Ok(Err(DeleteOutcome::Missing)),
+    match client.set_data(path, &record.encode(), Some(stat.version)).await {
+        Ok(Some(stat)) => Ok(Ok(stat.version)),
+        Ok(None) => Ok(Err(DeleteOutcome::Missing)),
+        Err(BadVersion) => Ok(Err(DeleteOutcome::VersionChanged)),
         Err(err) => Err(err.into()),
     }
 }
@@ -131,7 +124,7 @@ async fn mark_ending(client: &Client, path: &str, version: Option<i32>) -> Resul
 /// `Some` when the record's version changed or it vanished (stop there); `None` when done
 /// or when a binding vanished meanwhile (list again).
 async fn release_in_batches(
-    client: &Client,
+    client: &Zk,
     path: &str,
     version: i32,
     groups: &[Vec<String>],
@@ -149,21 +142,16 @@ async fn release_in_batches(
     }
     tracing::info!(lease = path, bindings = groups.len(), batches = batches.len(), "deleting a large lease in batches");
     for batch in batches {
-        let mut multi = client.new_multi_writer();
+        let mut multi = client.multi();
         multi.add_check_version(path, version)?;
         for target in batch {
             multi.add_delete(target, None)?;
         }
-        match crate::zk::traced("multi", "", multi.commit()).await {
+        match multi.commit().await? {
             Ok(_) => {}
-            Err(MultiWriteError::OperationFailed { index: 0, source }) => {
-                return Ok(Some(match source {
-                    zookeeper_client::Error::BadVersion => DeleteOutcome::VersionChanged,
-                    _ => DeleteOutcome::Missing,
-                }));
-            }
-            Err(MultiWriteError::OperationFailed { .. }) => return Ok(None),
-            Err(MultiWriteError::RequestFailed { source }) => return Err(source.into()),
+            Err(OpFailed { index: 0, error: BadVersion }) => return Ok(Some(DeleteOutcome::VersionChanged)),
+            Err(OpFailed { index: 0, .. }) => return Ok(Some(DeleteOutcome::Missing)),
+            Err(OpFailed { .. }) => return Ok(None),
         }
     }
     Ok(None)
@@ -177,26 +165,23 @@ async fn release_in_batches(
 ///
 /// # Cancellation safety
 /// Read-only: safe to cancel.
-pub async fn read_all(client: &Client) -> Result<Vec<(i64, LeaseRecord, i32)>> {
-    let mut ids: Vec<i64> = crate::zk::traced("list_children", layout::LEASES, client.list_children(layout::LEASES))
-        .await?
-        .iter()
-        .filter_map(|c| layout::lease_id(c))
-        .collect();
+pub async fn read_all(client: &Zk) -> Result<Vec<(i64, LeaseRecord, i32)>> {
+    let mut ids: Vec<i64> =
+        client.list_children(layout::LEASES).await?.ok_or(NoNode)?.iter().filter_map(|c| layout::lease_id(c)).collect();
     ids.sort_unstable();
     // One request each, all in flight at once on the session's connection.
     let reads = ids.iter().map(|&id| async move {
         let path = layout::lease(id);
-        (id, crate::zk::traced("get_data", &path, client.get_data(&path)).await)
+        (id, client.get_data(&path).await)
     });
     let mut records = Vec::with_capacity(ids.len());
     for (id, result) in futures_util::future::join_all(reads).await {
         match result {
-            Ok((data, stat)) => match LeaseRecord::decode(&data) {
+            Ok(Some((data, stat))) => match LeaseRecord::decode(&data) {
                 Ok(record) => records.push((id, record, stat.version)),
                 Err(err) => tracing::warn!(lease = id, error = %err, "skipping an undecodable lease record"),
             },
-            Err(zookeeper_client::Error::NoNode) => {} // ended meanwhile
+            Ok(None) => {} // ended meanwhile
             Err(err) => return Err(err.into()),
         }
     }

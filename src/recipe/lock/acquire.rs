@@ -19,11 +19,9 @@ use super::{
 use crate::{
     error::{Error, LOCK_REQUEST_RELEASED, Result},
     validate::Name,
-    zk::layout,
+    zk::{RETRY_PAUSE, Zk, layout},
 };
 
-/// Pause before retrying after losing the ZooKeeper connection.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// A waiting request re-reads its queues this often even without a watch event: a safety net
 /// against a lost notification, never needed for correctness of what is granted.
 const RECHECK: Duration = Duration::from_secs(5);
@@ -194,21 +192,16 @@ async fn wait_for_grant(
                     .collect();
                 return Ok(Step::Blocked(blocked));
             }
-            let (stat, watcher) =
-                crate::zk::traced("check_and_watch_stat", &blocker, client.check_and_watch_stat(&blocker)).await?;
+            let (stat, watcher) = client.check_and_watch_stat(&blocker).await?;
             if stat.is_none() {
                 return Ok(Step::Again); // released meanwhile
             }
             let lease = match lease_watch.take() {
                 Some(armed) => armed,
-                None => {
-                    match crate::zk::traced("check_and_watch_stat", &binding, client.check_and_watch_stat(&binding))
-                        .await?
-                    {
-                        (Some(_), watcher) => Box::pin(watcher.changed()),
-                        (None, _) => return Err(gone(&client, lease_id).await),
-                    }
-                }
+                None => match client.check_and_watch_stat(&binding).await? {
+                    (Some(_), watcher) => Box::pin(watcher.changed()),
+                    (None, _) => return Err(gone(&client, lease_id).await),
+                },
             };
             Ok(Step::Wait(Box::pin(watcher.changed()), lease))
         };
@@ -241,9 +234,9 @@ async fn wait_for_grant(
 /// ([`Error::LeaseNotFound`]; the lease record goes in the same transaction as its requests), or
 /// the lease lives and the request was released by an Unlock with its handle (FAILED_PRECONDITION
 /// "lock request was released"); a read error when it cannot tell.
-async fn gone(client: &zookeeper_client::Client, lease_id: i64) -> Error {
+async fn gone(client: &Zk, lease_id: i64) -> Error {
     let lease = layout::lease(lease_id);
-    match crate::zk::traced("check_stat", &lease, client.check_stat(&lease)).await {
+    match client.check_stat(&lease).await {
         Ok(Some(_)) => Error::FailedPrecondition(LOCK_REQUEST_RELEASED),
         Ok(None) => Error::LeaseNotFound,
         Err(err) => err.into(),

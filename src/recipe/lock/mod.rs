@@ -63,7 +63,7 @@ use crate::{
     recipe::{instance::Incarnation, lease::Leases, lease::secret},
     sync_util::lock,
     validate::Name,
-    zk::{ZkSession, layout},
+    zk::{Zk, ZkSession, layout},
 };
 
 /// How many recently acquired holds an instance remembers for a fast Unlock. A forgotten hold
@@ -429,6 +429,7 @@ impl Locks {
             let mut keys: Vec<Name> = client
                 .list_children(layout::LOCKS)
                 .await?
+                .ok_or(zookeeper_client::Error::NoNode)?
                 .iter()
                 .filter(|k| k.starts_with(key))
                 .filter_map(|k| Name::parse("key", k).ok())
@@ -457,7 +458,7 @@ impl Locks {
 }
 
 /// Describes `key` with queue `queue`.
-async fn key_holders(client: &zookeeper_client::Client, key: &Name, queue: &queue::Queue) -> Result<KeyHolders> {
+async fn key_holders(client: &Zk, key: &Name, queue: &queue::Queue) -> Result<KeyHolders> {
     let holders = zkops::read_holders(client, key, queue)
         .await?
         .into_iter()

@@ -6,7 +6,7 @@
 //! its lease exactly while it is queued.
 
 use futures_util::future::join_all;
-use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError, MultiWriteResult};
+use zookeeper_client::{Acls, CreateMode, Error::NoNode, MultiWriteResult};
 
 use super::{
     queue::{Queue, Unordered},
@@ -15,7 +15,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     validate::Name,
-    zk::layout,
+    zk::{OpFailed, Zk, ZkResult, layout},
 };
 
 /// How often queueing retries after a key's znode vanished (an empty key's container node is
@@ -60,7 +60,7 @@ pub fn binding_path(lease_id: i64, hold: &str) -> String {
 /// Not cancellation safe: a cancelled call may have queued the request. Run it where it
 /// completes (the lock recipe runs it in its own task).
 pub async fn queue(
-    client: &Client,
+    client: &Zk,
     acls: Acls<'_>,
     hold: &str,
     lease_id: i64,
@@ -74,7 +74,7 @@ pub async fn queue(
     let persistent = CreateMode::Persistent.with_acls(acls);
     let binding = binding_path(lease_id, hold);
     for _ in 0..MAX_QUEUE_ATTEMPTS {
-        let mut multi = client.new_multi_writer();
+        let mut multi = client.multi();
         for key in keys {
             multi
                 .add_create(&layout::hold_node_prefix(key, hold, exclusive), &node_data, &sequential)
@@ -85,18 +85,13 @@ pub async fn queue(
         // set_data, whose mzxid is the transaction's zxid — the token, without a read back.
         multi.add_create(&binding, &[], &persistent).map_err(failed)?;
         multi.add_set_data(&binding, &binding_data, Some(0)).map_err(failed)?;
-        match crate::zk::traced("multi", "", multi.commit()).await {
+        match multi.commit().await.map_err(|err| QueueError::Ambiguous(err.into()))? {
             Ok(results) => return Ok(queued(results)),
-            Err(MultiWriteError::OperationFailed { index, source: zookeeper_client::Error::NoNode })
-                if index < keys.len() =>
-            {
+            Err(OpFailed { index, error: NoNode }) if index < keys.len() => {
                 create_keys(client, acls, keys).await.map_err(failed)?;
             }
-            Err(MultiWriteError::OperationFailed { source: zookeeper_client::Error::NoNode, .. }) => {
-                return Err(QueueError::Failed(Error::LeaseNotFound));
-            }
-            Err(MultiWriteError::OperationFailed { source, .. }) => return Err(failed(source)),
-            Err(MultiWriteError::RequestFailed { source }) => return Err(QueueError::Ambiguous(source.into())),
+            Err(OpFailed { error: NoNode, .. }) => return Err(QueueError::Failed(Error::LeaseNotFound)),
+            Err(OpFailed { error, .. }) => return Err(failed(error)),
         }
     }
     Err(QueueError::Failed(Error::Unavailable))
@@ -138,28 +133,25 @@ fn queued(results: Vec<MultiWriteResult>) -> Queued {
 ///
 /// # Cancellation safety
 /// Read-only: safe to cancel.
-pub async fn read_token(client: &Client, queued: &Queued) -> Result<u64> {
+pub async fn read_token(client: &Zk, queued: &Queued) -> Result<u64> {
     if let Some(token) = queued.token {
         return Ok(token);
     }
     let first = queued.nodes.first().map_or("/", String::as_str);
-    match crate::zk::traced("check_stat", first, client.check_stat(first)).await? {
+    match client.check_stat(first).await? {
         Some(stat) => Ok(stat.czxid as u64),
         None => Err(Error::LeaseNotFound),
     }
 }
 
 /// Creates the container znodes of the `keys` that have none.
-async fn create_keys(client: &Client, acls: Acls<'_>, keys: &[Name]) -> Result<(), zookeeper_client::Error> {
+async fn create_keys(client: &Zk, acls: Acls<'_>, keys: &[Name]) -> ZkResult<()> {
     let container = CreateMode::Container.with_acls(acls);
     let paths: Vec<String> = keys.iter().map(layout::lock).collect();
-    let stats = join_all(paths.iter().map(|p| crate::zk::traced("check_stat", p, client.check_stat(p)))).await;
+    let stats = join_all(paths.iter().map(|p| client.check_stat(p))).await;
     let missing = paths.iter().zip(stats).filter(|(_, stat)| !matches!(stat, Ok(Some(_)))).map(|(p, _)| p);
-    for result in join_all(missing.map(|p| crate::zk::traced("create", p, client.create(p, &[], &container)))).await {
-        match result {
-            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
-            Err(err) => return Err(err),
-        }
+    for created in join_all(missing.map(|p| client.create(p, &[], &container))).await {
+        created?; // `None`: created meanwhile, as good
     }
     Ok(())
 }
@@ -168,7 +160,7 @@ async fn create_keys(client: &Client, acls: Acls<'_>, keys: &[Name]) -> Result<(
 ///
 /// # Cancellation safety
 /// Read-only: safe to cancel.
-pub async fn read_queues(client: &Client, keys: &[Name]) -> Result<Vec<Queue>> {
+pub async fn read_queues(client: &Zk, keys: &[Name]) -> Result<Vec<Queue>> {
     join_all(keys.iter().map(|key| read_queue(client, key))).await.into_iter().collect()
 }
 
@@ -177,20 +169,16 @@ pub async fn read_queues(client: &Client, keys: &[Name]) -> Result<Vec<Queue>> {
 ///
 /// # Cancellation safety
 /// Read-only: safe to cancel.
-pub async fn read_queue(client: &Client, key: &Name) -> Result<Queue> {
+pub async fn read_queue(client: &Zk, key: &Name) -> Result<Queue> {
     let path = layout::lock(key);
-    let children = match crate::zk::traced("list_children", &path, client.list_children(&path)).await {
-        Ok(children) => children,
-        Err(zookeeper_client::Error::NoNode) => return Ok(Queue::default()),
-        Err(err) => return Err(err.into()),
-    };
+    let Some(children) = client.list_children(&path).await? else { return Ok(Queue::default()) };
     let Unordered(nodes) = match Queue::parse(&children) {
         Ok(queue) => return Ok(queue),
         Err(unordered) => unordered,
     };
     let stats = join_all(nodes.iter().map(|n| {
         let node = format!("{path}/{}", n.node);
-        async move { crate::zk::traced("check_stat", &node, client.check_stat(&node)).await }
+        async move { client.check_stat(&node).await }
     }))
     .await;
     let mut created = Vec::with_capacity(nodes.len());
@@ -208,13 +196,9 @@ pub async fn read_queue(client: &Client, key: &Name) -> Result<Queue> {
 ///
 /// # Cancellation safety
 /// Read-only: safe to cancel.
-pub async fn hold_nodes(client: &Client, lease_id: i64, hold: &str) -> Result<Option<Vec<String>>> {
+pub async fn hold_nodes(client: &Zk, lease_id: i64, hold: &str) -> Result<Option<Vec<String>>> {
     let binding = binding_path(lease_id, hold);
-    let data = match crate::zk::traced("get_data", &binding, client.get_data(&binding)).await {
-        Ok((data, _)) => data,
-        Err(zookeeper_client::Error::NoNode) => return Ok(None),
-        Err(err) => return Err(err.into()),
-    };
+    let Some((data, _)) = client.get_data(&binding).await? else { return Ok(None) };
     let record: HoldRecord = record::decode(&data)?;
     let keys = record.keys.iter().map(|k| Name::parse("key", k)).collect::<Result<Vec<_>>>()?;
     let queues = read_queues(client, &keys).await?;
@@ -237,7 +221,7 @@ pub async fn hold_nodes(client: &Client, lease_id: i64, hold: &str) -> Result<Op
 ///
 /// # Cancellation safety
 /// The deletion is one transaction: a cancelled call released the request or did nothing.
-pub async fn release(client: &Client, lease_id: i64, hold: &str, nodes: Option<&[String]>) -> Result<bool> {
+pub async fn release(client: &Zk, lease_id: i64, hold: &str, nodes: Option<&[String]>) -> Result<bool> {
     let binding = binding_path(lease_id, hold);
     let mut known = nodes.map(<[String]>::to_vec);
     for _ in 0..MAX_RELEASE_ATTEMPTS {
@@ -248,17 +232,16 @@ pub async fn release(client: &Client, lease_id: i64, hold: &str, nodes: Option<&
                 None => return Ok(false),
             },
         };
-        let mut multi = client.new_multi_writer();
+        let mut multi = client.multi();
         for node in &nodes {
             multi.add_delete(node, None)?;
         }
         multi.add_delete(&binding, None)?;
-        match crate::zk::traced("multi", "", multi.commit()).await {
+        match multi.commit().await? {
             Ok(_) => return Ok(true),
             // Gone with its lease meanwhile, or the cached nodes were wrong: read the binding.
-            Err(MultiWriteError::OperationFailed { source: zookeeper_client::Error::NoNode, .. }) => continue,
-            Err(MultiWriteError::OperationFailed { source, .. }) => return Err(source.into()),
-            Err(MultiWriteError::RequestFailed { source }) => return Err(source.into()),
+            Err(OpFailed { error: NoNode, .. }) => continue,
+            Err(OpFailed { error, .. }) => return Err(error.into()),
         }
     }
     Err(Error::Unavailable)
@@ -269,14 +252,11 @@ pub async fn release(client: &Client, lease_id: i64, hold: &str, nodes: Option<&
 ///
 /// # Cancellation safety
 /// Each node is written independently; a cancelled call leaves some nodes without the time.
-pub async fn mark_acquired(client: &Client, nodes: &[String], node: &NodeRecord) {
+pub async fn mark_acquired(client: &Zk, nodes: &[String], node: &NodeRecord) {
     let data = record::encode(node);
-    for result in
-        join_all(nodes.iter().map(|path| crate::zk::traced("set_data", path, client.set_data(path, &data, None)))).await
-    {
-        if let Err(err) = result
-            && err != zookeeper_client::Error::NoNode
-        {
+    for result in join_all(nodes.iter().map(|path| client.set_data(path, &data, None))).await {
+        // `Ok(None)`: released meanwhile.
+        if let Err(err) = result {
             tracing::debug!(error = %err, "could not record a lock's acquisition time");
         }
     }
@@ -299,22 +279,22 @@ pub struct HolderNode {
 ///
 /// # Cancellation safety
 /// Read-only: safe to cancel.
-pub async fn read_holders(client: &Client, key: &Name, queue: &Queue) -> Result<Vec<HolderNode>> {
+pub async fn read_holders(client: &Zk, key: &Name, queue: &Queue) -> Result<Vec<HolderNode>> {
     let dir = layout::lock(key);
     let reads = queue.holders().iter().map(|n| {
         let path = format!("{dir}/{}", n.node);
-        async move { (n.exclusive, crate::zk::traced("get_data", &path, client.get_data(&path)).await) }
+        async move { (n.exclusive, client.get_data(&path).await) }
     });
     let mut holders = Vec::new();
     for (exclusive, result) in join_all(reads).await {
         match result {
-            Ok((data, stat)) => holders.push(HolderNode {
+            Ok(Some((data, stat))) => holders.push(HolderNode {
                 record: record::decode(&data)?,
                 exclusive,
                 created_unix_ms: stat.ctime,
                 token: stat.czxid as u64,
             }),
-            Err(zookeeper_client::Error::NoNode) => {}
+            Ok(None) => {}
             Err(err) => return Err(err.into()),
         }
     }

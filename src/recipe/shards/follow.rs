@@ -33,7 +33,6 @@ use std::{
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use zookeeper_client::Client;
 
 use super::{
     Shared,
@@ -45,11 +44,9 @@ use crate::{
     recipe::{health::Health, lease::record::LeaseRecord},
     sync_util::lock,
     validate::Name,
-    zk::layout,
+    zk::{RETRY_PAUSE, Zk, ZkResult, layout},
 };
 
-/// Pause before retrying after a ZooKeeper failure.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How many of its own writes in a row a task acts on before reading again.
 const OWN_WRITE_ROUNDS: usize = 4;
 /// The most completed-handoff records kept between two [`GroupWatch::take_completed_handoffs`]
@@ -375,7 +372,7 @@ impl Task {
 
     /// Writes the group's next table, or ends a leaving member that owns nothing; returns the
     /// state after the write, or `None` when there was nothing to do (or a race was lost).
-    async fn act(&self, client: &Client, state: &GroupState) -> Result<Option<GroupState>> {
+    async fn act(&self, client: &Zk, state: &GroupState) -> Result<Option<GroupState>> {
         let Some(table) = state.table.as_ref().filter(|_| state.exists && state.generation != 0) else {
             return Ok(None);
         };
@@ -394,16 +391,15 @@ impl Task {
         if let Some(next) = planned {
             let path = layout::shard_group(&self.name);
             let data = record::encode(&GroupRecord::of(&next))?;
-            return match crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(state.version))).await
-            {
-                Ok(stat) => {
+            return match client.set_data(&path, &data, Some(state.version)).await {
+                Ok(Some(stat)) => {
                     let mzxid = u64::try_from(stat.mzxid).unwrap_or(0);
                     let mut next = next;
                     next.resolve(mzxid);
                     lock(&self.timing).completed(table, &next);
                     Ok(Some(GroupState { table: Some(Arc::new(next)), version: stat.version, mzxid, ..state.clone() }))
                 }
-                Err(zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode) => Ok(None),
+                Ok(None) | Err(zookeeper_client::Error::BadVersion) => Ok(None),
                 Err(err) => Err(err.into()),
             };
         }
@@ -425,7 +421,7 @@ impl Task {
     /// Re-reads what changed and returns the new state.
     async fn refresh(
         &self,
-        client: &Client,
+        client: &Zk,
         cache: &mut Cache,
         watches: &mut FuturesUnordered<WatchFuture>,
         group_dirty: bool,
@@ -436,7 +432,7 @@ impl Task {
         let path = layout::shard_group(&self.name);
         if group_dirty || !previous.exists {
             match read_data(client, &path, Fired::Group, cache, watches).await {
-                Ok((data, stat)) => {
+                Ok(Some((data, stat))) => {
                     let mzxid = u64::try_from(stat.mzxid).unwrap_or(0);
                     let record: GroupRecord = record::decode(&data)?;
                     state.exists = true;
@@ -444,7 +440,7 @@ impl Task {
                     state.version = stat.version;
                     state.mzxid = mzxid;
                 }
-                Err(zookeeper_client::Error::NoNode) => {
+                Ok(None) => {
                     arm_exists(client, &path, Fired::Group, cache, watches).await?;
                     return Ok(GroupState::default());
                 }
@@ -459,25 +455,25 @@ impl Task {
         if members_dirty || !previous.exists || unknown_owner {
             let dir = layout::shard_members(&self.name);
             let listed = if cache.pending.contains(&Fired::Members) {
-                crate::zk::traced("get_children", &dir, client.get_children(&dir)).await
+                client.get_children(&dir).await
             } else {
-                crate::zk::traced("get_and_watch_children", &dir, client.get_and_watch_children(&dir)).await.map(
-                    |(children, stat, watcher)| {
+                client.get_and_watch_children(&dir).await.map(|listed| {
+                    listed.map(|(children, stat, watcher)| {
                         cache.pending.insert(Fired::Members);
                         watches.push(Box::pin(async move {
                             watcher.changed().await;
                             Fired::Members
                         }));
                         (children, stat)
-                    },
-                )
+                    })
+                })
             };
             let children = match listed {
-                Ok((children, stat)) => {
+                Ok(Some((children, stat))) => {
                     state.members_pzxid = stat.pzxid;
                     children
                 }
-                Err(zookeeper_client::Error::NoNode) => Vec::new(),
+                Ok(None) => Vec::new(),
                 Err(err) => return Err(err.into()),
             };
             let present: HashSet<&String> = children.iter().collect();
@@ -494,7 +490,7 @@ impl Task {
             let Ok(member_id) = Name::parse("member", &id) else { continue };
             let member_path = layout::shard_member(&self.name, &member_id);
             match read_data(client, &member_path, Fired::Member(id.clone()), cache, watches).await {
-                Ok((data, stat)) => {
+                Ok(Some((data, stat))) => {
                     let record: MemberRecord = record::decode(&data)?;
                     let old = state.members.get(&id);
                     if old.is_none_or(|m| m.record.lease_id != record.lease_id) {
@@ -504,7 +500,7 @@ impl Task {
                     let view = MemberView { id: id.clone(), record, version: stat.version, health, lease_ttl };
                     state.members.insert(id, Arc::new(view));
                 }
-                Err(zookeeper_client::Error::NoNode) => {
+                Ok(None) => {
                     state.members.remove(&id);
                 }
                 Err(err) => {
@@ -518,12 +514,12 @@ impl Task {
             let read = read_data(client, &layout::lease(lease_id), Fired::Lease(lease_id), cache, watches).await;
             let Some(member) = state.members.get_mut(&id).map(Arc::make_mut) else { continue };
             match read {
-                Ok((data, _)) => {
+                Ok(Some((data, _))) => {
                     let record = LeaseRecord::decode(&data).ok().filter(|r| !r.ending);
                     member.lease_ttl = record.as_ref().map(LeaseRecord::ttl);
                     member.health = record.map(|r| r.health);
                 }
-                Err(zookeeper_client::Error::NoNode) => {
+                Ok(None) => {
                     member.health = None;
                     member.lease_ttl = None;
                 }
@@ -568,27 +564,27 @@ fn note_handoffs(handoffs: &mut HashMap<HandoffKey, tokio::time::Instant>, state
 /// Reads a znode's data, arming a watch on it unless one is already pending (see the election
 /// watch for why).
 async fn read_data(
-    client: &Client,
+    client: &Zk,
     path: &str,
     key: Fired,
     cache: &mut Cache,
     watches: &mut FuturesUnordered<WatchFuture>,
-) -> std::result::Result<(Vec<u8>, zookeeper_client::Stat), zookeeper_client::Error> {
+) -> ZkResult<Option<(Vec<u8>, zookeeper_client::Stat)>> {
     if cache.pending.contains(&key) {
-        return crate::zk::traced("get_data", path, client.get_data(path)).await;
+        return client.get_data(path).await;
     }
-    let (data, stat, watcher) = crate::zk::traced("get_and_watch_data", path, client.get_and_watch_data(path)).await?;
+    let Some((data, stat, watcher)) = client.get_and_watch_data(path).await? else { return Ok(None) };
     cache.pending.insert(key.clone());
     watches.push(Box::pin(async move {
         watcher.changed().await;
         key
     }));
-    Ok((data, stat))
+    Ok(Some((data, stat)))
 }
 
 /// Arms an existence watch on a missing znode, unless a watch on it is pending.
 async fn arm_exists(
-    client: &Client,
+    client: &Zk,
     path: &str,
     key: Fired,
     cache: &mut Cache,
@@ -597,7 +593,7 @@ async fn arm_exists(
     if cache.pending.contains(&key) {
         return Ok(());
     }
-    let (_, watcher) = crate::zk::traced("check_and_watch_stat", path, client.check_and_watch_stat(path)).await?;
+    let (_, watcher) = client.check_and_watch_stat(path).await?;
     cache.pending.insert(key.clone());
     watches.push(Box::pin(async move {
         watcher.changed().await;

@@ -23,7 +23,7 @@ pub mod table;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
-use zookeeper_client::{Client, CreateMode, MultiWriteError};
+use zookeeper_client::CreateMode;
 
 use self::{follow::Registry, ownership::Ownerships, record::GroupRecord, record::MemberRecord};
 pub use self::{
@@ -38,7 +38,7 @@ use crate::{
         binding::{BindingRecord, Owned, Shown},
     },
     validate::Name,
-    zk::{Proof, ZkSession, layout},
+    zk::{OpFailed, Proof, Zk, ZkSession, layout},
 };
 
 /// The kind of a membership's binding, as TimeToLive shows it.
@@ -197,41 +197,35 @@ impl Shards {
         let persistent = CreateMode::Persistent.with_acls(self.shared.session.acls());
         for _ in 0..MAX_ATTEMPTS {
             let (_, lease_version) = lease::read_verified(&client, key.lease_id, &key.secret).await?;
-            let mut multi = client.new_multi_writer();
+            let mut multi = client.multi();
             multi.add_check_version(&layout::lease(key.lease_id), lease_version)?;
             multi.add_create(&path, &data, &persistent)?;
             multi.add_create(&binding, &binding_data, &persistent)?;
-            match crate::zk::traced("multi", &path, multi.commit()).await {
+            match multi.commit().await? {
                 Ok(_) => {
                     self.watch(&key.group).poke();
                     return Ok(shard_count);
                 }
-                Err(MultiWriteError::OperationFailed { index: 0, .. }) => continue, // the lease changed
-                Err(MultiWriteError::OperationFailed { index: 1, source: zookeeper_client::Error::NodeExists }) => {
-                    let (existing, stat) = match crate::zk::traced("get_data", &path, client.get_data(&path)).await {
-                        Ok(found) => found,
-                        Err(zookeeper_client::Error::NoNode) => continue,
-                        Err(err) => return Err(err.into()),
-                    };
+                Err(OpFailed { index: 0, .. }) => continue, // the lease changed
+                Err(OpFailed { index: 1, error: zookeeper_client::Error::NodeExists }) => {
+                    let Some((existing, stat)) = client.get_data(&path).await? else { continue };
                     let existing: MemberRecord = record::decode(&existing)?;
                     if existing.lease_id != key.lease_id {
                         return Err(Error::FailedPrecondition(MEMBER_TAKEN));
                     }
-                    match crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(stat.version))).await
-                    {
-                        Ok(_) => {
+                    match client.set_data(&path, &data, Some(stat.version)).await {
+                        Ok(Some(_)) => {
                             self.watch(&key.group).poke();
                             return Ok(shard_count);
                         }
-                        Err(zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode) => continue,
+                        Ok(None) | Err(zookeeper_client::Error::BadVersion) => continue,
                         Err(err) => return Err(err.into()),
                     }
                 }
-                Err(MultiWriteError::OperationFailed { index: 1, source: zookeeper_client::Error::NoNode }) => {
+                Err(OpFailed { index: 1, error: zookeeper_client::Error::NoNode }) => {
                     continue; // the group was deleted meanwhile (never today): create it again
                 }
-                Err(MultiWriteError::OperationFailed { source, .. }) => return Err(source.into()),
-                Err(MultiWriteError::RequestFailed { source }) => return Err(source.into()),
+                Err(OpFailed { error, .. }) => return Err(error.into()),
             }
         }
         Err(Error::Unavailable)
@@ -251,11 +245,7 @@ impl Shards {
         lease::read_verified(&client, key.lease_id, &key.secret).await?;
         let path = layout::shard_member(&key.group, &key.member_id);
         for _ in 0..MAX_ATTEMPTS {
-            let (data, stat) = match crate::zk::traced("get_data", &path, client.get_data(&path)).await {
-                Ok(found) => found,
-                Err(zookeeper_client::Error::NoNode) => return Ok(true),
-                Err(err) => return Err(err.into()),
-            };
+            let Some((data, stat)) = client.get_data(&path).await? else { return Ok(true) };
             let mut record: MemberRecord = record::decode(&data)?;
             if record.lease_id != key.lease_id {
                 return Ok(true); // this lease's membership is gone; another lease's is not ours
@@ -264,16 +254,10 @@ impl Shards {
                 break;
             }
             record.leaving = true;
-            match crate::zk::traced(
-                "set_data",
-                &path,
-                client.set_data(&path, &record::encode(&record)?, Some(stat.version)),
-            )
-            .await
-            {
-                Ok(_) => break,
+            match client.set_data(&path, &record::encode(&record)?, Some(stat.version)).await {
+                Ok(Some(_)) => break,
                 Err(zookeeper_client::Error::BadVersion) => continue,
-                Err(zookeeper_client::Error::NoNode) => return Ok(true),
+                Ok(None) => return Ok(true),
                 Err(err) => return Err(err.into()),
             }
         }
@@ -342,14 +326,14 @@ impl Shards {
                 table
             };
             let data = record::encode(&GroupRecord::of(&next))?;
-            match crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(version))).await {
-                Ok(_) => {
+            match client.set_data(&path, &data, Some(version)).await {
+                Ok(Some(_)) => {
                     watch.wrote(&before, &next);
                     watch.poke();
                     return Ok(());
                 }
                 Err(zookeeper_client::Error::BadVersion) => continue,
-                Err(zookeeper_client::Error::NoNode) => return Err(Error::NotFound("shard group not found")),
+                Ok(None) => return Err(Error::NotFound("shard group not found")),
                 Err(err) => return Err(err.into()),
             }
         }
@@ -377,13 +361,13 @@ impl Shards {
                 return Ok(());
             }
             let data = record::encode(&GroupRecord::of(&table))?;
-            match crate::zk::traced("set_data", &path, client.set_data(&path, &data, Some(version))).await {
-                Ok(_) => {
+            match client.set_data(&path, &data, Some(version)).await {
+                Ok(Some(_)) => {
                     self.watch(group).poke();
                     return Ok(());
                 }
                 Err(zookeeper_client::Error::BadVersion) => continue,
-                Err(zookeeper_client::Error::NoNode) => return Err(Error::NotFound("shard group not found")),
+                Ok(None) => return Err(Error::NotFound("shard group not found")),
                 Err(err) => return Err(err.into()),
             }
         }
@@ -413,14 +397,14 @@ impl Shards {
         let client = self.shared.session.client()?;
         lease::read_verified(&client, key.lease_id, &key.secret).await?;
         let path = layout::shard_member(&key.group, &key.member_id);
-        match crate::zk::traced("get_data", &path, client.get_data(&path)).await {
-            Ok((data, _)) => {
+        match client.get_data(&path).await {
+            Ok(Some((data, _))) => {
                 let record: MemberRecord = record::decode(&data)?;
                 if record.lease_id != key.lease_id {
                     return Err(Error::NotFound(MEMBER_NOT_FOUND));
                 }
             }
-            Err(zookeeper_client::Error::NoNode) => return Err(Error::NotFound(MEMBER_NOT_FOUND)),
+            Ok(None) => return Err(Error::NotFound(MEMBER_NOT_FOUND)),
             Err(err) => return Err(err.into()),
         }
         let owner = Owner { member: key.member_id.as_str().to_owned(), lease_id: key.lease_id };
@@ -457,64 +441,59 @@ async fn current(watch: &GroupWatch) -> Result<Arc<GroupState>> {
 }
 
 /// Reads the group's table and its version.
-async fn read_table(client: &Client, group: &Name) -> Result<(Table, i32)> {
+async fn read_table(client: &Zk, group: &Name) -> Result<(Table, i32)> {
     let path = layout::shard_group(group);
-    match crate::zk::traced("get_data", &path, client.get_data(&path)).await {
-        Ok((data, stat)) => {
+    match client.get_data(&path).await {
+        Ok(Some((data, stat))) => {
             let record: GroupRecord = record::decode(&data)?;
             Ok((record.table(u64::try_from(stat.mzxid).unwrap_or(0))?, stat.version))
         }
-        Err(zookeeper_client::Error::NoNode) => Err(Error::NotFound("shard group not found")),
+        Ok(None) => Err(Error::NotFound("shard group not found")),
         Err(err) => Err(err.into()),
     }
 }
 
 /// Creates the group with `shards` shards unless it exists; returns its shard count.
-async fn ensure_group(client: &Client, session: &ZkSession, group: &Name, shards: u32) -> Result<u32> {
+async fn ensure_group(client: &Zk, session: &ZkSession, group: &Name, shards: u32) -> Result<u32> {
     let path = layout::shard_group(group);
-    if let Ok((data, _)) = crate::zk::traced("get_data", &path, client.get_data(&path)).await {
+    if let Some((data, _)) = client.get_data(&path).await? {
         let record: GroupRecord = record::decode(&data)?;
         return Ok(record.shards);
     }
     let persistent = CreateMode::Persistent.with_acls(session.acls());
     let data = record::encode(&GroupRecord::of(&Table::new(shards)))?;
-    let mut multi = client.new_multi_writer();
+    let mut multi = client.multi();
     multi.add_create(&path, &data, &persistent)?;
     multi.add_create(&layout::shard_members(group), &[], &persistent)?;
-    match crate::zk::traced("multi", &path, multi.commit()).await {
+    match multi.commit().await? {
         Ok(_) => Ok(shards),
-        Err(MultiWriteError::OperationFailed { index: 0, source: zookeeper_client::Error::NodeExists }) => {
-            let (data, _) = crate::zk::traced("get_data", &path, client.get_data(&path)).await?;
+        Err(OpFailed { index: 0, error: zookeeper_client::Error::NodeExists }) => {
+            let (data, _) = client.get_data(&path).await?.ok_or(Error::Unavailable)?;
             Ok(record::decode::<GroupRecord>(&data)?.shards)
         }
-        Err(MultiWriteError::OperationFailed { source, .. }) => Err(source.into()),
-        Err(MultiWriteError::RequestFailed { source }) => Err(source.into()),
+        Err(OpFailed { error, .. }) => Err(error.into()),
     }
 }
 
 /// Ends a membership (its record and its binding), if its record is unchanged since read; a
 /// binding already gone (the lease ended) leaves the record to delete alone.
-async fn end_membership(client: &Client, group: &Name, member: &MemberView) -> Result<()> {
+async fn end_membership(client: &Zk, group: &Name, member: &MemberView) -> Result<()> {
     let Ok(member_id) = Name::parse("member", &member.id) else { return Ok(()) };
     let path = layout::shard_member(group, &member_id);
     let binding =
         format!("{}/{}", layout::lease(member.record.lease_id), layout::membership_binding(group, &member_id));
-    let mut multi = client.new_multi_writer();
+    let mut multi = client.multi();
     multi.add_delete(&path, Some(member.version))?;
     multi.add_delete(&binding, None)?;
-    match crate::zk::traced("multi", &path, multi.commit()).await {
+    match multi.commit().await? {
         Ok(_) => Ok(()),
-        Err(MultiWriteError::OperationFailed { index: 1, source: zookeeper_client::Error::NoNode }) => {
-            match crate::zk::traced("delete", &path, client.delete(&path, Some(member.version))).await {
-                Ok(()) | Err(zookeeper_client::Error::NoNode | zookeeper_client::Error::BadVersion) => Ok(()),
+        Err(OpFailed { index: 1, error: zookeeper_client::Error::NoNode }) => {
+            match client.delete(&path, Some(member.version)).await {
+                Ok(_) | Err(zookeeper_client::Error::BadVersion) => Ok(()),
                 Err(err) => Err(err.into()),
             }
         }
-        Err(MultiWriteError::OperationFailed {
-            source: zookeeper_client::Error::NoNode | zookeeper_client::Error::BadVersion,
-            ..
-        }) => Ok(()),
-        Err(MultiWriteError::OperationFailed { source, .. }) => Err(source.into()),
-        Err(MultiWriteError::RequestFailed { source }) => Err(source.into()),
+        Err(OpFailed { error: zookeeper_client::Error::NoNode | zookeeper_client::Error::BadVersion, .. }) => Ok(()),
+        Err(OpFailed { error, .. }) => Err(error.into()),
     }
 }
