@@ -1,6 +1,7 @@
 //! The orchestrator of a run: a 3-node ZooKeeper ensemble with proxied quorum links, three
-//! zkcoord instances each reaching ZooKeeper through its own proxies, candidate and locker
-//! processes each reaching the instances through their own proxies, and the fault schedule.
+//! zkcoord instances each reaching ZooKeeper through its own proxies, candidate, locker and
+//! shard member processes each reaching the instances through their own proxies, and the
+//! fault schedule.
 //! Every process is a child of the orchestrator's main thread (PR_SET_PDEATHSIG), stopped by
 //! PID at the end; every wait is bounded.
 
@@ -39,6 +40,8 @@ use crate::{
 pub const SESSION_TIMEOUT: &str = "2s";
 /// Time for everything to start before the first fault.
 const WARMUP: Duration = Duration::from_secs(8);
+/// Shard members start this far apart.
+const MEMBER_STAGGER: Duration = Duration::from_millis(1500);
 /// The longest any admin call (Leader, Transfer) may take.
 const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -55,7 +58,9 @@ pub struct RunOptions {
     pub candidates: usize,
     /// Locker processes.
     pub lockers: usize,
-    /// Candidate 0 ignores validity (tests the checker).
+    /// Shard member processes.
+    pub members: usize,
+    /// Candidate 0 and member 0 ignore validity (tests the checker).
     pub broken: bool,
     /// Fault kinds to draw from.
     pub faults: Vec<FaultKind>,
@@ -108,7 +113,7 @@ impl Instance {
     }
 }
 
-/// A client process (candidate, locker, preempting candidate).
+/// A client process (candidate, locker, shard member, preempting candidate).
 struct ClientProc {
     child: Child,
     /// The instance (and, for instances, the ZooKeeper member) it starts on.
@@ -218,6 +223,19 @@ impl Cluster {
         for i in 0..cluster.opts.lockers {
             let ttl = rng.range(1000, 3000);
             cluster.spawn_client(&format!("lock-{i}"), i, &["locker", "--ttl-ms", &ttl.to_string()], false)?;
+        }
+        for i in 0..cluster.opts.members {
+            let ttl = rng.range(1000, 3000);
+            // One after another: member 0 owns every shard first, then hands some to each
+            // newcomer.
+            let delay = MEMBER_STAGGER.as_millis() as u64 * i as u64;
+            let broken = cluster.opts.broken && i == 0;
+            cluster.spawn_client(
+                &format!("member-{i}"),
+                i,
+                &["member", "--ttl-ms", &ttl.to_string(), "--delay-ms", &delay.to_string()],
+                broken,
+            )?;
         }
         Ok(cluster)
     }
