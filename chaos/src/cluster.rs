@@ -356,9 +356,12 @@ impl Cluster {
             }
             FaultKind::ClientPause => {
                 let leader = if pick.chance(50) { self.leader() } else { None };
+                // Otherwise a shard member half the time (its shards then move by timeout).
+                let member = if pick.chance(50) { self.member(&mut pick) } else { None };
                 let names: Vec<String> = self.clients.keys().cloned().collect();
                 let target = leader
                     .filter(|l| self.clients.contains_key(l))
+                    .or(member)
                     .unwrap_or_else(|| names[pick.below(names.len())].clone());
                 self.pause_client(kind, &target, p.hold, |_| {});
             }
@@ -423,8 +426,13 @@ impl Cluster {
                 self.fault(kind, &name, "heal");
             }
             FaultKind::HealthFlip => {
-                let leader = self.leader().filter(|l| l.starts_with("cand-"));
-                let target = leader.unwrap_or_else(|| format!("cand-{}", pick.below(self.opts.candidates.max(1))));
+                // A shard member a third of the time (it gets no shards while NOT_SERVING: all
+                // of its shards are handed off, and some come back).
+                let member = if pick.chance(33) { self.member(&mut pick) } else { None };
+                let leader = || self.leader().filter(|l| l.starts_with("cand-"));
+                let target = member
+                    .or_else(leader)
+                    .unwrap_or_else(|| format!("cand-{}", pick.below(self.opts.candidates.max(1))));
                 let flag = unhealthy_flag(&self.opts.dir, &target);
                 self.fault(kind, &target, "start");
                 fs::write(&flag, b"")?;
@@ -488,6 +496,11 @@ impl Cluster {
             return None;
         }
         self.leader().and_then(|l| self.clients.get(&l)).map(|c| c.home)
+    }
+
+    /// A shard member process, at random (none when there are none).
+    fn member(&self, pick: &mut Rng) -> Option<String> {
+        (self.opts.members > 0).then(|| format!("member-{}", pick.below(self.opts.members)))
     }
 
     /// The index of a ZooKeeper member in `mode` (`leader`, `follower`).
