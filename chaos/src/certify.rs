@@ -143,9 +143,8 @@ impl ShardCertifier {
         }
     }
 
-    /// The shards this member may act on now, by shard.
-    pub fn owned(&mut self, member: &ShardMember) -> BTreeMap<u32, ShardCertificate> {
-        let now = Instant::now();
+    /// The shards this member may act on now (`now` is the check's time), by shard.
+    pub fn owned(&mut self, member: &ShardMember, now: Instant) -> BTreeMap<u32, ShardCertificate> {
         let mut out: BTreeMap<u32, ShardCertificate> = member
             .owned()
             .into_iter()

@@ -861,11 +861,16 @@ mod tests {
             // Another shard, owned by a alone, its validity renewed.
             own(S, 3 * S, "a", 1, 1, 10),
             own(2 * S, 4 * S, "a", 1, 1, 10),
+            // Revoked from a and assigned to it again: one check stops the old epoch and
+            // allows the new one.
+            own(S, 3 * S, "a", 2, 1, 10),
+            disown(2 * S, "a", 2, 1, 10),
+            own(2 * S, 4 * S, "a", 2, 1, 11),
         ];
         let report = check(&events, &[], Bounds::default());
         assert!(report.ok(), "{}", report.render(0));
         let notes = report.notes.join("\n");
-        assert!(notes.contains("4 ownerships, 2 handoffs between members, 0 to the same member again"), "{notes}");
+        assert!(notes.contains("6 ownerships, 2 handoffs between members, 1 to the same member again"), "{notes}");
     }
 
     #[test]

@@ -129,12 +129,13 @@ impl Ctx {
     }
 
     fn stop(&self, res: &str, hold: &str) {
-        self.rec.record(&Event::Stop {
-            t: now_ns(),
-            owner: self.name.clone(),
-            res: res.to_owned(),
-            hold: hold.to_owned(),
-        });
+        self.stop_at(now_ns(), res, hold);
+    }
+
+    /// A stop decided at `t` (ns): a shard member's check that found a shard no longer valid
+    /// (and maybe another ownership of it valid, recorded as from that same check).
+    fn stop_at(&self, t: u64, res: &str, hold: &str) {
+        self.rec.record(&Event::Stop { t, owner: self.name.clone(), res: res.to_owned(), hold: hold.to_owned() });
     }
 
     fn write(&self, res: &str, token: u64) {
@@ -540,13 +541,14 @@ async fn act_on_shards(
             },
             () = sleep(Duration::from_millis(rng.range(10, 40))) => {}
         }
-        // Stop first (before the next event is asked for, which releases what was revoked),
-        // then check and act.
-        let owned = certifier.owned(membership);
+        // Check; stop what the check no longer allows (before the next event is asked for,
+        // which releases what was revoked), as of the check; act on what it allows.
+        let checked = Instant::now();
+        let owned = certifier.owned(membership, checked);
         acting.retain(|shard, (h, _, _)| {
             let keep = owned.get(shard).is_some_and(|c| hold(c) == *h);
             if !keep {
-                ctx.stop(&shard_res(*shard), h);
+                ctx.stop_at(ns_of(checked), &shard_res(*shard), h);
             }
             keep
         });
