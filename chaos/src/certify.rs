@@ -5,15 +5,20 @@
 //! confirmed heartbeat covered it, until that heartbeat's send time + ttl.
 //! `LeaderElector::leadership()` is that for a leadership (listed by the last confirmed
 //! answer), `LockGuard::valid_until()` for a lock hold (covered by every confirmed heartbeat
-//! of its lease).
+//! of its lease), `ShardMember::owned()` for shards (listed by the last confirmed answer, and
+//! not released).
 //!
 //! The broken mode (`--broken`, for testing the checker) ignores validity: once certified, it
-//! keeps certifying until `grace` past the last real confirmation's end.
+//! keeps certifying until `grace` past the last real confirmation's end (a broken shard member
+//! also ignores Revoke events: it keeps acting on shards the library released).
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
 use tokio::time::Instant;
-use zkcoord_client::{LeaderElector, LeaseKeeper, LockGuard};
+use zkcoord_client::{LeaderElector, LeaseKeeper, LockGuard, ShardMember};
 
 /// A passing check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,5 +90,74 @@ impl Certifier {
             }
             _ => None,
         }
+    }
+}
+
+/// How a shard member treats its shards: which of them it acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardMode {
+    /// Stops working on a shard as soon as a Revoke event for it is handled (and never works on
+    /// it again); the library releases it when the next event is asked for.
+    Prompt,
+    /// Ignores Revoke events and never releases: acts on whatever [`ShardMember::owned`] lists,
+    /// so its ownerships end only by validity (the server's timeout path).
+    Deaf,
+    /// Broken (for testing the checker): ignores Revoke events and validity, acting on each
+    /// `(shard, epoch)` it owned until `grace` past the end of its last real validity.
+    Broken(Duration),
+}
+
+/// A passing check of one shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardCertificate {
+    /// The shard.
+    pub shard: u32,
+    /// Its epoch (the fencing token).
+    pub epoch: u64,
+    /// When the check passed.
+    pub checked: Instant,
+    /// Until when acting on it is allowed.
+    pub valid_until: Instant,
+}
+
+/// Certifies one membership's shards, remembering revocations (and, broken, past validity).
+#[derive(Debug)]
+pub struct ShardCertifier {
+    mode: ShardMode,
+    /// `(shard, epoch)` whose Revoke the application handled ([`ShardMode::Prompt`]).
+    revoked: HashSet<(u32, u64)>,
+    /// The last real certificate of each shard ([`ShardMode::Broken`]).
+    last: BTreeMap<u32, ShardCertificate>,
+}
+
+impl ShardCertifier {
+    /// A certifier for a new membership.
+    pub fn new(mode: ShardMode) -> Self {
+        Self { mode, revoked: HashSet::new(), last: BTreeMap::new() }
+    }
+
+    /// The application handled a Revoke of `(shard, epoch)`.
+    pub fn revoked(&mut self, shard: u32, epoch: u64) {
+        if self.mode == ShardMode::Prompt {
+            self.revoked.insert((shard, epoch));
+        }
+    }
+
+    /// The shards this member may act on now (`now` is the check's time), by shard.
+    pub fn owned(&mut self, member: &ShardMember, now: Instant) -> BTreeMap<u32, ShardCertificate> {
+        let mut out: BTreeMap<u32, ShardCertificate> = member
+            .owned()
+            .into_iter()
+            .filter(|o| !self.revoked.contains(&(o.shard, o.epoch)))
+            .map(|o| (o.shard, ShardCertificate { shard: o.shard, epoch: o.epoch, checked: now, valid_until: o.until }))
+            .collect();
+        if let ShardMode::Broken(grace) = self.mode {
+            self.last.extend(out.iter().map(|(&shard, &c)| (shard, c)));
+            self.last.retain(|_, c| now < c.valid_until + grace);
+            for (&shard, c) in &self.last {
+                out.entry(shard).or_insert(ShardCertificate { checked: now, valid_until: c.valid_until + grace, ..*c });
+            }
+        }
+        out
     }
 }

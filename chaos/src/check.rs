@@ -5,6 +5,11 @@
 //!   handle) is `[first passing check, min(last valid_until, when it decided to stop)]`.
 //! - **Token order**: a hold that began after another conflicting one has a token that is not
 //!   greater (fencing tokens grow from one leader / holder to the next).
+//! - **Shards**, per shard of the members' group: no two ownerships' acting intervals overlap
+//!   (`shard-overlap`; an ownership is one membership's `(shard, epoch)`), and each ownership
+//!   that began after another has a greater epoch (`shard-epoch`); after the last fault healed,
+//!   every shard is acted on within `bound` (`liveness`). Reported: actions, handoffs between
+//!   members and the closest one.
 //! - **Store**: the store accepted a write whose token is below one it had already accepted,
 //!   or two owners wrote with the same token. Refusals are counted and listed: each is an
 //!   owner that wrote with a stale token (fencing caught it).
@@ -25,8 +30,9 @@ use std::{
 
 use crate::{
     clock::ms,
-    history::{ELECTION, Event},
+    history::{ELECTION, Event, shard_of},
     store::Accepted,
+    workload::SHARD_COUNT,
 };
 
 /// Limits the checker holds the run to.
@@ -242,28 +248,36 @@ pub fn check(events: &[Event], accepted: &[Accepted], bounds: Bounds) -> Report 
     let faults = faults_of(events);
     let all = intervals(events);
     let mut by_res: BTreeMap<&str, Vec<&Interval>> = BTreeMap::new();
+    let mut by_shard: BTreeMap<u32, Vec<&Interval>> = BTreeMap::new();
     for i in &all {
-        by_res.entry(&i.res).or_default().push(i);
+        match shard_of(&i.res) {
+            Some(shard) => by_shard.entry(shard).or_default().push(i),
+            None => by_res.entry(&i.res).or_default().push(i),
+        }
     }
     let mut v = Vec::new();
-    for (res, list) in &by_res {
+    for list in by_res.values() {
         check_overlap(list, t0, &mut v);
         check_tokens(list, t0, &mut v);
-        let _ = res;
     }
+    check_shards(events, &by_shard, bounds, t0, &mut v, &mut report.notes);
     check_store(events, accepted, t0, &mut v, &mut report.notes);
     check_liveness(events, &all, bounds, t0, &mut v, &mut report.notes);
     check_leases(events, &faults, bounds, t0, &mut v, &mut report.notes);
     check_calls(events, &faults, &mut v, &mut report.notes);
     let elections = by_res.get(ELECTION).map_or(0, Vec::len);
+    let holds: usize = by_res.values().map(Vec::len).sum::<usize>() - elections;
+    let ownerships: usize = by_shard.values().map(Vec::len).sum();
     report.notes.insert(
         0,
         format!(
-            "{} acting intervals: {} leadership terms, {} lock holds on {} keys; {} faults",
+            "{} acting intervals: {} leadership terms, {} lock holds on {} keys, {} shard ownerships on {} shards; {} faults",
             all.len(),
             elections,
-            all.len() - elections,
+            holds,
             by_res.len().saturating_sub(usize::from(elections > 0)),
+            ownerships,
+            by_shard.len(),
             faults.len()
         ),
     );
@@ -339,6 +353,138 @@ fn check_tokens(list: &[&Interval], t0: u64, v: &mut Vec<Violation>) {
         if max_any.is_none_or(|a| b.token > a.token) {
             max_any = Some(b);
         }
+    }
+}
+
+/// A shard ownership in one line.
+fn describe_ownership(i: &Interval, t0: u64) -> String {
+    format!("{} epoch {} (hold {}) [+{:.3}s, +{:.3}s]", i.owner, i.token, i.hold, rel(i.start, t0), rel(i.end, t0))
+}
+
+/// Per shard: no two ownerships overlap, epochs grow from one ownership to the next, and every
+/// shard is acted on soon after the last fault healed; notes the actions and handoffs seen.
+fn check_shards(
+    events: &[Event],
+    by_shard: &BTreeMap<u32, Vec<&Interval>>,
+    bounds: Bounds,
+    t0: u64,
+    v: &mut Vec<Violation>,
+    notes: &mut Vec<String>,
+) {
+    let mut checks = 0usize;
+    let (mut writes, mut refused) = (0usize, 0usize);
+    for e in events {
+        match e {
+            Event::Cert { res, .. } if shard_of(res).is_some() => checks += 1,
+            Event::Write { res, accepted, .. } if shard_of(res).is_some() => {
+                writes += 1;
+                refused += usize::from(!accepted);
+            }
+            _ => {}
+        }
+    }
+    if by_shard.is_empty() && checks == 0 {
+        return;
+    }
+    let same = |a: &Interval, b: &Interval| a.owner == b.owner && a.hold == b.hold;
+    let (mut handoffs, mut returns) = (0usize, 0usize);
+    // The closest handoff between members: (gap, shard, the new ownership's start).
+    let mut closest: Option<(i128, u32, u64)> = None;
+    let owners: BTreeSet<&str> = by_shard.values().flatten().map(|i| i.owner.as_str()).collect();
+    for (&shard, list) in by_shard {
+        // Sorted by start; `active` holds earlier ownerships that may still reach later ones.
+        let mut active: Vec<&Interval> = Vec::new();
+        let mut newest: Option<&Interval> = None;
+        let mut latest_end: Option<&Interval> = None;
+        for &b in list {
+            active.retain(|a| a.end > b.start);
+            for a in active.iter().filter(|a| !same(a, b) && a.start < b.end) {
+                v.push(Violation {
+                    kind: "shard-overlap",
+                    t: b.start,
+                    what: format!(
+                        "shard {shard}: {} overlaps {} by {:.1} ms",
+                        describe_ownership(a, t0),
+                        describe_ownership(b, t0),
+                        ms(a.end.min(b.end) - b.start)
+                    ),
+                });
+            }
+            active.push(b);
+            if let Some(a) = newest
+                && !same(a, b)
+                && a.token >= b.token
+            {
+                v.push(Violation {
+                    kind: "shard-epoch",
+                    t: b.start,
+                    what: format!(
+                        "shard {shard}: {} began after {} with an epoch not greater",
+                        describe_ownership(b, t0),
+                        describe_ownership(a, t0)
+                    ),
+                });
+            }
+            if newest.is_none_or(|a| b.token > a.token) {
+                newest = Some(b);
+            }
+            if let Some(a) = latest_end {
+                if a.owner != b.owner {
+                    handoffs += 1;
+                    let gap = i128::from(b.start) - i128::from(a.end);
+                    if closest.is_none_or(|(g, _, _)| gap < g) {
+                        closest = Some((gap, shard, b.start));
+                    }
+                } else if a.hold != b.hold {
+                    returns += 1;
+                }
+            }
+            if latest_end.is_none_or(|a| b.end > a.end) {
+                latest_end = Some(b);
+            }
+        }
+    }
+    notes.push(format!(
+        "shards: {checks} passing checks, {writes} actions (store writes; {refused} refused) on {} shards by {} members; {} ownerships, {handoffs} handoffs between members, {returns} to the same member again",
+        by_shard.len(),
+        owners.len(),
+        by_shard.values().map(Vec::len).sum::<usize>(),
+    ));
+    if let Some((gap, shard, at)) = closest {
+        notes.push(format!(
+            "closest shard handoff: {:.1} ms between the old owner's end and the new owner's first action (shard {shard}, at +{:.3}s)",
+            gap as f64 / 1e6,
+            rel(at, t0)
+        ));
+    }
+    let Some(quiet) = run_time(events, "quiet") else { return };
+    let bound = bounds.liveness.as_nanos() as u64;
+    let mut slowest: Option<(u64, u32)> = None;
+    for shard in 0..SHARD_COUNT {
+        let list = by_shard.get(&shard).map_or(&[][..], Vec::as_slice);
+        let first = list.iter().filter(|i| i.end > quiet).map(|i| i.start.max(quiet)).min();
+        match first {
+            Some(t) if t - quiet <= bound => {
+                if slowest.is_none_or(|(s, _)| t - quiet > s) {
+                    slowest = Some((t - quiet, shard));
+                }
+            }
+            other => v.push(Violation {
+                kind: "liveness",
+                t: quiet + bound,
+                what: format!(
+                    "shard {shard}: nobody acted on it within {:?} after the last fault healed; first after: {}",
+                    bounds.liveness,
+                    other.map_or("never".to_owned(), |t| format!("+{:.3}s", rel(t, t0)))
+                ),
+            }),
+        }
+    }
+    if let Some((wait, shard)) = slowest {
+        notes.push(format!(
+            "after the last fault healed: every shard was acted on within {:.0} ms (the last: shard {shard})",
+            ms(wait)
+        ));
     }
 }
 
@@ -686,6 +832,93 @@ mod tests {
         };
         let report = check(&[call("Internal"), call("Hang"), call("DeadlineExceeded")], &[], Bounds::default());
         assert_eq!(kinds(&report), ["status", "status"]);
+    }
+
+    fn own(t: u64, until: u64, owner: &str, shard: u32, lease: i64, epoch: u64) -> Event {
+        Event::Cert {
+            t,
+            until,
+            owner: owner.into(),
+            res: crate::history::shard_res(shard),
+            hold: format!("{lease}/{epoch}"),
+            token: epoch,
+            exclusive: true,
+        }
+    }
+
+    fn disown(t: u64, owner: &str, shard: u32, lease: i64, epoch: u64) -> Event {
+        Event::Stop { t, owner: owner.into(), res: crate::history::shard_res(shard), hold: format!("{lease}/{epoch}") }
+    }
+
+    #[test]
+    fn shard_handoffs_in_epoch_order_pass_and_are_counted() {
+        let events = vec![
+            own(S, 3 * S, "a", 0, 1, 10),
+            disown(2 * S, "a", 0, 1, 10),
+            own(2 * S + 1, 4 * S, "b", 0, 2, 12),
+            // b's validity ran out; a (a new lease) got it back later with a newer epoch.
+            own(5 * S, 6 * S, "a", 0, 3, 20),
+            // Another shard, owned by a alone, its validity renewed.
+            own(S, 3 * S, "a", 1, 1, 10),
+            own(2 * S, 4 * S, "a", 1, 1, 10),
+            // Revoked from a and assigned to it again: one check stops the old epoch and
+            // allows the new one.
+            own(S, 3 * S, "a", 2, 1, 10),
+            disown(2 * S, "a", 2, 1, 10),
+            own(2 * S, 4 * S, "a", 2, 1, 11),
+        ];
+        let report = check(&events, &[], Bounds::default());
+        assert!(report.ok(), "{}", report.render(0));
+        let notes = report.notes.join("\n");
+        assert!(notes.contains("6 ownerships, 2 handoffs between members, 1 to the same member again"), "{notes}");
+    }
+
+    #[test]
+    fn two_members_acting_on_one_shard_at_once_are_caught() {
+        // a trusted its heartbeat until 4 s; b acted from 3 s (with a newer epoch).
+        let events =
+            vec![own(S, 4 * S, "a", 7, 1, 10), own(3 * S, 5 * S, "b", 7, 2, 12), own(3 * S, 5 * S, "b", 8, 2, 12)];
+        let report = check(&events, &[], Bounds::default());
+        assert_eq!(kinds(&report), ["shard-overlap"], "{}", report.render(0));
+        assert!(report.violations[0].what.starts_with("shard 7: a epoch 10"), "{}", report.render(0));
+    }
+
+    #[test]
+    fn one_member_acting_on_two_epochs_of_a_shard_at_once_is_caught() {
+        let events = vec![own(S, 4 * S, "a", 7, 1, 10), own(3 * S, 5 * S, "a", 7, 1, 12)];
+        let report = check(&events, &[], Bounds::default());
+        assert_eq!(kinds(&report), ["shard-overlap"], "{}", report.render(0));
+    }
+
+    #[test]
+    fn a_shard_epoch_that_does_not_grow_is_caught() {
+        let events = vec![own(S, 2 * S, "a", 3, 1, 10), disown(2 * S, "a", 3, 1, 10), own(3 * S, 4 * S, "b", 3, 2, 10)];
+        let report = check(&events, &[], Bounds::default());
+        assert_eq!(kinds(&report), ["shard-epoch"], "{}", report.render(0));
+    }
+
+    #[test]
+    fn a_shard_nobody_acts_on_after_the_last_fault_is_caught() {
+        let mut events = vec![
+            Event::Run { t: 0, phase: "start".into() },
+            cert(S, 50 * S, "c", 1),
+            Event::Call {
+                t0: 3 * S,
+                t1: 3 * S + 1,
+                owner: "l".into(),
+                rpc: "Lock.Lock(shared)".into(),
+                code: "Ok".into(),
+                message: String::new(),
+                deadline_ms: 2000,
+            },
+            Event::Run { t: 2 * S, phase: "quiet".into() },
+            Event::Run { t: 40 * S, phase: "end".into() },
+        ];
+        // Every shard but 5 is acted on right after the quiet period began.
+        events.extend((0..SHARD_COUNT).filter(|&s| s != 5).map(|s| own(3 * S, 30 * S, "a", s, 1, 10)));
+        let report = check(&events, &[], Bounds::default());
+        assert_eq!(kinds(&report), ["liveness"], "{}", report.render(0));
+        assert!(report.violations[0].what.starts_with("shard 5:"), "{}", report.render(0));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The orchestrator of a run: a 3-node ZooKeeper ensemble with proxied quorum links, three
-//! zkcoord instances each reaching ZooKeeper through its own proxies, candidate and locker
-//! processes each reaching the instances through their own proxies, and the fault schedule.
+//! zkcoord instances each reaching ZooKeeper through its own proxies, candidate, locker and
+//! shard member processes each reaching the instances through their own proxies, and the
+//! fault schedule.
 //! Every process is a child of the orchestrator's main thread (PR_SET_PDEATHSIG), stopped by
 //! PID at the end; every wait is bounded.
 
@@ -39,6 +40,8 @@ use crate::{
 pub const SESSION_TIMEOUT: &str = "2s";
 /// Time for everything to start before the first fault.
 const WARMUP: Duration = Duration::from_secs(8);
+/// Shard members start this far apart.
+const MEMBER_STAGGER: Duration = Duration::from_millis(1500);
 /// The longest any admin call (Leader, Transfer) may take.
 const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -55,7 +58,9 @@ pub struct RunOptions {
     pub candidates: usize,
     /// Locker processes.
     pub lockers: usize,
-    /// Candidate 0 ignores validity (tests the checker).
+    /// Shard member processes.
+    pub members: usize,
+    /// Candidate 0 and member 0 ignore validity (tests the checker).
     pub broken: bool,
     /// Fault kinds to draw from.
     pub faults: Vec<FaultKind>,
@@ -108,7 +113,7 @@ impl Instance {
     }
 }
 
-/// A client process (candidate, locker, preempting candidate).
+/// A client process (candidate, locker, shard member, preempting candidate).
 struct ClientProc {
     child: Child,
     /// The instance (and, for instances, the ZooKeeper member) it starts on.
@@ -218,6 +223,19 @@ impl Cluster {
         for i in 0..cluster.opts.lockers {
             let ttl = rng.range(1000, 3000);
             cluster.spawn_client(&format!("lock-{i}"), i, &["locker", "--ttl-ms", &ttl.to_string()], false)?;
+        }
+        for i in 0..cluster.opts.members {
+            let ttl = rng.range(1000, 3000);
+            // One after another: member 0 owns every shard first, then hands some to each
+            // newcomer.
+            let delay = MEMBER_STAGGER.as_millis() as u64 * i as u64;
+            let broken = cluster.opts.broken && i == 0;
+            cluster.spawn_client(
+                &format!("member-{i}"),
+                i,
+                &["member", "--ttl-ms", &ttl.to_string(), "--delay-ms", &delay.to_string()],
+                broken,
+            )?;
         }
         Ok(cluster)
     }
@@ -338,9 +356,12 @@ impl Cluster {
             }
             FaultKind::ClientPause => {
                 let leader = if pick.chance(50) { self.leader() } else { None };
+                // Otherwise a shard member half the time (its shards then move by timeout).
+                let member = if pick.chance(50) { self.member(&mut pick) } else { None };
                 let names: Vec<String> = self.clients.keys().cloned().collect();
                 let target = leader
                     .filter(|l| self.clients.contains_key(l))
+                    .or(member)
                     .unwrap_or_else(|| names[pick.below(names.len())].clone());
                 self.pause_client(kind, &target, p.hold, |_| {});
             }
@@ -405,8 +426,13 @@ impl Cluster {
                 self.fault(kind, &name, "heal");
             }
             FaultKind::HealthFlip => {
-                let leader = self.leader().filter(|l| l.starts_with("cand-"));
-                let target = leader.unwrap_or_else(|| format!("cand-{}", pick.below(self.opts.candidates.max(1))));
+                // A shard member a third of the time (it gets no shards while NOT_SERVING: all
+                // of its shards are handed off, and some come back).
+                let member = if pick.chance(33) { self.member(&mut pick) } else { None };
+                let leader = || self.leader().filter(|l| l.starts_with("cand-"));
+                let target = member
+                    .or_else(leader)
+                    .unwrap_or_else(|| format!("cand-{}", pick.below(self.opts.candidates.max(1))));
                 let flag = unhealthy_flag(&self.opts.dir, &target);
                 self.fault(kind, &target, "start");
                 fs::write(&flag, b"")?;
@@ -470,6 +496,11 @@ impl Cluster {
             return None;
         }
         self.leader().and_then(|l| self.clients.get(&l)).map(|c| c.home)
+    }
+
+    /// A shard member process, at random (none when there are none).
+    fn member(&self, pick: &mut Rng) -> Option<String> {
+        (self.opts.members > 0).then(|| format!("member-{}", pick.below(self.opts.members)))
     }
 
     /// The index of a ZooKeeper member in `mode` (`leader`, `follower`).

@@ -28,7 +28,7 @@ pub enum FaultKind {
     Transfer,
     /// A better-priority candidate joins for a few seconds (preemption).
     Preempt,
-    /// A candidate (the leader, mostly) reports NOT_SERVING for a while.
+    /// A candidate (the leader, mostly) or a shard member reports NOT_SERVING for a while.
     HealthFlip,
     /// Election.Transfer while the leader's client process is paused.
     TransferWhilePaused,

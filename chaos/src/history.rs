@@ -12,15 +12,28 @@ use serde::{Deserialize, Serialize};
 
 /// The resource every candidate's leadership acts on.
 pub const ELECTION: &str = "election";
+/// What shard resources are named with: shard `n` of the members' group is `shard-<n>`.
+pub const SHARD_PREFIX: &str = "shard-";
+
+/// The resource of shard `shard`.
+pub fn shard_res(shard: u32) -> String {
+    format!("{SHARD_PREFIX}{shard}")
+}
+
+/// The shard a resource is, if it is one.
+pub fn shard_of(res: &str) -> Option<u32> {
+    res.strip_prefix(SHARD_PREFIX)?.parse().ok()
+}
 
 /// One entry of the history. Times are `CLOCK_MONOTONIC` nanoseconds ([`crate::clock`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
 pub enum Event {
-    /// A passing check: `owner` may act on `res` as hold `hold` (a term, a lock handle) with
-    /// `token`, until `until`. Candidates record every passing check; lockers the first one
-    /// of a hold and each one whose `until` moved (the checker needs only the first check,
-    /// the last `until` and the stop).
+    /// A passing check: `owner` may act on `res` as hold `hold` (a term, a lock handle, a
+    /// shard's `<lease>/<epoch>`) with `token` (a shard's epoch), until `until`. Candidates
+    /// record every passing check; lockers and shard members the first one of a hold, each one
+    /// whose `until` moved and (members) each one right before an action (the checker needs
+    /// only the first check, the last `until` and the stop).
     Cert { t: u64, until: u64, owner: String, res: String, hold: String, token: u64, exclusive: bool },
     /// `owner` decided to stop acting on `res` as `hold` (a failed check, an unlock, the end).
     Stop { t: u64, owner: String, res: String, hold: String },

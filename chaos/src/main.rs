@@ -1,6 +1,6 @@
 //! `zkcoord-chaos`: zkcoord's own Jepsen. `run` starts ZooKeeper, zkcoord instances and
-//! client processes (this binary again, as `candidate` and `locker`), injects faults from a
-//! seeded schedule, then `check`s the history. See `chaos/README.md`.
+//! client processes (this binary again, as `candidate`, `locker` and `member`), injects faults
+//! from a seeded schedule, then `check`s the history. See `chaos/README.md`.
 
 mod certify;
 mod check;
@@ -60,6 +60,21 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         ttl_ms: u64,
     },
+    /// (internal) One shard member process.
+    Member {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Lease ttl in ms.
+        #[arg(long, default_value_t = 2000)]
+        ttl_ms: u64,
+        /// Wait this many ms before the first Join.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Ignore revocations and validity: keep acting on a shard for 5 ttl after the last
+        /// confirmation that listed it.
+        #[arg(long)]
+        broken: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -79,7 +94,10 @@ struct RunArgs {
     /// Locker processes.
     #[arg(long, default_value_t = 8)]
     lockers: usize,
-    /// Candidate 0 ignores validity (the checker must catch it).
+    /// Shard member processes (group `chaos`, 16 shards).
+    #[arg(long, default_value_t = 3)]
+    members: usize,
+    /// Candidate 0 and member 0 ignore validity (the checker must catch both).
     #[arg(long)]
     broken: bool,
     /// Comma-separated fault kinds (default: all). Known: see `faults.rs` / the README.
@@ -157,6 +175,14 @@ fn main() -> ExitCode {
         }),
         Cmd::Locker { common, ttl_ms } => client_runtime()
             .and_then(|rt| rt.block_on(workload::locker(common.into(), Duration::from_millis(ttl_ms))).map(|()| true)),
+        Cmd::Member { common, ttl_ms, delay_ms, broken } => client_runtime().and_then(|rt| {
+            let args = workload::MemberArgs {
+                ttl: Duration::from_millis(ttl_ms),
+                delay: Duration::from_millis(delay_ms),
+                broken,
+            };
+            rt.block_on(workload::member(common.into(), args)).map(|()| true)
+        }),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -186,6 +212,7 @@ fn run(args: RunArgs) -> std::io::Result<bool> {
         dir: args.dir,
         candidates: args.candidates,
         lockers: args.lockers,
+        members: args.members,
         broken: args.broken,
         faults: args.faults.unwrap_or_else(|| faults::ALL.to_vec()),
         quiet: args.quiet,

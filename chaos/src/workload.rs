@@ -3,6 +3,7 @@
 //! [`certify`](crate::certify) check and recording everything in its history file.
 
 use std::{
+    collections::BTreeMap,
     future::Future,
     path::{Path, PathBuf},
     time::Duration,
@@ -11,12 +12,13 @@ use std::{
 use tokio::time::{Instant, sleep, timeout};
 use zkcoord_client::{
     CampaignOptions, Client, Error, LeaderElector, LeaseKeeper, LeaseOptions, LeaseStatus, LockGuard, LockOptions,
+    ShardEvent, ShardMember, ShardOptions,
 };
 
 use crate::{
-    certify::{Certificate, Certifier},
+    certify::{Certificate, Certifier, ShardCertificate, ShardCertifier, ShardMode},
     clock::{now_ns, ns_of},
-    history::{ELECTION, Event, Recorder},
+    history::{ELECTION, Event, Recorder, shard_res},
     rng::Rng,
     store::Store,
 };
@@ -35,6 +37,17 @@ pub const HANG_MARGIN: Duration = Duration::from_secs(20);
 pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
 /// Candidates write to the store at most this often while leading.
 const WRITE_EVERY: Duration = Duration::from_millis(100);
+/// The shard group every member joins.
+pub const SHARD_GROUP: &str = "chaos";
+/// Its number of shards.
+pub const SHARD_COUNT: u32 = 16;
+/// A member acts on (writes to the store for) each of its shards at most this often.
+const ACT_EVERY: Duration = Duration::from_millis(250);
+/// How long a graceful Leave waits for the member's shards to be handed off.
+const LEAVE_WAIT: Duration = Duration::from_secs(5);
+/// How long a member retries Join while its id is still bound to its previous (crashed)
+/// incarnation's lease.
+const JOIN_PATIENCE: Duration = Duration::from_secs(15);
 
 /// What every client process is told.
 #[derive(Clone, Debug)]
@@ -116,12 +129,13 @@ impl Ctx {
     }
 
     fn stop(&self, res: &str, hold: &str) {
-        self.rec.record(&Event::Stop {
-            t: now_ns(),
-            owner: self.name.clone(),
-            res: res.to_owned(),
-            hold: hold.to_owned(),
-        });
+        self.stop_at(now_ns(), res, hold);
+    }
+
+    /// A stop decided at `t` (ns): a shard member's check that found a shard no longer valid
+    /// (and maybe another ownership of it valid, recorded as from that same check).
+    fn stop_at(&self, t: u64, res: &str, hold: &str) {
+        self.rec.record(&Event::Stop { t, owner: self.name.clone(), res: res.to_owned(), hold: hold.to_owned() });
     }
 
     fn write(&self, res: &str, token: u64) {
@@ -387,4 +401,183 @@ async fn hold(ctx: &Ctx, rng: &mut Rng, lease: &LeaseKeeper, guard: &LockGuard, 
             ctx.stop(key, guard.handle());
         }
     }
+}
+
+/// How a shard member runs.
+#[derive(Clone, Debug)]
+pub struct MemberArgs {
+    /// Lease ttl.
+    pub ttl: Duration,
+    /// Wait this long before the first Join (members join one after another).
+    pub delay: Duration,
+    /// Ignore revocations and validity (for testing the checker).
+    pub broken: bool,
+}
+
+/// How one membership (one lease) of a member ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// Its lifetime is over: leave gracefully or crash, as drawn.
+    Lifetime,
+    /// The run is over: leave gracefully.
+    RunOver,
+    /// The lease was lost or the membership ended.
+    Lost,
+}
+
+/// A shard member: joins group [`SHARD_GROUP`] with a lease of its own, acts on (writes to the
+/// store with the epoch) each shard a passing check allows, and after a random lifetime leaves
+/// gracefully or crashes (drops its lease and membership without a word), then joins again with
+/// a new lease. A membership ignores Revoke events a quarter of the time (see [`ShardMode`]).
+pub async fn member(common: Common, args: MemberArgs) -> std::io::Result<()> {
+    let ctx = Ctx::open(&common)?;
+    let mut rng = Rng::new(common.seed);
+    let client = Client::new(common.endpoints.iter().map(String::as_str)).map_err(std::io::Error::other)?;
+    let flag = unhealthy_flag(&common.dir, &common.name);
+    sleep(args.delay).await;
+    while !past(common.until_ns) {
+        let Some(lease) = ctx.grant(&client, args.ttl, Some(flag.clone())).await else {
+            sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let mode = if args.broken {
+            ShardMode::Broken(4 * args.ttl)
+        } else if rng.chance(25) {
+            ShardMode::Deaf
+        } else {
+            ShardMode::Prompt
+        };
+        let Some(mut membership) = join(&ctx, &client, &lease, mode).await else {
+            if !matches!(lease.status(), LeaseStatus::Lost) {
+                ctx.call("Lease.Revoke", CALL_DEADLINE, lease.revoke()).await;
+            }
+            sleep(Duration::from_millis(rng.range(200, 600))).await;
+            continue;
+        };
+        ctx.status(format!("joined as {mode:?}"));
+        let lifetime = Duration::from_millis(rng.range(5_000, 20_000));
+        let ending = act_on_shards(&ctx, &mut rng, &lease, &mut membership, mode, lifetime, common.until_ns).await;
+        if ending == Ending::Lifetime && rng.chance(50) {
+            // A crash: the lease stops being kept alive; the membership ends when it expires.
+            ctx.status("crashing (dropping the membership and the lease)".into());
+            drop(membership);
+            drop(lease);
+        } else {
+            if ending != Ending::Lost {
+                ctx.call("Shards.Leave", CALL_DEADLINE + LEAVE_WAIT, membership.leave(LEAVE_WAIT)).await;
+            }
+            ctx.call("Lease.Revoke", CALL_DEADLINE, lease.revoke()).await;
+        }
+        if past(common.until_ns) {
+            break;
+        }
+        sleep(Duration::from_millis(rng.range(300, 3_000))).await;
+    }
+    Ok(())
+}
+
+/// Joins [`SHARD_GROUP`] with `lease`, retrying while the member id is still bound to a
+/// previous incarnation's lease (FAILED_PRECONDITION until that lease expires).
+async fn join(ctx: &Ctx, client: &Client, lease: &LeaseKeeper, mode: ShardMode) -> Option<ShardMember> {
+    let give_up = Instant::now() + JOIN_PATIENCE;
+    loop {
+        let mut options = ShardOptions::new(SHARD_GROUP, ctx.name.clone(), SHARD_COUNT);
+        if mode == ShardMode::Deaf {
+            options = options.manual_release();
+        }
+        match ctx.call_coded("Shards.Join", CALL_DEADLINE, ShardMember::join(client, lease, options)).await {
+            Ok(membership) => return Some(membership),
+            Err(code) if code == "FailedPrecondition" && Instant::now() < give_up => {
+                sleep(Duration::from_millis(500)).await;
+                if matches!(lease.status(), LeaseStatus::Lost) {
+                    return None;
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// One membership's work: follows its events and, every 10–40 ms, acts on each shard the
+/// certifier allows (a passing check recorded right before each action), recording when it
+/// stops acting on one. Returns why it ended; every shard is stopped by then.
+async fn act_on_shards(
+    ctx: &Ctx,
+    rng: &mut Rng,
+    lease: &LeaseKeeper,
+    membership: &mut ShardMember,
+    mode: ShardMode,
+    lifetime: Duration,
+    until_ns: u64,
+) -> Ending {
+    let mut certifier = ShardCertifier::new(mode);
+    let hold = |c: &ShardCertificate| format!("{}/{}", lease.id(), c.epoch);
+    // What it acts on: shard → (hold, last valid_until recorded, last action).
+    let mut acting: BTreeMap<u32, (String, Instant, Instant)> = BTreeMap::new();
+    let end = Instant::now() + lifetime;
+    let mut lease_kind = None;
+    let ending = loop {
+        if past(until_ns) {
+            break Ending::RunOver;
+        }
+        if Instant::now() >= end {
+            break Ending::Lifetime;
+        }
+        if watch_lease(ctx, lease, &mut lease_kind) {
+            break Ending::Lost;
+        }
+        tokio::select! {
+            event = membership.next() => match event {
+                Some(event) => {
+                    ctx.status(format!("{event:?}"));
+                    if let ShardEvent::Revoked { shard, epoch } = event {
+                        certifier.revoked(shard, epoch);
+                    }
+                }
+                None => {
+                    ctx.status("membership ended".into());
+                    break Ending::Lost;
+                }
+            },
+            () = sleep(Duration::from_millis(rng.range(10, 40))) => {}
+        }
+        // Check; stop what the check no longer allows (before the next event is asked for,
+        // which releases what was revoked), as of the check; act on what it allows.
+        let checked = Instant::now();
+        let owned = certifier.owned(membership, checked);
+        acting.retain(|shard, (h, _, _)| {
+            let keep = owned.get(shard).is_some_and(|c| hold(c) == *h);
+            if !keep {
+                ctx.stop_at(ns_of(checked), &shard_res(*shard), h);
+            }
+            keep
+        });
+        for (shard, c) in &owned {
+            let res = shard_res(*shard);
+            let h = hold(c);
+            let cert = Certificate { term: 0, token: c.epoch, checked: c.checked, valid_until: c.valid_until };
+            match acting.get_mut(shard) {
+                None => {
+                    ctx.cert(&res, &h, &cert, c.epoch, true);
+                    ctx.write(&res, c.epoch);
+                    acting.insert(*shard, (h, c.valid_until, c.checked));
+                }
+                Some((_, until, acted)) => {
+                    let due = c.checked.duration_since(*acted) >= ACT_EVERY;
+                    if due || *until != c.valid_until {
+                        ctx.cert(&res, &h, &cert, c.epoch, true);
+                        *until = c.valid_until;
+                    }
+                    if due {
+                        ctx.write(&res, c.epoch);
+                        *acted = c.checked;
+                    }
+                }
+            }
+        }
+    };
+    for (shard, (h, _, _)) in acting {
+        ctx.stop(&shard_res(shard), &h);
+    }
+    ending
 }
