@@ -31,7 +31,7 @@ use std::{
 };
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -198,6 +198,7 @@ pub struct GroupWatch {
     /// The published state (the latest).
     pub state: watch::Receiver<Arc<GroupState>>,
     poke: Arc<tokio::sync::Notify>,
+    releases: Arc<Releases>,
     stop: CancellationToken,
     timing: Arc<Mutex<Timing>>,
     id: u64,
@@ -216,9 +217,34 @@ impl GroupWatch {
         let poke = Arc::new(tokio::sync::Notify::new());
         let stop = shared.shutdown.child_token();
         let timing = Arc::new(Mutex::new(Timing::new()));
-        let task = Task { shared, name, tx, poke: poke.clone(), stop: stop.clone(), timing: timing.clone() };
+        let releases = Arc::new(Releases::default());
+        let task = Task {
+            shared,
+            name,
+            tx,
+            poke: poke.clone(),
+            releases: releases.clone(),
+            stop: stop.clone(),
+            timing: timing.clone(),
+        };
         tokio::spawn(task.run());
-        Self { state, poke, stop, timing, id: STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }
+        Self { state, poke, releases, stop, timing, id: STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }
+    }
+
+    /// Hands `owner`'s release of `shards` (`(shard, epoch)`) to the group's task, which writes
+    /// it — with every other release waiting then, and the assignment of the released shards —
+    /// in its next compare-and-set write. The answer comes once that write landed, or the
+    /// release was refused (all or nothing: [`super::NO_SUCH_SHARD`], [`super::NOT_REVOKED`],
+    /// [`super::OLD_EPOCH`]).
+    ///
+    /// # Cancellation safety
+    /// Dropping the receiver does not withdraw the release: it is written anyway (its owner has
+    /// given the shards up already).
+    pub(super) fn release(&self, owner: Owner, shards: Vec<(u32, u64)>) -> oneshot::Receiver<Result<()>> {
+        let (reply, answer) = oneshot::channel();
+        lock(&self.releases.pending).push(PendingRelease { owner, shards, reply });
+        self.releases.ready.notify_one();
+        answer
     }
 
     /// Asks the task to read the group again (after this instance wrote something).
@@ -248,11 +274,38 @@ impl GroupWatch {
     pub fn take_completed_handoffs(&self) -> Vec<CompletedHandoffs> {
         std::mem::take(&mut lock(&self.timing).completed)
     }
+}
 
-    /// Records that this instance wrote `after` over `before`: the handoffs it completed are
-    /// timed.
-    pub(super) fn wrote(&self, before: &Table, after: &Table) {
-        lock(&self.timing).completed(before, after);
+/// Releases waiting for the group's task (see [`GroupWatch::release`]).
+#[derive(Debug, Default)]
+struct Releases {
+    pending: Mutex<Vec<PendingRelease>>,
+    ready: tokio::sync::Notify,
+}
+
+/// One Release call waiting for its write.
+#[derive(Debug)]
+struct PendingRelease {
+    owner: Owner,
+    shards: Vec<(u32, u64)>,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+impl PendingRelease {
+    /// Applies the release to `table`, all or nothing.
+    fn apply(&self, table: &mut Table) -> Result<()> {
+        let mut scratch = table.clone();
+        for &(shard, epoch) in &self.shards {
+            if shard as usize >= scratch.slots.len() {
+                return Err(crate::Error::FailedPrecondition(super::NO_SUCH_SHARD));
+            }
+            scratch.release(&self.owner, shard, epoch).map_err(|refused| match refused {
+                super::table::ReleaseRefused::NotRevoked => crate::Error::FailedPrecondition(super::NOT_REVOKED),
+                super::table::ReleaseRefused::NotOwner => crate::Error::FailedPrecondition(super::OLD_EPOCH),
+            })?;
+        }
+        *table = scratch;
+        Ok(())
     }
 }
 
@@ -261,6 +314,7 @@ struct Task {
     name: Name,
     tx: watch::Sender<Arc<GroupState>>,
     poke: Arc<tokio::sync::Notify>,
+    releases: Arc<Releases>,
     stop: CancellationToken,
     timing: Arc<Mutex<Timing>>,
 }
@@ -344,6 +398,9 @@ impl Task {
                 },
                 _ = status.changed() => {}
                 () = self.poke.notified() => { group_dirty = true; members_dirty = true; }
+                // Releases are written on the state as it is: a stale one fails its
+                // compare-and-set and is read again.
+                () = self.releases.ready.notified() => {}
                 () = async { retry.expect("guarded").await }, if retry.is_some() => {}
                 () = async { grace.expect("guarded").await }, if grace.is_some() => {}
             }
@@ -374,8 +431,24 @@ impl Task {
     /// state after the write, or `None` when there was nothing to do (or a race was lost).
     async fn act(&self, client: &Zk, state: &GroupState) -> Result<Option<GroupState>> {
         let Some(table) = state.table.as_ref().filter(|_| state.exists && state.generation != 0) else {
+            if state.generation != 0 && !state.exists {
+                for release in std::mem::take(&mut *lock(&self.releases.pending)) {
+                    let _ = release.reply.send(Err(crate::Error::NotFound(super::GROUP_NOT_FOUND)));
+                }
+            }
             return Ok(None);
         };
+        // Releases waiting now go into this write, each all or nothing.
+        let mut base = (**table).clone();
+        let mut applied = Vec::new();
+        for release in std::mem::take(&mut *lock(&self.releases.pending)) {
+            match release.apply(&mut base) {
+                Ok(()) => applied.push(release),
+                Err(err) => {
+                    let _ = release.reply.send(Err(err));
+                }
+            }
+        }
         let now = tokio::time::Instant::now();
         let planned = {
             let timing = lock(&self.timing);
@@ -386,21 +459,54 @@ impl Task {
                     .zip(grace(state, owner.lease_id))
                     .is_some_and(|(seen, grace)| now >= *seen + grace)
             };
-            table.plan(&state.candidates(), handoff_over)
+            base.plan(&state.candidates(), handoff_over)
         };
-        if let Some(next) = planned {
+        let next = match planned {
+            Some(next) => Some(next),
+            None if !applied.is_empty() => Some(base),
+            None => None,
+        };
+        if let Some(next) = next {
             let path = layout::shard_group(&self.name);
-            let data = record::encode(&GroupRecord::of(&next))?;
-            return match client.set_data(&path, &data, Some(state.version)).await {
+            let written = match record::encode(&GroupRecord::of(&next)) {
+                Ok(data) => client.set_data(&path, &data, Some(state.version)).await,
+                Err(err) => {
+                    for release in applied {
+                        let refusal = match &err {
+                            crate::Error::FailedPrecondition(message) => crate::Error::FailedPrecondition(message),
+                            _ => crate::Error::Unavailable,
+                        };
+                        let _ = release.reply.send(Err(refusal));
+                    }
+                    return Err(err);
+                }
+            };
+            return match written {
                 Ok(Some(stat)) => {
+                    for release in applied {
+                        let _ = release.reply.send(Ok(()));
+                    }
                     let mzxid = u64::try_from(stat.mzxid).unwrap_or(0);
                     let mut next = next;
                     next.resolve(mzxid);
                     lock(&self.timing).completed(table, &next);
                     Ok(Some(GroupState { table: Some(Arc::new(next)), version: stat.version, mzxid, ..state.clone() }))
                 }
-                Ok(None) | Err(zookeeper_client::Error::BadVersion) => Ok(None),
-                Err(err) => Err(err.into()),
+                Ok(None) => {
+                    for release in applied {
+                        let _ = release.reply.send(Err(crate::Error::NotFound(super::GROUP_NOT_FOUND)));
+                    }
+                    Ok(None)
+                }
+                Err(err) => {
+                    // Written on a stale state, or not at all: the releases wait for the next
+                    // write (after a read).
+                    lock(&self.releases.pending).extend(applied);
+                    match err {
+                        zookeeper_client::Error::BadVersion => Ok(None),
+                        err => Err(err.into()),
+                    }
+                }
             };
         }
         // Leaving members that own nothing any more end their membership; so do members whose

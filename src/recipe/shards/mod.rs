@@ -295,49 +295,21 @@ impl Shards {
     /// [`NOT_REVOKED`], [`OLD_EPOCH`]; [`Error::Unavailable`].
     ///
     /// # Cancellation safety
-    /// One compare-and-set write: a cancelled call released the shard or did nothing.
+    /// Once handed to the group's task the release is written (all of it or none) whether or
+    /// not the call is cancelled; its owner has given the shards up either way.
     pub async fn release(&self, key: &MemberKey, shards: &[(u32, u64)]) -> Result<()> {
         let client = self.shared.session.client()?;
         lease::read_verified(&client, key.lease_id, &key.secret).await?;
         let owner = Owner { member: key.member_id.as_str().to_owned(), lease_id: key.lease_id };
+        // The group's task writes it, together with the releases of other members that arrive
+        // meanwhile and the assignment of the released shards: one write (and one epoch) for
+        // many releases, and no compare-and-set race between concurrent Release calls.
         let watch = self.watch(&key.group);
-        let path = layout::shard_group(&key.group);
-        for _ in 0..MAX_ATTEMPTS {
-            let (mut table, version) = read_table(&client, &key.group).await?;
-            let before = table.clone();
-            for &(shard, epoch) in shards {
-                if shard >= table.slots.len() as u32 {
-                    return Err(Error::FailedPrecondition(NO_SUCH_SHARD));
-                }
-                table.release(&owner, shard, epoch).map_err(|refused| match refused {
-                    table::ReleaseRefused::NotRevoked => Error::FailedPrecondition(NOT_REVOKED),
-                    table::ReleaseRefused::NotOwner => Error::FailedPrecondition(OLD_EPOCH),
-                })?;
-            }
-            // Assign the released shards in the same write, on this instance's view of the
-            // members — only when that view is of this very table version (a view of another
-            // version could lack members the table names, and would revoke their shards); a
-            // member that ended meanwhile is corrected by the next assigner. Otherwise the
-            // shards are left unassigned for the assigners.
-            let state = watch.state.borrow().clone();
-            let next = if state.generation != 0 && state.exists && state.version == version {
-                table.plan(&state.candidates(), |_, _, _| false).unwrap_or(table)
-            } else {
-                table
-            };
-            let data = record::encode(&GroupRecord::of(&next))?;
-            match client.set_data(&path, &data, Some(version)).await {
-                Ok(Some(_)) => {
-                    watch.wrote(&before, &next);
-                    watch.poke();
-                    return Ok(());
-                }
-                Err(zookeeper_client::Error::BadVersion) => continue,
-                Ok(None) => return Err(Error::NotFound("shard group not found")),
-                Err(err) => return Err(err.into()),
-            }
+        match tokio::time::timeout(LOAD_TIMEOUT, watch.release(owner, shards.to_vec())).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::Unavailable),
         }
-        Err(Error::Unavailable)
     }
 
     /// Drains (`drained`) or undrains member id `member_id` of `group`.
@@ -367,7 +339,7 @@ impl Shards {
                     return Ok(());
                 }
                 Err(zookeeper_client::Error::BadVersion) => continue,
-                Ok(None) => return Err(Error::NotFound("shard group not found")),
+                Ok(None) => return Err(Error::NotFound(GROUP_NOT_FOUND)),
                 Err(err) => return Err(err.into()),
             }
         }
@@ -382,7 +354,7 @@ impl Shards {
         let watch = self.watch(group);
         let state = current(&watch).await?;
         if !state.exists {
-            return Err(Error::NotFound("shard group not found"));
+            return Err(Error::NotFound(GROUP_NOT_FOUND));
         }
         Ok(state)
     }
@@ -417,6 +389,8 @@ impl Shards {
     }
 }
 
+/// No such group.
+pub const GROUP_NOT_FOUND: &str = "shard group not found";
 /// No such membership.
 pub const MEMBER_NOT_FOUND: &str = "shard group member not found";
 
@@ -448,7 +422,7 @@ async fn read_table(client: &Zk, group: &Name) -> Result<(Table, i32)> {
             let record: GroupRecord = record::decode(&data)?;
             Ok((record.table(u64::try_from(stat.mzxid).unwrap_or(0))?, stat.version))
         }
-        Ok(None) => Err(Error::NotFound("shard group not found")),
+        Ok(None) => Err(Error::NotFound(GROUP_NOT_FOUND)),
         Err(err) => Err(err.into()),
     }
 }
