@@ -188,3 +188,46 @@ async fn invalid_input_is_rejected_before_reaching_zookeeper() {
     assert_eq!(client.count_descendants_number(&ns).await.unwrap(), 6);
     instance.shutdown().await;
 }
+
+/// A Campaign, Lock or TryLock whose lease is unknown or whose secret is wrong is refused
+/// before anything is written: no election or lock key znode appears, the zxid does not move.
+#[tokio::test]
+async fn refused_calls_write_nothing() {
+    // A server of its own, so that no other test's writes move the zxid.
+    let zk = Standalone::start();
+    let ns = support::namespace("refused");
+    let instance = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let channel = support::channel(instance.addr()).await;
+    let mut elections = ElectionClient::new(channel.clone());
+    let mut locks = LockClient::new(channel.clone());
+    let granted = support::lease::grant(&channel, "owner", std::time::Duration::from_secs(60)).await;
+    let zxid_before = zk.server.zxid().expect("zxid");
+
+    let refusals =
+        [(granted.lease_id, "not-the-secret-at-all", Code::PermissionDenied), (424_242, "whatever", Code::NotFound)];
+    for (id, secret, code) in refusals {
+        let key = Some(pb::CandidateKey { election: "e".into(), candidate_id: "c".into(), lease: lease(id, secret) });
+        let status = elections.campaign(pb::CampaignRequest { key, ..Default::default() }).await.unwrap_err();
+        assert_eq!(status.code(), code, "campaign: {status:?}");
+        let lock = pb::LockRequest {
+            keys: vec!["k1".into(), "k2".into()],
+            lease: lease(id, secret),
+            mode: pb::LockMode::Exclusive.into(),
+            wait_timeout_ms: 0,
+        };
+        let status = locks.lock(lock).await.unwrap_err();
+        assert_eq!(status.code(), code, "lock: {status:?}");
+        let try_lock =
+            pb::TryLockRequest { keys: vec!["k1".into()], lease: lease(id, secret), mode: pb::LockMode::Shared.into() };
+        let status = locks.try_lock(try_lock).await.unwrap_err();
+        assert_eq!(status.code(), code, "try lock: {status:?}");
+    }
+
+    assert_eq!(zk.server.zxid(), Some(zxid_before), "no write reached zookeeper");
+    let client = support::zk_client(&zk.hosts()).await;
+    for dir in ["elections", "locks"] {
+        let children = client.list_children(&format!("{ns}/{dir}")).await.unwrap();
+        assert!(children.is_empty(), "{dir}: {children:?}");
+    }
+    instance.shutdown().await;
+}

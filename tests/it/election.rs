@@ -554,3 +554,51 @@ async fn a_campaign_stream_that_is_not_read_is_ended_when_too_far_behind() {
     drop(one);
     instance.shutdown().await;
 }
+
+/// A candidate znode whose data is not a candidate record (written behind zkcoord's back, as
+/// anyone may when `zookeeper_auth` is off) is skipped: the election goes on electing and
+/// serving the real candidates, and the junk is neither listed nor elected.
+#[tokio::test]
+async fn an_undecodable_candidate_znode_does_not_wedge_the_election() {
+    use zkcoord::testing::{Name, layout};
+    let zk = support::zk::shared();
+    let ns = support::namespace("election-junk");
+    let instance = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let channel = support::channel(instance.addr()).await;
+    let e = "junked";
+    let mut first = campaign(&channel, e, "first", leased(&channel, "1").await, 0, pb::PreemptPolicy::Off).await;
+    first.until(pb::CandidateState::Elected).await;
+
+    let raw = support::zk_client(&zk.hosts()).await.chroot(ns.as_str()).unwrap();
+    let junk = layout::candidate(&Name::parse("election", e).unwrap(), &Name::parse("candidate", "junk").unwrap());
+    let anyone = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    raw.create(&junk, b"\xff not a candidate record", &anyone).await.unwrap();
+
+    // A new candidate makes the instance list (and read) the candidates again.
+    let mut second = campaign(&channel, e, "second", leased(&channel, "2").await, 1, pb::PreemptPolicy::Off).await;
+    assert_eq!(second.until(pb::CandidateState::Queued).await.position, 1);
+    assert_eq!(leader(&channel, e).await.unwrap().candidate_id, "first");
+    let mut client = ElectionClient::new(channel.clone());
+    let listed = client.candidates(pb::CandidatesRequest { election: e.into() }).await.unwrap().into_inner();
+    let ids: Vec<&str> = listed.candidates.iter().map(|c| c.candidate_id.as_str()).collect();
+    assert_eq!(ids, ["first", "second"], "the junk is not a candidate");
+
+    // Leadership still moves on; junk rewritten (still junk) changes nothing.
+    raw.set_data(&junk, b"{\"lease_id\": \"no\"}", None).await.unwrap();
+    let request = pb::ResignRequest { key: key(e, "first", &first.lease), term: 1, stay_candidate: false };
+    client.resign(request).await.unwrap();
+    let elected = second.until(pb::CandidateState::Elected).await;
+    assert_eq!(elected.term, 2);
+    assert_eq!(leader(&channel, e).await.unwrap().candidate_id, "second");
+    // Nobody can take the junk's id over, and it is nobody's candidacy to resign.
+    let lease = leased(&channel, "3").await;
+    let status =
+        client.campaign(pb::CampaignRequest { key: key(e, "junk", &lease), ..Default::default() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let status = client
+        .resign(pb::ResignRequest { key: key(e, "junk", &lease), term: 0, stay_candidate: false })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    instance.shutdown().await;
+}

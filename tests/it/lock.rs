@@ -623,3 +623,34 @@ async fn requests_are_ordered_by_creation_across_the_sequence_wrap() {
     }
     instance.shutdown().await;
 }
+
+/// A request node whose data is not a lock record (written behind zkcoord's back) does not
+/// break Holders or TryLock: its holder is shown with no owner and lease 0, and the key is
+/// released and granted as usual.
+#[tokio::test]
+async fn an_undecodable_lock_node_does_not_break_holders() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("lock-junk");
+    let instance = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let channel = support::channel(instance.addr()).await;
+    let (a, b) = (Locker::granted(&channel, "a", LONG).await, Locker::granted(&channel, "b", LONG).await);
+    let held = a.lock(&["rec"], EXCLUSIVE, 0).await.unwrap();
+    let zk_client = support::zk_client(&zk.hosts()).await;
+    let nodes = queued(&zk_client, &ns, "rec").await;
+    assert_eq!(nodes.len(), 1);
+    zk_client.set_data(&format!("{ns}/locks/rec/{}", nodes[0]), b"\xff junk", None).await.unwrap();
+
+    let holders = b.holders("rec", false).await;
+    assert_eq!(holders.len(), 1);
+    let holder = &holders[0].holders[..];
+    assert_eq!(holder.len(), 1, "{holder:?}");
+    assert_eq!((holder[0].owner.as_str(), holder[0].lease_id), ("", 0));
+    assert_eq!(holder[0].fencing_token, held.tokens[0].fencing_token);
+    let tried = b.try_lock(&["rec"], EXCLUSIVE).await.unwrap();
+    assert!(!tried.acquired);
+    assert_eq!(tried.blocked[0].holders.len(), 1);
+
+    a.unlock(&held.handle).await.unwrap();
+    assert!(b.try_lock(&["rec"], EXCLUSIVE).await.unwrap().acquired);
+    instance.shutdown().await;
+}

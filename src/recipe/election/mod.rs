@@ -386,6 +386,9 @@ impl Elections {
     pub async fn campaign(&self, request: CampaignRequest) -> Result<Campaign> {
         let client = self.shared.session.client()?;
         let key = &request.key;
+        // The caller's lease and secret first: a refused call writes nothing (no election
+        // znodes made for a caller without a lease).
+        let mut verified = Some(lease::read_verified(&client, key.lease_id, &key.secret).await?);
         ensure_election(&client, self.shared.session.acls(), &key.election, request.preempt).await?;
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
         let binding_path = layout::binding(key.lease_id, &layout::candidacy_binding(&key.election, &key.candidate_id));
@@ -400,7 +403,10 @@ impl Elections {
         let persistent = CreateMode::Persistent.with_acls(self.shared.session.acls());
         let mut written_zxid = None;
         for _ in 0..MAX_ATTEMPTS {
-            let (_, lease_version) = lease::read_verified(&client, key.lease_id, &key.secret).await?;
+            let (_, lease_version) = match verified.take() {
+                Some(verified) => verified,
+                None => lease::read_verified(&client, key.lease_id, &key.secret).await?,
+            };
             let mut multi = client.multi();
             multi.add_check_version(&layout::lease(key.lease_id), lease_version)?;
             multi.add_create(&candidate_path, &data, &persistent)?;
@@ -416,8 +422,10 @@ impl Elections {
                 Err(OpFailed { index: 1, error: NodeExists }) => {
                     // Taking back an existing candidacy.
                     let Some((existing, stat)) = client.get_data(&candidate_path).await? else { continue };
-                    let existing: CandidateRecord = record::decode(&existing)?;
-                    if existing.lease_id != key.lease_id {
+                    // A znode that is no candidate record (written behind zkcoord's back) is not
+                    // this lease's either.
+                    let ours = record::decode::<CandidateRecord>(&existing).is_ok_and(|e| e.lease_id == key.lease_id);
+                    if !ours {
                         return Err(Error::FailedPrecondition(CANDIDATE_ID_TAKEN));
                     }
                     match client.set_data(&candidate_path, &data, Some(stat.version)).await {
@@ -745,8 +753,8 @@ async fn ensure_election(client: &Zk, acls: Acls<'_>, name: &Name, preempt: Opti
 async fn own_candidate(client: &Zk, path: &str, lease_id: i64) -> Result<i32> {
     let not_a_candidate = || Error::FailedPrecondition(NOT_A_CANDIDATE);
     let (data, stat) = client.get_data(path).await?.ok_or_else(not_a_candidate)?;
-    let record: CandidateRecord = record::decode(&data)?;
-    if record.lease_id != lease_id {
+    // A znode that is no candidate record (written behind zkcoord's back) is no candidacy.
+    if !record::decode::<CandidateRecord>(&data).is_ok_and(|record| record.lease_id == lease_id) {
         return Err(not_a_candidate());
     }
     Ok(stat.version)

@@ -194,6 +194,10 @@ struct WatchTask {
 #[derive(Default)]
 struct Cache {
     candidates: BTreeMap<String, Arc<CandidateView>>,
+    /// Candidate znodes whose data is not a candidate record (written behind zkcoord's back),
+    /// with the `mzxid` of the data last read: skipped (not eligible, not counted), logged once
+    /// per version, and read again only when their watch fires.
+    undecodable: HashMap<String, i64>,
     dirty: HashSet<String>,
     lease_dirty: HashSet<String>,
     /// Watches armed and not fired yet.
@@ -218,6 +222,7 @@ impl WatchTask {
                 election_dirty = true;
                 children_dirty = true;
                 cache.dirty.extend(cache.candidates.keys().cloned());
+                cache.dirty.extend(cache.undecodable.keys().cloned());
                 cache.lease_dirty.extend(cache.candidates.keys().cloned());
             }
             let poked = self.pokes.load(std::sync::atomic::Ordering::SeqCst);
@@ -374,11 +379,12 @@ impl WatchTask {
             };
             let present: HashSet<&String> = children.iter().collect();
             cache.candidates.retain(|id, _| present.contains(id));
+            cache.undecodable.retain(|id, _| present.contains(id));
             // A candidate whose own watch fired because it was deleted is not listed any more:
             // nothing to read (its znode is gone as of this listing).
             cache.dirty.retain(|id| present.contains(id));
             for id in children {
-                if !cache.candidates.contains_key(&id) {
+                if !cache.candidates.contains_key(&id) && !cache.undecodable.contains_key(&id) {
                     cache.dirty.insert(id.clone());
                     cache.lease_dirty.insert(id);
                 }
@@ -389,7 +395,19 @@ impl WatchTask {
             let candidate_path = layout::candidate(&self.name, &candidate_id);
             match read_data(client, &candidate_path, Fired::Candidate(id.clone()), cache, watches).await {
                 Ok(Some((data, stat))) => {
-                    let record: CandidateRecord = record::decode(&data)?;
+                    // A znode zkcoord did not write must not wedge the election: it is no
+                    // candidate (its watch, armed by the read, tells when it changes).
+                    let record: CandidateRecord = match record::decode(&data) {
+                        Ok(record) => record,
+                        Err(err) => {
+                            if cache.undecodable.insert(id.clone(), stat.mzxid) != Some(stat.mzxid) {
+                                tracing::warn!(election = %self.name, candidate = %id, error = %err, "skipping a candidate znode that is not a candidate record");
+                            }
+                            cache.candidates.remove(&id);
+                            continue;
+                        }
+                    };
+                    cache.undecodable.remove(&id);
                     let health = cache.candidates.get(&id).and_then(|c| c.health.clone());
                     let lease_ttl = cache.candidates.get(&id).and_then(|c| c.lease_ttl);
                     let changed_lease = cache.candidates.get(&id).is_none_or(|c| c.record.lease_id != record.lease_id);
@@ -409,6 +427,7 @@ impl WatchTask {
                 }
                 Ok(None) => {
                     cache.candidates.remove(&id);
+                    cache.undecodable.remove(&id);
                 }
                 Err(err) => {
                     cache.dirty.insert(id);

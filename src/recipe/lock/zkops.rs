@@ -275,7 +275,8 @@ pub struct HolderNode {
     pub token: u64,
 }
 
-/// Reads the holders of `key` named in `queue`; holders gone meanwhile are left out.
+/// Reads the holders of `key` named in `queue`; holders gone meanwhile are left out, and a
+/// node whose data is not a [`NodeRecord`] is shown with lease 0 and no owner.
 ///
 /// # Cancellation safety
 /// Read-only: safe to cancel.
@@ -289,7 +290,12 @@ pub async fn read_holders(client: &Zk, key: &Name, queue: &Queue) -> Result<Vec<
     for (exclusive, result) in join_all(reads).await {
         match result {
             Ok(Some((data, stat))) => holders.push(HolderNode {
-                record: record::decode(&data)?,
+                // A node zkcoord did not write (behind its back) still holds the key by its
+                // name: shown with an unknown owner rather than failing the read.
+                record: record::decode(&data).unwrap_or_else(|err| {
+                    tracing::warn!(key = %key, error = %err, "a lock node that is not a lock record holds the key");
+                    NodeRecord { lease_id: 0, owner: String::new(), instance: String::new(), acquired_unix_ms: None }
+                }),
                 exclusive,
                 created_unix_ms: stat.ctime,
                 token: stat.czxid as u64,
