@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// [default: 1000]
     #[arg(long, value_name = "N")]
     pub max_calls_per_connection: Option<String>,
+    /// Streams open at once per client connection [env: ZKCOORD_MAX_STREAMS_PER_CONNECTION]
+    /// [default: 200]
+    #[arg(long, value_name = "N")]
+    pub max_streams_per_connection: Option<String>,
     /// Server certificate chain (PEM); turns on TLS [env: ZKCOORD_TLS_CERT]
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<String>,
@@ -120,6 +124,7 @@ impl ServeArgs {
             instance_id: self.instance_id,
             metrics_listen: self.metrics_listen,
             max_calls_per_connection: self.max_calls_per_connection,
+            max_streams_per_connection: self.max_streams_per_connection,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_client_ca: self.tls_client_ca,

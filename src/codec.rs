@@ -5,11 +5,22 @@
 //! at tens of thousands of leases those buffers are most of an instance's memory. zkcoord's
 //! messages are far smaller (a heartbeat is tens of bytes); buffers still grow for a large
 //! message, such as a Lock request on many keys.
+//!
+//! prost answers a message it cannot decode with INTERNAL (gRPC's status code guide says so of
+//! a server's own parse errors); for zkcoord that is the client's bad input, not a bug, so the
+//! decoder answers [`Error::Undecodable`] (INVALID_ARGUMENT, a fixed message). The generated
+//! clients of this crate (used by tests; `zkcoord-client` has its own) share the codec, so they
+//! would report an undecodable response the same way.
 
 use std::marker::PhantomData;
 
-use tonic::codec::{BufferSettings, Codec};
-use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic::{
+    Status,
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+};
+use tonic_prost::{ProstCodec, ProstEncoder};
+
+use crate::Error;
 
 /// Initial size of a call's encode and decode buffers.
 const BUFFER_SIZE: usize = 512;
@@ -38,13 +49,33 @@ where
     type Encode = T;
     type Decode = U;
     type Encoder = ProstEncoder<T>;
-    type Decoder = ProstDecoder<U>;
+    type Decoder = MessageDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
         ProstCodec::<T, U>::raw_encoder(settings())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstCodec::<T, U>::raw_decoder(settings())
+        MessageDecoder(PhantomData)
+    }
+}
+
+/// Decodes `U` with prost; a message that is not a valid `U` is [`Error::Undecodable`].
+#[derive(Debug)]
+pub struct MessageDecoder<U>(PhantomData<U>);
+
+impl<U: prost::Message + Default> Decoder for MessageDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        U::decode(buf).map(Some).map_err(|err| {
+            tracing::debug!(error = %err, "undecodable message");
+            Error::Undecodable.into()
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        settings()
     }
 }

@@ -48,6 +48,10 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// needs (a Lock waiting for its keys counts; an open stream does not), far fewer than would
 /// let one connection exhaust the instance.
 pub const DEFAULT_MAX_CALLS_PER_CONNECTION: &str = "1000";
+/// Streams open at once one client connection may have by default (HTTP/2
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`; hyper's own default, which tonic removes): every call is
+/// a stream, and a client holds a few per lease (KeepAlive, Campaign, Observe).
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: &str = "200";
 
 /// Longest accepted instance id.
 pub const MAX_INSTANCE_ID_LEN: usize = 64;
@@ -74,6 +78,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Calls in progress one client connection may have; more get RESOURCE_EXHAUSTED.
     pub max_calls_per_connection: usize,
+    /// Streams (calls of any kind, open streams included) one client connection may have open
+    /// at once, advertised as HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: a client waits for a
+    /// stream to end before it opens one more.
+    pub max_streams_per_connection: u32,
     /// TLS for the gRPC listener; `None`: plaintext.
     pub tls: Option<TlsConfig>,
     /// Which election names and lock keys each client identity may use; `None`: all.
@@ -111,6 +119,8 @@ pub struct RawSettings {
     pub metrics_listen: Option<String>,
     /// Calls in progress per client connection, 1 to 100000.
     pub max_calls_per_connection: Option<String>,
+    /// Streams open at once per client connection, 1 to 100000.
+    pub max_streams_per_connection: Option<String>,
     /// Server certificate chain, PEM file.
     pub tls_cert: Option<String>,
     /// Server private key, PEM file.
@@ -269,6 +279,19 @@ impl Config {
             _ => return Err(fail("max_calls_per_connection", src, format!("{v:?} is not a number from 1 to 100000"))),
         };
 
+        let (v, src) = setting(
+            "max_streams_per_connection",
+            flags.max_streams_per_connection,
+            file_settings.max_streams_per_connection,
+            DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        );
+        let max_streams_per_connection = match v.parse::<u32>() {
+            Ok(n) if (1..=100_000).contains(&n) => n,
+            _ => {
+                return Err(fail("max_streams_per_connection", src, format!("{v:?} is not a number from 1 to 100000")));
+            }
+        };
+
         let (v, src) = setting("tenants", flags.tenants, file_settings.tenants, "");
         let tenants = parse_tenants(&v).map_err(|m| fail("tenants", src, m))?;
 
@@ -294,6 +317,7 @@ impl Config {
             instance_id,
             metrics_listen,
             max_calls_per_connection,
+            max_streams_per_connection,
             tls,
             authz,
         })
@@ -531,6 +555,7 @@ mod tests {
         assert_eq!(config.zookeeper.namespace, "/zkcoord");
         assert_eq!(config.zookeeper.session_timeout, DEFAULT_SESSION_TIMEOUT);
         assert_eq!(config.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(config.max_streams_per_connection, 200);
         assert!(Name::parse("id", &config.instance_id).is_ok(), "{}", config.instance_id);
     }
 
@@ -562,6 +587,22 @@ mod tests {
         let err = Config::resolve(RawSettings::default(), None, env).expect_err("invalid");
         assert_eq!(err.setting, "session_timeout");
         assert!(err.to_string().contains("ZKCOORD_SESSION_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn max_streams_per_connection_is_1_to_100000() {
+        let flags = |v: &str| RawSettings { max_streams_per_connection: Some(v.into()), ..Default::default() };
+        let config = Config::resolve(flags("4"), None, no_env).expect("valid");
+        assert_eq!(config.max_streams_per_connection, 4);
+        let env = |name: &str| (name == "ZKCOORD_MAX_STREAMS_PER_CONNECTION").then(|| "100000".to_string());
+        assert_eq!(
+            Config::resolve(RawSettings::default(), None, env).expect("valid").max_streams_per_connection,
+            100_000
+        );
+        for bad in ["0", "100001", "-1", "many", ""] {
+            let err = Config::resolve(flags(bad), None, no_env).expect_err(bad);
+            assert_eq!((err.setting, err.source), ("max_streams_per_connection", Source::Flag), "{bad}");
+        }
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub const LEASE_CLAIMED: &str = "lease was claimed by a KeepAlive stream on anot
 /// lives).
 pub const LOCK_REQUEST_RELEASED: &str = "lock request was released";
 
+/// The message of a request that is not a valid protobuf message of the call's request type
+/// ([`Error::Undecodable`]).
+pub const UNDECODABLE_REQUEST: &str = "request: not a valid protobuf message";
+
 // `Error::InvalidArgument` reasons that several rules share.
 
 /// A message field is absent.
@@ -61,6 +65,11 @@ pub enum Error {
         /// Why it is rejected.
         reason: &'static str,
     },
+    /// A request message is not a valid protobuf encoding of the call's request type (garbage,
+    /// a truncated varint, invalid UTF-8 in a string, a wrong wire type). The message is
+    /// [`UNDECODABLE_REQUEST`].
+    #[error("{}", UNDECODABLE_REQUEST)]
+    Undecodable,
     /// The named lease does not exist (never granted, expired or revoked).
     #[error("lease not found")]
     LeaseNotFound,
@@ -155,7 +164,7 @@ impl From<zookeeper_client::Error> for Error {
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = match &err {
-            Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::InvalidArgument { .. } | Error::Undecodable => Code::InvalidArgument,
             Error::LeaseNotFound | Error::HoldNotFound | Error::NotFound(_) => Code::NotFound,
             Error::WrongSecret | Error::NotAuthorized { .. } | Error::TenantNotAllowed => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
@@ -194,6 +203,7 @@ mod tests {
                 Code::InvalidArgument,
                 "key.election: must not be empty",
             ),
+            (Error::Undecodable, Code::InvalidArgument, "request: not a valid protobuf message"),
             (Error::LeaseNotFound, Code::NotFound, "lease not found"),
             (Error::WrongSecret, Code::PermissionDenied, "wrong lease secret"),
             (Error::TenantNotAllowed, Code::PermissionDenied, "tenant not allowed"),
@@ -245,6 +255,7 @@ mod tests {
             (REQUIRED, "is required"),
             (EMPTY, "must not be empty"),
             (AT_MOST_128_BYTES, "must be at most 128 bytes"),
+            (UNDECODABLE_REQUEST, "request: not a valid protobuf message"),
         ];
         for (message, expected) in messages {
             assert_eq!(Status::from(Error::FailedPrecondition(message)).message(), expected);

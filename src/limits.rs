@@ -4,6 +4,9 @@
 //!   shedding, which answers RESOURCE_EXHAUSTED at once instead of queueing. A call counts
 //!   until its response headers: the whole call for unary RPCs (a Lock waiting for its keys
 //!   included), until the stream is open for streams.
+//! * Streams open at once per connection (`max_streams_per_connection`): HTTP/2
+//!   `SETTINGS_MAX_CONCURRENT_STREAMS`, which counts a stream until it ends. A client's next
+//!   call waits for a free stream; hyper refuses one opened anyway (`REFUSED_STREAM`).
 //! * Request message size ([`crate::server::MAX_REQUEST_BYTES`]): tonic reports an oversized
 //!   message as OUT_OF_RANGE; [`oversized_as_resource_exhausted`] reports it as
 //!   RESOURCE_EXHAUSTED, as gRPC specifies, with a stable message.

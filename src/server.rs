@@ -15,6 +15,7 @@ use tower::util::MapResponseLayer;
 
 pub use crate::{
     api::tenant::TENANT_HEADER,
+    error::UNDECODABLE_REQUEST,
     limits::TOO_LARGE_MESSAGE,
     tls::ServerTls,
     zk::{SessionStatus, ZkSession},
@@ -130,6 +131,8 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         })
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        // tonic removes hyper's default limit (200); without one a client could open any number.
+        .max_concurrent_streams(config.max_streams_per_connection)
         .concurrency_limit_per_connection(config.max_calls_per_connection)
         .load_shed(true)
         .layer(RpcMetricsLayer::new(metrics))

@@ -10,7 +10,10 @@ use std::{
 };
 
 use zkcoord::{
-    config::{Config, DEFAULT_MAX_CALLS_PER_CONNECTION, DEFAULT_SESSION_TIMEOUT, LogFormat, ZkConfig},
+    config::{
+        Config, DEFAULT_MAX_CALLS_PER_CONNECTION, DEFAULT_MAX_STREAMS_PER_CONNECTION, DEFAULT_SESSION_TIMEOUT,
+        LogFormat, ZkConfig,
+    },
     server,
 };
 
@@ -31,6 +34,7 @@ fn zkcoord_config(hosts: &str, namespace: &str) -> Config {
         instance_id: format!("bench-{}", std::process::id()),
         metrics_listen: None,
         max_calls_per_connection: DEFAULT_MAX_CALLS_PER_CONNECTION.parse().expect("a number"),
+        max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION.parse().expect("a number"),
         tls: None,
         authz: None,
     }

@@ -56,6 +56,7 @@ pub fn test_config(hosts: &str, namespace: &str) -> Config {
         instance_id: format!("test-{}", namespace.trim_start_matches('/').replace('/', "-")),
         metrics_listen: None,
         max_calls_per_connection: 1000,
+        max_streams_per_connection: 200,
         tls: None,
         authz: None,
     }
