@@ -204,7 +204,7 @@ async fn heartbeats_cost_no_zookeeper_writes_and_one_session() {
     const LEASES: usize = 1000;
     let zk = Standalone::start();
     let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("write-count")).await;
-    let channels: Vec<Channel> = futures_channels(instance.addr(), 4).await;
+    let channels: Vec<Channel> = futures_channels(instance.addr(), 10).await;
     let mut grants = tokio::task::JoinSet::new();
     for i in 0..LEASES {
         let channel = channels[i % channels.len()].clone();
