@@ -86,6 +86,27 @@ pub struct ServeArgs {
     /// [default: 200]
     #[arg(long, value_name = "N")]
     pub max_streams_per_connection: Option<String>,
+    /// Leases per tenant [env: ZKCOORD_MAX_LEASES_PER_TENANT] [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub max_leases_per_tenant: Option<String>,
+    /// Leases per client identity attached to this instance (mTLS) [env: ZKCOORD_MAX_LEASES_PER_IDENTITY] [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_leases_per_identity: Option<String>,
+    /// Candidacies per lease [env: ZKCOORD_MAX_CANDIDACIES_PER_LEASE] [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_candidacies_per_lease: Option<String>,
+    /// Lock requests (holds and queued) per lease [env: ZKCOORD_MAX_LOCK_REQUESTS_PER_LEASE] [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_lock_requests_per_lease: Option<String>,
+    /// Observe and Watch streams open at once on this instance [env: ZKCOORD_MAX_OBSERVE_STREAMS] [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_observe_streams: Option<String>,
+    /// Elections this instance follows at once [env: ZKCOORD_MAX_WATCHED_ELECTIONS] [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_watched_elections: Option<String>,
+    /// Connections per client identity (mTLS) [env: ZKCOORD_MAX_CONNECTIONS_PER_IDENTITY] [default: 100]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_identity: Option<String>,
     /// Server certificate chain (PEM); turns on TLS [env: ZKCOORD_TLS_CERT]
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<String>,
@@ -125,6 +146,13 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen,
             max_calls_per_connection: self.max_calls_per_connection,
             max_streams_per_connection: self.max_streams_per_connection,
+            max_leases_per_tenant: self.max_leases_per_tenant,
+            max_leases_per_identity: self.max_leases_per_identity,
+            max_candidacies_per_lease: self.max_candidacies_per_lease,
+            max_lock_requests_per_lease: self.max_lock_requests_per_lease,
+            max_observe_streams: self.max_observe_streams,
+            max_watched_elections: self.max_watched_elections,
+            max_connections_per_identity: self.max_connections_per_identity,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_client_ca: self.tls_client_ca,

@@ -19,11 +19,15 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::validate::Name;
+pub use crate::limits::Quotas;
 pub use crate::{
     authz::Authz,
     tls::TlsConfig,
     zk::{ZkAuth, ZkConfig},
+};
+use crate::{
+    limits::{self, MAX_QUOTA},
+    validate::Name,
 };
 
 /// Exit code for invalid configuration or usage (BSD `sysexits.h` `EX_USAGE`).
@@ -82,6 +86,8 @@ pub struct Config {
     /// at once, advertised as HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: a client waits for a
     /// stream to end before it opens one more.
     pub max_streams_per_connection: u32,
+    /// What one tenant, identity, lease or the whole instance may hold (see [`Quotas`]).
+    pub quotas: Quotas,
     /// TLS for the gRPC listener; `None`: plaintext.
     pub tls: Option<TlsConfig>,
     /// Which election names and lock keys each client identity may use; `None`: all.
@@ -121,6 +127,20 @@ pub struct RawSettings {
     pub max_calls_per_connection: Option<String>,
     /// Streams open at once per client connection, 1 to 100000.
     pub max_streams_per_connection: Option<String>,
+    /// Leases per tenant, 1 to 10000000.
+    pub max_leases_per_tenant: Option<String>,
+    /// Leases per client identity attached to this instance (mTLS), 1 to 10000000.
+    pub max_leases_per_identity: Option<String>,
+    /// Candidacies per lease, 1 to 10000000.
+    pub max_candidacies_per_lease: Option<String>,
+    /// Lock requests (holds and queued) per lease, 1 to 10000000.
+    pub max_lock_requests_per_lease: Option<String>,
+    /// Observe and Watch streams open at once on this instance, 1 to 10000000.
+    pub max_observe_streams: Option<String>,
+    /// Elections this instance follows at once, 1 to 10000000.
+    pub max_watched_elections: Option<String>,
+    /// Connections per client identity (mTLS), 1 to 10000000.
+    pub max_connections_per_identity: Option<String>,
     /// Server certificate chain, PEM file.
     pub tls_cert: Option<String>,
     /// Server private key, PEM file.
@@ -292,6 +312,58 @@ impl Config {
             }
         };
 
+        let quota = |setting_name: &'static str, flag: Option<String>, file: Option<String>, default: usize| {
+            let (v, src) = pick(setting_name, flag, file).unwrap_or_else(|| (default.to_string(), Source::Default));
+            match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_QUOTA).contains(&n) => Ok(n),
+                _ => Err(fail(setting_name, src, format!("{v:?} is not a number from 1 to {MAX_QUOTA}"))),
+            }
+        };
+        let quotas = Quotas {
+            leases_per_tenant: quota(
+                "max_leases_per_tenant",
+                flags.max_leases_per_tenant,
+                file_settings.max_leases_per_tenant,
+                limits::DEFAULT_LEASES_PER_TENANT,
+            )?,
+            leases_per_identity: quota(
+                "max_leases_per_identity",
+                flags.max_leases_per_identity,
+                file_settings.max_leases_per_identity,
+                limits::DEFAULT_LEASES_PER_IDENTITY,
+            )?,
+            candidacies_per_lease: quota(
+                "max_candidacies_per_lease",
+                flags.max_candidacies_per_lease,
+                file_settings.max_candidacies_per_lease,
+                limits::DEFAULT_CANDIDACIES_PER_LEASE,
+            )?,
+            lock_requests_per_lease: quota(
+                "max_lock_requests_per_lease",
+                flags.max_lock_requests_per_lease,
+                file_settings.max_lock_requests_per_lease,
+                limits::DEFAULT_LOCK_REQUESTS_PER_LEASE,
+            )?,
+            observe_streams: quota(
+                "max_observe_streams",
+                flags.max_observe_streams,
+                file_settings.max_observe_streams,
+                limits::DEFAULT_OBSERVE_STREAMS,
+            )?,
+            watched_elections: quota(
+                "max_watched_elections",
+                flags.max_watched_elections,
+                file_settings.max_watched_elections,
+                limits::DEFAULT_WATCHED_ELECTIONS,
+            )?,
+            connections_per_identity: quota(
+                "max_connections_per_identity",
+                flags.max_connections_per_identity,
+                file_settings.max_connections_per_identity,
+                limits::DEFAULT_CONNECTIONS_PER_IDENTITY,
+            )?,
+        };
+
         let (v, src) = setting("tenants", flags.tenants, file_settings.tenants, "");
         let tenants = parse_tenants(&v).map_err(|m| fail("tenants", src, m))?;
 
@@ -318,6 +390,7 @@ impl Config {
             metrics_listen,
             max_calls_per_connection,
             max_streams_per_connection,
+            quotas,
             tls,
             authz,
         })
@@ -602,6 +675,26 @@ mod tests {
         for bad in ["0", "100001", "-1", "many", ""] {
             let err = Config::resolve(flags(bad), None, no_env).expect_err(bad);
             assert_eq!((err.setting, err.source), ("max_streams_per_connection", Source::Flag), "{bad}");
+        }
+    }
+
+    #[test]
+    fn quotas_are_1_to_10000000() {
+        let config = Config::resolve(RawSettings::default(), None, no_env).expect("defaults");
+        assert_eq!(config.quotas, Quotas::default());
+        let flags = RawSettings {
+            max_leases_per_tenant: Some("1".into()),
+            max_connections_per_identity: Some("10000000".into()),
+            ..Default::default()
+        };
+        let env = |name: &str| (name == "ZKCOORD_MAX_WATCHED_ELECTIONS").then(|| "7".to_string());
+        let quotas = Config::resolve(flags, None, env).expect("valid").quotas;
+        assert_eq!((quotas.leases_per_tenant, quotas.connections_per_identity), (1, 10_000_000));
+        assert_eq!(quotas.watched_elections, 7);
+        for bad in ["0", "10000001", "-1", "many", ""] {
+            let flags = RawSettings { max_observe_streams: Some(bad.into()), ..Default::default() };
+            let err = Config::resolve(flags, None, no_env).expect_err(bad);
+            assert_eq!((err.setting, err.source), ("max_observe_streams", Source::Flag), "{bad}");
         }
     }
 

@@ -43,6 +43,24 @@ pub const LOCK_REQUEST_RELEASED: &str = "lock request was released";
 /// ([`Error::Undecodable`]).
 pub const UNDECODABLE_REQUEST: &str = "request: not a valid protobuf message";
 
+// The messages of `Error::LimitReached` (RESOURCE_EXHAUSTED), part of the API: see
+// `crate::limits` for how each is counted.
+
+/// Grant: the tenant has `max_leases_per_tenant` leases.
+pub const TOO_MANY_TENANT_LEASES: &str = "too many leases in this tenant";
+/// Grant: the caller's identity has `max_leases_per_identity` leases attached to this instance.
+pub const TOO_MANY_IDENTITY_LEASES: &str = "too many leases for this identity";
+/// Campaign: the lease has `max_candidacies_per_lease` candidacies.
+pub const TOO_MANY_CANDIDACIES: &str = "too many candidacies for this lease";
+/// Lock, TryLock: the lease has `max_lock_requests_per_lease` holds and queued requests.
+pub const TOO_MANY_LOCK_REQUESTS: &str = "too many lock requests for this lease";
+/// Observe (elections), Watch and Observe (shards): `max_observe_streams` are open here.
+pub const TOO_MANY_OBSERVE_STREAMS: &str = "too many Observe and Watch streams on this instance";
+/// Campaign, Observe, Leader: `max_watched_elections` other elections are followed here.
+pub const TOO_MANY_ELECTIONS: &str = "too many elections followed by this instance";
+/// Every call on a connection past `max_connections_per_identity`.
+pub const TOO_MANY_CONNECTIONS: &str = "too many connections for this identity";
+
 // `Error::InvalidArgument` reasons that several rules share.
 
 /// A message field is absent.
@@ -107,6 +125,10 @@ pub enum Error {
     /// retry, possibly on another instance.
     #[error("zookeeper unavailable")]
     Unavailable,
+    /// A quota is used up (see [`crate::limits`]); nothing was done. The message is one of the
+    /// `TOO_MANY_*` constants.
+    #[error("{0}")]
+    LimitReached(&'static str),
     /// A stream's client left too many messages unread; the stream ends (the client may open
     /// it again).
     #[error("stream fell too far behind")]
@@ -170,7 +192,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable | Error::ShuttingDown => Code::Unavailable,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
-            Error::FellBehind => Code::ResourceExhausted,
+            Error::FellBehind | Error::LimitReached(_) => Code::ResourceExhausted,
             Error::Cancelled => Code::Cancelled,
             Error::ZooKeeper(_) | Error::Internal(_) => Code::Internal,
         };
@@ -221,6 +243,7 @@ mod tests {
             (Error::DeadlineExceeded, Code::DeadlineExceeded, "lock wait timed out"),
             (Error::FellBehind, Code::ResourceExhausted, "stream fell too far behind"),
             (Error::FailedPrecondition(NOT_LEADER), Code::FailedPrecondition, "not the leader"),
+            (Error::LimitReached(TOO_MANY_CANDIDACIES), Code::ResourceExhausted, "too many candidacies for this lease"),
             (zookeeper_client::Error::ConnectionLoss.into(), Code::Unavailable, "zookeeper unavailable"),
             (zookeeper_client::Error::NoAuth.into(), Code::Internal, "internal error"),
         ];
@@ -256,6 +279,13 @@ mod tests {
             (EMPTY, "must not be empty"),
             (AT_MOST_128_BYTES, "must be at most 128 bytes"),
             (UNDECODABLE_REQUEST, "request: not a valid protobuf message"),
+            (TOO_MANY_TENANT_LEASES, "too many leases in this tenant"),
+            (TOO_MANY_IDENTITY_LEASES, "too many leases for this identity"),
+            (TOO_MANY_CANDIDACIES, "too many candidacies for this lease"),
+            (TOO_MANY_LOCK_REQUESTS, "too many lock requests for this lease"),
+            (TOO_MANY_OBSERVE_STREAMS, "too many Observe and Watch streams on this instance"),
+            (TOO_MANY_ELECTIONS, "too many elections followed by this instance"),
+            (TOO_MANY_CONNECTIONS, "too many connections for this identity"),
         ];
         for (message, expected) in messages {
             assert_eq!(Status::from(Error::FailedPrecondition(message)).message(), expected);

@@ -15,7 +15,10 @@ use tower::util::MapResponseLayer;
 
 pub use crate::{
     api::tenant::TENANT_HEADER,
-    error::UNDECODABLE_REQUEST,
+    error::{
+        TOO_MANY_CANDIDACIES, TOO_MANY_CONNECTIONS, TOO_MANY_ELECTIONS, TOO_MANY_IDENTITY_LEASES,
+        TOO_MANY_LOCK_REQUESTS, TOO_MANY_OBSERVE_STREAMS, TOO_MANY_TENANT_LEASES, UNDECODABLE_REQUEST,
+    },
     limits::TOO_LARGE_MESSAGE,
     tls::ServerTls,
     zk::{SessionStatus, ZkSession},
@@ -24,7 +27,7 @@ use crate::{
     api::{Context, election::ElectionService, lease::LeaseService, lock::LockService, shards::ShardsService},
     authz::live::LiveAuthz,
     config::Config,
-    limits,
+    limits::{self, ConnectionCounts, InstanceLimits},
     metrics::{self, Metrics, Sources, rpc_layer::RpcMetricsLayer},
     pb::{
         self,
@@ -80,9 +83,10 @@ pub async fn start(config: Config) -> io::Result<Instance> {
     let incarnation = Incarnation::new(&config.instance_id);
     let session = ZkSession::start(config.zookeeper.clone(), Some(incarnation.registration(&addr.to_string())));
     let shutdown = CancellationToken::new();
+    let limits = InstanceLimits::new(config.quotas);
     // The default tenant's recipes over the namespace, and each configured tenant's.
-    let default_tenant = Recipes::start(None, session.clone(), incarnation.clone(), shutdown.clone());
-    let tenants = Tenants::start(default_tenant, &session, &config.zookeeper.tenants, &incarnation, &shutdown);
+    let default_tenant = Recipes::start(None, session.clone(), incarnation.clone(), shutdown.clone(), &limits);
+    let tenants = Tenants::start(default_tenant, &session, &config.zookeeper.tenants, &incarnation, &shutdown, &limits);
     let metrics = Metrics::new();
     let metrics_addr = match config.metrics_listen {
         Some(metrics_listen) => {
@@ -102,6 +106,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         instance_id: config.instance_id.clone(),
         tenants: tenants.clone(),
         authz: config.authz.clone().map(|rules| LiveAuthz::new(rules, config.zookeeper.tenants.clone())),
+        limits,
     };
     if let Some(authz) = &ctx.authz {
         authz.spawn_reloader(shutdown.clone());
@@ -150,7 +155,8 @@ pub async fn start(config: Config) -> io::Result<Instance> {
     let server = match &tls {
         Some(tls) => {
             tls.spawn_reloader(shutdown.clone());
-            let incoming = tls.incoming(listener, shutdown.clone());
+            let connections = ConnectionCounts::new(config.quotas.connections_per_identity);
+            let incoming = tls.incoming(listener, connections, shutdown.clone());
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }))
         }
         None => {

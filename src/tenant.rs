@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::{Error, Result},
+    limits::InstanceLimits,
     recipe::{election::Elections, instance::Incarnation, lease::Leases, lock::Locks, shards::Shards},
     zk::ZkSession,
 };
@@ -39,17 +40,18 @@ pub struct Recipes {
 
 impl Recipes {
     /// Starts the recipes of `tenant` (`None`: the default tenant) over `session` (the
-    /// namespace, or the tenant's view of it).
+    /// namespace, or the tenant's view of it), within the instance's `limits`.
     pub fn start(
         tenant: Option<String>,
         session: ZkSession,
         incarnation: Incarnation,
         shutdown: CancellationToken,
+        limits: &Arc<InstanceLimits>,
     ) -> Self {
-        let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone());
-        let leases = Leases::start(session.clone(), incarnation.clone(), shutdown.clone());
+        let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone(), limits.clone());
+        let leases = Leases::start(session.clone(), incarnation.clone(), shutdown.clone(), limits.quotas);
         let shards = Shards::start(session.clone(), shutdown.clone());
-        let locks = Locks::new(session, incarnation, leases.clone(), shutdown);
+        let locks = Locks::new(session, incarnation, leases.clone(), shutdown, limits.quotas.lock_requests_per_lease);
         Self { tenant, leases, elections, locks, shards }
     }
 }
@@ -70,12 +72,18 @@ impl Tenants {
         names: &[String],
         incarnation: &Incarnation,
         shutdown: &CancellationToken,
+        limits: &Arc<InstanceLimits>,
     ) -> Self {
         let named = names
             .iter()
             .map(|name| {
-                let recipes =
-                    Recipes::start(Some(name.clone()), session.for_tenant(name), incarnation.clone(), shutdown.clone());
+                let recipes = Recipes::start(
+                    Some(name.clone()),
+                    session.for_tenant(name),
+                    incarnation.clone(),
+                    shutdown.clone(),
+                    limits,
+                );
                 (name.clone(), Arc::new(recipes))
             })
             .collect();

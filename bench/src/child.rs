@@ -35,6 +35,7 @@ fn zkcoord_config(hosts: &str, namespace: &str) -> Config {
         metrics_listen: None,
         max_calls_per_connection: DEFAULT_MAX_CALLS_PER_CONNECTION.parse().expect("a number"),
         max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION.parse().expect("a number"),
+        quotas: zkcoord::config::Quotas::default(),
         tls: None,
         authz: None,
     }

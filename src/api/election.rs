@@ -162,12 +162,16 @@ impl election_server::Election for ElectionService {
     async fn observe(&self, request: Request<pb::ObserveRequest>) -> Result<Response<Self::ObserveStream>, Status> {
         let tenant = self.ctx.recipes(&request)?;
         let name = Name::parse("election", &request.get_ref().election)?;
+        let permit = self.ctx.limits.observe_stream()?;
         let mut observation = tenant.elections.observe(&name).await?;
         let (tx, stream) = super::stream_channel(STREAM_BUFFER);
         let shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
+            // Counted until the stream ends or its client leaves.
+            let _permit = permit;
             loop {
                 let item = tokio::select! {
+                    () = tx.closed() => return,
                     observed = observation.next() => match observed {
                         Some(observed) => Ok(observe_response(observed)),
                         None => Err(Error::ShuttingDown.into()),

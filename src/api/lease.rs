@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    Context, ResponseStream,
+    Caller, Context, ResponseStream,
     convert::{health_from_pb, health_to_pb, millis},
 };
 use crate::{
@@ -67,7 +67,8 @@ fn lease_info(view: LeaseView) -> pb::LeaseInfo {
 impl lease_server::Lease for LeaseService {
     async fn grant(&self, request: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
-        let granted = tenant.leases.grant(grant_request(request.into_inner())?).await?;
+        let identity = Caller::of(&request).shared_identity();
+        let granted = tenant.leases.grant(grant_request(request.into_inner())?, identity).await?;
         Ok(Response::new(pb::GrantResponse {
             lease_id: granted.id,
             secret: granted.secret,
@@ -83,12 +84,13 @@ impl lease_server::Lease for LeaseService {
         request: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
         let tenant = self.ctx.recipes(&request)?;
+        let identity = Caller::of(&request).shared_identity();
         let mut inbound = request.into_inner();
         let first =
             inbound.message().await?.ok_or(Error::invalid("lease", "the stream must start with a heartbeat"))?;
         let credentials = proto::lease_ref(first.lease.as_ref(), &proto::LEASE)?;
         proto::health(first.health.as_ref(), "health")?;
-        let lease = tenant.leases.attach(credentials.id, &credentials.secret).await?;
+        let lease = tenant.leases.attach(credentials.id, &credentials.secret, identity).await?;
         let first_ack = self.ack(&tenant, &lease, &first).await?;
 
         let (tx, stream) = super::stream_channel(KEEPALIVE_BUFFER);

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     authz::{Resource, live::LiveAuthz},
     error::{Error, Result},
+    limits::InstanceLimits,
     tenant::Tenants,
     tls::TlsPeer,
     validate::Name,
@@ -37,6 +38,8 @@ pub struct Context {
     pub tenants: Tenants,
     /// Which names each client identity may use; `None`: every name to every client.
     pub authz: Option<LiveAuthz>,
+    /// The instance's quotas and what it counts against them (see [`crate::limits`]).
+    pub limits: Arc<InstanceLimits>,
 }
 
 /// The caller of a request: its client certificate identity, if it presented one (mTLS).
@@ -47,6 +50,11 @@ impl Caller {
     /// The caller's identity, if any.
     pub fn identity(&self) -> Option<&str> {
         self.0.as_deref()
+    }
+
+    /// The caller's identity, if any, to keep.
+    pub fn shared_identity(&self) -> Option<Arc<str>> {
+        self.0.clone()
     }
 
     /// The caller of `request`.

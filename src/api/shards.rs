@@ -176,10 +176,13 @@ impl shards_server::Shards for ShardsService {
         let caller = Caller::of(&request);
         let key = member_key(request.get_ref().key.as_ref())?;
         self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, [&key.group])?;
+        let permit = self.ctx.limits.observe_stream()?;
         let mut events = tenant.shards.member_events(&key).await?;
         let (tx, stream) = super::stream_channel(STREAM_BUFFER);
         let shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
+            // Counted until the stream ends or its client leaves.
+            let _permit = permit;
             loop {
                 let next = tokio::select! {
                     next = events.next() => next,
@@ -212,10 +215,13 @@ impl shards_server::Shards for ShardsService {
     ) -> Result<Response<Self::ObserveStream>, Status> {
         let tenant = self.ctx.recipes(&request)?;
         let group = Name::parse("group", &request.get_ref().group)?;
+        let permit = self.ctx.limits.observe_stream()?;
         let mut changes = tenant.shards.table_changes(&group);
         let (tx, stream) = super::stream_channel(STREAM_BUFFER);
         let shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
+            // Counted until the stream ends or its client leaves.
+            let _permit = permit;
             loop {
                 let next = tokio::select! {
                     next = changes.next() => next,

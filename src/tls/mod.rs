@@ -38,6 +38,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
+use crate::limits::{ConnectionCounts, ConnectionSlot, REFUSED_CONNECTION_LINGER};
+
 /// TLS for the gRPC listener: PEM files, re-read when they change (see [`ServerTls`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsConfig {
@@ -140,20 +142,31 @@ impl ServerTls {
 
     /// The established TLS connections on `listener`, until `shutdown` (or until the stream
     /// is dropped). Failed handshakes are logged at debug level and never appear.
+    ///
+    /// With mTLS, each connection is counted against its identity's `connections`; one past
+    /// the limit is marked ([`TlsPeer::over_connection_limit`]) and closed after
+    /// [`REFUSED_CONNECTION_LINGER`].
     pub(crate) fn incoming(
         &self,
         listener: TcpListener,
+        connections: Arc<ConnectionCounts>,
         shutdown: CancellationToken,
     ) -> ReceiverStream<Result<TlsConnection, io::Error>> {
         let (tx, rx) = mpsc::channel(ESTABLISHED_QUEUE);
-        tokio::spawn(accept_loop(self.clone(), listener, tx, shutdown));
+        tokio::spawn(accept_loop(self.clone(), listener, connections, tx, shutdown));
         ReceiverStream::new(rx)
     }
 }
 
 type Established = mpsc::Sender<Result<TlsConnection, io::Error>>;
 
-async fn accept_loop(tls: ServerTls, listener: TcpListener, tx: Established, shutdown: CancellationToken) {
+async fn accept_loop(
+    tls: ServerTls,
+    listener: TcpListener,
+    connections: Arc<ConnectionCounts>,
+    tx: Established,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -162,7 +175,8 @@ async fn accept_loop(tls: ServerTls, listener: TcpListener, tx: Established, shu
         };
         match accepted {
             Ok((tcp, remote_addr)) => {
-                tokio::spawn(handshake(tls.clone(), tcp, remote_addr, tx.clone(), shutdown.clone()));
+                let connections = connections.clone();
+                tokio::spawn(handshake(tls.clone(), tcp, remote_addr, connections, tx.clone(), shutdown.clone()));
             }
             Err(err) => {
                 tracing::warn!(error = %err, "accepting a connection failed");
@@ -176,6 +190,7 @@ async fn handshake(
     tls: ServerTls,
     tcp: TcpStream,
     remote_addr: SocketAddr,
+    connections: Arc<ConnectionCounts>,
     tx: Established,
     shutdown: CancellationToken,
 ) {
@@ -210,8 +225,16 @@ async fn handshake(
         tracing::debug!(%remote_addr, "client certificate names no identity (no DNS SAN, no CN); closing");
         return;
     }
-    let peer = TlsPeer { remote_addr, identity: identity.map(Arc::from) };
-    let _ = tx.send(Ok(TlsConnection { stream, peer })).await;
+    let identity: Option<Arc<str>> = identity.map(Arc::from);
+    let slot = identity.as_ref().map(|identity| connections.open(identity));
+    let over_connection_limit = matches!(slot, Some(None));
+    if over_connection_limit {
+        tracing::debug!(%remote_addr, identity = identity.as_deref(), "too many connections for this identity");
+    }
+    let closes = over_connection_limit.then(|| Box::pin(tokio::time::sleep(REFUSED_CONNECTION_LINGER)));
+    let peer = TlsPeer { remote_addr, identity, over_connection_limit };
+    let connection = TlsConnection { stream, peer, _slot: slot.flatten(), closes };
+    let _ = tx.send(Ok(connection)).await;
 }
 
 /// Who is at the other end of a TLS connection; in every request's extensions.
@@ -221,6 +244,9 @@ pub struct TlsPeer {
     pub remote_addr: SocketAddr,
     /// The client certificate's identity (first DNS SAN, else subject CN); `None` without mTLS.
     pub identity: Option<Arc<str>>,
+    /// The connection is past `max_connections_per_identity`: every zkcoord call on it is
+    /// refused, and it closes soon.
+    pub over_connection_limit: bool,
 }
 
 /// An established TLS connection with its [`TlsPeer`].
@@ -228,6 +254,10 @@ pub struct TlsPeer {
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
     peer: TlsPeer,
+    /// Its place among its identity's connections, given back when it closes.
+    _slot: Option<ConnectionSlot>,
+    /// When a connection past the limit ends: its reads then see end of file.
+    closes: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Connected for TlsConnection {
@@ -240,6 +270,11 @@ impl Connected for TlsConnection {
 
 impl AsyncRead for TlsConnection {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if let Some(closes) = self.closes.as_mut()
+            && closes.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Ok(())); // end of file: the server closes the connection
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }

@@ -70,6 +70,11 @@ pub fn candidate(election: &Name, candidate_id: &Name) -> String {
     format!("{ELECTIONS}/{election}/candidates/{candidate_id}")
 }
 
+/// How the name of every candidacy binding starts ([`candidacy_binding`]).
+pub const CANDIDACY_BINDING_PREFIX: &str = "e~";
+/// How the name of every lock request's binding starts ([`hold_binding`]).
+pub const HOLD_BINDING_PREFIX: &str = "l~";
+
 /// The name of the binding (a child of the lease record) that ties a candidacy to its lease.
 /// `~` cannot occur in names, so the binding names its target unambiguously.
 pub fn candidacy_binding(election: &Name, candidate_id: &Name) -> String {
@@ -193,6 +198,8 @@ mod tests {
         assert_eq!(election(&name), "/elections/a.b:c@d");
         assert_eq!(lock(&name), "/locks/a.b:c@d");
         assert_eq!(binding(7, &candidacy_binding(&name, &name)), "/leases/7/e~a.b:c@d~a.b:c@d");
+        assert!(candidacy_binding(&name, &name).starts_with(CANDIDACY_BINDING_PREFIX));
+        assert!(hold_binding("00000000000000ab").starts_with(HOLD_BINDING_PREFIX));
         let hold = hold_id(0xab);
         assert_eq!(hold, "00000000000000ab");
         assert_eq!(binding(7, &hold_binding(&hold)), "/leases/7/l~00000000000000ab");

@@ -50,6 +50,7 @@ use crate::{
         NOT_A_CANDIDATE, NOT_CURRENT_TERM, NOT_LEADER, NOT_LEADER_OF_TERM, OTHER_PREEMPT_POLICY, Result, STILL_LEADS,
         TAKEN_OVER,
     },
+    limits::{self, InstanceLimits},
     recipe::{health::Health, instance::Incarnation, lease},
     validate::Name,
     zk::{OpFailed, Proof, Zk, ZkSession, layout},
@@ -270,6 +271,8 @@ pub(crate) struct ElectionContext {
     shutdown: CancellationToken,
     registry: Registry,
     leaderships: Leaderships,
+    /// The instance's limits: elections followed at once, candidacies per lease.
+    limits: Arc<InstanceLimits>,
 }
 
 /// What one instance knows of one election it follows (for metrics).
@@ -339,10 +342,19 @@ pub(crate) fn status_of(state: &ElectionState, id: &str, lease_id: i64, me: &str
 }
 
 impl Elections {
-    /// The election recipe for the instance `me`.
-    pub fn new(session: ZkSession, me: Incarnation, shutdown: CancellationToken) -> Self {
+    /// The election recipe for the instance `me`, within `limits` (shared by every tenant's).
+    pub fn new(session: ZkSession, me: Incarnation, shutdown: CancellationToken, limits: Arc<InstanceLimits>) -> Self {
         let leaderships = Leaderships::new(session.clone());
-        Self { shared: Arc::new(ElectionContext { session, me, shutdown, registry: Registry::default(), leaderships }) }
+        Self {
+            shared: Arc::new(ElectionContext {
+                session,
+                me,
+                shutdown,
+                registry: Registry::default(),
+                leaderships,
+                limits,
+            }),
+        }
     }
 
     /// The leaderships of lease `lease_id` among `elections` that this instance can prove on
@@ -388,10 +400,25 @@ impl Elections {
         let key = &request.key;
         // The caller's lease and secret first: a refused call writes nothing (no election
         // znodes made for a caller without a lease).
-        let mut verified = Some(lease::read_verified(&client, key.lease_id, &key.secret).await?);
+        let (record, stat) = lease::read_verified_stat(&client, key.lease_id, &key.secret).await?;
+        let mut verified = Some((record, stat.version));
+        let binding_name = layout::candidacy_binding(&key.election, &key.candidate_id);
+        // The record's child count bounds the lease's candidacies: count them exactly only
+        // when it reaches the limit (see `crate::limits`).
+        let max = self.shared.limits.quotas.candidacies_per_lease;
+        if usize::try_from(stat.num_children).unwrap_or(0) >= max {
+            let children = client.list_children(&layout::lease(key.lease_id)).await?.ok_or(Error::LeaseNotFound)?;
+            let (candidacies, own) =
+                limits::bindings_of_kind(&children, layout::CANDIDACY_BINDING_PREFIX, Some(&binding_name));
+            if !own {
+                limits::below(candidacies, max, crate::error::TOO_MANY_CANDIDACIES)?;
+            }
+        }
+        // The election's watch before any write: past `max_watched_elections` nothing is made.
+        let watch = self.shared.registry.get(&self.shared, &key.election)?;
         ensure_election(&client, self.shared.session.acls(), &key.election, request.preempt).await?;
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
-        let binding_path = layout::binding(key.lease_id, &layout::candidacy_binding(&key.election, &key.candidate_id));
+        let binding_path = layout::binding(key.lease_id, &binding_name);
         let binding_data = record::candidacy_binding(&key.election, &key.candidate_id).encode();
         let record = CandidateRecord {
             lease_id: key.lease_id,
@@ -441,7 +468,6 @@ impl Elections {
             }
         }
         let written_zxid = written_zxid.ok_or(Error::Unavailable)?;
-        let watch = self.shared.registry.get(&self.shared, &key.election);
         watch.poke();
         let (statuses, end) = watch.add_sink(key.candidate_id.as_str().to_owned(), key.lease_id, written_zxid);
         Ok(Campaign {
@@ -579,7 +605,7 @@ impl Elections {
     /// # Errors
     /// [`Error::Unavailable`] when it cannot be read in time.
     pub async fn state(&self, name: &Name) -> Result<(Arc<ElectionWatch>, Arc<ElectionState>)> {
-        let watch = self.shared.registry.get(&self.shared, name);
+        let watch = self.shared.registry.get(&self.shared, name)?;
         let mut receiver = watch.state.clone();
         let state = tokio::time::timeout(LOAD_TIMEOUT, receiver.wait_for(|s| s.generation != 0))
             .await
@@ -611,7 +637,7 @@ impl Elections {
     /// # Errors
     /// [`Error::Unavailable`] when it cannot be read in time.
     pub async fn fresh_state(&self, name: &Name) -> Result<(Arc<ElectionWatch>, Arc<ElectionState>)> {
-        let watch = self.shared.registry.get(&self.shared, name);
+        let watch = self.shared.registry.get(&self.shared, name)?;
         let request = watch.poke();
         let mut receiver = watch.state.clone();
         let state = tokio::time::timeout(LOAD_TIMEOUT, receiver.wait_for(|s| s.generation != 0 && s.poked >= request))

@@ -16,7 +16,7 @@ use std::{
 };
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -100,6 +100,8 @@ pub struct ElectionWatch {
     poke: Arc<tokio::sync::Notify>,
     pokes: Arc<std::sync::atomic::AtomicU64>,
     stop: CancellationToken,
+    /// Its place among the elections the instance may follow (`max_watched_elections`).
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for ElectionWatch {
@@ -109,7 +111,7 @@ impl Drop for ElectionWatch {
 }
 
 impl ElectionWatch {
-    pub(super) fn start(shared: Arc<ElectionContext>, name: Name) -> Self {
+    pub(super) fn start(shared: Arc<ElectionContext>, name: Name, permit: OwnedSemaphorePermit) -> Self {
         let (tx, state) = watch::channel(Arc::new(ElectionState::default()));
         let (states, _) = broadcast::channel(STATE_HISTORY);
         let sinks = Arc::new(Mutex::new(Vec::new()));
@@ -128,7 +130,7 @@ impl ElectionWatch {
             sequence: 0.into(),
         };
         tokio::spawn(task.run());
-        Self { state, states, sinks, poke, pokes, stop }
+        Self { state, states, sinks, poke, pokes, stop, _permit: permit }
     }
 
     /// Adds a Campaign stream; it gets its status now and at every change. An older stream of
@@ -698,15 +700,22 @@ impl Registry {
         lock(&self.watches).iter().filter_map(|(name, w)| Some((name.clone(), w.upgrade()?))).collect()
     }
 
-    /// The watch of election `name`, started on first use.
-    pub(super) fn get(&self, shared: &Arc<ElectionContext>, name: &Name) -> Arc<ElectionWatch> {
+    /// The watch of election `name`, started on first use. A watch lives while someone holds
+    /// it (a Campaign or Observe stream, a call reading the election) and stops with its last
+    /// user: idle elections are not followed.
+    ///
+    /// # Errors
+    /// [`crate::Error::LimitReached`] when the election is not followed yet and the instance
+    /// follows `max_watched_elections` already.
+    pub(super) fn get(&self, shared: &Arc<ElectionContext>, name: &Name) -> Result<Arc<ElectionWatch>> {
         let mut watches = lock(&self.watches);
         if let Some(existing) = watches.get(name.as_str()).and_then(std::sync::Weak::upgrade) {
-            return existing;
+            return Ok(existing);
         }
         watches.retain(|_, w| w.strong_count() > 0);
-        let watch = Arc::new(ElectionWatch::start(shared.clone(), name.clone()));
+        let permit = shared.limits.watched_election()?;
+        let watch = Arc::new(ElectionWatch::start(shared.clone(), name.clone(), permit));
         watches.insert(name.as_str().to_owned(), Arc::downgrade(&watch));
-        watch
+        Ok(watch)
     }
 }

@@ -40,7 +40,7 @@
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -86,6 +86,13 @@ pub struct LocalLease {
     /// This attachment's number (see [`LeaseRecord::attachment`]): a record naming another is
     /// not this attachment's to confirm, expire or write.
     pub attachment: u64,
+    /// The client identity (mTLS) whose Grant or KeepAlive attached the lease here, for
+    /// `max_leases_per_identity`.
+    pub identity: Option<Arc<str>>,
+    /// Lock requests of this lease taken through this instance since their number was last
+    /// read from ZooKeeper (then: that number), for `max_lock_requests_per_lease` (see
+    /// [`crate::limits`]). An estimate: requests through other instances are not in it.
+    pub lock_requests: AtomicUsize,
     liveness: Mutex<Liveness>,
     /// The health heartbeats reported last; written to the record when it differs.
     health: Mutex<Health>,
@@ -113,13 +120,15 @@ impl LocalLease {
         self.confirmed_generation.store(generation, Ordering::Release);
     }
 
-    pub(super) fn new(id: i64, record: &LeaseRecord) -> Self {
+    pub(super) fn new(id: i64, record: &LeaseRecord, identity: Option<Arc<str>>) -> Self {
         Self {
             id,
             ttl: record.ttl(),
             secret_sha256: record.secret_sha256.clone(),
             owner: record.owner.clone(),
             attachment: record.attachment,
+            identity,
+            lock_requests: AtomicUsize::new(0),
             liveness: Mutex::new(Liveness { last_heartbeat: Instant::now(), expiring: false }),
             health: Mutex::new(record.health.clone()),
             health_changed: Notify::new(),

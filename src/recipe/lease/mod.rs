@@ -40,12 +40,13 @@ use std::{
 };
 
 use tokio_util::sync::CancellationToken;
-use zookeeper_client::CreateMode;
+use zookeeper_client::{CreateMode, Stat};
 
 pub use self::local::LocalLease;
 use self::{record::LeaseRecord, zkops::DeleteOutcome};
 use crate::{
-    error::{Error, Result},
+    error::{self, Error, Result},
+    limits::{self, Quotas},
     recipe::{
         health::Health,
         instance::{Incarnation, now_unix_ms},
@@ -109,6 +110,19 @@ pub struct Granted {
     pub ttl: Duration,
 }
 
+/// A call authenticated for a lease ([`Leases::authenticate`]).
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    /// The lease's owner.
+    pub owner: String,
+    /// Hex SHA-256 of its secret.
+    pub digest: String,
+    /// The lease, when it is attached to this instance (authenticated without a read).
+    pub attached: Option<Arc<LocalLease>>,
+    /// How many bindings the lease's record had when read (`None` when it was not read).
+    pub stored_bindings: Option<usize>,
+}
+
 /// What zkcoord knows about a live lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseView {
@@ -141,6 +155,8 @@ pub(crate) struct LeasesState {
     /// Claims of one lease are serialized; claims of different leases mostly run in parallel.
     claims: [tokio::sync::Mutex<()>; CLAIM_SHARDS],
     shutdown: CancellationToken,
+    /// The instance's quotas (leases per tenant and per identity are checked here).
+    quotas: Quotas,
 }
 
 impl LeasesState {
@@ -160,8 +176,15 @@ impl LeasesState {
 
     /// Starts tracking a lease this instance just wrote (as `version`) as its home. Arms the
     /// record's watch first, so that the first heartbeat can already be confirmed.
-    async fn adopt(self: &Arc<Self>, id: i64, record: &LeaseRecord, mut version: i32, client: &Zk) -> Arc<LocalLease> {
-        let lease = Arc::new(LocalLease::new(id, record));
+    async fn adopt(
+        self: &Arc<Self>,
+        id: i64,
+        record: &LeaseRecord,
+        mut version: i32,
+        client: &Zk,
+        identity: Option<Arc<str>>,
+    ) -> Arc<LocalLease> {
+        let lease = Arc::new(LocalLease::new(id, record, identity));
         let mut written_session = client.session_id().0;
         let path = layout::lease(id);
         let generation = self.session.status().generation();
@@ -184,15 +207,16 @@ impl LeasesState {
 }
 
 impl Leases {
-    /// The lease recipe for the instance `me`; starts its janitor. Everything stops when
-    /// `shutdown` is cancelled.
-    pub fn start(session: ZkSession, me: Incarnation, shutdown: CancellationToken) -> Self {
+    /// The lease recipe for the instance `me` with `quotas`; starts its janitor. Everything
+    /// stops when `shutdown` is cancelled.
+    pub fn start(session: ZkSession, me: Incarnation, shutdown: CancellationToken, quotas: Quotas) -> Self {
         let inner = Arc::new(LeasesState {
             session,
             me,
             local: Mutex::new(HashMap::new()),
             claims: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             shutdown,
+            quotas,
         });
         tokio::spawn(janitor::run(inner.clone()));
         Self { inner }
@@ -211,18 +235,42 @@ impl Leases {
         (local.len(), lag)
     }
 
-    /// Grants a lease attached to this instance, alive for `ttl` from now.
+    /// The lease `id` if it is attached to this instance (and has not ended).
+    pub fn attached(&self, id: i64) -> Option<Arc<LocalLease>> {
+        self.inner.local(id)
+    }
+
+    /// Grants a lease attached to this instance, alive for `ttl` from now, for the client
+    /// `identity` (mTLS; `None` without).
+    ///
+    /// Checks the quotas first (see [`crate::limits`]): the leases of `identity` attached here
+    /// (in memory) and the tenant's leases (one read of the lease directory's child count).
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when ZooKeeper cannot be reached.
+    /// [`Error::LimitReached`] when the tenant or the identity has as many leases as allowed
+    /// (nothing is written); [`Error::Unavailable`] when ZooKeeper cannot be reached.
     ///
     /// # Cancellation safety
     /// The grant runs to completion in its own task: a lease created in ZooKeeper is always
     /// tracked (and so expires) even if the caller goes away.
-    pub async fn grant(&self, request: GrantRequest) -> Result<Granted> {
+    pub async fn grant(&self, request: GrantRequest, identity: Option<Arc<str>>) -> Result<Granted> {
+        if let Some(identity) = identity.as_deref() {
+            let local = lock(&self.inner.local);
+            let theirs = limits::count_of_identity(
+                local.values().filter(|l| !l.is_finished()).map(|l| l.identity.as_deref()),
+                identity,
+            );
+            limits::below(theirs, self.inner.quotas.leases_per_identity, error::TOO_MANY_IDENTITY_LEASES)?;
+        }
         let inner = self.inner.clone();
         tokio::spawn(tracing::Instrument::in_current_span(async move {
             let client = inner.session.client()?;
+            let leases = client.check_stat(layout::LEASES).await?.map_or(0, |stat| stat.num_children);
+            limits::below(
+                usize::try_from(leases).unwrap_or(0),
+                inner.quotas.leases_per_tenant,
+                error::TOO_MANY_TENANT_LEASES,
+            )?;
             let secret = secret::new_secret();
             let record = LeaseRecord {
                 owner: request.owner,
@@ -243,7 +291,7 @@ impl Leases {
                 let path = layout::lease(id);
                 match client.create(&path, &data, &mode).await {
                     Ok(Some(stat)) => {
-                        inner.adopt(id, &record, stat.version, &client).await;
+                        inner.adopt(id, &record, stat.version, &client, identity).await;
                         tracing::debug!(lease = id, owner = %record.owner, "lease granted");
                         return Ok(Granted { id, secret, ttl: request.ttl });
                     }
@@ -254,7 +302,7 @@ impl Leases {
                             // The create may have happened without our hearing of it: track
                             // the id anyway, so that such a lease expires (its task finds out
                             // whether it exists).
-                            inner.adopt(id, &record, 0, &client).await;
+                            inner.adopt(id, &record, 0, &client, identity).await;
                         }
                         return Err(err);
                     }
@@ -266,15 +314,15 @@ impl Leases {
         .map_err(|e| Error::Internal(format!("grant task: {e}")))?
     }
 
-    /// Attaches a KeepAlive stream to lease `id`: authenticates it and, if the lease lives on
-    /// another instance, claims it for this one.
+    /// Attaches a KeepAlive stream of the client `identity` to lease `id`: authenticates it
+    /// and, if the lease lives on another instance, claims it for this one.
     ///
     /// # Errors
     /// [`Error::LeaseNotFound`], [`Error::WrongSecret`], [`Error::Unavailable`].
     ///
     /// # Cancellation safety
     /// A claim runs to completion in its own task, so a claimed lease is always tracked.
-    pub async fn attach(&self, id: i64, secret: &str) -> Result<Arc<LocalLease>> {
+    pub async fn attach(&self, id: i64, secret: &str, identity: Option<Arc<str>>) -> Result<Arc<LocalLease>> {
         // Always through ZooKeeper, even for a lease tracked and confirmed here: the client may
         // have been attached elsewhere meanwhile (another instance claimed the lease), and this
         // instance may not have heard of it yet — with a silently dead ZooKeeper link, for up
@@ -283,7 +331,7 @@ impl Leases {
         // of confirming.
         let inner = self.inner.clone();
         let secret = secret.to_owned();
-        tokio::spawn(tracing::Instrument::in_current_span(async move { claim(&inner, id, &secret).await }))
+        tokio::spawn(tracing::Instrument::in_current_span(async move { claim(&inner, id, &secret, identity).await }))
             .await
             .map_err(|e| Error::Internal(format!("claim task: {e}")))?
     }
@@ -325,22 +373,45 @@ impl Leases {
     ///
     /// # Cancellation safety
     /// Read-only: safe to cancel.
-    pub async fn authenticate(&self, id: i64, secret: &str) -> Result<(String, String)> {
-        let (owner, digest) = match self.inner.local(id) {
+    pub async fn authenticate(&self, id: i64, secret: &str) -> Result<Authenticated> {
+        let authenticated = match self.inner.local(id) {
             // Past its ttl the lease is dead for its owner, even while its deletion waits (the
             // expiry margin, or ZooKeeper out of reach): nothing may be bound to it any more.
             Some(lease) if lease.remaining().is_zero() => return Err(Error::LeaseNotFound),
-            Some(lease) => (lease.owner.clone(), lease.secret_sha256.clone()),
+            Some(lease) => Authenticated {
+                owner: lease.owner.clone(),
+                digest: lease.secret_sha256.clone(),
+                attached: Some(lease),
+                stored_bindings: None,
+            },
             None => {
                 let client = self.inner.session.client()?;
-                let record = read(&client, &layout::lease(id)).await?.0;
-                (record.owner, record.secret_sha256)
+                let (data, stat) = client.get_data(&layout::lease(id)).await?.ok_or(Error::LeaseNotFound)?;
+                let record = LeaseRecord::decode(&data)?;
+                Authenticated {
+                    owner: record.owner,
+                    digest: record.secret_sha256,
+                    attached: None,
+                    stored_bindings: Some(usize::try_from(stat.num_children).unwrap_or(0)),
+                }
             }
         };
-        if !secret::matches(secret, &digest) {
+        if !secret::matches(secret, &authenticated.digest) {
             return Err(Error::WrongSecret);
         }
-        Ok((owner, digest))
+        Ok(authenticated)
+    }
+
+    /// The names of the bindings of lease `id` (its record's children; see [`binding`]).
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`], [`Error::Unavailable`].
+    ///
+    /// # Cancellation safety
+    /// Read-only: safe to cancel.
+    pub async fn binding_names(&self, id: i64) -> Result<Vec<String>> {
+        let client = self.inner.session.client()?;
+        client.list_children(&layout::lease(id)).await?.ok_or(Error::LeaseNotFound)
     }
 
     /// Describes lease `id`, with what its bindings show ([`binding::BindingRecord::shows`]).
@@ -385,14 +456,24 @@ impl Leases {
 /// # Errors
 /// [`Error::LeaseNotFound`], [`Error::WrongSecret`], [`Error::Unavailable`].
 pub async fn read_verified(client: &Zk, id: i64, secret: &str) -> Result<(LeaseRecord, i32)> {
-    let (record, version) = read(client, &layout::lease(id)).await?;
+    read_verified_stat(client, id, secret).await.map(|(record, stat)| (record, stat.version))
+}
+
+/// [`read_verified`], with the record's whole stat (its `num_children` is the number of the
+/// lease's bindings).
+///
+/// # Errors
+/// As [`read_verified`].
+pub async fn read_verified_stat(client: &Zk, id: i64, secret: &str) -> Result<(LeaseRecord, Stat)> {
+    let (data, stat) = client.get_data(&layout::lease(id)).await?.ok_or(Error::LeaseNotFound)?;
+    let record = LeaseRecord::decode(&data)?;
     if !secret::matches(secret, &record.secret_sha256) {
         return Err(Error::WrongSecret);
     }
     if record.ending {
         return Err(Error::LeaseNotFound); // being deleted (see `zkops::delete_lease`)
     }
-    Ok((record, version))
+    Ok((record, stat))
 }
 
 async fn read(client: &Zk, path: &str) -> Result<(LeaseRecord, i32)> {
@@ -401,7 +482,7 @@ async fn read(client: &Zk, path: &str) -> Result<(LeaseRecord, i32)> {
 }
 
 /// Makes this instance the home of lease `id` with a versioned write.
-async fn claim(inner: &Arc<LeasesState>, id: i64, secret: &str) -> Result<Arc<LocalLease>> {
+async fn claim(inner: &Arc<LeasesState>, id: i64, secret: &str, identity: Option<Arc<str>>) -> Result<Arc<LocalLease>> {
     let _serialized = inner.claims[id.unsigned_abs() as usize % CLAIM_SHARDS].lock().await;
     let client = inner.session.client()?;
     let path = layout::lease(id);
@@ -427,7 +508,7 @@ async fn claim(inner: &Arc<LeasesState>, id: i64, secret: &str) -> Result<Arc<Lo
         match client.set_data(&path, &record.encode(), Some(version)).await {
             Ok(Some(stat)) => {
                 tracing::info!(lease = id, from = %previous, "lease claimed");
-                return Ok(inner.adopt(id, &record, stat.version, &client).await);
+                return Ok(inner.adopt(id, &record, stat.version, &client, identity).await);
             }
             Ok(None) => return Err(Error::LeaseNotFound),
             Err(zookeeper_client::Error::BadVersion) => continue,
@@ -439,7 +520,7 @@ async fn claim(inner: &Arc<LeasesState>, id: i64, secret: &str) -> Result<Arc<Lo
                     // instance registered). Track it anyway, as `grant` does: with version -1
                     // its task trusts no write of ours, reads the record, and either expires
                     // the lease here (home is this instance) or lets it go (`Moved`).
-                    inner.adopt(id, &record, -1, &client).await;
+                    inner.adopt(id, &record, -1, &client, identity).await;
                 }
                 return Err(err);
             }

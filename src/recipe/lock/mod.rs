@@ -59,8 +59,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::acquire::{Outcome, Wait};
 use crate::{
-    error::{Error, Result},
-    recipe::{instance::Incarnation, lease::Leases, lease::secret},
+    error::{Error, Result, TOO_MANY_LOCK_REQUESTS},
+    limits,
+    recipe::{
+        instance::Incarnation,
+        lease::{Authenticated, Leases, secret},
+    },
     sync_util::lock,
     validate::Name,
     zk::{Zk, ZkSession, layout},
@@ -216,6 +220,8 @@ pub(crate) struct LocksState {
     /// The tasks of this instance's lock calls and of their background clean-ups, so that a
     /// graceful shutdown can wait until what they queued is withdrawn ([`Locks::drain`]).
     tasks: TaskTracker,
+    /// `max_lock_requests_per_lease`.
+    max_requests_per_lease: usize,
 }
 
 /// Counts of this instance's lock calls (for metrics).
@@ -275,8 +281,15 @@ pub struct Locks {
 }
 
 impl Locks {
-    /// The lock recipe for the instance `me`.
-    pub fn new(session: ZkSession, me: Incarnation, leases: Leases, shutdown: CancellationToken) -> Self {
+    /// The lock recipe for the instance `me`, allowing each lease `max_requests_per_lease`
+    /// holds and queued requests.
+    pub fn new(
+        session: ZkSession,
+        me: Incarnation,
+        leases: Leases,
+        shutdown: CancellationToken,
+        max_requests_per_lease: usize,
+    ) -> Self {
         Self {
             inner: Arc::new(LocksState {
                 session,
@@ -286,6 +299,7 @@ impl Locks {
                 cache: Mutex::default(),
                 stats: Stats::default(),
                 tasks: TaskTracker::new(),
+                max_requests_per_lease,
             }),
         }
     }
@@ -337,7 +351,9 @@ impl Locks {
     /// Runs one call in its own task; see [`acquire::run`].
     async fn run(&self, request: LockRequest, wait: Wait) -> Result<Outcome> {
         let _in_progress = InProgress::new(&self.inner.stats.in_progress);
-        let (owner, digest) = self.inner.leases.authenticate(request.lease_id, &request.secret).await?;
+        let authenticated = self.inner.leases.authenticate(request.lease_id, &request.secret).await?;
+        self.check_requests(request.lease_id, &authenticated).await?;
+        let Authenticated { owner, digest, attached, .. } = authenticated;
         let cancel = CancellationToken::new();
         let _cancel_on_drop = cancel.clone().drop_guard();
         let (sender, receiver) = oneshot::channel();
@@ -355,7 +371,36 @@ impl Locks {
                 acquire::withdraw(&inner, lease_id, &acquired.hold, Some(&cached.nodes)).await;
             }
         }));
-        receiver.await.map_err(|_| Error::Internal("lock task ended without an answer".into()))?
+        let outcome = receiver.await.map_err(|_| Error::Internal("lock task ended without an answer".into()))?;
+        if let (Ok(Outcome::Acquired(..)), Some(lease)) = (&outcome, &attached) {
+            lease.lock_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// Refuses a new request of lease `lease_id` when it has `max_lock_requests_per_lease`
+    /// already (see [`crate::limits`]): counted exactly (one read of its bindings) only when
+    /// the estimate at hand reaches the limit — the child count of its record when the call
+    /// read it, else the requests counted in memory for a lease attached here.
+    ///
+    /// # Errors
+    /// [`Error::LimitReached`], [`Error::LeaseNotFound`], [`Error::Unavailable`].
+    async fn check_requests(&self, lease_id: i64, authenticated: &Authenticated) -> Result<()> {
+        let max = self.inner.max_requests_per_lease;
+        let estimate = match (authenticated.stored_bindings, &authenticated.attached) {
+            (Some(bindings), _) => bindings,
+            (None, Some(lease)) => lease.lock_requests.load(Ordering::Relaxed),
+            (None, None) => 0,
+        };
+        if estimate < max {
+            return Ok(());
+        }
+        let names = self.inner.leases.binding_names(lease_id).await?;
+        let (requests, _) = limits::bindings_of_kind(&names, layout::HOLD_BINDING_PREFIX, None);
+        if let Some(lease) = &authenticated.attached {
+            lease.lock_requests.store(requests, Ordering::Relaxed);
+        }
+        limits::below(requests, max, TOO_MANY_LOCK_REQUESTS)
     }
 
     /// Releases the hold `hold` (its id, the handle of Unlock) of lease `lease_id`.
@@ -387,6 +432,9 @@ impl Locks {
             return Err(Error::HoldNotFound);
         }
         self.inner.stats.released.fetch_add(1, Ordering::Relaxed);
+        if let Some(lease) = self.inner.leases.attached(lease_id) {
+            let _ = lease.lock_requests.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
         Ok(())
     }
 
