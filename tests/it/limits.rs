@@ -2,6 +2,11 @@
 //! either gets RESOURCE_EXHAUSTED with a stable message, without touching anyone's state; the
 //! streams open at once per connection are bounded; a request that is not protobuf is
 //! INVALID_ARGUMENT and changes nothing.
+//!
+//! Quotas (one test each): leases per tenant and per identity, candidacies and lock requests
+//! per lease, Observe/Watch streams and followed elections per instance, connections per
+//! identity. Past each: RESOURCE_EXHAUSTED with the documented message, the instance stays
+//! SERVING, other tenants, identities and leases are unaffected, and freeing lets calls in.
 
 #![allow(clippy::unwrap_used)]
 
@@ -22,7 +27,11 @@ use tonic::{
     transport::Channel,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
-use zkcoord::pb::v1::{self as pb, election_client::ElectionClient, lease_client::LeaseClient};
+use zkcoord::{
+    config::{Config, Quotas, TlsConfig},
+    pb::v1::{self as pb, election_client::ElectionClient, lease_client::LeaseClient, shards_client::ShardsClient},
+    server::{self, Instance, TENANT_HEADER},
+};
 
 #[tokio::test]
 async fn one_connection_cannot_have_more_calls_in_progress_than_allowed() {
@@ -223,5 +232,312 @@ async fn an_undecodable_request_is_invalid_argument_and_changes_nothing() {
     let valid = pb::GrantRequest { ttl_ms: 5000, owner: "ok".into(), ..Default::default() };
     let granted = raw_unary(&channel, "/zkcoord.v1.Lease/Grant", &valid.encode_to_vec()).await.unwrap();
     assert!(pb::GrantResponse::decode(granted.as_slice()).unwrap().lease_id > 0);
+    instance.shutdown().await;
+}
+
+/// A config for a test instance in namespace `name` with `quotas`.
+fn with_quotas(name: &str, quotas: Quotas) -> Config {
+    let zk = support::zk::shared();
+    Config { quotas, ..support::test_config(&zk.hosts(), &support::namespace(name)) }
+}
+
+/// Asserts that `result` is RESOURCE_EXHAUSTED with `message`.
+#[track_caller]
+fn assert_exhausted<T: std::fmt::Debug>(result: Result<T, Status>, message: &str) {
+    let status = result.expect_err("refused");
+    assert_eq!((status.code(), status.message()), (Code::ResourceExhausted, message), "{status:?}");
+}
+
+/// A Grant request of owner `owner`, in `tenant` when given.
+fn grant_request(owner: &str, tenant: Option<&str>) -> tonic::Request<pb::GrantRequest> {
+    let mut request =
+        tonic::Request::new(pb::GrantRequest { ttl_ms: 10_000, owner: owner.into(), ..Default::default() });
+    if let Some(tenant) = tenant {
+        request.metadata_mut().insert(TENANT_HEADER, tenant.parse().unwrap());
+    }
+    request
+}
+
+/// Revokes lease `granted` (in `tenant` when given).
+async fn revoke(channel: &Channel, granted: &pb::GrantResponse) {
+    let lease = support::lease::lease_ref(granted.lease_id, &granted.secret);
+    LeaseClient::new(channel.clone()).revoke(pb::RevokeRequest { lease }).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_have_more_leases_than_allowed() {
+    let mut config = with_quotas("limits-tenant-leases", Quotas { leases_per_tenant: 3, ..Quotas::default() });
+    config.zookeeper.tenants = vec!["other".into()];
+    let instance = support::start_configured(config).await;
+    let channel = support::channel(instance.addr()).await;
+    let mut leases = LeaseClient::new(channel.clone());
+    let mut granted = Vec::new();
+    for i in 0..3 {
+        granted.push(leases.grant(grant_request(&format!("o{i}"), None)).await.unwrap().into_inner());
+    }
+    assert_exhausted(leases.grant(grant_request("o3", None)).await, server::TOO_MANY_TENANT_LEASES);
+    assert_eq!(leases.list(pb::ListRequest {}).await.unwrap().into_inner().leases.len(), 3, "nothing was written");
+
+    // Other tenants are not limited by this one's leases; the instance stays SERVING.
+    for i in 0..3 {
+        leases.grant(grant_request(&format!("t{i}"), Some("other"))).await.unwrap();
+    }
+    assert_eq!(support::health(&channel, "").await, ServingStatus::Serving);
+
+    // A revoked lease makes room.
+    revoke(&channel, &granted[0]).await;
+    leases.grant(grant_request("o3", None)).await.unwrap();
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lease_cannot_have_more_candidacies_than_allowed() {
+    let config = with_quotas("limits-candidacies", Quotas { candidacies_per_lease: 2, ..Quotas::default() });
+    let instance = support::start_configured(config).await;
+    let channel = support::channel(instance.addr()).await;
+    let granted = support::lease::grant(&channel, "many", Duration::from_secs(30)).await;
+    let lease = (granted.lease_id, granted.secret.clone());
+    let campaign = |election: &str| {
+        let key = Some(pb::CandidateKey {
+            election: election.into(),
+            candidate_id: "c".into(),
+            lease: support::lease::lease_ref(lease.0, &lease.1),
+        });
+        let request = pb::CampaignRequest { key, value: b"v".to_vec(), ..Default::default() };
+        let channel = channel.clone();
+        async move {
+            let mut stream = ElectionClient::new(channel).campaign(request).await?.into_inner();
+            stream.message().await?.expect("a first status");
+            Ok::<_, Status>(stream)
+        }
+    };
+    let first = campaign("e1").await.unwrap();
+    let _second = campaign("e2").await.unwrap();
+    assert_exhausted(campaign("e3").await, server::TOO_MANY_CANDIDACIES);
+    assert!(support::leader(&channel, "e3").await.is_none(), "no candidacy was made");
+
+    // Taking back an existing candidacy is no new one; another lease is not limited.
+    drop(first);
+    let _first = campaign("e1").await.unwrap();
+    let other = support::lease::grant(&channel, "other", Duration::from_secs(30)).await;
+    let key = Some(pb::CandidateKey {
+        election: "e3".into(),
+        candidate_id: "other".into(),
+        lease: support::lease::lease_ref(other.lease_id, &other.secret),
+    });
+    let mut stream = ElectionClient::new(channel.clone())
+        .campaign(pb::CampaignRequest { key, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().expect("a first status");
+    assert_eq!(support::health(&channel, "").await, ServingStatus::Serving);
+
+    // A resigned candidacy makes room.
+    let key = Some(pb::CandidateKey {
+        election: "e2".into(),
+        candidate_id: "c".into(),
+        lease: support::lease::lease_ref(lease.0, &lease.1),
+    });
+    ElectionClient::new(channel.clone()).resign(pb::ResignRequest { key, ..Default::default() }).await.unwrap();
+    campaign("e3").await.unwrap();
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lease_cannot_have_more_lock_requests_than_allowed() {
+    let config = with_quotas("limits-lock-requests", Quotas { lock_requests_per_lease: 2, ..Quotas::default() });
+    let home = support::start_configured(config.clone()).await;
+    let elsewhere = support::start_configured(Config { instance_id: "limits-lock-requests-2".into(), ..config }).await;
+    let channel = support::channel(home.addr()).await;
+    // Its lease is attached to `home` (counted in memory there, from its record elsewhere).
+    let locker = Locker::granted(&channel, "many", Duration::from_secs(30)).await;
+    let first = locker.lock(&["k1"], EXCLUSIVE, 0).await.unwrap();
+    locker.lock(&["k2", "k3"], EXCLUSIVE, 0).await.unwrap();
+    assert_exhausted(locker.lock(&["k4"], EXCLUSIVE, 0).await, server::TOO_MANY_LOCK_REQUESTS);
+    assert_exhausted(locker.try_lock(&["k4"], EXCLUSIVE).await, server::TOO_MANY_LOCK_REQUESTS);
+    let through_other = Locker::with_lease(&support::channel(elsewhere.addr()).await, locker.lease.clone());
+    assert_exhausted(through_other.lock(&["k4"], EXCLUSIVE, 0).await, server::TOO_MANY_LOCK_REQUESTS);
+    assert!(locker.holders("k4", false).await.iter().all(|k| k.holders.is_empty()), "nothing was queued");
+
+    // Another lease is not limited; the instance stays SERVING.
+    let other = Locker::granted(&channel, "other", Duration::from_secs(30)).await;
+    other.lock(&["k4"], EXCLUSIVE, 0).await.unwrap();
+    other.lock(&["k5"], EXCLUSIVE, 0).await.unwrap();
+    assert_eq!(support::health(&channel, "").await, ServingStatus::Serving);
+
+    // An unlocked hold makes room.
+    locker.unlock(&first.handle).await.unwrap();
+    locker.lock(&["k6"], EXCLUSIVE, 0).await.unwrap();
+    assert_exhausted(through_other.lock(&["k7"], EXCLUSIVE, 0).await, server::TOO_MANY_LOCK_REQUESTS);
+    elsewhere.shutdown().await;
+    home.shutdown().await;
+}
+
+/// Opens an Observe stream of `election` on `channel`: its first message, or the refusal.
+async fn try_observe(channel: &Channel, election: &str) -> Result<tonic::Streaming<pb::ObserveResponse>, Status> {
+    let mut stream = ElectionClient::new(channel.clone())
+        .observe(pb::ObserveRequest { election: election.into() })
+        .await?
+        .into_inner();
+    stream.message().await?.expect("the current state");
+    Ok(stream)
+}
+
+#[tokio::test]
+async fn an_instance_cannot_have_more_observe_streams_than_allowed() {
+    let config = with_quotas("limits-observers", Quotas { observe_streams: 2, ..Quotas::default() });
+    let instance = support::start_configured(config).await;
+    let (a, b) = (support::channel(instance.addr()).await, support::channel(instance.addr()).await);
+    let first = try_observe(&a, "e").await.unwrap();
+    let _second = try_observe(&b, "e").await.unwrap();
+    assert_exhausted(try_observe(&b, "e").await, server::TOO_MANY_OBSERVE_STREAMS);
+    let group = ShardsClient::new(b.clone()).observe(pb::ObserveGroupRequest { group: "g".into() }).await;
+    assert_exhausted(group, server::TOO_MANY_OBSERVE_STREAMS);
+
+    // Other calls are not limited; the instance stays SERVING.
+    let other = support::channel(instance.addr()).await;
+    assert!(support::leader(&other, "e").await.is_none());
+    LeaseClient::new(other.clone()).list(pb::ListRequest {}).await.unwrap();
+    assert_eq!(support::health(&other, "").await, ServingStatus::Serving);
+
+    // A stream whose client left makes room.
+    drop(first);
+    support::eventually(Duration::from_secs(10), "an Observe stream opens", || async {
+        try_observe(&other, "e").await.is_ok()
+    })
+    .await;
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_instance_cannot_follow_more_elections_than_allowed() {
+    let config = with_quotas("limits-elections", Quotas { watched_elections: 3, ..Quotas::default() });
+    let instance = support::start_configured(config).await;
+    let channel = support::channel(instance.addr()).await;
+    let mut followed = Vec::new();
+    for i in 0..3 {
+        followed.push(try_observe(&channel, &format!("e{i}")).await.unwrap());
+    }
+    // Any number of new names is refused at once: no task, watch or metric series each.
+    for i in 0..200 {
+        assert_exhausted(try_observe(&channel, &format!("random-{i}")).await, server::TOO_MANY_ELECTIONS);
+    }
+    let leader = ElectionClient::new(channel.clone()).leader(pb::LeaderRequest { election: "new".into() }).await;
+    assert_exhausted(leader, server::TOO_MANY_ELECTIONS);
+
+    // Elections already followed are served as before; the instance stays SERVING.
+    let _again = try_observe(&channel, "e1").await.unwrap();
+    assert!(support::leader(&channel, "e2").await.is_none());
+    LeaseClient::new(channel.clone()).list(pb::ListRequest {}).await.unwrap();
+    assert_eq!(support::health(&channel, "").await, ServingStatus::Serving);
+
+    // An election nobody uses any more is dropped, which makes room.
+    drop(followed.remove(0));
+    support::eventually(Duration::from_secs(10), "a new election is followed", || async {
+        try_observe(&channel, "new").await.is_ok()
+    })
+    .await;
+    instance.shutdown().await;
+}
+
+/// An mTLS setup: a CA for servers and clients, the server's files, client certificates.
+struct Mtls {
+    _dir: tempfile::TempDir,
+    ca: support::certs::Ca,
+    tls: TlsConfig,
+}
+
+impl Mtls {
+    fn new() -> Self {
+        let ca = support::certs::Ca::new("limits-ca");
+        let server = ca.server();
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("server.crt"), &server.cert).unwrap();
+        std::fs::write(path("server.key"), &server.key).unwrap();
+        std::fs::write(path("ca.crt"), &ca.pem).unwrap();
+        let tls = TlsConfig { cert: path("server.crt"), key: path("server.key"), client_ca: Some(path("ca.crt")) };
+        Self { _dir: dir, ca, tls }
+    }
+
+    /// A new connection to `instance` as `identity`.
+    async fn connect(&self, instance: &Instance, identity: &str) -> Channel {
+        let client = self.ca.client(identity);
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca.pem))
+            .domain_name("localhost")
+            .identity(tonic::transport::Identity::from_pem(&client.cert, &client.key));
+        Channel::from_shared(format!("https://localhost:{}", instance.addr().port()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn an_identity_cannot_have_more_leases_than_allowed() {
+    let mtls = Mtls::new();
+    let mut config = with_quotas("limits-identity-leases", Quotas { leases_per_identity: 2, ..Quotas::default() });
+    config.tls = Some(mtls.tls.clone());
+    let instance = support::start_configured(config).await;
+    let alice = mtls.connect(&instance, "alice.example").await;
+    let mut leases = LeaseClient::new(alice.clone());
+    let first = leases.grant(grant_request("a1", None)).await.unwrap().into_inner();
+    leases.grant(grant_request("a2", None)).await.unwrap();
+    assert_exhausted(leases.grant(grant_request("a3", None)).await, server::TOO_MANY_IDENTITY_LEASES);
+    // On another connection of the same identity too.
+    let again = mtls.connect(&instance, "alice.example").await;
+    assert_exhausted(LeaseClient::new(again).grant(grant_request("a3", None)).await, server::TOO_MANY_IDENTITY_LEASES);
+
+    // Another identity is not limited by alice's leases; the instance stays SERVING.
+    let bob = mtls.connect(&instance, "bob.example").await;
+    for i in 0..2 {
+        LeaseClient::new(bob.clone()).grant(grant_request(&format!("b{i}"), None)).await.unwrap();
+    }
+    assert_eq!(support::health(&bob, "").await, ServingStatus::Serving);
+
+    // A revoked lease makes room.
+    revoke(&alice, &first).await;
+    leases.grant(grant_request("a3", None)).await.unwrap();
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_identity_cannot_have_more_connections_than_allowed() {
+    let mtls = Mtls::new();
+    let mut config = with_quotas("limits-connections", Quotas { connections_per_identity: 2, ..Quotas::default() });
+    config.tls = Some(mtls.tls.clone());
+    let instance = support::start_configured(config).await;
+    let list = |channel: &Channel| {
+        let mut leases = LeaseClient::new(channel.clone());
+        async move { leases.list(pb::ListRequest {}).await }
+    };
+    let first = mtls.connect(&instance, "alice.example").await;
+    let second = mtls.connect(&instance, "alice.example").await;
+    list(&first).await.unwrap();
+    list(&second).await.unwrap();
+    let third = mtls.connect(&instance, "alice.example").await;
+    assert_exhausted(list(&third).await, server::TOO_MANY_CONNECTIONS);
+    let observe = ElectionClient::new(third.clone()).observe(pb::ObserveRequest { election: "e".into() }).await;
+    assert_exhausted(observe, server::TOO_MANY_CONNECTIONS);
+
+    // Another identity is not limited; the instance stays SERVING (health is answered even on
+    // the refused connection).
+    let bob = mtls.connect(&instance, "bob.example").await;
+    list(&bob).await.unwrap();
+    assert_eq!(support::health(&third, "").await, ServingStatus::Serving);
+    drop(third);
+
+    // A closed connection makes room.
+    drop(first);
+    support::eventually(Duration::from_secs(20), "a new connection of alice is served", || async {
+        list(&mtls.connect(&instance, "alice.example").await).await.is_ok()
+    })
+    .await;
+    list(&second).await.unwrap();
     instance.shutdown().await;
 }
