@@ -56,7 +56,8 @@ pub const TOO_MANY_CANDIDACIES: &str = "too many candidacies for this lease";
 pub const TOO_MANY_LOCK_REQUESTS: &str = "too many lock requests for this lease";
 /// Observe (elections), Watch and Observe (shards): `max_observe_streams` are open here.
 pub const TOO_MANY_OBSERVE_STREAMS: &str = "too many Observe and Watch streams on this instance";
-/// Campaign, Observe, Leader: `max_watched_elections` other elections are followed here.
+/// Campaign, Observe, Leader, Candidates, Transfer, a leader's Resign of an election not
+/// followed here: `max_watched_elections` others are.
 pub const TOO_MANY_ELECTIONS: &str = "too many elections followed by this instance";
 /// Every call on a connection past `max_connections_per_identity`.
 pub const TOO_MANY_CONNECTIONS: &str = "too many connections for this identity";

@@ -25,7 +25,8 @@
 //! * Leases per identity (`max_leases_per_identity`, mTLS only): the leases attached to this
 //!   instance by a Grant or KeepAlive of that identity ([`count_of_identity`]), in memory. It
 //!   bounds what one identity holds *per instance*: one that spreads its Grants over `n`
-//!   instances may hold up to `n` times the limit.
+//!   instances may hold up to `n` times the limit (and Grants in flight at once may pass
+//!   together); `max_leases_per_tenant` bounds the total.
 //! * Candidacies per lease (`max_candidacies_per_lease`): Campaign reads the lease record
 //!   anyway; its `num_children` (every binding of the lease) is an upper bound of its
 //!   candidacies. Only when that reaches the limit are the lease's bindings listed (one read)
@@ -44,8 +45,9 @@
 //!   [`Semaphore`] until it ends (or its client leaves).
 //! * Elections followed per instance (`max_watched_elections`): each followed election is a
 //!   task, a few ZooKeeper watches and (with metrics) a series; it holds a permit while a
-//!   Campaign, Observe or Leader call uses it and is dropped with its last user. A call that
-//!   needs a new one past the limit is refused; elections already followed are unaffected.
+//!   Campaign or Observe stream or a call (Leader, Candidates, Transfer, ...) uses it and is
+//!   dropped with its last user. A call that needs a new one past the limit is refused;
+//!   elections already followed are unaffected.
 //! * Connections per identity (`max_connections_per_identity`, mTLS only): counted from the
 //!   handshake to the close ([`ConnectionCounts`]). A connection past the limit is kept for
 //!   [`REFUSED_CONNECTION_LINGER`] to answer every zkcoord call with RESOURCE_EXHAUSTED, then

@@ -390,7 +390,9 @@ impl Elections {
     /// # Errors
     /// [`Error::LeaseNotFound`], [`Error::WrongSecret`], [`Error::FailedPrecondition`] (the
     /// candidate id belongs to another lease, or the preemption policy differs),
-    /// [`Error::Unavailable`].
+    /// [`Error::LimitReached`] (the lease has `max_candidacies_per_lease` other candidacies, or
+    /// the election is not followed here and `max_watched_elections` others are; nothing is
+    /// written), [`Error::Unavailable`].
     ///
     /// # Cancellation safety
     /// The candidacy is created in one transaction; a cancelled call either created it (it
@@ -603,7 +605,8 @@ impl Elections {
     /// The state of election `name` as this instance follows it (started on first use).
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when it cannot be read in time.
+    /// [`Error::Unavailable`] when it cannot be read in time; [`Error::LimitReached`] when it
+    /// is not followed yet and `max_watched_elections` others are.
     pub async fn state(&self, name: &Name) -> Result<(Arc<ElectionWatch>, Arc<ElectionState>)> {
         let watch = self.shared.registry.get(&self.shared, name)?;
         let mut receiver = watch.state.clone();
@@ -620,7 +623,7 @@ impl Elections {
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the election cannot be read in time,
-    /// [`Error::ShuttingDown`].
+    /// [`Error::ShuttingDown`], [`Error::LimitReached`] as for [`Elections::state`].
     ///
     /// # Cancellation safety
     /// Safe to cancel: it only reads (the election stays followed while an observation of it
@@ -635,7 +638,8 @@ impl Elections {
     /// lag changes made through other instances.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when it cannot be read in time.
+    /// [`Error::Unavailable`] when it cannot be read in time; [`Error::LimitReached`] as for
+    /// [`Elections::state`].
     pub async fn fresh_state(&self, name: &Name) -> Result<(Arc<ElectionWatch>, Arc<ElectionState>)> {
         let watch = self.shared.registry.get(&self.shared, name)?;
         let request = watch.poke();

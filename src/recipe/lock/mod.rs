@@ -312,8 +312,9 @@ impl Locks {
     /// [`Error::WrongSecret`], [`Error::FailedPrecondition`] ("lock request was released": an
     /// Unlock with the request's handle, from its lease's bindings, released it while it waited;
     /// the lease lives), [`Error::ShuttingDown`] (the instance's shutdown began; the
-    /// request has been withdrawn), [`Error::Unavailable`]. After an error nothing is held and
-    /// no request is left queued.
+    /// request has been withdrawn), [`Error::LimitReached`] (the lease has
+    /// `max_lock_requests_per_lease` holds and queued requests; nothing was queued),
+    /// [`Error::Unavailable`]. After an error nothing is held and no request is left queued.
     ///
     /// # Cancellation safety
     /// The work runs in its own task: cancelling the call withdraws the request (or releases
