@@ -412,7 +412,8 @@ async fn an_instance_cannot_have_more_observe_streams_than_allowed() {
 
 #[tokio::test]
 async fn an_instance_cannot_follow_more_elections_than_allowed() {
-    let config = with_quotas("limits-elections", Quotas { watched_elections: 3, ..Quotas::default() });
+    let mut config = with_quotas("limits-elections", Quotas { watched_elections: 3, ..Quotas::default() });
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     let instance = support::start_configured(config).await;
     let channel = support::channel(instance.addr()).await;
     let mut followed = Vec::new();
@@ -425,6 +426,9 @@ async fn an_instance_cannot_follow_more_elections_than_allowed() {
     }
     let leader = ElectionClient::new(channel.clone()).leader(pb::LeaderRequest { election: "new".into() }).await;
     assert_exhausted(leader, server::TOO_MANY_ELECTIONS);
+    let metrics = scrape_metrics(instance.metrics_addr().unwrap()).await;
+    let series = metrics.lines().filter(|line| line.starts_with("zkcoord_election_candidates{")).count();
+    assert_eq!(series, 3, "one series per followed election:\n{metrics}");
 
     // Elections already followed are served as before; the instance stays SERVING.
     let _again = try_observe(&channel, "e1").await.unwrap();
@@ -439,6 +443,17 @@ async fn an_instance_cannot_follow_more_elections_than_allowed() {
     })
     .await;
     instance.shutdown().await;
+}
+
+/// The Prometheus text of the metrics endpoint at `addr`.
+async fn scrape_metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await.unwrap().unwrap();
+    response
 }
 
 /// An mTLS setup: a CA for servers and clients, the server's files, client certificates.
