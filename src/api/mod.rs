@@ -14,8 +14,8 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    authz::{Resource, live::LiveAuthz},
-    error::{Error, Result},
+    authz::{Access, Authz, Resource, live::LiveAuthz},
+    error::{self, Error, Result},
     tenant::Tenants,
     tls::TlsPeer,
     validate::Name,
@@ -55,8 +55,19 @@ impl Caller {
     }
 }
 
+/// The fixed message refusing `resource`.
+const fn refusal(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Election => error::NOT_AUTHORIZED_ELECTION,
+        Resource::LockKey => error::NOT_AUTHORIZED_LOCK_KEY,
+        Resource::ShardGroup => error::NOT_AUTHORIZED_SHARD_GROUP,
+        Resource::Lease => error::NOT_AUTHORIZED_LEASE,
+    }
+}
+
 impl Context {
-    /// Checks that `caller` may use `names` as `resource` in the tenant of `recipes`.
+    /// Checks that `caller` may use `names` as `resource` for `access` in the tenant of
+    /// `recipes`.
     ///
     /// # Errors
     /// [`Error::NotAuthorized`] when an `authz_file` is configured and does not allow it.
@@ -65,20 +76,125 @@ impl Context {
         caller: &Caller,
         recipes: &crate::tenant::Recipes,
         resource: Resource,
+        access: Access,
         names: impl IntoIterator<Item = &'a Name>,
     ) -> Result<()> {
+        self.authorize_with(caller, resource, access, |authz, identity| {
+            authz.allows(identity, recipes.tenant.as_deref(), resource, access, names.into_iter().map(Name::as_str))
+        })
+    }
+
+    /// Like [`Context::authorize`], for names given as strings (lease owners from records).
+    ///
+    /// # Errors
+    /// [`Error::NotAuthorized`].
+    pub fn authorize_str(
+        &self,
+        caller: &Caller,
+        recipes: &crate::tenant::Recipes,
+        resource: Resource,
+        access: Access,
+        name: &str,
+    ) -> Result<()> {
+        self.authorize_with(caller, resource, access, |authz, identity| {
+            authz.allows(identity, recipes.tenant.as_deref(), resource, access, [name])
+        })
+    }
+
+    /// Checks that `caller` may use every `resource` whose name starts with `prefix`.
+    ///
+    /// # Errors
+    /// [`Error::NotAuthorized`].
+    pub fn authorize_prefix(
+        &self,
+        caller: &Caller,
+        recipes: &crate::tenant::Recipes,
+        resource: Resource,
+        access: Access,
+        prefix: &str,
+    ) -> Result<()> {
+        self.authorize_with(caller, resource, access, |authz, identity| {
+            authz.allows_prefix(identity, recipes.tenant.as_deref(), resource, access, prefix)
+        })
+    }
+
+    /// Checks that `caller` may use some `resource` for `access`: made before the name is
+    /// known (from a record), so that callers without any right cost no ZooKeeper read.
+    ///
+    /// # Errors
+    /// [`Error::NotAuthorized`].
+    pub fn authorize_some(
+        &self,
+        caller: &Caller,
+        recipes: &crate::tenant::Recipes,
+        resource: Resource,
+        access: Access,
+    ) -> Result<()> {
+        self.authorize_with(caller, resource, access, |authz, identity| {
+            authz.allows_some(identity, recipes.tenant.as_deref(), resource, access)
+        })
+    }
+
+    /// A filter of names `caller` may use as `resource` for `access` (List); `None`: all.
+    pub fn filter(
+        &self,
+        caller: &Caller,
+        recipes: &crate::tenant::Recipes,
+        resource: Resource,
+        access: Access,
+    ) -> Option<impl Fn(&str) -> bool + use<>> {
+        let authz = self.authz.as_ref()?.current();
+        let (identity, tenant) = (caller.0.clone(), recipes.tenant.clone());
+        Some(move |name: &str| authz.allows(identity.as_deref(), tenant.as_deref(), resource, access, [name]))
+    }
+
+    fn authorize_with(
+        &self,
+        caller: &Caller,
+        resource: Resource,
+        access: Access,
+        allowed: impl FnOnce(&Authz, Option<&str>) -> bool,
+    ) -> Result<()> {
         let Some(authz) = &self.authz else { return Ok(()) };
-        let names = names.into_iter().map(Name::as_str);
-        if authz.current().allows(caller.0.as_deref(), recipes.tenant.as_deref(), resource, names) {
+        if allowed(&authz.current(), caller.identity()) {
             return Ok(());
         }
-        let resource = match resource {
-            Resource::Election => "election",
-            Resource::LockKey => "lock key",
-            Resource::ShardGroup => "shard group",
-        };
-        tracing::debug!(identity = caller.0.as_deref(), resource, "not authorized");
-        Err(Error::NotAuthorized { resource })
+        tracing::debug!(identity = caller.identity(), ?resource, ?access, "not authorized");
+        Err(Error::NotAuthorized(refusal(resource)))
+    }
+
+    /// Completes once the rules in force no longer let `caller` use `names` as `resource` for
+    /// `access` in `tenant` (checked now, then on every reload of the `authz_file`); never
+    /// without an `authz_file`. Streams select on it and end with
+    /// [`error::RIGHTS_WITHDRAWN`].
+    ///
+    /// # Cancellation safety
+    /// Only waits: safe to cancel (a new call checks again).
+    pub fn withdrawn(
+        &self,
+        caller: &Caller,
+        tenant: Option<String>,
+        resource: Resource,
+        access: Access,
+        names: Vec<String>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
+        let authz = self.authz.clone();
+        let identity = caller.0.clone();
+        async move {
+            let Some(authz) = authz else { return std::future::pending().await };
+            let mut changes = authz.changes();
+            loop {
+                let rules = authz.current();
+                let names = names.iter().map(String::as_str);
+                if !rules.allows(identity.as_deref(), tenant.as_deref(), resource, access, names) {
+                    tracing::info!(identity = identity.as_deref(), ?resource, "rights withdrawn; ending the stream");
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return std::future::pending().await; // the rules can no longer change
+                }
+            }
+        }
     }
 }
 
