@@ -281,6 +281,9 @@ pub struct ElectionSummary {
     pub candidates: usize,
     /// Whether it has a leader.
     pub has_leader: bool,
+    /// Whether its znode exists (someone campaigned in it); an Observe or Leader of a name
+    /// nobody uses follows an election that does not.
+    pub exists: bool,
 }
 
 /// The election recipe of one instance. Cheap to clone.
@@ -365,7 +368,12 @@ impl Elections {
             .into_iter()
             .map(|(name, watch)| {
                 let state = watch.state.borrow().clone();
-                ElectionSummary { name, candidates: state.candidates.len(), has_leader: state.leader().is_some() }
+                ElectionSummary {
+                    name,
+                    candidates: state.candidates.len(),
+                    has_leader: state.leader().is_some(),
+                    exists: state.exists,
+                }
             })
             .collect();
         summaries.sort_by(|a, b| a.name.cmp(&b.name));
