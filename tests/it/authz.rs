@@ -20,7 +20,13 @@ use zkcoord::{
     },
 };
 
-use crate::tls::{CALL_TIMEOUT, Files, RELOAD_WAIT, client_tls, connect, replace, start};
+use crate::tls::{CALL_TIMEOUT, Files, RELOAD_WAIT, client_tls, connect, health, replace, start};
+
+/// Waits until the instance behind `channel` is SERVING (its ZooKeeper session is usable).
+async fn serving(channel: &Channel) {
+    let serving = Ok(tonic_health::pb::health_check_response::ServingStatus::Serving);
+    eventually(Duration::from_secs(30), "SERVING", || async { health(channel).await == serving }).await;
+}
 
 /// The message of a stream ended by withdrawn rights (`zkcoord::error::RIGHTS_WITHDRAWN`).
 const RIGHTS_WITHDRAWN: &str = "identity no longer authorized: the authz rules changed";
@@ -152,13 +158,15 @@ async fn call(rpc: &str, channel: &Channel, fx: &mut Fixture) -> Result<(), Stat
             elections.resign(pb::ResignRequest { key: fx.candidate(), ..Default::default() }).await.map(drop)
         }
         "Lock/Lock" => {
-            let request = pb::LockRequest { keys: vec!["app:1".into()], lease, wait_timeout_ms: 5000, ..Default::default() };
+            let mode = pb::LockMode::Exclusive.into();
+            let request = pb::LockRequest { keys: vec!["app:1".into()], lease, mode, wait_timeout_ms: 5000 };
             let response = locks.lock(request).await?.into_inner();
             fx.handle = response.handle;
             Ok(())
         }
         "Lock/TryLock" => {
-            locks.try_lock(pb::TryLockRequest { keys: vec!["app:2".into()], lease, ..Default::default() }).await.map(drop)
+            let mode = pb::LockMode::Exclusive.into();
+            locks.try_lock(pb::TryLockRequest { keys: vec!["app:2".into()], lease, mode }).await.map(drop)
         }
         "Lock/Holders" => {
             locks.holders(pb::HoldersRequest { key: "app:1".into(), prefix: false }).await?;
@@ -213,6 +221,7 @@ async fn every_rpc_serves_writers_and_readers_by_their_rights_and_refuses_strang
     let writer = connect(addr, client_tls(&ca, Some(&ca.client("writer")))).await.unwrap();
     let reader = connect(addr, client_tls(&ca, Some(&ca.client("reader")))).await.unwrap();
     let stranger = connect(addr, client_tls(&ca, Some(&ca.client("stranger")))).await.unwrap();
+    serving(&writer).await;
 
     let grant = |owner: &'static str| {
         let mut leases = LeaseClient::new(writer.clone());
@@ -338,6 +347,7 @@ async fn withdrawn_rights_end_campaign_observe_and_keep_alive_streams() {
     let node = connect(addr, client_tls(&ca, Some(&ca.client("node")))).await.unwrap();
     let watcher = connect(addr, client_tls(&ca, Some(&ca.client("watcher")))).await.unwrap();
     let admin = connect(addr, client_tls(&ca, Some(&ca.client("admin")))).await.unwrap();
+    serving(&node).await;
 
     let request = pb::GrantRequest { ttl_ms: 2000, owner: "node".into(), ..Default::default() };
     let granted = LeaseClient::new(node.clone()).grant(request).await.unwrap().into_inner();
@@ -377,9 +387,10 @@ async fn withdrawn_rights_end_campaign_observe_and_keep_alive_streams() {
 
     // The candidacy ends, with the lease alive: deposed first, removed once its validity ran
     // out (ttl 2 s + 1.25 s), so the election is left without candidates.
-    let mut admin_elections = ElectionClient::new(admin.clone());
+    let admin_elections = ElectionClient::new(admin.clone());
     eventually(Duration::from_secs(20), "the withdrawn candidacy is gone", || async {
         let candidates = admin_elections
+            .clone()
             .candidates(pb::CandidatesRequest { election: "app-1".into() })
             .await
             .unwrap()
@@ -388,7 +399,7 @@ async fn withdrawn_rights_end_campaign_observe_and_keep_alive_streams() {
         candidates.is_empty()
     })
     .await;
-    let leader = admin_elections.leader(pb::LeaderRequest { election: "app-1".into() }).await.unwrap();
+    let leader = admin_elections.clone().leader(pb::LeaderRequest { election: "app-1".into() }).await.unwrap();
     assert!(leader.into_inner().leader.is_none());
     let ttl = LeaseClient::new(admin.clone()).time_to_live(pb::TimeToLiveRequest { lease_id: lease.0 }).await;
     assert!(ttl.is_ok(), "the lease lives on (its KeepAlive is still allowed): {ttl:?}");
