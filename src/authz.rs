@@ -266,7 +266,10 @@ impl Authz {
                         write: patterns("shard_groups", Some(raw.shard_groups))?,
                         read: patterns("read_shard_groups", raw.read_shard_groups)?,
                     },
-                    leases: Rights { write: patterns("leases", leases)?, read: patterns("read_leases", raw.read_leases)? },
+                    leases: Rights {
+                        write: patterns("leases", leases)?,
+                        read: patterns("read_leases", raw.read_leases)?,
+                    },
                     tenant: raw.tenant,
                 })
             })
@@ -351,7 +354,13 @@ impl Authz {
 
     /// Whether `identity` may use some `resource` in `tenant` for `access` (a check made before
     /// the name is known, so that callers without any right cost no ZooKeeper read).
-    pub fn allows_some(&self, identity: Option<&str>, tenant: Option<&str>, resource: Resource, access: Access) -> bool {
+    pub fn allows_some(
+        &self,
+        identity: Option<&str>,
+        tenant: Option<&str>,
+        resource: Resource,
+        access: Access,
+    ) -> bool {
         self.patterns(identity, tenant, resource, access).next().is_some()
     }
 }
@@ -455,7 +464,10 @@ mod tests {
         assert!(!authz.allows(node, None, Resource::Election, Access::Write, ["x"]), "not in the default tenant");
         assert_eq!(authz.tenant_for(Some("ops"), Some("b")), Ok(Some("b".into())));
         assert!(authz.allows(Some("ops"), Some("b"), Resource::LockKey, Access::Write, ["k"]));
-        assert!(!authz.allows(Some("ops"), Some("b"), Resource::Election, Access::Write, ["ops-1"]), "rules are per tenant");
+        assert!(
+            !authz.allows(Some("ops"), Some("b"), Resource::Election, Access::Write, ["ops-1"]),
+            "rules are per tenant"
+        );
         assert_eq!(authz.tenant_for(Some("stranger"), None), Ok(None), "default tenant, nothing allowed");
         assert_eq!(authz.tenant_for(None, Some("a")), Err(()));
         assert!(Authz::parse("[[allow]]\nidentity = \"x\"\ntenant = \"a/b\"\n").is_err());
@@ -514,8 +526,8 @@ mod tests {
 
     #[test]
     fn a_prefix_read_needs_a_pattern_covering_the_prefix() {
-        let authz = Authz::parse("[[allow]]\nidentity = \"n\"\nread_locks = [\"orders:*\", \"users:1\"]\n")
-            .expect("valid");
+        let authz =
+            Authz::parse("[[allow]]\nidentity = \"n\"\nread_locks = [\"orders:*\", \"users:1\"]\n").expect("valid");
         let n = Some("n");
         assert!(authz.allows_prefix(n, None, Resource::LockKey, Access::Read, "orders:"));
         assert!(authz.allows_prefix(n, None, Resource::LockKey, Access::Read, "orders:eu:"));

@@ -148,7 +148,9 @@ mod tests {
         let path = dir.path().join("authz.toml");
         fs::write(&path, "[[allow]]\nidentity = \"node\"\nlocks = [\"a:*\"]\n").expect("test setup");
         let live = LiveAuthz::new(Authz::load(&path).expect("test setup"), vec!["known".into()]);
-        let allows = |live: &LiveAuthz, key: &str| live.current().allows(Some("node"), None, Resource::LockKey, Access::Write, [key]);
+        let allows = |live: &LiveAuthz, key: &str| {
+            live.current().allows(Some("node"), None, Resource::LockKey, Access::Write, [key])
+        };
         assert!(allows(&live, "a:1") && !allows(&live, "b:1"));
         let shutdown = CancellationToken::new();
         let mut changes = live.changes();

@@ -354,7 +354,8 @@ impl Metrics {
         inner.shard_group_handoffs.clear();
         let mut watches = lock(&inner.shard_group_watches);
         let mut followed = HashSet::new();
-        let (mut elections_named, mut groups_named) = (NameBudget::new(MAX_NAMED_SERIES), NameBudget::new(MAX_NAMED_SERIES));
+        let (mut elections_named, mut groups_named) =
+            (NameBudget::new(MAX_NAMED_SERIES), NameBudget::new(MAX_NAMED_SERIES));
         for recipes in sources.tenants.all() {
             let tenant = recipes.tenant.clone().unwrap_or_default();
             let labels = TenantLabels { tenant: tenant.clone() };

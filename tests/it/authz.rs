@@ -254,16 +254,17 @@ async fn every_rpc_serves_writers_and_readers_by_their_rights_and_refuses_strang
     // Names outside the patterns are refused, reads and writes alike, with the stable messages.
     let mut elections = ElectionClient::new(writer.clone());
     let status = elections.leader(pb::LeaderRequest { election: "other".into() }).await.unwrap_err();
-    assert_eq!((status.code(), status.message()), (Code::PermissionDenied, "identity not authorized for this election"));
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::PermissionDenied, "identity not authorized for this election")
+    );
     let status = LockClient::new(reader.clone())
         .holders(pb::HoldersRequest { key: "ap".into(), prefix: true })
         .await
         .unwrap_err();
     assert_eq!(status.message(), "identity not authorized for this lock key", "a prefix wider than the pattern");
-    let status = ShardsClient::new(reader.clone())
-        .members(pb::MembersRequest { group: "other".into() })
-        .await
-        .unwrap_err();
+    let status =
+        ShardsClient::new(reader.clone()).members(pb::MembersRequest { group: "other".into() }).await.unwrap_err();
     assert_eq!(status.message(), "identity not authorized for this shard group");
     let request = pb::GrantRequest { ttl_ms: 60_000, owner: "reader-1".into(), ..Default::default() };
     let status = LeaseClient::new(writer.clone()).grant(request).await.unwrap_err();
@@ -353,7 +354,8 @@ async fn withdrawn_rights_end_campaign_observe_and_keep_alive_streams() {
     let granted = LeaseClient::new(node.clone()).grant(request).await.unwrap().into_inner();
     let lease = (granted.lease_id, granted.secret);
     let mut keep_alive_end = keep_alive(&node, lease.clone());
-    let key = pb::CandidateKey { election: "app-1".into(), candidate_id: "n1".into(), lease: lease_ref(lease.0, &lease.1) };
+    let key =
+        pb::CandidateKey { election: "app-1".into(), candidate_id: "n1".into(), lease: lease_ref(lease.0, &lease.1) };
     let request = pb::CampaignRequest { key: Some(key), value: b"n1".to_vec(), ..Default::default() };
     let mut campaign = ElectionClient::new(node.clone()).campaign(request).await.unwrap().into_inner();
     loop {

@@ -230,7 +230,11 @@ async fn followed_names_that_do_not_exist_add_no_series() {
         let mut stream = elections.observe(pb::ObserveRequest { election }).await.unwrap().into_inner();
         stream.message().await.unwrap().unwrap();
         observers.push(stream);
-        let mut groups = ShardsClient::new(channel.clone()).observe(pb::ObserveGroupRequest { group: format!("unused-g{i}") }).await.unwrap().into_inner();
+        let mut groups = ShardsClient::new(channel.clone())
+            .observe(pb::ObserveGroupRequest { group: format!("unused-g{i}") })
+            .await
+            .unwrap()
+            .into_inner();
         groups.message().await.unwrap().unwrap();
         group_observers.push(groups);
     }

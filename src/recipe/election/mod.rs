@@ -522,7 +522,8 @@ impl Elections {
         let mut deposition_seen: Option<tokio::time::Instant> = None;
         for _ in 0..MAX_ATTEMPTS * 2 {
             let (watch, state) = self.fresh_state(&key.election).await?;
-            let Some(candidate) = state.candidates.get(key.candidate_id.as_str()).filter(|c| c.record.lease_id == key.lease_id)
+            let Some(candidate) =
+                state.candidates.get(key.candidate_id.as_str()).filter(|c| c.record.lease_id == key.lease_id)
             else {
                 return Ok(()); // ended already
             };
