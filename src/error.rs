@@ -53,6 +53,9 @@ pub const NOT_AUTHORIZED_LEASE: &str = "identity not authorized for this lease";
 /// A stream (Campaign, Observe, Watch, KeepAlive) ends: a reload of the `authz_file` withdrew
 /// the rights it was started with.
 pub const RIGHTS_WITHDRAWN: &str = "identity no longer authorized: the authz rules changed";
+/// Every call, and the streams above: the connection's client certificate is not trusted by
+/// the client CA reloaded since the connection was made (`tls_client_ca` changed).
+pub const CERTIFICATE_NOT_TRUSTED: &str = "client certificate no longer trusted";
 
 /// The message of a request that is not a valid protobuf message of the call's request type
 /// ([`Error::Undecodable`]).
@@ -266,6 +269,7 @@ mod tests {
             (NOT_AUTHORIZED_SHARD_GROUP, "identity not authorized for this shard group"),
             (NOT_AUTHORIZED_LEASE, "identity not authorized for this lease"),
             (RIGHTS_WITHDRAWN, "identity no longer authorized: the authz rules changed"),
+            (CERTIFICATE_NOT_TRUSTED, "client certificate no longer trusted"),
         ];
         for (message, expected) in messages {
             assert_eq!(Status::from(Error::FailedPrecondition(message)).message(), expected);

@@ -102,6 +102,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         instance_id: config.instance_id.clone(),
         tenants: tenants.clone(),
         authz: config.authz.clone().map(|rules| LiveAuthz::new(rules, config.zookeeper.tenants.clone())),
+        tls: tls.clone(),
     };
     if let Some(authz) = &ctx.authz {
         authz.spawn_reloader(shutdown.clone());

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use super::{Caller, Context, ResponseStream, convert::health_to_pb};
 use crate::{
     authz::{Access, Resource},
-    error::{Error, RIGHTS_WITHDRAWN, Result},
+    error::{Error, Result},
     pb::v1::{self as pb, election_server},
     recipe::election::{self, CampaignRequest, CandidateKey, CandidateStatus, Deposed, LeaderView, Observed},
     validate::{
@@ -134,7 +134,7 @@ impl election_server::Election for ElectionService {
                         None => (Err(Error::ShuttingDown.into()), true),
                     },
                     () = shutdown.cancelled() => (Err(Error::ShuttingDown.into()), true),
-                    () = &mut withdrawn => {
+                    message = &mut withdrawn => {
                         // The candidacy ends too, safely (a leader is deposed first).
                         let (elections, shutdown, key) = (tenant.elections.clone(), shutdown.clone(), key.clone());
                         tokio::spawn(async move {
@@ -145,7 +145,7 @@ impl election_server::Election for ElectionService {
                                 () = shutdown.cancelled() => {}
                             }
                         });
-                        (Err(Error::NotAuthorized(RIGHTS_WITHDRAWN).into()), true)
+                        (Err(Error::NotAuthorized(message).into()), true)
                     }
                 };
                 if tx.send(item).await.is_err() || last {
@@ -196,7 +196,7 @@ impl election_server::Election for ElectionService {
                         None => Err(Error::ShuttingDown.into()),
                     },
                     () = shutdown.cancelled() => Err(Error::ShuttingDown.into()),
-                    () = &mut withdrawn => Err(Error::NotAuthorized(RIGHTS_WITHDRAWN).into()),
+                    message = &mut withdrawn => Err(Error::NotAuthorized(message).into()),
                 };
                 let last = item.is_err();
                 if tx.send(item).await.is_err() || last {

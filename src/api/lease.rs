@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     authz::{Access, Resource},
-    error::{Error, RIGHTS_WITHDRAWN, Result},
+    error::{Error, Result},
     pb::v1::{self as pb, lease_server},
     recipe::{
         election::{self, Leadership},
@@ -119,7 +119,7 @@ impl lease_server::Lease for LeaseService {
                     biased;
                     end = lease.ended() => Err(end.error().into()),
                     () = ctx.shutdown.cancelled() => Err(Error::ShuttingDown.into()),
-                    () = &mut withdrawn => Err(Error::NotAuthorized(RIGHTS_WITHDRAWN).into()),
+                    message = &mut withdrawn => Err(Error::NotAuthorized(message).into()),
                     message = inbound.message() => match message {
                         Ok(Some(request)) => service.heartbeat(&tenant, &lease, &credentials, &request).await,
                         Ok(None) | Err(_) => return, // the client went away; the lease lives on until its ttl

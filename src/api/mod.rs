@@ -8,7 +8,7 @@ pub mod lock;
 pub mod shards;
 pub mod tenant;
 
-use std::{pin::Pin, sync::Arc};
+use std::pin::Pin;
 
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use crate::{
     authz::{Access, Authz, Resource, live::LiveAuthz},
     error::{self, Error, Result},
     tenant::Tenants,
-    tls::TlsPeer,
+    tls::{ServerTls, TlsPeer},
     validate::Name,
     zk::ZkSession,
 };
@@ -37,21 +37,32 @@ pub struct Context {
     pub tenants: Tenants,
     /// Which names each client identity may use; `None`: every name to every client.
     pub authz: Option<LiveAuthz>,
+    /// The listener's TLS, if any: a reload of the client CA can make it distrust established
+    /// connections ([`crate::tls::ServerTls::still_trusts`]).
+    pub tls: Option<ServerTls>,
 }
 
-/// The caller of a request: its client certificate identity, if it presented one (mTLS).
+/// The caller of a request: its TLS connection (client certificate and identity, with mTLS).
 #[derive(Clone, Debug, Default)]
-pub struct Caller(Option<Arc<str>>);
+pub struct Caller(Option<TlsPeer>);
 
 impl Caller {
     /// The caller's identity, if any.
     pub fn identity(&self) -> Option<&str> {
-        self.0.as_deref()
+        self.0.as_ref().and_then(|peer| peer.identity.as_deref())
     }
 
     /// The caller of `request`.
     pub fn of<T>(request: &tonic::Request<T>) -> Self {
-        Self(request.extensions().get::<TlsPeer>().and_then(|peer| peer.identity.clone()))
+        Self(request.extensions().get::<TlsPeer>().cloned())
+    }
+}
+
+/// Completes when `changes` (if any) announces a change; `Err` once it never will.
+async fn changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Result<(), ()> {
+    match changes {
+        Some(changes) => changes.changed().await.map_err(drop),
+        None => std::future::pending().await,
     }
 }
 
@@ -144,7 +155,7 @@ impl Context {
         access: Access,
     ) -> Option<impl Fn(&str) -> bool + use<>> {
         let authz = self.authz.as_ref()?.current();
-        let (identity, tenant) = (caller.0.clone(), recipes.tenant.clone());
+        let (identity, tenant) = (caller.identity().map(str::to_owned), recipes.tenant.clone());
         Some(move |name: &str| authz.allows(identity.as_deref(), tenant.as_deref(), resource, access, [name]))
     }
 
@@ -163,10 +174,25 @@ impl Context {
         Err(Error::NotAuthorized(refusal(resource)))
     }
 
-    /// Completes once the rules in force no longer let `caller` use `names` as `resource` for
-    /// `access` in `tenant` (checked now, then on every reload of the `authz_file`); never
-    /// without an `authz_file`. Streams select on it and end with
-    /// [`error::RIGHTS_WITHDRAWN`].
+    /// Checks that the TLS configuration in use still trusts the client certificate of
+    /// `caller` (its client CA may have been replaced since the connection was made).
+    ///
+    /// # Errors
+    /// [`Error::NotAuthorized`] ([`error::CERTIFICATE_NOT_TRUSTED`]).
+    pub fn check_certificate(&self, caller: &Caller) -> Result<()> {
+        match (&self.tls, &caller.0) {
+            (Some(tls), Some(peer)) if !tls.still_trusts(peer) => {
+                Err(Error::NotAuthorized(error::CERTIFICATE_NOT_TRUSTED))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Completes once `caller` may no longer keep a stream that uses `names` as `resource` for
+    /// `access` in `tenant`, with the message the stream ends with: checked now, then after
+    /// every reload of the `authz_file` ([`error::RIGHTS_WITHDRAWN`] when the rules no longer
+    /// allow it) and of the TLS files ([`error::CERTIFICATE_NOT_TRUSTED`] when the client CA no
+    /// longer trusts the caller's certificate). Never, without either.
     ///
     /// # Cancellation safety
     /// Only waits: safe to cancel (a new call checks again).
@@ -177,21 +203,39 @@ impl Context {
         resource: Resource,
         access: Access,
         names: Vec<String>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
+    ) -> impl std::future::Future<Output = &'static str> + Send + 'static + use<> {
         let authz = self.authz.clone();
-        let identity = caller.0.clone();
+        let peer = caller.0.clone().filter(|peer| peer.chain.is_some());
+        let tls = self.tls.clone().filter(|_| peer.is_some());
         async move {
-            let Some(authz) = authz else { return std::future::pending().await };
-            let mut changes = authz.changes();
+            let mut rule_changes = authz.as_ref().map(LiveAuthz::changes);
+            let mut tls_changes = tls.as_ref().map(ServerTls::changes);
+            let identity = peer.as_ref().and_then(|peer| peer.identity.clone());
             loop {
-                let rules = authz.current();
-                let names = names.iter().map(String::as_str);
-                if !rules.allows(identity.as_deref(), tenant.as_deref(), resource, access, names) {
-                    tracing::info!(identity = identity.as_deref(), ?resource, "rights withdrawn; ending the stream");
-                    return;
+                if let (Some(tls), Some(peer)) = (&tls, &peer)
+                    && !tls.still_trusts(peer)
+                {
+                    tracing::info!(
+                        identity = identity.as_deref(),
+                        "client certificate no longer trusted; ending the stream"
+                    );
+                    return error::CERTIFICATE_NOT_TRUSTED;
                 }
-                if changes.changed().await.is_err() {
-                    return std::future::pending().await; // the rules can no longer change
+                if let Some(authz) = &authz {
+                    let names = names.iter().map(String::as_str);
+                    if !authz.current().allows(identity.as_deref(), tenant.as_deref(), resource, access, names) {
+                        tracing::info!(
+                            identity = identity.as_deref(),
+                            ?resource,
+                            "rights withdrawn; ending the stream"
+                        );
+                        return error::RIGHTS_WITHDRAWN;
+                    }
+                }
+                tokio::select! {
+                    Ok(()) = changed(&mut rule_changes) => {}
+                    Ok(()) = changed(&mut tls_changes) => {}
+                    else => return std::future::pending().await, // nothing can change any more
                 }
             }
         }

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{Caller, Context, ResponseStream, convert::health_to_pb};
 use crate::{
     authz::{Access, Resource},
-    error::{Error, RIGHTS_WITHDRAWN, Result},
+    error::{Error, Result},
     pb::v1::{self as pb, shards_server},
     recipe::shards::{self, JoinRequest, MemberKey, ShardEvent, Slot, Table},
     validate::{self, Name},
@@ -187,7 +187,7 @@ impl shards_server::Shards for ShardsService {
                 let next = tokio::select! {
                     next = events.next() => next,
                     () = shutdown.cancelled() => Err(Error::ShuttingDown),
-                    () = &mut withdrawn => Err(Error::NotAuthorized(RIGHTS_WITHDRAWN)),
+                    message = &mut withdrawn => Err(Error::NotAuthorized(message)),
                     () = tx.closed() => return,
                 };
                 let (item, last) = match next {
@@ -229,7 +229,7 @@ impl shards_server::Shards for ShardsService {
                 let next = tokio::select! {
                     next = changes.next() => next,
                     () = shutdown.cancelled() => Err(Error::ShuttingDown),
-                    () = &mut withdrawn => Err(Error::NotAuthorized(RIGHTS_WITHDRAWN)),
+                    message = &mut withdrawn => Err(Error::NotAuthorized(message)),
                     () = tx.closed() => return,
                 };
                 let (item, last) = match next {

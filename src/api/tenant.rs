@@ -47,8 +47,11 @@ impl Context {
     ///
     /// # Errors
     /// INVALID_ARGUMENT for a malformed tenant header ([`tenant_of`]); PERMISSION_DENIED
-    /// ([`Error::TenantNotAllowed`]) for a tenant that is not configured.
+    /// ([`Error::TenantNotAllowed`]) for a tenant that is not configured, and
+    /// ([`crate::error::CERTIFICATE_NOT_TRUSTED`]) for a connection whose client certificate the
+    /// reloaded client CA no longer trusts.
     pub fn recipes<T>(&self, request: &Request<T>) -> Result<Arc<Recipes>> {
+        self.check_certificate(&super::Caller::of(request))?;
         let requested = tenant_of(request)?;
         let requested = requested.as_ref().map(Name::as_str);
         let Some(authz) = &self.authz else { return self.tenants.get(requested) };

@@ -417,3 +417,42 @@ async fn withdrawn_rights_end_campaign_observe_and_keep_alive_streams() {
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     instance.shutdown().await;
 }
+
+/// Certificate rotation: once the client CA file no longer lists the CA that issued a
+/// connection's client certificate, that connection's streams end (PERMISSION_DENIED `client
+/// certificate no longer trusted`) within the poll interval and its new calls are refused;
+/// connections of a CA still listed carry on. No `authz_file` needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ca_removed_by_a_reload_ends_the_streams_of_its_clients() {
+    let (kept_ca, dropped_ca) = (Ca::new("kept ca"), Ca::new("dropped ca"));
+    let files = Files::new(&kept_ca.server(), &kept_ca);
+    std::fs::write(&files.client_ca, format!("{}{}", kept_ca.pem, dropped_ca.pem)).unwrap();
+    let instance = start("authz-ca-rotation", files.tls(true), None).await;
+    let addr = instance.addr();
+    let kept = connect(addr, client_tls(&kept_ca, Some(&kept_ca.client("kept-node")))).await.unwrap();
+    let dropped = connect(addr, client_tls(&kept_ca, Some(&dropped_ca.client("dropped-node")))).await.unwrap();
+    serving(&kept).await;
+    let observe = |channel: &Channel| {
+        let mut elections = ElectionClient::new(channel.clone());
+        async move {
+            let mut stream = elections.observe(pb::ObserveRequest { election: "e".into() }).await.unwrap().into_inner();
+            tokio::time::timeout(CALL_TIMEOUT, stream.message()).await.unwrap().unwrap().unwrap();
+            stream
+        }
+    };
+    let mut kept_stream = observe(&kept).await;
+    let mut dropped_stream = observe(&dropped).await;
+
+    replace(&files.client_ca, &kept_ca.pem);
+    let ended = end_of(&mut dropped_stream, RELOAD_WAIT).await;
+    assert_eq!((ended.code(), ended.message()), (Code::PermissionDenied, "client certificate no longer trusted"));
+    let leader = |channel: &Channel| {
+        let mut elections = ElectionClient::new(channel.clone());
+        async move { elections.leader(pb::LeaderRequest { election: "e".into() }).await }
+    };
+    let refused = leader(&dropped).await.unwrap_err();
+    assert_eq!((refused.code(), refused.message()), (Code::PermissionDenied, "client certificate no longer trusted"));
+    leader(&kept).await.expect("a client of the kept CA is served");
+    assert!(tokio::time::timeout(Duration::from_millis(500), kept_stream.message()).await.is_err(), "still open");
+    instance.shutdown().await;
+}

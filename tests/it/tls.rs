@@ -48,7 +48,7 @@ pub(crate) struct Files {
     _dir: tempfile::TempDir,
     cert: PathBuf,
     key: PathBuf,
-    client_ca: PathBuf,
+    pub(crate) client_ca: PathBuf,
     pub(crate) authz: PathBuf,
 }
 
