@@ -53,6 +53,10 @@
 //! and the api handlers): Observe and Watch streams and KeepAlive streams end with
 //! PERMISSION_DENIED ([`crate::error::RIGHTS_WITHDRAWN`]); a Campaign stream ends the same
 //! way and its candidacy is withdrawn safely ([`crate::recipe::election::Elections::withdraw`]).
+//! A KeepAlive stream's lease is not revoked: it ends after its ttl, as if its owner had
+//! stopped, since revoking it would free its holds while the client may still act on its last
+//! confirmed heartbeat. Certificate rotation does the same for connections whose client
+//! certificate the reloaded `tls_client_ca` no longer trusts ([`crate::tls::ServerTls::still_trusts`]).
 //!
 //! Tenants by identity ([`Authz::tenant_for`]): a request without a `zkcoord-tenant` header
 //! goes to the tenant of the first rule matching its identity (the default tenant when none
