@@ -1,20 +1,62 @@
-//! Which election names and lock keys a client identity may use (the optional `authz_file`).
+//! Which names a client identity may use, and how (the optional `authz_file`).
 //!
 //! The file is TOML with any number of `[[allow]]` rules:
 //!
 //! ```toml
 //! [[allow]]
-//! identity = "ledger-node-*"   # the client certificate's identity; a trailing * is a prefix
-//! elections = ["ledger-*"]     # elections it may Campaign, Proclaim, Resign and Transfer in
-//! locks = ["orders:*"]         # lock keys it may Lock and TryLock
-//! shard_groups = ["flows"]     # shard groups it may Join, Leave, Release, Watch, Drain, Undrain
-//! tenant = "ledger"            # optional: the tenant these names are in (default tenant if absent)
+//! identity = "ledger-node-*"      # the client certificate's identity; a trailing * is a prefix
+//! tenant = "ledger"               # optional: the tenant these names are in (default tenant if absent)
+//! # Full rights (read and write):
+//! elections = ["ledger-*"]        # Campaign, Proclaim, Resign, Transfer; and the reads below
+//! locks = ["orders:*"]            # Lock, TryLock, Unlock; and Holders
+//! shard_groups = ["flows"]        # Join, Leave, Release, Watch, Drain, Undrain; and the reads
+//! leases = ["ledger-*"]           # lease owner names: Grant, KeepAlive, Revoke; and the reads
+//! # Read-only rights:
+//! read_elections = ["*"]          # Leader, Observe, Candidates
+//! read_locks = ["*"]              # Holders
+//! read_shard_groups = ["*"]       # Observe (of a group), Members, Assignment
+//! read_leases = ["*"]             # TimeToLive, List (by the lease's owner name)
 //! ```
 //!
-//! A name is allowed when any rule whose `identity` matches the caller, and whose `tenant` is
-//! the request's tenant, lists a pattern that matches it; a call naming several lock keys needs
-//! all of them allowed. Everything else that names an election or a lock key is denied,
-//! including calls without an identity.
+//! **Every rpc is checked** ([`Access`] of a [`Resource`]): a name is allowed when any rule
+//! whose `identity` matches the caller, and whose `tenant` is the request's tenant, lists a
+//! pattern that matches it, among the full-rights list or (for a read) the `read_` list; a
+//! call naming several names needs all of them allowed. Which name each rpc is checked on:
+//!
+//! | rpc | access | name |
+//! |---|---|---|
+//! | Election Campaign, Proclaim, Resign, Transfer | write | the election |
+//! | Election Leader, Observe, Candidates | read | the election |
+//! | Lock Lock, TryLock | write | every key |
+//! | Lock Unlock | write | any lock key (the handle's keys are not known without a read; the hold was granted by an authorized Lock and releasing it takes its lease secret) |
+//! | Lock Holders | read | the key; with `prefix`, a `*` pattern covering the prefix |
+//! | Shards Join, Leave, Release, Watch, Drain, Undrain | write | the group |
+//! | Shards Observe, Members, Assignment | read | the group |
+//! | Lease Grant | write | the request's `owner` |
+//! | Lease KeepAlive, Revoke | write | the lease's owner (from its record) |
+//! | Lease TimeToLive | read | the lease's owner |
+//! | Lease List | read | leases whose owner the caller may not read are left out |
+//!
+//! Everything else is denied, including every call without an identity (TLS without a client
+//! certificate) once an `authz_file` is set. Without an `authz_file` nothing is checked.
+//!
+//! **Files written before `leases` and the `read_` lists existed keep their meaning**: a rule
+//! that uses none of `leases`, `read_elections`, `read_locks`, `read_shard_groups`,
+//! `read_leases` (an *old-style* rule) lets its identity use leases of any owner, as before,
+//! and its `elections`, `locks` and `shard_groups` give full rights. A rule that uses any of
+//! them gets exactly the lease rights it lists (none when it lists none). What did change for
+//! old files: reads (Leader, Observe, Candidates, Holders, the shard reads, TimeToLive, List)
+//! now need a right too, and identities that no rule names can no longer use leases.
+//!
+//! **Withdrawn rights** (a reload of the file, [`live`]): streams started under rules that no
+//! longer allow them end within the reload poll interval (see [`live::LiveAuthz::changes`]
+//! and the api handlers): Observe and Watch streams and KeepAlive streams end with
+//! PERMISSION_DENIED ([`crate::error::RIGHTS_WITHDRAWN`]); a Campaign stream ends the same
+//! way and its candidacy is withdrawn safely ([`crate::recipe::election::Elections::withdraw`]).
+//! A KeepAlive stream's lease is not revoked: it ends after its ttl, as if its owner had
+//! stopped, since revoking it would free its holds while the client may still act on its last
+//! confirmed heartbeat. Certificate rotation does the same for connections whose client
+//! certificate the reloaded `tls_client_ca` no longer trusts ([`crate::tls::ServerTls::still_trusts`]).
 //!
 //! Tenants by identity ([`Authz::tenant_for`]): a request without a `zkcoord-tenant` header
 //! goes to the tenant of the first rule matching its identity (the default tenant when none
@@ -38,6 +80,17 @@ pub enum Resource {
     LockKey,
     /// A shard group.
     ShardGroup,
+    /// A lease, by its owner name.
+    Lease,
+}
+
+/// What a call does with a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Looks (Leader, Observe, Candidates, Holders, Members, Assignment, TimeToLive, List).
+    Read,
+    /// Acts (everything else); includes reading.
+    Write,
 }
 
 /// The rules of an `authz_file`.
@@ -49,14 +102,45 @@ pub struct Authz {
     source: Option<PathBuf>,
 }
 
+/// The patterns of one resource in one rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Rights {
+    /// Full rights.
+    write: Vec<Pattern>,
+    /// Read-only rights.
+    read: Vec<Pattern>,
+}
+
+impl Rights {
+    fn patterns(&self, access: Access) -> impl Iterator<Item = &Pattern> {
+        let read = match access {
+            Access::Read => self.read.as_slice(),
+            Access::Write => &[],
+        };
+        self.write.iter().chain(read)
+    }
+}
+
 /// One `[[allow]]` rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Rule {
     identity: Pattern,
-    elections: Vec<Pattern>,
-    locks: Vec<Pattern>,
-    shard_groups: Vec<Pattern>,
+    elections: Rights,
+    locks: Rights,
+    shard_groups: Rights,
+    leases: Rights,
     tenant: Option<String>,
+}
+
+impl Rule {
+    fn rights(&self, resource: Resource) -> &Rights {
+        match resource {
+            Resource::Election => &self.elections,
+            Resource::LockKey => &self.locks,
+            Resource::ShardGroup => &self.shard_groups,
+            Resource::Lease => &self.leases,
+        }
+    }
 }
 
 /// An exact name, or a prefix when written with a trailing `*`.
@@ -90,6 +174,14 @@ impl Pattern {
             Self::Prefix(prefix) => name.starts_with(prefix.as_str()),
         }
     }
+
+    /// Whether every name starting with `prefix` matches.
+    fn covers_prefix(&self, prefix: &str) -> bool {
+        match self {
+            Self::Exact(_) => false,
+            Self::Prefix(own) => prefix.starts_with(own.as_str()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -109,6 +201,11 @@ struct RawRule {
     locks: Vec<String>,
     #[serde(default)]
     shard_groups: Vec<String>,
+    leases: Option<Vec<String>>,
+    read_elections: Option<Vec<String>>,
+    read_locks: Option<Vec<String>>,
+    read_shard_groups: Option<Vec<String>>,
+    read_leases: Option<Vec<String>>,
     tenant: Option<String>,
 }
 
@@ -139,8 +236,9 @@ impl Authz {
             .into_iter()
             .enumerate()
             .map(|(i, raw)| {
-                let patterns = |field: &str, list: Vec<String>| {
-                    list.iter()
+                let patterns = |field: &str, list: Option<Vec<String>>| {
+                    list.unwrap_or_default()
+                        .iter()
                         .map(|p| Pattern::parse(p))
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| format!("allow[{i}].{field}: {e}"))
@@ -150,11 +248,32 @@ impl Authz {
                 {
                     return Err(format!("allow[{i}].tenant: {tenant:?} is not a tenant name"));
                 }
+                // An old-style rule (none of the newer keys) keeps its old meaning: leases of
+                // any owner.
+                let old_style = raw.leases.is_none()
+                    && raw.read_elections.is_none()
+                    && raw.read_locks.is_none()
+                    && raw.read_shard_groups.is_none()
+                    && raw.read_leases.is_none();
+                let leases = if old_style { Some(vec!["*".to_owned()]) } else { raw.leases };
                 Ok(Rule {
                     identity: Pattern::parse(&raw.identity).map_err(|e| format!("allow[{i}].identity: {e}"))?,
-                    elections: patterns("elections", raw.elections)?,
-                    locks: patterns("locks", raw.locks)?,
-                    shard_groups: patterns("shard_groups", raw.shard_groups)?,
+                    elections: Rights {
+                        write: patterns("elections", Some(raw.elections))?,
+                        read: patterns("read_elections", raw.read_elections)?,
+                    },
+                    locks: Rights {
+                        write: patterns("locks", Some(raw.locks))?,
+                        read: patterns("read_locks", raw.read_locks)?,
+                    },
+                    shard_groups: Rights {
+                        write: patterns("shard_groups", Some(raw.shard_groups))?,
+                        read: patterns("read_shard_groups", raw.read_shard_groups)?,
+                    },
+                    leases: Rights {
+                        write: patterns("leases", leases)?,
+                        read: patterns("read_leases", raw.read_leases)?,
+                    },
                     tenant: raw.tenant,
                 })
             })
@@ -189,34 +308,64 @@ impl Authz {
         }
     }
 
+    /// The patterns that give `identity` `access` to `resource` in `tenant`.
+    fn patterns<'a>(
+        &'a self,
+        identity: Option<&'a str>,
+        tenant: Option<&'a str>,
+        resource: Resource,
+        access: Access,
+    ) -> impl Iterator<Item = &'a Pattern> {
+        self.rules
+            .iter()
+            .filter(move |r| identity.is_some_and(|id| r.identity.matches(id)) && r.tenant.as_deref() == tenant)
+            .flat_map(move |r| r.rights(resource).patterns(access))
+    }
+
     /// Whether `identity` may use every one of `names` (at least one) as a `resource` in
-    /// `tenant` (`None`: the default tenant).
+    /// `tenant` (`None`: the default tenant) for `access`.
     pub fn allows<'a>(
         &self,
         identity: Option<&str>,
         tenant: Option<&str>,
         resource: Resource,
+        access: Access,
         names: impl IntoIterator<Item = &'a str>,
     ) -> bool {
-        let Some(identity) = identity else { return false };
-        let rules: Vec<&Rule> =
-            self.rules.iter().filter(|r| r.identity.matches(identity) && r.tenant.as_deref() == tenant).collect();
+        let patterns: Vec<&Pattern> = self.patterns(identity, tenant, resource, access).collect();
         let mut any = false;
         for name in names {
             any = true;
-            let allowed = rules.iter().any(|rule| {
-                let patterns = match resource {
-                    Resource::Election => &rule.elections,
-                    Resource::LockKey => &rule.locks,
-                    Resource::ShardGroup => &rule.shard_groups,
-                };
-                patterns.iter().any(|p| p.matches(name))
-            });
-            if !allowed {
+            if !patterns.iter().any(|p| p.matches(name)) {
                 return false;
             }
         }
         any
+    }
+
+    /// Whether `identity` may use every `resource` whose name starts with `prefix` in `tenant`
+    /// for `access`: some pattern `p*` with `prefix` starting with `p`.
+    pub fn allows_prefix(
+        &self,
+        identity: Option<&str>,
+        tenant: Option<&str>,
+        resource: Resource,
+        access: Access,
+        prefix: &str,
+    ) -> bool {
+        self.patterns(identity, tenant, resource, access).any(|p| p.covers_prefix(prefix))
+    }
+
+    /// Whether `identity` may use some `resource` in `tenant` for `access` (a check made before
+    /// the name is known, so that callers without any right cost no ZooKeeper read).
+    pub fn allows_some(
+        &self,
+        identity: Option<&str>,
+        tenant: Option<&str>,
+        resource: Resource,
+        access: Access,
+    ) -> bool {
+        self.patterns(identity, tenant, resource, access).next().is_some()
     }
 }
 
@@ -248,46 +397,46 @@ mod tests {
     fn prefix_and_exact_patterns() {
         let authz = rules();
         let a = Some("ledger-node-a");
-        assert!(authz.allows(a, None, Resource::Election, ["ledger-master"]));
-        assert!(authz.allows(a, None, Resource::Election, ["ledger-"]));
-        assert!(!authz.allows(a, None, Resource::Election, ["other"]));
-        assert!(!authz.allows(a, None, Resource::Election, ["ledge"]));
-        assert!(authz.allows(a, None, Resource::LockKey, ["orders:1", "inventory"]));
-        assert!(!authz.allows(a, None, Resource::LockKey, ["inventory2"]));
-        assert!(!authz.allows(a, None, Resource::LockKey, ["users:1"]));
+        assert!(authz.allows(a, None, Resource::Election, Access::Write, ["ledger-master"]));
+        assert!(authz.allows(a, None, Resource::Election, Access::Write, ["ledger-"]));
+        assert!(!authz.allows(a, None, Resource::Election, Access::Write, ["other"]));
+        assert!(!authz.allows(a, None, Resource::Election, Access::Write, ["ledge"]));
+        assert!(authz.allows(a, None, Resource::LockKey, Access::Write, ["orders:1", "inventory"]));
+        assert!(!authz.allows(a, None, Resource::LockKey, Access::Write, ["inventory2"]));
+        assert!(!authz.allows(a, None, Resource::LockKey, Access::Write, ["users:1"]));
     }
 
     #[test]
     fn rules_of_one_identity_add_up() {
         let authz = rules();
-        assert!(authz.allows(Some("ledger-node-a"), None, Resource::Election, ["audit"]));
-        assert!(!authz.allows(Some("ledger-node-b"), None, Resource::Election, ["audit"]));
-        assert!(authz.allows(Some("ledger-node-b"), None, Resource::Election, ["ledger-master"]));
+        assert!(authz.allows(Some("ledger-node-a"), None, Resource::Election, Access::Write, ["audit"]));
+        assert!(!authz.allows(Some("ledger-node-b"), None, Resource::Election, Access::Write, ["audit"]));
+        assert!(authz.allows(Some("ledger-node-b"), None, Resource::Election, Access::Write, ["ledger-master"]));
     }
 
     #[test]
     fn every_name_must_be_allowed() {
         let authz = rules();
-        assert!(!authz.allows(Some("ledger-node-a"), None, Resource::LockKey, ["orders:1", "users:1"]));
-        assert!(!authz.allows(Some("ledger-node-a"), None, Resource::LockKey, []));
+        assert!(!authz.allows(Some("ledger-node-a"), None, Resource::LockKey, Access::Write, ["orders:1", "users:1"]));
+        assert!(!authz.allows(Some("ledger-node-a"), None, Resource::LockKey, Access::Write, []));
     }
 
     #[test]
     fn unknown_or_missing_identity_is_denied() {
         let authz = rules();
-        assert!(!authz.allows(Some("intruder"), None, Resource::Election, ["ledger-master"]));
-        assert!(!authz.allows(None, None, Resource::Election, ["ledger-master"]));
-        assert!(!Authz::default().allows(Some("admin"), None, Resource::LockKey, ["x"]));
-        assert!(authz.allows(Some("admin"), None, Resource::LockKey, ["anything"]));
+        assert!(!authz.allows(Some("intruder"), None, Resource::Election, Access::Write, ["ledger-master"]));
+        assert!(!authz.allows(None, None, Resource::Election, Access::Write, ["ledger-master"]));
+        assert!(!Authz::default().allows(Some("admin"), None, Resource::LockKey, Access::Write, ["x"]));
+        assert!(authz.allows(Some("admin"), None, Resource::LockKey, Access::Write, ["anything"]));
         // The identity pattern is a prefix only when it ends in *.
-        assert!(!authz.allows(Some("admin2"), None, Resource::LockKey, ["anything"]));
+        assert!(!authz.allows(Some("admin2"), None, Resource::LockKey, Access::Write, ["anything"]));
     }
 
     #[test]
     fn locks_and_elections_are_separate() {
         let authz = rules();
-        assert!(!authz.allows(Some("ledger-node-a"), None, Resource::LockKey, ["ledger-master"]));
-        assert!(!authz.allows(Some("ledger-node-a"), None, Resource::Election, ["orders:1"]));
+        assert!(!authz.allows(Some("ledger-node-a"), None, Resource::LockKey, Access::Write, ["ledger-master"]));
+        assert!(!authz.allows(Some("ledger-node-a"), None, Resource::Election, Access::Write, ["orders:1"]));
     }
 
     #[test]
@@ -315,14 +464,80 @@ mod tests {
         assert_eq!(authz.tenant_for(node, None), Ok(Some("a".into())), "no header: its tenant");
         assert_eq!(authz.tenant_for(node, Some("a")), Ok(Some("a".into())));
         assert_eq!(authz.tenant_for(node, Some("b")), Err(()), "never another tenant");
-        assert!(authz.allows(node, Some("a"), Resource::Election, ["x"]));
-        assert!(!authz.allows(node, None, Resource::Election, ["x"]), "not in the default tenant");
+        assert!(authz.allows(node, Some("a"), Resource::Election, Access::Write, ["x"]));
+        assert!(!authz.allows(node, None, Resource::Election, Access::Write, ["x"]), "not in the default tenant");
         assert_eq!(authz.tenant_for(Some("ops"), Some("b")), Ok(Some("b".into())));
-        assert!(authz.allows(Some("ops"), Some("b"), Resource::LockKey, ["k"]));
-        assert!(!authz.allows(Some("ops"), Some("b"), Resource::Election, ["ops-1"]), "rules are per tenant");
+        assert!(authz.allows(Some("ops"), Some("b"), Resource::LockKey, Access::Write, ["k"]));
+        assert!(
+            !authz.allows(Some("ops"), Some("b"), Resource::Election, Access::Write, ["ops-1"]),
+            "rules are per tenant"
+        );
         assert_eq!(authz.tenant_for(Some("stranger"), None), Ok(None), "default tenant, nothing allowed");
         assert_eq!(authz.tenant_for(None, Some("a")), Err(()));
         assert!(Authz::parse("[[allow]]\nidentity = \"x\"\ntenant = \"a/b\"\n").is_err());
+    }
+
+    #[test]
+    fn read_rights_allow_only_reads_and_full_rights_include_reads() {
+        let authz = Authz::parse(
+            r#"
+            [[allow]]
+            identity = "dashboard"
+            read_elections = ["*"]
+            read_locks = ["orders:*"]
+            read_shard_groups = ["flows"]
+            read_leases = ["ledger-*"]
+
+            [[allow]]
+            identity = "node"
+            elections = ["ledger-*"]
+            leases = ["node-*"]
+            "#,
+        )
+        .expect("valid rules");
+        let (dash, node) = (Some("dashboard"), Some("node"));
+        for (resource, name) in [
+            (Resource::Election, "x"),
+            (Resource::LockKey, "orders:1"),
+            (Resource::ShardGroup, "flows"),
+            (Resource::Lease, "ledger-a"),
+        ] {
+            assert!(authz.allows(dash, None, resource, Access::Read, [name]), "{resource:?}");
+            assert!(!authz.allows(dash, None, resource, Access::Write, [name]), "{resource:?}: read-only");
+        }
+        assert!(!authz.allows(dash, None, Resource::Lease, Access::Write, ["anything"]), "new-style: no lease rights");
+        assert!(authz.allows(node, None, Resource::Election, Access::Read, ["ledger-1"]), "write includes read");
+        assert!(authz.allows(node, None, Resource::Election, Access::Write, ["ledger-1"]));
+        assert!(!authz.allows(node, None, Resource::Election, Access::Read, ["other"]));
+        assert!(authz.allows(node, None, Resource::Lease, Access::Write, ["node-7"]));
+        assert!(!authz.allows(node, None, Resource::Lease, Access::Write, ["ledger-a"]), "only the listed owners");
+        assert!(!authz.allows(node, None, Resource::LockKey, Access::Read, ["orders:1"]));
+        assert!(authz.allows_some(dash, None, Resource::Lease, Access::Read));
+        assert!(!authz.allows_some(dash, None, Resource::Lease, Access::Write));
+        assert!(!authz.allows_some(None, None, Resource::Lease, Access::Read), "no identity, no rights");
+    }
+
+    #[test]
+    fn old_style_rules_keep_leases_of_any_owner() {
+        let authz = rules();
+        let a = Some("ledger-node-a");
+        assert!(authz.allows(a, None, Resource::Lease, Access::Write, ["whatever"]));
+        assert!(authz.allows(a, None, Resource::Lease, Access::Read, ["someone-else"]));
+        assert!(!authz.allows(Some("intruder"), None, Resource::Lease, Access::Write, ["x"]), "named by no rule");
+        let explicit = Authz::parse("[[allow]]\nidentity = \"n\"\nleases = []\nelections = [\"e\"]\n").expect("valid");
+        assert!(!explicit.allows(Some("n"), None, Resource::Lease, Access::Write, ["x"]), "leases = [] grants none");
+    }
+
+    #[test]
+    fn a_prefix_read_needs_a_pattern_covering_the_prefix() {
+        let authz =
+            Authz::parse("[[allow]]\nidentity = \"n\"\nread_locks = [\"orders:*\", \"users:1\"]\n").expect("valid");
+        let n = Some("n");
+        assert!(authz.allows_prefix(n, None, Resource::LockKey, Access::Read, "orders:"));
+        assert!(authz.allows_prefix(n, None, Resource::LockKey, Access::Read, "orders:eu:"));
+        assert!(!authz.allows_prefix(n, None, Resource::LockKey, Access::Read, "order"));
+        assert!(!authz.allows_prefix(n, None, Resource::LockKey, Access::Read, "users:1"), "exact covers no prefix");
+        assert!(!authz.allows_prefix(n, None, Resource::LockKey, Access::Write, "orders:"));
     }
 
     #[test]
@@ -334,6 +549,8 @@ mod tests {
             ("[[allow]]\nidentity = \"a\"\nlocks = [\"\"]\n", "allow[0].locks"),
             ("[[allow]]\nidentity = \"a\"\nelections = [\"*x*\"]\n", "allow[0].elections"),
             ("allow = 3\n", "not a valid rule file"),
+            ("[[allow]]\nidentity = \"a\"\nread_leases = [\"x*y\"]\n", "allow[0].read_leases"),
+            ("[[allow]]\nidentity = \"a\"\nleases = [\"\"]\n", "allow[0].leases"),
         ] {
             let err = Authz::parse(text).expect_err(text);
             assert!(err.contains(expected), "{text:?}: {err}");

@@ -39,6 +39,24 @@ pub const LEASE_CLAIMED: &str = "lease was claimed by a KeepAlive stream on anot
 /// lives).
 pub const LOCK_REQUEST_RELEASED: &str = "lock request was released";
 
+// The messages of `Error::NotAuthorized` (PERMISSION_DENIED), part of the API. They name the
+// kind of thing refused, never the name itself.
+
+/// Campaign, Proclaim, Resign, Transfer, Leader, Observe, Candidates: the election.
+pub const NOT_AUTHORIZED_ELECTION: &str = "identity not authorized for this election";
+/// Lock, TryLock, Unlock, Holders: a lock key.
+pub const NOT_AUTHORIZED_LOCK_KEY: &str = "identity not authorized for this lock key";
+/// The Shards rpcs: the shard group.
+pub const NOT_AUTHORIZED_SHARD_GROUP: &str = "identity not authorized for this shard group";
+/// Grant, KeepAlive, Revoke, TimeToLive, List: the lease (by its owner name).
+pub const NOT_AUTHORIZED_LEASE: &str = "identity not authorized for this lease";
+/// A stream (Campaign, Observe, Watch, KeepAlive) ends: a reload of the `authz_file` withdrew
+/// the rights it was started with.
+pub const RIGHTS_WITHDRAWN: &str = "identity no longer authorized: the authz rules changed";
+/// Every call, and the streams above: the connection's client certificate is not trusted by
+/// the client CA reloaded since the connection was made (`tls_client_ca` changed).
+pub const CERTIFICATE_NOT_TRUSTED: &str = "client certificate no longer trusted";
+
 /// The message of a request that is not a valid protobuf message of the call's request type
 /// ([`Error::Undecodable`]).
 pub const UNDECODABLE_REQUEST: &str = "request: not a valid protobuf message";
@@ -102,13 +120,11 @@ pub enum Error {
     /// The lease secret does not match the lease.
     #[error("wrong lease secret")]
     WrongSecret,
-    /// The caller's client certificate identity may not use the election or lock key it named
-    /// (see [`crate::authz`]). `resource` is a fixed description, never the name itself.
-    #[error("identity not authorized for this {resource}")]
-    NotAuthorized {
-        /// `election` or `lock key`.
-        resource: &'static str,
-    },
+    /// The caller's client certificate identity may not use the name it gave, in the way the
+    /// call would (see [`crate::authz`]), or no longer may ([`RIGHTS_WITHDRAWN`]). The message
+    /// is one of the `NOT_AUTHORIZED_*` constants or [`RIGHTS_WITHDRAWN`], never the name.
+    #[error("{0}")]
+    NotAuthorized(&'static str),
     /// The request names a tenant this deployment does not serve (setting `tenants`).
     #[error("tenant not allowed")]
     TenantNotAllowed,
@@ -189,7 +205,7 @@ impl From<Error> for Status {
         let code = match &err {
             Error::InvalidArgument { .. } | Error::Undecodable => Code::InvalidArgument,
             Error::LeaseNotFound | Error::HoldNotFound | Error::NotFound(_) => Code::NotFound,
-            Error::WrongSecret | Error::NotAuthorized { .. } | Error::TenantNotAllowed => Code::PermissionDenied,
+            Error::WrongSecret | Error::NotAuthorized(_) | Error::TenantNotAllowed => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable | Error::ShuttingDown => Code::Unavailable,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
@@ -231,16 +247,8 @@ mod tests {
             (Error::WrongSecret, Code::PermissionDenied, "wrong lease secret"),
             (Error::TenantNotAllowed, Code::PermissionDenied, "tenant not allowed"),
             (Error::HoldNotFound, Code::NotFound, "lock handle not found"),
-            (
-                Error::NotAuthorized { resource: "election" },
-                Code::PermissionDenied,
-                "identity not authorized for this election",
-            ),
-            (
-                Error::NotAuthorized { resource: "lock key" },
-                Code::PermissionDenied,
-                "identity not authorized for this lock key",
-            ),
+            (Error::NotAuthorized(NOT_AUTHORIZED_ELECTION), Code::PermissionDenied, NOT_AUTHORIZED_ELECTION),
+            (Error::NotAuthorized(RIGHTS_WITHDRAWN), Code::PermissionDenied, RIGHTS_WITHDRAWN),
             (Error::DeadlineExceeded, Code::DeadlineExceeded, "lock wait timed out"),
             (Error::FellBehind, Code::ResourceExhausted, "stream fell too far behind"),
             (Error::FailedPrecondition(NOT_LEADER), Code::FailedPrecondition, "not the leader"),
@@ -287,6 +295,12 @@ mod tests {
             (TOO_MANY_OBSERVE_STREAMS, "too many Observe and Watch streams on this instance"),
             (TOO_MANY_ELECTIONS, "too many elections followed by this instance"),
             (TOO_MANY_CONNECTIONS, "too many connections for this identity"),
+            (NOT_AUTHORIZED_ELECTION, "identity not authorized for this election"),
+            (NOT_AUTHORIZED_LOCK_KEY, "identity not authorized for this lock key"),
+            (NOT_AUTHORIZED_SHARD_GROUP, "identity not authorized for this shard group"),
+            (NOT_AUTHORIZED_LEASE, "identity not authorized for this lease"),
+            (RIGHTS_WITHDRAWN, "identity no longer authorized: the authz rules changed"),
+            (CERTIFICATE_NOT_TRUSTED, "client certificate no longer trusted"),
         ];
         for (message, expected) in messages {
             assert_eq!(Status::from(Error::FailedPrecondition(message)).message(), expected);

@@ -107,6 +107,7 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         tenants: tenants.clone(),
         authz: config.authz.clone().map(|rules| LiveAuthz::new(rules, config.zookeeper.tenants.clone())),
         limits,
+        tls: tls.clone(),
     };
     if let Some(authz) = &ctx.authz {
         authz.spawn_reloader(shutdown.clone());

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Caller, Context, ResponseStream, convert::health_to_pb};
 use crate::{
-    authz::Resource,
+    authz::{Access, Resource},
     error::{Error, Result},
     pb::v1::{self as pb, election_server},
     recipe::election::{self, CampaignRequest, CandidateKey, CandidateStatus, Deposed, LeaderView, Observed},
@@ -118,11 +118,15 @@ impl election_server::Election for ElectionService {
         let tenant = self.ctx.recipes(&request)?;
         let caller = Caller::of(&request);
         let request = campaign_request(request.into_inner())?;
-        self.ctx.authorize(&caller, &tenant, Resource::Election, [&request.key.election])?;
+        self.ctx.authorize(&caller, &tenant, Resource::Election, Access::Write, [&request.key.election])?;
+        let key = request.key.clone();
+        let names = vec![key.election.as_str().to_owned()];
+        let withdrawn = self.ctx.withdrawn(&caller, tenant.tenant.clone(), Resource::Election, Access::Write, names);
         let mut campaign = tenant.elections.campaign(request).await?;
         let (tx, stream) = super::stream_channel(STREAM_BUFFER);
         let shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
+            tokio::pin!(withdrawn);
             loop {
                 let (item, last) = tokio::select! {
                     status = campaign.next() => match status {
@@ -130,6 +134,19 @@ impl election_server::Election for ElectionService {
                         None => (Err(Error::ShuttingDown.into()), true),
                     },
                     () = shutdown.cancelled() => (Err(Error::ShuttingDown.into()), true),
+                    message = &mut withdrawn => {
+                        // The candidacy ends too, safely (a leader is deposed first).
+                        let (elections, shutdown, key) = (tenant.elections.clone(), shutdown.clone(), key.clone());
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                ended = elections.withdraw(&key) => if let Err(err) = ended {
+                                    tracing::warn!(election = %key.election, error = %err, "withdrawing a candidacy failed; it ends with its lease");
+                                },
+                                () = shutdown.cancelled() => {}
+                            }
+                        });
+                        (Err(Error::NotAuthorized(message).into()), true)
+                    }
                 };
                 if tx.send(item).await.is_err() || last {
                     return; // the client left (the candidacy lives on with its lease) or it ended
@@ -145,7 +162,7 @@ impl election_server::Election for ElectionService {
         let req = request.into_inner();
         let key = key(req.key.as_ref())?;
         validate::value("value", &req.value)?;
-        self.ctx.authorize(&caller, &tenant, Resource::Election, [&key.election])?;
+        self.ctx.authorize(&caller, &tenant, Resource::Election, Access::Write, [&key.election])?;
         tenant.elections.proclaim(&key, req.term, &req.value).await?;
         Ok(Response::new(pb::ProclaimResponse {}))
     }
@@ -153,6 +170,7 @@ impl election_server::Election for ElectionService {
     async fn leader(&self, request: Request<pb::LeaderRequest>) -> Result<Response<pb::LeaderResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
         let name = Name::parse("election", &request.get_ref().election)?;
+        self.ctx.authorize(&Caller::of(&request), &tenant, Resource::Election, Access::Read, [&name])?;
         let (_, state) = tenant.elections.state(&name).await?;
         Ok(Response::new(pb::LeaderResponse { leader: election::leader_view(&state).map(leader_info) }))
     }
@@ -161,7 +179,11 @@ impl election_server::Election for ElectionService {
 
     async fn observe(&self, request: Request<pb::ObserveRequest>) -> Result<Response<Self::ObserveStream>, Status> {
         let tenant = self.ctx.recipes(&request)?;
+        let caller = Caller::of(&request);
         let name = Name::parse("election", &request.get_ref().election)?;
+        self.ctx.authorize(&caller, &tenant, Resource::Election, Access::Read, [&name])?;
+        let names = vec![name.as_str().to_owned()];
+        let withdrawn = self.ctx.withdrawn(&caller, tenant.tenant.clone(), Resource::Election, Access::Read, names);
         let permit = self.ctx.limits.observe_stream()?;
         let mut observation = tenant.elections.observe(&name).await?;
         let (tx, stream) = super::stream_channel(STREAM_BUFFER);
@@ -169,6 +191,7 @@ impl election_server::Election for ElectionService {
         tokio::spawn(async move {
             // Counted until the stream ends or its client leaves.
             let _permit = permit;
+            tokio::pin!(withdrawn);
             loop {
                 let item = tokio::select! {
                     () = tx.closed() => return,
@@ -177,6 +200,7 @@ impl election_server::Election for ElectionService {
                         None => Err(Error::ShuttingDown.into()),
                     },
                     () = shutdown.cancelled() => Err(Error::ShuttingDown.into()),
+                    message = &mut withdrawn => Err(Error::NotAuthorized(message).into()),
                 };
                 let last = item.is_err();
                 if tx.send(item).await.is_err() || last {
@@ -192,7 +216,7 @@ impl election_server::Election for ElectionService {
         let caller = Caller::of(&request);
         let req = request.into_inner();
         let key = key(req.key.as_ref())?;
-        self.ctx.authorize(&caller, &tenant, Resource::Election, [&key.election])?;
+        self.ctx.authorize(&caller, &tenant, Resource::Election, Access::Write, [&key.election])?;
         if req.stay_candidate {
             let term = proto::step_down_term(req.term)?;
             tenant.elections.step_down(&key, term).await?;
@@ -212,7 +236,7 @@ impl election_server::Election for ElectionService {
             id => Some(Name::parse("target_candidate_id", id)?),
         };
         let from = proto::transfer_from(req.from.as_ref(), &name)?.map(candidate_key);
-        self.ctx.authorize(&caller, &tenant, Resource::Election, [&name])?;
+        self.ctx.authorize(&caller, &tenant, Resource::Election, Access::Write, [&name])?;
         let leader = tenant.elections.transfer(&name, target.as_ref(), from.as_ref(), req.term).await?;
         Ok(Response::new(pb::TransferResponse { leader: Some(leader_info(leader)) }))
     }
@@ -223,6 +247,7 @@ impl election_server::Election for ElectionService {
     ) -> Result<Response<pb::CandidatesResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
         let name = Name::parse("election", &request.get_ref().election)?;
+        self.ctx.authorize(&Caller::of(&request), &tenant, Resource::Election, Access::Read, [&name])?;
         let (candidates, preempt, term) = tenant.elections.candidates(&name).await?;
         let candidates = candidates
             .into_iter()

@@ -9,6 +9,7 @@ use super::{
     convert::{health_from_pb, health_to_pb, millis},
 };
 use crate::{
+    authz::{Access, Resource},
     error::{Error, Result},
     pb::v1::{self as pb, lease_server},
     recipe::{
@@ -67,8 +68,11 @@ fn lease_info(view: LeaseView) -> pb::LeaseInfo {
 impl lease_server::Lease for LeaseService {
     async fn grant(&self, request: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
-        let identity = Caller::of(&request).shared_identity();
-        let granted = tenant.leases.grant(grant_request(request.into_inner())?, identity).await?;
+        let caller = Caller::of(&request);
+        let identity = caller.shared_identity();
+        let grant = grant_request(request.into_inner())?;
+        self.ctx.authorize_str(&caller, &tenant, Resource::Lease, Access::Write, &grant.owner)?;
+        let granted = tenant.leases.grant(grant, identity).await?;
         Ok(Response::new(pb::GrantResponse {
             lease_id: granted.id,
             secret: granted.secret,
@@ -84,19 +88,29 @@ impl lease_server::Lease for LeaseService {
         request: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
         let tenant = self.ctx.recipes(&request)?;
-        let identity = Caller::of(&request).shared_identity();
+        let caller = Caller::of(&request);
+        let identity = caller.shared_identity();
+        // Callers without any lease right cost no ZooKeeper read; the owner is known once the
+        // lease is attached (attaching reads its record anyway).
+        self.ctx.authorize_some(&caller, &tenant, Resource::Lease, Access::Write)?;
         let mut inbound = request.into_inner();
         let first =
             inbound.message().await?.ok_or(Error::invalid("lease", "the stream must start with a heartbeat"))?;
         let credentials = proto::lease_ref(first.lease.as_ref(), &proto::LEASE)?;
         proto::health(first.health.as_ref(), "health")?;
         let lease = tenant.leases.attach(credentials.id, &credentials.secret, identity).await?;
+        self.ctx.authorize_str(&caller, &tenant, Resource::Lease, Access::Write, &lease.owner)?;
+        // Rights withdrawn later end the stream: heartbeats stop being answered here, and new
+        // streams are refused, so the lease ends after its ttl, as if its owner had stopped.
+        let names = vec![lease.owner.clone()];
+        let withdrawn = self.ctx.withdrawn(&caller, tenant.tenant.clone(), Resource::Lease, Access::Write, names);
         let first_ack = self.ack(&tenant, &lease, &first).await?;
 
         let (tx, stream) = super::stream_channel(KEEPALIVE_BUFFER);
         let ctx = self.ctx.clone();
         let service = self.clone();
         tokio::spawn(async move {
+            tokio::pin!(withdrawn);
             if tx.send(Ok(first_ack)).await.is_err() {
                 return;
             }
@@ -107,6 +121,7 @@ impl lease_server::Lease for LeaseService {
                     biased;
                     end = lease.ended() => Err(end.error().into()),
                     () = ctx.shutdown.cancelled() => Err(Error::ShuttingDown.into()),
+                    message = &mut withdrawn => Err(Error::NotAuthorized(message).into()),
                     message = inbound.message() => match message {
                         Ok(Some(request)) => service.heartbeat(&tenant, &lease, &credentials, &request).await,
                         Ok(None) | Err(_) => return, // the client went away; the lease lives on until its ttl
@@ -128,8 +143,11 @@ impl lease_server::Lease for LeaseService {
 
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
+        let caller = Caller::of(&request);
+        self.ctx.authorize_some(&caller, &tenant, Resource::Lease, Access::Write)?;
         let credentials = proto::lease_ref(request.get_ref().lease.as_ref(), &proto::LEASE)?;
-        tenant.leases.revoke(credentials.id, &credentials.secret).await?;
+        let authorize = |owner: &str| self.ctx.authorize_str(&caller, &tenant, Resource::Lease, Access::Write, owner);
+        tenant.leases.revoke(credentials.id, &credentials.secret, authorize).await?;
         Ok(Response::new(pb::RevokeResponse {}))
     }
 
@@ -138,15 +156,28 @@ impl lease_server::Lease for LeaseService {
         request: Request<pb::TimeToLiveRequest>,
     ) -> Result<Response<pb::TimeToLiveResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
+        let caller = Caller::of(&request);
+        self.ctx.authorize_some(&caller, &tenant, Resource::Lease, Access::Read)?;
         let id = validate::lease_id("lease_id", request.get_ref().lease_id)?;
         let view = tenant.leases.time_to_live(id).await?;
+        self.ctx.authorize_str(&caller, &tenant, Resource::Lease, Access::Read, &view.record.owner)?;
         let bindings = view.bindings.iter().filter_map(binding).collect();
         Ok(Response::new(pb::TimeToLiveResponse { lease: Some(lease_info(view)), bindings }))
     }
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
-        let leases = tenant.leases.list().await?.into_iter().map(lease_info).collect();
+        let caller = Caller::of(&request);
+        self.ctx.authorize_some(&caller, &tenant, Resource::Lease, Access::Read)?;
+        let readable = self.ctx.filter(&caller, &tenant, Resource::Lease, Access::Read);
+        let leases = tenant
+            .leases
+            .list()
+            .await?
+            .into_iter()
+            .filter(|view| readable.as_ref().is_none_or(|readable| readable(&view.record.owner)))
+            .map(lease_info)
+            .collect();
         Ok(Response::new(pb::ListResponse { leases }))
     }
 }

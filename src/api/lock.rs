@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Caller, Context};
 use crate::{
-    authz::Resource,
+    authz::{Access, Resource},
     error::Result,
     pb::v1::{self as pb, lock_server},
     recipe::lock::{Acquired, KeyHolders, LockRequest, TryOutcome},
@@ -59,7 +59,7 @@ impl lock_server::Lock for LockService {
         let req = request.get_ref();
         let request = lock_request(&req.keys, req.lease.as_ref(), req.mode)?;
         let wait = validate::wait_timeout("wait_timeout_ms", req.wait_timeout_ms)?;
-        self.ctx.authorize(&caller, &tenant, Resource::LockKey, &request.keys)?;
+        self.ctx.authorize(&caller, &tenant, Resource::LockKey, Access::Write, &request.keys)?;
         let keys = request.keys.clone();
         // No select on the shutdown token here: the recipe answers ShuttingDown itself, after
         // withdrawing the request, and a grant that came first is answered as a grant.
@@ -72,7 +72,7 @@ impl lock_server::Lock for LockService {
         let caller = Caller::of(&request);
         let req = request.get_ref();
         let request = lock_request(&req.keys, req.lease.as_ref(), req.mode)?;
-        self.ctx.authorize(&caller, &tenant, Resource::LockKey, &request.keys)?;
+        self.ctx.authorize(&caller, &tenant, Resource::LockKey, Access::Write, &request.keys)?;
         let keys = request.keys.clone();
         let response = match tenant.locks.try_lock(request).await? {
             TryOutcome::Acquired(acquired) => pb::TryLockResponse {
@@ -88,10 +88,12 @@ impl lock_server::Lock for LockService {
         Ok(Response::new(response))
     }
 
-    /// Not checked against the `authz_file`: a handle comes only from an authorized Lock or
+    /// Checked against the `authz_file` as a write of *some* lock key: the handle's keys are
+    /// not known without a ZooKeeper read, a handle comes only from an authorized Lock or
     /// TryLock, and releasing it takes that hold's lease secret.
     async fn unlock(&self, request: Request<pb::UnlockRequest>) -> Result<Response<pb::UnlockResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
+        self.ctx.authorize_some(&Caller::of(&request), &tenant, Resource::LockKey, Access::Write)?;
         let req = request.get_ref();
         validate::hold("handle", &req.handle)?;
         let lease = proto::lease_ref(req.lease.as_ref(), &proto::LEASE)?;
@@ -103,6 +105,12 @@ impl lock_server::Lock for LockService {
         let tenant = self.ctx.recipes(&request)?;
         let req = request.get_ref();
         validate::holders_key("key", &req.key, req.prefix)?;
+        let caller = Caller::of(&request);
+        if req.prefix {
+            self.ctx.authorize_prefix(&caller, &tenant, Resource::LockKey, Access::Read, &req.key)?;
+        } else {
+            self.ctx.authorize_str(&caller, &tenant, Resource::LockKey, Access::Read, &req.key)?;
+        }
         let keys = tenant.locks.holders(&req.key, req.prefix).await?;
         Ok(Response::new(pb::HoldersResponse { keys: keys.into_iter().map(key_holders).collect() }))
     }

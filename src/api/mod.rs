@@ -14,11 +14,11 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    authz::{Resource, live::LiveAuthz},
-    error::{Error, Result},
+    authz::{Access, Authz, Resource, live::LiveAuthz},
+    error::{self, Error, Result},
     limits::InstanceLimits,
     tenant::Tenants,
-    tls::TlsPeer,
+    tls::{ServerTls, TlsPeer},
     validate::Name,
     zk::ZkSession,
 };
@@ -40,31 +40,53 @@ pub struct Context {
     pub authz: Option<LiveAuthz>,
     /// The instance's quotas and what it counts against them (see [`crate::limits`]).
     pub limits: Arc<InstanceLimits>,
+    /// The listener's TLS, if any: a reload of the client CA can make it distrust established
+    /// connections ([`crate::tls::ServerTls::still_trusts`]).
+    pub tls: Option<ServerTls>,
 }
 
-/// The caller of a request: its client certificate identity, if it presented one (mTLS).
+/// The caller of a request: its TLS connection (client certificate and identity, with mTLS).
 #[derive(Clone, Debug, Default)]
-pub struct Caller(Option<Arc<str>>);
+pub struct Caller(Option<TlsPeer>);
 
 impl Caller {
     /// The caller's identity, if any.
     pub fn identity(&self) -> Option<&str> {
-        self.0.as_deref()
+        self.0.as_ref().and_then(|peer| peer.identity.as_deref())
     }
 
     /// The caller's identity, if any, to keep.
     pub fn shared_identity(&self) -> Option<Arc<str>> {
-        self.0.clone()
+        self.0.as_ref().and_then(|peer| peer.identity.clone())
     }
 
     /// The caller of `request`.
     pub fn of<T>(request: &tonic::Request<T>) -> Self {
-        Self(request.extensions().get::<TlsPeer>().and_then(|peer| peer.identity.clone()))
+        Self(request.extensions().get::<TlsPeer>().cloned())
+    }
+}
+
+/// Completes when `changes` (if any) announces a change; `Err` once it never will.
+async fn changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Result<(), ()> {
+    match changes {
+        Some(changes) => changes.changed().await.map_err(drop),
+        None => std::future::pending().await,
+    }
+}
+
+/// The fixed message refusing `resource`.
+const fn refusal(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Election => error::NOT_AUTHORIZED_ELECTION,
+        Resource::LockKey => error::NOT_AUTHORIZED_LOCK_KEY,
+        Resource::ShardGroup => error::NOT_AUTHORIZED_SHARD_GROUP,
+        Resource::Lease => error::NOT_AUTHORIZED_LEASE,
     }
 }
 
 impl Context {
-    /// Checks that `caller` may use `names` as `resource` in the tenant of `recipes`.
+    /// Checks that `caller` may use `names` as `resource` for `access` in the tenant of
+    /// `recipes`.
     ///
     /// # Errors
     /// [`Error::NotAuthorized`] when an `authz_file` is configured and does not allow it.
@@ -73,20 +95,158 @@ impl Context {
         caller: &Caller,
         recipes: &crate::tenant::Recipes,
         resource: Resource,
+        access: Access,
         names: impl IntoIterator<Item = &'a Name>,
     ) -> Result<()> {
+        self.authorize_with(caller, resource, access, |authz, identity| {
+            authz.allows(identity, recipes.tenant.as_deref(), resource, access, names.into_iter().map(Name::as_str))
+        })
+    }
+
+    /// Like [`Context::authorize`], for names given as strings (lease owners from records).
+    ///
+    /// # Errors
+    /// [`Error::NotAuthorized`].
+    pub fn authorize_str(
+        &self,
+        caller: &Caller,
+        recipes: &crate::tenant::Recipes,
+        resource: Resource,
+        access: Access,
+        name: &str,
+    ) -> Result<()> {
+        self.authorize_with(caller, resource, access, |authz, identity| {
+            authz.allows(identity, recipes.tenant.as_deref(), resource, access, [name])
+        })
+    }
+
+    /// Checks that `caller` may use every `resource` whose name starts with `prefix`.
+    ///
+    /// # Errors
+    /// [`Error::NotAuthorized`].
+    pub fn authorize_prefix(
+        &self,
+        caller: &Caller,
+        recipes: &crate::tenant::Recipes,
+        resource: Resource,
+        access: Access,
+        prefix: &str,
+    ) -> Result<()> {
+        self.authorize_with(caller, resource, access, |authz, identity| {
+            authz.allows_prefix(identity, recipes.tenant.as_deref(), resource, access, prefix)
+        })
+    }
+
+    /// Checks that `caller` may use some `resource` for `access`: made before the name is
+    /// known (from a record), so that callers without any right cost no ZooKeeper read.
+    ///
+    /// # Errors
+    /// [`Error::NotAuthorized`].
+    pub fn authorize_some(
+        &self,
+        caller: &Caller,
+        recipes: &crate::tenant::Recipes,
+        resource: Resource,
+        access: Access,
+    ) -> Result<()> {
+        self.authorize_with(caller, resource, access, |authz, identity| {
+            authz.allows_some(identity, recipes.tenant.as_deref(), resource, access)
+        })
+    }
+
+    /// A filter of names `caller` may use as `resource` for `access` (List); `None`: all.
+    pub fn filter(
+        &self,
+        caller: &Caller,
+        recipes: &crate::tenant::Recipes,
+        resource: Resource,
+        access: Access,
+    ) -> Option<impl Fn(&str) -> bool + use<>> {
+        let authz = self.authz.as_ref()?.current();
+        let (identity, tenant) = (caller.identity().map(str::to_owned), recipes.tenant.clone());
+        Some(move |name: &str| authz.allows(identity.as_deref(), tenant.as_deref(), resource, access, [name]))
+    }
+
+    fn authorize_with(
+        &self,
+        caller: &Caller,
+        resource: Resource,
+        access: Access,
+        allowed: impl FnOnce(&Authz, Option<&str>) -> bool,
+    ) -> Result<()> {
         let Some(authz) = &self.authz else { return Ok(()) };
-        let names = names.into_iter().map(Name::as_str);
-        if authz.current().allows(caller.0.as_deref(), recipes.tenant.as_deref(), resource, names) {
+        if allowed(&authz.current(), caller.identity()) {
             return Ok(());
         }
-        let resource = match resource {
-            Resource::Election => "election",
-            Resource::LockKey => "lock key",
-            Resource::ShardGroup => "shard group",
-        };
-        tracing::debug!(identity = caller.0.as_deref(), resource, "not authorized");
-        Err(Error::NotAuthorized { resource })
+        tracing::debug!(identity = caller.identity(), ?resource, ?access, "not authorized");
+        Err(Error::NotAuthorized(refusal(resource)))
+    }
+
+    /// Checks that the TLS configuration in use still trusts the client certificate of
+    /// `caller` (its client CA may have been replaced since the connection was made).
+    ///
+    /// # Errors
+    /// [`Error::NotAuthorized`] ([`error::CERTIFICATE_NOT_TRUSTED`]).
+    pub fn check_certificate(&self, caller: &Caller) -> Result<()> {
+        match (&self.tls, &caller.0) {
+            (Some(tls), Some(peer)) if !tls.still_trusts(peer) => {
+                Err(Error::NotAuthorized(error::CERTIFICATE_NOT_TRUSTED))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Completes once `caller` may no longer keep a stream that uses `names` as `resource` for
+    /// `access` in `tenant`, with the message the stream ends with: checked now, then after
+    /// every reload of the `authz_file` ([`error::RIGHTS_WITHDRAWN`] when the rules no longer
+    /// allow it) and of the TLS files ([`error::CERTIFICATE_NOT_TRUSTED`] when the client CA no
+    /// longer trusts the caller's certificate). Never, without either.
+    ///
+    /// # Cancellation safety
+    /// Only waits: safe to cancel (a new call checks again).
+    pub fn withdrawn(
+        &self,
+        caller: &Caller,
+        tenant: Option<String>,
+        resource: Resource,
+        access: Access,
+        names: Vec<String>,
+    ) -> impl std::future::Future<Output = &'static str> + Send + 'static + use<> {
+        let authz = self.authz.clone();
+        let peer = caller.0.clone().filter(|peer| peer.chain.is_some());
+        let tls = self.tls.clone().filter(|_| peer.is_some());
+        async move {
+            let mut rule_changes = authz.as_ref().map(LiveAuthz::changes);
+            let mut tls_changes = tls.as_ref().map(ServerTls::changes);
+            let identity = peer.as_ref().and_then(|peer| peer.identity.clone());
+            loop {
+                if let (Some(tls), Some(peer)) = (&tls, &peer)
+                    && !tls.still_trusts(peer)
+                {
+                    tracing::info!(
+                        identity = identity.as_deref(),
+                        "client certificate no longer trusted; ending the stream"
+                    );
+                    return error::CERTIFICATE_NOT_TRUSTED;
+                }
+                if let Some(authz) = &authz {
+                    let names = names.iter().map(String::as_str);
+                    if !authz.current().allows(identity.as_deref(), tenant.as_deref(), resource, access, names) {
+                        tracing::info!(
+                            identity = identity.as_deref(),
+                            ?resource,
+                            "rights withdrawn; ending the stream"
+                        );
+                        return error::RIGHTS_WITHDRAWN;
+                    }
+                }
+                tokio::select! {
+                    Ok(()) = changed(&mut rule_changes) => {}
+                    Ok(()) = changed(&mut tls_changes) => {}
+                    else => return std::future::pending().await, // nothing can change any more
+                }
+            }
+        }
     }
 }
 

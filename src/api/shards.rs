@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Caller, Context, ResponseStream, convert::health_to_pb};
 use crate::{
-    authz::Resource,
+    authz::{Access, Resource},
     error::{Error, Result},
     pb::v1::{self as pb, shards_server},
     recipe::shards::{self, JoinRequest, MemberKey, ShardEvent, Slot, Table},
@@ -111,7 +111,7 @@ impl shards_server::Shards for ShardsService {
         let tenant = self.ctx.recipes(&request)?;
         let caller = Caller::of(&request);
         let req = join_request(request.into_inner())?;
-        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, [&req.key.group])?;
+        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, Access::Write, [&req.key.group])?;
         let shard_count = tenant.shards.join(req).await?;
         Ok(Response::new(pb::JoinResponse { shard_count }))
     }
@@ -121,7 +121,7 @@ impl shards_server::Shards for ShardsService {
         let caller = Caller::of(&request);
         let req = request.into_inner();
         let key = member_key(req.key.as_ref())?;
-        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, [&key.group])?;
+        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, Access::Write, [&key.group])?;
         if req.wait_ms < 0 {
             return Err(Error::invalid("wait_ms", "must not be negative").into());
         }
@@ -135,7 +135,7 @@ impl shards_server::Shards for ShardsService {
         let caller = Caller::of(&request);
         let req = request.into_inner();
         let key = member_key(req.key.as_ref())?;
-        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, [&key.group])?;
+        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, Access::Write, [&key.group])?;
         if req.shards.is_empty() || req.shards.len() > shards::MAX_SHARDS as usize {
             return Err(Error::invalid("shards", "must list 1 to 65536 shards").into());
         }
@@ -156,7 +156,7 @@ impl shards_server::Shards for ShardsService {
         let caller = Caller::of(&request);
         let group = Name::parse("group", &request.get_ref().group)?;
         let member = Name::parse("member_id", &request.get_ref().member_id)?;
-        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, [&group])?;
+        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, Access::Write, [&group])?;
         tenant.shards.set_drained(&group, &member, true).await?;
         Ok(Response::new(pb::DrainResponse {}))
     }
@@ -166,7 +166,7 @@ impl shards_server::Shards for ShardsService {
         let caller = Caller::of(&request);
         let group = Name::parse("group", &request.get_ref().group)?;
         let member = Name::parse("member_id", &request.get_ref().member_id)?;
-        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, [&group])?;
+        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, Access::Write, [&group])?;
         tenant.shards.set_drained(&group, &member, false).await?;
         Ok(Response::new(pb::UndrainResponse {}))
     }
@@ -175,7 +175,9 @@ impl shards_server::Shards for ShardsService {
         let tenant = self.ctx.recipes(&request)?;
         let caller = Caller::of(&request);
         let key = member_key(request.get_ref().key.as_ref())?;
-        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, [&key.group])?;
+        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, Access::Write, [&key.group])?;
+        let names = vec![key.group.as_str().to_owned()];
+        let withdrawn = self.ctx.withdrawn(&caller, tenant.tenant.clone(), Resource::ShardGroup, Access::Write, names);
         let permit = self.ctx.limits.observe_stream()?;
         let mut events = tenant.shards.member_events(&key).await?;
         let (tx, stream) = super::stream_channel(STREAM_BUFFER);
@@ -183,10 +185,12 @@ impl shards_server::Shards for ShardsService {
         tokio::spawn(async move {
             // Counted until the stream ends or its client leaves.
             let _permit = permit;
+            tokio::pin!(withdrawn);
             loop {
                 let next = tokio::select! {
                     next = events.next() => next,
                     () = shutdown.cancelled() => Err(Error::ShuttingDown),
+                    message = &mut withdrawn => Err(Error::NotAuthorized(message)),
                     () = tx.closed() => return,
                 };
                 let (item, last) = match next {
@@ -214,7 +218,11 @@ impl shards_server::Shards for ShardsService {
         request: Request<pb::ObserveGroupRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
         let tenant = self.ctx.recipes(&request)?;
+        let caller = Caller::of(&request);
         let group = Name::parse("group", &request.get_ref().group)?;
+        self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, Access::Read, [&group])?;
+        let names = vec![group.as_str().to_owned()];
+        let withdrawn = self.ctx.withdrawn(&caller, tenant.tenant.clone(), Resource::ShardGroup, Access::Read, names);
         let permit = self.ctx.limits.observe_stream()?;
         let mut changes = tenant.shards.table_changes(&group);
         let (tx, stream) = super::stream_channel(STREAM_BUFFER);
@@ -222,10 +230,12 @@ impl shards_server::Shards for ShardsService {
         tokio::spawn(async move {
             // Counted until the stream ends or its client leaves.
             let _permit = permit;
+            tokio::pin!(withdrawn);
             loop {
                 let next = tokio::select! {
                     next = changes.next() => next,
                     () = shutdown.cancelled() => Err(Error::ShuttingDown),
+                    message = &mut withdrawn => Err(Error::NotAuthorized(message)),
                     () = tx.closed() => return,
                 };
                 let (item, last) = match next {
@@ -250,6 +260,7 @@ impl shards_server::Shards for ShardsService {
     async fn members(&self, request: Request<pb::MembersRequest>) -> Result<Response<pb::MembersResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
         let group = Name::parse("group", &request.get_ref().group)?;
+        self.ctx.authorize(&Caller::of(&request), &tenant, Resource::ShardGroup, Access::Read, [&group])?;
         let state = tenant.shards.state(&group).await?;
         let table = state.table.clone().ok_or(Error::Unavailable)?;
         let members = state
@@ -279,6 +290,7 @@ impl shards_server::Shards for ShardsService {
     ) -> Result<Response<pb::AssignmentResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
         let group = Name::parse("group", &request.get_ref().group)?;
+        self.ctx.authorize(&Caller::of(&request), &tenant, Resource::ShardGroup, Access::Read, [&group])?;
         let state = tenant.shards.state(&group).await?;
         let table = state.table.clone().ok_or(Error::Unavailable)?;
         Ok(Response::new(pb::AssignmentResponse { shard_count: table.slots.len() as u32, ranges: ranges(&table) }))

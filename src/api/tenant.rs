@@ -49,13 +49,16 @@ impl Context {
     /// # Errors
     /// INVALID_ARGUMENT for a malformed tenant header ([`tenant_of`]); PERMISSION_DENIED
     /// ([`Error::TenantNotAllowed`]) for a tenant that is not configured; RESOURCE_EXHAUSTED
-    /// ([`TOO_MANY_CONNECTIONS`]) on a connection past `max_connections_per_identity`.
+    /// ([`TOO_MANY_CONNECTIONS`]) on a connection past `max_connections_per_identity`; and
+    /// PERMISSION_DENIED ([`crate::error::CERTIFICATE_NOT_TRUSTED`]) for a connection whose
+    /// client certificate the reloaded client CA no longer trusts.
     pub fn recipes<T>(&self, request: &Request<T>) -> Result<Arc<Recipes>> {
         // Every zkcoord call passes here: a connection past `max_connections_per_identity`
         // gets nothing done (see `crate::limits`).
         if request.extensions().get::<TlsPeer>().is_some_and(|peer| peer.over_connection_limit) {
             return Err(Error::LimitReached(TOO_MANY_CONNECTIONS));
         }
+        self.check_certificate(&super::Caller::of(request))?;
         let requested = tenant_of(request)?;
         let requested = requested.as_ref().map(Name::as_str);
         let Some(authz) = &self.authz else { return self.tenants.get(requested) };

@@ -6,12 +6,20 @@
 //! force: an operator's mistake never opens or closes everything at once. Each decision (a
 //! request's tenant, then its names) takes the rules once; a reload landing between the two
 //! decisions of one request can split them across two versions of the rules.
+//!
+//! Streams outlive the decision that started them: each new version of the rules is announced
+//! ([`LiveAuthz::changes`]), and a stream handler re-checks its stream against it and ends the
+//! stream (PERMISSION_DENIED, [`crate::error::RIGHTS_WITHDRAWN`]) when the rules no longer allow
+//! it ([`crate::api::Context::withdrawn`]). Rights withdrawn by an edit of the file so take
+//! effect on running streams within the poll interval ([`crate::file_change`], one second)
+//! plus a re-check.
 
 use std::sync::{
     Arc, PoisonError, RwLock,
     atomic::{AtomicU64, Ordering},
 };
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Authz;
@@ -31,6 +39,8 @@ struct RulesInForce {
     tenants: Vec<String>,
     reloads: AtomicU64,
     reload_failures: AtomicU64,
+    /// Counts the versions of the rules put in force; streams re-check on every change.
+    version: watch::Sender<u64>,
 }
 
 impl LiveAuthz {
@@ -42,6 +52,7 @@ impl LiveAuthz {
             tenants,
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            version: watch::Sender::new(0),
         };
         Self { shared: Arc::new(shared) }
     }
@@ -49,6 +60,12 @@ impl LiveAuthz {
     /// The rules in force now.
     pub fn current(&self) -> Arc<Authz> {
         self.shared.rules.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Announces every new version of the rules: a receiver sees a change once the rules it
+    /// would read with [`LiveAuthz::current`] are new.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.version.subscribe()
     }
 
     /// How many times the changed file was loaded and put in force (read by the tests).
@@ -97,7 +114,8 @@ impl LiveAuthz {
         let count = rules.rules.len();
         *self.shared.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
         self.shared.reloads.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(rules = count, "authz_file changed; new requests use the new rules");
+        self.shared.version.send_modify(|version| *version += 1);
+        tracing::info!(rules = count, "authz_file changed; new requests and running streams use the new rules");
     }
 }
 
@@ -106,7 +124,7 @@ mod tests {
     use std::{fs, time::Duration};
 
     use super::*;
-    use crate::authz::Resource;
+    use crate::authz::{Access, Resource};
 
     fn write(path: &std::path::Path, text: &str) {
         let aside = path.with_extension("new");
@@ -130,15 +148,20 @@ mod tests {
         let path = dir.path().join("authz.toml");
         fs::write(&path, "[[allow]]\nidentity = \"node\"\nlocks = [\"a:*\"]\n").expect("test setup");
         let live = LiveAuthz::new(Authz::load(&path).expect("test setup"), vec!["known".into()]);
-        let allows = |live: &LiveAuthz, key: &str| live.current().allows(Some("node"), None, Resource::LockKey, [key]);
+        let allows = |live: &LiveAuthz, key: &str| {
+            live.current().allows(Some("node"), None, Resource::LockKey, Access::Write, [key])
+        };
         assert!(allows(&live, "a:1") && !allows(&live, "b:1"));
         let shutdown = CancellationToken::new();
+        let mut changes = live.changes();
         let task = live.spawn_reloader(shutdown.clone()).expect("rules from a file are followed");
 
         write(&path, "[[allow]]\nidentity = \"node\"\nlocks = [\"b:*\"]\n");
         until("the new rules", || allows(&live, "b:1")).await;
         assert!(!allows(&live, "a:1"));
         assert_eq!(live.reloads(), 1);
+        assert!(changes.has_changed().expect("sender alive"), "the new rules are announced");
+        assert_eq!(*changes.borrow_and_update(), 1);
 
         write(&path, "[[allow]]\nidentity = \"node\"\nlocks = [\"c:*\"\n");
         until("the failed reload", || live.reload_failures() == 1).await;
@@ -147,6 +170,7 @@ mod tests {
         fs::remove_file(&path).expect("test setup");
         until("the third failed reload", || live.reload_failures() == 3).await;
         assert!(allows(&live, "b:1") && !allows(&live, "c:1"), "the previous rules stay in force");
+        assert!(!changes.has_changed().expect("sender alive"), "failed reloads announce nothing");
         shutdown.cancel();
         task.await.expect("test setup");
     }

@@ -7,11 +7,17 @@
 //! ([`zk_probe`]); everything else is sampled from the recipes when scraped, from memory (a
 //! scrape never reads ZooKeeper).
 //!
-//! Label cardinality is bounded by what the instance serves: `tenant` by the configured
-//! tenants, `method` by the served methods, `election` and `group` by the elections and shard
-//! groups this instance follows *now* (their series disappear when it stops following them),
-//! and `member` by the members of those groups (one series per member of a followed group;
-//! a group of a thousand members followed here has a thousand).
+//! Label cardinality is bounded by what the instance serves and by a cap: `tenant` by the
+//! configured tenants, `method` by the served methods, `election` and `group` by the elections
+//! and shard groups this instance follows *now* that **exist** in ZooKeeper (following a name
+//! nobody campaigns or joins in — an Observe of a random name — adds no series; series
+//! disappear when the instance stops following), and at most [`MAX_NAMED_SERIES`] elections and
+//! as many shard groups per instance get series of their own: the rest (by tenant, then name)
+//! are summed into one series per tenant labelled [`OTHER`] (`election_candidates` and
+//! `shard_group_members`, `shard_group_handoffs` sum; `election_has_leader` counts the elections
+//! with a leader; the per-member, handoff-duration and unowned-time series are kept for named
+//! groups only). `member` is bounded by the members of the named groups (one series per member
+//! of a followed group; a group of a thousand members followed here has a thousand).
 
 pub mod endpoint;
 pub mod rpc_layer;
@@ -36,6 +42,36 @@ use prometheus_client::{
 use prost::Message;
 
 use crate::{recipe::shards::GroupWatch, sync_util::lock, tenant::Tenants, zk::ZkSession};
+
+/// The most elections, and separately the most shard groups, that get series of their own
+/// (labelled with their name) per instance; the rest share [`OTHER`].
+pub const MAX_NAMED_SERIES: usize = 1000;
+/// The `election` or `group` label of the series summing those beyond [`MAX_NAMED_SERIES`].
+/// Not a valid name (names cannot contain parentheses), so no election or group shares it.
+pub const OTHER: &str = "(other)";
+
+/// Hands out names to series until `left` runs out, then [`OTHER`].
+#[derive(Debug)]
+struct NameBudget {
+    left: usize,
+}
+
+impl NameBudget {
+    const fn new(cap: usize) -> Self {
+        Self { left: cap }
+    }
+
+    /// The label for `name`: itself while there is room, else [`OTHER`].
+    fn label(&mut self, name: String) -> String {
+        match self.left.checked_sub(1) {
+            Some(left) => {
+                self.left = left;
+                name
+            }
+            None => OTHER.to_owned(),
+        }
+    }
+}
 
 /// Label of RPC counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -292,6 +328,16 @@ impl Metrics {
         }
     }
 
+    /// Adds one followed shard group beyond [`MAX_NAMED_SERIES`] to the [`OTHER`] series of
+    /// its tenant (`labels`): its members and handoffs in progress.
+    fn add_to_other_group(&self, labels: &GroupLabels, watch: &GroupWatch) {
+        let state = watch.state.borrow().clone();
+        let Some(table) = state.table.as_ref() else { return };
+        let members = i64::try_from(state.members.len()).unwrap_or(i64::MAX);
+        self.inner.shard_group_members.get_or_create(labels).inc_by(members);
+        self.inner.shard_group_handoffs.get_or_create(labels).inc_by(i64::from(table.counts().handing_off));
+    }
+
     /// Records one ZooKeeper round trip.
     pub fn record_zk_rtt(&self, elapsed: Duration) {
         self.inner.zk_rtt_seconds.observe(elapsed.as_secs_f64());
@@ -308,17 +354,20 @@ impl Metrics {
         inner.shard_group_handoffs.clear();
         let mut watches = lock(&inner.shard_group_watches);
         let mut followed = HashSet::new();
+        let (mut elections_named, mut groups_named) =
+            (NameBudget::new(MAX_NAMED_SERIES), NameBudget::new(MAX_NAMED_SERIES));
         for recipes in sources.tenants.all() {
             let tenant = recipes.tenant.clone().unwrap_or_default();
             let labels = TenantLabels { tenant: tenant.clone() };
             let (leases, lag) = recipes.leases.local_stats();
             inner.leases.get_or_create(&labels).set(i64::try_from(leases).unwrap_or(i64::MAX));
             inner.heartbeat_lag_seconds.get_or_create(&labels).set(lag.as_secs_f64());
-            for election in recipes.elections.summaries() {
-                let labels = ElectionLabels { tenant: tenant.clone(), election: election.name };
+            for election in recipes.elections.summaries().into_iter().filter(|e| e.exists) {
+                let labels = ElectionLabels { tenant: tenant.clone(), election: elections_named.label(election.name) };
                 let candidates = i64::try_from(election.candidates).unwrap_or(i64::MAX);
-                inner.election_candidates.get_or_create(&labels).set(candidates);
-                inner.election_has_leader.get_or_create(&labels).set(i64::from(election.has_leader));
+                // Adds up in the OTHER series; a named one is set once per render (cleared above).
+                inner.election_candidates.get_or_create(&labels).inc_by(candidates);
+                inner.election_has_leader.get_or_create(&labels).inc_by(i64::from(election.has_leader));
             }
             let locks = recipes.locks.stats();
             inner
@@ -328,6 +377,15 @@ impl Metrics {
             catch_up(&inner.lock_acquired.get_or_create(&labels), locks.acquired);
             catch_up(&inner.lock_released.get_or_create(&labels), locks.released);
             for (group, watch) in recipes.shards.followed() {
+                if !watch.state.borrow().exists {
+                    continue;
+                }
+                let group = groups_named.label(group);
+                if group == OTHER {
+                    let labels = GroupLabels { tenant: tenant.clone(), group };
+                    self.add_to_other_group(&labels, &watch);
+                    continue;
+                }
                 let labels = GroupLabels { tenant: tenant.clone(), group };
                 if watches.insert(labels.clone(), watch.id()) != Some(watch.id()) {
                     inner.shard_group_unowned_shard_seconds.remove(&labels);
@@ -395,6 +453,15 @@ mod tests {
         assert!(methods.contains("/zkcoord.v1.Election/Campaign"));
         assert!(methods.contains("/grpc.health.v1.Health/Check"));
         assert!(!methods.contains("/zkcoord.v1.Lock/Steal"));
+    }
+
+    #[test]
+    fn names_beyond_the_cap_share_the_other_series() {
+        let mut budget = NameBudget::new(2);
+        let labels: Vec<String> = ["a", "b", "c", "d"].into_iter().map(|n| budget.label(n.to_owned())).collect();
+        assert_eq!(labels, ["a", "b", OTHER, OTHER]);
+        assert!(crate::validate::Name::parse("election", OTHER).is_err(), "no election can be named like it");
+        assert_eq!(NameBudget::new(0).label("a".into()), OTHER);
     }
 
     #[test]

@@ -27,11 +27,11 @@ use std::{
     time::Duration,
 };
 
-use rustls::ServerConfig;
+use rustls::{ServerConfig, pki_types::CertificateDer, server::danger::ClientCertVerifier};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{mpsc, watch},
 };
 use tokio_rustls::{LazyConfigAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
@@ -84,10 +84,16 @@ pub struct ServerTls {
 /// The files of a [`ServerTls`], the configuration loaded from them and how their reloads went.
 struct LoadedTls {
     files: TlsConfig,
-    config: RwLock<Arc<ServerConfig>>,
+    /// The configuration in use and its client certificate verifier (mTLS).
+    config: RwLock<Arc<Loaded>>,
     reloads: AtomicU64,
     reload_failures: AtomicU64,
+    /// Counts the configurations put in use (the first is 0).
+    generation: watch::Sender<u64>,
 }
+
+/// A configuration built from the files, with its client certificate verifier.
+type Loaded = (Arc<ServerConfig>, Option<Arc<dyn ClientCertVerifier>>);
 
 impl fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -105,13 +111,15 @@ impl ServerTls {
     /// # Errors
     /// A [`TlsError`] naming the setting whose file is unreadable or unusable.
     pub(crate) fn load(files: TlsConfig) -> Result<Self, TlsError> {
-        let config = reload::load(&files)?;
+        let (config, verifier) = reload::load(&files)?;
+        let loaded = (Arc::new(config), verifier);
         Ok(Self {
             shared: Arc::new(LoadedTls {
                 files,
-                config: RwLock::new(Arc::new(config)),
+                config: RwLock::new(Arc::new(loaded)),
                 reloads: AtomicU64::new(0),
                 reload_failures: AtomicU64::new(0),
+                generation: watch::Sender::new(0),
             }),
         })
     }
@@ -132,7 +140,29 @@ impl ServerTls {
     }
 
     fn current(&self) -> Arc<ServerConfig> {
-        self.shared.config.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.shared.config.read().unwrap_or_else(PoisonError::into_inner).0.clone()
+    }
+
+    /// Announces every configuration put in use after the first.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.generation.subscribe()
+    }
+
+    /// Whether the client certificate of `peer` would still be accepted by the configuration
+    /// in use (its client CA may have been replaced since the handshake). Verifies the
+    /// certificate again only when the configuration changed since the handshake; `true`
+    /// without mTLS.
+    pub fn still_trusts(&self, peer: &TlsPeer) -> bool {
+        if *self.shared.generation.borrow() == peer.generation {
+            return true;
+        }
+        let loaded = self.shared.config.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let (Some(verifier), Some((end_entity, intermediates))) =
+            (&loaded.1, peer.chain.as_deref().and_then(<[_]>::split_first))
+        else {
+            return loaded.1.is_none(); // without mTLS now, every connection is fine
+        };
+        verifier.verify_client_cert(end_entity, intermediates, rustls::pki_types::UnixTime::now()).is_ok()
     }
 
     /// Starts watching the files for changes, until `shutdown`.
@@ -195,10 +225,13 @@ async fn handshake(
     shutdown: CancellationToken,
 ) {
     let _ = tcp.set_nodelay(true);
+    let mut generation = 0;
     let handshake = async {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
         // The configuration current when the ClientHello arrived: reloads apply to new
-        // connections, never to established ones.
+        // connections; established ones are checked again (`ServerTls::still_trusts`). Its
+        // generation is read first: a reload in between only causes a needless re-check.
+        generation = *tls.shared.generation.borrow();
         start.into_stream(tls.current()).await
     };
     let stream = tokio::select! {
@@ -215,12 +248,9 @@ async fn handshake(
             }
         },
     };
-    let identity = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|cert| identity::of_certificate(cert));
+    let chain: Option<Arc<[CertificateDer<'static>]>> =
+        stream.get_ref().1.peer_certificates().filter(|chain| !chain.is_empty()).map(Arc::from);
+    let identity = chain.as_deref().and_then(<[_]>::first).and_then(|cert| identity::of_certificate(cert));
     if tls.requires_client_certificates() && identity.is_none() {
         tracing::debug!(%remote_addr, "client certificate names no identity (no DNS SAN, no CN); closing");
         return;
@@ -232,7 +262,7 @@ async fn handshake(
         tracing::debug!(%remote_addr, identity = identity.as_deref(), "too many connections for this identity");
     }
     let closes = over_connection_limit.then(|| Box::pin(tokio::time::sleep(REFUSED_CONNECTION_LINGER)));
-    let peer = TlsPeer { remote_addr, identity, over_connection_limit };
+    let peer = TlsPeer { remote_addr, identity, over_connection_limit, chain, generation };
     let connection = TlsConnection { stream, peer, _slot: slot.flatten(), closes };
     let _ = tx.send(Ok(connection)).await;
 }
@@ -247,6 +277,10 @@ pub struct TlsPeer {
     /// The connection is past `max_connections_per_identity`: every zkcoord call on it is
     /// refused, and it closes soon.
     pub over_connection_limit: bool,
+    /// The client's certificate chain (end entity first); `None` without mTLS.
+    pub chain: Option<Arc<[CertificateDer<'static>]>>,
+    /// The generation of the TLS configuration the handshake used ([`ServerTls::changes`]).
+    pub generation: u64,
 }
 
 /// An established TLS connection with its [`TlsPeer`].

@@ -14,18 +14,20 @@ use std::{
 use rustls::{
     RootCertStore, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    server::WebPkiClientVerifier,
+    server::{WebPkiClientVerifier, danger::ClientCertVerifier},
 };
 use tokio_util::sync::CancellationToken;
 
 use super::{LoadedTls, TlsConfig, TlsError};
 use crate::file_change::Poller;
 
-/// Builds the server configuration from the files named in `files`.
+/// Builds the server configuration from the files named in `files`, and the client
+/// certificate verifier in it (mTLS), which [`super::ServerTls::still_trusts`] applies to the
+/// certificates of established connections.
 ///
 /// # Errors
 /// A [`TlsError`] naming the setting whose file is unreadable or unusable.
-pub fn load(files: &TlsConfig) -> Result<ServerConfig, TlsError> {
+pub fn load(files: &TlsConfig) -> Result<(ServerConfig, Option<Arc<dyn ClientCertVerifier>>), TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -41,10 +43,11 @@ pub fn load(files: &TlsConfig) -> Result<ServerConfig, TlsError> {
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| TlsError::new("tls_client_ca", format!("{}: {e}", path.display())))?;
-            builder.with_client_cert_verifier(verifier)
+            (builder.with_client_cert_verifier(verifier.clone()), Some(verifier))
         }
-        None => builder.with_no_client_auth(),
+        None => (builder.with_no_client_auth(), None),
     };
+    let (builder, verifier) = builder;
     let chain = certificates("tls_cert", &files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
         TlsError::new("tls_key", format!("{}: no usable PEM private key: {}", files.key.display(), pem_error(&e)))
@@ -60,7 +63,7 @@ pub fn load(files: &TlsConfig) -> Result<ServerConfig, TlsError> {
         other => TlsError::new("tls_key", format!("{}: unusable private key: {other}", files.key.display())),
     })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    Ok((config, verifier))
 }
 
 /// The certificates in the PEM file `path` (at least one).
@@ -96,9 +99,12 @@ async fn follow(shared: Arc<LoadedTls>, mut poller: Poller, shutdown: Cancellati
         let files = shared.files.clone();
         let loaded = tokio::task::spawn_blocking(move || load(&files)).await;
         match loaded {
-            Ok(Ok(config)) => {
-                *shared.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+            Ok(Ok((config, verifier))) => {
+                *shared.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new((Arc::new(config), verifier));
                 shared.reloads.fetch_add(1, Ordering::Relaxed);
+                // Streams of connections whose certificate the new client CA no longer trusts
+                // end (see `ServerTls::still_trusts`).
+                shared.generation.send_modify(|generation| *generation += 1);
                 tracing::info!("TLS certificate files changed; new connections use the new configuration");
             }
             Ok(Err(err)) => {

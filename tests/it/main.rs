@@ -8,6 +8,7 @@
 mod support;
 
 mod api_surface;
+mod authz;
 mod cli;
 mod client;
 mod config;

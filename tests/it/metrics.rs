@@ -207,3 +207,55 @@ async fn shard_group_metrics_follow_members_ownership_and_handoffs() {
     drop((m1, m2));
     instance.shutdown().await;
 }
+
+/// Per-election and per-group series exist only for names in use: Observing, asking the leader
+/// of, or following a shard group nobody uses adds none (a client Observing random names
+/// cannot grow the label set), while an election someone campaigns in gets its series. The cap
+/// beyond which names share the `(other)` series is unit-tested in `src/metrics`.
+#[tokio::test]
+async fn followed_names_that_do_not_exist_add_no_series() {
+    let zk = support::zk::shared();
+    let mut config = support::test_config(&zk.hosts(), &support::namespace("metrics-unused"));
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let instance = zkcoord::server::start(config).await.unwrap();
+    instance.session().wait_connected(Duration::from_secs(30)).await.unwrap();
+    let metrics = instance.metrics_addr().unwrap();
+    let channel = support::channel(instance.addr()).await;
+
+    let (mut observers, mut group_observers) = (Vec::new(), Vec::new());
+    for i in 0..20 {
+        let election = format!("unused-{i}");
+        let mut elections = ElectionClient::new(channel.clone());
+        elections.leader(pb::LeaderRequest { election: election.clone() }).await.unwrap();
+        let mut stream = elections.observe(pb::ObserveRequest { election }).await.unwrap().into_inner();
+        stream.message().await.unwrap().unwrap();
+        observers.push(stream);
+        let mut groups = ShardsClient::new(channel.clone())
+            .observe(pb::ObserveGroupRequest { group: format!("unused-g{i}") })
+            .await
+            .unwrap()
+            .into_inner();
+        groups.message().await.unwrap().unwrap();
+        group_observers.push(groups);
+    }
+    let lease = support::lease::grant(&channel, "metrics", Duration::from_secs(30)).await;
+    let key = pb::CandidateKey {
+        election: "used".into(),
+        candidate_id: "c".into(),
+        lease: support::lease::lease_ref(lease.lease_id, &lease.secret),
+    };
+    let mut campaign = ElectionClient::new(channel.clone())
+        .campaign(pb::CampaignRequest { key: Some(key), value: b"c".to_vec(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    campaign.message().await.unwrap().unwrap();
+    support::eventually(Duration::from_secs(10), "the used election's series", || async {
+        scrape(metrics).await.contains(r#"zkcoord_election_candidates{tenant="",election="used"} 1"#)
+    })
+    .await;
+    let text = scrape(metrics).await;
+    assert!(!text.contains("unused-"), "series for names nobody uses: {text}");
+    drop((observers, group_observers));
+    instance.shutdown().await;
+}

@@ -36,24 +36,24 @@ use zkcoord::{
 };
 
 /// How long one connection attempt plus one call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a reload may take to be seen (files are polled every second).
-const RELOAD_WAIT: Duration = Duration::from_secs(15);
+pub(crate) const RELOAD_WAIT: Duration = Duration::from_secs(15);
 /// How long a refused connection may take to fail: well below [`CALL_TIMEOUT`], so that one
 /// that merely hangs is never taken for a refusal.
 const REFUSAL_TIME: Duration = Duration::from_secs(3);
 
 /// The files of one instance's TLS setup.
-struct Files {
+pub(crate) struct Files {
     _dir: tempfile::TempDir,
     cert: PathBuf,
     key: PathBuf,
-    client_ca: PathBuf,
-    authz: PathBuf,
+    pub(crate) client_ca: PathBuf,
+    pub(crate) authz: PathBuf,
 }
 
 impl Files {
-    fn new(server: &Leaf, client_ca: &Ca) -> Self {
+    pub(crate) fn new(server: &Leaf, client_ca: &Ca) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let files = Self {
             cert: dir.path().join("server.crt"),
@@ -74,19 +74,19 @@ impl Files {
         replace(&self.cert, &server.cert);
     }
 
-    fn tls(&self, mtls: bool) -> TlsConfig {
+    pub(crate) fn tls(&self, mtls: bool) -> TlsConfig {
         TlsConfig { cert: self.cert.clone(), key: self.key.clone(), client_ca: mtls.then(|| self.client_ca.clone()) }
     }
 }
 
-fn replace(path: &Path, contents: &str) {
+pub(crate) fn replace(path: &Path, contents: &str) {
     let aside = path.with_extension("new");
     std::fs::write(&aside, contents).unwrap();
     std::fs::rename(&aside, path).unwrap();
 }
 
 /// Starts an in-process instance with `tls` (and `authz`) and waits for its ZooKeeper session.
-async fn start(name: &str, tls: TlsConfig, authz: Option<Authz>) -> Instance {
+pub(crate) async fn start(name: &str, tls: TlsConfig, authz: Option<Authz>) -> Instance {
     if let Ok(filter) = std::env::var("ZKCOORD_TEST_LOG") {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     }
@@ -98,7 +98,7 @@ async fn start(name: &str, tls: TlsConfig, authz: Option<Authz>) -> Instance {
 }
 
 /// A client's TLS setup: the CA it trusts for the server, and its own certificate if any.
-fn client_tls(server_ca: &Ca, client: Option<&Leaf>) -> ClientTlsConfig {
+pub(crate) fn client_tls(server_ca: &Ca, client: Option<&Leaf>) -> ClientTlsConfig {
     let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&server_ca.pem)).domain_name("localhost");
     match client {
         Some(leaf) => config.identity(Identity::from_pem(&leaf.cert, &leaf.key)),
@@ -107,7 +107,7 @@ fn client_tls(server_ca: &Ca, client: Option<&Leaf>) -> ClientTlsConfig {
 }
 
 /// A TLS channel to `addr`.
-async fn connect(addr: SocketAddr, tls: ClientTlsConfig) -> Result<Channel, String> {
+pub(crate) async fn connect(addr: SocketAddr, tls: ClientTlsConfig) -> Result<Channel, String> {
     let endpoint = Channel::from_shared(format!("https://localhost:{}", addr.port()))
         .unwrap()
         .tls_config(tls)
@@ -117,7 +117,7 @@ async fn connect(addr: SocketAddr, tls: ClientTlsConfig) -> Result<Channel, Stri
 }
 
 /// One health call on `channel`.
-async fn health(channel: &Channel) -> Result<ServingStatus, String> {
+pub(crate) async fn health(channel: &Channel) -> Result<ServingStatus, String> {
     let mut client = HealthClient::new(channel.clone());
     let call = client.check(HealthCheckRequest { service: String::new() });
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
@@ -287,6 +287,12 @@ const RULES: &str = r#"
 identity = "ledger-node-*"
 elections = ["ledger-*"]
 locks = ["orders:*"]
+
+[[allow]]
+identity = "intruder"
+leases = ["intruder"]
+read_elections = ["ledger-*"]
+read_locks = ["orders:*"]
 "#;
 
 fn campaign_request(election: &str, lease: &(i64, String)) -> pb::CampaignRequest {
@@ -315,7 +321,8 @@ async fn authz_rules_limit_the_names_an_identity_may_use() {
     eventually(Duration::from_secs(30), "SERVING", || async { health(&node).await == Ok(ServingStatus::Serving) })
         .await;
 
-    // Leases are open to every authenticated client.
+    // ledger-node-a (an old-style rule) may grant leases of any owner; the intruder, leases
+    // owned by `intruder`.
     let ttl = Duration::from_secs(60);
     let granted = grant(&node, "ledger-node-a", ttl).await;
     let node_lease = (granted.lease_id, granted.secret);
@@ -348,7 +355,8 @@ async fn authz_rules_limit_the_names_an_identity_may_use() {
     let held = locker.lock(&["orders:1"], EXCLUSIVE, 1000).await.unwrap();
     locker.unlock(&held.handle).await.unwrap();
 
-    // The intruder may read but not campaign, proclaim, transfer or lock.
+    // The intruder may read (read_elections, read_locks) but not campaign, proclaim, transfer
+    // or lock.
     let mut intruder_elections = ElectionClient::new(intruder.clone());
     let leader = intruder_elections.leader(pb::LeaderRequest { election: "ledger-master".into() }).await.unwrap();
     assert_eq!(leader.into_inner().leader.unwrap().candidate_id, "me");

@@ -284,6 +284,9 @@ pub struct ElectionSummary {
     pub candidates: usize,
     /// Whether it has a leader.
     pub has_leader: bool,
+    /// Whether its znode exists (someone campaigned in it); an Observe or Leader of a name
+    /// nobody uses follows an election that does not.
+    pub exists: bool,
 }
 
 /// The election recipe of one instance. Cheap to clone.
@@ -377,7 +380,12 @@ impl Elections {
             .into_iter()
             .map(|(name, watch)| {
                 let state = watch.state.borrow().clone();
-                ElectionSummary { name, candidates: state.candidates.len(), has_leader: state.leader().is_some() }
+                ElectionSummary {
+                    name,
+                    candidates: state.candidates.len(),
+                    has_leader: state.leader().is_some(),
+                    exists: state.exists,
+                }
             })
             .collect();
         summaries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -515,6 +523,79 @@ impl Elections {
             Err(OpFailed { index: 0, .. }) if leads.is_some() => Err(Error::FailedPrecondition(NOT_LEADER_OF_TERM)),
             Err(OpFailed { .. }) => Err(Error::FailedPrecondition(CANDIDACY_CHANGED)),
         }
+    }
+
+    /// Ends candidacy `key` on zkcoord's own initiative (its client's identity may no longer
+    /// campaign in the election: the `authz_file` changed), without ever letting two leaders
+    /// act. A candidacy that does not lead is deleted at once, in a transaction that checks the
+    /// election record still does not name it. A leader is first deposed (phase 1, as by
+    /// Transfer: the record names it `deposed`, so heartbeat answers stop listing the
+    /// leadership), and its candidacy is deleted once the deposition has been seen for its
+    /// [`watch::deposition_grace`] (its validity can no longer hold), or at once when the
+    /// deposition completed otherwise (its acknowledgement, the grace run out at an elector).
+    /// Does not need the lease secret: zkcoord acts, not the client.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] after repeated concurrent changes, or when ZooKeeper is.
+    ///
+    /// # Cancellation safety
+    /// Each write is one transaction; a cancelled call leaves the candidacy, possibly deposed
+    /// (an elector completes the deposition after its grace, like any other).
+    pub async fn withdraw(&self, key: &CandidateKey) -> Result<()> {
+        let client = self.shared.session.client()?;
+        let election_path = layout::election(&key.election);
+        let candidate_path = layout::candidate(&key.election, &key.candidate_id);
+        let binding_path = layout::binding(key.lease_id, &layout::candidacy_binding(&key.election, &key.candidate_id));
+        let ours = |id: &str, lease_id: i64| id == key.candidate_id.as_str() && lease_id == key.lease_id;
+        let mut deposition_seen: Option<tokio::time::Instant> = None;
+        for _ in 0..MAX_ATTEMPTS * 2 {
+            let (watch, state) = self.fresh_state(&key.election).await?;
+            let Some(candidate) =
+                state.candidates.get(key.candidate_id.as_str()).filter(|c| c.record.lease_id == key.lease_id)
+            else {
+                return Ok(()); // ended already
+            };
+            if state.record.leader.as_ref().is_some_and(|l| ours(&l.candidate_id, l.lease_id)) {
+                let mut record: ElectionRecord = state.record.clone();
+                record.deposed = Some(Deposition {
+                    candidate_id: key.candidate_id.as_str().to_owned(),
+                    lease_id: key.lease_id,
+                    reason: DeposeReason::Transferred,
+                    target: None,
+                });
+                record.leader = None;
+                match client.set_data(&election_path, &record::encode(&record), Some(state.version)).await {
+                    Ok(Some(_)) => {
+                        tracing::info!(election = %key.election, candidate = %key.candidate_id, "leader deposed: its rights were withdrawn");
+                        deposition_seen = Some(tokio::time::Instant::now());
+                        watch.poke();
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(BadVersion) => {}
+                    Err(err) => return Err(err.into()),
+                }
+                continue;
+            }
+            if state.record.deposed.as_ref().is_some_and(|d| ours(&d.candidate_id, d.lease_id)) {
+                let grace = candidate.lease_ttl.map_or(Duration::ZERO, watch::deposition_grace);
+                let seen = *deposition_seen.get_or_insert_with(tokio::time::Instant::now);
+                if seen.elapsed() < grace {
+                    tokio::time::sleep_until(seen + grace).await;
+                    continue; // read again: the deposition may have completed meanwhile
+                }
+            }
+            // Not the leader, or deposed with its validity over: its end lets nobody act early.
+            let mut multi = client.multi();
+            multi.add_check_version(&election_path, state.version)?;
+            multi.add_delete(&candidate_path, None)?;
+            multi.add_delete(&binding_path, None)?;
+            if multi.commit().await?.is_ok() {
+                tracing::info!(election = %key.election, candidate = %key.candidate_id, "candidacy withdrawn: its rights were withdrawn");
+                watch.poke();
+                return Ok(());
+            }
+        }
+        Err(Error::Unavailable)
     }
 
     /// Acknowledges that candidacy `key` has stopped acting as leader of `term` and stays a

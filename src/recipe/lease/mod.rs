@@ -336,20 +336,23 @@ impl Leases {
             .map_err(|e| Error::Internal(format!("claim task: {e}")))?
     }
 
-    /// Ends lease `id` and releases everything bound to it.
+    /// Ends lease `id` and releases everything bound to it, once `authorize` accepted its owner
+    /// (the name it was granted with), after the secret was checked.
     ///
     /// # Errors
-    /// [`Error::LeaseNotFound`], [`Error::WrongSecret`], [`Error::Unavailable`].
+    /// [`Error::LeaseNotFound`], [`Error::WrongSecret`], [`Error::Unavailable`], and what
+    /// `authorize` returns.
     ///
     /// # Cancellation safety
     /// The deletion is one transaction: a cancelled revoke happened entirely or not at all.
-    pub async fn revoke(&self, id: i64, secret: &str) -> Result<()> {
+    pub async fn revoke(&self, id: i64, secret: &str, authorize: impl FnOnce(&str) -> Result<()>) -> Result<()> {
         let client = self.inner.session.client()?;
         let path = layout::lease(id);
         let record = read(&client, &path).await?.0;
         if !secret::matches(secret, &record.secret_sha256) {
             return Err(Error::WrongSecret);
         }
+        authorize(&record.owner)?;
         match zkops::delete_lease(&client, &path, None).await? {
             DeleteOutcome::Deleted => {
                 if let Some(lease) = self.inner.local(id) {
