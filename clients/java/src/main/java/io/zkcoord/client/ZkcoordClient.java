@@ -12,7 +12,11 @@ import io.grpc.MethodDescriptor;
 import io.grpc.Status;
 import io.grpc.netty.GrpcSslContexts;
 import io.grpc.netty.NettyChannelBuilder;
+import io.netty.handler.ssl.JdkSslContext;
+import io.netty.handler.ssl.SslContext;
 import io.netty.handler.ssl.SslContextBuilder;
+import io.netty.handler.ssl.SslProvider;
+import io.netty.handler.ssl.ZkcoordJdkAlpn;
 import java.io.ByteArrayInputStream;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -153,11 +157,7 @@ public final class ZkcoordClient implements AutoCloseable {
             builder.usePlaintext();
         } else {
             try {
-                SslContextBuilder ssl = GrpcSslContexts.forClient().trustManager(new ByteArrayInputStream(tls.caPem()));
-                if (tls.certPem() != null && tls.keyPem() != null) {
-                    ssl.keyManager(new ByteArrayInputStream(tls.certPem()), new ByteArrayInputStream(tls.keyPem()));
-                }
-                builder.sslContext(ssl.build()).useTransportSecurity();
+                builder.sslContext(sslContext(tls)).useTransportSecurity();
             } catch (SSLException | RuntimeException e) {
                 throw new IllegalArgumentException("unusable TLS material: " + e.getMessage(), e);
             }
@@ -166,6 +166,27 @@ public final class ZkcoordClient implements AutoCloseable {
             }
         }
         return builder.build();
+    }
+
+    /**
+     * The TLS context: grpc's usual one; where netty lacks JDK ALPN (Debian's build), the JDK's
+     * own TLS with ALPN through {@link ZkcoordJdkAlpn}.
+     */
+    private static SslContext sslContext(Tls tls) throws SSLException {
+        try {
+            return withMaterial(GrpcSslContexts.forClient(), tls).build();
+        } catch (UnsupportedOperationException noJdkAlpn) {
+            SslContext plain = withMaterial(SslContextBuilder.forClient().sslProvider(SslProvider.JDK), tls).build();
+            return ZkcoordJdkAlpn.h2Client((JdkSslContext) plain);
+        }
+    }
+
+    private static SslContextBuilder withMaterial(SslContextBuilder ssl, Tls tls) {
+        ssl.trustManager(new ByteArrayInputStream(tls.caPem()));
+        if (tls.certPem() != null && tls.keyPem() != null) {
+            ssl.keyManager(new ByteArrayInputStream(tls.certPem()), new ByteArrayInputStream(tls.keyPem()));
+        }
+        return ssl;
     }
 
     private static ClientInterceptor tenantHeader(String tenant) {
