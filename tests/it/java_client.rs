@@ -364,5 +364,8 @@ fn java_pom_matches_the_tested_versions() {
     };
     let (grpc, protobuf) = (version(&grpc, "grpc-core-"), version(&protobuf, "protobuf-"));
     assert!(pom.contains(&format!("<grpc.version>{grpc}</grpc.version>")), "pom.xml declares grpc-java {grpc}");
-    assert!(pom.contains(&format!("<protobuf.version>{protobuf}</protobuf.version>")), "pom.xml declares protobuf-java {protobuf}");
+    assert!(
+        pom.contains(&format!("<protobuf.version>{protobuf}</protobuf.version>")),
+        "pom.xml declares protobuf-java {protobuf}"
+    );
 }
