@@ -351,6 +351,18 @@ async fn java_client_speaks_mtls_in_a_tenant() {
     instance.shutdown().await;
 }
 
+/// The Java client's pure rules without a server (`UnitChecks.java`): Watch messages as events
+/// (a new stream's snapshot revokes what moved on), health check results, a validity that runs
+/// out by time alone, what a confirmed heartbeat lists.
+#[test]
+fn java_client_rules_hold_without_a_server() {
+    let output = java_command("io.zkcoord.client.UnitChecks").current_dir(repo()).output().expect("run java");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "java unit checks failed:\n{stdout}\n{stderr}");
+    assert_eq!(stdout.lines().last(), Some("java unit checks passed"), "{stdout}\n{stderr}");
+}
+
 /// The versions `clients/java/pom.xml` declares are the ones the tests run with: grpc-java and
 /// protobuf-java as Debian ships them (the jars on the classpath).
 #[test]
