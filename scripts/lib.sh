@@ -37,6 +37,17 @@ ensure_etcd() {
     apt_install etcd-server
 }
 
+# The Java client's build (clients/java/build.sh): a JDK, protoc with grpc-java's plugin, and
+# the Debian jars of grpc-java 1.41 (netty transport), protobuf-java, netty, guava, perfmark,
+# gson and javax.annotation; kotlinc (Debian's kotlin 1.3) for the Kotlin example node.
+# Builds the client when an input changed; prints the classpath of its tests.
+ensure_java_client() {
+    apt_install openjdk-17-jdk-headless protobuf-compiler protobuf-compiler-grpc-java-plugin \
+        libgrpc-java libprotobuf-java libnetty-java libguava-java libperfmark-java \
+        libgoogle-gson-java libgeronimo-annotation-1.3-spec-java kotlin
+    clients/java/build.sh
+}
+
 # A Python venv in target/pyvenv with tests/python/requirements.txt installed; prints its python.
 ensure_python_venv() {
     local venv=target/pyvenv req=tests/python/requirements.txt

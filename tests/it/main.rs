@@ -18,6 +18,7 @@ mod election_failures;
 mod election_safety;
 mod flow_workers;
 mod health;
+mod java_client;
 mod lease;
 mod lease_failures;
 mod limits;

@@ -1,5 +1,6 @@
 //! The master/standby example (`examples/master-standby`): a Rust node (priority 0) and a Python
-//! node (priority 1), both doing "work" only while they lead, in one election with preemption,
+//! node (priority 1) -- and, in the second test, a Java and a Kotlin node on the Java client --
+//! all doing "work" only while they lead, in one election with preemption,
 //! against two zkcoord instances and a real ZooKeeper. The master is killed (the standby takes
 //! over), comes back (it takes over again, gracefully), and is upgraded the way an operator
 //! would roll it (transfer away, stop, restart). The work file proves that at every moment at
@@ -111,6 +112,22 @@ impl Node {
         Self::start(name, command, priority, endpoints, work)
     }
 
+    /// The Java node (`examples/master-standby/JavaNode.java`, built by `clients/java/build.sh`).
+    fn java(name: &'static str, priority: u8, endpoints: &str, work: &Path) -> Self {
+        Self::start(name, crate::java_client::java_command("JavaNode"), priority, endpoints, work)
+    }
+
+    /// The Kotlin node (`examples/master-standby/KotlinNode.kt`, built by `clients/java/build.sh`
+    /// with Debian's kotlinc).
+    fn kotlin(name: &'static str, priority: u8, endpoints: &str, work: &Path) -> Self {
+        let classpath = crate::java_client::classpath();
+        assert!(
+            classpath.contains("zkcoord-kotlin-node.jar"),
+            "the Kotlin node was not built (no kotlinc): run scripts/test.sh, or `source scripts/lib.sh; ensure_java_client`"
+        );
+        Self::start(name, crate::java_client::java_command("KotlinNodeKt"), priority, endpoints, work)
+    }
+
     /// Waits for a line starting with `prefix` (skipping others) and returns it.
     fn expect(&mut self, prefix: &str) -> String {
         let deadline = Instant::now() + STEP;
@@ -164,6 +181,26 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Checks the work file against the terms (token, node) in their order: tokens grow across
+/// terms; written in time order, one worker at a time means the tokens never go down, and each
+/// token belongs to exactly one node, whose term it is; every term did work.
+fn assert_one_worker_at_a_time(work: &Path, tokens: &[(u64, &str)]) {
+    println!("terms: {tokens:?}");
+    assert!(tokens.windows(2).all(|w| w[0].0 < w[1].0), "fencing tokens grow across terms: {tokens:?}");
+    let written = std::fs::read_to_string(work).unwrap();
+    let mut owner_of = BTreeMap::new();
+    let mut last = 0;
+    for line in written.lines() {
+        let (token, id) = line.split_once(' ').unwrap();
+        let token: u64 = token.parse().unwrap();
+        assert!(token >= last, "work with token {token} after work with token {last}: two workers at once");
+        last = token;
+        assert_eq!(*owner_of.entry(token).or_insert(id.to_owned()), id, "token {token} used by two nodes");
+        assert!(tokens.contains(&(token, owner_of[&token].as_str())), "{line:?} is not from a term's leader");
+    }
+    assert_eq!(owner_of.len(), tokens.len(), "every term did work: {owner_of:?}");
 }
 
 /// Waits until the work file has a line from `id` with `token`.
@@ -256,23 +293,83 @@ async fn master_and_standby_fail_over_preempt_and_roll_with_one_worker_at_a_time
         standby.stop();
     });
 
-    // Terms: tokens grow, and the leaders alternate as driven above.
-    println!("terms: {tokens:?}");
-    assert!(tokens.windows(2).all(|w| w[0].0 < w[1].0), "fencing tokens grow across terms: {tokens:?}");
-    // The work file: written in time order, so one worker at a time means the tokens never go
-    // down, and each token belongs to exactly one node, whose term it is.
-    let written = std::fs::read_to_string(&work).unwrap();
-    let mut owner_of = BTreeMap::new();
-    let mut last = 0;
-    for line in written.lines() {
-        let (token, id) = line.split_once(' ').unwrap();
-        let token: u64 = token.parse().unwrap();
-        assert!(token >= last, "work with token {token} after work with token {last}: two workers at once");
-        last = token;
-        assert_eq!(*owner_of.entry(token).or_insert(id.to_owned()), id, "token {token} used by two nodes");
-        assert!(tokens.contains(&(token, owner_of[&token].as_str())), "{line:?} is not from a term's leader");
-    }
-    assert_eq!(owner_of.len(), tokens.len(), "every term did work: {owner_of:?}");
+    // Terms: tokens grow, and the leaders alternate as driven above; one worker at a time.
+    assert_one_worker_at_a_time(&work, &tokens);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Mastership handed over among four nodes in three languages -- Rust, Python, Java and Kotlin
+/// (on the Java client) -- in one election with preemption: each leaves gracefully (SIGTERM:
+/// resign) or is killed (SIGKILL: the next one waits for its lease to expire), an operator's
+/// Transfer moves mastership to a chosen node, and the restarted Rust master preempts. The work
+/// file shows one worker at a time, each with its own term's fencing token.
+#[tokio::test(flavor = "multi_thread")]
+async fn mastership_is_handed_over_among_rust_python_java_and_kotlin_nodes() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("master-standby-jvm");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let b = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let endpoints = format!("{},{}", a.addr(), b.addr());
+    let on_b = format!("{},{}", b.addr(), a.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work.log");
+    let mut elections = ElectionClient::new(support::channel(b.addr()).await);
+    let mut tokens = Vec::new(); // (token, node) in the order of the terms
+
+    let (mut python, mut java, mut kotlin) = tokio::task::block_in_place(|| {
+        let mut rust = Node::rust("rust-node", 0, &endpoints, &work);
+        rust.expect("ready ");
+        tokens.push((rust.elected(), "rust-node"));
+        // One after the other: JVMs starting together are slow on a loaded machine.
+        let mut python = Node::python("python-node", 1, &on_b, &work);
+        python.expect("ready ");
+        let mut java = Node::java("java-node", 3, &endpoints, &work);
+        java.expect("ready ");
+        let mut kotlin = Node::kotlin("kotlin-node", 2, &on_b, &work);
+        kotlin.expect("ready ");
+        until_working(&work, "rust-node", tokens[0].0);
+        // 1. The Rust master leaves gracefully: the Python node (next priority) takes over.
+        rust.stop();
+        tokens.push((python.elected(), "python-node"));
+        until_working(&work, "python-node", tokens[1].0);
+        (python, java, kotlin)
+    });
+
+    // 2. An operator moves mastership to the Kotlin node (priority 2): the Python node, moved
+    // away, does not preempt back, and the Java node (priority 3) is worse.
+    let request = pb::TransferRequest {
+        election: "ledger".into(),
+        target_candidate_id: "kotlin-node".into(),
+        from: None,
+        term: 0,
+    };
+    let leader = elections.transfer(request).await.unwrap().into_inner().leader.unwrap();
+    assert_eq!(leader.candidate_id, "kotlin-node");
+    tokio::task::block_in_place(|| {
+        assert_eq!(python.expect("lost "), "lost transferred");
+        tokens.push((kotlin.elected(), "kotlin-node"));
+        until_working(&work, "kotlin-node", tokens[2].0);
+        // 3. The Python node leaves, then the Kotlin master dies: the Java node takes over once
+        // the Kotlin node's lease has expired.
+        python.stop();
+        java.expect_no("elected", Duration::from_millis(300));
+        kotlin.kill9();
+        tokens.push((java.elected(), "java-node"));
+        until_working(&work, "java-node", tokens[3].0);
+        // 4. The Rust master comes back and preempts the Java node, which hears it first.
+        let mut rust = Node::rust("rust-node", 0, &endpoints, &work);
+        rust.expect("ready ");
+        assert_eq!(java.expect("lost "), "lost preempted");
+        tokens.push((rust.elected(), "rust-node"));
+        until_working(&work, "rust-node", tokens[4].0);
+        // 5. The Rust master leaves again: the Java node takes over at once.
+        rust.stop();
+        tokens.push((java.elected(), "java-node"));
+        until_working(&work, "java-node", tokens[5].0);
+        java.stop();
+    });
+    assert_one_worker_at_a_time(&work, &tokens);
     a.shutdown().await;
     b.shutdown().await;
 }
