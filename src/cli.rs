@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// [default: 200]
     #[arg(long, value_name = "N")]
     pub max_streams_per_connection: Option<String>,
+    /// Health writes to ZooKeeper per lease per second; changes reported faster are coalesced
+    /// (the latest wins) [env: ZKCOORD_HEALTH_WRITES_PER_SECOND] [default: 2]
+    #[arg(long, value_name = "N")]
+    pub health_writes_per_second: Option<String>,
     /// Server certificate chain (PEM); turns on TLS [env: ZKCOORD_TLS_CERT]
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<String>,
@@ -125,6 +129,7 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen,
             max_calls_per_connection: self.max_calls_per_connection,
             max_streams_per_connection: self.max_streams_per_connection,
+            health_writes_per_second: self.health_writes_per_second,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_client_ca: self.tls_client_ca,

@@ -81,8 +81,10 @@ pub async fn start(config: Config) -> io::Result<Instance> {
     let session = ZkSession::start(config.zookeeper.clone(), Some(incarnation.registration(&addr.to_string())));
     let shutdown = CancellationToken::new();
     // The default tenant's recipes over the namespace, and each configured tenant's.
-    let default_tenant = Recipes::start(None, session.clone(), incarnation.clone(), shutdown.clone());
-    let tenants = Tenants::start(default_tenant, &session, &config.zookeeper.tenants, &incarnation, &shutdown);
+    let health_writes = config.health_writes_per_second;
+    let default_tenant = Recipes::start(None, session.clone(), incarnation.clone(), shutdown.clone(), health_writes);
+    let tenants =
+        Tenants::start(default_tenant, &session, &config.zookeeper.tenants, &incarnation, &shutdown, health_writes);
     let metrics = Metrics::new();
     let metrics_addr = match config.metrics_listen {
         Some(metrics_listen) => {

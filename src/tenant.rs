@@ -39,15 +39,17 @@ pub struct Recipes {
 
 impl Recipes {
     /// Starts the recipes of `tenant` (`None`: the default tenant) over `session` (the
-    /// namespace, or the tenant's view of it).
+    /// namespace, or the tenant's view of it), writing each lease's health at most
+    /// `health_writes_per_second` times a second.
     pub fn start(
         tenant: Option<String>,
         session: ZkSession,
         incarnation: Incarnation,
         shutdown: CancellationToken,
+        health_writes_per_second: u32,
     ) -> Self {
         let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone());
-        let leases = Leases::start(session.clone(), incarnation.clone(), shutdown.clone());
+        let leases = Leases::start(session.clone(), incarnation.clone(), shutdown.clone(), health_writes_per_second);
         let shards = Shards::start(session.clone(), shutdown.clone());
         let locks = Locks::new(session, incarnation, leases.clone(), shutdown);
         Self { tenant, leases, elections, locks, shards }
@@ -70,12 +72,18 @@ impl Tenants {
         names: &[String],
         incarnation: &Incarnation,
         shutdown: &CancellationToken,
+        health_writes_per_second: u32,
     ) -> Self {
         let named = names
             .iter()
             .map(|name| {
-                let recipes =
-                    Recipes::start(Some(name.clone()), session.for_tenant(name), incarnation.clone(), shutdown.clone());
+                let recipes = Recipes::start(
+                    Some(name.clone()),
+                    session.for_tenant(name),
+                    incarnation.clone(),
+                    shutdown.clone(),
+                    health_writes_per_second,
+                );
                 (name.clone(), Arc::new(recipes))
             })
             .collect();

@@ -11,8 +11,8 @@ use std::{
 
 use zkcoord::{
     config::{
-        Config, DEFAULT_MAX_CALLS_PER_CONNECTION, DEFAULT_MAX_STREAMS_PER_CONNECTION, DEFAULT_SESSION_TIMEOUT,
-        LogFormat, ZkConfig,
+        Config, DEFAULT_HEALTH_WRITES_PER_SECOND, DEFAULT_MAX_CALLS_PER_CONNECTION, DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        DEFAULT_SESSION_TIMEOUT, LogFormat, ZkConfig,
     },
     server,
 };
@@ -35,6 +35,7 @@ fn zkcoord_config(hosts: &str, namespace: &str) -> Config {
         metrics_listen: None,
         max_calls_per_connection: DEFAULT_MAX_CALLS_PER_CONNECTION.parse().expect("a number"),
         max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION.parse().expect("a number"),
+        health_writes_per_second: DEFAULT_HEALTH_WRITES_PER_SECOND.parse().expect("a number"),
         tls: None,
         authz: None,
     }

@@ -57,6 +57,7 @@ pub fn test_config(hosts: &str, namespace: &str) -> Config {
         metrics_listen: None,
         max_calls_per_connection: 1000,
         max_streams_per_connection: 200,
+        health_writes_per_second: 2,
         tls: None,
         authz: None,
     }

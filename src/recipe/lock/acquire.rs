@@ -323,7 +323,7 @@ mod tests {
         let session = ZkSession::start(config, None);
         let shutdown = CancellationToken::new();
         let me = Incarnation::new("test");
-        let leases = Leases::start(session.clone(), me.clone(), shutdown.clone());
+        let leases = Leases::start(session.clone(), me.clone(), shutdown.clone(), 2);
         let locks = Locks::new(session, me, leases, shutdown.clone());
         let keys = [Name::parse("key", "k").expect("a valid key")];
         let cancel = CancellationToken::new();
