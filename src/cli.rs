@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// Connections per client identity (mTLS) [env: ZKCOORD_MAX_CONNECTIONS_PER_IDENTITY] [default: 100]
     #[arg(long, value_name = "N")]
     pub max_connections_per_identity: Option<String>,
+    /// Health writes to ZooKeeper per lease per second; changes reported faster are coalesced
+    /// (the latest wins) [env: ZKCOORD_HEALTH_WRITES_PER_SECOND] [default: 2]
+    #[arg(long, value_name = "N")]
+    pub health_writes_per_second: Option<String>,
     /// Server certificate chain (PEM); turns on TLS [env: ZKCOORD_TLS_CERT]
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<String>,
@@ -153,6 +157,7 @@ impl ServeArgs {
             max_observe_streams: self.max_observe_streams,
             max_watched_elections: self.max_watched_elections,
             max_connections_per_identity: self.max_connections_per_identity,
+            health_writes_per_second: self.health_writes_per_second,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_client_ca: self.tls_client_ca,

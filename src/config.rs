@@ -56,6 +56,12 @@ pub const DEFAULT_MAX_CALLS_PER_CONNECTION: &str = "1000";
 /// `SETTINGS_MAX_CONCURRENT_STREAMS`; hyper's own default, which tonic removes): every call is
 /// a stream, and a client holds a few per lease (KeepAlive, Campaign, Observe).
 pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: &str = "200";
+/// Health writes per second one lease may cause by default (see `recipe::lease::local`): a
+/// client flapping its health costs ZooKeeper at most this many writes a second, and a health
+/// change waits at most `1 s / this` for its write.
+pub const DEFAULT_HEALTH_WRITES_PER_SECOND: &str = "2";
+/// Most health writes per second per lease accepted.
+pub const MAX_HEALTH_WRITES_PER_SECOND: u32 = 100;
 
 /// Longest accepted instance id.
 pub const MAX_INSTANCE_ID_LEN: usize = 64;
@@ -88,6 +94,9 @@ pub struct Config {
     pub max_streams_per_connection: u32,
     /// What one tenant, identity, lease or the whole instance may hold (see [`Quotas`]).
     pub quotas: Quotas,
+    /// Writes of one lease's health to ZooKeeper per second, at most; changes reported
+    /// meanwhile are coalesced (the latest wins).
+    pub health_writes_per_second: u32,
     /// TLS for the gRPC listener; `None`: plaintext.
     pub tls: Option<TlsConfig>,
     /// Which election names and lock keys each client identity may use; `None`: all.
@@ -141,6 +150,8 @@ pub struct RawSettings {
     pub max_watched_elections: Option<String>,
     /// Connections per client identity (mTLS), 1 to 10000000.
     pub max_connections_per_identity: Option<String>,
+    /// Health writes per lease per second, 1 to 100.
+    pub health_writes_per_second: Option<String>,
     /// Server certificate chain, PEM file.
     pub tls_cert: Option<String>,
     /// Server private key, PEM file.
@@ -363,6 +374,16 @@ impl Config {
                 limits::DEFAULT_CONNECTIONS_PER_IDENTITY,
             )?,
         };
+        let (v, src) = setting(
+            "health_writes_per_second",
+            flags.health_writes_per_second,
+            file_settings.health_writes_per_second,
+            DEFAULT_HEALTH_WRITES_PER_SECOND,
+        );
+        let health_writes_per_second = match v.parse::<u32>() {
+            Ok(n) if (1..=MAX_HEALTH_WRITES_PER_SECOND).contains(&n) => n,
+            _ => return Err(fail("health_writes_per_second", src, format!("{v:?} is not a number from 1 to 100"))),
+        };
 
         let (v, src) = setting("tenants", flags.tenants, file_settings.tenants, "");
         let tenants = parse_tenants(&v).map_err(|m| fail("tenants", src, m))?;
@@ -391,6 +412,7 @@ impl Config {
             max_calls_per_connection,
             max_streams_per_connection,
             quotas,
+            health_writes_per_second,
             tls,
             authz,
         })
@@ -629,6 +651,7 @@ mod tests {
         assert_eq!(config.zookeeper.session_timeout, DEFAULT_SESSION_TIMEOUT);
         assert_eq!(config.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(config.max_streams_per_connection, 200);
+        assert_eq!(config.health_writes_per_second, 2);
         assert!(Name::parse("id", &config.instance_id).is_ok(), "{}", config.instance_id);
     }
 
@@ -660,6 +683,18 @@ mod tests {
         let err = Config::resolve(RawSettings::default(), None, env).expect_err("invalid");
         assert_eq!(err.setting, "session_timeout");
         assert!(err.to_string().contains("ZKCOORD_SESSION_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn health_writes_per_second_is_1_to_100() {
+        let flags = |v: &str| RawSettings { health_writes_per_second: Some(v.into()), ..Default::default() };
+        assert_eq!(Config::resolve(flags("100"), None, no_env).expect("valid").health_writes_per_second, 100);
+        let env = |name: &str| (name == "ZKCOORD_HEALTH_WRITES_PER_SECOND").then(|| "1".to_string());
+        assert_eq!(Config::resolve(RawSettings::default(), None, env).expect("valid").health_writes_per_second, 1);
+        for bad in ["0", "101", "-1", "2.5", "x", ""] {
+            let err = Config::resolve(flags(bad), None, no_env).expect_err(bad);
+            assert_eq!((err.setting, err.source), ("health_writes_per_second", Source::Flag), "{bad}");
+        }
     }
 
     #[test]

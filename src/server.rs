@@ -85,8 +85,18 @@ pub async fn start(config: Config) -> io::Result<Instance> {
     let shutdown = CancellationToken::new();
     let limits = InstanceLimits::new(config.quotas);
     // The default tenant's recipes over the namespace, and each configured tenant's.
-    let default_tenant = Recipes::start(None, session.clone(), incarnation.clone(), shutdown.clone(), &limits);
-    let tenants = Tenants::start(default_tenant, &session, &config.zookeeper.tenants, &incarnation, &shutdown, &limits);
+    let health_writes = config.health_writes_per_second;
+    let default_tenant =
+        Recipes::start(None, session.clone(), incarnation.clone(), shutdown.clone(), &limits, health_writes);
+    let tenants = Tenants::start(
+        default_tenant,
+        &session,
+        &config.zookeeper.tenants,
+        &incarnation,
+        &shutdown,
+        &limits,
+        health_writes,
+    );
     let metrics = Metrics::new();
     let metrics_addr = match config.metrics_listen {
         Some(metrics_listen) => {

@@ -40,16 +40,24 @@ pub struct Recipes {
 
 impl Recipes {
     /// Starts the recipes of `tenant` (`None`: the default tenant) over `session` (the
-    /// namespace, or the tenant's view of it), within the instance's `limits`.
+    /// namespace, or the tenant's view of it), within the instance's `limits`, writing each
+    /// lease's health at most `health_writes_per_second` times a second.
     pub fn start(
         tenant: Option<String>,
         session: ZkSession,
         incarnation: Incarnation,
         shutdown: CancellationToken,
         limits: &Arc<InstanceLimits>,
+        health_writes_per_second: u32,
     ) -> Self {
         let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone(), limits.clone());
-        let leases = Leases::start(session.clone(), incarnation.clone(), shutdown.clone(), limits.quotas);
+        let leases = Leases::start(
+            session.clone(),
+            incarnation.clone(),
+            shutdown.clone(),
+            limits.quotas,
+            health_writes_per_second,
+        );
         let shards = Shards::start(session.clone(), shutdown.clone());
         let locks = Locks::new(session, incarnation, leases.clone(), shutdown, limits.quotas.lock_requests_per_lease);
         Self { tenant, leases, elections, locks, shards }
@@ -73,6 +81,7 @@ impl Tenants {
         incarnation: &Incarnation,
         shutdown: &CancellationToken,
         limits: &Arc<InstanceLimits>,
+        health_writes_per_second: u32,
     ) -> Self {
         let named = names
             .iter()
@@ -83,6 +92,7 @@ impl Tenants {
                     incarnation.clone(),
                     shutdown.clone(),
                     limits,
+                    health_writes_per_second,
                 );
                 (name.clone(), Arc::new(recipes))
             })

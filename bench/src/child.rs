@@ -11,8 +11,8 @@ use std::{
 
 use zkcoord::{
     config::{
-        Config, DEFAULT_MAX_CALLS_PER_CONNECTION, DEFAULT_MAX_STREAMS_PER_CONNECTION, DEFAULT_SESSION_TIMEOUT,
-        LogFormat, ZkConfig,
+        Config, DEFAULT_HEALTH_WRITES_PER_SECOND, DEFAULT_MAX_CALLS_PER_CONNECTION, DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        DEFAULT_SESSION_TIMEOUT, LogFormat, ZkConfig,
     },
     server,
 };
@@ -36,6 +36,7 @@ fn zkcoord_config(hosts: &str, namespace: &str) -> Config {
         max_calls_per_connection: DEFAULT_MAX_CALLS_PER_CONNECTION.parse().expect("a number"),
         max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION.parse().expect("a number"),
         quotas: zkcoord::config::Quotas::default(),
+        health_writes_per_second: DEFAULT_HEALTH_WRITES_PER_SECOND.parse().expect("a number"),
         tls: None,
         authz: None,
     }

@@ -44,7 +44,9 @@ fn campaign_request(req: pb::CampaignRequest) -> Result<CampaignRequest> {
     validate::value("value", &req.value)?;
     let priority = validate::priority("priority", req.priority)?;
     let preempt = proto::preempt(req.preempt)?;
-    Ok(CampaignRequest { key, value: req.value, priority, preempt })
+    let unhealthy_for = validate::hysteresis("unhealthy_for_ms", req.unhealthy_for_ms)?;
+    let healthy_for = validate::hysteresis("healthy_for_ms", req.healthy_for_ms)?;
+    Ok(CampaignRequest { key, value: req.value, priority, preempt, unhealthy_for, healthy_for })
 }
 
 fn leader_info(leader: LeaderView) -> pb::LeaderInfo {

@@ -160,6 +160,8 @@ struct Instruments {
     lock_calls_in_progress: Family<TenantLabels, Gauge>,
     lock_acquired: Family<TenantLabels, Counter>,
     lock_released: Family<TenantLabels, Counter>,
+    lease_health_writes: Family<TenantLabels, Counter>,
+    lease_health_coalesced: Family<TenantLabels, Counter>,
     shard_group_members: Family<GroupLabels, Gauge>,
     shard_group_owned_shards: Family<MemberLabels, Gauge>,
     shard_group_handoffs: Family<GroupLabels, Gauge>,
@@ -226,6 +228,18 @@ impl Metrics {
         registry.register("lock_acquired", "Lock requests granted through this instance", lock_acquired.clone());
         let lock_released = Family::<TenantLabels, Counter>::default();
         registry.register("lock_released", "Holds released through this instance (Unlock)", lock_released.clone());
+        let lease_health_writes = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "lease_health_writes",
+            "Writes of a lease's health to ZooKeeper by this instance (at most health_writes_per_second per lease)",
+            lease_health_writes.clone(),
+        );
+        let lease_health_coalesced = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "lease_health_changes_coalesced",
+            "Health changes reported on heartbeats that needed no write of their own (a later one replaced them before the next write, or the health flapped back)",
+            lease_health_coalesced.clone(),
+        );
         let shard_group_members = Family::<GroupLabels, Gauge>::default();
         registry.register(
             "shard_group_members",
@@ -271,6 +285,8 @@ impl Metrics {
                 lock_calls_in_progress,
                 lock_acquired,
                 lock_released,
+                lease_health_writes,
+                lease_health_coalesced,
                 shard_group_members,
                 shard_group_owned_shards,
                 shard_group_handoffs,
@@ -362,6 +378,9 @@ impl Metrics {
             let (leases, lag) = recipes.leases.local_stats();
             inner.leases.get_or_create(&labels).set(i64::try_from(leases).unwrap_or(i64::MAX));
             inner.heartbeat_lag_seconds.get_or_create(&labels).set(lag.as_secs_f64());
+            let (written, coalesced) = recipes.leases.health_write_stats();
+            catch_up(&inner.lease_health_writes.get_or_create(&labels), written);
+            catch_up(&inner.lease_health_coalesced.get_or_create(&labels), coalesced);
             for election in recipes.elections.summaries().into_iter().filter(|e| e.exists) {
                 let labels = ElectionLabels { tenant: tenant.clone(), election: elections_named.label(election.name) };
                 let candidates = i64::try_from(election.candidates).unwrap_or(i64::MAX);

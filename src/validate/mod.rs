@@ -33,6 +33,8 @@ pub const MAX_HEALTH_MESSAGE_LEN: usize = 256;
 pub const MIN_TTL: Duration = Duration::from_secs(1);
 /// The longest lease ttl.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// The longest health hysteresis of a campaign (`unhealthy_for_ms`, `healthy_for_ms`).
+pub const MAX_HYSTERESIS: Duration = Duration::from_secs(3600);
 /// The best (numerically lowest) election priority.
 pub const MIN_PRIORITY: i32 = 0;
 /// The worst (numerically highest) election priority.
@@ -172,6 +174,19 @@ pub fn priority(field: &'static str, priority: i32) -> Result<i32> {
         return Err(Error::invalid(field, "must be from 0 (best) to 1000 (worst)"));
     }
     Ok(priority)
+}
+
+/// Validates a health hysteresis duration of a campaign (`unhealthy_for_ms`,
+/// `healthy_for_ms`).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when it is outside 0..=[`MAX_HYSTERESIS`].
+pub fn hysteresis(field: &'static str, ms: i64) -> Result<Duration> {
+    let max = MAX_HYSTERESIS.as_millis() as i64;
+    if !(0..=max).contains(&ms) {
+        return Err(Error::invalid(field, "must be from 0 to 3600000 (1 h)"));
+    }
+    Ok(Duration::from_millis(ms as u64))
 }
 
 /// Validates a health check list: names, message lengths, count and uniqueness.

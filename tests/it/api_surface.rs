@@ -132,10 +132,20 @@ async fn invalid_input_is_rejected_before_reaching_zookeeper() {
     assert_invalid(leases.revoke(pb::RevokeRequest { lease: lease(7, "") }).await, "lease.secret");
     assert_invalid(leases.revoke(pb::RevokeRequest { lease: None }).await, "lease");
     assert_invalid(leases.time_to_live(pb::TimeToLiveRequest { lease_id: -3 }).await, "lease_id");
-    let campaign = |priority, value: Vec<u8>| pb::CampaignRequest { key: key("e", "c"), value, priority, preempt: 0 };
+    let campaign =
+        |priority, value: Vec<u8>| pb::CampaignRequest { key: key("e", "c"), value, priority, ..Default::default() };
     assert_invalid(elections.campaign(campaign(1001, vec![])).await, "priority");
     assert_invalid(elections.campaign(campaign(-1, vec![])).await, "priority");
     assert_invalid(elections.campaign(campaign(0, vec![0; 64 * 1024 + 1])).await, "value");
+    for (unhealthy_for_ms, healthy_for_ms, field) in [
+        (-1, 0, "unhealthy_for_ms"),
+        (3_600_001, 0, "unhealthy_for_ms"),
+        (0, -1, "healthy_for_ms"),
+        (0, i64::MAX, "healthy_for_ms"),
+    ] {
+        let request = pb::CampaignRequest { unhealthy_for_ms, healthy_for_ms, ..campaign(0, vec![]) };
+        assert_invalid(elections.campaign(request).await, field);
+    }
     let lock = |keys: Vec<&str>, mode: i32, wait_timeout_ms| pb::LockRequest {
         keys: keys.into_iter().map(String::from).collect(),
         lease: lease(1, "s"),

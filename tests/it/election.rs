@@ -48,6 +48,7 @@ fn campaign_request(
         value: format!("addr-of-{id}").into_bytes(),
         priority,
         preempt: preempt.into(),
+        ..Default::default()
     }
 }
 
@@ -59,11 +60,15 @@ async fn campaign(
     priority: i32,
     preempt: pb::PreemptPolicy,
 ) -> Candidate {
-    let mut stream = ElectionClient::new(channel.clone())
-        .campaign(campaign_request(election, id, &lease, priority, preempt))
-        .await
-        .unwrap()
-        .into_inner();
+    let request = campaign_request(election, id, &lease, priority, preempt);
+    campaign_with(channel, request, lease).await
+}
+
+/// [`campaign`] with a request of the test's own (`request.key` names `lease`).
+async fn campaign_with(channel: &Channel, request: pb::CampaignRequest, lease: (i64, String)) -> Candidate {
+    let named = request.key.clone().unwrap();
+    let (election, id) = (named.election.as_str(), named.candidate_id.as_str());
+    let mut stream = ElectionClient::new(channel.clone()).campaign(request.clone()).await.unwrap().into_inner();
     let (tx, statuses) = tokio::sync::mpsc::unbounded_channel();
     let (channel, acknowledge) = (channel.clone(), key(election, id, &lease));
     let reader = tokio::spawn(async move {
@@ -600,5 +605,158 @@ async fn an_undecodable_candidate_znode_does_not_wedge_the_election() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    instance.shutdown().await;
+}
+
+/// The version of lease `id`'s record under namespace `ns` (each write bumps it).
+async fn lease_version(zk: &zookeeper_client::Client, ns: &str, id: i64) -> i32 {
+    zk.check_stat(&format!("{ns}/leases/{id}")).await.unwrap().unwrap().version
+}
+
+#[tokio::test]
+async fn a_leader_flapping_its_health_costs_bounded_writes_and_is_deposed_soon_once_it_stays_not_serving() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("election-flapping");
+    let instance = support::start_zkcoord(&zk.hosts(), &ns).await; // 2 health writes a second
+    let channel = support::channel(instance.addr()).await;
+    let zk_client = support::zk_client(&zk.hosts()).await;
+    let e = "flapping";
+    let keep =
+        |health| Keeper::start(vec![instance.addr()], Duration::from_secs(3), Duration::from_millis(200), health);
+    let master_lease = keep(None).await;
+    let mut master =
+        campaign(&channel, e, "master", (master_lease.id, master_lease.secret.clone()), 0, pb::PreemptPolicy::Off)
+            .await;
+    master.until(pb::CandidateState::Elected).await;
+    let standby_lease = keep(None).await;
+    let mut standby =
+        campaign(&channel, e, "standby", (standby_lease.id, standby_lease.secret.clone()), 1, pb::PreemptPolicy::Off)
+            .await;
+    standby.until(pb::CandidateState::Queued).await;
+
+    // It flaps between SERVING and DEGRADED (both eligible) as fast as it can, then stays
+    // NOT_SERVING.
+    master_lease.stop();
+    let before = lease_version(&zk_client, &ns, master_lease.id).await;
+    let started = Instant::now();
+    let flapped = support::lease::flap(
+        &channel,
+        master_lease.id,
+        &master_lease.secret,
+        Duration::from_secs(2),
+        &[health(pb::HealthStatus::Serving), health(pb::HealthStatus::Degraded)],
+        health(pb::HealthStatus::NotServing),
+    )
+    .await;
+    let settled = Instant::now();
+    let _sick = Keeper::resume(
+        vec![instance.addr()],
+        master_lease.id,
+        &master_lease.secret,
+        Duration::from_millis(200),
+        health(pb::HealthStatus::NotServing),
+    );
+    let deposed = master.until(pb::CandidateState::Deposed).await;
+    let deposed_after = settled.elapsed();
+    assert_eq!(deposed.reason(), pb::DeposedReason::Unhealthy);
+    // The NOT_SERVING write waits at most 500 ms for its window; the rest is slack for a
+    // loaded machine.
+    assert!(deposed_after < Duration::from_secs(3), "deposed {deposed_after:?} after it stayed NOT_SERVING");
+    let writes = lease_version(&zk_client, &ns, master_lease.id).await - before;
+    let bound = (started.elapsed().as_secs_f64() * 2.0).ceil() as i32 + 2;
+    assert!(writes <= bound, "{writes} writes for {} heartbeats; at most {bound}", flapped.answered);
+    assert!(flapped.answered >= 100, "it flapped at a high rate: {flapped:?}");
+    standby.until(pb::CandidateState::Elected).await;
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_health_flap_shorter_than_unhealthy_for_does_not_depose_a_longer_one_does() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("election-unhealthy-for")).await;
+    let channel = support::channel(instance.addr()).await;
+    let e = "hysteresis";
+    let beat = Duration::from_millis(200);
+    let keep = |health| Keeper::start(vec![instance.addr()], Duration::from_secs(3), beat, health);
+    let master_lease = keep(None).await;
+    let lease = (master_lease.id, master_lease.secret.clone());
+    let request = pb::CampaignRequest {
+        unhealthy_for_ms: 3000,
+        ..campaign_request(e, "master", &lease, 0, pb::PreemptPolicy::Off)
+    };
+    let mut master = campaign_with(&channel, request, lease).await;
+    let first = master.until(pb::CandidateState::Elected).await;
+    let standby_lease = keep(None).await;
+    let mut standby =
+        campaign(&channel, e, "standby", (standby_lease.id, standby_lease.secret.clone()), 1, pb::PreemptPolicy::Off)
+            .await;
+    standby.until(pb::CandidateState::Queued).await;
+    let resume = |health| Keeper::resume(vec![instance.addr()], master_lease.id, &master_lease.secret, beat, health);
+
+    // NOT_SERVING for about a second, then SERVING again: it stays the leader.
+    master_lease.stop();
+    let sick = resume(health(pb::HealthStatus::NotServing));
+    support::eventually(WAIT, "the flap is seen", || async {
+        ElectionClient::new(channel.clone())
+            .candidates(pb::CandidatesRequest { election: e.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .candidates
+            .iter()
+            .any(|c| c.candidate_id == "master" && !c.eligible)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sick.stop();
+    let healthy = resume(None);
+    tokio::time::sleep(Duration::from_secs(4)).await; // past unhealthy_for since the flap began
+    let info = leader(&channel, e).await.unwrap();
+    assert_eq!((info.candidate_id.as_str(), info.term), ("master", first.term), "a short flap deposes nobody");
+    while let Ok(Some(status)) = master.statuses.try_recv() {
+        assert_ne!(status.state(), pb::CandidateState::Deposed, "{status:?}");
+    }
+
+    // NOT_SERVING for good: deposed once it held for unhealthy_for, not before.
+    healthy.stop();
+    let sick_at = Instant::now();
+    let _sick = resume(health(pb::HealthStatus::NotServing));
+    let deposed = master.until(pb::CandidateState::Deposed).await;
+    let after = sick_at.elapsed();
+    assert_eq!(deposed.reason(), pb::DeposedReason::Unhealthy);
+    assert!(after >= Duration::from_secs(3), "deposed after {after:?}, before unhealthy_for");
+    assert!(after < Duration::from_secs(3) + WAIT, "deposed after {after:?}");
+    standby.until(pb::CandidateState::Elected).await;
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn healthy_for_delays_preemption_by_a_recovered_candidate() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("election-healthy-for")).await;
+    let channel = support::channel(instance.addr()).await;
+    let e = "hysteresis-preempt";
+    let beat = Duration::from_millis(200);
+    let keep = |health| Keeper::start(vec![instance.addr()], Duration::from_secs(3), beat, health);
+    let small_lease = keep(None).await;
+    let mut small =
+        campaign(&channel, e, "small", (small_lease.id, small_lease.secret.clone()), 5, pb::PreemptPolicy::On).await;
+    small.until(pb::CandidateState::Elected).await;
+    let big_lease = keep(health(pb::HealthStatus::NotServing)).await;
+    let lease = (big_lease.id, big_lease.secret.clone());
+    let request =
+        pb::CampaignRequest { healthy_for_ms: 3000, ..campaign_request(e, "big", &lease, 0, pb::PreemptPolicy::On) };
+    let mut big = campaign_with(&channel, request, lease).await;
+    big.until(pb::CandidateState::Queued).await;
+
+    // It recovers: it preempts only once it has been healthy for healthy_for.
+    big_lease.stop();
+    let healthy_at = Instant::now();
+    let _healthy = Keeper::resume(vec![instance.addr()], big_lease.id, &big_lease.secret, beat, None);
+    let deposed = small.until(pb::CandidateState::Deposed).await;
+    let after = healthy_at.elapsed();
+    assert_eq!(deposed.reason(), pb::DeposedReason::Preempted);
+    assert!(after >= Duration::from_secs(3), "preempted after {after:?}, before healthy_for");
+    big.until(pb::CandidateState::Elected).await;
     instance.shutdown().await;
 }

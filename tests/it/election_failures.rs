@@ -36,7 +36,7 @@ async fn campaign(
             key: key(election, id, lease),
             value: id.as_bytes().to_vec(),
             priority,
-            preempt: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

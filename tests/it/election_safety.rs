@@ -218,7 +218,7 @@ async fn an_elector_never_replaces_a_leader_it_has_not_listed_yet() {
         current.term += 1;
         current.leader = Some(LeaderRecord { candidate_id: id.clone(), lease_id: second.id, elected_unix_ms: 0 });
         current.deposed = None;
-        let candidacy = CandidateRecord { lease_id: second.id, priority: 5, value_hex: String::new(), stream: None };
+        let candidacy = CandidateRecord { lease_id: second.id, priority: 5, ..Default::default() };
         let persistent = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
         // The record first: its watch event reaches this instance before the candidates
         // directory's, so it reads a record naming a candidate it has not listed.

@@ -196,3 +196,54 @@ async fn one_stream(
         }
     }
 }
+
+/// What [`flap`] saw.
+#[derive(Clone, Copy, Debug)]
+pub struct Flapped {
+    /// Heartbeats answered.
+    pub answered: usize,
+    /// Answers that were not confirmed.
+    pub unconfirmed: usize,
+}
+
+/// Heartbeats lease `id` over one KeepAlive stream through `channel` as fast as it is answered
+/// (one heartbeat in flight), for `duration`, the n-th heartbeat carrying `healths[n % len]`;
+/// then one last heartbeat carrying `last`. The stream ends when this returns (the lease lives
+/// on until its ttl).
+pub async fn flap(
+    channel: &Channel,
+    id: i64,
+    secret: &str,
+    duration: Duration,
+    healths: &[Option<pb::Health>],
+    last: Option<pb::Health>,
+) -> Flapped {
+    let (tx, rx) = mpsc::channel(1);
+    let beat = |health: Option<pb::Health>| pb::KeepAliveRequest {
+        lease: lease_ref(id, secret),
+        health,
+        elections: vec![],
+        shard_groups: vec![],
+    };
+    tx.send(beat(healths[0].clone())).await.expect("send");
+    let mut responses =
+        LeaseClient::new(channel.clone()).keep_alive(ReceiverStream::new(rx)).await.expect("keep alive").into_inner();
+    let mut flapped = Flapped { answered: 0, unconfirmed: 0 };
+    let start = Instant::now();
+    let mut n = 1;
+    loop {
+        let answer = responses.message().await.expect("answer").expect("stream open");
+        flapped.answered += 1;
+        flapped.unconfirmed += usize::from(!answer.confirmed);
+        if n > healths.len() && start.elapsed() >= duration {
+            break;
+        }
+        tx.send(beat(healths[n % healths.len()].clone())).await.expect("send");
+        n += 1;
+    }
+    tx.send(beat(last)).await.expect("send");
+    let answer = responses.message().await.expect("answer").expect("stream open");
+    flapped.answered += 1;
+    flapped.unconfirmed += usize::from(!answer.confirmed);
+    flapped
+}

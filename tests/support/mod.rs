@@ -58,6 +58,7 @@ pub fn test_config(hosts: &str, namespace: &str) -> Config {
         max_calls_per_connection: 1000,
         max_streams_per_connection: 200,
         quotas: zkcoord::config::Quotas::default(),
+        health_writes_per_second: 2,
         tls: None,
         authz: None,
     }

@@ -67,6 +67,7 @@ impl ZkcCandidate {
             value: self.id.as_bytes().to_vec(),
             priority: 0,
             preempt: pb::PreemptPolicy::Unspecified as i32,
+            ..Default::default()
         };
         let stream =
             ElectionClient::new(self.channel.clone()).campaign(request).await.map_err(ctx("campaign"))?.into_inner();

@@ -311,7 +311,9 @@ def scenario_election(endpoints: list) -> None:
     c = LeaderElector(on_a, lease_c, "py-preempt", "c", priority=5, preempt=True)
     expect_event(c, BecameLeader)
     expect_error(lambda: LeaderElector(on_b, lease_d, "py-preempt", "x", preempt=False), grpc.StatusCode.FAILED_PRECONDITION)
-    d = LeaderElector(on_b, lease_d, "py-preempt", "d", priority=0)
+    expect_error(lambda: LeaderElector(on_b, lease_d, "py-preempt", "x", unhealthy_for=-1), grpc.StatusCode.INVALID_ARGUMENT)
+    # Health hysteresis: d preempts only once zkcoord has seen it healthy for healthy_for.
+    d = LeaderElector(on_b, lease_d, "py-preempt", "d", priority=0, healthy_for=0.5)
     expect_event(c, LostLeadership, "preempted")
     expect_event(d, BecameLeader)
     check(d.is_leader() and not c.is_leader(), c, d)

@@ -122,8 +122,11 @@ class LeaderElector:
 
     `priority`: 0 (best) to 1000. `value`: what others see while it leads (e.g. its address).
     `preempt`: True/False require preemption on/off (the election's first campaign chooses);
-    None accepts the election's policy. Closing the elector stops following the election; the
-    candidacy itself lives with the lease until `resign()`.
+    None accepts the election's policy. Health hysteresis (seconds, 0 to 3600; default 0: at
+    once): `unhealthy_for` is how long zkcoord must have seen the lease NOT_SERVING before it
+    deposes this candidate as leader for it; `healthy_for` is how long it must have seen it
+    eligible before this candidate preempts a worse-priority leader. Closing the elector stops
+    following the election; the candidacy itself lives with the lease until `resign()`.
     """
 
     def __init__(
@@ -136,6 +139,8 @@ class LeaderElector:
         priority: int = 0,
         value: Union[bytes, str] = b"",
         preempt: Optional[bool] = None,
+        unhealthy_for: float = 0.0,
+        healthy_for: float = 0.0,
         auto_acknowledge: bool = True,
     ):
         if isinstance(value, str):
@@ -144,7 +149,14 @@ class LeaderElector:
         self._lease = lease
         self._auto_acknowledge = auto_acknowledge
         self._key = election_pb2.CandidateKey(election=election, candidate_id=candidate_id, lease=lease.lease_ref())
-        self._request = election_pb2.CampaignRequest(key=self._key, value=value, priority=priority, preempt=_PREEMPT[preempt])
+        self._request = election_pb2.CampaignRequest(
+            key=self._key,
+            value=value,
+            priority=priority,
+            preempt=_PREEMPT[preempt],
+            unhealthy_for_ms=round(unhealthy_for * 1000),
+            healthy_for_ms=round(healthy_for * 1000),
+        )
         self._lock = threading.Lock()
         self._inbox: queue.Queue = queue.Queue()
         self._events: queue.Queue = queue.Queue()

@@ -29,6 +29,8 @@ pub struct CampaignOptions {
     priority: i32,
     value: Vec<u8>,
     preempt: pb::PreemptPolicy,
+    unhealthy_for: Duration,
+    healthy_for: Duration,
     acknowledge: bool,
 }
 
@@ -42,6 +44,8 @@ impl CampaignOptions {
             priority: 0,
             value: Vec::new(),
             preempt: pb::PreemptPolicy::Unspecified,
+            unhealthy_for: Duration::ZERO,
+            healthy_for: Duration::ZERO,
             acknowledge: true,
         }
     }
@@ -71,6 +75,20 @@ impl CampaignOptions {
     /// Requires preemption on or off (the first campaign of an election chooses).
     pub fn preempt(mut self, on: bool) -> Self {
         self.preempt = if on { pb::PreemptPolicy::On } else { pb::PreemptPolicy::Off };
+        self
+    }
+
+    /// Health hysteresis: this candidate is deposed as leader for reporting NOT_SERVING only
+    /// once zkcoord has seen that state for `duration` (up to 1 h; default: at once).
+    pub fn unhealthy_for(mut self, duration: Duration) -> Self {
+        self.unhealthy_for = duration;
+        self
+    }
+
+    /// Health hysteresis: this candidate preempts a worse-priority leader only once zkcoord has
+    /// seen it eligible (not NOT_SERVING) for `duration` (up to 1 h; default: at once).
+    pub fn healthy_for(mut self, duration: Duration) -> Self {
+        self.healthy_for = duration;
         self
     }
 }
@@ -198,6 +216,8 @@ impl LeaderElector {
             value: options.value.clone(),
             priority: options.priority,
             preempt: options.preempt.into(),
+            unhealthy_for_ms: i64::try_from(options.unhealthy_for.as_millis()).unwrap_or(i64::MAX),
+            healthy_for_ms: i64::try_from(options.healthy_for.as_millis()).unwrap_or(i64::MAX),
         };
         let beats = lease.beats().clone();
         beats.name(&options.election);

@@ -181,6 +181,10 @@ pub struct CampaignRequest {
     pub priority: i32,
     /// The preemption policy to require (`None`: accept the election's).
     pub preempt: Option<bool>,
+    /// How long its lease must have been seen NOT_SERVING before it is deposed as leader for it.
+    pub unhealthy_for: Duration,
+    /// How long its lease must have been seen eligible before it may preempt.
+    pub healthy_for: Duration,
 }
 
 /// A Campaign stream's source: status updates, and the watch that keeps them coming.
@@ -435,6 +439,8 @@ impl Elections {
             priority: request.priority,
             value_hex: crate::id::hex(&request.value),
             stream: Some(self.shared.me.name.clone()),
+            unhealthy_for_ms: request.unhealthy_for.as_millis() as u64,
+            healthy_for_ms: request.healthy_for.as_millis() as u64,
         };
         let data = record::encode(&record);
         let persistent = CreateMode::Persistent.with_acls(self.shared.session.acls());

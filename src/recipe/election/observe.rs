@@ -153,12 +153,14 @@ mod tests {
             .map(|(id, lease_id)| {
                 let view = CandidateView {
                     id: id.into(),
-                    record: CandidateRecord { lease_id, priority: 0, value_hex: String::new(), stream: None },
+                    record: CandidateRecord { lease_id, ..Default::default() },
                     czxid: lease_id,
                     mzxid: lease_id,
                     version: 0,
                     health: Some(Health { status: HealthStatus::Serving, checks: vec![] }),
                     lease_ttl: None,
+                    lease_version: None,
+                    health_seen: None,
                 };
                 (id.to_owned(), Arc::new(view))
             })

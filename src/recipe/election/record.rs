@@ -99,7 +99,7 @@ pub struct Yielded {
 }
 
 /// `/elections/<name>/candidates/<id>`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CandidateRecord {
     /// The lease the candidacy is bound to.
     pub lease_id: i64,
@@ -110,9 +110,31 @@ pub struct CandidateRecord {
     /// The incarnation of the instance holding the candidate's Campaign stream, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
+    /// How long its lease must have been seen NOT_SERVING before it is deposed as leader for
+    /// it, in milliseconds (health hysteresis; 0: at once).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unhealthy_for_ms: u64,
+    /// How long its lease must have been seen eligible before it may preempt a leader, in
+    /// milliseconds (0: at once).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub healthy_for_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl CandidateRecord {
+    /// See [`CandidateRecord::unhealthy_for_ms`].
+    pub fn unhealthy_for(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.unhealthy_for_ms)
+    }
+
+    /// See [`CandidateRecord::healthy_for_ms`].
+    pub fn healthy_for(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.healthy_for_ms)
+    }
+
     /// The value's bytes.
     pub fn value(&self) -> Vec<u8> {
         (0..self.value_hex.len() / 2)
@@ -141,7 +163,16 @@ mod tests {
     #[test]
     fn values_round_trip_through_hex() {
         let value = vec![0u8, 1, 127, 128, 255];
-        let record = CandidateRecord { lease_id: 1, priority: 0, value_hex: crate::id::hex(&value), stream: None };
+        let record = CandidateRecord {
+            lease_id: 1,
+            priority: 0,
+            value_hex: crate::id::hex(&value),
+            stream: None,
+            unhealthy_for_ms: 1500,
+            healthy_for_ms: 0,
+        };
+        let json = String::from_utf8(encode(&record)).expect("utf-8");
+        assert!(json.contains(r#""unhealthy_for_ms":1500"#) && !json.contains("healthy_for_ms\":0"), "{json}");
         let decoded: CandidateRecord = decode(&encode(&record)).expect("decodes");
         assert_eq!(decoded.value(), value);
         let election = ElectionRecord {

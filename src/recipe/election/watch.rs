@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     CandidateStatus, ElectionContext,
     record::{self, CandidateRecord, Deposition, ElectionRecord, LeaderRecord},
-    state::{CandidateView, Decision, ElectionState},
+    state::{CandidateView, Decision, ElectionState, HealthSeen},
 };
 use crate::{
     error::Result,
@@ -275,6 +275,11 @@ impl WatchTask {
                 let ttl = self.tx.borrow().candidates.get(&deposed.candidate_id).and_then(|c| c.lease_ttl)?;
                 Some(tokio::time::sleep_until(*seen + deposition_grace(ttl)))
             });
+            // Wake when a health hysteresis runs out, to decide again (see `state`).
+            let hysteresis = (!round_failed(&self.tx))
+                .then(|| self.tx.borrow().hysteresis_deadline(tokio::time::Instant::now()))
+                .flatten()
+                .map(tokio::time::sleep_until);
             tokio::select! {
                 () = self.stop.cancelled() => break,
                 fired = watches.next(), if !watches.is_empty() => if let Some(fired) = fired {
@@ -294,6 +299,7 @@ impl WatchTask {
                 () = self.poke.notified() => { election_dirty = true; children_dirty = true; }
                 () = async { retry.expect("guarded").await }, if retry.is_some() => {}
                 () = async { grace.expect("guarded").await }, if grace.is_some() => {}
+                () = async { hysteresis.expect("guarded").await }, if hysteresis.is_some() => {}
             }
         }
         for sink in lock(&self.sinks).drain(..) {
@@ -416,6 +422,11 @@ impl WatchTask {
                     if changed_lease {
                         cache.lease_dirty.insert(id.clone());
                     }
+                    // Another lease's health starts its own hysteresis.
+                    let (lease_version, health_seen) = match cache.candidates.get(&id) {
+                        Some(c) if !changed_lease => (c.lease_version, c.health_seen),
+                        _ => (None, None),
+                    };
                     let view = CandidateView {
                         id: id.clone(),
                         record,
@@ -424,6 +435,8 @@ impl WatchTask {
                         version: stat.version,
                         health,
                         lease_ttl,
+                        lease_version,
+                        health_seen,
                     };
                     cache.candidates.insert(id.clone(), Arc::new(view));
                 }
@@ -441,13 +454,19 @@ impl WatchTask {
             let Some(lease_id) = cache.candidates.get(&id).map(|c| c.record.lease_id) else { continue };
             let read = read_data(client, &layout::lease(lease_id), Fired::Lease(lease_id), cache, watches).await;
             let Some(candidate) = cache.candidates.get_mut(&id).map(Arc::make_mut) else { continue };
+            let now = tokio::time::Instant::now();
             match read {
-                Ok(Some((data, _))) => {
+                Ok(Some((data, stat))) => {
                     let record = LeaseRecord::decode(&data).ok();
+                    let key = record.as_ref().map(|r| (r.health.is_eligible(), r.eligibility_changes));
+                    candidate.health_seen = Some(HealthSeen::next(candidate.health_seen, key, now));
+                    candidate.lease_version = Some(stat.version);
                     candidate.lease_ttl = record.as_ref().map(LeaseRecord::ttl);
                     candidate.health = record.map(|r| r.health);
                 }
                 Ok(None) => {
+                    candidate.health_seen = Some(HealthSeen::next(candidate.health_seen, None, now));
+                    candidate.lease_version = None;
                     candidate.health = None;
                     candidate.lease_ttl = None;
                 }
@@ -531,7 +550,7 @@ impl WatchTask {
             return None;
         }
         let now = tokio::time::Instant::now();
-        let decision = state.decide(|candidate| {
+        let decision = state.decide(now, |candidate| {
             deposition_seen.is_some_and(|(deposed, seen)| {
                 deposed.candidate_id == candidate.id
                     && candidate.lease_ttl.is_none_or(|ttl| now >= *seen + deposition_grace(ttl))
@@ -570,15 +589,16 @@ pub(super) async fn write(
     decision: Decision,
 ) -> Option<ElectionState> {
     let mut record: ElectionRecord = state.record.clone();
+    // Versions the write is conditional on, besides the election record's.
     // Elect writes only while the elected candidacy is still the one read: the state
     // published after the write then names a candidacy that existed at the write's zxid
     // (not one resigned or expired meanwhile, which would be told ELECTED).
-    let mut elected: Option<(String, i32)> = None;
+    let mut checks: Vec<(String, i32)> = Vec::new();
     match decision {
         Decision::Nothing => return None,
         Decision::Elect(id) => {
             let candidate = state.candidates.get(&id)?;
-            elected = Some((format!("{}/{id}", layout::candidates(name)), candidate.version));
+            checks.push((format!("{}/{id}", layout::candidates(name)), candidate.version));
             record.term += 1;
             record.leader = Some(LeaderRecord {
                 candidate_id: id,
@@ -595,23 +615,39 @@ pub(super) async fn write(
             record.deposed = None;
         }
         Decision::Depose(deposition) => {
+            // A deposition decided on a lease's health (the leader's for UNHEALTHY, the
+            // preempting candidate's) happens only while that lease record is the one judged:
+            // a health change written meanwhile fails the write, and the elector reads again
+            // (health hysteresis never acts on a stale view; see `state`).
+            let judged = match deposition.reason {
+                record::DeposeReason::Unhealthy => Some(deposition.candidate_id.as_str()),
+                record::DeposeReason::Preempted => deposition.target.as_deref(),
+                record::DeposeReason::Transferred => None,
+            };
+            if let Some(candidate) = judged.and_then(|id| state.candidates.get(id))
+                && let Some(version) = candidate.lease_version
+            {
+                checks.push((layout::lease(candidate.record.lease_id), version));
+            }
             record.leader = None;
             record.deposed = Some(deposition);
         }
     }
     let path = layout::election(name);
     let data = record::encode(&record);
-    let written = match &elected {
-        None => match client.set_data(&path, &data, Some(state.version)).await {
+    let written = match checks.is_empty() {
+        true => match client.set_data(&path, &data, Some(state.version)).await {
             Ok(Some(stat)) => Ok(stat),
             Ok(None) => Err(zookeeper_client::Error::NoNode.to_string()),
             Err(err) => Err(err.to_string()),
         },
-        Some((candidate_path, candidate_version)) => {
+        false => {
             let written = async {
                 let mut multi = client.multi();
                 multi.add_set_data(&path, &data, Some(state.version)).map_err(|e| e.to_string())?;
-                multi.add_check_version(candidate_path, *candidate_version).map_err(|e| e.to_string())?;
+                for (checked, version) in &checks {
+                    multi.add_check_version(checked, *version).map_err(|e| e.to_string())?;
+                }
                 let results = multi
                     .commit()
                     .await

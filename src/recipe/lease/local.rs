@@ -36,6 +36,39 @@
 //! again) the record was seen to name this attachment as home, not `ending`, and is watched.
 //! The record's watch is handled by this lease's task; an event that arrives before a proof
 //! completes is handled within a scheduling delay, which `EXPIRY_MARGIN` covers (actor 2).
+//!
+//! # Health writes: coalesced, at most `health_writes_per_second` per lease
+//!
+//! A heartbeat only stores the health it carries in memory and wakes the task; it is answered
+//! (and confirmed) without waiting for any write. The task writes the *latest* reported health
+//! into the record, at most once per `interval = 1 s / health_writes_per_second` per lease:
+//! a change arriving while the window is closed waits for it to open, and every change
+//! reported meanwhile is folded into that one write (the latest wins; one that flapped back to
+//! the stored health writes nothing). A client flapping at any rate so costs at most that many
+//! writes per second (each a read and a versioned write, plus the `exists` that re-arms the
+//! watch), counted in `zkcoord_lease_health_writes_total` and
+//! `zkcoord_lease_health_changes_coalesced_total`.
+//!
+//! **What health gating may rely on.** A client that reports NOT_SERVING on every heartbeat
+//! from `t` on has it stored by `t + interval + w` (`w`: one read and one write; plus retries
+//! while ZooKeeper is unreachable, when no elector can act anyway): the window opens at most
+//! `interval` after `t`, and the write then takes the latest health, which is NOT_SERVING.
+//! Electors see it a watch delivery later and depose the leader at once (or after the
+//! candidacy's `unhealthy_for`, counted from when they saw it; `docs/election.md`). So a leader
+//! reported unhealthy is deposed by `t + interval + w + δ + unhealthy_for`, instead of
+//! `t + w + δ` without coalescing: at most `interval` later (500 ms at the default of 2).
+//! A state reported for less than `interval` may never be stored: only a state that lasts
+//! is guaranteed to reach the record, which is what gating on it needs.
+//!
+//! **Confirmation does not depend on the write.** The write fires the record's one-shot watch
+//! (this instance's own change). Right after a successful write the task arms a fresh watch
+//! with one `exists` and keeps confirming if that shows the version it wrote: no change came
+//! after its write, and the new watch reports the next one. ZooKeeper delivers the event of
+//! the write before the write's answer, so the fresh watch is not consumed by it. A claim
+//! committed after the write and before the `exists` makes the `exists` show a newer version:
+//! the task then stops confirming on that answer, which arrives after the claim within the
+//! same delay as a watch event would, so actor 2's argument is unchanged. Otherwise the old
+//! watch's event is handled as before (confirmation withdrawn until the record is checked).
 
 use std::{
     sync::{
@@ -44,6 +77,8 @@ use std::{
     },
     time::{Duration, Instant},
 };
+
+use tokio::time::Instant as TokioInstant;
 
 use tokio::sync::{Notify, watch};
 use zookeeper_client::EventType;
@@ -63,6 +98,24 @@ use crate::{
 /// How long past `ttl` the home waits before deleting an expired lease. Covers watch delivery
 /// delay (see the module docs) and stays well inside the promised `ttl + 500 ms`.
 pub const EXPIRY_MARGIN: Duration = Duration::from_millis(200);
+
+/// The health heartbeats reported last, and how many changes of it are not written yet.
+#[derive(Debug)]
+struct Reported {
+    health: Health,
+    unwritten_changes: u64,
+}
+
+/// Counts of health writes of one instance's leases (see the module docs), for metrics.
+#[derive(Debug, Default)]
+pub struct HealthWriteStats {
+    /// Health writes to lease records.
+    pub written: AtomicU64,
+    /// Health changes reported on heartbeats that were not written on their own: a later
+    /// change replaced them before the window opened, or the health flapped back to the stored
+    /// one.
+    pub coalesced: AtomicU64,
+}
 
 /// Liveness of a lease attached here.
 #[derive(Debug)]
@@ -94,8 +147,9 @@ pub struct LocalLease {
     /// [`crate::limits`]). An estimate: requests through other instances are not in it.
     pub lock_requests: AtomicUsize,
     liveness: Mutex<Liveness>,
-    /// The health heartbeats reported last; written to the record when it differs.
-    health: Mutex<Health>,
+    /// The health heartbeats reported last; written to the record when it differs, coalesced
+    /// (see the module docs).
+    health: Mutex<Reported>,
     health_changed: Notify,
     /// The connection generation (see [`crate::zk::SessionStatus::Connected`]) on which the record was
     /// checked to name this instance, written by this instance in this session, and watched;
@@ -130,7 +184,7 @@ impl LocalLease {
             identity,
             lock_requests: AtomicUsize::new(0),
             liveness: Mutex::new(Liveness { last_heartbeat: Instant::now(), expiring: false }),
-            health: Mutex::new(record.health.clone()),
+            health: Mutex::new(Reported { health: record.health.clone(), unwritten_changes: 0 }),
             health_changed: Notify::new(),
             confirmed_generation: AtomicU64::new(0),
             end: watch::channel(None).0,
@@ -156,10 +210,11 @@ impl LocalLease {
             liveness.last_heartbeat = now;
         }
         let changed = {
-            let mut current = lock(&self.health);
-            let changed = *current != *health;
+            let mut reported = lock(&self.health);
+            let changed = reported.health != *health;
             if changed {
-                *current = health.clone();
+                reported.health = health.clone();
+                reported.unwritten_changes += 1;
             }
             changed
         };
@@ -196,7 +251,19 @@ impl LocalLease {
 
     /// The health reported last.
     pub fn health(&self) -> Health {
-        lock(&self.health).clone()
+        lock(&self.health).health.clone()
+    }
+
+    /// The health reported last, and how many changes of it were reported since the last
+    /// call; they count as written from now on.
+    fn take_reported(&self) -> (Health, u64) {
+        let mut reported = lock(&self.health);
+        (reported.health.clone(), std::mem::take(&mut reported.unwritten_changes))
+    }
+
+    /// Counts `changes` (from [`Self::take_reported`]) as unwritten again: their write failed.
+    fn requeue_changes(&self, changes: u64) {
+        lock(&self.health).unwritten_changes += changes;
     }
 
     /// Resolves when the lease has ended here, with why. Cancellation safe.
@@ -253,6 +320,10 @@ pub(super) async fn run(
     let mut status = inner.session.watch_status();
     type Watch = std::pin::Pin<Box<dyn std::future::Future<Output = zookeeper_client::WatchedEvent> + Send>>;
     let mut watcher: Option<Watch> = watcher.map(|w| Box::pin(w.changed()) as Watch);
+    // Health writes: the next may start at `next_write`; one is due at `write_at`.
+    let interval = inner.health_write_interval;
+    let mut next_write = TokioInstant::now();
+    let mut write_at: Option<TokioInstant> = None;
     let why = loop {
         if lease.is_finished() {
             break None;
@@ -291,7 +362,23 @@ pub(super) async fn run(
                 }
             }
             () = lease.health_changed.notified() => {
-                write_health(&inner, &lease, &path, &mut version, &mut written_session).await;
+                // Coalesced: a write already due takes this change too (it writes the latest).
+                write_at.get_or_insert(next_write.max(TokioInstant::now()));
+            }
+            () = async { tokio::time::sleep_until(write_at.expect("guarded")).await }, if write_at.is_some() => {
+                write_at = None;
+                let started = TokioInstant::now();
+                match write_health(&inner, &lease, &path, &mut version, &mut written_session).await {
+                    HealthWrite::Written(rearmed) => {
+                        next_write = started + interval;
+                        if let Some(rearmed) = rearmed {
+                            // The old watch fired for our own write only: replaced, still confirmed.
+                            watcher = Some(Box::pin(rearmed.changed()));
+                        }
+                    }
+                    HealthWrite::Retry => write_at = Some(started + RETRY_PAUSE),
+                    HealthWrite::Done => {}
+                }
             }
             changed = status.changed() => {
                 if changed.is_err() {
@@ -370,7 +457,7 @@ pub(super) async fn arm(
             *version = stat.version;
             return Ok(Some(watcher));
         }
-        record.health = health.clone(); // the latest, in case a health write was lost
+        record.set_health(health); // the latest, in case a health write was lost
         match client.set_data(path, &record.encode(), Some(stat.version)).await {
             Ok(Some(stat)) => {
                 *version = stat.version;
@@ -384,6 +471,19 @@ pub(super) async fn arm(
     }
 }
 
+/// What a health write did.
+enum HealthWrite {
+    /// Written; with a watch armed right after it that saw no later change (see the module
+    /// docs): it replaces the watch the write fired, and confirmation goes on. `None`: the
+    /// fired watch is handled as any change.
+    Written(Option<zookeeper_client::OneshotWatcher>),
+    /// Failed for a reason worth another attempt (no connection, a concurrent write).
+    Retry,
+    /// Nothing (more) to write: the stored health is the latest, or the record is not this
+    /// attachment's any more (its watch tells), or it is being deleted.
+    Done,
+}
+
 /// Writes the latest reported health into the record (versioned: a claim by another instance
 /// wins and is noticed through the watch).
 async fn write_health(
@@ -392,35 +492,48 @@ async fn write_health(
     path: &str,
     version: &mut i32,
     written_session: &mut i64,
-) {
-    // Any failure but "moved" (which the watch handles) asks for another attempt.
-    let retry = || async {
-        lease.health_changed.notify_one();
-        tokio::time::sleep(RETRY_PAUSE).await;
-    };
-    let Ok(client) = inner.session.client() else { return retry().await };
+) -> HealthWrite {
+    let Ok(client) = inner.session.client() else { return HealthWrite::Retry };
     let (data, stat) = match client.get_data(path).await {
         Ok(Some(found)) => found,
-        Ok(None) => return,
-        Err(_) => return retry().await,
+        Ok(None) => return HealthWrite::Done,
+        Err(_) => return HealthWrite::Retry,
     };
-    let Ok(mut record) = LeaseRecord::decode(&data) else { return };
+    let Ok(mut record) = LeaseRecord::decode(&data) else { return HealthWrite::Done };
     let home = lease.home(&inner.me.name);
     // Not ours any more (the watch handles that), or being deleted: a write would only make
     // the batched deletion start over.
     if !home.owns(&record) || record.ending {
-        return;
+        return HealthWrite::Done;
     }
-    record.health = lease.health();
+    let (health, changes) = lease.take_reported();
+    let stats = &inner.health_writes;
+    if !record.set_health(&health) {
+        stats.coalesced.fetch_add(changes, Ordering::Relaxed);
+        return HealthWrite::Done;
+    }
+    // Read before the write: a connection that changes meanwhile confirms nothing of this.
+    let generation = inner.session.status().generation();
     match client.set_data(path, &record.encode(), Some(stat.version)).await {
         Ok(Some(stat)) => {
+            stats.written.fetch_add(1, Ordering::Relaxed);
+            stats.coalesced.fetch_add(changes.saturating_sub(1), Ordering::Relaxed);
             *version = stat.version;
             *written_session = client.session_id().0;
+            let confirmed = generation != 0 && lease.confirmed_generation.load(Ordering::Acquire) == generation;
+            if !confirmed {
+                return HealthWrite::Written(None);
+            }
+            match client.check_and_watch_stat(path).await {
+                Ok((Some(now), rearmed)) if now.version == stat.version => HealthWrite::Written(Some(rearmed)),
+                _ => HealthWrite::Written(None),
+            }
         }
-        Ok(None) => {}
+        Ok(None) => HealthWrite::Done,
         Err(err) => {
             tracing::debug!(lease = lease.id, error = %err, "health write failed; retrying");
-            retry().await;
+            lease.requeue_changes(changes);
+            HealthWrite::Retry
         }
     }
 }

@@ -157,6 +157,10 @@ pub(crate) struct LeasesState {
     shutdown: CancellationToken,
     /// The instance's quotas (leases per tenant and per identity are checked here).
     quotas: Quotas,
+    /// The shortest time between two health writes of one lease (see [`local`]).
+    health_write_interval: Duration,
+    /// Health writes and coalesced changes so far.
+    health_writes: local::HealthWriteStats,
 }
 
 impl LeasesState {
@@ -207,9 +211,16 @@ impl LeasesState {
 }
 
 impl Leases {
-    /// The lease recipe for the instance `me` with `quotas`; starts its janitor. Everything
-    /// stops when `shutdown` is cancelled.
-    pub fn start(session: ZkSession, me: Incarnation, shutdown: CancellationToken, quotas: Quotas) -> Self {
+    /// The lease recipe for the instance `me` with `quotas`, writing each lease's health at
+    /// most `health_writes_per_second` times a second (at least 1; see [`local`]); starts its
+    /// janitor. Everything stops when `shutdown` is cancelled.
+    pub fn start(
+        session: ZkSession,
+        me: Incarnation,
+        shutdown: CancellationToken,
+        quotas: Quotas,
+        health_writes_per_second: u32,
+    ) -> Self {
         let inner = Arc::new(LeasesState {
             session,
             me,
@@ -217,6 +228,8 @@ impl Leases {
             claims: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             shutdown,
             quotas,
+            health_write_interval: Duration::from_secs(1) / health_writes_per_second.max(1),
+            health_writes: local::HealthWriteStats::default(),
         });
         tokio::spawn(janitor::run(inner.clone()));
         Self { inner }
@@ -225,6 +238,16 @@ impl Leases {
     /// The number of leases attached to this instance.
     pub fn local_count(&self) -> usize {
         lock(&self.inner.local).len()
+    }
+
+    /// Health writes to lease records by this instance so far, and health changes reported on
+    /// heartbeats that were coalesced into another write or needed none (see [`local`]).
+    pub fn health_write_stats(&self) -> (u64, u64) {
+        let stats = &self.inner.health_writes;
+        (
+            stats.written.load(std::sync::atomic::Ordering::Relaxed),
+            stats.coalesced.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The number of leases attached to this instance and the longest time since one of them
@@ -282,6 +305,7 @@ impl Leases {
                 home_instance: inner.me.instance_id.clone(),
                 attachment: secret::new_attachment(),
                 health: request.health,
+                eligibility_changes: 0,
                 ending: false,
             };
             let data = record.encode();

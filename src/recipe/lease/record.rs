@@ -38,6 +38,12 @@ pub struct LeaseRecord {
     /// The owner's health as of its last change.
     #[serde(default)]
     pub health: Health,
+    /// How many times the stored health turned eligible for leadership or not (see
+    /// [`Health::is_eligible`]): with `health`, it tells an elector whether the stored
+    /// eligibility held since it last read the record, even if it missed writes in between
+    /// (health hysteresis, `docs/election.md`). Kept across claims.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub eligibility_changes: u64,
     /// The lease is being deleted in several transactions (a lease too large for one): no
     /// instance may claim it any more.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -48,6 +54,19 @@ impl LeaseRecord {
     /// The granted ttl.
     pub fn ttl(&self) -> Duration {
         Duration::from_millis(self.ttl_ms)
+    }
+
+    /// Stores `health`, counting a change of eligibility in
+    /// [`LeaseRecord::eligibility_changes`]; returns whether anything changed.
+    pub fn set_health(&mut self, health: &Health) -> bool {
+        if self.health == *health {
+            return false;
+        }
+        if self.health.is_eligible() != health.is_eligible() {
+            self.eligibility_changes = self.eligibility_changes.wrapping_add(1);
+        }
+        self.health = health.clone();
+        true
     }
 
     /// The znode data.
@@ -62,6 +81,10 @@ impl LeaseRecord {
     pub fn decode(data: &[u8]) -> Result<Self> {
         serde_json::from_slice(data).map_err(|e| Error::Internal(format!("undecodable lease record: {e}")))
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]
@@ -88,9 +111,26 @@ mod tests {
                     message: "down".into(),
                 }],
             },
+            eligibility_changes: 3,
             ending: false,
         };
         assert_eq!(LeaseRecord::decode(&record.encode()).expect("decodes"), record);
         assert!(LeaseRecord::decode(b"not json").is_err());
+    }
+
+    #[test]
+    fn only_changes_of_eligibility_are_counted() {
+        let mut record = LeaseRecord::decode(
+            br#"{"owner":"o","ttl_ms":1000,"secret_sha256":"","granted_unix_ms":0,"home":"h","home_instance":"i"}"#,
+        )
+        .expect("a record without the newer fields decodes");
+        let health = |status| Health { status, checks: vec![] };
+        assert!(!record.set_health(&health(HealthStatus::Serving)), "unchanged");
+        assert!(record.set_health(&health(HealthStatus::Degraded)));
+        assert_eq!(record.eligibility_changes, 0, "DEGRADED is still eligible");
+        assert!(record.set_health(&health(HealthStatus::NotServing)));
+        assert!(record.set_health(&health(HealthStatus::Serving)));
+        assert_eq!(record.eligibility_changes, 2);
+        assert!(!String::from_utf8(record.encode()).expect("utf-8").contains("ending"));
     }
 }

@@ -323,7 +323,7 @@ mod tests {
         let session = ZkSession::start(config, None);
         let shutdown = CancellationToken::new();
         let me = Incarnation::new("test");
-        let leases = Leases::start(session.clone(), me.clone(), shutdown.clone(), crate::limits::Quotas::default());
+        let leases = Leases::start(session.clone(), me.clone(), shutdown.clone(), crate::limits::Quotas::default(), 2);
         let locks = Locks::new(session, me, leases, shutdown.clone(), crate::limits::DEFAULT_LOCK_REQUESTS_PER_LEASE);
         let keys = [Name::parse("key", "k").expect("a valid key")];
         let cancel = CancellationToken::new();
