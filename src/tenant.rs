@@ -46,8 +46,8 @@ impl Recipes {
         incarnation: Incarnation,
         shutdown: CancellationToken,
     ) -> Self {
-        let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone());
         let leases = Leases::start(session.clone(), incarnation.clone(), shutdown.clone());
+        let elections = Elections::new(session.clone(), incarnation.clone(), leases.clone(), shutdown.clone());
         let shards = Shards::start(session.clone(), shutdown.clone());
         let locks = Locks::new(session, incarnation, leases.clone(), shutdown);
         Self { tenant, leases, elections, locks, shards }

@@ -698,6 +698,11 @@ impl Registry {
         lock(&self.watches).iter().filter_map(|(name, w)| Some((name.clone(), w.upgrade()?))).collect()
     }
 
+    /// The watch of election `name`, if one runs (none is started).
+    pub(super) fn peek(&self, name: &Name) -> Option<Arc<ElectionWatch>> {
+        lock(&self.watches).get(name.as_str()).and_then(std::sync::Weak::upgrade)
+    }
+
     /// The watch of election `name`, started on first use.
     pub(super) fn get(&self, shared: &Arc<ElectionContext>, name: &Name) -> Arc<ElectionWatch> {
         let mut watches = lock(&self.watches);
