@@ -8,7 +8,10 @@
 //! current-thread `#[tokio::test]` (the default), where the instance's tasks run on the test's
 //! thread, so that tests running in parallel threads do not count into each other.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
 
 use tracing::{
     field::{Field, Visit},
@@ -18,20 +21,49 @@ use tracing::{
 use tracing_subscriber::{Layer, layer::Context, prelude::*, registry::LookupSpan};
 
 /// One ZooKeeper request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Request {
     /// The `Zk` method (`get_data`, `multi`, …).
     pub op: String,
-    /// The path (a transaction's first operation's).
-    pub path: String,
     /// The gRPC method it was sent for (`/zkcoord.v1.Election/Resign`), if any.
     pub rpc: Option<String>,
+    /// When it was sent and when it was answered, as positions in this thread's sequence of
+    /// sends and answers (0: not answered yet).
+    pub sent: u64,
+    answered: Arc<AtomicU64>,
+}
+
+impl Request {
+    /// When it was answered (its span closed), as a position in the sequence of sends and
+    /// answers; `None` while it is in flight.
+    pub fn answered(&self) -> Option<u64> {
+        Some(self.answered.load(Ordering::SeqCst)).filter(|&at| at != 0)
+    }
+}
+
+/// The round trips `requests` (in the order sent) took one after the other: a request sent
+/// after one of the current round trip was answered starts the next; requests sent before any
+/// answer (in flight together, or pipelined on the session) share one.
+pub fn round_trips(requests: &[Request]) -> usize {
+    let mut trips = 0;
+    let mut current: Vec<&Request> = Vec::new();
+    for request in requests {
+        let waited = current.iter().any(|r| r.answered().is_some_and(|at| at < request.sent));
+        if current.is_empty() || waited {
+            trips += 1;
+            current.clear();
+        }
+        current.push(request);
+    }
+    trips
 }
 
 /// The requests counted since [`Requests::install`] or the last [`Requests::take`].
 #[derive(Clone, Debug, Default)]
 pub struct Requests {
     log: Arc<Mutex<Vec<Request>>>,
+    /// Numbers sends and answers in the order they happen.
+    clock: Arc<AtomicU64>,
 }
 
 impl Requests {
@@ -47,16 +79,22 @@ impl Requests {
         std::mem::take(&mut *self.log.lock().unwrap())
     }
 
-    /// The ops of the requests counted so far sent for gRPC method `rpc` (its last path segment,
-    /// e.g. `Resign`), in order; counting starts afresh.
-    pub fn take_for(&self, rpc: &str) -> Vec<String> {
+    /// The requests counted so far sent for gRPC method `rpc` (its last path segment, e.g.
+    /// `Resign`), in the order sent; counting starts afresh.
+    pub fn take_calls(&self, rpc: &str) -> Vec<Request> {
         self.take()
             .into_iter()
             .filter(|r| r.rpc.as_deref().is_some_and(|m| m.rsplit('/').next() == Some(rpc)))
-            .map(|r| r.op)
             .collect()
     }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::SeqCst) + 1
+    }
 }
+
+/// When a `zookeeper` span closed, kept in its extensions.
+struct Answered(Arc<AtomicU64>);
 
 /// The gRPC method of a `grpc` span, kept in its extensions.
 struct Method(String);
@@ -65,7 +103,6 @@ struct Method(String);
 #[derive(Default)]
 struct Fields {
     op: Option<String>,
-    path: Option<String>,
     method: Option<String>,
 }
 
@@ -83,7 +120,6 @@ impl Fields {
     fn record(&mut self, field: &Field, value: String) {
         match field.name() {
             "zk.op" => self.op = Some(value),
-            "zk.path" => self.path = Some(value),
             "rpc.method" => self.method = Some(value),
             _ => {}
         }
@@ -109,7 +145,17 @@ where
             return;
         }
         let rpc = span.scope().skip(1).find_map(|parent| parent.extensions().get::<Method>().map(|m| m.0.clone()));
-        let request = Request { op: fields.op.unwrap_or_default(), path: fields.path.unwrap_or_default(), rpc };
-        self.log.lock().unwrap().push(request);
+        let answered = Arc::new(AtomicU64::new(0));
+        span.extensions_mut().insert(Answered(answered.clone()));
+        let (op, sent) = (fields.op.unwrap_or_default(), self.tick());
+        self.log.lock().unwrap().push(Request { op, rpc, sent, answered });
+    }
+
+    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(&id)
+            && let Some(Answered(answered)) = span.extensions().get::<Answered>()
+        {
+            answered.store(self.tick(), Ordering::SeqCst);
+        }
     }
 }
