@@ -50,7 +50,6 @@ impl Recipes {
         limits: &Arc<InstanceLimits>,
         health_writes_per_second: u32,
     ) -> Self {
-        let elections = Elections::new(session.clone(), incarnation.clone(), shutdown.clone(), limits.clone());
         let leases = Leases::start(
             session.clone(),
             incarnation.clone(),
@@ -58,6 +57,8 @@ impl Recipes {
             limits.quotas,
             health_writes_per_second,
         );
+        let elections =
+            Elections::new(session.clone(), incarnation.clone(), leases.clone(), shutdown.clone(), limits.clone());
         let shards = Shards::start(session.clone(), shutdown.clone());
         let locks = Locks::new(session, incarnation, leases.clone(), shutdown, limits.quotas.lock_requests_per_lease);
         Self { tenant, leases, elections, locks, shards }

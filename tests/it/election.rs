@@ -760,3 +760,36 @@ async fn healthy_for_delays_preemption_by_a_recovered_candidate() {
     big.until(pb::CandidateState::Elected).await;
     instance.shutdown().await;
 }
+
+/// A Campaign naming the other preemption policy than the election's is refused, on an
+/// instance that follows the election (it knows the policy) as on one that does not (it reads
+/// it); naming none, or the same, is accepted on both.
+#[tokio::test]
+async fn a_campaign_naming_the_other_preempt_policy_is_refused() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("election-policy");
+    let a = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let b = support::start_zkcoord(&zk.hosts(), &ns).await;
+    let (on_a, on_b) = (support::channel(a.addr()).await, support::channel(b.addr()).await);
+    let e = "policed";
+    let mut first = campaign(&on_a, e, "first", leased(&on_a, "f").await, 0, pb::PreemptPolicy::On).await;
+    first.until(pb::CandidateState::Elected).await;
+    for (channel, on) in [(&on_a, "the following instance"), (&on_b, "another instance")] {
+        let lease = leased(channel, "o").await;
+        let refused = ElectionClient::new(channel.clone())
+            .campaign(campaign_request(e, "other", &lease, 1, pb::PreemptPolicy::Off))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "on {on}: {refused:?}");
+        assert_eq!(refused.message(), "the election has a different preempt policy", "on {on}");
+    }
+    for (channel, id, policy) in
+        [(&on_b, "same", pb::PreemptPolicy::On), (&on_a, "any", pb::PreemptPolicy::Unspecified)]
+    {
+        let mut accepted = campaign(channel, e, id, leased(channel, id).await, 1, policy).await;
+        accepted.until(pb::CandidateState::Queued).await;
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -34,6 +34,7 @@ mod shards;
 mod tenants;
 mod tls;
 mod traces;
+mod zk_cost;
 mod zk_quorum;
 mod zk_security;
 

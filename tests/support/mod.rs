@@ -10,6 +10,7 @@ pub mod lock;
 pub mod owner;
 #[allow(dead_code)] // Shared with chaos/ (chaos/src/harness.rs), which uses parts the tests do not.
 pub mod proxy;
+pub mod requests;
 #[allow(dead_code)] // Likewise.
 pub mod zk;
 

@@ -272,6 +272,8 @@ pub struct CandidateInfo {
 pub(crate) struct ElectionContext {
     session: ZkSession,
     me: Incarnation,
+    /// Authenticates the callers of Resign, Proclaim and Transfer (see [`Elections::resign`]).
+    leases: lease::Leases,
     shutdown: CancellationToken,
     registry: Registry,
     leaderships: Leaderships,
@@ -349,19 +351,31 @@ pub(crate) fn status_of(state: &ElectionState, id: &str, lease_id: i64, me: &str
 }
 
 impl Elections {
-    /// The election recipe for the instance `me`, within `limits` (shared by every tenant's).
-    pub fn new(session: ZkSession, me: Incarnation, shutdown: CancellationToken, limits: Arc<InstanceLimits>) -> Self {
+    /// The election recipe for the instance `me`, whose leases are `leases`, within `limits`
+    /// (shared by every tenant's).
+    pub fn new(
+        session: ZkSession,
+        me: Incarnation,
+        leases: lease::Leases,
+        shutdown: CancellationToken,
+        limits: Arc<InstanceLimits>,
+    ) -> Self {
         let leaderships = Leaderships::new(session.clone());
-        Self {
-            shared: Arc::new(ElectionContext {
-                session,
-                me,
-                shutdown,
-                registry: Registry::default(),
-                leaderships,
-                limits,
-            }),
-        }
+        let registry = Registry::default();
+        Self { shared: Arc::new(ElectionContext { session, me, leases, shutdown, registry, leaderships, limits }) }
+    }
+
+    /// Authenticates a call acting for lease `key.lease_id` with its secret, as Lock does
+    /// ([`lease::Leases::authenticate`]): from memory when the lease is attached to this
+    /// instance, else by reading its record. Enough for a call that only deletes or updates
+    /// what is bound to the lease: a lease's secret never changes (its digest, held in memory
+    /// since the grant or claim here, is the record's), and what the call then writes is bound
+    /// to the lease in ZooKeeper, checked in the same transaction (a binding under the lease
+    /// record, or the election record naming the lease), so a lease deleted meanwhile fails
+    /// that write instead of being acted for. Past its ttl a lease attached here is not found,
+    /// even before its deletion.
+    async fn authenticate(&self, key: &CandidateKey) -> Result<()> {
+        self.shared.leases.authenticate(key.lease_id, &key.secret).await.map(|_| ())
     }
 
     /// The leaderships of lease `lease_id` among `elections` that this instance can prove on
@@ -413,8 +427,23 @@ impl Elections {
         let client = self.shared.session.client()?;
         let key = &request.key;
         // The caller's lease and secret first: a refused call writes nothing (no election
-        // znodes made for a caller without a lease).
-        let (record, stat) = lease::read_verified_stat(&client, key.lease_id, &key.secret).await?;
+        // znodes made for a caller without a lease). Then the election: known to exist, with
+        // its policy, when this instance follows it (a policy never changes once written);
+        // else its record is read together with the lease (one round trip). Only a missing
+        // election is created: a create that fails because the election exists is still a
+        // logged transaction (a zxid), on every Campaign after the first.
+        let known = self.shared.registry.peek(&key.election).and_then(|watch| {
+            let state = watch.state.borrow();
+            (state.generation != 0 && state.exists).then_some(state.record.preempt)
+        });
+        let (lease, policy) = match known {
+            Some(policy) => (lease::read_verified_stat(&client, key.lease_id, &key.secret).await, Ok(Some(policy))),
+            None => tokio::join!(
+                lease::read_verified_stat(&client, key.lease_id, &key.secret),
+                election_policy(&client, &key.election)
+            ),
+        };
+        let (record, stat) = lease?;
         let mut verified = Some((record, stat.version));
         let binding_name = layout::candidacy_binding(&key.election, &key.candidate_id);
         // The record's child count bounds the lease's candidacies: count them exactly only
@@ -430,7 +459,11 @@ impl Elections {
         }
         // The election's watch before any write: past `max_watched_elections` nothing is made.
         let watch = self.shared.registry.get(&self.shared, &key.election)?;
-        ensure_election(&client, self.shared.session.acls(), &key.election, request.preempt).await?;
+        let acls = self.shared.session.acls();
+        match policy? {
+            Some(existing) => check_policy(existing, request.preempt)?,
+            None => ensure_election(&client, acls, &key.election, request.preempt).await?,
+        }
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
         let binding_path = layout::binding(key.lease_id, &binding_name);
         let binding_data = record::candidacy_binding(&key.election, &key.candidate_id).encode();
@@ -443,7 +476,7 @@ impl Elections {
             healthy_for_ms: request.healthy_for.as_millis() as u64,
         };
         let data = record::encode(&record);
-        let persistent = CreateMode::Persistent.with_acls(self.shared.session.acls());
+        let persistent = CreateMode::Persistent.with_acls(acls);
         let mut written_zxid = None;
         for _ in 0..MAX_ATTEMPTS {
             let (_, lease_version) = match verified.take() {
@@ -454,17 +487,33 @@ impl Elections {
             multi.add_check_version(&layout::lease(key.lease_id), lease_version)?;
             multi.add_create(&candidate_path, &data, &persistent)?;
             multi.add_create(&binding_path, &binding_data, &persistent)?;
-            match multi.commit().await? {
+            // The candidate znode is read back in the same round trip: the read is sent right
+            // behind the transaction on the session's one connection, and ZooKeeper answers a
+            // session's requests in order, each after the ones sent before it took effect. It
+            // tells the zxid of a create (a create inside a multi reports no usable stat:
+            // ZOOKEEPER-4026), or what a candidacy being taken back holds.
+            let commit = multi.commit();
+            let read_back = client.get_data(&candidate_path);
+            let (committed, read_back) = tokio::join!(commit, read_back);
+            match committed? {
                 Ok(_) => {
-                    // A create inside a multi reports no usable stat: read the zxid back (a
-                    // candidacy already gone again counts as "anything after this is news").
-                    written_zxid = Some(client.check_stat(&candidate_path).await?.map_or(0, |stat| stat.mzxid));
+                    // A candidacy already gone again counts as "anything after this is news".
+                    let stat = match read_back {
+                        Ok(read) => read.map(|(_, stat)| stat),
+                        // Not answered (the connection changed after the commit): ask again.
+                        Err(_) => client.check_stat(&candidate_path).await?,
+                    };
+                    written_zxid = Some(stat.map_or(0, |stat| stat.mzxid));
                     break;
                 }
                 Err(OpFailed { index: 0, .. }) => continue, // the lease changed: verify again
+                Err(OpFailed { index: 1, error: NoNode }) => {
+                    // The election vanished since it was seen (deleted behind zkcoord's back).
+                    ensure_election(&client, acls, &key.election, request.preempt).await?;
+                }
                 Err(OpFailed { index: 1, error: NodeExists }) => {
                     // Taking back an existing candidacy.
-                    let Some((existing, stat)) = client.get_data(&candidate_path).await? else { continue };
+                    let Some((existing, stat)) = read_back? else { continue };
                     // A znode that is no candidate record (written behind zkcoord's back) is not
                     // this lease's either.
                     let ours = record::decode::<CandidateRecord>(&existing).is_ok_and(|e| e.lease_id == key.lease_id);
@@ -507,26 +556,31 @@ impl Elections {
     pub async fn resign(&self, key: &CandidateKey, term: i64) -> Result<()> {
         let client = self.shared.session.client()?;
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
-        // The three reads are in flight at once (one round trip), and judged in this order
-        // (the lease and its secret first) before anything is written. With a term, the
-        // election record must still be the one that says so when the candidacy is deleted.
-        let (lease, version, leads) = tokio::join!(
-            lease::read_verified(&client, key.lease_id, &key.secret),
-            own_candidate(&client, &candidate_path, key.lease_id),
-            async { if term != 0 { check_leads(&client, key, term).await.map(Some) } else { Ok(None) } },
-        );
+        // The lease (from memory when attached here) and, with a term, the election record are
+        // in flight at once, and judged in this order (the lease and its secret first) before
+        // anything is written. With a term, the election record must still be the one that
+        // says so when the candidacy is deleted.
+        let (lease, leads) = tokio::join!(self.authenticate(key), async {
+            if term != 0 { check_leads(&client, key, term).await.map(Some) } else { Ok(None) }
+        });
         lease?;
-        let (version, leads) = (version?, leads?);
+        let leads = leads?;
+        // No read of the candidate first: the lease's binding of this candidacy, deleted in the
+        // same transaction, exists exactly while the candidate znode exists bound to this lease
+        // (both are created and deleted together, `lease::zkops::delete_lease`). So the
+        // transaction deletes this lease's candidacy, or fails with `NoNode` and deletes
+        // nothing: no such candidacy, or one of another lease.
         let binding_path = layout::binding(key.lease_id, &layout::candidacy_binding(&key.election, &key.candidate_id));
         let mut multi = client.multi();
         if let Some(election_version) = leads {
             multi.add_check_version(&layout::election(&key.election), election_version)?;
         }
-        multi.add_delete(&candidate_path, Some(version))?;
+        multi.add_delete(&candidate_path, None)?;
         multi.add_delete(&binding_path, None)?;
         match multi.commit().await? {
             Ok(_) => Ok(()),
             Err(OpFailed { index: 0, .. }) if leads.is_some() => Err(Error::FailedPrecondition(NOT_LEADER_OF_TERM)),
+            Err(OpFailed { error: NoNode, .. }) => Err(Error::FailedPrecondition(NOT_A_CANDIDATE)),
             Err(OpFailed { .. }) => Err(Error::FailedPrecondition(CANDIDACY_CHANGED)),
         }
     }
@@ -619,11 +673,9 @@ impl Elections {
     pub async fn step_down(&self, key: &CandidateKey, term: i64) -> Result<()> {
         let client = self.shared.session.client()?;
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
-        // Both reads in flight at once; judged in this order.
-        let (lease, own) = tokio::join!(
-            lease::read_verified(&client, key.lease_id, &key.secret),
-            own_candidate(&client, &candidate_path, key.lease_id)
-        );
+        // The lease (from memory when attached here: `Elections::authenticate`) and the
+        // candidacy in flight at once; judged in this order.
+        let (lease, own) = tokio::join!(self.authenticate(key), own_candidate(&client, &candidate_path, key.lease_id));
         lease?;
         own?;
         for attempt in 0..MAX_ATTEMPTS {
@@ -667,12 +719,17 @@ impl Elections {
     /// [`Error::FailedPrecondition`] when the key does not lead `term`, plus the lease errors.
     pub async fn proclaim(&self, key: &CandidateKey, term: i64, value: &[u8]) -> Result<()> {
         let client = self.shared.session.client()?;
-        lease::read_verified(&client, key.lease_id, &key.secret).await?;
         let not_leader = Error::FailedPrecondition(NOT_LEADER_OF_TERM);
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
+        // From memory when the lease is attached here (see `Elections::authenticate`); first,
+        // so that a refused call reads nothing more.
+        self.authenticate(key).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let election_version = check_leads(&client, key, term).await?;
-            let Some((data, stat)) = client.get_data(&candidate_path).await? else { return Err(not_leader) };
+            // The election record and the candidacy in flight at once (one round trip); the
+            // transaction below writes only while both are still as read.
+            let (leads, candidate) = tokio::join!(check_leads(&client, key, term), client.get_data(&candidate_path));
+            let election_version = leads?;
+            let Some((data, stat)) = candidate? else { return Err(not_leader) };
             let mut record: CandidateRecord = record::decode(&data)?;
             record.value_hex = crate::id::hex(value);
             // Written only while the election record still names this leader of `term`.
@@ -755,7 +812,9 @@ impl Elections {
     ) -> Result<LeaderView> {
         let client = self.shared.session.client()?;
         if let Some(from) = from {
-            lease::read_verified(&client, from.lease_id, &from.secret).await?;
+            // Enough: the deposition written below is a compare-and-set of a record that names
+            // `from` as the leader (see `Elections::authenticate`).
+            self.authenticate(from).await?;
         }
         let (watch, state) = self.fresh_state(name).await?;
         let Some((leader, _)) = state.leader() else {
@@ -843,8 +902,9 @@ impl Elections {
     }
 }
 
-/// Creates the election with `preempt` (off when unspecified) unless it exists; an explicit
-/// policy must match an existing election's.
+/// Creates the election with `preempt` (off when unspecified) unless it exists (one
+/// transaction, which takes a zxid even when it fails: call it only for an election not seen);
+/// an explicit policy must match an existing election's.
 async fn ensure_election(client: &Zk, acls: Acls<'_>, name: &Name, preempt: Option<bool>) -> Result<()> {
     let path = layout::election(name);
     let record = ElectionRecord { preempt: preempt.unwrap_or(false), ..Default::default() };
@@ -855,14 +915,25 @@ async fn ensure_election(client: &Zk, acls: Acls<'_>, name: &Name, preempt: Opti
     match multi.commit().await? {
         Ok(_) => Ok(()),
         Err(OpFailed { index: 0, error: NodeExists }) => {
-            let (data, _) = client.get_data(&path).await?.ok_or(NoNode)?;
-            let existing: ElectionRecord = record::decode(&data)?;
-            match preempt {
-                Some(wanted) if wanted != existing.preempt => Err(Error::FailedPrecondition(OTHER_PREEMPT_POLICY)),
-                _ => Ok(()),
-            }
+            // Created meanwhile by another Campaign.
+            check_policy(election_policy(client, name).await?.ok_or(NoNode)?, preempt)
         }
         Err(OpFailed { error, .. }) => Err(error.into()),
+    }
+}
+
+/// The preemption policy of election `name`; `None` if it does not exist.
+async fn election_policy(client: &Zk, name: &Name) -> Result<Option<bool>> {
+    let Some((data, _)) = client.get_data(&layout::election(name)).await? else { return Ok(None) };
+    let existing: ElectionRecord = record::decode(&data)?;
+    Ok(Some(existing.preempt))
+}
+
+/// Checks a Campaign's `wanted` policy (`None`: any) against an election's `existing` one.
+fn check_policy(existing: bool, wanted: Option<bool>) -> Result<()> {
+    match wanted {
+        Some(wanted) if wanted != existing => Err(Error::FailedPrecondition(OTHER_PREEMPT_POLICY)),
+        _ => Ok(()),
     }
 }
 

@@ -736,6 +736,11 @@ impl Registry {
         lock(&self.watches).iter().filter_map(|(name, w)| Some((name.clone(), w.upgrade()?))).collect()
     }
 
+    /// The watch of election `name`, if one runs (none is started).
+    pub(super) fn peek(&self, name: &Name) -> Option<Arc<ElectionWatch>> {
+        lock(&self.watches).get(name.as_str()).and_then(std::sync::Weak::upgrade)
+    }
+
     /// The watch of election `name`, started on first use. A watch lives while someone holds
     /// it (a Campaign or Observe stream, a call reading the election) and stops with its last
     /// user: idle elections are not followed.

@@ -98,11 +98,12 @@ pub(super) async fn run(
             return Err(err);
         }
     };
-    // The token is read back (when the commit did not report it) while the queues are read
-    // for the first time: both requests are in flight on the session at once, one round trip.
+    // The queues were listed in the transaction's round trip (`zkops::queue`); the token is
+    // read back only when the commit did not report it, while the queues are read if they
+    // could not be then: in flight on the session at once, one round trip.
     let (token, result) = tokio::join!(
         zkops::read_token(&client, &queued),
-        wait_for_grant(&inner, &hold, lease_id, &keys, wait, &cancel)
+        wait_for_grant(&inner, &hold, lease_id, &keys, wait, &cancel, queued.queues.clone())
     );
     match token.and_then(|token| result.map(|grant| (grant, token))) {
         Ok((Grant::All { waited }, token)) => {
@@ -138,6 +139,7 @@ type EventFuture = Pin<Box<dyn Future<Output = WatchedEvent> + Send>>;
 
 /// Waits until request `hold` is granted on every key. With [`Wait::Until`], retries after
 /// retryable errors (ZooKeeper unreachable) until the deadline; with [`Wait::No`], returns them.
+/// `listed`: the keys' queues, read after the request was queued, for the first look.
 ///
 /// Correctness rests on two facts: a granted request stays granted until it leaves its queues
 /// (requests only join at the end), so the keys need not be read at one instant; and a request
@@ -150,6 +152,7 @@ async fn wait_for_grant(
     keys: &[Name],
     wait: Wait,
     cancel: &CancellationToken,
+    mut listed: Option<Vec<Queue>>,
 ) -> Result<Grant> {
     let deadline = match wait {
         Wait::Until(deadline) => deadline,
@@ -168,9 +171,13 @@ async fn wait_for_grant(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(Error::DeadlineExceeded);
         }
+        let first = listed.take();
         let step = async {
             let client = inner.session.client()?;
-            let queues = zkops::read_queues(&client, keys).await?;
+            let queues = match first {
+                Some(queues) => queues,
+                None => zkops::read_queues(&client, keys).await?,
+            };
             let mut blocker = None;
             let mut blocked_at = Vec::new();
             for (at, (key, queue)) in keys.iter().zip(&queues).enumerate() {
@@ -329,14 +336,14 @@ mod tests {
         let cancel = CancellationToken::new();
         let tried = tokio::time::timeout(
             Duration::from_secs(30),
-            wait_for_grant(&locks.inner, "h", 1, &keys, Wait::No, &cancel),
+            wait_for_grant(&locks.inner, "h", 1, &keys, Wait::No, &cancel, None),
         )
         .await
         .expect("a TryLock gives up at once");
         assert!(matches!(tried, Err(Error::Unavailable)), "a TryLock answers UNAVAILABLE");
         let waited = tokio::time::timeout(
             Duration::from_millis(300),
-            wait_for_grant(&locks.inner, "h", 1, &keys, Wait::Until(None), &cancel),
+            wait_for_grant(&locks.inner, "h", 1, &keys, Wait::Until(None), &cancel, None),
         )
         .await;
         assert!(waited.is_err(), "a Lock keeps waiting for ZooKeeper");

@@ -32,6 +32,9 @@ pub struct Queued {
     /// The zxid of the queueing transaction — the fencing token on every key — when the
     /// commit reported it (else see [`read_token`]).
     pub token: Option<u64>,
+    /// Every key's queue (in key order), read right after the transaction (see [`queue`]);
+    /// `None` when that read failed.
+    pub queues: Option<Vec<Queue>>,
 }
 
 /// How queueing failed.
@@ -85,10 +88,25 @@ pub async fn queue(
         // set_data, whose mzxid is the transaction's zxid — the token, without a read back.
         multi.add_create(&binding, &[], &persistent).map_err(failed)?;
         multi.add_set_data(&binding, &binding_data, Some(0)).map_err(failed)?;
-        match multi.commit().await.map_err(|err| QueueError::Ambiguous(err.into()))? {
-            Ok(results) => return Ok(queued(results)),
+        // Every key's queue is listed in the same round trip: the listings are sent right
+        // behind the transaction on the session's one connection, and ZooKeeper answers a
+        // session's requests in order, each after the ones sent before it took effect. So a
+        // committed request is in them (the first look at its standing); a transaction that
+        // failed for want of a key's znode learns from them which keys have none (the reads
+        // [`create_keys`] would make otherwise). Only a transaction failing for another reason
+        // (its lease gone) reads them in vain.
+        let commit = multi.commit();
+        let listed = join_all(keys.iter().map(|key| list_queue(client, key)));
+        let (committed, listed) = tokio::join!(commit, listed);
+        let listed: Result<Vec<Option<Queue>>> = listed.into_iter().collect();
+        match committed.map_err(|err| QueueError::Ambiguous(err.into()))? {
+            Ok(results) => {
+                let queues = listed.ok().map(|queues| queues.into_iter().map(Option::unwrap_or_default).collect());
+                return Ok(Queued { queues, ..queued(results) });
+            }
             Err(OpFailed { index, error: NoNode }) if index < keys.len() => {
-                create_keys(client, acls, keys).await.map_err(failed)?;
+                let missing = listed.ok().map(|queues| queues.iter().map(Option::is_none).collect());
+                create_keys(client, acls, keys, missing).await.map_err(failed)?;
             }
             Err(OpFailed { error: NoNode, .. }) => return Err(QueueError::Failed(Error::LeaseNotFound)),
             Err(OpFailed { error, .. }) => return Err(failed(error)),
@@ -121,7 +139,7 @@ fn queued(results: Vec<MultiWriteResult>) -> Queued {
     }
     // The last create is the binding.
     nodes.pop();
-    Queued { nodes, token }
+    Queued { nodes, token, queues: None }
 }
 
 /// The fencing token of `queued`: reported by the commit, or read back (should a server
@@ -144,12 +162,20 @@ pub async fn read_token(client: &Zk, queued: &Queued) -> Result<u64> {
     }
 }
 
-/// Creates the container znodes of the `keys` that have none.
-async fn create_keys(client: &Zk, acls: Acls<'_>, keys: &[Name]) -> ZkResult<()> {
+/// Creates the container znodes of the `keys` that have none: those `missing` says (one flag per
+/// key, from a listing just made), else those found missing by a read of each.
+async fn create_keys(client: &Zk, acls: Acls<'_>, keys: &[Name], missing: Option<Vec<bool>>) -> ZkResult<()> {
     let container = CreateMode::Container.with_acls(acls);
     let paths: Vec<String> = keys.iter().map(layout::lock).collect();
-    let stats = join_all(paths.iter().map(|p| client.check_stat(p))).await;
-    let missing = paths.iter().zip(stats).filter(|(_, stat)| !matches!(stat, Ok(Some(_)))).map(|(p, _)| p);
+    let missing = match missing {
+        Some(missing) => missing,
+        None => join_all(paths.iter().map(|p| client.check_stat(p)))
+            .await
+            .into_iter()
+            .map(|stat| !matches!(stat, Ok(Some(_))))
+            .collect(),
+    };
+    let missing = paths.iter().zip(missing).filter(|(_, missing)| *missing).map(|(p, _)| p);
     for created in join_all(missing.map(|p| client.create(p, &[], &container))).await {
         created?; // `None`: created meanwhile, as good
     }
@@ -170,10 +196,16 @@ pub async fn read_queues(client: &Zk, keys: &[Name]) -> Result<Vec<Queue>> {
 /// # Cancellation safety
 /// Read-only: safe to cancel.
 pub async fn read_queue(client: &Zk, key: &Name) -> Result<Queue> {
+    Ok(list_queue(client, key).await?.unwrap_or_default())
+}
+
+/// Like [`read_queue`], but `None` when the key has no znode. Its first request is sent when
+/// the future is first polled.
+async fn list_queue(client: &Zk, key: &Name) -> Result<Option<Queue>> {
     let path = layout::lock(key);
-    let Some(children) = client.list_children(&path).await? else { return Ok(Queue::default()) };
+    let Some(children) = client.list_children(&path).await? else { return Ok(None) };
     let Unordered(nodes) = match Queue::parse(&children) {
-        Ok(queue) => return Ok(queue),
+        Ok(queue) => return Ok(Some(queue)),
         Err(unordered) => unordered,
     };
     let stats = join_all(nodes.iter().map(|n| {
@@ -188,7 +220,7 @@ pub async fn read_queue(client: &Zk, key: &Name) -> Result<Queue> {
             created.push((node, stat.czxid));
         }
     }
-    Ok(Queue::by_creation(created))
+    Ok(Some(Queue::by_creation(created)))
 }
 
 /// Finds the nodes of request `hold` of lease `lease_id` from its binding; `None` when it is
