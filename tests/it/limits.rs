@@ -427,8 +427,8 @@ async fn an_instance_cannot_follow_more_elections_than_allowed() {
     let leader = ElectionClient::new(channel.clone()).leader(pb::LeaderRequest { election: "new".into() }).await;
     assert_exhausted(leader, server::TOO_MANY_ELECTIONS);
     let metrics = scrape_metrics(instance.metrics_addr().unwrap()).await;
-    let series = metrics.lines().filter(|line| line.starts_with("zkcoord_election_candidates{")).count();
-    assert_eq!(series, 3, "one series per followed election:\n{metrics}");
+    let refused = metrics.lines().filter(|line| line.contains("election=\"random-")).count();
+    assert_eq!(refused, 0, "no series for a refused election:\n{metrics}");
 
     // Elections already followed are served as before; the instance stays SERVING.
     let _again = try_observe(&channel, "e1").await.unwrap();
