@@ -20,6 +20,7 @@ use crate::{
     tenant::Recipes,
     validate::{
         self, Name,
+        page::{self, Call, Page},
         proto::{self, LeaseCredentials},
     },
 };
@@ -144,8 +145,14 @@ impl lease_server::Lease for LeaseService {
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
-        let leases = tenant.leases.list().await?.into_iter().map(lease_info).collect();
-        Ok(Response::new(pb::ListResponse { leases }))
+        let req = request.get_ref();
+        let page = Page::parse(Call::Leases, req.page_size, &req.page_token)?;
+        let after = page.after_parsed(|after| after.parse::<i64>().ok())?;
+        let (leases, next) = tenant.leases.list(after, page.size).await?;
+        Ok(Response::new(pb::ListResponse {
+            leases: leases.into_iter().map(lease_info).collect(),
+            next_page_token: next.map(|id| page::token(Call::Leases, &id.to_string())).unwrap_or_default(),
+        }))
     }
 }
 

@@ -46,10 +46,10 @@ async fn one_connection_cannot_have_more_calls_in_progress_than_allowed() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // A fourth call on that connection is refused at once; other connections are not limited.
-    let refused = LeaseClient::new(busy.clone()).list(pb::ListRequest {}).await.unwrap_err();
+    let refused = LeaseClient::new(busy.clone()).list(pb::ListRequest::default()).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     let other = support::channel(instance.addr()).await;
-    LeaseClient::new(other).list(pb::ListRequest {}).await.unwrap();
+    LeaseClient::new(other).list(pb::ListRequest::default()).await.unwrap();
 
     // Once the waits end, the connection takes calls again.
     holder.unlock(&held.handle).await.unwrap();
@@ -57,7 +57,7 @@ async fn one_connection_cannot_have_more_calls_in_progress_than_allowed() {
         let handle = wait.await.unwrap().unwrap().handle;
         waiter.unlock(&handle).await.unwrap();
     }
-    LeaseClient::new(busy).list(pb::ListRequest {}).await.unwrap();
+    LeaseClient::new(busy).list(pb::ListRequest::default()).await.unwrap();
     instance.shutdown().await;
 }
 
@@ -77,7 +77,10 @@ async fn an_oversized_request_is_refused_and_changes_nothing() {
     let refused = leases.grant(request).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert_eq!(refused.message(), zkcoord::server::TOO_LARGE_MESSAGE);
-    assert!(leases.list(pb::ListRequest {}).await.unwrap().into_inner().leases.is_empty(), "no lease was granted");
+    assert!(
+        leases.list(pb::ListRequest::default()).await.unwrap().into_inner().leases.is_empty(),
+        "no lease was granted"
+    );
     instance.shutdown().await;
 }
 
@@ -113,7 +116,7 @@ async fn one_connection_cannot_have_more_streams_open_than_allowed() {
     // Other connections are not limited, and the instance stays SERVING.
     let other = support::channel(instance.addr()).await;
     assert_eq!(support::health(&other, "").await, ServingStatus::Serving);
-    LeaseClient::new(other.clone()).list(pb::ListRequest {}).await.unwrap();
+    LeaseClient::new(other.clone()).list(pb::ListRequest::default()).await.unwrap();
     let mut on_other = Vec::new();
     for i in 0..4 {
         on_other.push(observing(other.clone(), &format!("e{i}")).await);

@@ -700,16 +700,26 @@ impl Elections {
         Ok(leader)
     }
 
-    /// The candidates of `name` in election order, with the policy and term.
+    /// One page of the candidates of `name` in election order (priority, then the earliest):
+    /// the first `size` whose order key (`(priority, czxid)`) is greater than `after` (from the
+    /// first when `None`), with the policy and term, and the order key to continue after when
+    /// more candidates follow. Positions are those in the whole election order.
     ///
     /// # Errors
     /// [`Error::Unavailable`].
-    pub async fn candidates(&self, name: &Name) -> Result<(Vec<CandidateInfo>, bool, i64)> {
+    ///
+    /// # Cancellation safety
+    /// Read-only: safe to cancel.
+    pub async fn candidates(&self, name: &Name, after: Option<(i32, i64)>, size: usize) -> Result<CandidatesPage> {
         let (_, state) = self.state(name).await?;
         let leader = state.leader().map(|(l, _)| l.candidate_id.clone());
-        let infos = state
-            .ordered()
-            .into_iter()
+        let ordered = state.ordered();
+        let start = after.map_or(0, |after| ordered.partition_point(|c| (c.record.priority, c.czxid) <= after));
+        let rest = ordered.get(start..).unwrap_or_default();
+        let page = rest.get(..size).unwrap_or(rest);
+        let next = if rest.len() > page.len() { page.last().map(|c| (c.record.priority, c.czxid)) } else { None };
+        let candidates = page
+            .iter()
             .enumerate()
             .map(|(i, c)| CandidateInfo {
                 candidate_id: c.id.clone(),
@@ -718,12 +728,25 @@ impl Elections {
                 health: c.health.clone(),
                 eligible: c.eligible(),
                 lease_id: c.record.lease_id,
-                position: u32::try_from(i).unwrap_or(u32::MAX),
+                position: u32::try_from(start + i).unwrap_or(u32::MAX),
                 leader: leader.as_deref() == Some(c.id.as_str()),
             })
             .collect();
-        Ok((infos, state.record.preempt, state.record.term))
+        Ok(CandidatesPage { candidates, preempt: state.record.preempt, term: state.record.term, next })
     }
+}
+
+/// One page of an election's candidates ([`Elections::candidates`]).
+#[derive(Clone, Debug)]
+pub struct CandidatesPage {
+    /// The page's candidates, in election order.
+    pub candidates: Vec<CandidateInfo>,
+    /// The election's preemption policy.
+    pub preempt: bool,
+    /// The current term.
+    pub term: i64,
+    /// The order key (`(priority, czxid)`) of the page's last candidate, when more follow.
+    pub next: Option<(i32, i64)>,
 }
 
 /// Creates the election with `preempt` (off when unspecified) unless it exists; an explicit
