@@ -25,6 +25,7 @@ mod lock_client;
 mod lock_failures;
 mod master_standby;
 mod metrics;
+mod paging;
 mod python;
 mod python_client;
 mod shard_member;
