@@ -8,6 +8,7 @@
 mod support;
 
 mod api_surface;
+mod cleanup;
 mod cli;
 mod client;
 mod config;

@@ -19,6 +19,7 @@
 //! * Who may act as leader is decided by the lease's heartbeat answers, which list only
 //!   leaderships proven current ([`leadership`]); Campaign streams only notify.
 
+mod cleanup;
 pub mod leadership;
 pub mod observe;
 pub mod record;
@@ -342,7 +343,9 @@ impl Elections {
     /// The election recipe for the instance `me`.
     pub fn new(session: ZkSession, me: Incarnation, shutdown: CancellationToken) -> Self {
         let leaderships = Leaderships::new(session.clone());
-        Self { shared: Arc::new(ElectionContext { session, me, shutdown, registry: Registry::default(), leaderships }) }
+        let shared = Arc::new(ElectionContext { session, me, shutdown, registry: Registry::default(), leaderships });
+        tokio::spawn(cleanup::run(shared.clone()));
+        Self { shared }
     }
 
     /// The leaderships of lease `lease_id` among `elections` that this instance can prove on
@@ -419,6 +422,11 @@ impl Elections {
                     break;
                 }
                 Err(OpFailed { index: 0, .. }) => continue, // the lease changed: verify again
+                Err(OpFailed { index: 1, error: NoNode }) => {
+                    // The election was removed (nobody left in it) since it was ensured: again.
+                    ensure_election(&client, self.shared.session.acls(), &key.election, request.preempt).await?;
+                    continue;
+                }
                 Err(OpFailed { index: 1, error: NodeExists }) => {
                     // Taking back an existing candidacy.
                     let Some((existing, stat)) = client.get_data(&candidate_path).await? else { continue };
@@ -750,26 +758,46 @@ pub struct CandidatesPage {
 }
 
 /// Creates the election with `preempt` (off when unspecified) unless it exists; an explicit
-/// policy must match an existing election's.
+/// policy must match an existing election's. An existing election costs one read. A new one
+/// starts at the tenant's term floor ([`record::TermFloor`]), checked unchanged in the creating
+/// transaction: an election removed by the cleanup ([`cleanup`]) and created again continues
+/// its terms above its old ones, never repeating one.
 async fn ensure_election(client: &Zk, acls: Acls<'_>, name: &Name, preempt: Option<bool>) -> Result<()> {
     let path = layout::election(name);
-    let record = ElectionRecord { preempt: preempt.unwrap_or(false), ..Default::default() };
     let persistent = CreateMode::Persistent.with_acls(acls);
-    let mut multi = client.multi();
-    multi.add_create(&path, &record::encode(&record), &persistent)?;
-    multi.add_create(&layout::candidates(name), &[], &persistent)?;
-    match multi.commit().await? {
-        Ok(_) => Ok(()),
-        Err(OpFailed { index: 0, error: NodeExists }) => {
-            let (data, _) = client.get_data(&path).await?.ok_or(NoNode)?;
+    for _ in 0..MAX_ATTEMPTS {
+        if let Some((data, _)) = client.get_data(&path).await? {
             let existing: ElectionRecord = record::decode(&data)?;
-            match preempt {
+            return match preempt {
                 Some(wanted) if wanted != existing.preempt => Err(Error::FailedPrecondition(OTHER_PREEMPT_POLICY)),
                 _ => Ok(()),
-            }
+            };
         }
-        Err(OpFailed { error, .. }) => Err(error.into()),
+        let (floor, floor_version) = term_floor(client).await?;
+        let record = ElectionRecord { preempt: preempt.unwrap_or(false), term: floor, ..Default::default() };
+        let mut multi = client.multi();
+        multi.add_check_version(layout::ELECTIONS, floor_version)?;
+        multi.add_create(&path, &record::encode(&record), &persistent)?;
+        multi.add_create(&layout::candidates(name), &[], &persistent)?;
+        match multi.commit().await? {
+            Ok(_) => return Ok(()),
+            // The floor moved (an election was removed), or someone else created it: again.
+            Err(OpFailed { index: 0, error: BadVersion } | OpFailed { index: 1, error: NodeExists }) => continue,
+            Err(OpFailed { error, .. }) => return Err(error.into()),
+        }
     }
+    Err(Error::Unavailable)
+}
+
+/// The tenant's term floor and the version of the directory that holds it.
+///
+/// # Errors
+/// [`Error::Internal`] when the directory holds something else than a floor (written behind
+/// zkcoord's back): no election can be created safely then.
+async fn term_floor(client: &Zk) -> Result<(i64, i32)> {
+    let (data, stat) = client.get_data(layout::ELECTIONS).await?.ok_or(NoNode)?;
+    let floor = record::TermFloor::decode(&data).ok_or_else(|| Error::Internal("undecodable term floor".into()))?;
+    Ok((floor.term_floor, stat.version))
 }
 
 /// The version of the candidate znode, if it is bound to `lease_id`.

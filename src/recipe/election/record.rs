@@ -73,7 +73,8 @@ pub struct LeaderRecord {
 pub struct ElectionRecord {
     /// Preemption policy, chosen by the first campaign.
     pub preempt: bool,
-    /// The current (or last) term; 0 before the first leader.
+    /// The current (or last) term; before the first leader, the term floor the election was
+    /// created with ([`TermFloor`]: 0 unless an election was removed before).
     pub term: i64,
     /// The leader, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +119,27 @@ impl CandidateRecord {
         (0..self.value_hex.len() / 2)
             .filter_map(|i| u8::from_str_radix(self.value_hex.get(2 * i..2 * i + 2)?, 16).ok())
             .collect()
+    }
+}
+
+/// The data of the elections directory `/elections`: the **term floor**, the largest term of
+/// any election the cleanup removed ([`super::cleanup`]). An election created (or created
+/// again after its removal) starts its terms above it, so an election's terms only grow, even
+/// across its removal. Empty data (a directory no cleanup wrote yet) is a floor of 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermFloor {
+    /// No election of this tenant had a larger term when it was removed.
+    pub term_floor: i64,
+}
+
+impl TermFloor {
+    /// Parses the directory's data; `None` when it is neither empty nor a floor (written behind
+    /// zkcoord's back): then no election may be removed.
+    pub fn decode(data: &[u8]) -> Option<Self> {
+        if data.is_empty() {
+            return Some(Self::default());
+        }
+        serde_json::from_slice(data).ok()
     }
 }
 
