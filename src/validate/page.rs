@@ -1,4 +1,5 @@
-//! Paging of the list calls (Lease.List, Lock.Holders, Election.Candidates): the page size rule
+//! Paging of the list calls (Lease.List, Lock.Holders, Election.Candidates, Shards.Members): the
+//! page size rule
 //! and the page token.
 //!
 //! A page token is opaque to clients: the hex encoding of `<call>\0<position>`, where `<call>`
@@ -27,6 +28,8 @@ pub enum Call {
     Holders,
     /// Election.Candidates: the position is `<priority> <czxid>`.
     Candidates,
+    /// Shards.Members: the position is a member id.
+    Members,
 }
 
 impl Call {
@@ -35,6 +38,7 @@ impl Call {
             Call::Leases => "leases",
             Call::Holders => "holders",
             Call::Candidates => "candidates",
+            Call::Members => "members",
         }
     }
 }

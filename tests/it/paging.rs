@@ -1,4 +1,4 @@
-//! Paging of the list calls (Lease.List, Lock.Holders, Election.Candidates): every item is
+//! Paging of the list calls (Lease.List, Lock.Holders, Election.Candidates, Shards.Members): every item is
 //! returned exactly once across pages of `page_size`, pages are bounded, and a token no answer
 //! returned is refused with INVALID_ARGUMENT.
 
@@ -15,6 +15,7 @@ use support::{
 use tonic::{Code, transport::Channel};
 use zkcoord::pb::v1::{
     self as pb, election_client::ElectionClient, lease_client::LeaseClient, lock_client::LockClient,
+    shards_client::ShardsClient,
 };
 
 const TTL: Duration = Duration::from_secs(60);
@@ -220,5 +221,45 @@ async fn a_page_token_no_answer_returned_is_invalid_argument() {
     check(LockClient::new(channel.clone()).holders(holders).await.unwrap_err());
     let candidates = pb::CandidatesRequest { election: "e".into(), page_size: 1, page_token: list_token };
     check(ElectionClient::new(channel.clone()).candidates(candidates).await.unwrap_err());
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn members_page_through_every_member_exactly_once() {
+    let zk = support::zk::shared();
+    let instance = support::start_zkcoord(&zk.hosts(), &support::namespace("paging-members")).await;
+    let channel = support::channel(instance.addr()).await;
+    let group = "paged";
+    let mut members = Vec::new();
+    for i in [4, 0, 6, 2, 5, 1, 3] {
+        members.push(crate::shards::Member::join(&channel, group, &format!("m{i}"), 16, 1, true).await);
+    }
+    support::eventually(Duration::from_secs(15), "every member is seen", || async {
+        let request = pb::MembersRequest { group: group.into(), ..Default::default() };
+        ShardsClient::new(channel.clone()).members(request).await.unwrap().into_inner().members.len() == 7
+    })
+    .await;
+    let mut listed = Vec::new();
+    let mut pages = 0;
+    let mut page_token = String::new();
+    loop {
+        let request = pb::MembersRequest { group: group.into(), page_size: 3, page_token };
+        let page = ShardsClient::new(channel.clone()).members(request).await.unwrap().into_inner();
+        assert!(page.members.len() <= 3, "{page:?}");
+        assert_eq!(page.shard_count, 16);
+        listed.extend(page.members.iter().map(|m| m.member_id.clone()));
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+        assert!(pages < 100, "paging ends");
+    }
+    assert_eq!(listed, (0..7).map(|i| format!("m{i}")).collect::<Vec<_>>(), "each member once, by id");
+    assert_eq!(pages, 3, "7 members in pages of 3");
+    let bad = pb::MembersRequest { group: group.into(), page_size: 3, page_token: "garbage".into() };
+    let status = ShardsClient::new(channel.clone()).members(bad).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::InvalidArgument, BAD_TOKEN));
+    drop(members);
     instance.shutdown().await;
 }

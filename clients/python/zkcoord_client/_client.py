@@ -263,9 +263,18 @@ class Client:
                 return keys
 
     def shard_members(self, group: str) -> shards_pb2.MembersResponse:
-        """Shards.Members: a shard group's members (and its drained member ids)."""
-        request = shards_pb2.MembersRequest(group=group)
-        return self.retrying(lambda ch: shards_pb2_grpc.ShardsStub(ch).Members(request, timeout=self.timeout))
+        """Shards.Members: a shard group's members (and its drained member ids), all pages."""
+        members = []
+        token = ""
+        while True:
+            request = shards_pb2.MembersRequest(group=group, page_size=PAGE_SIZE, page_token=token)
+            page = self.retrying(lambda ch: shards_pb2_grpc.ShardsStub(ch).Members(request, timeout=self.timeout))
+            members.extend(page.members)
+            token = page.next_page_token
+            if not token:
+                return shards_pb2.MembersResponse(
+                    shard_count=page.shard_count, members=members, drained=list(page.drained)
+                )
 
     def shard_assignment(self, group: str) -> shards_pb2.AssignmentResponse:
         """Shards.Assignment: a shard group's table, as ranges (zkcoord.v1.ShardRange)."""

@@ -1,4 +1,5 @@
-//! The list calls, paged through: Lease.List, Lock.Holders and Election.Candidates answer one
+//! The list calls, paged through: Lease.List, Lock.Holders, Election.Candidates and
+//! Shards.Members answer one
 //! page at a time (`page_size`, `page_token`, `next_page_token`); these methods ask for every
 //! page in turn and return everything.
 //!
@@ -8,7 +9,10 @@
 
 use crate::{
     Client, Error,
-    pb::{self, election_client::ElectionClient, lease_client::LeaseClient, lock_client::LockClient},
+    pb::{
+        self, election_client::ElectionClient, lease_client::LeaseClient, lock_client::LockClient,
+        shards_client::ShardsClient,
+    },
 };
 
 /// The page size these methods ask for: the server's maximum.
@@ -84,6 +88,32 @@ impl Client {
             candidates.append(&mut page.candidates);
             if page.next_page_token.is_empty() {
                 return Ok(pb::CandidatesResponse { candidates, ..page });
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Every member of shard group `group` in member id order, with the shard count and the
+    /// drained member ids as of the last page (Shards.Members, all pages; `next_page_token` is
+    /// empty).
+    ///
+    /// # Errors
+    /// The first page that failed, as [`Client::retrying`] reports it.
+    pub async fn shard_members(&self, group: &str) -> Result<pb::MembersResponse, Error> {
+        let mut members = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::MembersRequest { group: group.to_owned(), page_size: PAGE_SIZE, page_token };
+            let mut page = self
+                .retrying(|channel| {
+                    let request = request.clone();
+                    async move { ShardsClient::new(channel).members(request).await }
+                })
+                .await?
+                .into_inner();
+            members.append(&mut page.members);
+            if page.next_page_token.is_empty() {
+                return Ok(pb::MembersResponse { members, ..page });
             }
             page_token = page.next_page_token;
         }

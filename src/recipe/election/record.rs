@@ -161,6 +161,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn term_floors_decode_from_empty_or_their_own_data_only() {
+        assert_eq!(TermFloor::decode(b""), Some(TermFloor { term_floor: 0 }));
+        let floor = TermFloor { term_floor: 7 };
+        assert_eq!(TermFloor::decode(&encode(&floor)), Some(floor));
+        assert_eq!(TermFloor::decode(b"garbage"), None, "no removal on a floor zkcoord did not write");
+    }
+
+    #[test]
     fn values_round_trip_through_hex() {
         let value = vec![0u8, 1, 127, 128, 255];
         let record = CandidateRecord { lease_id: 1, priority: 0, value_hex: crate::id::hex(&value), stream: None };
