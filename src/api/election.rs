@@ -10,6 +10,7 @@ use crate::{
     recipe::election::{self, CampaignRequest, CandidateKey, CandidateStatus, Deposed, LeaderView, Observed},
     validate::{
         self, Name,
+        page::{self, Call, Page},
         proto::{self, Candidate},
     },
 };
@@ -248,10 +249,17 @@ impl election_server::Election for ElectionService {
         request: Request<pb::CandidatesRequest>,
     ) -> Result<Response<pb::CandidatesResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
-        let name = Name::parse("election", &request.get_ref().election)?;
+        let req = request.get_ref();
+        let name = Name::parse("election", &req.election)?;
         self.ctx.authorize(&Caller::of(&request), &tenant, Resource::Election, Access::Read, [&name])?;
-        let (candidates, preempt, term) = tenant.elections.candidates(&name).await?;
-        let candidates = candidates
+        let page = Page::parse(Call::Candidates, req.page_size, &req.page_token)?;
+        let after = page.after_parsed(|after| {
+            let (priority, czxid) = after.split_once(' ')?;
+            Some((priority.parse::<i32>().ok()?, czxid.parse::<i64>().ok()?))
+        })?;
+        let found = tenant.elections.candidates(&name, after, page.size).await?;
+        let candidates = found
+            .candidates
             .into_iter()
             .map(|c| pb::CandidateInfo {
                 candidate_id: c.candidate_id,
@@ -264,7 +272,16 @@ impl election_server::Election for ElectionService {
                 leader: c.leader,
             })
             .collect();
-        let preempt = if preempt { pb::PreemptPolicy::On } else { pb::PreemptPolicy::Off };
-        Ok(Response::new(pb::CandidatesResponse { candidates, preempt: preempt.into(), term }))
+        let preempt = if found.preempt { pb::PreemptPolicy::On } else { pb::PreemptPolicy::Off };
+        let next_page_token = found
+            .next
+            .map(|(priority, czxid)| page::token(Call::Candidates, &format!("{priority} {czxid}")))
+            .unwrap_or_default();
+        Ok(Response::new(pb::CandidatesResponse {
+            candidates,
+            preempt: preempt.into(),
+            term: found.term,
+            next_page_token,
+        }))
     }
 }

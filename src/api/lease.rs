@@ -21,6 +21,7 @@ use crate::{
     tenant::Recipes,
     validate::{
         self, Name,
+        page::{self, Call, Page},
         proto::{self, LeaseCredentials},
     },
 };
@@ -170,15 +171,20 @@ impl lease_server::Lease for LeaseService {
         let caller = Caller::of(&request);
         self.ctx.authorize_some(&caller, &tenant, Resource::Lease, Access::Read)?;
         let readable = self.ctx.filter(&caller, &tenant, Resource::Lease, Access::Read);
-        let leases = tenant
-            .leases
-            .list()
-            .await?
-            .into_iter()
-            .filter(|view| readable.as_ref().is_none_or(|readable| readable(&view.record.owner)))
-            .map(lease_info)
-            .collect();
-        Ok(Response::new(pb::ListResponse { leases }))
+        let req = request.get_ref();
+        let page = Page::parse(Call::Leases, req.page_size, &req.page_token)?;
+        let after = page.after_parsed(|after| after.parse::<i64>().ok())?;
+        // Leases the caller may not read are left out of the page (which may then hold fewer
+        // than `page_size`; the token still continues after the last lease read).
+        let (leases, next) = tenant.leases.list(after, page.size).await?;
+        Ok(Response::new(pb::ListResponse {
+            leases: leases
+                .into_iter()
+                .filter(|view| readable.as_ref().is_none_or(|readable| readable(&view.record.owner)))
+                .map(lease_info)
+                .collect(),
+            next_page_token: next.map(|id| page::token(Call::Leases, &id.to_string())).unwrap_or_default(),
+        }))
     }
 }
 

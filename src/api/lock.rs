@@ -8,7 +8,11 @@ use crate::{
     error::Result,
     pb::v1::{self as pb, lock_server},
     recipe::lock::{Acquired, KeyHolders, LockRequest, TryOutcome},
-    validate::{self, Name, proto},
+    validate::{
+        self, Name,
+        page::{self, Call, Page},
+        proto,
+    },
 };
 
 /// The Lock service.
@@ -111,7 +115,12 @@ impl lock_server::Lock for LockService {
         } else {
             self.ctx.authorize_str(&caller, &tenant, Resource::LockKey, Access::Read, &req.key)?;
         }
-        let keys = tenant.locks.holders(&req.key, req.prefix).await?;
-        Ok(Response::new(pb::HoldersResponse { keys: keys.into_iter().map(key_holders).collect() }))
+        let page = Page::parse(Call::Holders, req.page_size, &req.page_token)?;
+        let after = page.after_parsed(|after| Name::parse("page_token", after).ok())?;
+        let (keys, next) = tenant.locks.holders(&req.key, req.prefix, after.as_ref(), page.size).await?;
+        Ok(Response::new(pb::HoldersResponse {
+            keys: keys.into_iter().map(key_holders).collect(),
+            next_page_token: next.map(|key| page::token(Call::Holders, key.as_str())).unwrap_or_default(),
+        }))
     }
 }

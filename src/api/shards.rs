@@ -1,6 +1,6 @@
 //! `zkcoord.v1.Shards`: validates, calls [`crate::recipe::shards`], copies into protobuf.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, ops::Bound, time::Duration};
 
 use tonic::{Request, Response, Status};
 
@@ -10,7 +10,10 @@ use crate::{
     error::{Error, Result},
     pb::v1::{self as pb, shards_server},
     recipe::shards::{self, JoinRequest, MemberKey, ShardEvent, Slot, Table},
-    validate::{self, Name},
+    validate::{
+        self, Name,
+        page::{self, Call, Page},
+    },
 };
 
 /// Responses buffered per stream before the client must read.
@@ -259,13 +262,24 @@ impl shards_server::Shards for ShardsService {
 
     async fn members(&self, request: Request<pb::MembersRequest>) -> Result<Response<pb::MembersResponse>, Status> {
         let tenant = self.ctx.recipes(&request)?;
-        let group = Name::parse("group", &request.get_ref().group)?;
+        let req = request.get_ref();
+        let group = Name::parse("group", &req.group)?;
         self.ctx.authorize(&Caller::of(&request), &tenant, Resource::ShardGroup, Access::Read, [&group])?;
+        let page = Page::parse(Call::Members, req.page_size, &req.page_token)?;
+        let after = page.after_parsed(|after| Name::parse("page_token", after).ok())?;
         let state = tenant.shards.state(&group).await?;
         let table = state.table.clone().ok_or(Error::Unavailable)?;
-        let members = state
-            .members
-            .values()
+        let mut following = match &after {
+            Some(after) => state.members.range::<str, _>((Bound::Excluded(after.as_str()), Bound::Unbounded)),
+            None => state.members.range::<str, _>(..),
+        };
+        let listed: Vec<_> = following.by_ref().take(page.size).map(|(_, m)| m.clone()).collect();
+        let next_page_token = match (following.next(), listed.last()) {
+            (Some(_), Some(last)) => page::token(Call::Members, &last.id),
+            _ => String::new(),
+        };
+        let members = listed
+            .iter()
             .map(|m| pb::MemberInfo {
                 member_id: m.id.clone(),
                 lease_id: m.record.lease_id,
@@ -281,6 +295,7 @@ impl shards_server::Shards for ShardsService {
             shard_count: table.slots.len() as u32,
             members,
             drained: table.drained.iter().cloned().collect(),
+            next_page_token,
         }))
     }
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
-use zkcoord_client::pb::{self, election_client::ElectionClient};
+use zkcoord_client::pb;
 
 use super::{
     ClientArgs, Ctl, CtlError,
@@ -28,13 +28,7 @@ pub struct CandidatesArgs {
 pub async fn run(args: CandidatesArgs) -> Result<ExitCode, CtlError> {
     let ctl = Ctl::new(&args.client)?;
     let name = args.name;
-    let request = pb::CandidatesRequest { election: name.clone() };
-    let response = ctl
-        .call(format!("candidates {name}"), |channel| {
-            let request = request.clone();
-            async move { ElectionClient::new(channel).candidates(request).await }
-        })
-        .await?;
+    let response = ctl.client().candidates(&name).await.map_err(|err| ctl.error(err, format!("candidates {name}")))?;
     match ctl.format {
         Format::Table => {
             let mut table =

@@ -84,19 +84,17 @@ pub async fn run(args: LeaseArgs) -> Result<ExitCode, CtlError> {
 
 /// `lease list`.
 async fn list(ctl: &Ctl) -> Result<ExitCode, CtlError> {
-    let response = ctl
-        .call("lease list", |channel| async move { LeaseClient::new(channel).list(pb::ListRequest {}).await })
-        .await?;
+    let leases = ctl.client().list_leases().await.map_err(|err| ctl.error(err, "lease list"))?;
     match ctl.format {
         Format::Table => {
             let mut table = Table::new(LEASE_HEADERS);
-            for lease in &response.leases {
+            for lease in &leases {
                 table.row(lease_row(lease));
             }
             print!("{table}");
         }
         Format::Json => {
-            let leases: Vec<Value> = response.leases.iter().map(lease_json).collect();
+            let leases: Vec<Value> = leases.iter().map(lease_json).collect();
             output::print_json(&json!({ "leases": leases }));
         }
     }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use zkcoord_client::pb::{self, lock_client::LockClient};
+use zkcoord_client::pb;
 
 use super::{
     ClientArgs, Ctl, CtlError,
@@ -43,18 +43,12 @@ pub enum LockCommand {
 pub async fn run(args: LockArgs) -> Result<ExitCode, CtlError> {
     let ctl = Ctl::new(&args.client)?;
     let LockCommand::Holders { key, prefix } = args.command;
-    let request = pb::HoldersRequest { key: key.clone(), prefix };
     let what = if prefix { format!("lock holders {key:?} --prefix") } else { format!("lock holders {key}") };
-    let response = ctl
-        .call(what, |channel| {
-            let request = request.clone();
-            async move { LockClient::new(channel).holders(request).await }
-        })
-        .await?;
+    let keys = ctl.client().holders(&key, prefix).await.map_err(|err| ctl.error(err, what))?;
     match ctl.format {
         Format::Table => {
             let mut table = Table::new(&["KEY", "MODE", "OWNER", "LEASE", "FENCING TOKEN", "SINCE", "WAITERS"]);
-            for key in &response.keys {
+            for key in &keys {
                 let waiters = key.waiters.to_string();
                 if key.holders.is_empty() {
                     let dash = || "-".to_owned();
@@ -75,8 +69,7 @@ pub async fn run(args: LockArgs) -> Result<ExitCode, CtlError> {
             print!("{table}");
         }
         Format::Json => {
-            let keys: Vec<Value> = response
-                .keys
+            let keys: Vec<Value> = keys
                 .iter()
                 .map(|key| {
                     let holders: Vec<Value> = key

@@ -217,12 +217,7 @@ async fn members(ctl: &Ctl, group: &str) -> Result<ExitCode, CtlError> {
 }
 
 async fn fetch_members(ctl: &Ctl, group: &str, what: String) -> Result<pb::MembersResponse, CtlError> {
-    let request = pb::MembersRequest { group: group.to_owned() };
-    ctl.call(what, |channel| {
-        let request = request.clone();
-        async move { ShardsClient::new(channel).members(request).await }
-    })
-    .await
+    ctl.client().shard_members(group).await.map_err(|err| ctl.error(err, what))
 }
 
 /// `shards drain|undrain GROUP MEMBER`. Safe to repeat: draining a drained member changes

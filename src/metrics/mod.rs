@@ -41,7 +41,12 @@ use prometheus_client::{
 };
 use prost::Message;
 
-use crate::{recipe::shards::GroupWatch, sync_util::lock, tenant::Tenants, zk::ZkSession};
+use crate::{
+    recipe::shards::GroupWatch,
+    sync_util::lock,
+    tenant::Tenants,
+    zk::{ZkSession, foreign::Kind},
+};
 
 /// The most elections, and separately the most shard groups, that get series of their own
 /// (labelled with their name) per instance; the rest share [`OTHER`].
@@ -90,6 +95,12 @@ struct MethodLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabels {
     tenant: String,
+}
+
+/// Label of skipped znodes (see `zk::foreign`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
 }
 
 /// Label of per-election figures.
@@ -167,6 +178,7 @@ struct Instruments {
     shard_group_handoffs: Family<GroupLabels, Gauge>,
     shard_group_handoff_seconds: GroupSeconds,
     shard_group_unowned_shard_seconds: Family<GroupLabels, FloatCounter>,
+    undecodable_znodes: Family<KindLabels, Counter>,
     /// The group watch each per-group counter and histogram mirrors: a group followed again
     /// (a new watch) starts its series again from zero.
     shard_group_watches: Mutex<HashMap<GroupLabels, u64>>,
@@ -270,6 +282,12 @@ impl Metrics {
             "Time x shards UNASSIGNED or HANDING_OFF in a followed shard group, as this instance saw it while following it",
             shard_group_unowned_shard_seconds.clone(),
         );
+        let undecodable_znodes = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "undecodable_znodes",
+            "Times a znode in zkcoord's namespace that zkcoord did not write (undecodable data, a foreign name) was skipped, by what it was read as",
+            undecodable_znodes.clone(),
+        );
         Self {
             inner: Arc::new(Instruments {
                 registry,
@@ -292,6 +310,7 @@ impl Metrics {
                 shard_group_handoffs,
                 shard_group_handoff_seconds,
                 shard_group_unowned_shard_seconds,
+                undecodable_znodes,
                 shard_group_watches: Mutex::new(HashMap::new()),
             }),
         }
@@ -363,6 +382,10 @@ impl Metrics {
     pub fn render(&self, sources: &Sources) -> String {
         let inner = &self.inner;
         inner.zk_connected.set(i64::from(sources.session.status().is_connected()));
+        for kind in Kind::ALL {
+            let counter = inner.undecodable_znodes.get_or_create(&KindLabels { kind: kind.label().to_owned() });
+            catch_up(&counter, sources.session.skipped().count(kind));
+        }
         inner.election_candidates.clear();
         inner.election_has_leader.clear();
         inner.shard_group_members.clear();

@@ -9,6 +9,7 @@
 //! This module holds the rules of single values; [`proto`] those of protobuf messages. The
 //! gRPC services apply them and only translate what passed.
 
+pub mod page;
 pub mod proto;
 
 use std::{collections::BTreeMap, fmt, time::Duration};

@@ -4,6 +4,7 @@
 //! <namespace>/instances/<instance-id>   ephemeral: one per live zkcoord instance
 //! <namespace>/leases/<id>              lease record (JSON); children: what is bound to it
 //! <namespace>/leases/<id>/<binding>    binding record (JSON): the znodes that end with the lease
+//! <namespace>/elections                (data) the term floor (JSON), see `recipe::election::cleanup`
 //! <namespace>/elections/<name>          election record (JSON)
 //! <namespace>/elections/<name>/candidates/<candidate-id>   candidate record (JSON)
 //! <namespace>/locks/<key>              container: the queue of one lock key

@@ -4,6 +4,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod foreign;
 pub mod layout;
 pub mod ops;
 pub mod proof;

@@ -24,7 +24,7 @@ use zookeeper_client::{Acls, Client, CreateMode, SessionState};
 use crate::{
     error::{Error, Result},
     zk::{
-        Zk, ZkAuth, acl, layout,
+        Zk, ZkAuth, acl, foreign, layout,
         proof::{self, Proof, ProofTiming, Proofs},
     },
 };
@@ -126,6 +126,8 @@ pub struct ZkSession {
     scope: Option<Arc<str>>,
     /// Proofs that the session is alive in the ensemble and reads are current (see [`proof`]).
     proofs: Proofs,
+    /// Znodes skipped as not zkcoord's, counted for every tenant together (see [`foreign`]).
+    skipped: Arc<foreign::Skipped>,
 }
 
 impl ZkSession {
@@ -174,7 +176,7 @@ impl ZkSession {
             timing,
             cancel.clone(),
         );
-        Self { shared, status, cancel, acls, namespace, scope: None, proofs }
+        Self { shared, status, cancel, acls, namespace, scope: None, proofs, skipped: Arc::default() }
     }
 
     /// A view of this session for configured tenant `tenant` (one of `config.tenants`): the
@@ -183,6 +185,11 @@ impl ZkSession {
     pub(crate) fn for_tenant(&self, tenant: &str) -> Self {
         let root = format!("{}{}", self.namespace, layout::tenant(tenant));
         Self { scope: Some(root.into()), ..self.clone() }
+    }
+
+    /// Where readers log and count the znodes they skip as not zkcoord's ([`foreign`]).
+    pub(crate) fn skipped(&self) -> &foreign::Skipped {
+        &self.skipped
     }
 
     /// The ACL to create znodes with: the one choice of [`acl::for_session`].

@@ -95,7 +95,10 @@ async fn invalid_input_is_rejected_before_reaching_zookeeper() {
         assert_invalid(leases.grant(grant).await, "owner");
         assert_invalid(elections.leader(pb::LeaderRequest { election: bad.into() }).await, "election");
         assert_invalid(elections.observe(pb::ObserveRequest { election: bad.into() }).await, "election");
-        assert_invalid(elections.candidates(pb::CandidatesRequest { election: bad.into() }).await, "election");
+        assert_invalid(
+            elections.candidates(pb::CandidatesRequest { election: bad.into(), ..Default::default() }).await,
+            "election",
+        );
         let campaign = pb::CampaignRequest { key: key(bad, "c"), ..Default::default() };
         assert_invalid(elections.campaign(campaign).await, "key.election");
         let campaign = pb::CampaignRequest { key: key("e", bad), ..Default::default() };
@@ -117,7 +120,10 @@ async fn invalid_input_is_rejected_before_reaching_zookeeper() {
         let try_lock = pb::TryLockRequest { keys: vec![bad.into()], lease: lease(1, "s"), mode: 1 };
         assert_invalid(locks.try_lock(try_lock).await, "keys");
         if !bad.is_empty() {
-            assert_invalid(locks.holders(pb::HoldersRequest { key: bad.into(), prefix: true }).await, "key");
+            assert_invalid(
+                locks.holders(pb::HoldersRequest { key: bad.into(), prefix: true, ..Default::default() }).await,
+                "key",
+            );
         }
     }
 

@@ -147,9 +147,10 @@ async fn call(rpc: &str, channel: &Channel, fx: &mut Fixture) -> Result<(), Stat
         "Election/Observe" => {
             first(elections.observe(pb::ObserveRequest { election: "app-1".into() }).await).await.map(drop)
         }
-        "Election/Candidates" => {
-            elections.candidates(pb::CandidatesRequest { election: "app-1".into() }).await.map(drop)
-        }
+        "Election/Candidates" => elections
+            .candidates(pb::CandidatesRequest { election: "app-1".into(), ..Default::default() })
+            .await
+            .map(drop),
         "Election/Transfer" => {
             let request = pb::TransferRequest { election: "app-1".into(), ..Default::default() };
             elections.transfer(request).await.map(drop)
@@ -169,8 +170,8 @@ async fn call(rpc: &str, channel: &Channel, fx: &mut Fixture) -> Result<(), Stat
             locks.try_lock(pb::TryLockRequest { keys: vec!["app:2".into()], lease, mode }).await.map(drop)
         }
         "Lock/Holders" => {
-            locks.holders(pb::HoldersRequest { key: "app:1".into(), prefix: false }).await?;
-            locks.holders(pb::HoldersRequest { key: "app:".into(), prefix: true }).await.map(drop)
+            locks.holders(pb::HoldersRequest { key: "app:1".into(), prefix: false, ..Default::default() }).await?;
+            locks.holders(pb::HoldersRequest { key: "app:".into(), prefix: true, ..Default::default() }).await.map(drop)
         }
         "Lock/Unlock" => locks.unlock(pb::UnlockRequest { handle: fx.handle.clone(), lease }).await.map(drop),
         "Shards/Join" => {
@@ -181,7 +182,9 @@ async fn call(rpc: &str, channel: &Channel, fx: &mut Fixture) -> Result<(), Stat
         "Shards/Observe" => {
             first(shards.observe(pb::ObserveGroupRequest { group: "app-g".into() }).await).await.map(drop)
         }
-        "Shards/Members" => shards.members(pb::MembersRequest { group: "app-g".into() }).await.map(drop),
+        "Shards/Members" => {
+            shards.members(pb::MembersRequest { group: "app-g".into(), ..Default::default() }).await.map(drop)
+        }
         "Shards/Assignment" => shards.assignment(pb::AssignmentRequest { group: "app-g".into() }).await.map(drop),
         "Shards/Drain" => {
             shards.drain(pb::DrainRequest { group: "app-g".into(), member_id: "m1".into() }).await.map(drop)
@@ -259,12 +262,14 @@ async fn every_rpc_serves_writers_and_readers_by_their_rights_and_refuses_strang
         (Code::PermissionDenied, "identity not authorized for this election")
     );
     let status = LockClient::new(reader.clone())
-        .holders(pb::HoldersRequest { key: "ap".into(), prefix: true })
+        .holders(pb::HoldersRequest { key: "ap".into(), prefix: true, ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(status.message(), "identity not authorized for this lock key", "a prefix wider than the pattern");
-    let status =
-        ShardsClient::new(reader.clone()).members(pb::MembersRequest { group: "other".into() }).await.unwrap_err();
+    let status = ShardsClient::new(reader.clone())
+        .members(pb::MembersRequest { group: "other".into(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(status.message(), "identity not authorized for this shard group");
     let request = pb::GrantRequest { ttl_ms: 60_000, owner: "reader-1".into(), ..Default::default() };
     let status = LeaseClient::new(writer.clone()).grant(request).await.unwrap_err();
@@ -393,7 +398,7 @@ async fn withdrawn_rights_end_campaign_observe_and_keep_alive_streams() {
     eventually(Duration::from_secs(20), "the withdrawn candidacy is gone", || async {
         let candidates = admin_elections
             .clone()
-            .candidates(pb::CandidatesRequest { election: "app-1".into() })
+            .candidates(pb::CandidatesRequest { election: "app-1".into(), ..Default::default() })
             .await
             .unwrap()
             .into_inner()

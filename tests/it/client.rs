@@ -246,7 +246,11 @@ async fn lock_guards_exclude_each_other_and_release_on_drop() {
     // Shared guards coexist.
     let s1 = LockGuard::acquire(&client, &first, LockOptions::shared(["s"])).await.unwrap();
     let s2 = LockGuard::try_acquire(&client, &second, LockOptions::shared(["s"])).await.unwrap().expect("shared");
-    let holders = client.locks().holders(pb::HoldersRequest { key: "s".into(), prefix: false }).await.unwrap();
+    let holders = client
+        .locks()
+        .holders(pb::HoldersRequest { key: "s".into(), prefix: false, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(holders.into_inner().keys[0].holders.len(), 2);
     s1.unlock().await.unwrap();
     s2.unlock().await.unwrap();

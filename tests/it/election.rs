@@ -145,7 +145,7 @@ async fn best_priority_leads_and_resign_elects_the_next() {
 
     // Candidates: in election order.
     let candidates = ElectionClient::new(channel.clone())
-        .candidates(pb::CandidatesRequest { election: e.into() })
+        .candidates(pb::CandidatesRequest { election: e.into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -222,7 +222,7 @@ async fn an_unhealthy_leader_is_deposed_and_recovers_its_eligibility() {
     assert_eq!(deposed.reason(), pb::DeposedReason::Unhealthy);
     standby.until(pb::CandidateState::Elected).await;
     let candidates = ElectionClient::new(channel.clone())
-        .candidates(pb::CandidatesRequest { election: e.into() })
+        .candidates(pb::CandidatesRequest { election: e.into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -236,7 +236,7 @@ async fn an_unhealthy_leader_is_deposed_and_recovers_its_eligibility() {
         Keeper::resume(vec![instance.addr()], master_lease.id, &master_lease.secret, Duration::from_millis(200), None);
     support::eventually(WAIT, "the master is eligible again", || async {
         ElectionClient::new(channel.clone())
-            .candidates(pb::CandidatesRequest { election: e.into() })
+            .candidates(pb::CandidatesRequest { election: e.into(), ..Default::default() })
             .await
             .unwrap()
             .into_inner()
@@ -553,7 +553,11 @@ async fn a_campaign_stream_that_is_not_read_is_ended_when_too_far_behind() {
         }
     };
     assert_eq!((ended.code(), ended.message()), (Code::ResourceExhausted, "stream fell too far behind"));
-    let candidates = client.candidates(pb::CandidatesRequest { election: e.into() }).await.unwrap().into_inner();
+    let candidates = client
+        .candidates(pb::CandidatesRequest { election: e.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(candidates.candidates.len(), 2, "the candidacy lives on");
     assert_eq!(leader(&channel, e).await.unwrap().term, first.term);
     drop(one);
@@ -584,7 +588,11 @@ async fn an_undecodable_candidate_znode_does_not_wedge_the_election() {
     assert_eq!(second.until(pb::CandidateState::Queued).await.position, 1);
     assert_eq!(leader(&channel, e).await.unwrap().candidate_id, "first");
     let mut client = ElectionClient::new(channel.clone());
-    let listed = client.candidates(pb::CandidatesRequest { election: e.into() }).await.unwrap().into_inner();
+    let listed = client
+        .candidates(pb::CandidatesRequest { election: e.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let ids: Vec<&str> = listed.candidates.iter().map(|c| c.candidate_id.as_str()).collect();
     assert_eq!(ids, ["first", "second"], "the junk is not a candidate");
 
@@ -698,7 +706,7 @@ async fn a_health_flap_shorter_than_unhealthy_for_does_not_depose_a_longer_one_d
     let sick = resume(health(pb::HealthStatus::NotServing));
     support::eventually(WAIT, "the flap is seen", || async {
         ElectionClient::new(channel.clone())
-            .candidates(pb::CandidatesRequest { election: e.into() })
+            .candidates(pb::CandidatesRequest { election: e.into(), ..Default::default() })
             .await
             .unwrap()
             .into_inner()

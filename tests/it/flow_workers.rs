@@ -190,7 +190,12 @@ fn until(what: &str, timeout: Duration, mut probe: impl FnMut() -> bool) {
 
 /// How many shards each member owns (members only; a member that is gone is absent).
 async fn owned(shards: &mut ShardsClient<tonic::transport::Channel>) -> BTreeMap<String, u32> {
-    let members = shards.members(pb::MembersRequest { group: GROUP.into() }).await.unwrap().into_inner().members;
+    let members = shards
+        .members(pb::MembersRequest { group: GROUP.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
     members.into_iter().map(|m| (m.member_id, m.owned)).collect()
 }
 

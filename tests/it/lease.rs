@@ -81,7 +81,7 @@ async fn grant_keep_alive_describe_and_revoke() {
     assert_eq!(answers.len(), 3);
     assert!(answers.iter().all(|a| a.confirmed && a.ttl_ms == 5000 && a.lease_id == granted.lease_id), "{answers:?}");
 
-    let listed = leases.list(pb::ListRequest {}).await.unwrap().into_inner().leases;
+    let listed = leases.list(pb::ListRequest::default()).await.unwrap().into_inner().leases;
     assert!(listed.iter().any(|l| l.lease_id == granted.lease_id && l.owner == "ledger-node-a"), "{listed:?}");
 
     leases.revoke(pb::RevokeRequest { lease: lease_ref(granted.lease_id, &granted.secret) }).await.unwrap();
@@ -299,7 +299,7 @@ async fn health_is_carried_by_heartbeats_and_visible_everywhere() {
     assert!(local.since_heartbeat_ms >= 0 && local.since_heartbeat_ms < 2000, "{local:?}");
     // NOT_SERVING keeps the lease alive: well past its ttl it still exists.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let listed = LeaseClient::new(on_b.clone()).list(pb::ListRequest {}).await.unwrap().into_inner().leases;
+    let listed = LeaseClient::new(on_b.clone()).list(pb::ListRequest::default()).await.unwrap().into_inner().leases;
     let entry = listed.iter().find(|l| l.lease_id == keeper.id).expect("still alive");
     assert_eq!(entry.health.as_ref().map(|h| h.status()), Some(pb::HealthStatus::NotServing));
     assert!(keeper.beats().iter().all(|b| b.confirmed || b.sent.elapsed() > Duration::from_secs(4)));

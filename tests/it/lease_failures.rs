@@ -186,7 +186,7 @@ async fn killing_zookeeper_members_loses_no_lease() {
     }
     let channel = support::channel(a.addr()).await;
     support::eventually(Duration::from_secs(20), "zkcoord answers again", || async {
-        LeaseClient::new(channel.clone()).list(pb::ListRequest {}).await.is_ok()
+        LeaseClient::new(channel.clone()).list(pb::ListRequest::default()).await.is_ok()
     })
     .await;
     for keeper in &keepers {

@@ -55,10 +55,10 @@ async fn one_connection_cannot_have_more_calls_in_progress_than_allowed() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // A fourth call on that connection is refused at once; other connections are not limited.
-    let refused = LeaseClient::new(busy.clone()).list(pb::ListRequest {}).await.unwrap_err();
+    let refused = LeaseClient::new(busy.clone()).list(pb::ListRequest::default()).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     let other = support::channel(instance.addr()).await;
-    LeaseClient::new(other).list(pb::ListRequest {}).await.unwrap();
+    LeaseClient::new(other).list(pb::ListRequest::default()).await.unwrap();
 
     // Once the waits end, the connection takes calls again.
     holder.unlock(&held.handle).await.unwrap();
@@ -66,7 +66,7 @@ async fn one_connection_cannot_have_more_calls_in_progress_than_allowed() {
         let handle = wait.await.unwrap().unwrap().handle;
         waiter.unlock(&handle).await.unwrap();
     }
-    LeaseClient::new(busy).list(pb::ListRequest {}).await.unwrap();
+    LeaseClient::new(busy).list(pb::ListRequest::default()).await.unwrap();
     instance.shutdown().await;
 }
 
@@ -86,7 +86,10 @@ async fn an_oversized_request_is_refused_and_changes_nothing() {
     let refused = leases.grant(request).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert_eq!(refused.message(), zkcoord::server::TOO_LARGE_MESSAGE);
-    assert!(leases.list(pb::ListRequest {}).await.unwrap().into_inner().leases.is_empty(), "no lease was granted");
+    assert!(
+        leases.list(pb::ListRequest::default()).await.unwrap().into_inner().leases.is_empty(),
+        "no lease was granted"
+    );
     instance.shutdown().await;
 }
 
@@ -122,7 +125,7 @@ async fn one_connection_cannot_have_more_streams_open_than_allowed() {
     // Other connections are not limited, and the instance stays SERVING.
     let other = support::channel(instance.addr()).await;
     assert_eq!(support::health(&other, "").await, ServingStatus::Serving);
-    LeaseClient::new(other.clone()).list(pb::ListRequest {}).await.unwrap();
+    LeaseClient::new(other.clone()).list(pb::ListRequest::default()).await.unwrap();
     let mut on_other = Vec::new();
     for i in 0..4 {
         on_other.push(observing(other.clone(), &format!("e{i}")).await);
@@ -276,7 +279,11 @@ async fn a_tenant_cannot_have_more_leases_than_allowed() {
         granted.push(leases.grant(grant_request(&format!("o{i}"), None)).await.unwrap().into_inner());
     }
     assert_exhausted(leases.grant(grant_request("o3", None)).await, server::TOO_MANY_TENANT_LEASES);
-    assert_eq!(leases.list(pb::ListRequest {}).await.unwrap().into_inner().leases.len(), 3, "nothing was written");
+    assert_eq!(
+        leases.list(pb::ListRequest::default()).await.unwrap().into_inner().leases.len(),
+        3,
+        "nothing was written"
+    );
 
     // Other tenants are not limited by this one's leases; the instance stays SERVING.
     for i in 0..3 {
@@ -398,7 +405,7 @@ async fn an_instance_cannot_have_more_observe_streams_than_allowed() {
     // Other calls are not limited; the instance stays SERVING.
     let other = support::channel(instance.addr()).await;
     assert!(support::leader(&other, "e").await.is_none());
-    LeaseClient::new(other.clone()).list(pb::ListRequest {}).await.unwrap();
+    LeaseClient::new(other.clone()).list(pb::ListRequest::default()).await.unwrap();
     assert_eq!(support::health(&other, "").await, ServingStatus::Serving);
 
     // A stream whose client left makes room.
@@ -433,7 +440,7 @@ async fn an_instance_cannot_follow_more_elections_than_allowed() {
     // Elections already followed are served as before; the instance stays SERVING.
     let _again = try_observe(&channel, "e1").await.unwrap();
     assert!(support::leader(&channel, "e2").await.is_none());
-    LeaseClient::new(channel.clone()).list(pb::ListRequest {}).await.unwrap();
+    LeaseClient::new(channel.clone()).list(pb::ListRequest::default()).await.unwrap();
     assert_eq!(support::health(&channel, "").await, ServingStatus::Serving);
 
     // An election nobody uses any more is dropped, which makes room.
@@ -529,7 +536,7 @@ async fn an_identity_cannot_have_more_connections_than_allowed() {
     let instance = support::start_configured(config).await;
     let list = |channel: &Channel| {
         let mut leases = LeaseClient::new(channel.clone());
-        async move { leases.list(pb::ListRequest {}).await }
+        async move { leases.list(pb::ListRequest::default()).await }
     };
     let first = mtls.connect(&instance, "alice.example").await;
     let second = mtls.connect(&instance, "alice.example").await;

@@ -9,6 +9,7 @@ mod support;
 
 mod api_surface;
 mod authz;
+mod cleanup;
 mod cli;
 mod client;
 mod config;
@@ -27,6 +28,7 @@ mod lock_client;
 mod lock_failures;
 mod master_standby;
 mod metrics;
+mod paging;
 mod python;
 mod python_client;
 mod shard_member;

@@ -257,5 +257,35 @@ async fn followed_names_that_do_not_exist_add_no_series() {
     let text = scrape(metrics).await;
     assert!(!text.contains("unused-"), "series for names nobody uses: {text}");
     drop((observers, group_observers));
+}
+
+/// A znode in `/leases` that zkcoord did not write — undecodable data, or a name that is no
+/// lease id — is skipped by Lease.List (which still lists the real leases) and counted in
+/// `zkcoord_undecodable_znodes_total{kind="lease"}`.
+#[tokio::test]
+async fn undecodable_lease_znodes_are_skipped_and_counted() {
+    let zk = support::zk::shared();
+    let ns = support::namespace("metrics-undecodable");
+    let mut config = support::test_config(&zk.hosts(), &ns);
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let instance = support::start_configured(config).await;
+    let metrics = instance.metrics_addr().unwrap();
+    let channel = support::channel(instance.addr()).await;
+    let counted = r#"zkcoord_undecodable_znodes_total{kind="lease"}"#;
+    assert_eq!(sample(&scrape(metrics).await, counted), 0.0);
+    assert!(scrape(metrics).await.contains(&format!("{counted} 0")), "exposed before anything was skipped");
+
+    let real = support::lease::grant(&channel, "real", Duration::from_secs(60)).await;
+    let zk_client = support::zk_client(&zk.hosts()).await;
+    let open = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    zk_client.create(&format!("{ns}/leases/4242"), b"not a lease record", &open).await.unwrap();
+    zk_client.create(&format!("{ns}/leases/not-a-lease"), b"", &open).await.unwrap();
+
+    let listed = LeaseClient::new(channel.clone()).list(pb::ListRequest::default()).await.unwrap().into_inner();
+    let ids: Vec<i64> = listed.leases.iter().map(|l| l.lease_id).collect();
+    assert_eq!(ids, [real.lease_id], "the foreign znodes are left out, the lease is listed");
+    assert!(listed.next_page_token.is_empty());
+    let text = scrape(metrics).await;
+    assert!(sample(&text, counted) >= 2.0, "both foreign znodes counted: {text}");
     instance.shutdown().await;
 }

@@ -335,7 +335,8 @@ async fn released_shards_move_at_once_and_drain_empties_a_member_then_undrain_re
     shards.drain(pb::DrainRequest { group: group.into(), member_id: "d1".into() }).await.unwrap();
     support::eventually(WAIT, "d1 drained", || async { owned_counts(&[&m1, &m2]).await == vec![0, 10] }).await;
     assert!(drained.elapsed() < TTL, "a released handoff waited {:?}", drained.elapsed());
-    let members = shards.members(pb::MembersRequest { group: group.into() }).await.unwrap().into_inner();
+    let members =
+        shards.members(pb::MembersRequest { group: group.into(), ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(members.drained, vec!["d1".to_owned()]);
     shards.undrain(pb::UndrainRequest { group: group.into(), member_id: "d1".into() }).await.unwrap();
     support::eventually(WAIT, "rebalanced", || async { owned_counts(&[&m1, &m2]).await == vec![5, 5] }).await;
@@ -450,7 +451,8 @@ async fn leave_hands_off_then_ends_the_membership() {
     let left = shards.leave(pb::LeaveRequest { key: Some(m1.key(group)), wait_ms: 10_000 }).await.unwrap().into_inner();
     assert!(left.left);
     support::eventually(WAIT, "l2 owns all", || async { owned_counts(&[&m1, &m2]).await == vec![0, 6] }).await;
-    let members = shards.members(pb::MembersRequest { group: group.into() }).await.unwrap().into_inner();
+    let members =
+        shards.members(pb::MembersRequest { group: group.into(), ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(members.members.iter().map(|m| m.member_id.as_str()).collect::<Vec<_>>(), vec!["l2"]);
     // Idempotent.
     let again = shards.leave(pb::LeaveRequest { key: Some(m1.key(group)), wait_ms: 100 }).await.unwrap().into_inner();
@@ -480,7 +482,7 @@ async fn a_membership_is_bound_to_its_lease() {
     leases.revoke(pb::RevokeRequest { lease: support::lease::lease_ref(m1.lease_id, &m1.secret) }).await.unwrap();
     support::eventually(WAIT, "b1's membership ended with its lease", || async {
         let members = ShardsClient::new(ca.clone())
-            .members(pb::MembersRequest { group: group.into() })
+            .members(pb::MembersRequest { group: group.into(), ..Default::default() })
             .await
             .unwrap()
             .into_inner();

@@ -57,7 +57,7 @@ async fn time_to_live(channel: &Channel, tenant: Option<&str>, id: i64) -> Resul
 }
 
 async fn list(channel: &Channel, tenant: Option<&str>) -> BTreeSet<i64> {
-    let response = LeaseClient::new(channel.clone()).list(req(tenant, pb::ListRequest {})).await.unwrap();
+    let response = LeaseClient::new(channel.clone()).list(req(tenant, pb::ListRequest::default())).await.unwrap();
     response.into_inner().leases.iter().map(|l| l.lease_id).collect()
 }
 
@@ -104,7 +104,7 @@ async fn lock(channel: &Channel, tenant: Option<&str>, key: &str, lease: &Lease)
 }
 
 async fn holders(channel: &Channel, tenant: Option<&str>, key: &str) -> Vec<i64> {
-    let request = req(tenant, pb::HoldersRequest { key: key.into(), prefix: false });
+    let request = req(tenant, pb::HoldersRequest { key: key.into(), prefix: false, ..Default::default() });
     let keys = LockClient::new(channel.clone()).holders(request).await.unwrap().into_inner().keys;
     keys.iter().flat_map(|k| k.holders.iter().map(|h| h.lease_id)).collect()
 }
@@ -212,7 +212,7 @@ async fn bad_and_unknown_tenants_are_refused() {
         assert_eq!(status.code(), Code::PermissionDenied);
     }
     // Twice the header: refused rather than guessed.
-    let mut request = req(Some("a"), pb::ListRequest {});
+    let mut request = req(Some("a"), pb::ListRequest::default());
     request.metadata_mut().append(TENANT_HEADER, "a".parse().unwrap());
     let status = LeaseClient::new(channel.clone()).list(request).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

@@ -617,7 +617,7 @@ async fn an_identity_bound_to_a_tenant_sees_and_touches_only_that_tenant() {
         .into_inner();
     assert!(leader.leader.is_none(), "tenant b's election 'master' has no leader");
     // team-a cannot name tenant b.
-    let mut request = tonic::Request::new(pb::ListRequest {});
+    let mut request = tonic::Request::new(pb::ListRequest::default());
     request.metadata_mut().insert(zkcoord::server::TENANT_HEADER, "b".parse().unwrap());
     let denied = LeaseClient::new(team_a.clone()).list(request).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");

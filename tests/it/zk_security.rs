@@ -151,7 +151,7 @@ async fn other_clients_can_read_but_not_touch_zkcoords_state() {
     let gone = LeaseClient::new(ca.clone()).time_to_live(pb::TimeToLiveRequest { lease_id: lease.0 }).await;
     assert_eq!(gone.unwrap_err().code(), Code::NotFound);
     let on_b = grant(&cb, "node-b", Duration::from_secs(30)).await;
-    let listed = LeaseClient::new(ca.clone()).list(pb::ListRequest {}).await.unwrap().into_inner().leases;
+    let listed = LeaseClient::new(ca.clone()).list(pb::ListRequest::default()).await.unwrap().into_inner().leases;
     assert!(listed.iter().any(|l| l.lease_id == on_b.lease_id), "a sees b's lease");
 
     a.shutdown().await;

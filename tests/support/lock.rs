@@ -63,7 +63,7 @@ impl Locker {
 
     /// Holders of `key` (or of every key with prefix `key`).
     pub async fn holders(&self, key: &str, prefix: bool) -> Vec<pb::KeyHolders> {
-        let request = pb::HoldersRequest { key: key.to_owned(), prefix };
+        let request = pb::HoldersRequest { key: key.to_owned(), prefix, ..Default::default() };
         self.client.clone().holders(request).await.expect("holders").into_inner().keys
     }
 }

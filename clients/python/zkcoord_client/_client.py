@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 #: Deadline of unary calls, in seconds, unless a call says otherwise.
 DEFAULT_TIMEOUT = 10.0
+# The page size of the list calls: the server's maximum (each call pages through every page).
+PAGE_SIZE = 1000
 
 _CHANNEL_OPTIONS = [
     # Notice a dead peer on an idle stream, as the Rust client does.
@@ -219,22 +221,60 @@ class Client:
         response = self.retrying(lambda ch: election_pb2_grpc.ElectionStub(ch).Leader(request, timeout=self.timeout))
         return response.leader if response.HasField("leader") else None
 
+    def list_leases(self) -> list:
+        """Lease.List: every live lease (zkcoord.v1.LeaseInfo) in lease id order, all pages.
+
+        zkcoord keeps no snapshot between pages: a lease that lives throughout is listed
+        exactly once; one granted or ended meanwhile may or may not be."""
+        leases = []
+        token = ""
+        while True:
+            request = lease_pb2.ListRequest(page_size=PAGE_SIZE, page_token=token)
+            page = self.retrying(lambda ch: lease_pb2_grpc.LeaseStub(ch).List(request, timeout=self.timeout))
+            leases.extend(page.leases)
+            token = page.next_page_token
+            if not token:
+                return leases
+
     def candidates(self, election: str) -> election_pb2.CandidatesResponse:
-        """Election.Candidates: the candidates in election order."""
-        request = election_pb2.CandidatesRequest(election=election)
-        return self.retrying(lambda ch: election_pb2_grpc.ElectionStub(ch).Candidates(request, timeout=self.timeout))
+        """Election.Candidates: the candidates in election order, all pages (the policy and
+        term are the last page's)."""
+        candidates = []
+        token = ""
+        while True:
+            request = election_pb2.CandidatesRequest(election=election, page_size=PAGE_SIZE, page_token=token)
+            page = self.retrying(lambda ch: election_pb2_grpc.ElectionStub(ch).Candidates(request, timeout=self.timeout))
+            candidates.extend(page.candidates)
+            token = page.next_page_token
+            if not token:
+                return election_pb2.CandidatesResponse(candidates=candidates, preempt=page.preempt, term=page.term)
 
     def holders(self, key: str, prefix: bool = False) -> list:
         """Lock.Holders: the holders and waiter counts (zkcoord.v1.KeyHolders) of `key`, or
-        of every key starting with `key` when `prefix`."""
-        request = lock_pb2.HoldersRequest(key=key, prefix=prefix)
-        response = self.retrying(lambda ch: lock_pb2_grpc.LockStub(ch).Holders(request, timeout=self.timeout))
-        return list(response.keys)
+        of every key starting with `key` when `prefix` (all pages, in key order)."""
+        keys = []
+        token = ""
+        while True:
+            request = lock_pb2.HoldersRequest(key=key, prefix=prefix, page_size=PAGE_SIZE, page_token=token)
+            page = self.retrying(lambda ch: lock_pb2_grpc.LockStub(ch).Holders(request, timeout=self.timeout))
+            keys.extend(page.keys)
+            token = page.next_page_token
+            if not token:
+                return keys
 
     def shard_members(self, group: str) -> shards_pb2.MembersResponse:
-        """Shards.Members: a shard group's members (and its drained member ids)."""
-        request = shards_pb2.MembersRequest(group=group)
-        return self.retrying(lambda ch: shards_pb2_grpc.ShardsStub(ch).Members(request, timeout=self.timeout))
+        """Shards.Members: a shard group's members (and its drained member ids), all pages."""
+        members = []
+        token = ""
+        while True:
+            request = shards_pb2.MembersRequest(group=group, page_size=PAGE_SIZE, page_token=token)
+            page = self.retrying(lambda ch: shards_pb2_grpc.ShardsStub(ch).Members(request, timeout=self.timeout))
+            members.extend(page.members)
+            token = page.next_page_token
+            if not token:
+                return shards_pb2.MembersResponse(
+                    shard_count=page.shard_count, members=members, drained=list(page.drained)
+                )
 
     def shard_assignment(self, group: str) -> shards_pb2.AssignmentResponse:
         """Shards.Assignment: a shard group's table, as ranges (zkcoord.v1.ShardRange)."""

@@ -47,6 +47,7 @@ mod client;
 mod election;
 mod error;
 mod lease;
+mod list;
 mod lock;
 mod shards;
 

@@ -19,6 +19,7 @@
 //! * Who may act as leader is decided by the lease's heartbeat answers, which list only
 //!   leaderships proven current ([`leadership`]); Campaign streams only notify.
 
+mod cleanup;
 pub mod leadership;
 pub mod observe;
 pub mod record;
@@ -362,7 +363,9 @@ impl Elections {
     ) -> Self {
         let leaderships = Leaderships::new(session.clone());
         let registry = Registry::default();
-        Self { shared: Arc::new(ElectionContext { session, me, leases, shutdown, registry, leaderships, limits }) }
+        let shared = Arc::new(ElectionContext { session, me, leases, shutdown, registry, leaderships, limits });
+        tokio::spawn(cleanup::run(shared.clone()));
+        Self { shared }
     }
 
     /// Authenticates a call acting for lease `key.lease_id` with its secret, as Lock does
@@ -508,8 +511,9 @@ impl Elections {
                 }
                 Err(OpFailed { index: 0, .. }) => continue, // the lease changed: verify again
                 Err(OpFailed { index: 1, error: NoNode }) => {
-                    // The election vanished since it was seen (deleted behind zkcoord's back).
-                    ensure_election(&client, acls, &key.election, request.preempt).await?;
+                    // The election was removed (nobody left in it) since it was seen: again.
+                    ensure_election(&client, self.shared.session.acls(), &key.election, request.preempt).await?;
+                    continue;
                 }
                 Err(OpFailed { index: 1, error: NodeExists }) => {
                     // Taking back an existing candidacy.
@@ -876,16 +880,26 @@ impl Elections {
         Ok(leader)
     }
 
-    /// The candidates of `name` in election order, with the policy and term.
+    /// One page of the candidates of `name` in election order (priority, then the earliest):
+    /// the first `size` whose order key (`(priority, czxid)`) is greater than `after` (from the
+    /// first when `None`), with the policy and term, and the order key to continue after when
+    /// more candidates follow. Positions are those in the whole election order.
     ///
     /// # Errors
     /// [`Error::Unavailable`].
-    pub async fn candidates(&self, name: &Name) -> Result<(Vec<CandidateInfo>, bool, i64)> {
+    ///
+    /// # Cancellation safety
+    /// Read-only: safe to cancel.
+    pub async fn candidates(&self, name: &Name, after: Option<(i32, i64)>, size: usize) -> Result<CandidatesPage> {
         let (_, state) = self.state(name).await?;
         let leader = state.leader().map(|(l, _)| l.candidate_id.clone());
-        let infos = state
-            .ordered()
-            .into_iter()
+        let ordered = state.ordered();
+        let start = after.map_or(0, |after| ordered.partition_point(|c| (c.record.priority, c.czxid) <= after));
+        let rest = ordered.get(start..).unwrap_or_default();
+        let page = rest.get(..size).unwrap_or(rest);
+        let next = if rest.len() > page.len() { page.last().map(|c| (c.record.priority, c.czxid)) } else { None };
+        let candidates = page
+            .iter()
             .enumerate()
             .map(|(i, c)| CandidateInfo {
                 candidate_id: c.id.clone(),
@@ -894,32 +908,66 @@ impl Elections {
                 health: c.health.clone(),
                 eligible: c.eligible(),
                 lease_id: c.record.lease_id,
-                position: u32::try_from(i).unwrap_or(u32::MAX),
+                position: u32::try_from(start + i).unwrap_or(u32::MAX),
                 leader: leader.as_deref() == Some(c.id.as_str()),
             })
             .collect();
-        Ok((infos, state.record.preempt, state.record.term))
+        Ok(CandidatesPage { candidates, preempt: state.record.preempt, term: state.record.term, next })
     }
 }
 
-/// Creates the election with `preempt` (off when unspecified) unless it exists (one
-/// transaction, which takes a zxid even when it fails: call it only for an election not seen);
-/// an explicit policy must match an existing election's.
+/// One page of an election's candidates ([`Elections::candidates`]).
+#[derive(Clone, Debug)]
+pub struct CandidatesPage {
+    /// The page's candidates, in election order.
+    pub candidates: Vec<CandidateInfo>,
+    /// The election's preemption policy.
+    pub preempt: bool,
+    /// The current term.
+    pub term: i64,
+    /// The order key (`(priority, czxid)`) of the page's last candidate, when more follow.
+    pub next: Option<(i32, i64)>,
+}
+
+/// Creates the election with `preempt` (off when unspecified), to be called for an election
+/// seen missing (a create that fails because the election exists still takes a zxid); when
+/// it was created meanwhile, an explicit policy must match its. A new election starts at the tenant's term floor ([`record::TermFloor`]), checked unchanged in the creating
+/// transaction: an election removed by the cleanup ([`cleanup`]) and created again continues
+/// its terms above its old ones, never repeating one.
 async fn ensure_election(client: &Zk, acls: Acls<'_>, name: &Name, preempt: Option<bool>) -> Result<()> {
     let path = layout::election(name);
-    let record = ElectionRecord { preempt: preempt.unwrap_or(false), ..Default::default() };
     let persistent = CreateMode::Persistent.with_acls(acls);
-    let mut multi = client.multi();
-    multi.add_create(&path, &record::encode(&record), &persistent)?;
-    multi.add_create(&layout::candidates(name), &[], &persistent)?;
-    match multi.commit().await? {
-        Ok(_) => Ok(()),
-        Err(OpFailed { index: 0, error: NodeExists }) => {
+    for _ in 0..MAX_ATTEMPTS {
+        let (floor, floor_version) = term_floor(client).await?;
+        let record = ElectionRecord { preempt: preempt.unwrap_or(false), term: floor, ..Default::default() };
+        let mut multi = client.multi();
+        multi.add_check_version(layout::ELECTIONS, floor_version)?;
+        multi.add_create(&path, &record::encode(&record), &persistent)?;
+        multi.add_create(&layout::candidates(name), &[], &persistent)?;
+        match multi.commit().await? {
+            Ok(_) => return Ok(()),
             // Created meanwhile by another Campaign.
-            check_policy(election_policy(client, name).await?.ok_or(NoNode)?, preempt)
+            Err(OpFailed { index: 1, error: NodeExists }) => match election_policy(client, name).await? {
+                Some(existing) => return check_policy(existing, preempt),
+                None => continue, // and removed again since
+            },
+            // The floor moved (an election was removed): again.
+            Err(OpFailed { index: 0, error: BadVersion }) => continue,
+            Err(OpFailed { error, .. }) => return Err(error.into()),
         }
-        Err(OpFailed { error, .. }) => Err(error.into()),
     }
+    Err(Error::Unavailable)
+}
+
+/// The tenant's term floor and the version of the directory that holds it.
+///
+/// # Errors
+/// [`Error::Internal`] when the directory holds something else than a floor (written behind
+/// zkcoord's back): no election can be created safely then.
+async fn term_floor(client: &Zk) -> Result<(i64, i32)> {
+    let (data, stat) = client.get_data(layout::ELECTIONS).await?.ok_or(NoNode)?;
+    let floor = record::TermFloor::decode(&data).ok_or_else(|| Error::Internal("undecodable term floor".into()))?;
+    Ok((floor.term_floor, stat.version))
 }
 
 /// The preemption policy of election `name`; `None` if it does not exist.

@@ -73,7 +73,8 @@ pub struct LeaderRecord {
 pub struct ElectionRecord {
     /// Preemption policy, chosen by the first campaign.
     pub preempt: bool,
-    /// The current (or last) term; 0 before the first leader.
+    /// The current (or last) term; before the first leader, the term floor the election was
+    /// created with ([`TermFloor`]: 0 unless an election was removed before).
     pub term: i64,
     /// The leader, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +144,27 @@ impl CandidateRecord {
     }
 }
 
+/// The data of the elections directory `/elections`: the **term floor**, the largest term of
+/// any election the cleanup removed ([`super::cleanup`]). An election created (or created
+/// again after its removal) starts its terms above it, so an election's terms only grow, even
+/// across its removal. Empty data (a directory no cleanup wrote yet) is a floor of 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermFloor {
+    /// No election of this tenant had a larger term when it was removed.
+    pub term_floor: i64,
+}
+
+impl TermFloor {
+    /// Parses the directory's data; `None` when it is neither empty nor a floor (written behind
+    /// zkcoord's back): then no election may be removed.
+    pub fn decode(data: &[u8]) -> Option<Self> {
+        if data.is_empty() {
+            return Some(Self::default());
+        }
+        serde_json::from_slice(data).ok()
+    }
+}
+
 /// Encodes a record as znode data.
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     serde_json::to_vec(record).unwrap_or_default()
@@ -159,6 +181,14 @@ pub fn decode<T: for<'de> Deserialize<'de>>(data: &[u8]) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn term_floors_decode_from_empty_or_their_own_data_only() {
+        assert_eq!(TermFloor::decode(b""), Some(TermFloor { term_floor: 0 }));
+        let floor = TermFloor { term_floor: 7 };
+        assert_eq!(TermFloor::decode(&encode(&floor)), Some(floor));
+        assert_eq!(TermFloor::decode(b"garbage"), None, "no removal on a floor zkcoord did not write");
+    }
 
     #[test]
     fn values_round_trip_through_hex() {

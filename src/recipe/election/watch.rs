@@ -29,7 +29,7 @@ use crate::{
     recipe::{instance::now_unix_ms, lease::record::LeaseRecord},
     sync_util::lock,
     validate::Name,
-    zk::{RETRY_PAUSE, Zk, ZkResult, layout},
+    zk::{RETRY_PAUSE, Zk, ZkResult, foreign::Kind, layout},
 };
 
 /// States kept for streams that fall behind; a stream further behind than this skips ahead.
@@ -409,7 +409,7 @@ impl WatchTask {
                         Ok(record) => record,
                         Err(err) => {
                             if cache.undecodable.insert(id.clone(), stat.mzxid) != Some(stat.mzxid) {
-                                tracing::warn!(election = %self.name, candidate = %id, error = %err, "skipping a candidate znode that is not a candidate record");
+                                self.shared.session.skipped().skip(Kind::Candidate, &candidate_path, &err);
                             }
                             cache.candidates.remove(&id);
                             continue;

@@ -119,7 +119,7 @@ async fn step(
     // Refresh: every lease whose home is not registered is (or stays) an orphan.
     let now = Instant::now();
     let mut seen = HashSet::new();
-    for (id, record, version) in zkops::read_all(&client).await? {
+    for (id, record, version) in zkops::read_all(&client, inner.session.skipped()).await? {
         if registered.contains(&record.home) {
             continue;
         }

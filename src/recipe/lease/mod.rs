@@ -459,15 +459,21 @@ impl Leases {
         Ok(view)
     }
 
-    /// Describes every live lease, ordered by id.
+    /// Describes one page of the live leases, ordered by id: those among the first `size`
+    /// lease ids greater than `after` (from the first when `None`). Reads only those records
+    /// (plus the list of ids). Also returns the id to continue after, when more leases follow.
+    /// Undecodable records are skipped, logged and counted.
     ///
     /// # Errors
     /// [`Error::Unavailable`].
-    pub async fn list(&self) -> Result<Vec<LeaseView>> {
+    ///
+    /// # Cancellation safety
+    /// Read-only: safe to cancel.
+    pub async fn list(&self, after: Option<i64>, size: usize) -> Result<(Vec<LeaseView>, Option<i64>)> {
         let client = self.inner.session.client()?;
-        let records = zkops::read_all(&client).await?;
+        let (records, next) = zkops::read_page(&client, after, size, self.inner.session.skipped()).await?;
         let views = records.into_iter().map(|(id, record, _)| self.view(id, record)).collect();
-        Ok(views)
+        Ok((views, next))
     }
 
     fn view(&self, id: i64, record: LeaseRecord) -> LeaseView {

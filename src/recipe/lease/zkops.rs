@@ -5,7 +5,11 @@ use zookeeper_client::Error::{BadVersion, NoNode, NotEmpty};
 use super::{binding, record::LeaseRecord};
 use crate::{
     error::Result,
-    zk::{OpFailed, Zk, layout},
+    zk::{
+        OpFailed, Zk,
+        foreign::{Kind, Skipped},
+        layout,
+    },
 };
 
 /// How a lease deletion ended.
@@ -158,18 +162,61 @@ async fn release_in_batches(
 }
 
 /// Reads every lease record, ordered by id, with its version. Records deleted meanwhile are
-/// left out; undecodable ones (not written by zkcoord) are left out with a warning.
+/// left out; undecodable ones and children that are no lease id (not written by zkcoord) are
+/// left out, logged and counted in `skipped`.
 ///
 /// # Errors
 /// [`crate::Error::Unavailable`] when ZooKeeper cannot be reached.
 ///
 /// # Cancellation safety
 /// Read-only: safe to cancel.
-pub async fn read_all(client: &Zk) -> Result<Vec<(i64, LeaseRecord, i32)>> {
-    let mut ids: Vec<i64> =
-        client.list_children(layout::LEASES).await?.ok_or(NoNode)?.iter().filter_map(|c| layout::lease_id(c)).collect();
+pub async fn read_all(client: &Zk, skipped: &Skipped) -> Result<Vec<(i64, LeaseRecord, i32)>> {
+    let ids = list_ids(client, skipped).await?;
+    read_records(client, &ids, skipped).await
+}
+
+/// One page of lease records, ordered by id: those of the first `size` lease ids greater than
+/// `after` (all when `None`), read as [`read_all`] does (only those, one request each), and
+/// whether there are lease ids after the page. Leases ended or found undecodable meanwhile are
+/// left out, so a page may hold fewer than `size`.
+///
+/// # Errors
+/// [`crate::Error::Unavailable`] when ZooKeeper cannot be reached.
+///
+/// # Cancellation safety
+/// Read-only: safe to cancel.
+pub async fn read_page(
+    client: &Zk,
+    after: Option<i64>,
+    size: usize,
+    skipped: &Skipped,
+) -> Result<(Vec<(i64, LeaseRecord, i32)>, Option<i64>)> {
+    let ids = list_ids(client, skipped).await?;
+    let start = after.map_or(0, |after| ids.partition_point(|id| *id <= after));
+    let page = ids.get(start..).unwrap_or_default();
+    let (page, more) = if page.len() > size { (&page[..size], true) } else { (page, false) };
+    let next = if more { page.last().copied() } else { None };
+    Ok((read_records(client, page, skipped).await?, next))
+}
+
+/// The ids of the lease records, in order; children of `/leases` that are no lease id are
+/// skipped (and counted).
+async fn list_ids(client: &Zk, skipped: &Skipped) -> Result<Vec<i64>> {
+    let children = client.list_children(layout::LEASES).await?.ok_or(NoNode)?;
+    let mut ids = Vec::with_capacity(children.len());
+    for child in &children {
+        match layout::lease_id(child) {
+            Some(id) => ids.push(id),
+            None => skipped.skip(Kind::Lease, &format!("{}/{child}", layout::LEASES), &"not a lease id"),
+        }
+    }
     ids.sort_unstable();
-    // One request each, all in flight at once on the session's connection.
+    Ok(ids)
+}
+
+/// Reads the records of `ids` (one request each, all in flight at once on the session's
+/// connection), in the order given.
+async fn read_records(client: &Zk, ids: &[i64], skipped: &Skipped) -> Result<Vec<(i64, LeaseRecord, i32)>> {
     let reads = ids.iter().map(|&id| async move {
         let path = layout::lease(id);
         (id, client.get_data(&path).await)
@@ -179,7 +226,7 @@ pub async fn read_all(client: &Zk) -> Result<Vec<(i64, LeaseRecord, i32)>> {
         match result {
             Ok(Some((data, stat))) => match LeaseRecord::decode(&data) {
                 Ok(record) => records.push((id, record, stat.version)),
-                Err(err) => tracing::warn!(lease = id, error = %err, "skipping an undecodable lease record"),
+                Err(err) => skipped.skip(Kind::Lease, &layout::lease(id), &err),
             },
             Ok(None) => {} // ended meanwhile
             Err(err) => return Err(err.into()),

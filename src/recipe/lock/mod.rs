@@ -67,7 +67,7 @@ use crate::{
     },
     sync_util::lock,
     validate::Name,
-    zk::{Zk, ZkSession, layout},
+    zk::{Zk, ZkSession, foreign::Skipped, layout},
 };
 
 /// How many recently acquired holds an instance remembers for a fast Unlock. A forgotten hold
@@ -342,7 +342,8 @@ impl Locks {
             Outcome::Acquired(acquired, _) => Ok(TryOutcome::Acquired(acquired)),
             Outcome::Blocked(blocked) => {
                 let client = self.inner.session.client()?;
-                let reads = blocked.iter().map(|b| key_holders(&client, &b.key, &b.queue));
+                let reads =
+                    blocked.iter().map(|b| key_holders(&client, &b.key, &b.queue, self.inner.session.skipped()));
                 let keys = futures_util::future::try_join_all(reads).await?;
                 Ok(TryOutcome::Blocked(keys))
             }
@@ -462,17 +463,26 @@ impl Locks {
         }
     }
 
-    /// The holders and waiter counts of `key`, or of every key starting with `key` when
-    /// `prefix` is set, ordered by key. Keys with neither are left out.
+    /// The holders and waiter counts of `key`, or of the keys starting with `key` when
+    /// `prefix` is set, ordered by key: with `prefix`, one page of at most `size` keys greater
+    /// than `after` (from the first when `None`), and the key to continue after when more keys
+    /// follow. Keys with neither holders nor waiters are left out.
     ///
-    /// Reads at most [`HOLDERS_READ_AHEAD`] keys at a time.
+    /// Reads at most [`HOLDERS_READ_AHEAD`] keys at a time, and only as many as the page needs
+    /// (plus that read-ahead).
     ///
     /// # Errors
     /// [`Error::Unavailable`].
     ///
     /// # Cancellation safety
     /// Read-only: safe to cancel.
-    pub async fn holders(&self, key: &str, prefix: bool) -> Result<Vec<KeyHolders>> {
+    pub async fn holders(
+        &self,
+        key: &str,
+        prefix: bool,
+        after: Option<&Name>,
+        size: usize,
+    ) -> Result<(Vec<KeyHolders>, Option<Name>)> {
         let client = self.inner.session.client()?;
         let keys: Vec<Name> = if prefix {
             let mut keys: Vec<Name> = client
@@ -482,33 +492,49 @@ impl Locks {
                 .iter()
                 .filter(|k| k.starts_with(key))
                 .filter_map(|k| Name::parse("key", k).ok())
+                .filter(|k| after.is_none_or(|after| k > after))
                 .collect();
             keys.sort();
             keys
         } else {
             vec![Name::parse("key", key)?]
         };
+        let total = keys.len();
+        let session = self.inner.session.clone();
         // Owned keys and clients: borrowed ones make the future not provably Send.
         let reads = keys.into_iter().map(|key| {
             let client = client.clone();
+            let session = session.clone();
             async move {
                 let queue = zkops::read_queue(&client, &key).await?;
                 if queue.nodes.is_empty() {
-                    return Ok(None);
+                    return Ok((key, None));
                 }
-                key_holders(&client, &key, &queue).await.map(Some)
+                let holders = key_holders(&client, &key, &queue, session.skipped()).await?;
+                Ok::<_, Error>((key, Some(holders)))
             }
         });
         // `buffered` keeps the keys' order.
-        let found: Vec<Option<KeyHolders>> =
-            futures_util::stream::iter(reads).buffered(HOLDERS_READ_AHEAD).try_collect().await?;
-        Ok(found.into_iter().flatten().filter(|k| !k.holders.is_empty() || k.waiters > 0).collect())
+        let mut found = futures_util::stream::iter(reads).buffered(HOLDERS_READ_AHEAD);
+        let mut page = Vec::new();
+        let mut examined = 0;
+        let mut last = None;
+        while page.len() < size
+            && let Some((key, holders)) = found.try_next().await?
+        {
+            examined += 1;
+            if let Some(holders) = holders.filter(|k| !k.holders.is_empty() || k.waiters > 0) {
+                page.push(holders);
+            }
+            last = Some(key);
+        }
+        Ok((page, last.filter(|_| examined < total)))
     }
 }
 
 /// Describes `key` with queue `queue`.
-async fn key_holders(client: &Zk, key: &Name, queue: &queue::Queue) -> Result<KeyHolders> {
-    let holders = zkops::read_holders(client, key, queue)
+async fn key_holders(client: &Zk, key: &Name, queue: &queue::Queue, skipped: &Skipped) -> Result<KeyHolders> {
+    let holders = zkops::read_holders(client, key, queue, skipped)
         .await?
         .into_iter()
         .map(|h| HolderInfo {

@@ -15,7 +15,11 @@ use super::{
 use crate::{
     error::{Error, Result},
     validate::Name,
-    zk::{OpFailed, Zk, ZkResult, layout},
+    zk::{
+        OpFailed, Zk, ZkResult,
+        foreign::{Kind, Skipped},
+        layout,
+    },
 };
 
 /// How often queueing retries after a key's znode vanished (an empty key's container node is
@@ -312,20 +316,20 @@ pub struct HolderNode {
 ///
 /// # Cancellation safety
 /// Read-only: safe to cancel.
-pub async fn read_holders(client: &Zk, key: &Name, queue: &Queue) -> Result<Vec<HolderNode>> {
+pub async fn read_holders(client: &Zk, key: &Name, queue: &Queue, skipped: &Skipped) -> Result<Vec<HolderNode>> {
     let dir = layout::lock(key);
     let reads = queue.holders().iter().map(|n| {
         let path = format!("{dir}/{}", n.node);
         async move { (n.exclusive, client.get_data(&path).await) }
     });
     let mut holders = Vec::new();
-    for (exclusive, result) in join_all(reads).await {
+    for ((exclusive, result), node) in join_all(reads).await.into_iter().zip(queue.holders()) {
         match result {
             Ok(Some((data, stat))) => holders.push(HolderNode {
                 // A node zkcoord did not write (behind its back) still holds the key by its
                 // name: shown with an unknown owner rather than failing the read.
                 record: record::decode(&data).unwrap_or_else(|err| {
-                    tracing::warn!(key = %key, error = %err, "a lock node that is not a lock record holds the key");
+                    skipped.skip(Kind::LockNode, &format!("{dir}/{}", node.node), &err);
                     NodeRecord { lease_id: 0, owner: String::new(), instance: String::new(), acquired_unix_ms: None }
                 }),
                 exclusive,

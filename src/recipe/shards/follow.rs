@@ -44,7 +44,7 @@ use crate::{
     recipe::{health::Health, lease::record::LeaseRecord},
     sync_util::lock,
     validate::Name,
-    zk::{RETRY_PAUSE, Zk, ZkResult, layout},
+    zk::{RETRY_PAUSE, Zk, ZkResult, foreign::Kind, layout},
 };
 
 /// How many of its own writes in a row a task acts on before reading again.
@@ -324,6 +324,9 @@ struct Task {
 struct Cache {
     dirty: HashSet<String>,
     lease_dirty: HashSet<String>,
+    /// Member znodes that are no member record (written behind zkcoord's back), with the
+    /// mzxid they were read at: skipped until they change (their watch tells).
+    undecodable: HashMap<String, i64>,
     pending: HashSet<Fired>,
     generation: u64,
 }
@@ -585,8 +588,9 @@ impl Task {
             let present: HashSet<&String> = children.iter().collect();
             state.members.retain(|id, _| present.contains(id));
             cache.dirty.retain(|id| present.contains(id));
+            cache.undecodable.retain(|id, _| present.contains(id));
             for id in children {
-                if !state.members.contains_key(&id) {
+                if !state.members.contains_key(&id) && !cache.undecodable.contains_key(&id) {
                     cache.dirty.insert(id.clone());
                     cache.lease_dirty.insert(id);
                 }
@@ -597,7 +601,19 @@ impl Task {
             let member_path = layout::shard_member(&self.name, &member_id);
             match read_data(client, &member_path, Fired::Member(id.clone()), cache, watches).await {
                 Ok(Some((data, stat))) => {
-                    let record: MemberRecord = record::decode(&data)?;
+                    // A znode zkcoord did not write must not wedge the group: it is no member
+                    // (its watch, armed by the read, tells when it changes).
+                    let record: MemberRecord = match record::decode(&data) {
+                        Ok(record) => record,
+                        Err(err) => {
+                            if cache.undecodable.insert(id.clone(), stat.mzxid) != Some(stat.mzxid) {
+                                self.shared.session.skipped().skip(Kind::ShardMember, &member_path, &err);
+                            }
+                            state.members.remove(&id);
+                            continue;
+                        }
+                    };
+                    cache.undecodable.remove(&id);
                     let old = state.members.get(&id);
                     if old.is_none_or(|m| m.record.lease_id != record.lease_id) {
                         cache.lease_dirty.insert(id.clone());
@@ -608,6 +624,7 @@ impl Task {
                 }
                 Ok(None) => {
                     state.members.remove(&id);
+                    cache.undecodable.remove(&id);
                 }
                 Err(err) => {
                     cache.dirty.insert(id);

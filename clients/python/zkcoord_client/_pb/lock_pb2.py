@@ -26,15 +26,15 @@ _sym_db = _symbol_database.Default()
 from zkcoord_client._pb import common_pb2 as zkcoord_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15zkcoord/v1/lock.proto\x12\nzkcoord.v1\x1a\x17zkcoord/v1/common.proto\"\x9f\x01\n\x0bLockRequest\x12\x12\n\x04keys\x18\x01 \x03(\tR\x04keys\x12*\n\x05lease\x18\x02 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\x12(\n\x04mode\x18\x03 \x01(\x0e\x32\x14.zkcoord.v1.LockModeR\x04mode\x12&\n\x0fwait_timeout_ms\x18\x04 \x01(\x03R\rwaitTimeoutMs\"A\n\x08KeyToken\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12#\n\rfencing_token\x18\x02 \x01(\x04R\x0c\x66\x65ncingToken\"T\n\x0cLockResponse\x12\x16\n\x06handle\x18\x01 \x01(\tR\x06handle\x12,\n\x06tokens\x18\x02 \x03(\x0b\x32\x14.zkcoord.v1.KeyTokenR\x06tokens\"z\n\x0eTryLockRequest\x12\x12\n\x04keys\x18\x01 \x03(\tR\x04keys\x12*\n\x05lease\x18\x02 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\x12(\n\x04mode\x18\x03 \x01(\x0e\x32\x14.zkcoord.v1.LockModeR\x04mode\"\xa5\x01\n\x0fTryLockResponse\x12\x1a\n\x08\x61\x63quired\x18\x01 \x01(\x08R\x08\x61\x63quired\x12\x16\n\x06handle\x18\x02 \x01(\tR\x06handle\x12,\n\x06tokens\x18\x03 \x03(\x0b\x32\x14.zkcoord.v1.KeyTokenR\x06tokens\x12\x30\n\x07\x62locked\x18\x04 \x03(\x0b\x32\x16.zkcoord.v1.KeyHoldersR\x07\x62locked\"S\n\rUnlockRequest\x12\x16\n\x06handle\x18\x01 \x01(\tR\x06handle\x12*\n\x05lease\x18\x02 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\"\x10\n\x0eUnlockResponse\":\n\x0eHoldersRequest\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n\x06prefix\x18\x02 \x01(\x08R\x06prefix\"\xac\x01\n\x06Holder\x12\x14\n\x05owner\x18\x01 \x01(\tR\x05owner\x12\x19\n\x08lease_id\x18\x02 \x01(\x03R\x07leaseId\x12(\n\x04mode\x18\x03 \x01(\x0e\x32\x14.zkcoord.v1.LockModeR\x04mode\x12\"\n\rsince_unix_ms\x18\x04 \x01(\x03R\x0bsinceUnixMs\x12#\n\rfencing_token\x18\x05 \x01(\x04R\x0c\x66\x65ncingToken\"f\n\nKeyHolders\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12,\n\x07holders\x18\x02 \x03(\x0b\x32\x12.zkcoord.v1.HolderR\x07holders\x12\x18\n\x07waiters\x18\x03 \x01(\rR\x07waiters\"=\n\x0fHoldersResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x16.zkcoord.v1.KeyHoldersR\x04keys*T\n\x08LockMode\x12\x19\n\x15LOCK_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13LOCK_MODE_EXCLUSIVE\x10\x01\x12\x14\n\x10LOCK_MODE_SHARED\x10\x02\x32\x8a\x02\n\x04Lock\x12\x39\n\x04Lock\x12\x17.zkcoord.v1.LockRequest\x1a\x18.zkcoord.v1.LockResponse\x12\x42\n\x07TryLock\x12\x1a.zkcoord.v1.TryLockRequest\x1a\x1b.zkcoord.v1.TryLockResponse\x12?\n\x06Unlock\x12\x19.zkcoord.v1.UnlockRequest\x1a\x1a.zkcoord.v1.UnlockResponse\x12\x42\n\x07Holders\x12\x1a.zkcoord.v1.HoldersRequest\x1a\x1b.zkcoord.v1.HoldersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15zkcoord/v1/lock.proto\x12\nzkcoord.v1\x1a\x17zkcoord/v1/common.proto\"\x9f\x01\n\x0bLockRequest\x12\x12\n\x04keys\x18\x01 \x03(\tR\x04keys\x12*\n\x05lease\x18\x02 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\x12(\n\x04mode\x18\x03 \x01(\x0e\x32\x14.zkcoord.v1.LockModeR\x04mode\x12&\n\x0fwait_timeout_ms\x18\x04 \x01(\x03R\rwaitTimeoutMs\"A\n\x08KeyToken\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12#\n\rfencing_token\x18\x02 \x01(\x04R\x0c\x66\x65ncingToken\"T\n\x0cLockResponse\x12\x16\n\x06handle\x18\x01 \x01(\tR\x06handle\x12,\n\x06tokens\x18\x02 \x03(\x0b\x32\x14.zkcoord.v1.KeyTokenR\x06tokens\"z\n\x0eTryLockRequest\x12\x12\n\x04keys\x18\x01 \x03(\tR\x04keys\x12*\n\x05lease\x18\x02 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\x12(\n\x04mode\x18\x03 \x01(\x0e\x32\x14.zkcoord.v1.LockModeR\x04mode\"\xa5\x01\n\x0fTryLockResponse\x12\x1a\n\x08\x61\x63quired\x18\x01 \x01(\x08R\x08\x61\x63quired\x12\x16\n\x06handle\x18\x02 \x01(\tR\x06handle\x12,\n\x06tokens\x18\x03 \x03(\x0b\x32\x14.zkcoord.v1.KeyTokenR\x06tokens\x12\x30\n\x07\x62locked\x18\x04 \x03(\x0b\x32\x16.zkcoord.v1.KeyHoldersR\x07\x62locked\"S\n\rUnlockRequest\x12\x16\n\x06handle\x18\x01 \x01(\tR\x06handle\x12*\n\x05lease\x18\x02 \x01(\x0b\x32\x14.zkcoord.v1.LeaseRefR\x05lease\"\x10\n\x0eUnlockResponse\"v\n\x0eHoldersRequest\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n\x06prefix\x18\x02 \x01(\x08R\x06prefix\x12\x1b\n\tpage_size\x18\x03 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\"\xac\x01\n\x06Holder\x12\x14\n\x05owner\x18\x01 \x01(\tR\x05owner\x12\x19\n\x08lease_id\x18\x02 \x01(\x03R\x07leaseId\x12(\n\x04mode\x18\x03 \x01(\x0e\x32\x14.zkcoord.v1.LockModeR\x04mode\x12\"\n\rsince_unix_ms\x18\x04 \x01(\x03R\x0bsinceUnixMs\x12#\n\rfencing_token\x18\x05 \x01(\x04R\x0c\x66\x65ncingToken\"f\n\nKeyHolders\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12,\n\x07holders\x18\x02 \x03(\x0b\x32\x12.zkcoord.v1.HolderR\x07holders\x12\x18\n\x07waiters\x18\x03 \x01(\rR\x07waiters\"e\n\x0fHoldersResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x16.zkcoord.v1.KeyHoldersR\x04keys\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*T\n\x08LockMode\x12\x19\n\x15LOCK_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13LOCK_MODE_EXCLUSIVE\x10\x01\x12\x14\n\x10LOCK_MODE_SHARED\x10\x02\x32\x8a\x02\n\x04Lock\x12\x39\n\x04Lock\x12\x17.zkcoord.v1.LockRequest\x1a\x18.zkcoord.v1.LockResponse\x12\x42\n\x07TryLock\x12\x1a.zkcoord.v1.TryLockRequest\x1a\x1b.zkcoord.v1.TryLockResponse\x12?\n\x06Unlock\x12\x19.zkcoord.v1.UnlockRequest\x1a\x1a.zkcoord.v1.UnlockResponse\x12\x42\n\x07Holders\x12\x1a.zkcoord.v1.HoldersRequest\x1a\x1b.zkcoord.v1.HoldersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zkcoord.v1.lock_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOCKMODE']._serialized_start=1174
-  _globals['_LOCKMODE']._serialized_end=1258
+  _globals['_LOCKMODE']._serialized_start=1274
+  _globals['_LOCKMODE']._serialized_end=1358
   _globals['_LOCKREQUEST']._serialized_start=63
   _globals['_LOCKREQUEST']._serialized_end=222
   _globals['_KEYTOKEN']._serialized_start=224
@@ -50,13 +50,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UNLOCKRESPONSE']._serialized_start=754
   _globals['_UNLOCKRESPONSE']._serialized_end=770
   _globals['_HOLDERSREQUEST']._serialized_start=772
-  _globals['_HOLDERSREQUEST']._serialized_end=830
-  _globals['_HOLDER']._serialized_start=833
-  _globals['_HOLDER']._serialized_end=1005
-  _globals['_KEYHOLDERS']._serialized_start=1007
-  _globals['_KEYHOLDERS']._serialized_end=1109
-  _globals['_HOLDERSRESPONSE']._serialized_start=1111
-  _globals['_HOLDERSRESPONSE']._serialized_end=1172
-  _globals['_LOCK']._serialized_start=1261
-  _globals['_LOCK']._serialized_end=1527
+  _globals['_HOLDERSREQUEST']._serialized_end=890
+  _globals['_HOLDER']._serialized_start=893
+  _globals['_HOLDER']._serialized_end=1065
+  _globals['_KEYHOLDERS']._serialized_start=1067
+  _globals['_KEYHOLDERS']._serialized_end=1169
+  _globals['_HOLDERSRESPONSE']._serialized_start=1171
+  _globals['_HOLDERSRESPONSE']._serialized_end=1272
+  _globals['_LOCK']._serialized_start=1361
+  _globals['_LOCK']._serialized_end=1627
 # @@protoc_insertion_point(module_scope)
