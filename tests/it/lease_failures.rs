@@ -209,7 +209,9 @@ async fn heartbeats_cost_no_zookeeper_writes_and_one_session() {
     for i in 0..LEASES {
         let channel = channels[i % channels.len()].clone();
         grants
-            .spawn(async move { support::lease::grant(&channel, &format!("node-{i}"), Duration::from_secs(5)).await });
+            // A ttl long enough that the last grant is still alive when the first heartbeats
+            // begin on a starved machine (granting and opening 1,000 streams takes seconds).
+            .spawn(async move { support::lease::grant(&channel, &format!("node-{i}"), Duration::from_secs(30)).await });
     }
     let granted: Vec<pb::GrantResponse> = grants.join_all().await;
     assert_eq!(granted.len(), LEASES);
