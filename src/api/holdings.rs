@@ -31,7 +31,7 @@ use std::{
 
 use super::{Caller, Context};
 use crate::{
-    authz::{Access, Resource},
+    authz::{Access, Authz, Resource},
     recipe::lock::Acquired,
     sync_util::lock,
     tenant::Recipes,
@@ -118,9 +118,7 @@ impl Holdings {
     }
 
     /// Takes out everything the rules in force no longer allow its grantee.
-    fn take_withdrawn(&self, ctx: &Context) -> Vec<Entry> {
-        let Some(authz) = &ctx.authz else { return Vec::new() };
-        let rules = authz.current();
+    fn take_withdrawn(&self, rules: &Authz) -> Vec<Entry> {
         let mut map = lock(&self.granted);
         let withdrawn: Vec<_> = map
             .iter()
@@ -185,7 +183,7 @@ pub fn spawn_enforcer(ctx: Context) {
                 () = ctx.shutdown.cancelled() => return,
             }
             let mut leases = HashSet::new();
-            for (tenant, granted) in ctx.holdings.take_withdrawn(&ctx) {
+            for (tenant, granted) in ctx.holdings.take_withdrawn(&authz.current()) {
                 let Ok(recipes) = ctx.tenants.get(tenant.as_deref()) else { continue };
                 match granted {
                     Granted::Hold { lease_id, .. } => {
@@ -208,4 +206,48 @@ pub fn spawn_enforcer(ctx: Context) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::parse("name", s).expect("a valid name")
+    }
+
+    #[test]
+    fn only_what_the_rules_no_longer_allow_its_grantee_is_taken_out_once() {
+        let before = Authz::parse(
+            "[[allow]]\nidentity = \"a\"\nlocks = [\"job-*\"]\nshard_groups = [\"g\"]\n\n\
+             [[allow]]\nidentity = \"b\"\nlocks = [\"job-*\"]\nshard_groups = [\"g\"]\n",
+        )
+        .expect("valid rules");
+        let after = Authz::parse(
+            "[[allow]]\nidentity = \"a\"\nlocks = [\"job-1\"]\n\n\
+             [[allow]]\nidentity = \"b\"\nlocks = [\"job-*\"]\nshard_groups = [\"g\"]\n",
+        )
+        .expect("valid rules");
+        let holdings = Holdings::default();
+        let (a, b): (Option<Arc<str>>, Option<Arc<str>>) = (Some("a".into()), Some("b".into()));
+        holdings.add_hold(None, a.clone(), 1, "h1".into(), &[name("job-1")]);
+        holdings.add_hold(None, a.clone(), 1, "h2".into(), &[name("job-1"), name("job-2")]);
+        holdings.add_hold(None, b.clone(), 2, "h3".into(), &[name("job-2")]);
+        holdings.add_member(None, a, name("g"), name("m1"), 1);
+        holdings.add_member(None, b, name("g"), name("m2"), 2);
+        holdings.add_hold(None, None, 3, "h4".into(), &[name("job-1")]);
+        holdings.remove_hold(None, 3, "h4".into()); // unlocked: not followed any more
+        assert!(holdings.take_withdrawn(&before).is_empty());
+        let mut taken = holdings.take_withdrawn(&after);
+        taken.sort_by_key(|(_, granted)| format!("{granted:?}"));
+        assert_eq!(
+            taken,
+            vec![
+                (None, Granted::Hold { lease_id: 1, hold: "h2".into() }),
+                (None, Granted::Member { group: name("g"), member_id: name("m1"), lease_id: 1 }),
+            ]
+        );
+        assert!(holdings.take_withdrawn(&after).is_empty(), "taken out once");
+        assert_eq!(lock(&holdings.granted).len(), 3);
+    }
 }
