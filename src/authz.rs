@@ -57,6 +57,8 @@
 //! stopped, since revoking it would free its holds while the client may still act on its last
 //! confirmed heartbeat. Certificate rotation does the same for connections whose client
 //! certificate the reloaded `tls_client_ca` no longer trusts ([`crate::tls::ServerTls::still_trusts`]).
+//! Lock holds and shard memberships (made by unary calls) end too: the instance that granted
+//! them remembers the caller's identity and ends them safely ([`crate::api::holdings`]).
 //!
 //! Tenants by identity ([`Authz::tenant_for`]): a request without a `zkcoord-tenant` header
 //! goes to the tenant of the first rule matching its identity (the default tenant when none

@@ -118,10 +118,12 @@ pub async fn start(config: Config) -> io::Result<Instance> {
         authz: config.authz.clone().map(|rules| LiveAuthz::new(rules, config.zookeeper.tenants.clone())),
         limits,
         tls: tls.clone(),
+        holdings: crate::api::holdings::Holdings::default(),
     };
     if let Some(authz) = &ctx.authz {
         authz.spawn_reloader(shutdown.clone());
     }
+    crate::api::holdings::spawn_enforcer(ctx.clone());
 
     let (reporter, health) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;

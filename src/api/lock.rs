@@ -67,7 +67,9 @@ impl lock_server::Lock for LockService {
         let keys = request.keys.clone();
         // No select on the shutdown token here: the recipe answers ShuttingDown itself, after
         // withdrawing the request, and a grant that came first is answered as a grant.
+        let lease_id = request.lease_id;
         let acquired = tenant.locks.lock(request, wait).await?;
+        self.ctx.granted_hold(&caller, &tenant, lease_id, &acquired, &keys);
         Ok(Response::new(pb::LockResponse { tokens: tokens(&keys, &acquired), handle: acquired.hold }))
     }
 
@@ -78,13 +80,17 @@ impl lock_server::Lock for LockService {
         let request = lock_request(&req.keys, req.lease.as_ref(), req.mode)?;
         self.ctx.authorize(&caller, &tenant, Resource::LockKey, Access::Write, &request.keys)?;
         let keys = request.keys.clone();
+        let lease_id = request.lease_id;
         let response = match tenant.locks.try_lock(request).await? {
-            TryOutcome::Acquired(acquired) => pb::TryLockResponse {
-                acquired: true,
-                tokens: tokens(&keys, &acquired),
-                handle: acquired.hold,
-                blocked: Vec::new(),
-            },
+            TryOutcome::Acquired(acquired) => {
+                self.ctx.granted_hold(&caller, &tenant, lease_id, &acquired, &keys);
+                pb::TryLockResponse {
+                    acquired: true,
+                    tokens: tokens(&keys, &acquired),
+                    handle: acquired.hold,
+                    blocked: Vec::new(),
+                }
+            }
             TryOutcome::Blocked(blocked) => {
                 pb::TryLockResponse { blocked: blocked.into_iter().map(key_holders).collect(), ..Default::default() }
             }
@@ -102,6 +108,7 @@ impl lock_server::Lock for LockService {
         validate::hold("handle", &req.handle)?;
         let lease = proto::lease_ref(req.lease.as_ref(), &proto::LEASE)?;
         tenant.locks.unlock(lease.id, &lease.secret, &req.handle).await?;
+        self.ctx.holdings.remove_hold(tenant.tenant.clone(), lease.id, req.handle.clone());
         Ok(Response::new(pb::UnlockResponse {}))
     }
 

@@ -3,6 +3,7 @@
 
 mod convert;
 pub mod election;
+pub mod holdings;
 pub mod lease;
 pub mod lock;
 pub mod shards;
@@ -43,6 +44,9 @@ pub struct Context {
     /// The listener's TLS, if any: a reload of the client CA can make it distrust established
     /// connections ([`crate::tls::ServerTls::still_trusts`]).
     pub tls: Option<ServerTls>,
+    /// The lock holds and shard memberships granted here, by identity: rights withdrawn later
+    /// end them ([`holdings`]).
+    pub holdings: holdings::Holdings,
 }
 
 /// The caller of a request: its TLS connection (client certificate and identity, with mTLS).

@@ -115,7 +115,9 @@ impl shards_server::Shards for ShardsService {
         let caller = Caller::of(&request);
         let req = join_request(request.into_inner())?;
         self.ctx.authorize(&caller, &tenant, Resource::ShardGroup, Access::Write, [&req.key.group])?;
+        let (group, member_id, lease_id) = (req.key.group.clone(), req.key.member_id.clone(), req.key.lease_id);
         let shard_count = tenant.shards.join(req).await?;
+        self.ctx.granted_member(&caller, &tenant, &group, &member_id, lease_id);
         Ok(Response::new(pb::JoinResponse { shard_count }))
     }
 
@@ -130,6 +132,14 @@ impl shards_server::Shards for ShardsService {
         }
         let wait = if req.wait_ms == 0 { shards::MAX_LEAVE_WAIT } else { Duration::from_millis(req.wait_ms as u64) };
         let left = tenant.shards.leave(&key, wait).await?;
+        if left {
+            self.ctx.holdings.remove_member(
+                tenant.tenant.clone(),
+                key.group.clone(),
+                key.member_id.clone(),
+                key.lease_id,
+            );
+        }
         Ok(Response::new(pb::LeaveResponse { left }))
     }
 

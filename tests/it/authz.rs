@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use support::{certs::Ca, eventually, lease::lease_ref};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, transport::Channel};
 use zkcoord::{
     config::Authz,
@@ -20,7 +21,10 @@ use zkcoord::{
     },
 };
 
-use crate::tls::{CALL_TIMEOUT, Files, RELOAD_WAIT, client_tls, connect, health, replace, start};
+use crate::{
+    shards::{Member, TTL, check_exclusive},
+    tls::{CALL_TIMEOUT, Files, RELOAD_WAIT, client_tls, connect, health, replace, start},
+};
 
 /// Waits until the instance behind `channel` is SERVING (its ZooKeeper session is usable).
 async fn serving(channel: &Channel) {
@@ -420,6 +424,116 @@ async fn withdrawn_rights_end_campaign_observe_and_keep_alive_streams() {
     assert_eq!((ended.code(), ended.message()), (Code::PermissionDenied, RIGHTS_WITHDRAWN));
     let refused = keep_alive(&node, lease).recv().await.unwrap();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    instance.shutdown().await;
+}
+
+/// A reload withdrawing an identity's rights on a lock key ends its hold as if its lease were
+/// revoked: the lease is never confirmed again (its KeepAlive stream ends) and is deleted with
+/// its hold once its validity ran out; only then does another identity's waiting Lock get the
+/// key — never while the old holder may still trust its last confirmed heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawn_lock_key_rights_end_the_hold_only_after_its_validity() {
+    let rules = |node_locks: &str| {
+        format!(
+            "[[allow]]\nidentity = \"node\"\nlocks = [{node_locks}]\nleases = [\"node\"]\n\n\
+             [[allow]]\nidentity = \"other\"\nlocks = [\"job-*\"]\nleases = [\"other\"]\n"
+        )
+    };
+    let ca = Ca::new("withdraw lock ca");
+    let files = Files::new(&ca.server(), &ca);
+    std::fs::write(&files.authz, rules("\"job-*\"")).unwrap();
+    let instance = start("authz-withdraw-lock", files.tls(true), Some(Authz::load(&files.authz).unwrap())).await;
+    let addr = instance.addr();
+    let node = connect(addr, client_tls(&ca, Some(&ca.client("node")))).await.unwrap();
+    let other = connect(addr, client_tls(&ca, Some(&ca.client("other")))).await.unwrap();
+    serving(&node).await;
+
+    let ttl = Duration::from_secs(2);
+    let grant = |owner: &str| pb::GrantRequest { ttl_ms: 2000, owner: owner.into(), ..Default::default() };
+    let node_lease = LeaseClient::new(node.clone()).grant(grant("node")).await.unwrap().into_inner();
+    let mut node_end = keep_alive(&node, (node_lease.lease_id, node_lease.secret.clone()));
+    let other_lease = LeaseClient::new(other.clone()).grant(grant("other")).await.unwrap().into_inner();
+    let mut other_end = keep_alive(&other, (other_lease.lease_id, other_lease.secret.clone()));
+    let lock = |lease: &pb::GrantResponse| pb::LockRequest {
+        keys: vec!["job-1".into()],
+        lease: lease_ref(lease.lease_id, &lease.secret),
+        mode: pb::LockMode::Exclusive.into(),
+        wait_timeout_ms: 60_000,
+    };
+    LockClient::new(node.clone()).lock(lock(&node_lease)).await.unwrap();
+    let mut waiting = LockClient::new(other.clone());
+    let request = lock(&other_lease);
+    let mut waiter = tokio::spawn(async move {
+        let acquired = waiting.lock(request).await;
+        (Instant::now(), acquired)
+    });
+    assert!(tokio::time::timeout(Duration::from_millis(1000), &mut waiter).await.is_err(), "the key is held");
+
+    // Withdraw the node's rights on the key (its lease rights stay).
+    let reloaded = Instant::now();
+    replace(&files.authz, &rules(""));
+    let ended = tokio::time::timeout(RELOAD_WAIT, node_end.recv()).await.unwrap().unwrap();
+    assert_eq!(ended.code(), Code::NotFound, "the lease is no longer confirmed: {ended:?}");
+    let (acquired_at, acquired) = tokio::time::timeout(RELOAD_WAIT + ttl * 3, waiter).await.unwrap().unwrap();
+    acquired.unwrap();
+    let waited = acquired_at - reloaded;
+    assert!(waited >= ttl, "the key passed on {waited:?} after the reload, within the old holder's validity");
+    let gone =
+        LeaseClient::new(node.clone()).time_to_live(pb::TimeToLiveRequest { lease_id: node_lease.lease_id }).await;
+    assert_eq!(gone.unwrap_err().code(), Code::NotFound, "the withdrawn hold's lease is gone");
+    assert!(other_end.try_recv().is_err(), "the other identity's lease carries on");
+    instance.shutdown().await;
+}
+
+/// A reload withdrawing an identity's rights on a shard group ends its membership as a Leave
+/// would: its shards are revoked and (as it does not release them) handed on only once its
+/// validity ran out, never valid for two members at once; then the membership ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawn_shard_group_rights_end_the_membership_only_after_its_validity() {
+    let rules = |node_groups: &str| {
+        format!(
+            "[[allow]]\nidentity = \"node\"\nshard_groups = [{node_groups}]\nleases = [\"node-m\"]\n\n\
+             [[allow]]\nidentity = \"other\"\nshard_groups = [\"flows\"]\nleases = [\"other-m\"]\n"
+        )
+    };
+    let ca = Ca::new("withdraw shards ca");
+    let files = Files::new(&ca.server(), &ca);
+    std::fs::write(&files.authz, rules("\"flows\"")).unwrap();
+    let instance = start("authz-withdraw-shards", files.tls(true), Some(Authz::load(&files.authz).unwrap())).await;
+    let addr = instance.addr();
+    let node = connect(addr, client_tls(&ca, Some(&ca.client("node")))).await.unwrap();
+    let other = connect(addr, client_tls(&ca, Some(&ca.client("other")))).await.unwrap();
+    serving(&node).await;
+
+    let wait = Duration::from_secs(30);
+    // The node's member never releases a revoked shard: only its validity's end moves them.
+    let m1 = Member::join(&node, "flows", "node-m", 4, 1, false).await;
+    eventually(wait, "the node's member owns everything", || async { m1.valid().len() == 4 }).await;
+    let m2 = Member::join(&other, "flows", "other-m", 4, 1, true).await;
+    let stop = CancellationToken::new();
+    let checker = check_exclusive(vec![m1.validity.clone(), m2.validity.clone()], stop.clone());
+    eventually(wait, "2/2", || async { m1.valid().len() == 2 && m2.valid().len() == 2 }).await;
+
+    let reloaded = Instant::now();
+    replace(&files.authz, &rules(""));
+    eventually(wait, "the other member owns everything", || async { m2.valid().len() == 4 }).await;
+    let waited = reloaded.elapsed();
+    assert!(waited >= TTL, "shards moved {waited:?} after the reload, within the old owner's validity");
+    assert!(m1.valid().is_empty());
+    let mut shards = ShardsClient::new(other.clone());
+    eventually(wait, "the withdrawn membership ended", || {
+        let mut shards = shards.clone();
+        async move {
+            let members = shards.members(pb::MembersRequest { group: "flows".into(), ..Default::default() }).await;
+            let members = members.unwrap().into_inner().members;
+            members.iter().map(|m| m.member_id.as_str()).collect::<Vec<_>>() == vec!["other-m"]
+        }
+    })
+    .await;
+    let assignment = shards.assignment(pb::AssignmentRequest { group: "flows".into() }).await.unwrap().into_inner();
+    assert!(assignment.ranges.iter().all(|r| r.owner == "other-m"), "{assignment:?}");
+    stop.cancel();
+    assert!(checker.await.unwrap() > 10);
     instance.shutdown().await;
 }
 

@@ -61,6 +61,8 @@ const MAX_ID_ATTEMPTS: usize = 5;
 const CLAIM_SHARDS: usize = 64;
 /// How many times a claim retries after a concurrent write.
 const MAX_CLAIM_ATTEMPTS: usize = 8;
+/// How many times a withdrawal retries its mark against concurrent writes of the record.
+const MAX_MARK_ATTEMPTS: usize = 8;
 
 /// Why a lease ended on this instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -387,6 +389,57 @@ impl Leases {
             }
             DeleteOutcome::Missing | DeleteOutcome::VersionChanged => Err(Error::LeaseNotFound),
         }
+    }
+
+    /// Ends lease `id` on zkcoord's own initiative (a lock hold bound to it belongs to an
+    /// identity that lost its rights on the hold's key: the `authz_file` changed), without ever
+    /// letting another client own what the lease holds while its owner may still trust it.
+    /// A hold is covered by *every* confirmed heartbeat of its lease (`lease.proto`), so it can
+    /// end safely only with the lease's confirmations: phase 1 marks the record `ending` (its
+    /// home sees the mark through its watch and never confirms the lease again, as for a
+    /// deletion in batches; no new binding passes a verified read), phase 2 deletes the lease
+    /// with everything bound to it once [`validity_grace`] of its ttl has passed since the mark
+    /// was written: by then its owner's last confirmed heartbeat can no longer be trusted.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when ZooKeeper is (or the record kept changing).
+    ///
+    /// # Cancellation safety
+    /// Each write is one request; a call cancelled after the mark leaves the lease marked
+    /// `ending` and never confirmed again, with its bindings in place: its holds are then
+    /// not released until a Revoke (or a new withdrawal) deletes it.
+    pub async fn end_withdrawn(&self, id: i64) -> Result<()> {
+        let client = self.inner.session.client()?;
+        let path = layout::lease(id);
+        let mut marked = None;
+        for _ in 0..MAX_MARK_ATTEMPTS {
+            let Some((data, stat)) = client.get_data(&path).await? else { return Ok(()) };
+            let mut record = LeaseRecord::decode(&data)?;
+            let ttl = record.ttl();
+            if record.ending {
+                marked = Some(ttl);
+                break;
+            }
+            record.ending = true;
+            match client.set_data(&path, &record.encode(), Some(stat.version)).await {
+                Ok(Some(_)) => {
+                    marked = Some(ttl);
+                    break;
+                }
+                Ok(None) => return Ok(()),
+                Err(zookeeper_client::Error::BadVersion) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let ttl = marked.ok_or(Error::Unavailable)?;
+        tracing::info!(lease = id, "lease ending: a hold's rights were withdrawn; deleted after its validity");
+        tokio::time::sleep(validity_grace(ttl)).await;
+        zkops::delete_lease(&client, &path, None).await?;
+        if let Some(lease) = self.inner.local(id) {
+            lease.finish(End::Gone);
+        }
+        tracing::info!(lease = id, "lease deleted: a hold's rights were withdrawn");
+        Ok(())
     }
 
     /// Authenticates a call acting for lease `id` and returns the lease's owner and secret

@@ -243,23 +243,8 @@ impl Shards {
     pub async fn leave(&self, key: &MemberKey, wait: Duration) -> Result<bool> {
         let client = self.shared.session.client()?;
         lease::read_verified(&client, key.lease_id, &key.secret).await?;
-        let path = layout::shard_member(&key.group, &key.member_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let Some((data, stat)) = client.get_data(&path).await? else { return Ok(true) };
-            let mut record: MemberRecord = record::decode(&data)?;
-            if record.lease_id != key.lease_id {
-                return Ok(true); // this lease's membership is gone; another lease's is not ours
-            }
-            if record.leaving {
-                break;
-            }
-            record.leaving = true;
-            match client.set_data(&path, &record::encode(&record)?, Some(stat.version)).await {
-                Ok(Some(_)) => break,
-                Err(zookeeper_client::Error::BadVersion) => continue,
-                Ok(None) => return Ok(true),
-                Err(err) => return Err(err.into()),
-            }
+        if !mark_leaving(&client, &key.group, &key.member_id, key.lease_id).await? {
+            return Ok(true);
         }
         let watch = self.watch(&key.group);
         watch.poke();
@@ -284,6 +269,27 @@ impl Shards {
         })
         .await;
         Ok(gone.is_ok())
+    }
+
+    /// Ends membership `member_id` of lease `lease_id` in `group` on zkcoord's own initiative
+    /// (the identity that joined lost its rights on the group: the `authz_file` changed), as a
+    /// Leave would, without its lease secret: the member is marked leaving, so it gets no
+    /// shards and its shards are revoked, each handed on only once released or after its
+    /// owner's validity ran out (the handoff rule), and the group's assigners end the membership
+    /// once it owns nothing. Does not wait for that.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    ///
+    /// # Cancellation safety
+    /// The mark is one write: made or not.
+    pub async fn withdraw(&self, group: &Name, member_id: &Name, lease_id: i64) -> Result<()> {
+        let client = self.shared.session.client()?;
+        if mark_leaving(&client, group, member_id, lease_id).await? {
+            tracing::info!(%group, member = %member_id, "member leaving: its rights were withdrawn");
+            self.watch(group).poke();
+        }
+        Ok(())
     }
 
     /// Acknowledges the revocation of `shards` (each `(shard, epoch held with)`): their next
@@ -470,4 +476,28 @@ async fn end_membership(client: &Zk, group: &Name, member: &MemberView) -> Resul
         Err(OpFailed { error: zookeeper_client::Error::NoNode | zookeeper_client::Error::BadVersion, .. }) => Ok(()),
         Err(OpFailed { error, .. }) => Err(error.into()),
     }
+}
+
+/// Marks the membership of `member_id` by `lease_id` in `group` leaving; `false` when there is
+/// no such membership (gone, or another lease's).
+async fn mark_leaving(client: &Zk, group: &Name, member_id: &Name, lease_id: i64) -> Result<bool> {
+    let path = layout::shard_member(group, member_id);
+    for _ in 0..MAX_ATTEMPTS {
+        let Some((data, stat)) = client.get_data(&path).await? else { return Ok(false) };
+        let mut record: MemberRecord = record::decode(&data)?;
+        if record.lease_id != lease_id {
+            return Ok(false); // this lease's membership is gone; another lease's is not ours
+        }
+        if record.leaving {
+            return Ok(true);
+        }
+        record.leaving = true;
+        match client.set_data(&path, &record::encode(&record)?, Some(stat.version)).await {
+            Ok(Some(_)) => return Ok(true),
+            Err(zookeeper_client::Error::BadVersion) => {}
+            Ok(None) => return Ok(false),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(true) // as before: the assigners judge the record as it is
 }
