@@ -216,7 +216,7 @@ async fn heartbeater(
             }
             last_confirmed = sent;
             let now_listed = answer.leaderships.iter().any(|l| l.election == election);
-            let undisturbed = plan % 2 == 0 && planned.load(Ordering::SeqCst) == plan;
+            let undisturbed = plan.is_multiple_of(2) && planned.load(Ordering::SeqCst) == plan;
             if listed && !now_listed && undisturbed && listed_plan == plan {
                 losses.leaderships.fetch_add(1, Ordering::Relaxed);
                 losses.note(format!("lease {}: leadership of {election} lost", lease.id));
@@ -429,7 +429,7 @@ impl Abuser {
                     _ = tick.tick() => {}
                 }
                 n += 1;
-                let status = if n % 2 == 0 { pb::HealthStatus::Serving } else { pb::HealthStatus::NotServing };
+                let status = if n.is_multiple_of(2) { pb::HealthStatus::Serving } else { pb::HealthStatus::NotServing };
                 let beat = pb::KeepAliveRequest {
                     lease: Some(lease.clone()),
                     health: Some(serving(status)),
