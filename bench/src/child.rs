@@ -1,6 +1,6 @@
 //! The hidden subcommands the bench re-executes itself with, so that each server runs in a
 //! process of its own (its CPU time and memory measured apart from the load generator's):
-//! `__serve-zkcoord <zk hosts> <namespace>` and `__serve-floor`. Each prints
+//! `__serve-zkcoord <zk hosts> <namespace> [setting=value ...]` and `__serve-floor`. Each prints
 //! `listening on <addr>` once serving and exits when its stdin closes (the bench ended).
 
 use std::{
@@ -55,9 +55,31 @@ fn announce(addr: std::net::SocketAddr) {
     let _ = out.flush();
 }
 
-/// `__serve-zkcoord`: one zkcoord instance, as `zkcoord serve` runs it.
-pub fn serve_zkcoord(hosts: &str, namespace: &str) -> ExitCode {
-    let config = zkcoord_config(hosts, namespace);
+/// Applies `setting=value` overrides (the abuse scenario's instance): `tenants` (comma-separated)
+/// and the quotas `max_leases_per_tenant`, `max_observe_streams`, `max_watched_elections`.
+fn apply_settings(config: &mut Config, settings: &[String]) -> Result<(), String> {
+    for setting in settings {
+        let (key, value) = setting.split_once('=').ok_or_else(|| format!("not setting=value: {setting:?}"))?;
+        let number = || value.parse::<usize>().map_err(|e| format!("{key}: {e}"));
+        match key {
+            "tenants" => config.zookeeper.tenants = value.split(',').map(str::to_owned).collect(),
+            "max_leases_per_tenant" => config.quotas.leases_per_tenant = number()?,
+            "max_observe_streams" => config.quotas.observe_streams = number()?,
+            "max_watched_elections" => config.quotas.watched_elections = number()?,
+            _ => return Err(format!("unknown setting {key:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// `__serve-zkcoord`: one zkcoord instance, as `zkcoord serve` runs it, with `settings`
+/// (`setting=value`) applied over the defaults.
+pub fn serve_zkcoord(hosts: &str, namespace: &str, settings: &[String]) -> ExitCode {
+    let mut config = zkcoord_config(hosts, namespace);
+    if let Err(err) = apply_settings(&mut config, settings) {
+        eprintln!("zkcoord: {err}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {

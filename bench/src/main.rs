@@ -80,10 +80,10 @@ fn main() -> ExitCode {
     match argv.next().as_deref() {
         Some("__serve-zkcoord") => {
             let (Some(hosts), Some(namespace)) = (argv.next(), argv.next()) else {
-                eprintln!("usage: __serve-zkcoord <hosts> <namespace>");
+                eprintln!("usage: __serve-zkcoord <hosts> <namespace> [setting=value ...]");
                 return ExitCode::FAILURE;
             };
-            return child::serve_zkcoord(&hosts, &namespace);
+            return child::serve_zkcoord(&hosts, &namespace, &argv.collect::<Vec<_>>());
         }
         Some("__serve-floor") => return child::serve_floor(),
         _ => {}
@@ -105,8 +105,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Scenario numbers in the order they are run (issue 7's priorities).
-const PRIORITY: [u32; 10] = [1, 4, 9, 3, 2, 8, 6, 10, 5, 7];
+/// Scenario numbers in the order they are run (issue 7's priorities, then issue 17's abuse).
+const PRIORITY: [u32; 11] = [1, 4, 9, 3, 2, 8, 6, 10, 5, 7, 11];
 
 async fn run(args: Args) -> Result<(), String> {
     let started = std::time::SystemTime::now();
@@ -211,6 +211,7 @@ fn scenario_name(number: u32) -> String {
         8 => "8 overhead floor",
         9 => "9 transfer → successor elected",
         10 => "10 shard rebalance",
+        11 => "11 abuse",
         _ => "unknown",
     }
     .to_owned()
@@ -294,6 +295,13 @@ async fn run_scenario(bench: &Bench, number: u32) -> Vec<Row> {
         10 => {
             let (n, m) = if q { (64, 5) } else { (1024, 100) };
             rows.push(outcome(&name, Sys::Zkcoord, "", scenarios::shards::rebalance(bench, n, m).await));
+        }
+        11 => {
+            let sizes = if q { scenarios::abuse::Sizes::quick() } else { scenarios::abuse::Sizes::full() };
+            match scenarios::abuse::abuse(bench, &sizes).await {
+                Ok(abuse) => rows.extend(abuse),
+                Err(err) => rows.push(Row::not_measured(&name, "zkcoord", "", err)),
+            }
         }
         _ => rows.push(Row::not_measured(&name, "all", "", "no such scenario")),
     }

@@ -233,6 +233,13 @@ impl GrpcChild {
         Self::spawn("zkcoord", &["__serve-zkcoord", zk_hosts, namespace], log)
     }
 
+    /// [`GrpcChild::zkcoord`] with `setting=value` overrides (see `child::serve_zkcoord`).
+    pub fn zkcoord_with(zk_hosts: &str, namespace: &str, log: &Path, settings: &[String]) -> Result<Self> {
+        let mut args = vec!["__serve-zkcoord", zk_hosts, namespace];
+        args.extend(settings.iter().map(String::as_str));
+        Self::spawn("zkcoord", &args, log)
+    }
+
     /// A bare tonic server with only `grpc.health.v1` (the overhead floor).
     pub fn floor(log: &Path) -> Result<Self> {
         Self::spawn("bare tonic", &["__serve-floor"], log)

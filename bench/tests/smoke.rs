@@ -1,5 +1,5 @@
 //! The benchmark's smoke run (`--quick`): every scenario with tiny counts, so the benchmark
-//! cannot rot. etcd's rows are required when etcd is installed (scripts/test.sh installs it)
+//! cannot rot; the abuse scenario (11) must lose nothing well-behaved. etcd's rows are required when etcd is installed (scripts/test.sh installs it)
 //! and say "not measured" otherwise.
 
 use std::{path::Path, process::Command, time::Instant};
@@ -44,6 +44,20 @@ fn quick_run_measures_every_system() {
             assert!(measured(scenario, system), "scenario {scenario}not measured on {system}:\n{stdout}");
         }
     }
+    // Issue 17: the abuse scenario measures both phases, and nobody well-behaved lost anything
+    // (a loss makes the scenario a "not measured" row naming it).
+    let abuse: Vec<&Value> =
+        rows.iter().filter(|r| r["scenario"].as_str().is_some_and(|s| s.starts_with("11 "))).collect();
+    assert_eq!(abuse.len(), 2, "scenario 11 should give a row per phase:\n{stdout}");
+    for row in &abuse {
+        assert!(row["note"].is_null() && row["cpu"].is_object(), "scenario 11 not measured: {row}");
+        assert_eq!(row["metrics"]["leases_lost"].as_f64(), Some(0.0), "{row}");
+        assert_eq!(row["metrics"]["leaderships_lost"].as_f64(), Some(0.0), "{row}");
+    }
+    let refused = abuse[1]["metrics"].as_object().expect("metrics").iter().any(|(name, count)| {
+        name.starts_with("abuser ") && name.ends_with(" ResourceExhausted") && count.as_f64().is_some_and(|n| n > 0.0)
+    });
+    assert!(refused, "the abuser reached no limit in phase B: {}", abuse[1]);
     for row in rows {
         if row["note"].is_null() {
             assert!(row["metrics"].as_object().is_some_and(|m| !m.is_empty()), "a measured row without figures: {row}");

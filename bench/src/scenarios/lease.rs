@@ -34,7 +34,7 @@ const SETUP_CONCURRENCY: usize = 64;
 type Numbered<T> = (usize, T);
 
 /// Runs `f(i)` for `i` in `0..n`, `SETUP_CONCURRENCY` at a time; returns the results in order.
-async fn for_each<T, F, Fut>(n: usize, f: F) -> Result<Vec<T>>
+pub(super) async fn for_each<T, F, Fut>(n: usize, f: F) -> Result<Vec<T>>
 where
     T: Send + 'static,
     F: Fn(usize) -> Fut + Send + Sync + 'static,

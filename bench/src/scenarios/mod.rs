@@ -1,5 +1,7 @@
-//! The scenarios of issue 7, each run against every system it applies to.
+//! The scenarios of issue 7, each run against every system it applies to, and issue 17's abuse
+//! scenario (11).
 
+pub mod abuse;
 pub mod election;
 pub mod floor;
 pub mod lease;
