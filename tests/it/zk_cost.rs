@@ -59,7 +59,11 @@ impl Candidate {
 /// Grants candidate `id` a lease through `channel` and campaigns with `priority`.
 async fn campaign(channel: &Channel, election: &str, id: &str, priority: i32) -> Candidate {
     let granted = grant(channel, id, TTL).await;
-    let lease = (granted.lease_id, granted.secret);
+    campaign_with(channel, election, id, priority, (granted.lease_id, granted.secret)).await
+}
+
+/// Campaigns candidate `id` with `priority` under `lease` (id, secret) through `channel`.
+async fn campaign_with(channel: &Channel, election: &str, id: &str, priority: i32, lease: (i64, String)) -> Candidate {
     let stream = ElectionClient::new(channel.clone())
         .campaign(pb::CampaignRequest {
             key: Some(pb::CandidateKey {
@@ -114,23 +118,7 @@ async fn counted_campaign(
     tokio::time::sleep(SETTLE).await;
     requests.take();
     let before = zxid(zk);
-    let lease = (granted.lease_id, granted.secret);
-    let stream = ElectionClient::new(channel.clone())
-        .campaign(pb::CampaignRequest {
-            key: Some(pb::CandidateKey {
-                election: e.into(),
-                candidate_id: id.into(),
-                lease: lease_ref(lease.0, &lease.1),
-            }),
-            value: id.as_bytes().to_vec(),
-            priority,
-            preempt: 0,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut candidate = Candidate { id: id.into(), lease, stream };
+    let mut candidate = campaign_with(channel, e, id, priority, (granted.lease_id, granted.secret)).await;
     candidate.until(state).await;
     tokio::time::sleep(SETTLE).await;
     let zxids = zxid(zk) - before;
