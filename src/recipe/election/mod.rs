@@ -477,6 +477,7 @@ impl Elections {
             stream: Some(self.shared.me.name.clone()),
             unhealthy_for_ms: request.unhealthy_for.as_millis() as u64,
             healthy_for_ms: request.healthy_for.as_millis() as u64,
+            withdrawn: false,
         };
         let data = record::encode(&record);
         let persistent = CreateMode::Persistent.with_acls(acls);
@@ -591,12 +592,16 @@ impl Elections {
 
     /// Ends candidacy `key` on zkcoord's own initiative (its client's identity may no longer
     /// campaign in the election: the `authz_file` changed), without ever letting two leaders
-    /// act. A candidacy that does not lead is deleted at once, in a transaction that checks the
-    /// election record still does not name it. A leader is first deposed (phase 1, as by
-    /// Transfer: the record names it `deposed`, so heartbeat answers stop listing the
-    /// leadership), and its candidacy is deleted once the deposition has been seen for its
-    /// [`watch::deposition_grace`] (its validity can no longer hold), or at once when the
-    /// deposition completed otherwise (its acknowledgement, the grace run out at an elector).
+    /// act. First its record is marked `withdrawn` (compare-and-set of its version): no elector
+    /// elects it again (an Elect is conditional on the candidate's version, so one deciding on
+    /// the unmarked record fails and reads again). A candidacy that does not lead is then
+    /// deleted, in a transaction that checks the election record still does not name it. A
+    /// leader is first deposed (phase 1, as by Transfer: the record names it `deposed`, so
+    /// heartbeat answers stop listing the leadership), and its candidacy is deleted once the
+    /// deposition has been seen for its [`watch::deposition_grace`] (its validity can no longer
+    /// hold), or at once when the deposition completed otherwise (its acknowledgement, the
+    /// grace run out at an elector, which then elects someone else or nobody — never it).
+    /// A candidacy taken back by a Campaign meanwhile (rights granted again) is left alone.
     /// Does not need the lease secret: zkcoord acts, not the client.
     ///
     /// # Errors
@@ -612,12 +617,35 @@ impl Elections {
         let binding_path = layout::binding(key.lease_id, &layout::candidacy_binding(&key.election, &key.candidate_id));
         let ours = |id: &str, lease_id: i64| id == key.candidate_id.as_str() && lease_id == key.lease_id;
         let mut deposition_seen: Option<tokio::time::Instant> = None;
+        // The version of the candidate record this call marked withdrawn.
+        let mut marked: Option<i32> = None;
         for _ in 0..MAX_ATTEMPTS * 2 {
             let (watch, state) = self.fresh_state(&key.election).await?;
             let Some(candidate) =
                 state.candidates.get(key.candidate_id.as_str()).filter(|c| c.record.lease_id == key.lease_id)
             else {
                 return Ok(()); // ended already
+            };
+            // The watch re-reads a candidate record when its data watch fires, which may come
+            // after a re-read asked for: a view older than our mark lags.
+            let candidate_version = match marked {
+                Some(version) if candidate.version <= version => version,
+                _ if candidate.record.withdrawn => candidate.version,
+                Some(_) => return Ok(()), // taken back by a Campaign its caller was allowed again
+                None => {
+                    let mut record = candidate.record.clone();
+                    record.withdrawn = true;
+                    match client.set_data(&candidate_path, &record::encode(&record), Some(candidate.version)).await {
+                        Ok(Some(stat)) => {
+                            marked = Some(stat.version);
+                            watch.poke();
+                        }
+                        Ok(None) => return Ok(()),
+                        Err(BadVersion) => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                    continue;
+                }
             };
             if state.record.leader.as_ref().is_some_and(|l| ours(&l.candidate_id, l.lease_id)) {
                 let mut record: ElectionRecord = state.record.clone();
@@ -651,7 +679,7 @@ impl Elections {
             // Not the leader, or deposed with its validity over: its end lets nobody act early.
             let mut multi = client.multi();
             multi.add_check_version(&election_path, state.version)?;
-            multi.add_delete(&candidate_path, None)?;
+            multi.add_delete(&candidate_path, Some(candidate_version))?;
             multi.add_delete(&binding_path, None)?;
             if multi.commit().await?.is_ok() {
                 tracing::info!(election = %key.election, candidate = %key.candidate_id, "candidacy withdrawn: its rights were withdrawn");

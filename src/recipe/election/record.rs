@@ -119,6 +119,11 @@ pub struct CandidateRecord {
     /// milliseconds (0: at once).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub healthy_for_ms: u64,
+    /// Set by zkcoord when its client's rights to campaign were withdrawn (`authz_file`
+    /// reload): never elected again, deleted once it can no longer act as leader
+    /// (`Elections::withdraw`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withdrawn: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -200,9 +205,11 @@ mod tests {
             stream: None,
             unhealthy_for_ms: 1500,
             healthy_for_ms: 0,
+            withdrawn: false,
         };
         let json = String::from_utf8(encode(&record)).expect("utf-8");
         assert!(json.contains(r#""unhealthy_for_ms":1500"#) && !json.contains("healthy_for_ms\":0"), "{json}");
+        assert!(!json.contains("withdrawn"), "records of older instances stay as they were: {json}");
         let decoded: CandidateRecord = decode(&encode(&record)).expect("decodes");
         assert_eq!(decoded.value(), value);
         let election = ElectionRecord {

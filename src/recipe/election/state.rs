@@ -74,8 +74,14 @@ pub struct CandidateView {
 }
 
 impl CandidateView {
-    /// Eligible for leadership: its lease exists and does not report NOT_SERVING.
+    /// Eligible for leadership: its lease exists and does not report NOT_SERVING, and its
+    /// candidacy was not withdrawn.
     pub fn eligible(&self) -> bool {
+        !self.record.withdrawn && self.healthy()
+    }
+
+    /// Its lease exists and does not report NOT_SERVING.
+    fn healthy(&self) -> bool {
         self.health.as_ref().is_some_and(Health::is_eligible)
     }
 
@@ -91,8 +97,9 @@ impl CandidateView {
 
     /// Whether, as leader, it is to be deposed for its health as of `now`: not eligible, for
     /// at least its `unhealthy_for`.
+    /// (A withdrawn leader is deposed by `Elections::withdraw`, not for its health.)
     fn unhealthy_long_enough(&self, now: Instant) -> bool {
-        !self.eligible() && self.held_for(now) >= self.record.unhealthy_for()
+        !self.healthy() && self.held_for(now) >= self.record.unhealthy_for()
     }
 
     /// Whether it may preempt as of `now`: eligible, for at least its `healthy_for`.
@@ -385,6 +392,23 @@ mod tests {
         assert_eq!(s.decide(Instant::now(), |_| true), Decision::Elect("b".into()));
         s.candidates.remove("a");
         assert_eq!(s.decide(Instant::now(), |_| false), Decision::Elect("b".into()), "a gone: it cannot act");
+    }
+
+    #[test]
+    fn a_withdrawn_candidacy_is_never_elected_again() {
+        let withdrawn = |mut c: CandidateView| {
+            c.record.withdrawn = true;
+            c
+        };
+        let s = state(vec![withdrawn(candidate("a", 0, 1, OK)), candidate("b", 1, 2, OK)], None, false);
+        assert_eq!(s.decide(Instant::now(), |_| false), Decision::Elect("b".into()));
+        let mut s = state(vec![withdrawn(candidate("a", 0, 1, OK))], None, false);
+        assert_eq!(s.decide(Instant::now(), |_| false), Decision::Nothing, "nobody else: no leader");
+        s.record.deposed =
+            Some(Deposition { candidate_id: "a".into(), lease_id: 1, reason: DeposeReason::Transferred, target: None });
+        assert_eq!(s.decide(Instant::now(), |_| true), Decision::Vacate, "its deposition completes without it");
+        let s = state(vec![withdrawn(candidate("a", 0, 1, OK))], Some("a"), true);
+        assert_eq!(s.decide(Instant::now(), |_| false), Decision::Nothing, "withdraw deposes it, not its health");
     }
 
     #[test]
