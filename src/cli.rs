@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// Connections per client identity (mTLS) [env: ZKCOORD_MAX_CONNECTIONS_PER_IDENTITY] [default: 100]
     #[arg(long, value_name = "N")]
     pub max_connections_per_identity: Option<String>,
+    /// Grants per second per tenant and client identity; past it a Grant waits for its turn up
+    /// to a second, then is refused [env: ZKCOORD_MAX_GRANTS_PER_SECOND] [default: 200]
+    #[arg(long, value_name = "N")]
+    pub max_grants_per_second: Option<String>,
     /// Health writes to ZooKeeper per lease per second; changes reported faster are coalesced
     /// (the latest wins) [env: ZKCOORD_HEALTH_WRITES_PER_SECOND] [default: 2]
     #[arg(long, value_name = "N")]
@@ -157,6 +161,7 @@ impl ServeArgs {
             max_observe_streams: self.max_observe_streams,
             max_watched_elections: self.max_watched_elections,
             max_connections_per_identity: self.max_connections_per_identity,
+            max_grants_per_second: self.max_grants_per_second,
             health_writes_per_second: self.health_writes_per_second,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,

@@ -19,16 +19,13 @@ use std::{
 
 use serde::Deserialize;
 
-pub use crate::limits::Quotas;
+pub use crate::limits::{MAX_QUOTA, Quotas};
 pub use crate::{
     authz::Authz,
     tls::TlsConfig,
     zk::{ZkAuth, ZkConfig},
 };
-use crate::{
-    limits::{self, MAX_QUOTA},
-    validate::Name,
-};
+use crate::{limits, validate::Name};
 
 /// Exit code for invalid configuration or usage (BSD `sysexits.h` `EX_USAGE`).
 pub const EX_USAGE: i32 = 64;
@@ -150,6 +147,8 @@ pub struct RawSettings {
     pub max_watched_elections: Option<String>,
     /// Connections per client identity (mTLS), 1 to 10000000.
     pub max_connections_per_identity: Option<String>,
+    /// Grants per second per tenant and client identity, 1 to 10000000.
+    pub max_grants_per_second: Option<String>,
     /// Health writes per lease per second, 1 to 100.
     pub health_writes_per_second: Option<String>,
     /// Server certificate chain, PEM file.
@@ -372,6 +371,12 @@ impl Config {
                 flags.max_connections_per_identity,
                 file_settings.max_connections_per_identity,
                 limits::DEFAULT_CONNECTIONS_PER_IDENTITY,
+            )?,
+            grants_per_second: quota(
+                "max_grants_per_second",
+                flags.max_grants_per_second,
+                file_settings.max_grants_per_second,
+                limits::DEFAULT_GRANTS_PER_SECOND,
             )?,
         };
         let (v, src) = setting(
@@ -722,10 +727,14 @@ mod tests {
             max_connections_per_identity: Some("10000000".into()),
             ..Default::default()
         };
-        let env = |name: &str| (name == "ZKCOORD_MAX_WATCHED_ELECTIONS").then(|| "7".to_string());
+        let env = |name: &str| match name {
+            "ZKCOORD_MAX_WATCHED_ELECTIONS" => Some("7".to_string()),
+            "ZKCOORD_MAX_GRANTS_PER_SECOND" => Some("50".to_string()),
+            _ => None,
+        };
         let quotas = Config::resolve(flags, None, env).expect("valid").quotas;
         assert_eq!((quotas.leases_per_tenant, quotas.connections_per_identity), (1, 10_000_000));
-        assert_eq!(quotas.watched_elections, 7);
+        assert_eq!((quotas.watched_elections, quotas.grants_per_second), (7, 50));
         for bad in ["0", "10000001", "-1", "many", ""] {
             let flags = RawSettings { max_observe_streams: Some(bad.into()), ..Default::default() };
             let err = Config::resolve(flags, None, no_env).expect_err(bad);

@@ -68,6 +68,8 @@ pub const UNDECODABLE_REQUEST: &str = "request: not a valid protobuf message";
 pub const TOO_MANY_TENANT_LEASES: &str = "too many leases in this tenant";
 /// Grant: the caller's identity has `max_leases_per_identity` leases attached to this instance.
 pub const TOO_MANY_IDENTITY_LEASES: &str = "too many leases for this identity";
+/// Grant: the caller's turn under `max_grants_per_second` is more than a second away.
+pub const TOO_MANY_GRANTS: &str = "too many grants: retry later";
 /// Campaign: the lease has `max_candidacies_per_lease` candidacies.
 pub const TOO_MANY_CANDIDACIES: &str = "too many candidacies for this lease";
 /// Lock, TryLock: the lease has `max_lock_requests_per_lease` holds and queued requests.
@@ -290,6 +292,7 @@ mod tests {
             (UNDECODABLE_REQUEST, "request: not a valid protobuf message"),
             (TOO_MANY_TENANT_LEASES, "too many leases in this tenant"),
             (TOO_MANY_IDENTITY_LEASES, "too many leases for this identity"),
+            (TOO_MANY_GRANTS, "too many grants: retry later"),
             (TOO_MANY_CANDIDACIES, "too many candidacies for this lease"),
             (TOO_MANY_LOCK_REQUESTS, "too many lock requests for this lease"),
             (TOO_MANY_OBSERVE_STREAMS, "too many Observe and Watch streams on this instance"),

@@ -52,6 +52,11 @@
 //!   handshake to the close ([`ConnectionCounts`]). A connection past the limit is kept for
 //!   [`REFUSED_CONNECTION_LINGER`] to answer every zkcoord call with RESOURCE_EXHAUSTED, then
 //!   closed.
+//!
+//! # Rates
+//!
+//! * Grants per second per tenant and identity (`max_grants_per_second`): paced, a Grant past
+//!   the pace waits for its turn up to a second, then is refused ([`grant_rate`]).
 
 use std::{
     collections::HashMap,
@@ -65,6 +70,10 @@ use crate::{
     error::{self, Error, Result},
     sync_util::lock,
 };
+
+pub mod grant_rate;
+
+pub use grant_rate::GrantRate;
 
 /// The message of an oversized request.
 pub const TOO_LARGE_MESSAGE: &str = "request message too large";
@@ -112,6 +121,8 @@ pub struct Quotas {
     pub watched_elections: usize,
     /// Connections one client identity may have open to this instance (mTLS).
     pub connections_per_identity: usize,
+    /// Grants a second per tenant and client identity, on this instance ([`grant_rate`]).
+    pub grants_per_second: usize,
 }
 
 /// Default of `max_leases_per_tenant`: far above what a tenant of ordinary size needs, far
@@ -129,6 +140,10 @@ pub const DEFAULT_OBSERVE_STREAMS: usize = 10_000;
 pub const DEFAULT_WATCHED_ELECTIONS: usize = 10_000;
 /// Default of `max_connections_per_identity`.
 pub const DEFAULT_CONNECTIONS_PER_IDENTITY: usize = 100;
+/// Default of `max_grants_per_second`: a fleet of a few hundred nodes restarting at once is
+/// served within a second or two; a flood costs ZooKeeper at most this many lease writes a
+/// second per caller and instance.
+pub const DEFAULT_GRANTS_PER_SECOND: usize = 200;
 /// The largest value any quota accepts.
 pub const MAX_QUOTA: usize = 10_000_000;
 
@@ -142,6 +157,7 @@ impl Default for Quotas {
             observe_streams: DEFAULT_OBSERVE_STREAMS,
             watched_elections: DEFAULT_WATCHED_ELECTIONS,
             connections_per_identity: DEFAULT_CONNECTIONS_PER_IDENTITY,
+            grants_per_second: DEFAULT_GRANTS_PER_SECOND,
         }
     }
 }
@@ -158,6 +174,8 @@ pub struct InstanceLimits {
     pub quotas: Quotas,
     observe_streams: Arc<Semaphore>,
     watched_elections: Arc<Semaphore>,
+    /// The pace of Grants.
+    pub grants: GrantRate,
 }
 
 impl InstanceLimits {
@@ -167,6 +185,7 @@ impl InstanceLimits {
             quotas,
             observe_streams: Arc::new(Semaphore::new(quotas.observe_streams)),
             watched_elections: Arc::new(Semaphore::new(quotas.watched_elections)),
+            grants: GrantRate::new(quotas.grants_per_second),
         })
     }
 

@@ -17,7 +17,8 @@ use zkcoord::{
     server,
 };
 
-/// zkcoord's production defaults, but on a free loopback port and logging to stderr.
+/// zkcoord's production defaults, but on a free loopback port and logging to stderr (at
+/// `$ZKCOORD_BENCH_LOG_LEVEL`, a tracing filter, or `info`).
 fn zkcoord_config(hosts: &str, namespace: &str) -> Config {
     Config {
         listen: ([127, 0, 0, 1], 0).into(),
@@ -28,7 +29,7 @@ fn zkcoord_config(hosts: &str, namespace: &str) -> Config {
             auth: None,
             tenants: Vec::new(),
         },
-        log_level: "info".into(),
+        log_level: std::env::var("ZKCOORD_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
         log_format: LogFormat::Text,
         shutdown_grace: Duration::from_secs(1),
         instance_id: format!("bench-{}", std::process::id()),
@@ -56,7 +57,8 @@ fn announce(addr: std::net::SocketAddr) {
 }
 
 /// Applies `setting=value` overrides (the abuse scenario's instance): `tenants` (comma-separated)
-/// and the quotas `max_leases_per_tenant`, `max_observe_streams`, `max_watched_elections`.
+/// and the quotas `max_leases_per_tenant`, `max_observe_streams`, `max_watched_elections`,
+/// `max_grants_per_second`.
 fn apply_settings(config: &mut Config, settings: &[String]) -> Result<(), String> {
     for setting in settings {
         let (key, value) = setting.split_once('=').ok_or_else(|| format!("not setting=value: {setting:?}"))?;
@@ -66,6 +68,7 @@ fn apply_settings(config: &mut Config, settings: &[String]) -> Result<(), String
             "max_leases_per_tenant" => config.quotas.leases_per_tenant = number()?,
             "max_observe_streams" => config.quotas.observe_streams = number()?,
             "max_watched_elections" => config.quotas.watched_elections = number()?,
+            "max_grants_per_second" => config.quotas.grants_per_second = number()?,
             _ => return Err(format!("unknown setting {key:?}")),
         }
     }

@@ -229,8 +229,12 @@ pub struct GrpcChild {
 
 impl GrpcChild {
     /// zkcoord (the library, in a process of its own) against `zk_hosts` under `namespace`.
+    ///
+    /// Grants are not paced (`max_grants_per_second` at its maximum): scenarios grant their
+    /// leases (up to 50,000) as fast as they can to set up; scenario 11 measures the default.
     pub fn zkcoord(zk_hosts: &str, namespace: &str, log: &Path) -> Result<Self> {
-        Self::spawn("zkcoord", &["__serve-zkcoord", zk_hosts, namespace], log)
+        let unpaced = format!("max_grants_per_second={}", zkcoord::config::MAX_QUOTA);
+        Self::spawn("zkcoord", &["__serve-zkcoord", zk_hosts, namespace, &unpaced], log)
     }
 
     /// [`GrpcChild::zkcoord`] with `setting=value` overrides (see `child::serve_zkcoord`).

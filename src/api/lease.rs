@@ -73,6 +73,7 @@ impl lease_server::Lease for LeaseService {
         let identity = caller.shared_identity();
         let grant = grant_request(request.into_inner())?;
         self.ctx.authorize_str(&caller, &tenant, Resource::Lease, Access::Write, &grant.owner)?;
+        self.ctx.limits.grants.turn(tenant.tenant.as_deref(), identity.clone()).await?;
         let granted = tenant.leases.grant(grant, identity).await?;
         Ok(Response::new(pb::GrantResponse {
             lease_id: granted.id,

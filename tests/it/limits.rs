@@ -5,7 +5,7 @@
 //!
 //! Quotas (one test each): leases per tenant and per identity, candidacies and lock requests
 //! per lease, Observe/Watch streams and followed elections per instance, connections per
-//! identity. Past each: RESOURCE_EXHAUSTED with the documented message, the instance stays
+//! identity, Grants per second. Past each: RESOURCE_EXHAUSTED with the documented message, the instance stays
 //! SERVING, other tenants, identities and leases are unaffected, and freeing lets calls in.
 
 #![allow(clippy::unwrap_used)]
@@ -294,6 +294,53 @@ async fn a_tenant_cannot_have_more_leases_than_allowed() {
     // A revoked lease makes room.
     revoke(&channel, &granted[0]).await;
     leases.grant(grant_request("o3", None)).await.unwrap();
+    instance.shutdown().await;
+}
+
+/// Grants are paced per tenant and identity: past a burst of one second's worth a Grant waits
+/// for its turn, and one whose turn is more than 5 s away is refused at once, writing nothing.
+/// Another tenant's Grants are not slowed; the instance stays SERVING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_past_the_pace_wait_their_turn_and_then_are_refused() {
+    let mut config = with_quotas("limits-grant-rate", Quotas { grants_per_second: 2, ..Quotas::default() });
+    config.zookeeper.tenants = vec!["other".into()];
+    let instance = support::start_configured(config).await;
+    let channel = support::channel(instance.addr()).await;
+    // 16 at once: one every 500 ms with a burst of 2, so the 12th waits 5 s, the others are
+    // refused.
+    let start = std::time::Instant::now();
+    let flood: Vec<_> = (0..16)
+        .map(|i| {
+            let mut leases = LeaseClient::new(channel.clone());
+            tokio::spawn(async move {
+                let answer = leases.grant(grant_request(&format!("f{i}"), None)).await;
+                (answer, start.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = std::time::Instant::now();
+    LeaseClient::new(channel.clone()).grant(grant_request("t0", Some("other"))).await.unwrap();
+    assert!(other.elapsed() < Duration::from_secs(2), "another tenant waited {:?}", other.elapsed());
+    assert_eq!(support::health(&channel, "").await, ServingStatus::Serving);
+
+    let (mut granted, mut refused, mut last_granted) = (0, 0, Duration::ZERO);
+    for call in flood {
+        let (answer, at) = call.await.unwrap();
+        match answer {
+            Ok(_) => (granted, last_granted) = (granted + 1, last_granted.max(at)),
+            Err(status) => {
+                assert_exhausted::<()>(Err(status), server::TOO_MANY_GRANTS);
+                assert!(at < Duration::from_secs(2), "a refusal comes at once, not after {at:?}");
+                refused += 1;
+            }
+        }
+    }
+    // Calls that reached the instance a little apart may all fit; never more than the pace.
+    assert!((12..=13).contains(&granted) && refused == 16 - granted, "{granted} granted, {refused} refused");
+    assert!(last_granted >= Duration::from_millis(4500), "the last turn came after {last_granted:?}");
+    let listed = LeaseClient::new(channel.clone()).list(pb::ListRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.leases.len(), granted, "a refused Grant writes nothing");
     instance.shutdown().await;
 }
 

@@ -368,140 +368,156 @@ impl Abuser {
         let (stop, stopped) = watch::channel(false);
         let (observe_done_tx, observe_done) = watch::channel(false);
         let mut tasks = Vec::new();
+        // `$ZKCOORD_BENCH_ABUSE` (comma-separated: flap, grant, streams, observe; all when
+        // unset) runs only those parts of the abuse, to see what each costs the well-behaved.
+        let parts = std::env::var("ZKCOORD_BENCH_ABUSE").unwrap_or_default();
+        let runs = |part: &str| parts.is_empty() || parts.split(',').any(|p| p.trim() == part);
 
         // Health flapping: one lease campaigning alone, health flipping on every heartbeat.
-        let channel = clients::channel(addr).await?;
-        let granted = LeaseClient::new(channel.clone())
-            .grant(abuser(pb::GrantRequest {
-                ttl_ms: 10_000,
-                owner: "flapper".into(),
-                metadata: Default::default(),
-                health: Some(serving(pb::HealthStatus::Serving)),
-            }))
-            .await
-            .map_err(ctx("abuser grant"))?
-            .into_inner();
-        let lease = pb::LeaseRef { id: granted.lease_id, secret: granted.secret };
-        let campaign = pb::CampaignRequest {
-            key: Some(pb::CandidateKey {
-                election: "flap".into(),
-                candidate_id: "flapper".into(),
-                lease: Some(lease.clone()),
-            }),
-            ..Default::default()
-        };
-        let (tx, rx) = mpsc::channel(64);
-        let first = pb::KeepAliveRequest {
-            lease: Some(lease.clone()),
-            health: Some(serving(pb::HealthStatus::Serving)),
-            ..Default::default()
-        };
-        tx.send(first).await.map_err(ctx("abuser keepalive"))?;
-        let mut answers = LeaseClient::new(channel.clone())
-            .keep_alive(abuser(ReceiverStream::new(rx)))
-            .await
-            .map_err(ctx("abuser keepalive"))?
-            .into_inner();
-        answers.message().await.map_err(ctx("abuser keepalive"))?;
-        let mut campaign = ElectionClient::new(channel.clone())
-            .campaign(abuser(campaign))
-            .await
-            .map_err(ctx("abuser campaign"))?
-            .into_inner();
-        let t = tally.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                match campaign.message().await {
-                    Ok(Some(state)) => t.add("flapper Campaign status", &format!("{:?}", state.state())),
-                    Ok(None) => return,
-                    Err(status) => return t.status("flapper Campaign status", &status),
-                }
-            }
-        }));
-        let t = tally.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                match answers.message().await {
-                    Ok(Some(_)) => t.add("flapping heartbeat", "OK"),
-                    Ok(None) => return,
-                    Err(status) => return t.status("flapping heartbeat", &status),
-                }
-            }
-        }));
-        let (hz, mut stop_flap) = (sizes.flap_hz.max(1), stopped.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1) / hz);
-            let mut n = 0u64;
-            loop {
-                tokio::select! {
-                    _ = stop_flap.changed() => return,
-                    _ = tick.tick() => {}
-                }
-                n += 1;
-                let status = if n.is_multiple_of(2) { pb::HealthStatus::Serving } else { pb::HealthStatus::NotServing };
-                let beat = pb::KeepAliveRequest {
+        if runs("flap") {
+            let channel = clients::channel(addr).await?;
+            let granted = LeaseClient::new(channel.clone())
+                .grant(abuser(pb::GrantRequest {
+                    ttl_ms: 10_000,
+                    owner: "flapper".into(),
+                    metadata: Default::default(),
+                    health: Some(serving(pb::HealthStatus::Serving)),
+                }))
+                .await
+                .map_err(ctx("abuser grant"))?
+                .into_inner();
+            let lease = pb::LeaseRef { id: granted.lease_id, secret: granted.secret };
+            let campaign = pb::CampaignRequest {
+                key: Some(pb::CandidateKey {
+                    election: "flap".into(),
+                    candidate_id: "flapper".into(),
                     lease: Some(lease.clone()),
-                    health: Some(serving(status)),
-                    ..Default::default()
-                };
-                if tx.send(beat).await.is_err() {
-                    return;
-                }
-            }
-        }));
-
-        // Grant flood.
-        let channel = clients::channel(addr).await?;
-        let metadata: BTreeMap<String, String> = [("junk".to_owned(), "x".repeat(1024))].into();
-        for w in 0..FLOOD_WORKERS {
-            let (channel, t, metadata, mut stop) = (channel.clone(), tally.clone(), metadata.clone(), stopped.clone());
+                }),
+                ..Default::default()
+            };
+            let (tx, rx) = mpsc::channel(64);
+            let first = pb::KeepAliveRequest {
+                lease: Some(lease.clone()),
+                health: Some(serving(pb::HealthStatus::Serving)),
+                ..Default::default()
+            };
+            tx.send(first).await.map_err(ctx("abuser keepalive"))?;
+            let mut answers = LeaseClient::new(channel.clone())
+                .keep_alive(abuser(ReceiverStream::new(rx)))
+                .await
+                .map_err(ctx("abuser keepalive"))?
+                .into_inner();
+            answers.message().await.map_err(ctx("abuser keepalive"))?;
+            let mut campaign = ElectionClient::new(channel.clone())
+                .campaign(abuser(campaign))
+                .await
+                .map_err(ctx("abuser campaign"))?
+                .into_inner();
+            let t = tally.clone();
             tasks.push(tokio::spawn(async move {
-                let mut client = LeaseClient::new(channel);
-                for i in 0.. {
-                    let request = abuser(pb::GrantRequest {
-                        ttl_ms: 3_600_000,
-                        owner: format!("flood-{w}-{i}"),
-                        metadata: metadata.clone(),
-                        health: None,
-                    });
+                loop {
+                    match campaign.message().await {
+                        Ok(Some(state)) => t.add("flapper Campaign status", &format!("{:?}", state.state())),
+                        Ok(None) => return,
+                        Err(status) => return t.status("flapper Campaign status", &status),
+                    }
+                }
+            }));
+            let t = tally.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match answers.message().await {
+                        Ok(Some(_)) => t.add("flapping heartbeat", "OK"),
+                        Ok(None) => return,
+                        Err(status) => return t.status("flapping heartbeat", &status),
+                    }
+                }
+            }));
+            let (hz, mut stop_flap) = (sizes.flap_hz.max(1), stopped.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1) / hz);
+                let mut n = 0u64;
+                loop {
                     tokio::select! {
-                        _ = stop.changed() => return,
-                        answer = client.grant(request) => match answer {
-                            Ok(_) => t.add("Grant", "OK"),
-                            Err(status) => t.status("Grant", &status),
-                        },
+                        _ = stop_flap.changed() => return,
+                        _ = tick.tick() => {}
+                    }
+                    n += 1;
+                    let status =
+                        if n.is_multiple_of(2) { pb::HealthStatus::Serving } else { pb::HealthStatus::NotServing };
+                    let beat = pb::KeepAliveRequest {
+                        lease: Some(lease.clone()),
+                        health: Some(serving(status)),
+                        ..Default::default()
+                    };
+                    if tx.send(beat).await.is_err() {
+                        return;
                     }
                 }
             }));
         }
 
-        // Stream flood: more streams than one connection may have open, all on one connection.
-        let channel = clients::channel(addr).await?;
-        for _ in 0..sizes.stream_flood {
-            let (channel, t, mut stop) = (channel.clone(), tally.clone(), stopped.clone());
-            tasks.push(tokio::spawn(async move {
-                let open = async {
-                    let mut stream = ElectionClient::new(channel)
-                        .observe(abuser(pb::ObserveRequest { election: "stream-flood".into() }))
-                        .await?
-                        .into_inner();
-                    stream.message().await?;
-                    Ok::<_, tonic::Status>(stream)
-                };
-                tokio::select! {
-                    _ = stop.changed() => t.add("stream flood (Observe)", "still waiting at the end"),
-                    opened = open => match opened {
-                        Ok(_stream) => {
-                            t.add("stream flood (Observe)", "OK");
-                            let _ = stop.changed().await; // held open until the end
+        // Grant flood.
+        if runs("grant") {
+            let channel = clients::channel(addr).await?;
+            let metadata: BTreeMap<String, String> = [("junk".to_owned(), "x".repeat(1024))].into();
+            for w in 0..FLOOD_WORKERS {
+                let (channel, t, metadata, mut stop) =
+                    (channel.clone(), tally.clone(), metadata.clone(), stopped.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut client = LeaseClient::new(channel);
+                    for i in 0.. {
+                        let request = abuser(pb::GrantRequest {
+                            ttl_ms: 3_600_000,
+                            owner: format!("flood-{w}-{i}"),
+                            metadata: metadata.clone(),
+                            health: None,
+                        });
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            answer = client.grant(request) => match answer {
+                                Ok(_) => t.add("Grant", "OK"),
+                                Err(status) => t.status("Grant", &status),
+                            },
                         }
-                        Err(status) => t.status("stream flood (Observe)", &status),
-                    },
-                }
-            }));
+                    }
+                }));
+            }
+        }
+
+        // Stream flood: more streams than one connection may have open, all on one connection.
+        if runs("streams") {
+            let channel = clients::channel(addr).await?;
+            for _ in 0..sizes.stream_flood {
+                let (channel, t, mut stop) = (channel.clone(), tally.clone(), stopped.clone());
+                tasks.push(tokio::spawn(async move {
+                    let open = async {
+                        let mut stream = ElectionClient::new(channel)
+                            .observe(abuser(pb::ObserveRequest { election: "stream-flood".into() }))
+                            .await?
+                            .into_inner();
+                        stream.message().await?;
+                        Ok::<_, tonic::Status>(stream)
+                    };
+                    tokio::select! {
+                        _ = stop.changed() => t.add("stream flood (Observe)", "still waiting at the end"),
+                        opened = open => match opened {
+                            Ok(_stream) => {
+                                t.add("stream flood (Observe)", "OK");
+                                let _ = stop.changed().await; // held open until the end
+                            }
+                            Err(status) => t.status("stream flood (Observe)", &status),
+                        },
+                    }
+                }));
+            }
         }
 
         // Observe flood of random names, the latest `observe_hold` attempts kept open.
+        if !runs("observe") {
+            let _ = observe_done_tx.send(true);
+            return Ok(Self { tally, tasks, observe_done, stop });
+        }
         let conns = (sizes.observe_hold + FLOOD_WORKERS).div_ceil(OBSERVES_PER_CONNECTION).max(1);
         let mut channels = Vec::with_capacity(conns);
         for _ in 0..conns {
