@@ -68,6 +68,9 @@ pub const UNDECODABLE_REQUEST: &str = "request: not a valid protobuf message";
 pub const TOO_MANY_TENANT_LEASES: &str = "too many leases in this tenant";
 /// Grant: the caller's identity has `max_leases_per_identity` leases attached to this instance.
 pub const TOO_MANY_IDENTITY_LEASES: &str = "too many leases for this identity";
+/// KeepAlive: the lease's heartbeats named more distinct elections and shard groups within a
+/// minute than `max_candidacies_per_lease`.
+pub const TOO_MANY_NAMED: &str = "too many elections and shard groups named by this lease's heartbeats";
 /// Grant: the caller's turn under `max_grants_per_second` is more than a second away.
 pub const TOO_MANY_GRANTS: &str = "too many grants: retry later";
 /// Campaign: the lease has `max_candidacies_per_lease` candidacies.
@@ -293,6 +296,7 @@ mod tests {
             (TOO_MANY_TENANT_LEASES, "too many leases in this tenant"),
             (TOO_MANY_IDENTITY_LEASES, "too many leases for this identity"),
             (TOO_MANY_GRANTS, "too many grants: retry later"),
+            (TOO_MANY_NAMED, "too many elections and shard groups named by this lease's heartbeats"),
             (TOO_MANY_CANDIDACIES, "too many candidacies for this lease"),
             (TOO_MANY_LOCK_REQUESTS, "too many lock requests for this lease"),
             (TOO_MANY_OBSERVE_STREAMS, "too many Observe and Watch streams on this instance"),

@@ -14,7 +14,7 @@ use crate::{
     pb::v1::{self as pb, lease_server},
     recipe::{
         election::{self, Leadership},
-        lease::{GrantRequest, LeaseView, LocalLease, binding::Shown, secret},
+        lease::{GrantRequest, LeaseView, LocalLease, binding::Shown, named::NameKind, secret},
         lock,
         shards::{self, ShardOwnership},
     },
@@ -220,6 +220,10 @@ impl LeaseService {
         proto::health(request.health.as_ref(), "health")?;
         let elections = validate::elections("elections", &request.elections)?;
         let groups = shard_groups(&request.shard_groups)?;
+        let named = elections.iter().map(|n| (NameKind::Election, n.as_str()));
+        let named = named.chain(groups.iter().map(|n| (NameKind::ShardGroup, n.as_str())));
+        let max = self.ctx.limits.quotas.candidacies_per_lease;
+        lease.named.note(named, max, crate::zk::proven::IDLE, std::time::Instant::now())?;
         let proof = self.ctx.session.proven_soon().await;
         let ack = lease.heartbeat(&health_from_pb(request.health.as_ref()), proof)?;
         // An answer that cannot tell whether the lease leads a named election is not confirmed:

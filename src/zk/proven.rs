@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// A view not asked about for this long is dropped (its watch is then ignored).
-const IDLE: Duration = Duration::from_secs(60);
+pub const IDLE: Duration = Duration::from_secs(60);
 
 type Armed = Pin<Box<dyn Future<Output = zookeeper_client::WatchedEvent> + Send>>;
 
@@ -63,19 +63,25 @@ impl<T> Default for View<T> {
 pub struct ProvenViews<T> {
     session: ZkSession,
     decode: Decode<T>,
-    views: Mutex<HashMap<String, Arc<tokio::sync::Mutex<View<T>>>>>,
+    views: Mutex<Views<T>>,
+}
+
+/// The views by path, and how many there were after the last sweep of idle ones.
+struct Views<T> {
+    by_path: HashMap<String, Arc<tokio::sync::Mutex<View<T>>>>,
+    swept_at: usize,
 }
 
 impl<T> std::fmt::Debug for ProvenViews<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProvenViews").field("views", &lock(&self.views).len()).finish()
+        f.debug_struct("ProvenViews").field("views", &lock(&self.views).by_path.len()).finish()
     }
 }
 
 impl<T: Send + Sync + 'static> ProvenViews<T> {
     /// Views over `session`, decoding with `decode`.
     pub fn new(session: ZkSession, decode: Decode<T>) -> Self {
-        Self { session, decode, views: Mutex::new(HashMap::new()) }
+        Self { session, decode, views: Mutex::new(Views { by_path: HashMap::new(), swept_at: 0 }) }
     }
 
     /// The value of `path` current as of `proof` (see the module docs): `Ok(None)` when the
@@ -99,16 +105,21 @@ impl<T: Send + Sync + 'static> ProvenViews<T> {
 
     fn view(&self, path: &str) -> Arc<tokio::sync::Mutex<View<T>>> {
         let mut views = lock(&self.views);
-        if let Some(view) = views.get(path) {
+        if let Some(view) = views.by_path.get(path) {
             return view.clone();
         }
-        let now = Instant::now();
-        // Sweep idle views now and then (on insertion: no task of its own).
-        views.retain(|_, v| match v.try_lock() {
-            Ok(v) => v.used.is_some_and(|used| now < used + IDLE),
-            Err(_) => true, // in use
-        });
-        views.entry(path.to_owned()).or_default().clone()
+        // Sweep idle views on insertion (no task of its own), once their number doubled since
+        // the last sweep: a sweep costs the number of views, so each insertion costs O(1)
+        // amortized however many distinct paths are asked about.
+        if views.by_path.len() >= (2 * views.swept_at).max(64) {
+            let now = Instant::now();
+            views.by_path.retain(|_, v| match v.try_lock() {
+                Ok(v) => v.used.is_some_and(|used| now < used + IDLE),
+                Err(_) => true, // in use
+            });
+            views.swept_at = views.by_path.len();
+        }
+        views.by_path.entry(path.to_owned()).or_default().clone()
     }
 }
 

@@ -398,6 +398,44 @@ async fn a_lease_cannot_have_more_candidacies_than_allowed() {
     instance.shutdown().await;
 }
 
+/// Each election or shard group a heartbeat names costs the instance a watched view for a
+/// minute: a lease's heartbeats may name at most `max_candidacies_per_lease` distinct ones
+/// within a minute. One more ends its KeepAlive stream RESOURCE_EXHAUSTED; other leases and
+/// the instance are unaffected.
+#[tokio::test]
+async fn a_lease_cannot_name_more_elections_in_its_heartbeats_than_allowed() {
+    let config = with_quotas("limits-named", Quotas { candidacies_per_lease: 3, ..Quotas::default() });
+    let instance = support::start_configured(config).await;
+    let channel = support::channel(instance.addr()).await;
+    let beat = |lease: &pb::GrantResponse, elections: &[&str], groups: &[&str]| pb::KeepAliveRequest {
+        lease: support::lease::lease_ref(lease.lease_id, &lease.secret),
+        health: None,
+        elections: elections.iter().map(|e| (*e).to_owned()).collect(),
+        shard_groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    };
+    let mut leases = LeaseClient::new(channel.clone());
+    let lease = leases.grant(grant_request("namer", None)).await.unwrap().into_inner();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(beat(&lease, &["a", "b"], &[])).await.unwrap();
+    let mut answers = leases.keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    assert!(answers.message().await.unwrap().unwrap().confirmed);
+    tx.send(beat(&lease, &["a"], &["g"])).await.unwrap();
+    assert!(answers.message().await.unwrap().unwrap().confirmed, "3 distinct names");
+    tx.send(beat(&lease, &["a", "b"], &["g"])).await.unwrap();
+    assert!(answers.message().await.unwrap().unwrap().confirmed, "the same names again");
+    tx.send(beat(&lease, &["d"], &[])).await.unwrap();
+    assert_exhausted(answers.message().await, "too many elections and shard groups named by this lease's heartbeats");
+
+    // Another lease names the same and other names; the instance stays SERVING.
+    let other = leases.grant(grant_request("other", None)).await.unwrap().into_inner();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(beat(&other, &["a", "d", "e"], &[])).await.unwrap();
+    let mut answers = leases.keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    assert!(answers.message().await.unwrap().unwrap().confirmed);
+    assert_eq!(support::health(&channel, "").await, ServingStatus::Serving);
+    instance.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_lease_cannot_have_more_lock_requests_than_allowed() {
     let config = with_quotas("limits-lock-requests", Quotas { lock_requests_per_lease: 2, ..Quotas::default() });

@@ -146,6 +146,8 @@ pub struct LocalLease {
     /// read from ZooKeeper (then: that number), for `max_lock_requests_per_lease` (see
     /// [`crate::limits`]). An estimate: requests through other instances are not in it.
     pub lock_requests: AtomicUsize,
+    /// The elections and shard groups its heartbeats named recently (see [`super::named`]).
+    pub named: super::named::NamedRecently,
     liveness: Mutex<Liveness>,
     /// The health heartbeats reported last; written to the record when it differs, coalesced
     /// (see the module docs).
@@ -183,6 +185,7 @@ impl LocalLease {
             attachment: record.attachment,
             identity,
             lock_requests: AtomicUsize::new(0),
+            named: super::named::NamedRecently::default(),
             liveness: Mutex::new(Liveness { last_heartbeat: Instant::now(), expiring: false }),
             health: Mutex::new(Reported { health: record.health.clone(), unwritten_changes: 0 }),
             health_changed: Notify::new(),

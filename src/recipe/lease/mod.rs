@@ -29,6 +29,7 @@
 pub mod binding;
 pub mod janitor;
 pub mod local;
+pub mod named;
 pub mod record;
 pub mod secret;
 mod zkops;
