@@ -52,7 +52,11 @@ use crate::{
         TAKEN_OVER,
     },
     limits::{self, InstanceLimits},
-    recipe::{health::Health, instance::Incarnation, lease},
+    recipe::{
+        health::Health,
+        instance::{Incarnation, now_unix_ms},
+        lease,
+    },
     validate::Name,
     zk::{OpFailed, Proof, Zk, ZkSession, layout},
 };
@@ -576,6 +580,9 @@ impl Elections {
         // transaction deletes this lease's candidacy, or fails with `NoNode` and deletes
         // nothing: no such candidacy, or one of another lease.
         let binding_path = layout::binding(key.lease_id, &layout::candidacy_binding(&key.election, &key.candidate_id));
+        if self.resign_and_elect(&client, key, leads, &candidate_path, &binding_path).await? {
+            return Ok(());
+        }
         let mut multi = client.multi();
         if let Some(election_version) = leads {
             multi.add_check_version(&layout::election(&key.election), election_version)?;
@@ -588,6 +595,52 @@ impl Elections {
             Err(OpFailed { error: NoNode, .. }) => Err(Error::FailedPrecondition(NOT_A_CANDIDATE)),
             Err(OpFailed { .. }) => Err(Error::FailedPrecondition(CANDIDACY_CHANGED)),
         }
+    }
+
+    /// The fast path of a leader's resignation: when this instance follows the election and
+    /// its view shows `key` leading (in the record version `leads` checked, if any), one
+    /// transaction deletes the candidacy and writes the election record electing the successor
+    /// ([`ElectionState::succession`]) — one zxid, and the successor is elected when the
+    /// resignation commits instead of after a watch notification, a listing and a second write
+    /// by an elector. The resignation is the leader's acknowledgement that it stopped acting
+    /// (the client rule), so electing at once keeps the two-phase handoff, as the elector's
+    /// "candidacy gone: elect at once" does. Returns `false` (nothing written) when the view
+    /// does not allow it or was stale (the transaction failed on a version): the plain
+    /// resignation then judges, and its errors tell why.
+    ///
+    /// # Cancellation safety
+    /// One transaction: done entirely or not at all.
+    async fn resign_and_elect(
+        &self,
+        client: &Zk,
+        key: &CandidateKey,
+        leads: Option<i32>,
+        candidate_path: &str,
+        binding_path: &str,
+    ) -> Result<bool> {
+        let Some(watch) = self.shared.registry.peek(&key.election) else { return Ok(false) };
+        let (succession, version) = {
+            let state = watch.state.borrow();
+            if leads.is_some_and(|checked| checked != state.version) {
+                return Ok(false); // the view is not of the record version that was checked
+            }
+            let now = tokio::time::Instant::now();
+            (state.succession(key.candidate_id.as_str(), key.lease_id, now, now_unix_ms()), state.version)
+        };
+        let Some((record, successor)) = succession else { return Ok(false) };
+        let mut multi = client.multi();
+        multi.add_set_data(&layout::election(&key.election), &record::encode(&record), Some(version))?;
+        multi.add_delete(candidate_path, None)?;
+        multi.add_delete(binding_path, None)?;
+        if let Some((id, version)) = &successor {
+            multi.add_check_version(&format!("{}/{id}", layout::candidates(&key.election)), *version)?;
+        }
+        if multi.commit().await?.is_err() {
+            return Ok(false);
+        }
+        tracing::debug!(election = %key.election, term = record.term, leader = ?record.leader.as_ref().map(|l| &l.candidate_id), "resigned and elected in one transaction");
+        watch.poke();
+        Ok(true)
     }
 
     /// Ends candidacy `key` on zkcoord's own initiative (its client's identity may no longer

@@ -279,6 +279,53 @@ impl ElectionState {
         }
     }
 
+    /// The election record that the resignation of its leader `candidate_id` (of lease
+    /// `lease_id`) may write in its own transaction, electing its successor at once as the
+    /// elector would once the candidacy is gone (`decide`): the record electing the best
+    /// eligible other candidate (with that candidate's id and record version, which the
+    /// transaction must check unchanged), or naming no leader when nobody is eligible. `None`
+    /// when this state does not show it leading undeposed on a live connection: then the
+    /// resignation only deletes the candidacy and an elector decides.
+    ///
+    /// A candidate whose Campaign commits between this view and the transaction is not
+    /// considered for this term (a transaction cannot check a directory's children); with
+    /// preemption on, a better one then preempts the successor, two-phase, as it would any
+    /// leader.
+    pub fn succession(
+        &self,
+        candidate_id: &str,
+        lease_id: i64,
+        now: Instant,
+        elected_unix_ms: i64,
+    ) -> Option<(ElectionRecord, Option<(String, i32)>)> {
+        let leads =
+            self.record.leader.as_ref().is_some_and(|l| l.candidate_id == candidate_id && l.lease_id == lease_id);
+        if !self.exists || self.generation == 0 || !leads || self.record.deposed.is_some() {
+            return None;
+        }
+        let mut after = self.clone();
+        after.candidates.remove(candidate_id)?;
+        let mut record = self.record.clone();
+        record.deposed = None;
+        match after.decide(now, |_| false) {
+            Decision::Elect(id) => {
+                let successor = after.candidates.get(&id)?;
+                record.term += 1;
+                record.leader = Some(LeaderRecord {
+                    candidate_id: id.clone(),
+                    lease_id: successor.record.lease_id,
+                    elected_unix_ms,
+                });
+                Some((record, Some((id, successor.version))))
+            }
+            Decision::Vacate => {
+                record.leader = None;
+                Some((record, None))
+            }
+            Decision::Nothing | Decision::Depose(_) => None,
+        }
+    }
+
     /// Who follows a deposed leader: the chosen target if still eligible, else the best
     /// eligible candidate other than the deposed one (which may lead again later).
     pub fn successor(&self, deposed: &Deposition) -> Decision {
@@ -392,6 +439,32 @@ mod tests {
         assert_eq!(s.decide(Instant::now(), |_| true), Decision::Elect("b".into()));
         s.candidates.remove("a");
         assert_eq!(s.decide(Instant::now(), |_| false), Decision::Elect("b".into()), "a gone: it cannot act");
+    }
+
+    #[test]
+    fn a_resigning_leader_names_its_successor_as_the_elector_would() {
+        let now = Instant::now();
+        let mut s =
+            state(vec![candidate("a", 0, 1, OK), candidate("b", 2, 2, OK), candidate("c", 1, 3, OK)], Some("a"), false);
+        s.generation = 1;
+        let (record, check) = s.succession("a", 1, now, 77).expect("a leads");
+        assert_eq!(record.term, s.record.term + 1);
+        assert_eq!(record.leader, Some(LeaderRecord { candidate_id: "c".into(), lease_id: 3, elected_unix_ms: 77 }));
+        assert_eq!(check, Some(("c".into(), 0)), "the successor's record version is checked");
+        assert_eq!(s.succession("a", 9, now, 77), None, "another lease's candidacy of that id");
+        assert_eq!(s.succession("b", 2, now, 77), None, "not the leader");
+        let mut unhealthy = s.clone();
+        for id in ["b", "c"] {
+            Arc::make_mut(unhealthy.candidates.get_mut(id).expect("a candidate")).health = None;
+        }
+        let (record, check) = unhealthy.succession("a", 1, now, 77).expect("a leads");
+        assert_eq!((record.leader, record.term, check), (None, s.record.term, None), "nobody eligible: no leader");
+        let mut deposed = s.clone();
+        deposed.record.deposed =
+            Some(Deposition { candidate_id: "a".into(), lease_id: 1, reason: DeposeReason::Transferred, target: None });
+        assert_eq!(deposed.succession("a", 1, now, 77), None, "a deposition completes its own way");
+        s.generation = 0;
+        assert_eq!(s.succession("a", 1, now, 77), None, "a view of a lost connection");
     }
 
     #[test]

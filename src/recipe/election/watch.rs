@@ -15,7 +15,10 @@ use std::{
     time::Duration,
 };
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::{
+    FutureExt,
+    stream::{FuturesUnordered, StreamExt},
+};
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -204,6 +207,9 @@ struct Cache {
     lease_dirty: HashSet<String>,
     /// Watches armed and not fired yet.
     pending: HashSet<Fired>,
+    /// The election record's watch fired while a round was reading (see
+    /// [`WatchTask::absorb_fired`]): read it again next round.
+    election_refired: bool,
     generation: u64,
 }
 
@@ -236,7 +242,7 @@ impl WatchTask {
             };
             match round {
                 Ok(state) => {
-                    election_dirty = false;
+                    election_dirty = std::mem::take(&mut cache.election_refired);
                     children_dirty = false;
                     let mut state = self.publish(ElectionState { generation, poked, ..state });
                     note_deposition(&mut deposition_seen, &state);
@@ -283,17 +289,7 @@ impl WatchTask {
             tokio::select! {
                 () = self.stop.cancelled() => break,
                 fired = watches.next(), if !watches.is_empty() => if let Some(fired) = fired {
-                    tracing::trace!(election = %self.name, ?fired, "watch fired");
-                    cache.pending.remove(&fired);
-                    match fired {
-                        Fired::Election => election_dirty = true,
-                        Fired::Children => children_dirty = true,
-                        Fired::Candidate(id) => { cache.dirty.insert(id); }
-                        Fired::Lease(lease_id) => {
-                            let ids = cache.candidates.values().filter(|c| c.record.lease_id == lease_id).map(|c| c.id.clone());
-                            cache.lease_dirty.extend(ids);
-                        }
-                    }
+                    self.absorb_fired(fired, &mut cache, &mut election_dirty, &mut children_dirty);
                 },
                 _ = status.changed() => {}
                 () = self.poke.notified() => { election_dirty = true; children_dirty = true; }
@@ -304,6 +300,23 @@ impl WatchTask {
         }
         for sink in lock(&self.sinks).drain(..) {
             sink.end(super::StreamEnd::ShuttingDown);
+        }
+    }
+
+    /// Notes what a fired watch says is to be read again.
+    fn absorb_fired(&self, fired: Fired, cache: &mut Cache, election_dirty: &mut bool, children_dirty: &mut bool) {
+        tracing::trace!(election = %self.name, ?fired, "watch fired");
+        cache.pending.remove(&fired);
+        match fired {
+            Fired::Election => *election_dirty = true,
+            Fired::Children => *children_dirty = true,
+            Fired::Candidate(id) => {
+                cache.dirty.insert(id);
+            }
+            Fired::Lease(lease_id) => {
+                let ids = cache.candidates.values().filter(|c| c.record.lease_id == lease_id).map(|c| c.id.clone());
+                cache.lease_dirty.extend(ids);
+            }
         }
     }
 
@@ -345,6 +358,17 @@ impl WatchTask {
                 Err(err) => return Err(err.into()),
             }
         }
+        // One transaction may change the record and the candidates together (a resignation
+        // electing its successor): their watch events were all delivered before the record's
+        // read answered (ZooKeeper sends a session's watch events before its later replies), so
+        // take in every event fired by now, lest the new record be published with the old
+        // candidates (a resigned candidacy told QUEUED behind its successor).
+        let mut children_dirty = children_dirty;
+        let mut refired = false;
+        while let Some(Some(fired)) = watches.next().now_or_never() {
+            self.absorb_fired(fired, cache, &mut refired, &mut children_dirty);
+        }
+        cache.election_refired |= refired;
         // A record naming a leader (or deposed leader) this task has not listed may be newer
         // than its candidate list: list again rather than take "not listed" for "its candidacy
         // ended" (which would elect someone else while it leads). Only when the listing is older
