@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use zookeeper_client::{
     Acls, CreateMode,
     Error::{BadVersion, NoNode, NodeExists},
+    MultiWriteResult,
 };
 
 pub use self::{
@@ -43,7 +44,7 @@ use self::{
     leadership::Leaderships,
     record::{CandidateRecord, DeposeReason, Deposition, ElectionRecord, Yielded},
     state::ElectionState,
-    watch::{ElectionWatch, Registry},
+    watch::{ElectionWatch, Registry, Written},
 };
 use crate::{
     error::{
@@ -619,27 +620,44 @@ impl Elections {
         binding_path: &str,
     ) -> Result<bool> {
         let Some(watch) = self.shared.registry.peek(&key.election) else { return Ok(false) };
-        let (succession, version) = {
+        let (succession, view) = {
             let state = watch.state.borrow();
             if leads.is_some_and(|checked| checked != state.version) {
                 return Ok(false); // the view is not of the record version that was checked
             }
             let now = tokio::time::Instant::now();
-            (state.succession(key.candidate_id.as_str(), key.lease_id, now, now_unix_ms()), state.version)
+            (state.succession(key.candidate_id.as_str(), key.lease_id, now, now_unix_ms()), Arc::clone(&state))
         };
         let Some((record, successor)) = succession else { return Ok(false) };
         let mut multi = client.multi();
-        multi.add_set_data(&layout::election(&key.election), &record::encode(&record), Some(version))?;
+        multi.add_set_data(&layout::election(&key.election), &record::encode(&record), Some(view.version))?;
         multi.add_delete(candidate_path, None)?;
         multi.add_delete(binding_path, None)?;
         if let Some((id, version)) = &successor {
             multi.add_check_version(&format!("{}/{id}", layout::candidates(&key.election)), *version)?;
         }
-        if multi.commit().await?.is_err() {
-            return Ok(false);
-        }
+        let Ok(results) = multi.commit().await? else { return Ok(false) };
         tracing::debug!(election = %key.election, term = record.term, leader = ?record.leader.as_ref().map(|l| &l.candidate_id), "resigned and elected in one transaction");
-        watch.poke();
+        let written = results.into_iter().find_map(|result| match result {
+            MultiWriteResult::SetData { stat } => Some(stat),
+            _ => None,
+        });
+        match written {
+            // The successor is told now, by this instance, from what its transaction wrote: the
+            // record (its mzxid, the new term's token, is also the candidates' last change).
+            Some(stat) => {
+                let mut state = ElectionState::clone(&view);
+                state.candidates.remove(key.candidate_id.as_str());
+                state.record = record;
+                state.version = stat.version;
+                state.token = u64::try_from(stat.mzxid).unwrap_or(0);
+                state.children_pzxid = stat.mzxid;
+                watch.wrote(Written { state, removed: key.candidate_id.as_str().to_owned() });
+            }
+            None => {
+                watch.poke();
+            }
+        }
         Ok(true)
     }
 

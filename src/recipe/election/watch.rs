@@ -102,9 +102,20 @@ pub struct ElectionWatch {
     sinks: Arc<Mutex<Vec<Sink>>>,
     poke: Arc<tokio::sync::Notify>,
     pokes: Arc<std::sync::atomic::AtomicU64>,
+    /// States written by this instance outside the task (see [`Self::wrote`]).
+    written: mpsc::UnboundedSender<Written>,
     stop: CancellationToken,
     /// Its place among the elections the instance may follow (`max_watched_elections`).
     _permit: OwnedSemaphorePermit,
+}
+
+/// A state this instance wrote itself, and the candidacy its transaction deleted.
+#[derive(Debug)]
+pub(super) struct Written {
+    /// The state right after the write.
+    pub state: ElectionState,
+    /// The candidate id whose candidacy the write deleted.
+    pub removed: String,
 }
 
 impl Drop for ElectionWatch {
@@ -121,6 +132,7 @@ impl ElectionWatch {
         let poke = Arc::new(tokio::sync::Notify::new());
         let pokes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = shared.shutdown.child_token();
+        let (written, written_rx) = mpsc::unbounded_channel();
         let task = WatchTask {
             shared,
             name,
@@ -132,8 +144,8 @@ impl ElectionWatch {
             stop: stop.clone(),
             sequence: 0.into(),
         };
-        tokio::spawn(task.run());
-        Self { state, states, sinks, poke, pokes, stop, _permit: permit }
+        tokio::spawn(task.run(written_rx));
+        Self { state, states, sinks, poke, pokes, written, stop, _permit: permit }
     }
 
     /// Adds a Campaign stream; it gets its status now and at every change. An older stream of
@@ -171,6 +183,15 @@ impl ElectionWatch {
     pub fn subscribe(&self) -> (broadcast::Receiver<Arc<ElectionState>>, Arc<ElectionState>) {
         let receiver = self.states.subscribe();
         (receiver, self.state.borrow().clone())
+    }
+
+    /// Publishes `written` (a state this instance's own transaction produced: a resignation
+    /// that elected its successor) at once, telling local Campaign streams without waiting for
+    /// the write's watch events and a re-read, which follow and change nothing. Ignored unless
+    /// the published state is still the one it was computed from (same connection, the
+    /// record's previous version).
+    pub(super) fn wrote(&self, written: Written) {
+        let _ = self.written.send(written);
     }
 
     /// Asks the task to re-read the election (after this instance wrote something). Returns
@@ -214,7 +235,7 @@ struct Cache {
 }
 
 impl WatchTask {
-    async fn run(self) {
+    async fn run(self, mut written: mpsc::UnboundedReceiver<Written>) {
         let mut cache = Cache::default();
         let mut watches: FuturesUnordered<WatchFuture> = FuturesUnordered::new();
         let mut status = self.shared.session.watch_status();
@@ -293,6 +314,7 @@ impl WatchTask {
                 },
                 _ = status.changed() => {}
                 () = self.poke.notified() => { election_dirty = true; children_dirty = true; }
+                Some(written) = written.recv() => self.apply_written(written, &mut cache, &mut deposition_seen).await,
                 () = async { retry.expect("guarded").await }, if retry.is_some() => {}
                 () = async { grace.expect("guarded").await }, if grace.is_some() => {}
                 () = async { hysteresis.expect("guarded").await }, if hysteresis.is_some() => {}
@@ -301,6 +323,28 @@ impl WatchTask {
         for sink in lock(&self.sinks).drain(..) {
             sink.end(super::StreamEnd::ShuttingDown);
         }
+    }
+
+    /// Publishes a state this instance wrote (see [`ElectionWatch::wrote`]) and tells the
+    /// local Campaign streams, if it follows the published one.
+    async fn apply_written(
+        &self,
+        written: Written,
+        cache: &mut Cache,
+        deposition_seen: &mut Option<(Deposition, tokio::time::Instant)>,
+    ) {
+        let current = self.tx.borrow().clone();
+        let follows = current.generation != 0
+            && current.generation == written.state.generation
+            && current.generation == self.shared.session.status().generation()
+            && current.version.checked_add(1) == Some(written.state.version);
+        if !follows {
+            return; // the task read something else meanwhile: its own reads are current
+        }
+        cache.candidates.remove(&written.removed);
+        let state = self.publish(ElectionState { poked: current.poked, ..written.state });
+        note_deposition(deposition_seen, &state);
+        self.drive_sinks(&state).await;
     }
 
     /// Notes what a fired watch says is to be read again.
