@@ -566,24 +566,41 @@ impl Elections {
     pub async fn resign(&self, key: &CandidateKey, term: i64) -> Result<()> {
         let client = self.shared.session.client()?;
         let candidate_path = layout::candidate(&key.election, &key.candidate_id);
-        // The lease (from memory when attached here) and, with a term, the election record are
-        // in flight at once, and judged in this order (the lease and its secret first) before
-        // anything is written. With a term, the election record must still be the one that
-        // says so when the candidacy is deleted.
-        let (lease, leads) = tokio::join!(self.authenticate(key), async {
-            if term != 0 { check_leads(&client, key, term).await.map(Some) } else { Ok(None) }
-        });
-        lease?;
-        let leads = leads?;
         // No read of the candidate first: the lease's binding of this candidacy, deleted in the
         // same transaction, exists exactly while the candidate znode exists bound to this lease
         // (both are created and deleted together, `lease::zkops::delete_lease`). So the
         // transaction deletes this lease's candidacy, or fails with `NoNode` and deletes
         // nothing: no such candidacy, or one of another lease.
         let binding_path = layout::binding(key.lease_id, &layout::candidacy_binding(&key.election, &key.candidate_id));
-        if self.resign_and_elect(&client, key, leads, &candidate_path, &binding_path).await? {
-            return Ok(());
+        // A leader resigning through an instance that follows the election: the lease first,
+        // then one transaction electing its successor, conditional on the record this
+        // instance's view shows leading (in `term`), so no read of the record is needed.
+        let view_leads = self.shared.registry.peek(&key.election).is_some_and(|watch| {
+            let state = watch.state.borrow();
+            state.generation != 0
+                && (term == 0 || state.record.term == term)
+                && state
+                    .record
+                    .leader
+                    .as_ref()
+                    .is_some_and(|l| l.candidate_id == key.candidate_id.as_str() && l.lease_id == key.lease_id)
+        });
+        if view_leads {
+            self.authenticate(key).await?;
+            if self.resign_and_elect(&client, key, term, &candidate_path, &binding_path).await? {
+                return Ok(());
+            }
         }
+        // The lease (from memory when attached here, unless judged above) and, with a term,
+        // the election record are in flight at once, and judged in this order (the lease and
+        // its secret first) before anything is written. With a term, the election record must
+        // still be the one that says so when the candidacy is deleted.
+        let (lease, leads) =
+            tokio::join!(async { if view_leads { Ok(()) } else { self.authenticate(key).await } }, async {
+                if term != 0 { check_leads(&client, key, term).await.map(Some) } else { Ok(None) }
+            });
+        lease?;
+        let leads = leads?;
         let mut multi = client.multi();
         if let Some(election_version) = leads {
             multi.add_check_version(&layout::election(&key.election), election_version)?;
@@ -599,7 +616,7 @@ impl Elections {
     }
 
     /// The fast path of a leader's resignation: when this instance follows the election and
-    /// its view shows `key` leading (in the record version `leads` checked, if any), one
+    /// its view shows `key` leading (in `term`, unless 0), one
     /// transaction deletes the candidacy and writes the election record electing the successor
     /// ([`ElectionState::succession`]) — one zxid, and the successor is elected when the
     /// resignation commits instead of after a watch notification, a listing and a second write
@@ -615,15 +632,15 @@ impl Elections {
         &self,
         client: &Zk,
         key: &CandidateKey,
-        leads: Option<i32>,
+        term: i64,
         candidate_path: &str,
         binding_path: &str,
     ) -> Result<bool> {
         let Some(watch) = self.shared.registry.peek(&key.election) else { return Ok(false) };
         let (succession, view) = {
             let state = watch.state.borrow();
-            if leads.is_some_and(|checked| checked != state.version) {
-                return Ok(false); // the view is not of the record version that was checked
+            if term != 0 && state.record.term != term {
+                return Ok(false); // another term: the plain path tells
             }
             let now = tokio::time::Instant::now();
             (state.succession(key.candidate_id.as_str(), key.lease_id, now, now_unix_ms()), Arc::clone(&state))

@@ -296,6 +296,9 @@ impl WatchTask {
                     children_dirty = true;
                 }
             }
+            if election_dirty && !round_failed(&self.tx) {
+                continue; // the record's watch fired while the round read it: read it again now
+            }
             let retry = round_failed(&self.tx).then(|| tokio::time::sleep(RETRY_PAUSE));
             // Wake when a deposition's grace runs out, to complete it.
             let grace = deposition_seen.as_ref().and_then(|(deposed, seen)| {
@@ -344,7 +347,7 @@ impl WatchTask {
         cache.candidates.remove(&written.removed);
         let state = self.publish(ElectionState { poked: current.poked, ..written.state });
         note_deposition(deposition_seen, &state);
-        self.drive_sinks(&state).await;
+        self.drive_sinks_knowing(&state, Some(&written.removed)).await;
     }
 
     /// Notes what a fired watch says is to be read again.
@@ -553,9 +556,17 @@ impl WatchTask {
     /// ended, or its validity ran out (see [`deposition_grace`]) — never merely because it was
     /// told.
     async fn drive_sinks(&self, state: &ElectionState) {
+        self.drive_sinks_knowing(state, None).await;
+    }
+
+    /// [`Self::drive_sinks`], knowing that candidacy `resigned` (if any) vanished because it
+    /// resigned (this instance's own transaction deleted it), not because its lease ended: no
+    /// read to tell.
+    async fn drive_sinks_knowing(&self, state: &ElectionState, resigned: Option<&str>) {
         // For candidacies that vanished, whether their lease ended (one read each, only then).
         let vanished: Vec<i64> = lock(&self.sinks)
             .iter()
+            .filter(|sink| Some(sink.candidate_id.as_str()) != resigned)
             .filter(|sink| state.candidates.get(&sink.candidate_id).is_none_or(|c| c.record.lease_id != sink.lease_id))
             .map(|sink| sink.lease_id)
             .collect();
