@@ -71,11 +71,18 @@ impl Requests {
     pub fn install() -> (Self, DefaultGuard) {
         let requests = Self::default();
         let guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(requests.clone()));
+        tracing::callsite::rebuild_interest_cache();
         (requests, guard)
     }
 
     /// The requests counted so far; counting starts afresh.
+    ///
+    /// Also recomputes every callsite's interest: a callsite first hit on another test's thread
+    /// while this counter was being installed may have cached "never" (tracing-core computes
+    /// interest against the dispatchers it knows of at registration, and tests run in
+    /// parallel), and would then go uncounted here for good.
     pub fn take(&self) -> Vec<Request> {
+        tracing::callsite::rebuild_interest_cache();
         std::mem::take(&mut *self.log.lock().unwrap())
     }
 

@@ -662,15 +662,13 @@ impl Elections {
         match written {
             // The successor is told now, by this instance, from what its transaction wrote: the
             // record (its mzxid, the new term's token, is also the candidates' last change).
-            Some(stat) => {
-                let mut state = ElectionState::clone(&view);
-                state.candidates.remove(key.candidate_id.as_str());
-                state.record = record;
-                state.version = stat.version;
-                state.token = u64::try_from(stat.mzxid).unwrap_or(0);
-                state.children_pzxid = stat.mzxid;
-                watch.wrote(Written { state, removed: key.candidate_id.as_str().to_owned() });
-            }
+            Some(stat) => watch.wrote(Written {
+                record,
+                version: stat.version,
+                zxid: stat.mzxid,
+                generation: view.generation,
+                removed: key.candidate_id.as_str().to_owned(),
+            }),
             None => {
                 watch.poke();
             }

@@ -109,12 +109,19 @@ pub struct ElectionWatch {
     _permit: OwnedSemaphorePermit,
 }
 
-/// A state this instance wrote itself, and the candidacy its transaction deleted.
+/// What one transaction of this instance wrote: the election record (replacing the version
+/// before `version`) and the deletion of one candidacy.
 #[derive(Debug)]
 pub(super) struct Written {
-    /// The state right after the write.
-    pub state: ElectionState,
-    /// The candidate id whose candidacy the write deleted.
+    /// The record written.
+    pub record: ElectionRecord,
+    /// Its version after the write.
+    pub version: i32,
+    /// The transaction's zxid (the record's `mzxid`, and the candidates' last change).
+    pub zxid: i64,
+    /// The connection generation it was written on.
+    pub generation: u64,
+    /// The candidate id whose candidacy the transaction deleted.
     pub removed: String,
 }
 
@@ -338,14 +345,22 @@ impl WatchTask {
     ) {
         let current = self.tx.borrow().clone();
         let follows = current.generation != 0
-            && current.generation == written.state.generation
+            && current.generation == written.generation
             && current.generation == self.shared.session.status().generation()
-            && current.version.checked_add(1) == Some(written.state.version);
+            && current.version.checked_add(1) == Some(written.version);
         if !follows {
-            return; // the task read something else meanwhile: its own reads are current
+            return; // the record changed otherwise meanwhile: the task's own reads tell
         }
+        // The candidates as this task knows them now (one that joined since the writer's view
+        // stays), less the one the transaction deleted.
+        let mut state = ElectionState::clone(&current);
+        state.candidates.remove(&written.removed);
+        state.record = written.record;
+        state.version = written.version;
+        state.token = u64::try_from(written.zxid).unwrap_or(0);
+        state.children_pzxid = state.children_pzxid.max(written.zxid);
         cache.candidates.remove(&written.removed);
-        let state = self.publish(ElectionState { poked: current.poked, ..written.state });
+        let state = self.publish(state);
         note_deposition(deposition_seen, &state);
         self.drive_sinks_knowing(&state, Some(&written.removed)).await;
     }
