@@ -352,14 +352,20 @@ impl WatchTask {
             return; // the record changed otherwise meanwhile: the task's own reads tell
         }
         // The candidates as this task knows them now (one that joined since the writer's view
-        // stays), less the one the transaction deleted.
+        // stays), less the one the transaction deleted — not a candidacy of the same id created
+        // after it (a resigned candidate campaigning again at once, already listed here).
+        let deleted = |c: &Arc<CandidateView>| c.czxid <= written.zxid;
         let mut state = ElectionState::clone(&current);
-        state.candidates.remove(&written.removed);
+        if state.candidates.get(&written.removed).is_some_and(deleted) {
+            state.candidates.remove(&written.removed);
+        }
+        if cache.candidates.get(&written.removed).is_some_and(deleted) {
+            cache.candidates.remove(&written.removed);
+        }
         state.record = written.record;
         state.version = written.version;
         state.token = u64::try_from(written.zxid).unwrap_or(0);
         state.children_pzxid = state.children_pzxid.max(written.zxid);
-        cache.candidates.remove(&written.removed);
         let state = self.publish(state);
         note_deposition(deposition_seen, &state);
         self.drive_sinks_knowing(&state, Some(&written.removed)).await;
