@@ -90,6 +90,17 @@ pub struct ElectionRecord {
     pub yielded: Option<Yielded>,
 }
 
+impl ElectionRecord {
+    /// Elects candidate `candidate_id` of lease `lease_id` for the next term, at
+    /// `elected_unix_ms`, ending any deposition: the record an elector's Elect and a
+    /// resignation electing its successor both write.
+    pub fn elect(&mut self, candidate_id: String, lease_id: i64, elected_unix_ms: i64) {
+        self.term += 1;
+        self.leader = Some(LeaderRecord { candidate_id, lease_id, elected_unix_ms });
+        self.deposed = None;
+    }
+}
+
 /// A candidacy (candidate id and lease) that yielded leadership through Transfer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Yielded {

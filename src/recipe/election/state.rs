@@ -310,12 +310,7 @@ impl ElectionState {
         match after.decide(now, |_| false) {
             Decision::Elect(id) => {
                 let successor = after.candidates.get(&id)?;
-                record.term += 1;
-                record.leader = Some(LeaderRecord {
-                    candidate_id: id.clone(),
-                    lease_id: successor.record.lease_id,
-                    elected_unix_ms,
-                });
+                record.elect(id.clone(), successor.record.lease_id, elected_unix_ms);
                 Some((record, Some((id, successor.version))))
             }
             Decision::Vacate => {

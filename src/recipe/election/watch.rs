@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     CandidateStatus, ElectionContext,
-    record::{self, CandidateRecord, Deposition, ElectionRecord, LeaderRecord},
+    record::{self, CandidateRecord, Deposition, ElectionRecord},
     state::{CandidateView, Decision, ElectionState, HealthSeen},
 };
 use crate::{
@@ -699,13 +699,7 @@ pub(super) async fn write(
         Decision::Elect(id) => {
             let candidate = state.candidates.get(&id)?;
             checks.push((format!("{}/{id}", layout::candidates(name)), candidate.version));
-            record.term += 1;
-            record.leader = Some(LeaderRecord {
-                candidate_id: id,
-                lease_id: candidate.record.lease_id,
-                elected_unix_ms: now_unix_ms(),
-            });
-            record.deposed = None;
+            record.elect(id, candidate.record.lease_id, now_unix_ms());
         }
         Decision::Vacate => {
             if record.leader.is_none() && record.deposed.is_none() {
