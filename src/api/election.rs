@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Caller, Context, ResponseStream, convert::health_to_pb};
+use super::{Caller, Context, ResponseStream, convert::health_to_pb, guarded::Guarded};
 use crate::{
     authz::{Access, Resource},
     error::{Error, Result},
@@ -188,30 +188,15 @@ impl election_server::Election for ElectionService {
         let names = vec![name.as_str().to_owned()];
         let withdrawn = self.ctx.withdrawn(&caller, tenant.tenant.clone(), Resource::Election, Access::Read, names);
         let permit = self.ctx.limits.observe_stream()?;
-        let mut observation = tenant.elections.observe(&name).await?;
-        let (tx, stream) = super::stream_channel(STREAM_BUFFER);
-        let shutdown = self.ctx.shutdown.clone();
-        tokio::spawn(async move {
-            // Counted until the stream ends or its client leaves.
-            let _permit = permit;
-            tokio::pin!(withdrawn);
-            loop {
-                let item = tokio::select! {
-                    () = tx.closed() => return,
-                    observed = observation.next() => match observed {
-                        Some(observed) => Ok(observe_response(observed)),
-                        None => Err(Error::ShuttingDown.into()),
-                    },
-                    () = shutdown.cancelled() => Err(Error::ShuttingDown.into()),
-                    message = &mut withdrawn => Err(Error::NotAuthorized(message).into()),
-                };
-                let last = item.is_err();
-                if tx.send(item).await.is_err() || last {
-                    return; // the client left, or the stream ended
-                }
-            }
+        let observation = tenant.elections.observe(&name).await?;
+        // Judged and encoded where the HTTP/2 stream polls it (no task or channel of its own):
+        // one wake-up per change and stream, see [`Guarded`].
+        let changes = futures_util::stream::unfold(observation, |mut observation| async move {
+            let observed = observation.next().await?;
+            Some((Ok(observe_response(observed)), observation))
         });
-        Ok(Response::new(stream))
+        let shutdown = self.ctx.shutdown.clone().cancelled_owned();
+        Ok(Response::new(Box::pin(Guarded::new(changes, shutdown, withdrawn, permit))))
     }
 
     async fn resign(&self, request: Request<pb::ResignRequest>) -> Result<Response<pb::ResignResponse>, Status> {

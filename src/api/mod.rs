@@ -3,6 +3,7 @@
 
 mod convert;
 pub mod election;
+mod guarded;
 pub mod holdings;
 pub mod lease;
 pub mod lock;
