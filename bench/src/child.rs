@@ -1,10 +1,12 @@
 //! The hidden subcommands the bench re-executes itself with, so that each server runs in a
 //! process of its own (its CPU time and memory measured apart from the load generator's):
 //! `__serve-zkcoord <zk hosts> <namespace> [setting=value ...]` and `__serve-floor`. Each prints
-//! `listening on <addr>` once serving and exits when its stdin closes (the bench ended).
+//! `listening on <addr>` once serving and exits when its stdin closes (the bench ended). The
+//! zkcoord instance also answers a `breakdown` line on its stdin with one JSON line on its
+//! stdout: its spans' times since the last one ([`crate::breakdown`]).
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, Read, Write},
     process::ExitCode,
     time::Duration,
 };
@@ -41,6 +43,33 @@ fn zkcoord_config(hosts: &str, namespace: &str) -> Config {
         tls: None,
         authz: None,
     }
+}
+
+/// Answers `breakdown` lines on stdin with `times`' sums, until stdin reaches end of file (the
+/// bench closed it or died).
+fn answer_until_stdin_closed(times: &crate::breakdown::SpanTimes) {
+    let mut out = std::io::stdout();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { return };
+        if line.trim() == "breakdown" {
+            let breakdown = crate::breakdown::Breakdown::from(times.take());
+            let json = serde_json::to_string(&breakdown).unwrap_or_else(|_| "{}".into());
+            let _ = writeln!(out, "{json}");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// zkcoord's text logs at `log_level` (as `zkcoord::telemetry::init`, without OTLP), and `times`.
+fn init_tracing(log_level: &str, times: crate::breakdown::SpanTimes) -> Result<(), String> {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_new(log_level).map_err(|e| e.to_string())?;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stderr))
+        .with(times)
+        .try_init()
+        .map_err(|e| e.to_string())
 }
 
 /// Blocks until stdin reaches end of file (the bench closed it or died).
@@ -91,13 +120,11 @@ pub fn serve_zkcoord(hosts: &str, namespace: &str, settings: &[String]) -> ExitC
         }
     };
     runtime.block_on(async {
-        let _telemetry = match zkcoord::telemetry::init(&config.log_level, config.log_format) {
-            Ok(guard) => guard,
-            Err(err) => {
-                eprintln!("zkcoord: telemetry: {err}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let times = crate::breakdown::SpanTimes::default();
+        if let Err(err) = init_tracing(&config.log_level, times.clone()) {
+            eprintln!("zkcoord: tracing: {err}");
+            return ExitCode::FAILURE;
+        }
         let instance = match server::start(config).await {
             Ok(instance) => instance,
             Err(err) => {
@@ -110,7 +137,7 @@ pub fn serve_zkcoord(hosts: &str, namespace: &str, settings: &[String]) -> ExitC
             return ExitCode::FAILURE;
         }
         announce(instance.addr());
-        let _ = tokio::task::spawn_blocking(wait_stdin_closed).await;
+        let _ = tokio::task::spawn_blocking(move || answer_until_stdin_closed(&times)).await;
         instance.shutdown().await;
         ExitCode::SUCCESS
     })

@@ -12,6 +12,7 @@
 //! cargo run --release -p zkcoord-bench -- [--quick] [--json out.json] [--only 1,4] [--no-etcd]
 //! ```
 
+mod breakdown;
 mod child;
 mod clients;
 mod etcd;
@@ -67,6 +68,8 @@ struct Report {
     quick: bool,
     versions: Versions,
     rows: Vec<Row>,
+    /// Per scenario, the main zkcoord instance's span times ([`breakdown`]).
+    breakdowns: Vec<(String, breakdown::Breakdown)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,6 +156,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
 
     let mut rows = Vec::new();
+    let mut breakdowns = Vec::new();
     for number in PRIORITY {
         if !args.only.is_empty() && !args.only.contains(&number) {
             continue;
@@ -162,7 +166,13 @@ async fn run(args: Args) -> Result<(), String> {
             continue;
         }
         eprintln!("scenario {number}…");
+        let _ = bench.zkcoord.breakdown(); // from now on
         let new_rows = run_scenario(&bench, number).await;
+        match bench.zkcoord.breakdown() {
+            Ok(breakdown) if !breakdown.spans.is_empty() => breakdowns.push((scenario_name(number), breakdown)),
+            Ok(_) => {}
+            Err(err) => eprintln!("  no breakdown of scenario {number}: {err}"),
+        }
         for row in &new_rows {
             eprintln!(
                 "  {} {} {}: {}{}",
@@ -183,6 +193,9 @@ async fn run(args: Args) -> Result<(), String> {
         "zkcoord-bench — {cores} cores shared by servers and load generator; zookeeper {zk_version}; {etcd_version}"
     );
     println!("{}", measure::table(&rows));
+    breakdowns.sort_by(|a, b| a.0.cmp(&b.0));
+    println!("Where the main zkcoord instance's time went, by call (its spans; setup calls included):\n");
+    println!("{}", breakdown::table(&breakdowns));
     if let Some(path) = args.json {
         let report = Report {
             started_unix_s: started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -191,6 +204,7 @@ async fn run(args: Args) -> Result<(), String> {
             quick: args.quick,
             versions: Versions { zookeeper: zk_version, etcd: etcd_version },
             rows,
+            breakdowns,
         };
         let text = serde_json::to_string_pretty(&report).map_err(|e| format!("json: {e}"))?;
         std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;

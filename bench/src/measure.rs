@@ -89,13 +89,46 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
+/// ZooKeeper's own counters (`srvr`): transactions and packets, server-wide.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ZkCounters {
+    /// The last zxid's counter: transactions logged (writes, failed `multi`s included), within
+    /// one epoch.
+    pub writes: u64,
+    /// Packets received from clients (requests, pings included).
+    pub received: u64,
+    /// Packets sent to clients (replies and watch events).
+    pub sent: u64,
+}
+
+impl ZkCounters {
+    /// Parses the output of the `srvr` four-letter word.
+    pub fn parse(srvr: &str) -> Option<Self> {
+        let field = |name: &str| srvr.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+        Some(Self {
+            writes: u64::from_str_radix(field("Zxid: 0x")?, 16).ok()? & 0xffff_ffff,
+            received: field("Received:")?.parse().ok()?,
+            sent: field("Sent:")?.parse().ok()?,
+        })
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            writes: self.writes.saturating_sub(before.writes),
+            received: self.received.saturating_sub(before.received),
+            sent: self.sent.saturating_sub(before.sent),
+        }
+    }
+}
+
 /// CPU time spent by the servers and the generator between [`CpuMeter::start`] and
-/// [`CpuMeter::stop`].
+/// [`CpuMeter::stop`], and ZooKeeper's counters if asked ([`CpuMeter::zookeeper`]).
 #[derive(Debug)]
 pub struct CpuMeter {
     servers: Vec<(&'static str, u32, f64)>,
     generator: f64,
     wall: std::time::Instant,
+    zookeeper: Option<(u16, ZkCounters)>,
 }
 
 impl CpuMeter {
@@ -105,7 +138,14 @@ impl CpuMeter {
             servers: servers.iter().map(|&(name, pid)| (name, pid, cpu_seconds(pid).unwrap_or(f64::NAN))).collect(),
             generator: own_cpu_seconds(),
             wall: std::time::Instant::now(),
+            zookeeper: None,
         }
+    }
+
+    /// Also counts the writes and packets of the ZooKeeper server on `port` (its `srvr`).
+    pub fn zookeeper(mut self, port: u16) -> Self {
+        self.zookeeper = crate::servers::ZooKeeper::counters(port).map(|before| (port, before));
+        self
     }
 
     pub fn stop(&self) -> CpuUse {
@@ -117,6 +157,9 @@ impl CpuMeter {
                 .map(|&(name, pid, before)| (name.to_owned(), cpu_seconds(pid).unwrap_or(f64::NAN) - before))
                 .collect(),
             generator_s: own_cpu_seconds() - self.generator,
+            zookeeper: self
+                .zookeeper
+                .and_then(|(port, before)| Some(crate::servers::ZooKeeper::counters(port)?.since(before))),
         }
     }
 }
@@ -130,6 +173,8 @@ pub struct CpuUse {
     pub servers_s: BTreeMap<String, f64>,
     /// CPU seconds of the load generator (this process, client libraries included).
     pub generator_s: f64,
+    /// ZooKeeper's writes and packets during the measurement (all its clients'), when counted.
+    pub zookeeper: Option<ZkCounters>,
 }
 
 /// One line of the report: a scenario measured on one system, or why it was not measured.
@@ -149,6 +194,9 @@ pub struct Row {
     pub cpu: Option<CpuUse>,
     /// Why it was not measured, or a caveat.
     pub note: Option<String>,
+    /// The operations measured (lock cycles, resigns), to show ZooKeeper's bill per operation;
+    /// absent where a row's samples are not operations (observers, heartbeats).
+    pub ops: Option<f64>,
 }
 
 impl Row {
@@ -161,7 +209,14 @@ impl Row {
             summary: String::new(),
             cpu: None,
             note: None,
+            ops: None,
         }
+    }
+
+    /// Sets the operations measured: ZooKeeper's bill is then shown per operation.
+    pub fn ops(mut self, ops: usize) -> Self {
+        self.ops = Some(ops as f64);
+        self
     }
 
     pub fn not_measured(scenario: &str, system: &str, variant: &str, reason: impl Into<String>) -> Self {
@@ -218,8 +273,10 @@ pub fn fmt_ms(v: f64) -> String {
 
 /// The report as a Markdown table.
 pub fn table(rows: &[Row]) -> String {
-    let mut out = String::from("| scenario | system | variant | result | server CPU s | generator CPU s | wall s |\n");
-    out.push_str("|---|---|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| scenario | system | variant | result | server CPU s | generator CPU s | wall s | ZooKeeper writes · packets in · out · CPU ms |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|---|---|\n");
     for row in rows {
         let (servers, generator, wall) = match &row.cpu {
             Some(cpu) => (
@@ -233,10 +290,44 @@ pub fn table(rows: &[Row]) -> String {
         if let Some(note) = &row.note {
             result.push_str(&format!(" — {note}"));
         }
+        let bill = zookeeper_bill(row);
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            row.scenario, row.system, row.variant, result, servers, generator, wall
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            row.scenario, row.system, row.variant, result, servers, generator, wall, bill
         ));
     }
     out
+}
+
+/// ZooKeeper's bill of a row: its writes, packets in and out and CPU, per operation when the
+/// row counts operations (else in all); `–` when ZooKeeper was not involved or not counted.
+fn zookeeper_bill(row: &Row) -> String {
+    let Some(cpu) = &row.cpu else { return "–".into() };
+    let (Some(zk), Some(zk_cpu_s)) = (cpu.zookeeper, cpu.servers_s.get("zookeeper")) else { return "–".into() };
+    match row.ops.filter(|&ops| ops > 0.0) {
+        Some(ops) => format!(
+            "{:.2} · {:.2} · {:.2} · {:.3} per op",
+            zk.writes as f64 / ops,
+            zk.received as f64 / ops,
+            zk.sent as f64 / ops,
+            zk_cpu_s * 1000.0 / ops
+        ),
+        None => format!("{} · {} · {} · {:.0} in all", zk.writes, zk.received, zk.sent, zk_cpu_s * 1000.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zookeeper_counters_are_read_from_srvr() {
+        let srvr = "Zookeeper version: 3.8.0\nLatency min/avg/max: 0/0.2/9\nReceived: 1200\nSent: 1300\n\
+                    Connections: 2\nOutstanding: 0\nZxid: 0x20000001f\nMode: standalone\nNode count: 5\n";
+        let counters = ZkCounters::parse(srvr).expect("parsed");
+        assert_eq!((counters.writes, counters.received, counters.sent), (0x1f, 1200, 1300));
+        let later = ZkCounters { writes: 0x2f, received: 1500, sent: 1700 };
+        let used = later.since(counters);
+        assert_eq!((used.writes, used.received, used.sent), (16, 300, 400));
+    }
 }

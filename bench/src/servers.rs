@@ -146,6 +146,12 @@ impl ZooKeeper {
         four_letter::four_letter(([127, 0, 0, 1], self.port).into(), word, Duration::from_secs(5))
     }
 
+    /// The writes and packets counted by the server on `port` (from `srvr`).
+    pub fn counters(port: u16) -> Option<crate::measure::ZkCounters> {
+        let srvr = four_letter::four_letter(([127, 0, 0, 1], port).into(), "srvr", Duration::from_secs(5))?;
+        crate::measure::ZkCounters::parse(&srvr)
+    }
+
     /// The last zxid (from `srvr`): the number of writes, within one epoch.
     pub fn zxid(&self) -> Option<u64> {
         let srvr = self.four_letter("srvr")?;
@@ -223,8 +229,9 @@ impl Etcd {
 pub struct GrpcChild {
     pub process: Process,
     pub addr: SocketAddr,
-    // Held open: the child stops when it closes.
-    _stdin: std::process::ChildStdin,
+    /// Held open (the child stops when it closes), and the child's stdout: the zkcoord child
+    /// answers `breakdown` on them ([`GrpcChild::breakdown`]).
+    pipes: std::sync::Mutex<(std::process::ChildStdin, BufReader<std::process::ChildStdout>)>,
 }
 
 impl GrpcChild {
@@ -259,12 +266,25 @@ impl GrpcChild {
         let stdout = child.stdout.take().ok_or("no stdout pipe")?;
         let mut process = Process { name, child };
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map_err(|e| format!("read {name}'s first line: {e}"))?;
+        let mut stdout = BufReader::new(stdout);
+        stdout.read_line(&mut line).map_err(|e| format!("read {name}'s first line: {e}"))?;
         let Some(addr) = line.trim().strip_prefix("listening on ") else {
             process.check_running(log)?;
             return Err(format!("{name}: unexpected first line {line:?}; see {}", log.display()));
         };
         let addr = addr.parse().map_err(|e| format!("{name}: bad address {addr:?}: {e}"))?;
-        Ok(Self { process, addr, _stdin: stdin })
+        Ok(Self { process, addr, pipes: std::sync::Mutex::new((stdin, stdout)) })
+    }
+
+    /// The zkcoord child's span times since the last call (see [`crate::breakdown`]). Blocks
+    /// for the child's answer (a JSON line, at once).
+    pub fn breakdown(&self) -> Result<crate::breakdown::Breakdown> {
+        use std::io::Write;
+        let mut pipes = self.pipes.lock().map_err(|_| "breakdown pipes poisoned")?;
+        let (stdin, stdout) = &mut *pipes;
+        writeln!(stdin, "breakdown").and_then(|()| stdin.flush()).map_err(|e| format!("ask for a breakdown: {e}"))?;
+        let mut line = String::new();
+        stdout.read_line(&mut line).map_err(|e| format!("read a breakdown: {e}"))?;
+        serde_json::from_str(&line).map_err(|e| format!("breakdown {line:?}: {e}"))
     }
 }

@@ -294,7 +294,8 @@ fn finish_resign(sys: Sys, lat: &mut Latencies, cpu: Option<crate::measure::CpuU
         Sys::Etcd => "Resign → successor's Campaign returns",
         Sys::ZooKeeper => "delete → successor's watch + getChildren",
     };
-    let row = Row::new(S4, sys.name(), variant).latencies(lat, false);
+    let ops = lat.len();
+    let row = Row::new(S4, sys.name(), variant).latencies(lat, false).ops(ops);
     match cpu {
         Some(cpu) => row.cpu(cpu),
         None => row,
@@ -431,6 +432,7 @@ pub async fn failover(bench: &Bench, sys: Sys, ttl: Duration, runs: usize) -> Re
         .metric("max_ms", max)
         .metric("max_minus_ttl_ms", over)
         .metric("n", lat.len() as f64)
+        .ops(lat.len())
         .cpu(cpu))
 }
 
@@ -627,8 +629,10 @@ pub async fn transfer(bench: &Bench, n: usize) -> Result<Row> {
     let [a, b] = c;
     a.retire().await?;
     b.retire().await?;
+    let ops = lat.len();
     let row = Row::new(S9, Sys::Zkcoord.name(), "Transfer → successor's Campaign stream ELECTED (leader acknowledges)")
-        .latencies(&mut lat, false);
+        .latencies(&mut lat, false)
+        .ops(ops);
     Ok(match cpu {
         Some(cpu) => row.cpu(cpu),
         None => row,

@@ -106,7 +106,8 @@ pub async fn uncontended(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
             cpu = meter.stop();
         }
     }
-    Ok(Row::new(S1, sys.name(), "1 key").latencies(&mut lat, true).cpu(cpu))
+    let ops = lat.len();
+    Ok(Row::new(S1, sys.name(), "1 key").latencies(&mut lat, true).ops(ops).cpu(cpu))
 }
 
 /// Scenario 2 on `sys`: `clients` clients, each in a loop for `duration`: lock a random one of
@@ -211,7 +212,8 @@ pub async fn contended(bench: &Bench, sys: Sys, clients_n: usize, keys: usize, d
     let cpu = meter.stop();
     let per_s = lat.len() as f64 / cpu.wall_s;
     let variant = format!("{clients_n} clients, {keys} key{}", if keys == 1 { "" } else { "s" });
-    let mut row = Row::new(S2, sys.name(), &variant).latencies(&mut lat, false);
+    let ops = lat.len();
+    let mut row = Row::new(S2, sys.name(), &variant).latencies(&mut lat, false).ops(ops);
     row.summary = format!("{per_s:.0} acquisitions/s; wait {}", row.summary);
     Ok(row.metric("per_s", per_s).cpu(cpu))
 }

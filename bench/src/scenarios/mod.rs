@@ -57,8 +57,9 @@ impl Bench {
         match sys {
             Sys::Zkcoord => {
                 CpuMeter::start(&[("zkcoord", self.zkcoord.process.pid()), ("zookeeper", self.zk.process.pid())])
+                    .zookeeper(self.zk.port)
             }
-            Sys::ZooKeeper => CpuMeter::start(&[("zookeeper", self.zk.process.pid())]),
+            Sys::ZooKeeper => CpuMeter::start(&[("zookeeper", self.zk.process.pid())]).zookeeper(self.zk.port),
             Sys::Etcd => match &self.etcd {
                 Ok(etcd) => CpuMeter::start(&[("etcd", etcd.process.pid())]),
                 Err(_) => CpuMeter::start(&[]),
