@@ -11,12 +11,11 @@ use tonic::{Status, Streaming, transport::Channel};
 use pb::{
     etcdserverpb::{
         LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeRequest, RangeRequest,
-        StatusRequest, kv_client::KvClient, lease_client::LeaseClient, maintenance_client::MaintenanceClient,
+        StatusRequest, WatchCreateRequest, WatchRequest, WatchResponse, kv_client::KvClient, lease_client::LeaseClient,
+        maintenance_client::MaintenanceClient, range_request, watch_client::WatchClient, watch_request,
     },
-    v3electionpb::{
-        CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse, ResignRequest,
-        election_client::ElectionClient,
-    },
+    mvccpb::{KeyValue, event::EventType},
+    v3electionpb::{CampaignRequest, CampaignResponse, LeaderKey, ResignRequest, election_client::ElectionClient},
     v3lockpb::{LockRequest, LockResponse, UnlockRequest, lock_client::LockClient},
 };
 
@@ -69,6 +68,40 @@ impl Client {
         let range_end = prefix_end(&key);
         let request = RangeRequest { key, range_end, count_only: true, ..Default::default() };
         Ok(KvClient::new(self.channel.clone()).range(request).await?.into_inner().count)
+    }
+
+    /// KV.Range of the key created first under `prefix` (the Go client's `WithFirstCreate`, as
+    /// `concurrency.Election` reads its leader), linearizable; returns it, if any, and the
+    /// revision of the read.
+    pub async fn first_created(&mut self, prefix: impl Into<Vec<u8>>) -> Result<(Option<KeyValue>, i64)> {
+        let key = prefix.into();
+        let range_end = prefix_end(&key);
+        let request = RangeRequest {
+            key,
+            range_end,
+            limit: 1,
+            sort_order: range_request::SortOrder::Ascend.into(),
+            sort_target: range_request::SortTarget::Create.into(),
+            ..Default::default()
+        };
+        let response = KvClient::new(self.channel.clone()).range(request).await?.into_inner();
+        let revision = response.header.map_or(0, |h| h.revision);
+        Ok((response.kvs.into_iter().next(), revision))
+    }
+
+    /// Watch.Watch: a Watch stream of its own with one watch on `key` from `start_revision`;
+    /// returns once etcd has created the watch.
+    pub async fn watch(&mut self, key: impl Into<Vec<u8>>, start_revision: i64) -> Result<Watch> {
+        let (tx, rx) = mpsc::channel(1);
+        let create = WatchCreateRequest { key: key.into(), start_revision, ..Default::default() };
+        let request = WatchRequest { request_union: Some(watch_request::RequestUnion::CreateRequest(create)) };
+        tx.send(request).await.map_err(|_| Status::internal("watch request channel closed"))?;
+        let mut responses = WatchClient::new(self.channel.clone()).watch(ReceiverStream::new(rx)).await?.into_inner();
+        match responses.message().await? {
+            Some(response) if response.created && !response.canceled => Ok(Watch { _requests: tx, responses }),
+            Some(response) => Err(Status::aborted(format!("watch not created: {}", response.cancel_reason))),
+            None => Err(Status::unavailable("watch stream ended")),
+        }
     }
 
     /// Lease.LeaseGrant: a new lease of `ttl_s` seconds; returns its id.
@@ -124,12 +157,6 @@ impl Client {
         let request = ResignRequest { leader: Some(leader) };
         ElectionClient::new(self.channel.clone()).resign(request).await.map(drop)
     }
-
-    /// Election.Observe: a stream of the election's leaders.
-    pub async fn observe(&mut self, name: impl Into<Vec<u8>>) -> Result<Streaming<LeaderResponse>> {
-        let request = LeaderRequest { name: name.into() };
-        Ok(ElectionClient::new(self.channel.clone()).observe(request).await?.into_inner())
-    }
 }
 
 /// The sending half of a LeaseKeepAlive stream.
@@ -143,6 +170,30 @@ impl LeaseKeeper {
     /// Sends one keepalive (its answer comes on the stream).
     pub async fn keep_alive(&mut self) -> std::result::Result<(), mpsc::error::SendError<LeaseKeepAliveRequest>> {
         self.tx.send(LeaseKeepAliveRequest { id: self.id }).await
+    }
+}
+
+/// One watch on a Watch stream of its own (see [`Client::watch`]).
+#[derive(Debug)]
+pub struct Watch {
+    // The request half, held open while the watch lives (as etcd's Go client does).
+    _requests: mpsc::Sender<WatchRequest>,
+    responses: Streaming<WatchResponse>,
+}
+
+impl Watch {
+    /// Waits for the next DELETE event (the events before it are skipped).
+    pub async fn deleted(&mut self) -> Result<()> {
+        loop {
+            let response: WatchResponse =
+                self.responses.message().await?.ok_or_else(|| Status::unavailable("watch stream ended"))?;
+            if response.canceled {
+                return Err(Status::aborted(format!("watch canceled: {}", response.cancel_reason)));
+            }
+            if response.events.iter().any(|e| e.r#type == EventType::Delete as i32) {
+                return Ok(());
+            }
+        }
     }
 }
 
