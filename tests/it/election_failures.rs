@@ -31,16 +31,23 @@ async fn campaign(
     lease: (i64, &str),
     priority: i32,
 ) -> Streaming<pb::CampaignResponse> {
-    ElectionClient::new(channel.clone())
-        .campaign(pb::CampaignRequest {
+    // UNAVAILABLE (the instance could not prove its ZooKeeper session in time, as on a loaded
+    // machine) means "retry", as the client libraries do.
+    for _ in 0..50 {
+        let request = pb::CampaignRequest {
             key: key(election, id, lease),
             value: id.as_bytes().to_vec(),
             priority,
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
+        };
+        match ElectionClient::new(channel.clone()).campaign(request).await {
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            campaign => return campaign.unwrap().into_inner(),
+        }
+    }
+    panic!("campaign: UNAVAILABLE for 5 s");
 }
 
 /// Reads statuses until one in `state`; returns it and when it arrived.
