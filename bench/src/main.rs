@@ -193,6 +193,8 @@ async fn run(args: Args) -> Result<(), String> {
         "zkcoord-bench — {cores} cores shared by servers and load generator; zookeeper {zk_version}; {etcd_version}"
     );
     println!("{}", measure::table(&rows));
+    println!("zkcoord against etcd and the direct ZooKeeper recipe (same variant, same run):\n");
+    println!("{}", measure::ratios(&rows));
     breakdowns.sort_by(|a, b| a.0.cmp(&b.0));
     println!("Where the main zkcoord instance's time went, by call (its spans; setup calls included):\n");
     println!("{}", breakdown::table(&breakdowns));

@@ -321,6 +321,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ratios_compare_the_same_variant_across_systems() {
+        let row = |system: &str, variant: &str, p50: f64| {
+            Row::new("2 contended lock", system, variant).metric("p50_ms", p50).metric("per_s", 1000.0 / p50)
+        };
+        let rows = [
+            row("zkcoord", "64 clients, 1 key", 4.0),
+            row("etcd", "64 clients, 1 key", 2.0),
+            row("zookeeper", "64 clients, 1 key", 8.0),
+            row("zkcoord", "64 clients, 100 keys", 3.0),
+            row("etcd", "64 clients, 100 keys", 1.0),
+        ];
+        let table = ratios(&rows);
+        assert!(table.contains("| 64 clients, 1 key | p50 ms | 4.00 | 2.00 | 8.00 | 2.00× | 0.50× |"), "{table}");
+        assert!(table.contains("| 64 clients, 100 keys | p50 ms | 3.00 | 1.00 | – | 3.00× | – |"), "{table}");
+        assert!(table.contains("| 64 clients, 1 key | per second | 250 | 500 | 125 | 0.50× | 2.00× |"), "{table}");
+    }
+
+    #[test]
     fn zookeeper_counters_are_read_from_srvr() {
         let srvr = "Zookeeper version: 3.8.0\nLatency min/avg/max: 0/0.2/9\nReceived: 1200\nSent: 1300\n\
                     Connections: 2\nOutstanding: 0\nZxid: 0x20000001f\nMode: standalone\nNode count: 5\n";
@@ -330,4 +348,85 @@ mod tests {
         let used = later.since(counters);
         assert_eq!((used.writes, used.received, used.sent), (16, 300, 400));
     }
+}
+
+/// The figures compared across systems, by metric name, and whether less is better.
+const COMPARED: [(&str, &str, bool); 5] = [
+    ("p50_ms", "p50 ms", true),
+    ("p99_ms", "p99 ms", true),
+    ("p999_ms", "p99.9 ms", true),
+    ("max_ms", "max ms", true),
+    ("per_s", "per second", false),
+];
+
+/// The rows measuring the same thing on different systems share a scenario and the numbers
+/// in their variant (`64 clients, 100 keys`; scenario 4's variants have none).
+fn comparison_key(row: &Row) -> (String, Vec<String>) {
+    let numbers =
+        row.variant.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).map(str::to_owned).collect();
+    (row.scenario.clone(), numbers)
+}
+
+/// zkcoord against etcd and the direct ZooKeeper recipe, as a Markdown table: for each
+/// scenario and variant measured on zkcoord and at least one other, its latency quantiles (or
+/// throughput) and ZooKeeper's CPU per operation, with the ratios zkcoord ÷ etcd and
+/// zkcoord ÷ recipe (below 1 is better for zkcoord, except throughput, where above 1 is).
+pub fn ratios(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| scenario | variant | figure | zkcoord | etcd | recipe | zkcoord ÷ etcd | zkcoord ÷ recipe |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    let measured = |row: &&Row| row.note.is_none() && !row.metrics.is_empty();
+    for zk in rows.iter().filter(|r| r.system == "zkcoord").filter(measured) {
+        let key = comparison_key(zk);
+        let other =
+            |system: &str| rows.iter().filter(measured).find(|r| r.system == system && comparison_key(r) == key);
+        let (etcd, recipe) = (other("etcd"), other("zookeeper"));
+        if etcd.is_none() && recipe.is_none() {
+            continue;
+        }
+        let cell = |row: Option<&Row>, value: Option<f64>| match (row, value) {
+            (Some(_), Some(v)) if v.is_finite() => fmt_figure(v),
+            _ => "–".to_owned(),
+        };
+        let ratio = |mine: f64, theirs: Option<f64>| match theirs {
+            Some(theirs) if theirs > 0.0 && mine.is_finite() => format!("{:.2}×", mine / theirs),
+            _ => "–".to_owned(),
+        };
+        let mut figures: Vec<(&str, f64, Option<f64>, Option<f64>)> = Vec::new();
+        for (metric, label, _) in COMPARED {
+            let Some(&mine) = zk.metrics.get(metric) else { continue };
+            let theirs = |row: Option<&Row>| row.and_then(|r| r.metrics.get(metric).copied());
+            let (e, r) = (theirs(etcd), theirs(recipe));
+            if e.is_some() || r.is_some() {
+                figures.push((label, mine, e, r));
+            }
+        }
+        let zk_cpu_per_op = |row: Option<&Row>| {
+            let row = row?;
+            let ops = row.ops?;
+            Some(row.cpu.as_ref()?.servers_s.get("zookeeper")? * 1000.0 / ops)
+        };
+        if let (Some(mine), Some(theirs)) = (zk_cpu_per_op(Some(zk)), zk_cpu_per_op(recipe)) {
+            figures.push(("ZooKeeper CPU ms per op", mine, None, Some(theirs)));
+        }
+        for (label, mine, e, r) in figures {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                zk.scenario,
+                zk.variant,
+                label,
+                fmt_figure(mine),
+                cell(etcd, e),
+                cell(recipe, r),
+                ratio(mine, e),
+                ratio(mine, r)
+            ));
+        }
+    }
+    out
+}
+
+/// A figure with 3 significant digits or so (milliseconds or counts).
+fn fmt_figure(v: f64) -> String {
+    if v >= 1000.0 { format!("{v:.0}") } else { fmt_ms(v) }
 }
