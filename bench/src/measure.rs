@@ -316,47 +316,13 @@ fn zookeeper_bill(row: &Row) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ratios_compare_the_same_variant_across_systems() {
-        let row = |system: &str, variant: &str, p50: f64| {
-            Row::new("2 contended lock", system, variant).metric("p50_ms", p50).metric("per_s", 1000.0 / p50)
-        };
-        let rows = [
-            row("zkcoord", "64 clients, 1 key", 4.0),
-            row("etcd", "64 clients, 1 key", 2.0),
-            row("zookeeper", "64 clients, 1 key", 8.0),
-            row("zkcoord", "64 clients, 100 keys", 3.0),
-            row("etcd", "64 clients, 100 keys", 1.0),
-        ];
-        let table = ratios(&rows);
-        assert!(table.contains("| 64 clients, 1 key | p50 ms | 4.00 | 2.00 | 8.00 | 2.00× | 0.50× |"), "{table}");
-        assert!(table.contains("| 64 clients, 100 keys | p50 ms | 3.00 | 1.00 | – | 3.00× | – |"), "{table}");
-        assert!(table.contains("| 64 clients, 1 key | per second | 250 | 500 | 125 | 0.50× | 2.00× |"), "{table}");
-    }
-
-    #[test]
-    fn zookeeper_counters_are_read_from_srvr() {
-        let srvr = "Zookeeper version: 3.8.0\nLatency min/avg/max: 0/0.2/9\nReceived: 1200\nSent: 1300\n\
-                    Connections: 2\nOutstanding: 0\nZxid: 0x20000001f\nMode: standalone\nNode count: 5\n";
-        let counters = ZkCounters::parse(srvr).expect("parsed");
-        assert_eq!((counters.writes, counters.received, counters.sent), (0x1f, 1200, 1300));
-        let later = ZkCounters { writes: 0x2f, received: 1500, sent: 1700 };
-        let used = later.since(counters);
-        assert_eq!((used.writes, used.received, used.sent), (16, 300, 400));
-    }
-}
-
-/// The figures compared across systems, by metric name, and whether less is better.
-const COMPARED: [(&str, &str, bool); 5] = [
-    ("p50_ms", "p50 ms", true),
-    ("p99_ms", "p99 ms", true),
-    ("p999_ms", "p99.9 ms", true),
-    ("max_ms", "max ms", true),
-    ("per_s", "per second", false),
+/// The figures compared across systems: metric name and label.
+const COMPARED: [(&str, &str); 5] = [
+    ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"),
+    ("p999_ms", "p99.9 ms"),
+    ("max_ms", "max ms"),
+    ("per_s", "per second"),
 ];
 
 /// The rows measuring the same thing on different systems share a scenario and the numbers
@@ -393,7 +359,7 @@ pub fn ratios(rows: &[Row]) -> String {
             _ => "–".to_owned(),
         };
         let mut figures: Vec<(&str, f64, Option<f64>, Option<f64>)> = Vec::new();
-        for (metric, label, _) in COMPARED {
+        for (metric, label) in COMPARED {
             let Some(&mine) = zk.metrics.get(metric) else { continue };
             let theirs = |row: Option<&Row>| row.and_then(|r| r.metrics.get(metric).copied());
             let (e, r) = (theirs(etcd), theirs(recipe));
@@ -429,4 +395,38 @@ pub fn ratios(rows: &[Row]) -> String {
 /// A figure with 3 significant digits or so (milliseconds or counts).
 fn fmt_figure(v: f64) -> String {
     if v >= 1000.0 { format!("{v:.0}") } else { fmt_ms(v) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_compare_the_same_variant_across_systems() {
+        let row = |system: &str, variant: &str, p50: f64| {
+            Row::new("2 contended lock", system, variant).metric("p50_ms", p50).metric("per_s", 1000.0 / p50)
+        };
+        let rows = [
+            row("zkcoord", "64 clients, 1 key", 4.0),
+            row("etcd", "64 clients, 1 key", 2.0),
+            row("zookeeper", "64 clients, 1 key", 8.0),
+            row("zkcoord", "64 clients, 100 keys", 3.0),
+            row("etcd", "64 clients, 100 keys", 1.0),
+        ];
+        let table = ratios(&rows);
+        assert!(table.contains("| 64 clients, 1 key | p50 ms | 4.00 | 2.00 | 8.00 | 2.00× | 0.50× |"), "{table}");
+        assert!(table.contains("| 64 clients, 100 keys | p50 ms | 3.00 | 1.00 | – | 3.00× | – |"), "{table}");
+        assert!(table.contains("| 64 clients, 1 key | per second | 250 | 500 | 125 | 0.50× | 2.00× |"), "{table}");
+    }
+
+    #[test]
+    fn zookeeper_counters_are_read_from_srvr() {
+        let srvr = "Zookeeper version: 3.8.0\nLatency min/avg/max: 0/0.2/9\nReceived: 1200\nSent: 1300\n\
+                    Connections: 2\nOutstanding: 0\nZxid: 0x20000001f\nMode: standalone\nNode count: 5\n";
+        let counters = ZkCounters::parse(srvr).expect("parsed");
+        assert_eq!((counters.writes, counters.received, counters.sent), (0x1f, 1200, 1300));
+        let later = ZkCounters { writes: 0x2f, received: 1500, sent: 1700 };
+        let used = later.since(counters);
+        assert_eq!((used.writes, used.received, used.sent), (16, 300, 400));
+    }
 }
