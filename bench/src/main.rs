@@ -185,7 +185,7 @@ async fn run(args: Args) -> Result<(), String> {
         }
         rows.extend(new_rows);
     }
-    rows.sort_by(|a, b| a.scenario.cmp(&b.scenario));
+    rows.sort_by_key(|row| measure::scenario_number(&row.scenario));
 
     let command =
         std::env::args().map(|a| if a.contains(' ') { format!("{a:?}") } else { a }).collect::<Vec<_>>().join(" ");
@@ -195,7 +195,7 @@ async fn run(args: Args) -> Result<(), String> {
     println!("{}", measure::table(&rows));
     println!("zkcoord against etcd and the direct ZooKeeper recipe (same variant, same run):\n");
     println!("{}", measure::ratios(&rows));
-    breakdowns.sort_by(|a, b| a.0.cmp(&b.0));
+    breakdowns.sort_by_key(|(scenario, _)| measure::scenario_number(scenario));
     println!("Where the main zkcoord instance's time went, by call (its spans; setup calls included):\n");
     println!("{}", breakdown::table(&breakdowns));
     if let Some(path) = args.json {

@@ -271,6 +271,11 @@ pub fn fmt_ms(v: f64) -> String {
     }
 }
 
+/// The number a scenario's name starts with (`10 shard rebalance` → 10), to order by.
+pub fn scenario_number(scenario: &str) -> u32 {
+    scenario.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(u32::MAX)
+}
+
 /// The report as a Markdown table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
@@ -360,7 +365,14 @@ pub fn ratios(rows: &[Row]) -> String {
         };
         let mut figures: Vec<(&str, f64, Option<f64>, Option<f64>)> = Vec::new();
         for (metric, label) in COMPARED {
-            let Some(&mine) = zk.metrics.get(metric) else { continue };
+            // p99.9 where the row shows it (enough samples); the max where it is the figure
+            // (the last of the observers).
+            let shown = match metric {
+                "p999_ms" => zk.summary.contains("p99.9"),
+                "max_ms" => zk.summary.contains("last observer"),
+                _ => true,
+            };
+            let Some(&mine) = zk.metrics.get(metric).filter(|_| shown) else { continue };
             let theirs = |row: Option<&Row>| row.and_then(|r| r.metrics.get(metric).copied());
             let (e, r) = (theirs(etcd), theirs(recipe));
             if e.is_some() || r.is_some() {
