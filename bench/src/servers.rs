@@ -27,6 +27,8 @@ const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
 const SLF4J_JAR: &str = "/usr/share/java/slf4j-simple.jar";
 /// etcd from Debian's `etcd-server` package (3.4).
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
+/// A command the zkcoord and floor children run under (see `GrpcChild::spawn`).
+const CHILD_WRAPPER_ENV: &str = "ZKCOORD_BENCH_CHILD_WRAPPER";
 /// How long a server may take to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// ZooKeeper's tick as shipped (sessions from 2 to 20 ticks: 4 s to 40 s).
@@ -239,9 +241,12 @@ impl GrpcChild {
     ///
     /// Grants are not paced (`max_grants_per_second` at its maximum): scenarios grant their
     /// leases (up to 50,000) as fast as they can to set up; scenario 11 measures the default.
+    /// Observe streams are not capped either (`max_observe_streams` at its maximum; the
+    /// default, 10,000, refuses scenario 7's 50,000).
     pub fn zkcoord(zk_hosts: &str, namespace: &str, log: &Path) -> Result<Self> {
         let unpaced = format!("max_grants_per_second={}", zkcoord::config::MAX_QUOTA);
-        Self::spawn("zkcoord", &["__serve-zkcoord", zk_hosts, namespace, &unpaced], log)
+        let uncapped = format!("max_observe_streams={}", zkcoord::config::MAX_QUOTA);
+        Self::spawn("zkcoord", &["__serve-zkcoord", zk_hosts, namespace, &unpaced, &uncapped], log)
     }
 
     /// [`GrpcChild::zkcoord`] with `setting=value` overrides (see `child::serve_zkcoord`).
@@ -256,9 +261,21 @@ impl GrpcChild {
         Self::spawn("bare tonic", &["__serve-floor"], log)
     }
 
+    /// Runs this binary with `args`, under the command in `$ZKCOORD_BENCH_CHILD_WRAPPER` if set
+    /// (whitespace-separated, e.g. `heaptrack -o /tmp/zkcoord`: a profiler; lines it prints
+    /// before the child's `listening on` are skipped, and the process measured is then the
+    /// wrapper's, so its resident memory is not the server's).
     fn spawn(name: &'static str, args: &[&str], log: &Path) -> Result<Self> {
         let exe = std::env::current_exe().map_err(|e| format!("find the bench binary: {e}"))?;
-        let mut cmd = Command::new(exe);
+        let wrapper = std::env::var(CHILD_WRAPPER_ENV).unwrap_or_default();
+        let mut cmd = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(exe);
+                cmd
+            }
+            None => Command::new(exe),
+        };
         cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log_file(log)?);
         die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| format!("spawn {name}: {e}"))?;
@@ -267,7 +284,14 @@ impl GrpcChild {
         let mut process = Process { name, child };
         let mut line = String::new();
         let mut stdout = BufReader::new(stdout);
-        stdout.read_line(&mut line).map_err(|e| format!("read {name}'s first line: {e}"))?;
+        // A wrapper's own lines come first (at most a few).
+        for _ in 0..if wrapper.trim().is_empty() { 1 } else { 20 } {
+            line.clear();
+            stdout.read_line(&mut line).map_err(|e| format!("read {name}'s first line: {e}"))?;
+            if line.is_empty() || line.starts_with("listening on ") {
+                break;
+            }
+        }
         let Some(addr) = line.trim().strip_prefix("listening on ") else {
             process.check_running(log)?;
             return Err(format!("{name}: unexpected first line {line:?}; see {}", log.display()));
