@@ -109,23 +109,27 @@ impl lease_server::Lease for LeaseService {
         let first_ack = self.ack(&tenant, &lease, &first).await?;
 
         let (tx, stream) = super::stream_channel(KEEPALIVE_BUFFER);
-        let ctx = self.ctx.clone();
+        // Queued at once (the channel is new, and its receiver is `stream`, held here), so the
+        // task need not carry it.
+        tx.send(Ok(first_ack)).await.map_err(|()| Error::ShuttingDown)?;
+        // The task holds one copy of the context (in `service`), plus the shutdown token.
+        let shutdown = self.ctx.shutdown.clone();
         let service = self.clone();
         tokio::spawn(async move {
             tokio::pin!(withdrawn);
-            if tx.send(Ok(first_ack)).await.is_err() {
-                return;
-            }
             loop {
                 let outcome = tokio::select! {
                     // Endings first: a heartbeat racing a move or a shutdown must not be
                     // answered as if the lease were gone.
                     biased;
                     end = lease.ended() => Err(end.error().into()),
-                    () = ctx.shutdown.cancelled() => Err(Error::ShuttingDown.into()),
+                    () = shutdown.cancelled() => Err(Error::ShuttingDown.into()),
                     message = &mut withdrawn => Err(Error::NotAuthorized(message).into()),
                     message = inbound.message() => match message {
-                        Ok(Some(request)) => service.heartbeat(&tenant, &lease, &credentials, &request).await,
+                        // Boxed: the task idles far longer than it answers, and its size is
+                        // that of its largest await (answering reads ZooKeeper for
+                        // leaderships and shard ownerships, kilobytes of state).
+                        Ok(Some(request)) => Box::pin(service.heartbeat(&tenant, &lease, &credentials, &request)).await,
                         Ok(None) | Err(_) => return, // the client went away; the lease lives on until its ttl
                     },
                 };
@@ -133,7 +137,7 @@ impl lease_server::Lease for LeaseService {
                 // A client that does not read its answers must not pin this task at shutdown.
                 let sent = tokio::select! {
                     sent = tx.send(outcome) => sent.is_ok(),
-                    () = ctx.shutdown.cancelled() => false,
+                    () = shutdown.cancelled() => false,
                 };
                 if !sent || last {
                     return;

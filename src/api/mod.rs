@@ -209,6 +209,12 @@ impl Context {
     ///
     /// # Cancellation safety
     /// Only waits: safe to cancel (a new call checks again).
+    ///
+    /// # Memory
+    /// Streams hold this future for their whole life, inside their task. It is boxed, so a
+    /// stream's task holds a pointer instead of its state, and without an `authz_file` and a
+    /// client certificate (nothing can withdraw) it is [`std::future::pending`], which
+    /// allocates nothing.
     pub fn withdrawn(
         &self,
         caller: &Caller,
@@ -216,11 +222,15 @@ impl Context {
         resource: Resource,
         access: Access,
         names: Vec<String>,
-    ) -> impl std::future::Future<Output = &'static str> + Send + 'static + use<> {
+    ) -> Withdrawn {
         let authz = self.authz.clone();
         let peer = caller.0.clone().filter(|peer| peer.chain.is_some());
         let tls = self.tls.clone().filter(|_| peer.is_some());
-        async move {
+        if authz.is_none() && tls.is_none() {
+            // What the loop below does then: no check, and neither change can come.
+            return Box::pin(std::future::pending());
+        }
+        Box::pin(async move {
             let mut rule_changes = authz.as_ref().map(LiveAuthz::changes);
             let mut tls_changes = tls.as_ref().map(ServerTls::changes);
             let identity = peer.as_ref().and_then(|peer| peer.identity.clone());
@@ -251,9 +261,13 @@ impl Context {
                     else => return std::future::pending().await, // nothing can change any more
                 }
             }
-        }
+        })
     }
 }
+
+/// What [`Context::withdrawn`] returns: completes with the message a stream ends with once its
+/// caller may no longer keep it.
+pub type Withdrawn = Pin<Box<dyn std::future::Future<Output = &'static str> + Send + 'static>>;
 
 /// A server-streaming response.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
@@ -274,10 +288,14 @@ pub struct StreamSender<T>(tokio::sync::mpsc::Sender<Box<Result<T, tonic::Status
 impl<T> StreamSender<T> {
     /// Sends one item, waiting for room; `Err` once the client has gone away.
     ///
+    /// The item is boxed before the returned future is made, so that future (held by the
+    /// stream's task while it waits for room) holds a pointer, not the message.
+    ///
     /// # Cancellation safety
     /// Cancelling before the item is queued drops it.
-    pub async fn send(&self, item: Result<T, tonic::Status>) -> Result<(), ()> {
-        self.0.send(Box::new(item)).await.map_err(|_| ())
+    pub fn send(&self, item: Result<T, tonic::Status>) -> impl std::future::Future<Output = Result<(), ()>> + '_ {
+        let item = Box::new(item);
+        async move { self.0.send(item).await.map_err(|_| ()) }
     }
 
     /// Completes once the client has gone away (the stream was dropped).
