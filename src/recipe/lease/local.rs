@@ -339,9 +339,10 @@ pub(super) async fn run(
             // Read before arming: if the connection changes meanwhile, this generation is
             // stale and confirms nothing.
             let generation = inner.session.status().generation();
-            match arm(lease.home(&inner.me.name), &lease.health(), &client, &path, &mut version, &mut written_session)
-                .await
-            {
+            // The ZooKeeper calls below are boxed: this task lives as long as its lease and
+            // idles in the `select!`; unboxed, their state would size every lease's task.
+            let home = lease.home(&inner.me.name);
+            match Box::pin(arm(home, &lease.health(), &client, &path, &mut version, &mut written_session)).await {
                 Ok(Some(w)) => {
                     lease.set_confirmed(generation);
                     watcher = Some(Box::pin(w.changed()));
@@ -352,7 +353,7 @@ pub(super) async fn run(
             }
         }
         let Some(deadline) = lease.deadline_or_expire() else {
-            break expire(&inner, &lease, &path, version).await;
+            break Box::pin(expire(&inner, &lease, &path, version)).await;
         };
         let retry = watcher.is_none().then(|| tokio::time::sleep(RETRY_PAUSE));
         tokio::select! {
@@ -371,7 +372,7 @@ pub(super) async fn run(
             () = async { tokio::time::sleep_until(write_at.expect("guarded")).await }, if write_at.is_some() => {
                 write_at = None;
                 let started = TokioInstant::now();
-                match write_health(&inner, &lease, &path, &mut version, &mut written_session).await {
+                match Box::pin(write_health(&inner, &lease, &path, &mut version, &mut written_session)).await {
                     HealthWrite::Written(rearmed) => {
                         next_write = started + interval;
                         if let Some(rearmed) = rearmed {
