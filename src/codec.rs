@@ -22,8 +22,10 @@ use tonic_prost::{ProstCodec, ProstEncoder};
 
 use crate::Error;
 
-/// Initial size of a call's encode and decode buffers.
-const BUFFER_SIZE: usize = 512;
+/// Initial size of a call's encode and decode buffers: a heartbeat, its answer or an Observe
+/// event without a large value fits (a few dozen to ~200 bytes); larger messages grow the buffer.
+/// An idle lease holds three (KeepAlive's decode and encode, Observe's or Campaign's encode).
+const BUFFER_SIZE: usize = 256;
 /// How much an encoder buffers before yielding (tonic's default).
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
