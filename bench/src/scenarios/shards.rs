@@ -24,6 +24,8 @@ const S10: &str = "10 shard rebalance";
 const GROUP: &str = "bench-flows";
 /// Members' lease ttl.
 const TTL: Duration = Duration::from_secs(3);
+/// Members sharing one connection (two streams each).
+const MEMBERS_PER_CONNECTION: usize = 50;
 /// Longest wait for a table to settle.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -161,10 +163,17 @@ async fn until(observe: &mut Streaming<pb::ObserveGroupResponse>, done: impl Fn(
 
 /// Runs the scenario with `n` shards over `m` members.
 pub async fn rebalance(bench: &Bench, n: u32, m: usize) -> Result<Row> {
+    // Each member holds two streams (KeepAlive, Watch): 50 members per connection stay well
+    // within `max_streams_per_connection` (200 by default; one connection for 100 members
+    // would wait forever for a stream slot).
     let channel = clients::channel(bench.zkcoord.addr).await?;
+    let mut member_channel = channel.clone();
     let mut members = Vec::with_capacity(m + 1);
     for i in 0..m {
-        members.push(Member::join(&channel, &format!("m{i:03}"), n).await?);
+        if i > 0 && i % MEMBERS_PER_CONNECTION == 0 {
+            member_channel = clients::channel(bench.zkcoord.addr).await?;
+        }
+        members.push(Member::join(&member_channel, &format!("m{i:03}"), n).await?);
     }
     let mut observe = ShardsClient::new(channel.clone())
         .observe(pb::ObserveGroupRequest { group: GROUP.into() })
@@ -178,7 +187,8 @@ pub async fn rebalance(bench: &Bench, n: u32, m: usize) -> Result<Row> {
     // A join: how long until balanced, how many shards moved, ZooKeeper writes per handoff.
     let zxid = bench.zk.zxid().ok_or("zookeeper srvr")?;
     let started = Instant::now();
-    members.push(Member::join(&channel, "newcomer", n).await?);
+    let newcomer_channel = clients::channel(bench.zkcoord.addr).await?;
+    members.push(Member::join(&newcomer_channel, "newcomer", n).await?);
     let current = ids(&members);
     let joined = until(&mut observe, |t| balanced(t, &current.iter().map(String::as_str).collect::<Vec<_>>())).await?;
     let join_time = started.elapsed();
