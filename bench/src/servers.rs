@@ -154,11 +154,9 @@ impl ZooKeeper {
         crate::measure::ZkCounters::parse(&srvr)
     }
 
-    /// The last zxid (from `srvr`): the number of writes, within one epoch.
+    /// The last zxid's counter (from `srvr`): the number of writes, within one epoch.
     pub fn zxid(&self) -> Option<u64> {
-        let srvr = self.four_letter("srvr")?;
-        let hex = srvr.lines().find_map(|l| l.strip_prefix("Zxid: 0x"))?;
-        u64::from_str_radix(hex.trim(), 16).ok()
+        Self::counters(self.port).map(|counters| counters.writes)
     }
 
     /// The number of client connections (= sessions here) from `cons`, less the `cons` itself.

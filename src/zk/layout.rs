@@ -66,8 +66,8 @@ pub fn candidates(election: &Name) -> String {
     format!("{ELECTIONS}/{election}/candidates")
 }
 
-/// The znode of one candidate.
-pub fn candidate(election: &Name, candidate_id: &Name) -> String {
+/// The znode of one candidate (its id a validated [`Name`], or one read from ZooKeeper).
+pub fn candidate(election: &Name, candidate_id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("{ELECTIONS}/{election}/candidates/{candidate_id}")
 }
 

@@ -651,7 +651,7 @@ impl Elections {
         multi.add_delete(candidate_path, None)?;
         multi.add_delete(binding_path, None)?;
         if let Some((id, version)) = &successor {
-            multi.add_check_version(&format!("{}/{id}", layout::candidates(&key.election)), *version)?;
+            multi.add_check_version(&layout::candidate(&key.election, id), *version)?;
         }
         let Ok(results) = multi.commit().await? else { return Ok(false) };
         tracing::debug!(election = %key.election, term = record.term, leader = ?record.leader.as_ref().map(|l| &l.candidate_id), "resigned and elected in one transaction");

@@ -698,7 +698,7 @@ pub(super) async fn write(
         Decision::Nothing => return None,
         Decision::Elect(id) => {
             let candidate = state.candidates.get(&id)?;
-            checks.push((format!("{}/{id}", layout::candidates(name)), candidate.version));
+            checks.push((layout::candidate(name, &id), candidate.version));
             record.elect(id, candidate.record.lease_id, now_unix_ms());
         }
         Decision::Vacate => {
