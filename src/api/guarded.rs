@@ -6,7 +6,8 @@
 //! on demand (an Observe stream judging the election's published states) [`Guarded`] makes
 //! them where hyper polls the response body: one wake-up per message, nothing held but the
 //! stream. A client that stops reading stops the polling; what it misses is the source's to
-//! handle (an Observe skips ahead to the latest state).
+//! handle (an Observe skips ahead to the latest state; a KeepAlive reads no more heartbeats, as
+//! a task would once its channel were full).
 
 use std::{
     future::Future,
@@ -23,8 +24,9 @@ use crate::error::Error;
 pin_project! {
     /// The items of `inner`, until the instance shuts down (then UNAVAILABLE) or `withdrawn`
     /// completes (then PERMISSION_DENIED with its message), whichever comes first; a source
-    /// that ends or fails ends the stream with that last item (an end is UNAVAILABLE: the
-    /// source stops only when the instance shuts down). `permit` is held while the stream lasts.
+    /// that fails ends the stream with that last item, and one that ends ends it as
+    /// [`Guarded::new`] or [`Guarded::until_source_ends`] says. `permit` is held while the
+    /// stream lasts.
     #[derive(Debug)]
     pub struct Guarded<S, W, P> {
         #[pin]
@@ -35,13 +37,22 @@ pin_project! {
         withdrawn: W,
         permit: P,
         ended: bool,
+        // Whether the source's end ends the stream as it is (else with UNAVAILABLE).
+        clean_end: bool,
     }
 }
 
 impl<S, W, P> Guarded<S, W, P> {
-    /// Guards `inner`; see [`Guarded`].
+    /// Guards `inner`, a source that ends only when the instance shuts down: its end ends the
+    /// stream with UNAVAILABLE. See [`Guarded`].
     pub fn new(inner: S, shutdown: WaitForCancellationFutureOwned, withdrawn: W, permit: P) -> Self {
-        Self { inner, shutdown, withdrawn, permit, ended: false }
+        Self { inner, shutdown, withdrawn, permit, ended: false, clean_end: false }
+    }
+
+    /// Guards `inner`, a source whose end is the client's (it stopped sending): its end ends
+    /// the stream as it is, with OK. See [`Guarded`].
+    pub fn until_source_ends(inner: S, shutdown: WaitForCancellationFutureOwned, withdrawn: W, permit: P) -> Self {
+        Self { inner, shutdown, withdrawn, permit, ended: false, clean_end: true }
     }
 }
 
@@ -67,6 +78,10 @@ where
             match ready!(this.inner.poll_next(cx)) {
                 Some(Ok(item)) => return Poll::Ready(Some(Ok(item))),
                 Some(Err(status)) => Err(status),
+                None if *this.clean_end => {
+                    *this.ended = true;
+                    return Poll::Ready(None);
+                }
                 None => Err(Error::ShuttingDown.into()),
             }
         };
@@ -132,5 +147,34 @@ mod tests {
         let last = stream.next().await.expect("a last item").expect_err("an error");
         assert_eq!(last.code(), tonic::Code::Unavailable);
         assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_source_the_client_ended_ends_the_stream_as_it_is_and_an_error_ends_it_too() {
+        let shutdown = CancellationToken::new();
+        let stream = Guarded::until_source_ends(
+            tokio_stream::iter([Ok(7)]),
+            shutdown.clone().cancelled_owned(),
+            std::future::pending(),
+            (),
+        );
+        tokio::pin!(stream);
+        assert!(matches!(stream.next().await, Some(Ok(7))));
+        assert!(stream.next().await.is_none(), "no error after a clean end");
+        shutdown.cancel();
+        assert!(stream.next().await.is_none(), "nothing after the end");
+
+        let failing = [Ok(1), Err(tonic::Status::failed_precondition("moved")), Ok(2)];
+        let stream = Guarded::until_source_ends(
+            tokio_stream::iter(failing),
+            CancellationToken::new().cancelled_owned(),
+            std::future::pending(),
+            (),
+        );
+        tokio::pin!(stream);
+        assert!(matches!(stream.next().await, Some(Ok(1))));
+        let last = stream.next().await.expect("a last item").expect_err("an error");
+        assert_eq!(last.code(), tonic::Code::FailedPrecondition);
+        assert!(stream.next().await.is_none(), "nothing after the error");
     }
 }

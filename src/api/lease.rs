@@ -4,9 +4,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
+use futures_util::StreamExt;
+
 use super::{
     Caller, Context, ResponseStream,
     convert::{health_from_pb, health_to_pb, millis},
+    guarded::Guarded,
 };
 use crate::{
     authz::{Access, Resource},
@@ -26,8 +29,14 @@ use crate::{
     },
 };
 
-/// Responses buffered per KeepAlive stream before the client must read.
-const KEEPALIVE_BUFFER: usize = 4;
+/// What a KeepAlive stream holds between heartbeats.
+struct Heartbeats {
+    service: LeaseService,
+    tenant: Arc<Recipes>,
+    lease: Arc<LocalLease>,
+    credentials: LeaseCredentials,
+    inbound: Streaming<pb::KeepAliveRequest>,
+}
 
 /// The Lease service.
 #[derive(Clone, Debug)]
@@ -108,43 +117,37 @@ impl lease_server::Lease for LeaseService {
         let withdrawn = self.ctx.withdrawn(&caller, tenant.tenant.clone(), Resource::Lease, Access::Write, names);
         let first_ack = self.ack(&tenant, &lease, &first).await?;
 
-        let (tx, stream) = super::stream_channel(KEEPALIVE_BUFFER);
-        // Queued at once (the channel is new, and its receiver is `stream`, held here), so the
-        // task need not carry it.
-        tx.send(Ok(first_ack)).await.map_err(|()| Error::ShuttingDown)?;
-        // The task holds one copy of the context (in `service`), plus the shutdown token.
-        let shutdown = self.ctx.shutdown.clone();
-        let service = self.clone();
-        tokio::spawn(async move {
-            tokio::pin!(withdrawn);
-            loop {
-                let outcome = tokio::select! {
-                    // Endings first: a heartbeat racing a move or a shutdown must not be
-                    // answered as if the lease were gone.
-                    biased;
-                    end = lease.ended() => Err(end.error().into()),
-                    () = shutdown.cancelled() => Err(Error::ShuttingDown.into()),
-                    message = &mut withdrawn => Err(Error::NotAuthorized(message).into()),
-                    message = inbound.message() => match message {
-                        // Boxed: the task idles far longer than it answers, and its size is
-                        // that of its largest await (answering reads ZooKeeper for
-                        // leaderships and shard ownerships, kilobytes of state).
-                        Ok(Some(request)) => Box::pin(service.heartbeat(&tenant, &lease, &credentials, &request)).await,
-                        Ok(None) | Err(_) => return, // the client went away; the lease lives on until its ttl
-                    },
-                };
-                let last = outcome.is_err();
-                // A client that does not read its answers must not pin this task at shutdown.
-                let sent = tokio::select! {
-                    sent = tx.send(outcome) => sent.is_ok(),
-                    () = shutdown.cancelled() => false,
-                };
-                if !sent || last {
-                    return;
-                }
-            }
+        // Heartbeats are read and answered where the HTTP/2 stream polls the response (see
+        // [`Guarded`]): no task or channel per lease (about 2 KiB of an idle lease's memory).
+        //
+        // Cancellation (the client resets the stream, or the connection closes): the answer
+        // being made is dropped. That is safe: an answer confers nothing until the client has
+        // it, and what answering did before (the heartbeat recorded, the lease's expiry pushed
+        // back) is what a task would have done before finding the client gone. A client that
+        // stops reading stops being polled, so its heartbeats stop being read and its lease
+        // runs out, as with a full channel before.
+        let heartbeats = Heartbeats { service: self.clone(), tenant, lease, credentials, inbound };
+        let answers = futures_util::stream::unfold(heartbeats, |mut h| async move {
+            let outcome = tokio::select! {
+                // The lease's end first: a heartbeat racing a move must not be answered as if
+                // the lease were gone.
+                biased;
+                end = h.lease.ended() => Err(end.error().into()),
+                message = h.inbound.message() => match message {
+                    // Boxed: the stream idles far longer than it answers, and its size is that
+                    // of its largest await (answering reads ZooKeeper for leaderships and
+                    // shard ownerships, kilobytes of state).
+                    Ok(Some(request)) => Box::pin(h.service.heartbeat(&h.tenant, &h.lease, &h.credentials, &request)).await,
+                    Ok(None) | Err(_) => return None, // the client went away; the lease lives on until its ttl
+                },
+            };
+            Some((outcome, h))
         });
-        Ok(Response::new(stream))
+        let answers = futures_util::stream::once(std::future::ready(Ok(first_ack))).chain(answers);
+        // Shutdown and withdrawn rights are judged before every answer; the client's end
+        // (it stopped sending) ends the stream with OK.
+        let shutdown = self.ctx.shutdown.clone().cancelled_owned();
+        Ok(Response::new(Box::pin(Guarded::until_source_ends(answers, shutdown, withdrawn, ()))))
     }
 
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
