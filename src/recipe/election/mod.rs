@@ -653,6 +653,8 @@ impl Elections {
         if let Some((id, version)) = &successor {
             multi.add_check_version(&layout::candidate(&key.election, id), *version)?;
         }
+        // Held until the outcome is told (`wrote` or `poke` below), or the call is cancelled.
+        let _writing = watch.writing();
         let Ok(results) = multi.commit().await? else { return Ok(false) };
         tracing::debug!(election = %key.election, term = record.term, leader = ?record.leader.as_ref().map(|l| &l.candidate_id), "resigned and elected in one transaction");
         let written = results.into_iter().find_map(|result| match result {
