@@ -336,3 +336,48 @@ async fn an_uncontended_lock_cycle_is_two_transactions_and_the_lock_one_round_tr
     assert_eq!(unlocked, unlock);
     instance.shutdown().await;
 }
+
+/// A request that had to wait writes its grant time (for Holders' `since_unix_ms`) only once
+/// its hold has lasted a second: a short contended hand-off costs the waiter's queueing, the
+/// holder's release and the waiter's release (3 zxids, as the recipe's create, delete, delete),
+/// not a fourth write for the grant time. A hold that lasts has it written (one zxid), and
+/// Holders shows it instead of the request time.
+#[tokio::test]
+async fn a_contended_hand_off_writes_the_grant_time_only_for_a_hold_that_lasts() {
+    let (zk, _ns, instance, channel) = setup("cost-handoff").await;
+    let holder = Locker::granted(&channel, "holder", TTL).await;
+    let waiter = Locker::granted(&channel, "waiter", TTL).await;
+    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let since = |holders: Vec<pb::KeyHolders>| holders[0].holders[0].since_unix_ms;
+    for lasts in [false, true] {
+        let handle = holder.lock(&["k"], EXCLUSIVE, 10_000).await.unwrap().handle;
+        tokio::time::sleep(SETTLE).await;
+        let before = zxid(&zk);
+        let hand_off = async {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while holder.holders("k", false).await[0].waiters != 1 {
+                assert!(tokio::time::Instant::now() < deadline, "the waiter never queued");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let released_at = now_ms();
+            holder.unlock(&handle).await.unwrap();
+            released_at
+        };
+        let (granted, released_at) = tokio::join!(waiter.lock(&["k"], EXCLUSIVE, 10_000), hand_off);
+        let handle = granted.unwrap().handle;
+        assert!(
+            since(waiter.holders("k", false).await) < released_at,
+            "the request time, until the grant's is written"
+        );
+        if lasts {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert!(since(waiter.holders("k", false).await) >= released_at, "the grant time, once the hold lasted");
+        }
+        waiter.unlock(&handle).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let zxids = zxid(&zk) - before;
+        println!("hand-off (hold lasts: {lasts}): {zxids} zxids");
+        assert_eq!(zxids, if lasts { 4 } else { 3 }, "zxids of a hand-off (hold lasts: {lasts})");
+    }
+    instance.shutdown().await;
+}
