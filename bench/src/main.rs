@@ -158,7 +158,7 @@ async fn run(args: Args) -> Result<(), String> {
     // Only the scenarios that weigh ZooKeeper's CPU per operation need it warm.
     let weighs_zookeeper = |n: u32| [1, 2, 3, 4, 9].contains(&n);
     if !args.quick && (args.only.is_empty() || args.only.iter().copied().any(weighs_zookeeper)) {
-        eprintln!("warming up ZooKeeper's JVM (lock cycles and contention, unmeasured)…");
+        eprintln!("warming up ZooKeeper's JVM (lock cycles, unmeasured)…");
         scenarios::lock::warm_up(&bench).await?;
     }
 
