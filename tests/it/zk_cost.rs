@@ -354,11 +354,10 @@ async fn a_contended_hand_off_writes_the_grant_time_only_for_a_hold_that_lasts()
         tokio::time::sleep(SETTLE).await;
         let before = zxid(&zk);
         let hand_off = async {
-            let deadline = tokio::time::Instant::now() + WAIT;
-            while holder.holders("k", false).await[0].waiters != 1 {
-                assert!(tokio::time::Instant::now() < deadline, "the waiter never queued");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            support::eventually(WAIT, "the waiter is queued", || async {
+                holder.holders("k", false).await[0].waiters == 1
+            })
+            .await;
             let released_at = now_ms();
             holder.unlock(&handle).await.unwrap();
             released_at
