@@ -19,6 +19,32 @@ pub fn ctx<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{what}: {e}")
 }
 
+/// Attempts of a set-up call answered UNAVAILABLE before the scenario fails.
+const UNAVAILABLE_ATTEMPTS: u32 = 5;
+/// Pause between those attempts.
+const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Calls `call` again while it is answered UNAVAILABLE, as the client libraries do (an instance
+/// says so when it cannot prove its ZooKeeper session in time, e.g. under the burst of a
+/// scenario's set-up): up to [`UNAVAILABLE_ATTEMPTS`] attempts, [`UNAVAILABLE_BACKOFF`] apart.
+/// Any other status fails at once; `what` names the call in the error.
+pub async fn retry_unavailable<T, F, Fut>(what: &'static str, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, tonic::Status>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(status) if status.code() == tonic::Code::Unavailable && attempt < UNAVAILABLE_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+            }
+            result => return result.map_err(ctx(what)),
+        }
+    }
+}
+
 /// A new HTTP/2 connection to a gRPC server (one per simulated client process).
 pub async fn channel(addr: SocketAddr) -> Result<Channel> {
     Endpoint::from_shared(format!("http://{addr}"))
@@ -74,29 +100,34 @@ impl Drop for ZkcLease {
 
 /// Lease.Grant.
 pub async fn grant(channel: &Channel, owner: &str, ttl: Duration) -> Result<pb::LeaseRef> {
-    let granted = LeaseClient::new(channel.clone())
-        .grant(pb::GrantRequest {
-            ttl_ms: ttl.as_millis() as i64,
-            owner: owner.to_owned(),
-            metadata: Default::default(),
-            health: Some(serving()),
-        })
-        .await
-        .map_err(ctx("grant"))?
-        .into_inner();
+    let request = pb::GrantRequest {
+        ttl_ms: ttl.as_millis() as i64,
+        owner: owner.to_owned(),
+        metadata: Default::default(),
+        health: Some(serving()),
+    };
+    let granted =
+        retry_unavailable("grant", || async { LeaseClient::new(channel.clone()).grant(request.clone()).await })
+            .await?
+            .into_inner();
     Ok(pb::LeaseRef { id: granted.lease_id, secret: granted.secret })
 }
 
 /// Opens a KeepAlive stream for `lease` (waiting for its first answer) and heartbeats on it
 /// every `every` in a background task.
 pub async fn spawn_keepalive(channel: Channel, lease: pb::LeaseRef, every: Duration) -> Result<JoinHandle<()>> {
-    let (tx, rx) = mpsc::channel(4);
     let heartbeat =
         pb::KeepAliveRequest { lease: Some(lease), health: Some(serving()), elections: vec![], shard_groups: vec![] };
-    tx.send(heartbeat.clone()).await.map_err(ctx("keepalive"))?;
-    let mut answers =
-        LeaseClient::new(channel).keep_alive(ReceiverStream::new(rx)).await.map_err(ctx("keepalive"))?.into_inner();
-    answers.message().await.map_err(ctx("keepalive"))?.ok_or("keepalive stream ended")?;
+    let (tx, mut answers) = retry_unavailable("keepalive", || async {
+        let (tx, rx) = mpsc::channel(4);
+        let _ = tx.send(heartbeat.clone()).await;
+        let mut answers = LeaseClient::new(channel.clone()).keep_alive(ReceiverStream::new(rx)).await?.into_inner();
+        match answers.message().await? {
+            Some(_) => Ok((tx, answers)),
+            None => Err(tonic::Status::internal("keepalive stream ended")),
+        }
+    })
+    .await?;
     Ok(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;

@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::{
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 use tonic::{Streaming, transport::Channel};
 use zkcoord_client::pb::{self, election_client::ElectionClient};
 
@@ -442,7 +445,8 @@ fn jitter(span: Duration, run: usize) -> Duration {
 }
 
 /// Scenario 5 on `sys`: `n` Observe streams (100 per connection) on one election; the leader
-/// resigns; the time from the resign call until each observer has the new leader.
+/// resigns; the time from the resign call until each observer has the new leader. Observers
+/// stay subscribed until the last one is counted.
 ///
 /// etcd's observers follow the recipe of its Go client's `concurrency.Election.Observe` over
 /// etcd's public API, each on a Watch stream of its own ([`etcd_observe`]), not v3election's
@@ -453,7 +457,12 @@ pub async fn fanout(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
     let election = format!("s5-{}-{n}", sys.name());
     let conns = n.div_ceil(100);
     let ready = Arc::new(AtomicUsize::new(0));
-    let mut observers: Vec<JoinHandle<Result<Instant>>> = Vec::with_capacity(n);
+    let mut observers: Vec<Notified> = Vec::with_capacity(n);
+    // Each observer keeps its stream (etcd: its watch) open until all are counted, as observers
+    // in service stay subscribed: the teardown of the streams already notified would otherwise
+    // compete for the two cores with the fan-out being measured (74 instead of 94 ms for
+    // 10,000 zkcoord streams here).
+    let (release, held) = watch::channel(());
     // Setting up takes longer the more observers there are (etcd: over 30 s for 50,000 here).
     let setup_timeout = EVENT_TIMEOUT + Duration::from_millis(2 * n as u64);
     let wait_ready = |ready: Arc<AtomicUsize>| async move {
@@ -481,7 +490,7 @@ pub async fn fanout(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
                 let channel = clients::channel(bench.zkcoord.addr).await?;
                 for _ in 0..(n - c * 100).min(100) {
                     let (channel, ready, election) = (channel.clone(), ready.clone(), election.clone());
-                    observers.push(tokio::spawn(async move {
+                    observers.push(observer(held.clone(), async move {
                         let mut stream = ElectionClient::new(channel)
                             .observe(pb::ObserveRequest { election })
                             .await
@@ -492,7 +501,7 @@ pub async fn fanout(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
                         loop {
                             let state = stream.message().await.map_err(ctx("observe"))?.ok_or("observe ended")?;
                             if state.leader.is_some_and(|l| l.candidate_id == "b") {
-                                return Ok(Instant::now());
+                                return Ok((Instant::now(), stream));
                             }
                         }
                     }));
@@ -504,6 +513,7 @@ pub async fn fanout(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
             let start = Instant::now();
             a.resign(term).await?;
             let result = collect_observers(start, observers, meter).await;
+            drop(release);
             b.retire().await?;
             a.retire().await?;
             result?
@@ -523,7 +533,7 @@ pub async fn fanout(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
                 let client = clients::etcd(url).await?;
                 for _ in 0..(n - c * 100).min(100) {
                     let (client, ready, prefix) = (client.clone(), ready.clone(), prefix.clone());
-                    observers.push(tokio::spawn(etcd_observe(client, prefix, ready)));
+                    observers.push(observer(held.clone(), etcd_observe(client, prefix, ready)));
                 }
             }
             wait_ready(ready.clone()).await?;
@@ -532,6 +542,7 @@ pub async fn fanout(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
             let start = Instant::now();
             etcd_resign(&mut ca, key).await?;
             let result = collect_observers(start, observers, meter).await;
+            drop(release);
             pending.abort();
             la.revoke(&mut ca).await?;
             lb.revoke(&mut cb).await?;
@@ -557,7 +568,7 @@ pub async fn fanout(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
 /// An etcd observer, as etcd's Go client observes an election (`concurrency.Election.Observe`):
 /// reads the leader (the key created first under `prefix`), watches its key from the read's
 /// next revision, and once it is deleted reads the next leader; returns when that is "b".
-/// Counts itself in `ready` once its watch exists.
+/// Counts itself in `ready` once its watch exists; returns with its watch, still open.
 ///
 /// v3election's Observe runs this recipe inside etcd on its in-process client, which carries
 /// every Observe's watch on one internal Watch stream (chanStream: unbuffered channels, no
@@ -569,7 +580,11 @@ pub async fn fanout(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
 /// `watch.go:712` in `wc.Send`, server `v3rpc/watch.go:357` on `ctrlStream`, `:457` in
 /// `Send`); that etcd's later Observe streams got nothing either, even 50 (etcd-io/etcd#18879,
 /// #20716: the in-process client's watches stay stuck).
-async fn etcd_observe(mut client: etcd::Client, prefix: String, ready: Arc<AtomicUsize>) -> Result<Instant> {
+async fn etcd_observe(
+    mut client: etcd::Client,
+    prefix: String,
+    ready: Arc<AtomicUsize>,
+) -> Result<(Instant, impl Send + 'static)> {
     let (leader, revision) = client.first_created(prefix.as_bytes()).await.map_err(ctx("etcd leader"))?;
     let leader = leader.ok_or("etcd observe: no leader")?;
     let mut watch = client.watch(leader.key, revision + 1).await.map_err(ctx("etcd watch"))?;
@@ -577,15 +592,40 @@ async fn etcd_observe(mut client: etcd::Client, prefix: String, ready: Arc<Atomi
     watch.deleted().await.map_err(ctx("etcd watch"))?;
     let (leader, _) = client.first_created(prefix.as_bytes()).await.map_err(ctx("etcd leader"))?;
     match leader {
-        Some(kv) if kv.value == b"b" => Ok(Instant::now()),
+        Some(kv) if kv.value == b"b" => Ok((Instant::now(), watch)),
         Some(kv) => Err(format!("etcd observe: leader {:?} after the resign", String::from_utf8_lossy(&kv.value))),
         None => Err("etcd observe: no leader after the resign".into()),
     }
 }
 
+/// When one observer was notified, or why it failed.
+type Notified = oneshot::Receiver<Result<Instant>>;
+
+/// Runs `observe` in a task of its own: it tells when it was notified, then keeps what it
+/// returned (its subscription) until `held` is released.
+fn observer<S: Send + 'static>(
+    mut held: watch::Receiver<()>,
+    observe: impl Future<Output = Result<(Instant, S)>> + Send + 'static,
+) -> Notified {
+    let (tell, notified) = oneshot::channel();
+    tokio::spawn(async move {
+        match observe.await {
+            Ok((at, subscription)) => {
+                let _ = tell.send(Ok(at));
+                let _ = held.changed().await;
+                drop(subscription);
+            }
+            Err(err) => {
+                let _ = tell.send(Err(err));
+            }
+        }
+    });
+    notified
+}
+
 async fn collect_observers(
     start: Instant,
-    observers: Vec<JoinHandle<Result<Instant>>>,
+    observers: Vec<Notified>,
     meter: crate::measure::CpuMeter,
 ) -> Result<(Latencies, crate::measure::CpuUse)> {
     let mut lat = Latencies::with_capacity(observers.len());

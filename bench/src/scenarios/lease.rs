@@ -308,12 +308,15 @@ pub async fn idle(bench: &Bench, n: usize) -> Result<Row> {
         async move {
             let lease = clients::grant(&channel, &format!("s7-{i}"), TTL).await?;
             let keeper = clients::spawn_keepalive(channel.clone(), lease.clone(), TTL / 3).await?;
-            let mut observe = ElectionClient::new(channel)
-                .observe(pb::ObserveRequest { election })
-                .await
-                .map_err(ctx("observe"))?
-                .into_inner();
-            observe.message().await.map_err(ctx("observe"))?.ok_or("observe ended")?;
+            let mut observe = clients::retry_unavailable("observe", || async {
+                let request = pb::ObserveRequest { election: election.clone() };
+                let mut observe = ElectionClient::new(channel.clone()).observe(request).await?.into_inner();
+                match observe.message().await? {
+                    Some(_) => Ok(observe),
+                    None => Err(tonic::Status::internal("observe ended")),
+                }
+            })
+            .await?;
             let observer = tokio::spawn(async move { while let Ok(Some(_)) = observe.message().await {} });
             Ok((lease, keeper, observer))
         }
