@@ -296,7 +296,7 @@ async fn run_scenario(bench: &Bench, number: u32) -> Vec<Row> {
             }
         }
         5 => {
-            let sizes: &[usize] = if q { &[50] } else { &[1_000, 10_000] };
+            let sizes: &[usize] = if q { &[50] } else { &[1_000, 10_000, 50_000] };
             for &n in sizes {
                 for sys in all {
                     let result = scenarios::election::fanout(bench, sys, n).await;

@@ -544,9 +544,12 @@ pub async fn fanout(bench: &Bench, sys: Sys, n: usize) -> Result<Row> {
             let result = collect_observers(start, observers, meter).await;
             drop(release);
             pending.abort();
-            la.revoke(&mut ca).await?;
-            lb.revoke(&mut cb).await?;
-            result?
+            // The measurement's own error first: a lease found expired by its revoke says less.
+            let revoked = (la.revoke(&mut ca).await, lb.revoke(&mut cb).await);
+            let result = result?;
+            revoked.0?;
+            revoked.1?;
+            result
         }
         Sys::ZooKeeper => {
             return Err("a direct-ZooKeeper observer is a session of its own with a watch; thousands of sessions \
