@@ -19,7 +19,8 @@
 //! phase), failovers (a leader resigns, time until its standby's Campaign stream says ELECTED;
 //! the old leader campaigns again), and losses. A lease is lost when its KeepAlive stream fails
 //! or ends; a leadership is lost when a confirmed heartbeat stops listing it without a planned
-//! resign. Any loss fails the scenario (its rows say FAILED). Unconfirmed heartbeats and ownership gaps (a confirmed
+//! resign (a listing of a term the candidate resigned from is not counted: the client rule
+//! ignores it, and an answer may be up to the proof window stale). Any loss fails the scenario (its rows say FAILED). Unconfirmed heartbeats and ownership gaps (a confirmed
 //! answer arriving later than the previous confirmed heartbeat's send time + ttl: the owner had
 //! to stop acting meanwhile) are reported. The abuser's calls are counted by outcome (gRPC
 //! status code).
@@ -28,7 +29,7 @@ use std::{
     collections::{BTreeMap, VecDeque},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -145,20 +146,32 @@ impl Losses {
     }
 }
 
+/// A well-behaved candidate's planned resigns, shared with its heartbeater.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Odd while a planned resign is under way (see [`heartbeater`]).
+    resigning: AtomicU64,
+    /// The last term it resigned from (see [`heartbeater`]).
+    renounced: AtomicI64,
+}
+
 /// One heartbeat: send time and round trip.
 type Beat = (Instant, Duration);
 
 /// A well-behaved lease: heartbeats every ttl/3 naming its election, until `stop`.
 ///
-/// `planned` is odd while a planned resign of this lease is under way; a heartbeat sent or
-/// answered across a change of it, or a listing from before a planned resign, says nothing
-/// about lost leaderships.
+/// `planned.resigning` is odd while a planned resign of this lease is under way; a heartbeat
+/// sent or answered across a change of it, or a listing from before a planned resign, says
+/// nothing about lost leaderships. `planned.renounced` is the last term it resigned from: as
+/// the client rule says (and the client libraries do), a listing of that term or an earlier one
+/// is not a leadership — the answer to a heartbeat sent just after the Resign may still list
+/// it, read on a proof begun before the resignation (at most the proof window stale).
 async fn heartbeater(
     owner: String,
     channel: Channel,
     lease: pb::LeaseRef,
     election: String,
-    planned: Arc<AtomicU64>,
+    planned: Arc<Plan>,
     losses: Arc<Losses>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<Vec<Beat>>> {
@@ -189,7 +202,7 @@ async fn heartbeater(
             }
             next += every;
             let sent = Instant::now();
-            let plan = planned.load(Ordering::SeqCst);
+            let plan = planned.resigning.load(Ordering::SeqCst);
             let answer = match tx.send(heartbeat.clone()).await {
                 Ok(()) => answers.message().await,
                 Err(_) => Ok(None),
@@ -218,8 +231,9 @@ async fn heartbeater(
             }
             last_sent = last_confirmed;
             last_confirmed = sent;
-            let now_listed = answer.leaderships.iter().any(|l| l.election == election);
-            let undisturbed = plan.is_multiple_of(2) && planned.load(Ordering::SeqCst) == plan;
+            let renounced = planned.renounced.load(Ordering::SeqCst);
+            let now_listed = answer.leaderships.iter().any(|l| l.election == election && l.term > renounced);
+            let undisturbed = plan.is_multiple_of(2) && planned.resigning.load(Ordering::SeqCst) == plan;
             if listed && !now_listed && undisturbed && listed_plan == plan {
                 losses.leaderships.fetch_add(1, Ordering::Relaxed);
                 losses.note(format!(
@@ -257,7 +271,7 @@ struct Candidate {
     id: String,
     channel: Channel,
     lease: pb::LeaseRef,
-    planned: Arc<AtomicU64>,
+    planned: Arc<Plan>,
     stream: Option<Streaming<pb::CampaignResponse>>,
 }
 
@@ -316,7 +330,8 @@ impl Pair {
     async fn failover(&mut self) -> Result<Duration> {
         let (a, b) = self.candidates.split_at_mut(1);
         let (old, new) = if self.leader == 0 { (&mut a[0], &mut b[0]) } else { (&mut b[0], &mut a[0]) };
-        old.planned.fetch_add(1, Ordering::SeqCst);
+        old.planned.resigning.fetch_add(1, Ordering::SeqCst);
+        old.planned.renounced.fetch_max(self.term, Ordering::SeqCst);
         let request = pb::ResignRequest { key: Some(old.key(&self.election)), term: self.term, stay_candidate: false };
         let start = Instant::now();
         let resign = async { ElectionClient::new(old.channel.clone()).resign(request).await.map_err(ctx("resign")) };
@@ -325,7 +340,7 @@ impl Pair {
         let (at, term) = elected?;
         old.stream = None;
         let again = old.campaign(&self.election).await?;
-        old.planned.fetch_add(1, Ordering::SeqCst);
+        old.planned.resigning.fetch_add(1, Ordering::SeqCst);
         if again.state() != pb::CandidateState::Queued {
             return Err(format!("re-campaign is {:?}, not queued", again.state()));
         }
@@ -658,7 +673,7 @@ pub async fn abuse(bench: &Bench, sizes: &Sizes) -> Result<Vec<Row>> {
                 let channel = chans[(2 * e + k) / LEASES_PER_CONNECTION].clone();
                 let id = format!("c{e}-{k}");
                 let lease = clients::grant(&channel, &id, TTL).await?;
-                let planned = Arc::new(AtomicU64::new(0));
+                let planned = Arc::new(Plan::default());
                 heartbeaters.push(
                     heartbeater(
                         id.clone(),
