@@ -84,6 +84,29 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The established TCP connections of process `pid` to local port `port` (e.g. its ZooKeeper
+/// sessions): its socket inodes (`/proc/<pid>/fd`) matched against `/proc/net/tcp`.
+pub fn connections_to(pid: u32, port: u16) -> Option<usize> {
+    let inodes: std::collections::HashSet<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = fs::read_to_string("/proc/net/tcp").ok()?;
+    // Fields: sl, local address, remote address (hex ip:port), state (01: established), ..., inode.
+    let remote = format!(":{port:04X}");
+    let count = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[2].ends_with(&remote) && f[3] == "01" && inodes.contains(f[9]))
+        .count();
+    Some(count)
+}
+
 /// The number of CPUs this process may run on.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

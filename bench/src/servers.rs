@@ -158,12 +158,6 @@ impl ZooKeeper {
     pub fn zxid(&self) -> Option<u64> {
         Self::counters(self.port).map(|counters| counters.writes)
     }
-
-    /// The number of client connections (= sessions here) from `cons`, less the `cons` itself.
-    pub fn connections(&self) -> Option<usize> {
-        let cons = self.four_letter("cons")?;
-        Some(cons.lines().filter(|l| l.trim_start().starts_with('/')).count().saturating_sub(1))
-    }
 }
 
 /// An etcd 3.4 server (single member).

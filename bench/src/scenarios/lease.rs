@@ -20,7 +20,8 @@ use super::{Bench, Sys};
 use crate::{
     clients::{self, Result, ctx},
     etcd,
-    measure::{Latencies, Row, rss_kib},
+    measure::{CpuMeter, Latencies, Row, connections_to, rss_kib},
+    servers::GrpcChild,
 };
 
 const S6: &str = "6 lease keepalive";
@@ -289,16 +290,20 @@ pub async fn keepalive(bench: &Bench, sys: Sys, n: usize, ttl: Duration, window:
 }
 
 /// Scenario 7: `n` leases (ttl 30 s, a KeepAlive stream heartbeating every 10 s) each with one
-/// Observe stream, on the one zkcoord instance: its resident memory per lease, and the
-/// ZooKeeper connections in use.
+/// Observe stream, on a zkcoord instance started for this row (settings as the main one's):
+/// its resident memory per lease, and the ZooKeeper connections in use. A fresh process, so
+/// that memory freed by earlier scenarios (e.g. scenario 5's 50,000 streams) is not reused
+/// and flatters the figure.
 pub async fn idle(bench: &Bench, n: usize) -> Result<Row> {
     const TTL: Duration = Duration::from_secs(30);
-    let pid = bench.zkcoord.process.pid();
+    let log = bench.dir.join(format!("zkcoord-idle-{n}.log"));
+    let instance = GrpcChild::zkcoord(&bench.zk.hosts(), &format!("/idle-{n}"), &log)?;
+    let pid = instance.process.pid();
     let per_conn = STREAMS_PER_CONNECTION / 2;
-    let channels = connections(bench.zkcoord.addr, n.div_ceil(per_conn)).await?;
+    let channels = connections(instance.addr, n.div_ceil(per_conn)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = rss_kib(pid).ok_or("zkcoord's VmRSS")?;
-    let meter = bench.meter(Sys::Zkcoord);
+    let meter = CpuMeter::start(&[("zkcoord", pid), ("zookeeper", bench.zk.process.pid())]).zookeeper(bench.zk.port);
     let election = format!("s7-{n}");
     let chans = channels.clone();
     let setup_start = Instant::now();
@@ -326,7 +331,7 @@ pub async fn idle(bench: &Bench, n: usize) -> Result<Row> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cpu = meter.stop();
     let rss_after = rss_kib(pid).ok_or("zkcoord's VmRSS")?;
-    let zk_connections = bench.zk.connections().unwrap_or(0);
+    let zk_connections = connections_to(pid, bench.zk.port).unwrap_or(0);
     let per_lease_kib = (rss_after as f64 - rss_before as f64) / n as f64;
     let row = Row::new(S7, "zkcoord", &format!("{n} leases + {n} Observe streams"))
         .summary(format!(
