@@ -22,10 +22,12 @@ use tonic_prost::{ProstCodec, ProstEncoder};
 
 use crate::Error;
 
-/// Initial size of a call's encode and decode buffers: a heartbeat, its answer or an Observe
-/// event without a large value fits (a few dozen to ~200 bytes); larger messages grow the buffer.
-/// An idle lease holds three (KeepAlive's decode and encode, Observe's or Campaign's encode).
-const BUFFER_SIZE: usize = 256;
+/// Initial size of a call's encode and decode buffers: a heartbeat or its answer without
+/// leaderships fits (a few dozen bytes); larger messages (an Observe event with its leader,
+/// ~100 to 200 bytes) grow the buffer once. An idle lease holds three (KeepAlive's decode and
+/// encode, Observe's or Campaign's encode): bench scenario 7 at 10,000 leases + streams used
+/// 8.6–8.7 KiB each with 256-byte buffers, 8.4 with 128, 8.3 with 64.
+const BUFFER_SIZE: usize = 128;
 /// How much an encoder buffers before yielding (tonic's default).
 const YIELD_THRESHOLD: usize = 32 * 1024;
 

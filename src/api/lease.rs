@@ -4,8 +4,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use futures_util::StreamExt;
-
 use super::{
     Caller, Context, ResponseStream,
     convert::{health_from_pb, health_to_pb, millis},
@@ -31,6 +29,8 @@ use crate::{
 
 /// What a KeepAlive stream holds between heartbeats.
 struct Heartbeats {
+    /// The stream's first answer, until sent (boxed: 8 bytes while the stream idles).
+    first: Option<Box<pb::KeepAliveResponse>>,
     service: LeaseService,
     tenant: Arc<Recipes>,
     lease: Arc<LocalLease>,
@@ -38,16 +38,17 @@ struct Heartbeats {
     inbound: Streaming<pb::KeepAliveRequest>,
 }
 
-/// The Lease service.
+/// The Lease service. Cloned into every KeepAlive stream, so the context is shared (an idle
+/// lease holds one pointer to it, not a copy).
 #[derive(Clone, Debug)]
 pub struct LeaseService {
-    ctx: Context,
+    ctx: Arc<Context>,
 }
 
 impl LeaseService {
     /// A Lease service over `ctx`.
     pub fn new(ctx: Context) -> Self {
-        Self { ctx }
+        Self { ctx: Arc::new(ctx) }
     }
 }
 
@@ -126,8 +127,12 @@ impl lease_server::Lease for LeaseService {
         // back) is what a task would have done before finding the client gone. A client that
         // stops reading stops being polled, so its heartbeats stop being read and its lease
         // runs out, as with a full channel before.
-        let heartbeats = Heartbeats { service: self.clone(), tenant, lease, credentials, inbound };
+        let first = Some(Box::new(first_ack));
+        let heartbeats = Heartbeats { first, service: self.clone(), tenant, lease, credentials, inbound };
         let answers = futures_util::stream::unfold(heartbeats, |mut h| async move {
+            if let Some(first) = h.first.take() {
+                return Some((Ok(*first), h));
+            }
             let outcome = tokio::select! {
                 // The lease's end first: a heartbeat racing a move must not be answered as if
                 // the lease were gone.
@@ -143,7 +148,6 @@ impl lease_server::Lease for LeaseService {
             };
             Some((outcome, h))
         });
-        let answers = futures_util::stream::once(std::future::ready(Ok(first_ack))).chain(answers);
         // Shutdown and withdrawn rights are judged before every answer; the client's end
         // (it stopped sending) ends the stream with OK.
         let shutdown = self.ctx.shutdown.clone().cancelled_owned();
