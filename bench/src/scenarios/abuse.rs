@@ -20,9 +20,10 @@
 //! the old leader campaigns again), and losses. A lease is lost when its KeepAlive stream fails
 //! or ends; a leadership is lost when a confirmed heartbeat stops listing it without a planned
 //! resign (a listing of a term the candidate resigned from is not counted: the client rule
-//! ignores it, and an answer may be up to the proof window stale). Any loss fails the scenario (its rows say FAILED). Unconfirmed heartbeats and ownership gaps (a confirmed
-//! answer arriving later than the previous confirmed heartbeat's send time + ttl: the owner had
-//! to stop acting meanwhile) are reported. The abuser's calls are counted by outcome (gRPC
+//! ignores it, and an answer may be up to the proof window stale). Any loss fails the scenario
+//! (its rows say FAILED). Unconfirmed heartbeats and ownership gaps (a confirmed answer
+//! arriving later than the previous confirmed heartbeat's send time + ttl: the owner had to
+//! stop acting meanwhile) are reported. The abuser's calls are counted by outcome (gRPC
 //! status code).
 
 use std::{
